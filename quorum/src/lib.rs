@@ -1,0 +1,1 @@
+//! ZooKeeper sessions bridged into coroutines, and leader election among the nodes of a service (`QuorumCluster`, `QuorumServer`); built in the quorum issue.

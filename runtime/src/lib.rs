@@ -1,0 +1,1 @@
+//! The coroutine runtime.

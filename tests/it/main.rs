@@ -1,0 +1,1 @@
+//! The one integration-test binary: every scenario against real components lives in a module here.
