@@ -1,0 +1,1 @@
+//! Signal handling that only sets an atomic flag, for the supervisor to read.
