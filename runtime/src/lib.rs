@@ -12,6 +12,7 @@ mod context;
 mod event_loop;
 pub mod exit_counter;
 mod park;
+pub mod rpc;
 pub mod signals;
 mod sync_point;
 mod thread;

@@ -1,0 +1,44 @@
+//! `cargo xtask bench`: runs one benchmark (or all) and writes its JSON report under
+//! `target/bench/`. Benchmarks are measurements, never pass/fail tests.
+
+mod report;
+mod rpc;
+mod quorum;
+mod runtime;
+
+use anyhow::Result;
+use clap::{Args, ValueEnum};
+
+pub use report::Report;
+
+#[derive(Args)]
+pub struct BenchArgs {
+    /// Which benchmark to run.
+    #[arg(value_enum)]
+    pub which: Which,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum Which {
+    /// Coroutine runtime costs next to `may`, `generator` and `std::thread`.
+    Runtime,
+    /// RPC server throughput, latency and drain next to a reference server.
+    Rpc,
+    /// Leader hand-over time after stop and after SIGKILL.
+    Quorum,
+    /// Every benchmark above, one after the other.
+    All,
+}
+
+pub fn run(args: BenchArgs) -> Result<()> {
+    match args.which {
+        Which::Runtime => runtime::run(),
+        Which::Rpc => rpc::run(),
+        Which::Quorum => quorum::run(),
+        Which::All => {
+            runtime::run()?;
+            rpc::run()?;
+            quorum::run()
+        }
+    }
+}
