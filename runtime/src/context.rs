@@ -9,8 +9,6 @@
 //! unwound on the context's own thread, so its destructors run where its `Rc`s live. Work
 //! scheduled after the stop is refused with [`SchedError::Stopped`].
 
-#![allow(deprecated)] // generator's free `yield_with` is the only way to yield from any depth.
-
 use std::cell::{Cell, RefCell};
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -20,7 +18,7 @@ use std::thread::ThreadId;
 use std::time::Instant;
 
 use crossbeam::queue::SegQueue;
-use generator::{Generator, Gn};
+use generator::{Generator, Gn, Scope};
 use parking_lot::{Condvar, Mutex};
 
 use crate::sync_point::SyncPoint;
@@ -73,6 +71,8 @@ pub(crate) struct Shared {
     name: String,
     stack_size: usize,
     injected: SegQueue<Runnable>,
+    /// Set after every push to `injected`, so the loop polls one flag instead of the queue.
+    has_injected: AtomicBool,
     stop_requested: AtomicBool,
     running_thread: Mutex<Option<ThreadId>>,
     idle: Mutex<()>,
@@ -89,6 +89,7 @@ pub(crate) struct Shared {
 impl Shared {
     fn inject(&self, runnable: Runnable) {
         self.injected.push(runnable);
+        self.has_injected.store(true, Ordering::Release);
         self.wake_thread();
     }
 
@@ -126,6 +127,7 @@ impl ContextHandle {
                 name: name.to_string(),
                 stack_size,
                 injected: SegQueue::new(),
+                has_injected: AtomicBool::new(false),
                 stop_requested: AtomicBool::new(false),
                 running_thread: Mutex::new(None),
                 idle: Mutex::new(()),
@@ -221,7 +223,13 @@ enum YieldReason {
 struct Coroutine {
     generator: Generator<'static, (), ()>,
     state: Arc<CoroutineState>,
+    /// The generator's `Scope`, on the coroutine's own stack; null until its first run.
+    scope: *mut (),
 }
+
+/// The scope type every coroutine body receives; yielding through it skips generator's dynamic
+/// type check of the yielded value.
+type CoroutineScope = Scope<'static, 'static, (), ()>;
 
 struct TimerEntry {
     deadline: Instant,
@@ -250,12 +258,16 @@ impl Ord for TimerEntry {
 /// The run loop's own state; lives on the stack of the thread that drives the context.
 struct Worker {
     shared: Arc<Shared>,
-    ready: RefCell<VecDeque<Coroutine>>,
-    parked: RefCell<HashMap<u64, Coroutine>>,
+    ready: RefCell<VecDeque<Box<Coroutine>>>,
+    parked: RefCell<HashMap<u64, Box<Coroutine>>>,
     timers: RefCell<BinaryHeap<TimerEntry>>,
     timer_sequence: Cell<u64>,
     stack_pool: RefCell<Vec<Generator<'static, (), ()>>>,
-    running: RefCell<Option<Arc<CoroutineState>>>,
+    /// The state of the coroutine being resumed: points into `resume`'s (or `cancel`'s) frame,
+    /// null between coroutines. A raw pointer so that a switch costs no reference counting.
+    running: Cell<*const Arc<CoroutineState>>,
+    /// The running coroutine's `Scope`, to yield from any depth of its stack.
+    running_scope: Cell<*mut ()>,
     yield_reason: Cell<YieldReason>,
 }
 
@@ -275,7 +287,12 @@ fn with_worker<R>(f: impl FnOnce(&Worker) -> R) -> Option<R> {
 
 /// The state of the context coroutine running on this thread, if one is.
 pub(crate) fn current_coroutine() -> Option<Arc<CoroutineState>> {
-    with_worker(|worker| worker.running.borrow().clone()).flatten()
+    with_worker(|worker| {
+        let running = worker.running.get();
+        // Non-null only while the coroutine it points to is being resumed on this thread.
+        (!running.is_null()).then(|| unsafe { (*running).clone() })
+    })
+    .flatten()
 }
 
 /// The handle of the context whose loop this thread is driving, if any.
@@ -284,8 +301,40 @@ pub fn current_context() -> Option<ContextHandle> {
 }
 
 fn switch_out(reason: YieldReason) {
-    with_worker(|worker| worker.yield_reason.set(reason));
-    generator::yield_with(());
+    let scope = with_worker(|worker| {
+        worker.yield_reason.set(reason);
+        worker.running_scope.get()
+    });
+    yield_through(scope.unwrap_or(std::ptr::null_mut()));
+}
+
+#[inline]
+fn yield_through(scope: *mut ()) {
+    if scope.is_null() {
+        // Only reachable when a caller bypassed the `running` check; nothing to yield to.
+        return;
+    }
+    // The scope lives on this coroutine's stack, which is the stack we are running on.
+    unsafe { (*(scope as *mut CoroutineScope)).yield_with(()) }
+}
+
+/// Yields the running context coroutine, if there is one; false when the caller is not one.
+#[inline]
+pub(crate) fn try_yield_current() -> bool {
+    let scope = with_worker(|worker| {
+        if worker.running.get().is_null() {
+            return std::ptr::null_mut();
+        }
+        worker.yield_reason.set(YieldReason::Yield);
+        worker.running_scope.get()
+    });
+    match scope {
+        Some(scope) if !scope.is_null() => {
+            yield_through(scope);
+            true
+        }
+        _ => false,
+    }
 }
 
 /// Parks the running context coroutine (token semantics, see `park`).
@@ -313,11 +362,6 @@ pub(crate) fn park_current_until(state: &Arc<CoroutineState>, deadline: Instant)
         });
     });
     park_current(state);
-}
-
-/// Puts the running context coroutine at the back of the ready queue.
-pub(crate) fn yield_current() {
-    switch_out(YieldReason::Yield);
 }
 
 /// Why `run_loop` could not run.
@@ -353,7 +397,8 @@ pub(crate) fn run_loop(handle: &ContextHandle) -> Result<(), RunError> {
         timers: RefCell::new(BinaryHeap::new()),
         timer_sequence: Cell::new(0),
         stack_pool: RefCell::new(Vec::new()),
-        running: RefCell::new(None),
+        running: Cell::new(std::ptr::null()),
+        running_scope: Cell::new(std::ptr::null_mut()),
         yield_reason: Cell::new(YieldReason::Yield),
     };
     WORKER.with(|w| w.set(&worker));
@@ -390,6 +435,10 @@ impl Worker {
     }
 
     fn take_injected(&self) {
+        // A push that lands after the swap sets the flag again, so it is taken next round.
+        if !self.shared.has_injected.load(Ordering::Relaxed) || !self.shared.has_injected.swap(false, Ordering::Acquire) {
+            return;
+        }
         while let Some(runnable) = self.shared.injected.pop() {
             match runnable {
                 Runnable::Spawn(job) => {
@@ -447,33 +496,40 @@ impl Worker {
         self.shared.sleeping.store(false, Ordering::SeqCst);
     }
 
-    fn new_coroutine(&self, job: Job) -> Coroutine {
+    fn new_coroutine(&self, job: Job) -> Box<Coroutine> {
         let shared = self.shared.clone();
         shared.n_live.fetch_add(1, Ordering::AcqRel);
-        let body = move || job();
+        let body = move |mut scope: Scope<'_, 'static, (), ()>| {
+            with_worker(|worker| worker.running_scope.set(&mut scope as *mut Scope<'_, 'static, (), ()> as *mut ()));
+            job();
+        };
         let generator = match self.stack_pool.borrow_mut().pop() {
             Some(mut generator) => {
-                generator.init_code(body);
+                generator.scoped_init(body);
                 generator
             }
-            None => Gn::<()>::new_opt(self.shared.stack_size / std::mem::size_of::<usize>(), body),
+            None => Gn::<()>::new_scoped_opt(self.shared.stack_size / std::mem::size_of::<usize>(), body),
         };
         let id = self.shared.next_coroutine_id.fetch_add(1, Ordering::Relaxed);
-        Coroutine {
+        // Boxed: the run queue moves one pointer per switch instead of the whole struct.
+        Box::new(Coroutine {
             generator,
+            scope: std::ptr::null_mut(),
             state: Arc::new(CoroutineState {
                 id,
                 state: AtomicU8::new(RUNNING),
                 scheduler: Arc::downgrade(&self.shared),
             }),
-        }
+        })
     }
 
-    fn resume(&self, mut coroutine: Coroutine) {
-        *self.running.borrow_mut() = Some(coroutine.state.clone());
+    fn resume(&self, mut coroutine: Box<Coroutine>) {
+        self.running.set(&coroutine.state);
+        self.running_scope.set(coroutine.scope);
         self.yield_reason.set(YieldReason::Yield);
         let outcome = catch_unwind(AssertUnwindSafe(|| coroutine.generator.resume()));
-        *self.running.borrow_mut() = None;
+        self.running.set(std::ptr::null());
+        coroutine.scope = self.running_scope.replace(std::ptr::null_mut());
         match outcome {
             Err(panic) => {
                 tracing::error!(
@@ -503,7 +559,7 @@ impl Worker {
         }
     }
 
-    fn finished(&self, coroutine: Coroutine, reusable: bool) {
+    fn finished(&self, coroutine: Box<Coroutine>, reusable: bool) {
         self.shared.n_live.fetch_sub(1, Ordering::AcqRel);
         let mut pool = self.stack_pool.borrow_mut();
         if reusable && pool.len() < STACK_POOL_CAPACITY {
@@ -549,11 +605,13 @@ impl Worker {
         }
     }
 
-    fn cancel(&self, mut coroutine: Coroutine) {
+    fn cancel(&self, mut coroutine: Box<Coroutine>) {
         // The coroutine's destructors run as that coroutine, so they see it as the caller.
-        *self.running.borrow_mut() = Some(coroutine.state.clone());
+        self.running.set(&coroutine.state);
+        self.running_scope.set(coroutine.scope);
         let outcome = catch_unwind(AssertUnwindSafe(|| coroutine.generator.cancel()));
-        *self.running.borrow_mut() = None;
+        self.running.set(std::ptr::null());
+        self.running_scope.set(std::ptr::null_mut());
         self.shared.n_live.fetch_sub(1, Ordering::AcqRel);
         if let Err(panic) = outcome {
             tracing::error!(

@@ -127,11 +127,18 @@ pub fn sleep(duration: Duration) {
 }
 
 /// Lets other coroutines of the same context (or other threads) run, then continues.
+#[inline]
 pub fn yield_now() {
+    if !context::try_yield_current() {
+        yield_outside_context();
+    }
+}
+
+#[cold]
+fn yield_outside_context() {
     match caller_kind() {
-        CallerKind::Context => context::yield_current(),
         CallerKind::May => may::coroutine::yield_now(),
-        CallerKind::Thread => std::thread::yield_now(),
+        CallerKind::Context | CallerKind::Thread => std::thread::yield_now(),
     }
 }
 

@@ -9,7 +9,7 @@ mod runtime;
 use anyhow::Result;
 use clap::{Args, ValueEnum};
 
-pub use report::Report;
+
 
 #[derive(Args)]
 pub struct BenchArgs {
