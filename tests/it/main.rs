@@ -1,1 +1,3 @@
 //! The one integration-test binary: every scenario against real components lives in a module here.
+
+mod zk_harness;

@@ -1,6 +1,8 @@
-//! `cargo xtask`: the project's developer commands (benchmarks and a local ZooKeeper now; dist, deploy and the local cluster in later issues).
+//! `cargo xtask`: the project's developer commands (demo, tests, benchmarks and a local ZooKeeper now; dist, deploy and the local cluster in later issues).
 
 mod bench;
+mod demo;
+mod test;
 mod zk;
 
 use anyhow::Result;
@@ -17,6 +19,11 @@ struct Cli {
 enum Command {
     /// Run a benchmark and write its JSON report under target/bench/.
     Bench(bench::BenchArgs),
+    /// Play the original crash and its fix with the runtime alone (the main job until the
+    /// daemon lands).
+    Demo(demo::DemoArgs),
+    /// Install what the tests need (as root) and run every test of the workspace, as CI does.
+    Test,
     /// Start, stop or inspect a local ZooKeeper server for development.
     Zk(zk::ZkArgs),
 }
@@ -31,6 +38,8 @@ fn main() -> Result<()> {
         .init();
     match Cli::parse().command {
         Command::Bench(args) => bench::run(args),
+        Command::Demo(args) => demo::run(args),
+        Command::Test => test::run(),
         Command::Zk(args) => zk::run(args),
     }
 }

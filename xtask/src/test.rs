@@ -1,0 +1,60 @@
+//! `cargo xtask test`: installs what the tests need (when run as root) and runs every test of
+//! the workspace, exactly as CI's `.ci/run` does.
+
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+
+/// Debian packages the integration tests use: a real ZooKeeper server (which pulls in Java).
+const TEST_PACKAGES: &[&str] = &["zookeeper"];
+
+pub fn run() -> Result<()> {
+    ensure_packages(TEST_PACKAGES)?;
+    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string()))
+        .args(["test", "--workspace", "--no-fail-fast"])
+        .status()
+        .context("run cargo test")?;
+    if !status.success() {
+        bail!("cargo test --workspace failed ({status})");
+    }
+    Ok(())
+}
+
+/// Installs the missing packages with apt-get when running as root; otherwise says which.
+pub fn ensure_packages(packages: &[&str]) -> Result<()> {
+    let missing: Vec<&str> = packages.iter().copied().filter(|package| !is_installed(package)).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    if !is_root() {
+        bail!("missing Debian packages: run `sudo apt-get update && sudo apt-get install -y {}`", missing.join(" "));
+    }
+    eprintln!("installing {} with apt-get", missing.join(" "));
+    let update = Command::new("apt-get").arg("update").status().context("run apt-get update")?;
+    if !update.success() {
+        bail!("apt-get update failed ({update})");
+    }
+    let install = Command::new("apt-get")
+        .args(["install", "-y", "--no-install-recommends"])
+        .args(&missing)
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .status()
+        .context("run apt-get install")?;
+    if !install.success() {
+        bail!("apt-get install -y {} failed ({install})", missing.join(" "));
+    }
+    Ok(())
+}
+
+fn is_installed(package: &str) -> bool {
+    Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", package])
+        .output()
+        .map(|output| String::from_utf8_lossy(&output.stdout).contains("install ok installed"))
+        .unwrap_or(false)
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
