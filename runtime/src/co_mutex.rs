@@ -116,7 +116,7 @@ impl<T: ?Sized> CoMutex<T> {
     }
 }
 
-impl<T: ?Sized + Default> Default for CoMutex<T> {
+impl<T: Default> Default for CoMutex<T> {
     fn default() -> Self {
         CoMutex::new(T::default())
     }
