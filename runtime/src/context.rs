@@ -191,13 +191,13 @@ impl ContextHandle {
         let thread = self.shared.thread.lock().take();
         match thread {
             Some(thread) => {
-                self.shared.exited.run();
+                self.shared.exited.wait();
                 thread.join()
             }
             // A loop driven by a caller's own thread: wait until `run` returned, if it ran.
             None => {
                 if self.shared.running_thread.lock().is_some() {
-                    self.shared.exited.run();
+                    self.shared.exited.wait();
                 }
                 Ok(())
             }

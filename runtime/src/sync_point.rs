@@ -1,5 +1,7 @@
-//! `SyncPoint`, the original's `Sync`: a caller waits in `run` until an asynchronous operation
-//! calls `done`, optionally handing over a value. Renamed so it does not shadow Rust's `Sync`.
+//! `SyncPoint`, the original's `Sync`: a caller waits (`wait`, or `wait_and_reset` as the
+//! original's `WaitAndReset`) until an asynchronous operation calls `done` — or `run`, the
+//! original's `Closure::Run`, which is the same thing — optionally handing over a value.
+//! Renamed so it does not shadow Rust's `Sync` marker trait.
 //!
 //! The state is shared (`Arc`), so a `done` that arrives after the waiter has gone away only
 //! touches memory that is still alive: the original's "done on a destroyed waiter" race cannot
@@ -49,6 +51,11 @@ impl SyncPoint<()> {
         self.done_with(());
     }
 
+    /// The original's `Closure::Run`: the same as `done`. It never waits; `wait` does.
+    pub fn run(&self) {
+        self.done();
+    }
+
     /// A closure that calls `done`, to hand to an asynchronous operation as its completion.
     pub fn callback(&self) -> impl FnOnce() + Send + 'static {
         let sync_point = self.clone();
@@ -93,20 +100,20 @@ impl<T> SyncPoint<T> {
     }
 
     /// Waits until the operation is done. Parks only the coroutine when called from one.
-    pub fn run(&self) {
-        self.wait(None);
+    pub fn wait(&self) {
+        self.wait_until(None);
     }
 
     /// Waits until the operation is done or `timeout` passes; true when it is done.
-    pub fn run_timeout(&self, timeout: Duration) -> bool {
-        self.wait(Some(Instant::now() + timeout))
+    pub fn wait_timeout(&self, timeout: Duration) -> bool {
+        self.wait_until(Some(Instant::now() + timeout))
     }
 
     /// Waits for the next value, takes it and resets the signal for the next round.
     /// Each `done_with` is meant for one `wait_and_reset`.
     pub fn wait_and_reset(&self) -> T {
         loop {
-            self.run();
+            self.wait();
             let mut state = self.inner.lock();
             if let Some(value) = state.value.take() {
                 state.done = false;
@@ -120,7 +127,7 @@ impl<T> SyncPoint<T> {
         self.inner.lock().value.take()
     }
 
-    fn wait(&self, deadline: Option<Instant>) -> bool {
+    fn wait_until(&self, deadline: Option<Instant>) -> bool {
         let start_generation = {
             let mut state = self.inner.lock();
             if state.done {

@@ -83,7 +83,7 @@ fn dropping_a_context_from_its_own_coroutine_neither_hangs_nor_kills() {
         .expect("sched");
     within_deadline("drop on own thread", {
         let after_drop = after_drop.clone();
-        move || after_drop.run()
+        move || after_drop.wait()
     });
     assert!(after_drop.is_done());
     assert!(owner_handle.is_stopped(), "the drop asked the context to stop");
@@ -158,7 +158,7 @@ fn sync_point_hands_a_value_across_contexts() {
 fn sync_point_done_after_the_waiter_is_gone_is_harmless() {
     let point = SyncPoint::new();
     let callback = point.callback();
-    assert!(!point.run_timeout(Duration::from_millis(10)));
+    assert!(!point.wait_timeout(Duration::from_millis(10)));
     drop(point);
     callback(); // The original's race: done on a destroyed waiter.
 }
@@ -187,7 +187,7 @@ fn co_mutex_keeps_an_exact_count_under_yields_inside_the_lock() {
             })
             .expect("sched");
     }
-    within_deadline("200 coroutines", move || all_done.run());
+    within_deadline("200 coroutines", move || all_done.wait());
     assert_eq!(*counter.try_lock().expect("unlocked at the end"), N_COROUTINES as u64 * N_INCREMENTS);
 }
 
@@ -218,7 +218,7 @@ fn co_mutex_grants_in_arrival_order() {
             drop(guard);
         })
         .expect("sched");
-    within_deadline("fifo", move || done.run());
+    within_deadline("fifo", move || done.wait());
     assert_eq!(*mutex.try_lock().expect("free"), (0..10).collect::<Vec<_>>());
 }
 
@@ -242,7 +242,7 @@ fn co_mutex_parks_only_the_coroutine() {
             done_inner.done();
         })
         .expect("sched");
-    within_deadline("lock hand-over on one thread", move || done.run());
+    within_deadline("lock hand-over on one thread", move || done.wait());
 }
 
 #[test]
@@ -313,7 +313,7 @@ fn cancel_waits_for_a_running_tick_and_cancel_inside_a_tick_returns() {
     .expect("timer");
     within_deadline("first tick", {
         let in_tick = in_tick.clone();
-        move || in_tick.run()
+        move || in_tick.wait()
     });
     timer.cancel();
     assert!(tick_finished.load(Ordering::Acquire), "cancel returned while a tick was still running");
@@ -330,7 +330,7 @@ fn cancel_waits_for_a_running_tick_and_cancel_inside_a_tick_returns() {
     }, Duration::from_millis(5), true)
     .expect("timer");
     *slot.lock() = Some(self_cancelling);
-    within_deadline("self cancel", move || cancelled_itself.run());
+    within_deadline("self cancel", move || cancelled_itself.wait());
 }
 
 #[test]
@@ -366,7 +366,7 @@ fn stop_unwinds_parked_coroutines_on_their_own_thread() {
         .sched(move || {
             let _record = RecordDrop(dropped_inner);
             ran_inner.done_with(std::thread::current().id());
-            SyncPoint::<()>::new().run(); // Never done: parked until the context stops.
+            SyncPoint::<()>::new().wait(); // Never done: parked until the context stops.
         })
         .expect("sched");
     let thread_id = within_deadline("start", move || ran_on.wait_and_reset());
@@ -385,7 +385,7 @@ fn a_panicking_coroutine_does_not_take_down_its_context() {
     let after = SyncPoint::new();
     let after_inner = after.clone();
     context.sched(move || after_inner.done()).expect("sched");
-    within_deadline("after panic", move || after.run());
+    within_deadline("after panic", move || after.wait());
 }
 
 #[test]
@@ -465,7 +465,7 @@ fn primitives_work_from_all_three_kinds_of_caller() {
             done_ctx.done();
         })
         .expect("sched");
-    within_deadline("context caller", move || done.run());
+    within_deadline("context caller", move || done.wait());
 
     let body = exercise("may", results.clone());
     let handle = unsafe { may::coroutine::spawn(body) };
@@ -489,4 +489,27 @@ fn block_on_timeout_gives_up() {
     let never = std::future::pending::<()>();
     assert_eq!(block_on_timeout(never, Duration::from_millis(30)), None);
     assert_eq!(block_on_timeout(async { 3 }, Duration::from_millis(30)), Some(3));
+}
+
+#[test]
+fn sync_point_run_is_the_original_closure_run_and_signals() {
+    // The original's pattern: the coroutine calls `sync.Run()`, the caller `WaitAndReset()`s.
+    let context = ThreadContext::new("ctx-closure-run").expect("context");
+    let sync = SyncPoint::new();
+    let sync_inner = sync.clone();
+    let work_done = Arc::new(AtomicBool::new(false));
+    let work_inner = work_done.clone();
+    context
+        .sched(move || {
+            sleep(Duration::from_millis(10));
+            work_inner.store(true, Ordering::Release);
+            sync_inner.run();
+        })
+        .expect("sched");
+    within_deadline("closure run", {
+        let sync = sync.clone();
+        move || sync.wait_and_reset()
+    });
+    assert!(work_done.load(Ordering::Acquire), "wait_and_reset returned after the work");
+    assert!(!sync.is_done(), "and reset the point");
 }

@@ -84,7 +84,7 @@ impl<T> Thread<T> {
             return Err(JoinError::SelfJoin);
         }
         let handle = self.handle.lock().take().ok_or(JoinError::AlreadyJoined)?;
-        self.finished.run();
+        self.finished.wait();
         handle.join().map_err(|panic| JoinError::Panicked(panic_message(&panic)))
     }
 }

@@ -93,7 +93,7 @@ impl TimerHandle {
     fn wait_for_tick(&self) {
         let from_own_tick = self.shared.coroutine.lock().as_ref().is_some_and(Unparker::is_current);
         if !from_own_tick {
-            self.shared.finished.run();
+            self.shared.finished.wait();
         }
     }
 }

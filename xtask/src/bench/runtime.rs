@@ -94,7 +94,7 @@ fn spawn_run_ctx(n: usize) -> Result<f64> {
                     }
                 });
             }
-            all_ran.run();
+            all_ran.wait();
         }
         start.elapsed().as_nanos() as f64 / n as f64
     })
@@ -252,7 +252,7 @@ fn comutex_contended(n_coroutines: usize, n_locks: usize) -> Result<f64> {
             })
             .context("schedule a contender")?;
     }
-    if !all_done.run_timeout(Duration::from_secs(120)) {
+    if !all_done.wait_timeout(Duration::from_secs(120)) {
         anyhow::bail!("contended CoMutex benchmark did not finish in 120 s");
     }
     Ok(start.elapsed().as_nanos() as f64 / (n_coroutines * n_locks) as f64)
