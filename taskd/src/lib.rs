@@ -1,1 +1,6 @@
-//! The Task Center: `TaskServer`, dispatcher, runners, the task database and the `zbs-taskd` and `zbs-task` binaries; built in the TaskServer and Task Center issues.
+//! The Task Center: `TaskServer`, dispatcher, runners, the task database and the `zbs-taskd`
+//! and `zbs-task` binaries. Built so far: configuration, logging and systemd notification.
+
+pub mod config;
+pub mod logging;
+pub mod notify;

@@ -1,0 +1,325 @@
+//! The daemon's configuration: a TOML file (default `/etc/zbs/taskd.toml`) overridden by one
+//! command-line flag per key, validated into a `Config` whose errors name the offending key.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+use serde::Deserialize;
+
+/// Where the daemon looks for its file when `--config` is not given.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/zbs/taskd.toml";
+
+/// The exit code for a configuration error (`EX_CONFIG` from sysexits.h).
+pub const EXIT_CONFIG: i32 = 78;
+
+/// A configuration problem, naming the key it is about.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid value for `{key}`: {message}")]
+    Invalid { key: &'static str, message: String },
+}
+
+impl ConfigError {
+    fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid { key, message: message.into() }
+    }
+}
+
+/// What the daemon does when this node's data network fails while it leads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum NetworkFailureAction {
+    /// Stop the service, keep the process, rejoin as a follower once healthy (the default).
+    Stay,
+    /// Exit with code 75 (no core), unless the exit counter says systemd would give up.
+    Exit,
+}
+
+/// How log lines look.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum LogFormat {
+    /// `I1123 20:17:43.026106  4351 file.rs:698] message`, as the original daemons write.
+    Glog,
+    /// tracing's human-readable format.
+    Plain,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The daemon's command line: `--config` plus one flag per configuration key. A flag given
+/// on the command line wins over the file.
+#[derive(Debug, Default, Parser)]
+#[command(name = "zbs-taskd", version, about = "The Task Center daemon of a zbs storage cluster")]
+pub struct CommandLine {
+    /// Configuration file (TOML). Missing is an error only when given explicitly.
+    #[arg(long, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// This node's unique id in the cluster [default: the host name].
+    #[arg(long)]
+    pub node_id: Option<String>,
+    /// ZooKeeper connect string, `host:port[,host:port...]` [default: 127.0.0.1:2181].
+    #[arg(long)]
+    pub zookeeper_hosts: Option<String>,
+    /// ZooKeeper session timeout in milliseconds, 1000..=60000 [default: 6000].
+    #[arg(long)]
+    pub session_timeout_ms: Option<u64>,
+    /// Management network address: ZooKeeper, API and VIP side [default: 127.0.0.1].
+    #[arg(long)]
+    pub management_address: Option<IpAddr>,
+    /// Data (secondary) network address, probed by peers for health [default: 127.0.0.1].
+    #[arg(long)]
+    pub data_address: Option<IpAddr>,
+    /// Port of the dispatcher API on the management address [default: 10600].
+    #[arg(long)]
+    pub dispatcher_port: Option<u16>,
+    /// Port of the runner API on the management address [default: 10601].
+    #[arg(long)]
+    pub runner_port: Option<u16>,
+    /// Directory for the task cache and the exit counter [default: /var/lib/zbs-taskd].
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// How long in-flight requests and tasks may take to drain on stop, in ms [default: 10000].
+    #[arg(long)]
+    pub drain_deadline_ms: Option<u64>,
+    /// What to do when the data network fails while leading [default: stay].
+    #[arg(long, value_enum)]
+    pub on_network_failure: Option<NetworkFailureAction>,
+    /// Step down for a network failure only when another member reports healthy [default: true].
+    #[arg(long)]
+    pub step_down_requires_healthy_peer: Option<bool>,
+    /// Exits allowed within `start_limit_interval_sec` in exit mode; match the unit's
+    /// StartLimitBurst [default: 5].
+    #[arg(long)]
+    pub start_limit_burst: Option<u32>,
+    /// The window of `start_limit_burst`, in seconds; match StartLimitIntervalSec [default: 10].
+    #[arg(long)]
+    pub start_limit_interval_sec: Option<u64>,
+    /// Log line format [default: glog].
+    #[arg(long, value_enum)]
+    pub log_format: Option<LogFormat>,
+    /// Log filter, e.g. `info` or `info,quorum=debug` [default: info].
+    #[arg(long)]
+    pub log_level: Option<String>,
+    /// Also append log lines to this file.
+    #[arg(long, value_name = "PATH")]
+    pub log_file: Option<PathBuf>,
+}
+
+/// The file's shape: every key optional, unknown keys refused.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    node_id: Option<String>,
+    zookeeper_hosts: Option<String>,
+    session_timeout_ms: Option<u64>,
+    management_address: Option<IpAddr>,
+    data_address: Option<IpAddr>,
+    dispatcher_port: Option<u16>,
+    runner_port: Option<u16>,
+    state_dir: Option<PathBuf>,
+    drain_deadline_ms: Option<u64>,
+    on_network_failure: Option<NetworkFailureAction>,
+    step_down_requires_healthy_peer: Option<bool>,
+    #[serde(default)]
+    exit_limit: FileExitLimit,
+    #[serde(default)]
+    log: FileLog,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileExitLimit {
+    start_limit_burst: Option<u32>,
+    start_limit_interval_sec: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileLog {
+    format: Option<LogFormat>,
+    level: Option<String>,
+    file: Option<PathBuf>,
+}
+
+/// The validated configuration the daemon runs with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub node_id: String,
+    pub zookeeper_hosts: String,
+    pub session_timeout: Duration,
+    pub management_address: IpAddr,
+    pub data_address: IpAddr,
+    pub dispatcher_port: u16,
+    pub runner_port: u16,
+    pub state_dir: PathBuf,
+    pub drain_deadline: Duration,
+    pub on_network_failure: NetworkFailureAction,
+    pub step_down_requires_healthy_peer: bool,
+    pub start_limit_burst: u32,
+    pub start_limit_interval: Duration,
+    pub log: LogConfig,
+}
+
+/// Where and how the daemon logs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    pub level: String,
+    pub file: Option<PathBuf>,
+}
+
+impl Config {
+    /// Reads the file named by `--config` (or the default one, if it exists), applies the
+    /// flags over it and validates the result.
+    pub fn load(command_line: &CommandLine) -> Result<Config, ConfigError> {
+        let file = match &command_line.config {
+            Some(path) => read_file(path)?,
+            None if Path::new(DEFAULT_CONFIG_PATH).exists() => read_file(Path::new(DEFAULT_CONFIG_PATH))?,
+            None => FileConfig::default(),
+        };
+        Config::merge(file, command_line)
+    }
+
+    /// Parses TOML text as a config file and applies the flags over it; for tests and tools.
+    pub fn from_toml(text: &str, command_line: &CommandLine) -> Result<Config, ConfigError> {
+        let file = parse_file(text, Path::new("<inline>"))?;
+        Config::merge(file, command_line)
+    }
+
+    fn merge(file: FileConfig, cli: &CommandLine) -> Result<Config, ConfigError> {
+        let node_id = cli.node_id.clone().or(file.node_id).unwrap_or_else(host_name);
+        let zookeeper_hosts =
+            cli.zookeeper_hosts.clone().or(file.zookeeper_hosts).unwrap_or_else(|| "127.0.0.1:2181".to_string());
+        let session_timeout_ms = cli.session_timeout_ms.or(file.session_timeout_ms).unwrap_or(6_000);
+        let drain_deadline_ms = cli.drain_deadline_ms.or(file.drain_deadline_ms).unwrap_or(10_000);
+        let start_limit_burst = cli.start_limit_burst.or(file.exit_limit.start_limit_burst).unwrap_or(5);
+        let start_limit_interval_sec =
+            cli.start_limit_interval_sec.or(file.exit_limit.start_limit_interval_sec).unwrap_or(10);
+        let config = Config {
+            node_id,
+            zookeeper_hosts,
+            session_timeout: Duration::from_millis(session_timeout_ms),
+            management_address: cli.management_address.or(file.management_address).unwrap_or(IpAddr::from([127, 0, 0, 1])),
+            data_address: cli.data_address.or(file.data_address).unwrap_or(IpAddr::from([127, 0, 0, 1])),
+            dispatcher_port: cli.dispatcher_port.or(file.dispatcher_port).unwrap_or(10_600),
+            runner_port: cli.runner_port.or(file.runner_port).unwrap_or(10_601),
+            state_dir: cli.state_dir.clone().or(file.state_dir).unwrap_or_else(|| PathBuf::from("/var/lib/zbs-taskd")),
+            drain_deadline: Duration::from_millis(drain_deadline_ms),
+            on_network_failure: cli.on_network_failure.or(file.on_network_failure).unwrap_or(NetworkFailureAction::Stay),
+            step_down_requires_healthy_peer: cli
+                .step_down_requires_healthy_peer
+                .or(file.step_down_requires_healthy_peer)
+                .unwrap_or(true),
+            start_limit_burst,
+            start_limit_interval: Duration::from_secs(start_limit_interval_sec),
+            log: LogConfig {
+                format: cli.log_format.or(file.log.format).unwrap_or(LogFormat::Glog),
+                level: cli.log_level.clone().or(file.log.level).unwrap_or_else(|| "info".to_string()),
+                file: cli.log_file.clone().or(file.log.file),
+            },
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        validate_node_id(&self.node_id)?;
+        validate_zookeeper_hosts(&self.zookeeper_hosts)?;
+        if !(1_000..=60_000).contains(&self.session_timeout.as_millis()) {
+            return Err(ConfigError::invalid("session_timeout_ms", "must be between 1000 and 60000 ms"));
+        }
+        if self.dispatcher_port == 0 {
+            return Err(ConfigError::invalid("dispatcher_port", "must not be 0"));
+        }
+        if self.runner_port == 0 {
+            return Err(ConfigError::invalid("runner_port", "must not be 0"));
+        }
+        if self.dispatcher_port == self.runner_port {
+            return Err(ConfigError::invalid("runner_port", "must differ from dispatcher_port"));
+        }
+        if self.state_dir.as_os_str().is_empty() || self.state_dir.is_relative() {
+            return Err(ConfigError::invalid("state_dir", "must be an absolute path"));
+        }
+        if !(100..=600_000).contains(&self.drain_deadline.as_millis()) {
+            return Err(ConfigError::invalid("drain_deadline_ms", "must be between 100 and 600000 ms"));
+        }
+        if !(1..=32).contains(&self.start_limit_burst) {
+            return Err(ConfigError::invalid("start_limit_burst", "must be between 1 and 32"));
+        }
+        if self.start_limit_interval.is_zero() {
+            return Err(ConfigError::invalid("start_limit_interval_sec", "must be at least 1 s"));
+        }
+        if let Err(error) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
+            return Err(ConfigError::invalid("log.level", format!("not a log filter: {error}")));
+        }
+        if let Some(file) = &self.log.file {
+            if file.is_relative() {
+                return Err(ConfigError::invalid("log.file", "must be an absolute path"));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+    parse_file(&text, path)
+}
+
+fn parse_file(text: &str, path: &Path) -> Result<FileConfig, ConfigError> {
+    // toml's message names the key and shows the offending line.
+    toml::from_str(text).map_err(|error| ConfigError::Parse { path: path.to_path_buf(), message: error.to_string() })
+}
+
+fn validate_node_id(node_id: &str) -> Result<(), ConfigError> {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+    if node_id.is_empty() || node_id.len() > 64 || !node_id.chars().all(allowed) {
+        return Err(ConfigError::invalid(
+            "node_id",
+            format!("{node_id:?} must be 1 to 64 characters of letters, digits, '-', '_' or '.'"),
+        ));
+    }
+    Ok(())
+}
+
+fn validate_zookeeper_hosts(hosts: &str) -> Result<(), ConfigError> {
+    let (servers, chroot) = match hosts.find('/') {
+        Some(index) => (&hosts[..index], Some(&hosts[index..])),
+        None => (hosts, None),
+    };
+    if servers.trim().is_empty() {
+        return Err(ConfigError::invalid("zookeeper_hosts", "names no server"));
+    }
+    for server in servers.split(',') {
+        let Some((host, port)) = server.trim().rsplit_once(':') else {
+            return Err(ConfigError::invalid("zookeeper_hosts", format!("{server:?} is not host:port")));
+        };
+        if host.is_empty() || port.parse::<u16>().map_or(true, |port| port == 0) {
+            return Err(ConfigError::invalid("zookeeper_hosts", format!("{server:?} is not host:port")));
+        }
+    }
+    if let Some(chroot) = chroot {
+        if chroot.len() < 2 || chroot.ends_with('/') || chroot.contains("//") {
+            return Err(ConfigError::invalid("zookeeper_hosts", format!("chroot {chroot:?} is not a ZooKeeper path")));
+        }
+    }
+    Ok(())
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_string())
+        .ok()
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "localhost".to_string())
+}
+
+#[cfg(test)]
+mod tests;

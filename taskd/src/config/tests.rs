@@ -1,0 +1,103 @@
+//! Tests of configuration loading: defaults, file values, flags over the file, and errors that
+//! name the key.
+
+use super::*;
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    Config::from_toml(text, &CommandLine::default())
+}
+
+fn error_text(result: Result<Config, ConfigError>) -> String {
+    match result {
+        Ok(config) => panic!("expected an error, got {config:?}"),
+        Err(error) => error.to_string(),
+    }
+}
+
+#[test]
+fn an_empty_file_gives_the_documented_defaults() {
+    let config = parse("").expect("defaults are valid");
+    assert_eq!(config.session_timeout, Duration::from_millis(6_000));
+    assert_eq!(config.dispatcher_port, 10_600);
+    assert_eq!(config.runner_port, 10_601);
+    assert_eq!(config.zookeeper_hosts, "127.0.0.1:2181");
+    assert_eq!(config.on_network_failure, NetworkFailureAction::Stay);
+    assert!(config.step_down_requires_healthy_peer);
+    assert_eq!(config.start_limit_burst, 5);
+    assert_eq!(config.start_limit_interval, Duration::from_secs(10));
+    assert_eq!(config.log.format, LogFormat::Glog);
+    assert!(!config.node_id.is_empty());
+}
+
+#[test]
+fn file_values_are_read_and_flags_win() {
+    let text = r#"
+        node_id = "node-1"
+        zookeeper_hosts = "10.0.0.1:2181,10.0.0.2:2181/zbs"
+        session_timeout_ms = 4000
+        data_address = "192.168.10.1"
+        on_network_failure = "exit"
+        [exit_limit]
+        start_limit_burst = 3
+        [log]
+        format = "json"
+        level = "info,quorum=debug"
+    "#;
+    let config = parse(text).expect("valid file");
+    assert_eq!(config.node_id, "node-1");
+    assert_eq!(config.session_timeout, Duration::from_millis(4_000));
+    assert_eq!(config.data_address, IpAddr::from([192, 168, 10, 1]));
+    assert_eq!(config.on_network_failure, NetworkFailureAction::Exit);
+    assert_eq!(config.start_limit_burst, 3);
+    assert_eq!(config.log.format, LogFormat::Json);
+
+    let flags = CommandLine::try_parse_from(["zbs-taskd", "--node-id", "node-9", "--session-timeout-ms", "2000"])
+        .expect("flags parse");
+    let config = Config::from_toml(text, &flags).expect("valid");
+    assert_eq!(config.node_id, "node-9");
+    assert_eq!(config.session_timeout, Duration::from_millis(2_000));
+    assert_eq!(config.start_limit_burst, 3, "keys without a flag keep the file's value");
+}
+
+#[test]
+fn errors_name_the_key() {
+    for (text, key) in [
+        ("session_timeout_ms = 10", "session_timeout_ms"),
+        ("node_id = \"has space\"", "node_id"),
+        ("zookeeper_hosts = \"nohostport\"", "zookeeper_hosts"),
+        ("zookeeper_hosts = \"h:0\"", "zookeeper_hosts"),
+        ("zookeeper_hosts = \"h:2181/\"", "zookeeper_hosts"),
+        ("runner_port = 10600", "runner_port"),
+        ("state_dir = \"relative/dir\"", "state_dir"),
+        ("drain_deadline_ms = 0", "drain_deadline_ms"),
+        ("[exit_limit]\nstart_limit_burst = 0", "start_limit_burst"),
+        ("[log]\nlevel = \"info,=[\"", "log.level"),
+    ] {
+        let message = error_text(parse(text));
+        assert!(message.contains(key), "{text:?} gave {message:?}, which does not name {key}");
+    }
+}
+
+#[test]
+fn unknown_keys_and_wrong_types_are_refused_with_the_key_named() {
+    let message = error_text(parse("sesion_timeout_ms = 6000"));
+    assert!(message.contains("sesion_timeout_ms"), "{message}");
+    let message = error_text(parse("dispatcher_port = \"ten\""));
+    assert!(message.contains("dispatcher_port"), "{message}");
+    let message = error_text(parse("data_address = \"300.1.1.1\""));
+    assert!(message.contains("data_address"), "{message}");
+    let message = error_text(parse("on_network_failure = \"explode\""));
+    assert!(message.contains("on_network_failure"), "{message}");
+    let message = error_text(parse("this is not toml"));
+    assert!(message.contains("<inline>"), "{message}");
+}
+
+#[test]
+fn an_explicit_missing_file_is_an_error() {
+    let flags = CommandLine::try_parse_from(["zbs-taskd", "--config", "/nonexistent/taskd.toml"]).expect("flags");
+    let message = match Config::load(&flags) {
+        Ok(config) => panic!("expected an error, got {config:?}"),
+        Err(error) => error.to_string(),
+    };
+    assert!(message.contains("/nonexistent/taskd.toml"), "{message}");
+}
