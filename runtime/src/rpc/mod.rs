@@ -1,1 +1,106 @@
-//! RPC servers over HTTP/1.1 with JSON bodies and fbthrift's ordered, idempotent start-up and tear-down; being built.
+//! RPC servers over HTTP/1.1 with JSON bodies, with fbthrift's ordered, idempotent start-up and
+//! tear-down (`ThriftServer`'s `setup`/`serve`/`stop`/`cleanUp`/destructor).
+//!
+//! Several servers in one process share the IO pool (`may`'s worker threads: one coroutine
+//! accepts, one coroutine per connection) and the CPU worker pool (an `Arc<WorkerPool>` of
+//! `ThreadContext`s for routes registered with `cpu_route`). `curl` works against every server:
+//! keep-alive, `Content-Length` bodies, `Expect: 100-continue`, size limits (431/413), and
+//! `{"error": ...}` JSON answers for every error of the framework (400, 404, 405, 408, 503).
+//!
+//! # Start-up
+//! `setup()` binds (port 0 gives an ephemeral port, see `local_addr()`), then walks
+//! `NotRunning → PreStarting` (pre-start hook) `→ Starting → Running` (pre-serve hook), each
+//! step a compare-and-swap. `serve()` = `setup()` if needed, wait for `stop()`, `cleanup()`;
+//! `serve_in_background()` runs that wait on a `runtime::Thread` owned by the server.
+//!
+//! # Shutdown
+//! `stop()` only asks (it never blocks, so it is safe from a handler, a signal-flag watcher,
+//! any thread, twice, concurrently); the serving thread then runs `cleanup()`, and dropping the
+//! server (or `shutdown()`) runs whatever stages the flags left, exactly as fbthrift's
+//! `cleanUp` and `~ThriftServer` do. Whatever the flags, each stage runs once, first calls in
+//! this order:
+//!
+//! 1. **stop listening** (`Running → PreStopping`): no new connection is accepted; those the
+//!    kernel had already queued are taken and served; the listening socket is closed, so new
+//!    connections are refused; established connections keep being served.
+//! 2. **stop accepting and join outstanding requests** (`PreStopping → Stopping`, stop-requested
+//!    hook, `DrainingUntilStopped`, then `NotRunning`): every connection finishes the request it
+//!    is handling and gets its response with `Connection: close`; a request that arrives on a
+//!    draining connection gets 503 `{"error": "server stopping"}`; idle connections are closed.
+//!    At the join deadline (`workers_join_timeout`, 30 s by default) the requests still running
+//!    are logged (method, path, age), their connections are shut down, and the stop goes on.
+//! 3. **join worker-pool work**: this server's jobs on the CPU pool are awaited (a pool the
+//!    server created for itself is stopped and joined); post-stop hook.
+//! 4. **stop IO**: every connection coroutine of this server is joined (a handler that was cut
+//!    at the deadline and still runs is joined when the server is set up again or dropped).
+//!    The server can then be set up again.
+//!
+//! `stop_workers_on_stop_listening` (default true): stop listening runs stages 2 and 3 itself
+//! and `cleanup()` runs stage 4, so `cleanup()` does the whole tear-down. When false, `cleanup()`
+//! runs stage 2 only if `join_requests_when_server_stops` (default true), and `shutdown()`/drop
+//! runs the rest (stage 2 if it has not run, then 3 and 4).
+//!
+//! Blocking stages called from inside a handler of the same server are not run there (that
+//! would wait for the handler itself): they request the stop and return, and the serving
+//! thread (or the owner's `shutdown()`/drop) completes it after the handler's response.
+
+mod connection;
+mod http;
+mod pool;
+mod router;
+mod server;
+mod status;
+mod wait_group;
+
+#[cfg(test)]
+mod tests;
+
+pub use http::{reason_phrase, HttpError, Limits, Method, Request, Response};
+pub use pool::WorkerPool;
+pub use router::{Handler, Placement, Router};
+pub use server::{Hooks, Server, ServerConfig, ServerHandle, Stage};
+pub use status::ServerStatus;
+
+use std::sync::Once;
+
+/// Stack of every `may` coroutine (connections run handlers on theirs), in bytes.
+pub const IO_STACK_SIZE: usize = 128 * 1024;
+
+/// What can go wrong in the RPC framework.
+#[derive(Debug, thiserror::Error)]
+pub enum RpcError {
+    #[error("cannot bind {address}: {source}")]
+    Bind { address: std::net::SocketAddr, source: std::io::Error },
+    #[error("cannot start {what}: {source}")]
+    Spawn { what: String, source: std::io::Error },
+    #[error("server {name} cannot be set up while it is {status}")]
+    NotStopped { name: String, status: ServerStatus },
+    #[error("server {0} is not set up")]
+    NotSetUp(String),
+    #[error("worker pool {0} is stopped")]
+    PoolStopped(String),
+    #[error("a worker-pool job panicked: {0}")]
+    JobPanicked(String),
+    #[error("the serving thread of server {name} failed: {message}")]
+    ServeThread { name: String, message: String },
+    #[error("{0} was called from the thread it would wait for")]
+    SelfJoin(String),
+}
+
+/// Result of this module.
+pub type Result<T, E = RpcError> = std::result::Result<T, E>;
+
+/// Configures `may`'s worker pool for the servers, once per process: workers are not pinned
+/// to CPUs (the machines are shared), and coroutine stacks are at least `IO_STACK_SIZE`. Call
+/// it early (before anything spawns a `may` coroutine); `Server::setup` calls it too.
+pub fn configure_io_pool() {
+    static CONFIGURE: Once = Once::new();
+    CONFIGURE.call_once(|| {
+        let config = may::config();
+        config.set_worker_pin(false);
+        let words = IO_STACK_SIZE / std::mem::size_of::<usize>();
+        if config.get_stack_size() < words {
+            config.set_stack_size(words);
+        }
+    });
+}

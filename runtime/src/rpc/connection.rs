@@ -1,0 +1,489 @@
+//! The IO side of a server: the accept coroutine and one `may` coroutine per connection that
+//! reads requests, runs their handlers (on itself or on the worker pool) and writes responses,
+//! honouring keep-alive, the limits, and the drain (`Connection: close`, 503 to late requests).
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Shutdown, SocketAddr};
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, RawFd};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+
+use super::http::{self, HttpError, Limits, Method, Parsed, Request, Response};
+use super::router::{Lookup, Placement, Router};
+use super::server::{mark_connection_coroutine, Cycle, Inner, ServerHandle};
+use super::wait_group::DoneOnDrop;
+use super::RpcError;
+use crate::context::panic_message;
+
+/// How often a waiting connection looks at the drain flag (its read timeout).
+const POLL_INTERVAL: Duration = Duration::from_millis(50);
+/// Bytes read per `read` call.
+const READ_CHUNK: usize = 16 * 1024;
+/// At most this much is read and thrown away while lingering before a close.
+const LINGER_MAX_BYTES: usize = 4 * 1024 * 1024;
+
+/// What every connection of one server needs, shared by all of them.
+pub(crate) struct Shared {
+    server_id: u64,
+    name: String,
+    router: Router,
+    limits: Limits,
+    idle_timeout: Duration,
+    request_timeout: Duration,
+    write_timeout: Duration,
+    linger: Duration,
+    handle: ServerHandle,
+}
+
+impl Shared {
+    pub(crate) fn new(inner: &Arc<Inner>) -> Arc<Shared> {
+        let config = &inner.config;
+        Arc::new(Shared {
+            server_id: inner.id,
+            name: config.name.clone(),
+            router: config.router.clone(),
+            limits: config.limits,
+            idle_timeout: config.idle_timeout,
+            request_timeout: config.request_timeout,
+            write_timeout: config.write_timeout,
+            linger: config.linger,
+            handle: inner.handle(),
+        })
+    }
+}
+
+/// What a connection is doing, for the deadline's log.
+#[derive(Debug, Clone)]
+enum Activity {
+    Idle,
+    Reading { since: Instant },
+    Handling { method: Method, path: String, since: Instant },
+    Writing { since: Instant },
+}
+
+/// The part of a connection the server's stop stages can see.
+pub(crate) struct ConnectionShared {
+    id: u64,
+    fd: RawFd,
+    peer_addr: SocketAddr,
+    activity: Mutex<Activity>,
+    cut: AtomicBool,
+}
+
+impl ConnectionShared {
+    fn set(&self, activity: Activity) {
+        *self.activity.lock() = activity;
+    }
+
+    /// Logs what the connection is doing and shuts its socket down; its coroutine then ends
+    /// as soon as it touches the socket (or its handler returns). Called with the registry
+    /// locked, so the fd is still this connection's.
+    pub(crate) fn cut(&self, server: &str, why: &str) {
+        self.cut.store(true, Ordering::Release);
+        match self.activity.lock().clone() {
+            Activity::Handling { method, path, since } => tracing::warn!(
+                server,
+                connection = self.id,
+                peer = %self.peer_addr,
+                %method,
+                path,
+                age_ms = since.elapsed().as_millis() as u64,
+                why,
+                "request still running; its connection is cut"
+            ),
+            Activity::Reading { since } | Activity::Writing { since } => tracing::warn!(
+                server,
+                connection = self.id,
+                peer = %self.peer_addr,
+                age_ms = since.elapsed().as_millis() as u64,
+                why,
+                "connection busy reading or writing; cut"
+            ),
+            Activity::Idle => tracing::debug!(server, connection = self.id, why, "idle connection cut"),
+        }
+        // SAFETY of the fd: see the doc above; shutdown does not close it.
+        unsafe { libc::shutdown(self.fd, libc::SHUT_RDWR) };
+    }
+}
+
+/// Accepts until the cycle is paused, then takes what the kernel still had queued and exits
+/// (dropping its reference to the listener).
+pub(crate) fn accept_loop(listener: Arc<may::net::TcpListener>, cycle: Arc<Cycle>, shared: Arc<Shared>) {
+    struct ExitSignal<'a>(&'a Cycle);
+    impl Drop for ExitSignal<'_> {
+        fn drop(&mut self) {
+            self.0.accept_exited_done();
+        }
+    }
+    let _exit = ExitSignal(&cycle);
+    loop {
+        let accepted = listener.accept();
+        if cycle.paused.load(Ordering::Acquire) {
+            if let Ok((stream, peer_addr)) = accepted {
+                spawn_connection(&cycle, &shared, stream, peer_addr);
+            }
+            // Connections the kernel completed before the pause are served, not reset.
+            loop {
+                match listener.inner().accept() {
+                    Ok((stream, peer_addr)) => {
+                        // A fresh fd we own; may's stream sets it non-blocking and registers it.
+                        let stream = unsafe { may::net::TcpStream::from_raw_fd(stream.into_raw_fd()) };
+                        spawn_connection(&cycle, &shared, stream, peer_addr);
+                    }
+                    Err(_) => break,
+                }
+            }
+            return;
+        }
+        match accepted {
+            Ok((stream, peer_addr)) => spawn_connection(&cycle, &shared, stream, peer_addr),
+            Err(error) => {
+                tracing::warn!(server = %shared.name, %error, "accept failed");
+                // Out of descriptors or memory: back off instead of spinning.
+                may::coroutine::sleep(Duration::from_millis(50));
+            }
+        }
+        reap_finished(&cycle);
+    }
+}
+
+fn reap_finished(cycle: &Cycle) {
+    let finished = std::mem::take(&mut *cycle.finished_connections.lock());
+    if finished.is_empty() {
+        return;
+    }
+    let mut handles = cycle.handles.lock();
+    let mut not_yet = Vec::new();
+    for id in finished {
+        match handles.remove(&id) {
+            Some(handle) if handle.is_done() => {
+                let _ = handle.join();
+            }
+            Some(handle) => {
+                handles.insert(id, handle);
+                not_yet.push(id);
+            }
+            None => not_yet.push(id),
+        }
+    }
+    drop(handles);
+    cycle.finished_connections.lock().extend(not_yet);
+}
+
+fn spawn_connection(cycle: &Arc<Cycle>, shared: &Arc<Shared>, stream: may::net::TcpStream, peer_addr: SocketAddr) {
+    let id = cycle.next_connection_id.fetch_add(1, Ordering::Relaxed);
+    let connection = Arc::new(ConnectionShared {
+        id,
+        fd: stream.as_raw_fd(),
+        peer_addr,
+        activity: Mutex::new(Activity::Idle),
+        cut: AtomicBool::new(false),
+    });
+    cycle.connections.lock().insert(id, connection.clone());
+    cycle.live_connections.add();
+    let builder = may::coroutine::Builder::new();
+    let coroutine_cycle = cycle.clone();
+    let coroutine_shared = shared.clone();
+    // SAFETY (may's spawn contract): handlers run on this stack (IO_STACK_SIZE, set once per
+    // process by configure_io_pool) and the code keeps no thread-local across a park.
+    let spawned = unsafe {
+        builder.spawn(move || {
+            let cycle = coroutine_cycle;
+            run_connection(stream, &connection, &cycle, &coroutine_shared);
+        })
+    };
+    match spawned {
+        Ok(handle) => {
+            cycle.handles.lock().insert(id, handle);
+        }
+        Err(error) => {
+            tracing::error!(server = %shared.name, %error, "cannot start a connection coroutine; connection dropped");
+            // The closure (and the stream in it) is gone; forget the connection.
+            cycle.connections.lock().remove(&id);
+            cycle.live_connections.done();
+        }
+    }
+}
+
+/// Leaves the registry (before the stream closes: see `ConnectionShared::cut`) and the count.
+struct Deregister<'a> {
+    cycle: &'a Cycle,
+    id: u64,
+}
+
+impl Drop for Deregister<'_> {
+    fn drop(&mut self) {
+        self.cycle.connections.lock().remove(&self.id);
+        self.cycle.finished_connections.lock().push(self.id);
+        self.cycle.live_connections.done();
+    }
+}
+
+fn run_connection(stream: may::net::TcpStream, connection: &Arc<ConnectionShared>, cycle: &Arc<Cycle>, shared: &Shared) {
+    mark_connection_coroutine(shared.server_id);
+    // Also runs if a handler's panic escaped: the count must drop whatever happens.
+    let deregister = Deregister { cycle, id: connection.id };
+    let stream = serve(stream, connection, cycle, shared);
+    // Leave the registry first, then close the socket (see `ConnectionShared::cut`).
+    drop(deregister);
+    drop(stream);
+}
+
+/// Why a connection's loop ends.
+enum Next {
+    KeepAlive,
+    Close,
+}
+
+/// Serves requests until the connection should close; returns the stream unclosed.
+fn serve(mut stream: may::net::TcpStream, connection: &ConnectionShared, cycle: &Cycle, shared: &Shared) -> may::net::TcpStream {
+    let _ = stream.set_nodelay(true);
+    if stream.set_read_timeout(Some(POLL_INTERVAL)).is_err() || stream.set_write_timeout(Some(shared.write_timeout)).is_err() {
+        return stream;
+    }
+    let mut buffer: Vec<u8> = Vec::with_capacity(READ_CHUNK);
+    loop {
+        let request = match read_request(&mut stream, &mut buffer, connection, cycle, shared) {
+            ReadOutcome::Request(request) => request,
+            ReadOutcome::Closed => return stream,
+            ReadOutcome::Invalid(error) => {
+                tracing::debug!(server = %shared.name, peer = %connection.peer_addr, %error, "bad request");
+                if write_response(&mut stream, connection, &error.response(), false, false) {
+                    linger(&mut stream, &mut buffer, false, connection, shared);
+                }
+                return stream;
+            }
+        };
+        if cycle.draining.load(Ordering::Acquire) {
+            let response = Response::error(503, "server stopping");
+            if write_response(&mut stream, connection, &response, false, request.method == Method::Head) {
+                linger(&mut stream, &mut buffer, true, connection, shared);
+            }
+            return stream;
+        }
+        let keep_alive = request.keep_alive;
+        let head_only = request.method == Method::Head;
+        let response = dispatch(*request, connection, cycle, shared);
+        if connection.cut.load(Ordering::Acquire) {
+            return stream;
+        }
+        // Decided after the handler: a drain that began meanwhile closes the connection.
+        let next = if keep_alive && !cycle.draining.load(Ordering::Acquire) { Next::KeepAlive } else { Next::Close };
+        let written = write_response(&mut stream, connection, &response, matches!(next, Next::KeepAlive), head_only);
+        match next {
+            Next::KeepAlive if written => continue,
+            Next::KeepAlive => return stream,
+            Next::Close => {
+                if written {
+                    linger(&mut stream, &mut buffer, true, connection, shared);
+                }
+                return stream;
+            }
+        }
+    }
+}
+
+enum ReadOutcome {
+    Request(Box<Request>),
+    /// The peer closed, went idle too long, or the drain closed an idle connection.
+    Closed,
+    Invalid(HttpError),
+}
+
+fn read_request(
+    stream: &mut may::net::TcpStream,
+    buffer: &mut Vec<u8>,
+    connection: &ConnectionShared,
+    cycle: &Cycle,
+    shared: &Shared,
+) -> ReadOutcome {
+    let idle_since = Instant::now();
+    let mut request_started: Option<Instant> = if buffer.is_empty() { None } else { Some(idle_since) };
+    let mut sent_continue = false;
+    loop {
+        if !buffer.is_empty() {
+            match http::parse(buffer, &shared.limits, connection.peer_addr) {
+                Ok(Parsed::Complete { mut request, consumed }) => {
+                    buffer.drain(..consumed);
+                    request.server = Some(shared.handle.clone());
+                    return ReadOutcome::Request(request);
+                }
+                Ok(Parsed::Partial { expects_continue }) => {
+                    if expects_continue && !sent_continue && !cycle.draining.load(Ordering::Acquire) {
+                        sent_continue = true;
+                        if stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").is_err() {
+                            return ReadOutcome::Closed;
+                        }
+                    }
+                }
+                Err(error) => return ReadOutcome::Invalid(error),
+            }
+        }
+        if connection.cut.load(Ordering::Acquire) {
+            return ReadOutcome::Closed;
+        }
+        let start = buffer.len();
+        buffer.resize(start + READ_CHUNK, 0);
+        let read = stream.read(&mut buffer[start..]);
+        match read {
+            Ok(0) => {
+                buffer.truncate(start);
+                if buffer.is_empty() {
+                    return ReadOutcome::Closed;
+                }
+                // The client half-closed in the middle of a request; it can still read our answer.
+                return ReadOutcome::Invalid(http::truncation_error(buffer, &shared.limits));
+            }
+            Ok(n) => {
+                buffer.truncate(start + n);
+                if request_started.is_none() {
+                    request_started = Some(Instant::now());
+                    connection.set(Activity::Reading { since: Instant::now() });
+                }
+            }
+            Err(error) if matches!(error.kind(), ErrorKind::TimedOut | ErrorKind::WouldBlock | ErrorKind::Interrupted) => {
+                buffer.truncate(start);
+                match request_started {
+                    None => {
+                        if cycle.draining.load(Ordering::Acquire) || idle_since.elapsed() >= shared.idle_timeout {
+                            return ReadOutcome::Closed;
+                        }
+                    }
+                    Some(started) => {
+                        if started.elapsed() >= shared.request_timeout {
+                            return ReadOutcome::Invalid(HttpError::Timeout);
+                        }
+                    }
+                }
+            }
+            Err(_) => {
+                buffer.truncate(start);
+                return ReadOutcome::Closed;
+            }
+        }
+    }
+}
+
+/// Runs the handler the router finds: on this coroutine, or on the worker pool.
+fn dispatch(mut request: Request, connection: &ConnectionShared, cycle: &Cycle, shared: &Shared) -> Response {
+    let lookup_method = request.method;
+    let mut lookup = shared.router.lookup(lookup_method, &request.path);
+    // HEAD is answered by the GET handler when it has no route of its own; the body is dropped.
+    if lookup_method == Method::Head && !matches!(lookup, Lookup::Found { .. }) {
+        if let found @ Lookup::Found { .. } = shared.router.lookup(Method::Get, &request.path) {
+            lookup = found;
+        }
+    }
+    let (route, params) = match lookup {
+        Lookup::Found { route, params } => (route, params),
+        Lookup::MethodNotAllowed { allowed } => {
+            let allow: Vec<&str> = allowed.iter().map(|method| method.as_str()).collect();
+            return Response::error(405, &format!("method {} is not allowed on {}", request.method, request.path))
+                .with_header("Allow", &allow.join(", "));
+        }
+        Lookup::NotFound => return Response::error(404, &format!("no route for {} {}", request.method, request.path)),
+    };
+    request.params = params;
+    connection.set(Activity::Handling { method: request.method, path: request.path.clone(), since: Instant::now() });
+    let response = match route.placement {
+        Placement::Io => catch_unwind(AssertUnwindSafe(|| (route.handler)(&request))).unwrap_or_else(|panic| {
+            let message = panic_message(&panic);
+            tracing::error!(server = %shared.name, path = %request.path, panic = %message, "handler panicked");
+            Response::error(500, &format!("handler panicked: {message}"))
+        }),
+        Placement::Cpu => {
+            cycle.cpu_jobs.add();
+            let _done = DoneOnDrop(&cycle.cpu_jobs);
+            let handler = route.handler.clone();
+            let path = request.path.clone();
+            match cycle.pool.run(move || handler(&request)) {
+                Ok(response) => response,
+                Err(RpcError::JobPanicked(message)) => {
+                    tracing::error!(server = %shared.name, %path, panic = %message, "handler panicked on the worker pool");
+                    Response::error(500, &format!("handler panicked: {message}"))
+                }
+                Err(error) => Response::error(503, &error.to_string()),
+            }
+        }
+    };
+    connection.set(Activity::Writing { since: Instant::now() });
+    response
+}
+
+/// Writes one response; false when the connection broke.
+fn write_response(
+    stream: &mut may::net::TcpStream,
+    connection: &ConnectionShared,
+    response: &Response,
+    keep_alive: bool,
+    head_only: bool,
+) -> bool {
+    let bytes = response.encode(keep_alive, head_only);
+    let written = stream.write_all(&bytes).and_then(|()| stream.flush()).is_ok();
+    connection.set(Activity::Idle);
+    written
+}
+
+/// Before closing: keep reading for a moment so that a request already on its way does not
+/// make the kernel reset the connection (and lose the response just written). Requests that
+/// arrive meanwhile (pipelined, or sent before our `Connection: close` reached the client) get
+/// 503 "server stopping" when `answer_late_requests`; anything else is thrown away.
+fn linger(
+    stream: &mut may::net::TcpStream,
+    buffer: &mut Vec<u8>,
+    answer_late_requests: bool,
+    connection: &ConnectionShared,
+    shared: &Shared,
+) {
+    if !answer_late_requests {
+        buffer.clear();
+    }
+    let deadline = Instant::now() + shared.linger;
+    let mut n_read = 0usize;
+    loop {
+        if connection.cut.load(Ordering::Acquire) {
+            return;
+        }
+        if answer_late_requests && !buffer.is_empty() {
+            match http::parse(buffer, &shared.limits, connection.peer_addr) {
+                Ok(Parsed::Complete { request, consumed }) => {
+                    buffer.drain(..consumed);
+                    let response = Response::error(503, "server stopping");
+                    if !write_response(stream, connection, &response, false, request.method == Method::Head) {
+                        return;
+                    }
+                    continue;
+                }
+                Ok(Parsed::Partial { .. }) => {}
+                Err(_) => buffer.clear(),
+            }
+        } else {
+            buffer.clear();
+        }
+        if Instant::now() >= deadline || n_read >= LINGER_MAX_BYTES {
+            break;
+        }
+        let start = buffer.len();
+        buffer.resize(start + READ_CHUNK, 0);
+        let read = stream.read(&mut buffer[start..]);
+        match read {
+            Ok(0) => {
+                buffer.truncate(start);
+                return;
+            }
+            Ok(n) => {
+                buffer.truncate(start + n);
+                n_read += n;
+            }
+            Err(error) if matches!(error.kind(), ErrorKind::TimedOut | ErrorKind::WouldBlock | ErrorKind::Interrupted) => {
+                buffer.truncate(start);
+            }
+            Err(_) => return,
+        }
+    }
+    let _ = stream.shutdown(Shutdown::Both);
+}

@@ -1,0 +1,922 @@
+//! `Server`: one HTTP/JSON RPC server with fbthrift's lifecycle. `ServerConfig` says what it
+//! serves and how it stops; the stages (`setup`, `serve`, `stop_listening`,
+//! `stop_accepting_and_join_outstanding_requests`, `stop_cpu_workers`, `stop_workers`,
+//! `cleanup`, `shutdown`) are the module's `# Start-up` and `# Shutdown` sections in code.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+
+use super::connection::{self, ConnectionShared};
+use super::http::{Limits, Method, Request, Response};
+use super::pool::WorkerPool;
+use super::router::Router;
+use super::status::{AtomicStatus, ServerStatus};
+use super::wait_group::WaitGroup;
+use super::{configure_io_pool, Result, RpcError};
+use crate::park;
+use crate::sync_point::SyncPoint;
+use crate::thread::{JoinError, Thread};
+
+/// A tear-down stage, as fbthrift names them; reported to the `on_stage` hook when it runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Stage {
+    /// `stopListening`: pause accepting; established connections keep being served.
+    StopListening,
+    /// `stopAcceptingAndJoinOutstandingRequests`: drain connections, with the join deadline.
+    StopAcceptingAndJoinOutstandingRequests,
+    /// `stopCPUWorkers`: join this server's worker-pool work; then the post-stop hook.
+    StopCpuWorkers,
+    /// `stopWorkers`: stop IO, join every connection coroutine of this server.
+    StopWorkers,
+}
+
+impl Stage {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::StopListening => "stop_listening",
+            Stage::StopAcceptingAndJoinOutstandingRequests => "stop_accepting_and_join_outstanding_requests",
+            Stage::StopCpuWorkers => "stop_cpu_workers",
+            Stage::StopWorkers => "stop_workers",
+        }
+    }
+}
+
+type AddrHook = Arc<dyn Fn(SocketAddr) + Send + Sync>;
+type PlainHook = Arc<dyn Fn() + Send + Sync>;
+type StageHook = Arc<dyn Fn(Stage) + Send + Sync>;
+
+/// fbthrift's server event handler: closures called at the lifecycle's points.
+#[derive(Clone, Default)]
+pub struct Hooks {
+    /// `preStart`: bound, status `PreStarting`, not serving yet.
+    pub pre_start: Option<AddrHook>,
+    /// `preServe`: status `Running`, connections are accepted.
+    pub pre_serve: Option<AddrHook>,
+    /// `onStopRequested` (fbthrift's `callOnStopServing`): the drain begins.
+    pub stop_requested: Option<PlainHook>,
+    /// `postStop`: this server's worker-pool work has been joined.
+    pub post_stop: Option<PlainHook>,
+    /// Every tear-down stage, when it actually runs (not when a repeated call returns at once).
+    pub on_stage: Option<StageHook>,
+}
+
+/// What a server serves and how it starts and stops.
+#[derive(Clone)]
+pub struct ServerConfig {
+    /// For thread names and logs, e.g. `"dispatcher"`.
+    pub name: String,
+    /// Where to listen; port 0 gives an ephemeral port.
+    pub address: SocketAddr,
+    pub router: Router,
+    /// The CPU pool shared with other servers; `None` makes the server start its own at
+    /// `setup` (one thread per CPU) and stop it in `stop_cpu_workers`.
+    pub worker_pool: Option<Arc<WorkerPool>>,
+    pub limits: Limits,
+    /// The deadline of the join of outstanding requests (fbthrift's `workersJoinTimeout`).
+    pub workers_join_timeout: Duration,
+    /// fbthrift's `stopWorkersOnStopListening_`: stop listening also drains and joins the CPU
+    /// work, and `cleanup` stops IO too.
+    pub stop_workers_on_stop_listening: bool,
+    /// fbthrift's `joinRequestsWhenServerStops_`: with the flag above false, `cleanup` still
+    /// drains; otherwise the drain waits for `shutdown`/drop.
+    pub join_requests_when_server_stops: bool,
+    /// A keep-alive connection with no request for this long is closed.
+    pub idle_timeout: Duration,
+    /// A request must arrive whole within this time of its first byte (else 408).
+    pub request_timeout: Duration,
+    /// A response write that makes no progress for this long closes the connection.
+    pub write_timeout: Duration,
+    /// After the last response of a closing connection, how long to keep reading (answering
+    /// late requests with 503) so that the client gets the response, not a reset.
+    pub linger: Duration,
+    pub hooks: Hooks,
+}
+
+impl ServerConfig {
+    /// Defaults: fbthrift's flags (both true), a 30 s join deadline, 1 MiB bodies.
+    pub fn new(name: &str, address: SocketAddr) -> ServerConfig {
+        ServerConfig {
+            name: name.to_string(),
+            address,
+            router: Router::new(),
+            worker_pool: None,
+            limits: Limits::default(),
+            workers_join_timeout: Duration::from_secs(30),
+            stop_workers_on_stop_listening: true,
+            join_requests_when_server_stops: true,
+            idle_timeout: Duration::from_secs(60),
+            request_timeout: Duration::from_secs(30),
+            write_timeout: Duration::from_secs(30),
+            linger: Duration::from_millis(200),
+            hooks: Hooks::default(),
+        }
+    }
+
+    /// Adds a route run on the IO pool.
+    pub fn route<F>(mut self, method: Method, path: &str, handler: F) -> ServerConfig
+    where
+        F: Fn(&Request) -> Response + Send + Sync + 'static,
+    {
+        self.router.route(method, path, handler);
+        self
+    }
+
+    /// Adds a route run on the CPU worker pool.
+    pub fn cpu_route<F>(mut self, method: Method, path: &str, handler: F) -> ServerConfig
+    where
+        F: Fn(&Request) -> Response + Send + Sync + 'static,
+    {
+        self.router.cpu_route(method, path, handler);
+        self
+    }
+
+    pub fn router(mut self, router: Router) -> ServerConfig {
+        self.router = router;
+        self
+    }
+
+    pub fn worker_pool(mut self, pool: Arc<WorkerPool>) -> ServerConfig {
+        self.worker_pool = Some(pool);
+        self
+    }
+
+    pub fn limits(mut self, limits: Limits) -> ServerConfig {
+        self.limits = limits;
+        self
+    }
+
+    pub fn workers_join_timeout(mut self, timeout: Duration) -> ServerConfig {
+        self.workers_join_timeout = timeout;
+        self
+    }
+
+    pub fn stop_workers_on_stop_listening(mut self, value: bool) -> ServerConfig {
+        self.stop_workers_on_stop_listening = value;
+        self
+    }
+
+    pub fn join_requests_when_server_stops(mut self, value: bool) -> ServerConfig {
+        self.join_requests_when_server_stops = value;
+        self
+    }
+
+    pub fn idle_timeout(mut self, timeout: Duration) -> ServerConfig {
+        self.idle_timeout = timeout;
+        self
+    }
+
+    pub fn request_timeout(mut self, timeout: Duration) -> ServerConfig {
+        self.request_timeout = timeout;
+        self
+    }
+
+    pub fn on_pre_start(mut self, hook: impl Fn(SocketAddr) + Send + Sync + 'static) -> ServerConfig {
+        self.hooks.pre_start = Some(Arc::new(hook));
+        self
+    }
+
+    pub fn on_pre_serve(mut self, hook: impl Fn(SocketAddr) + Send + Sync + 'static) -> ServerConfig {
+        self.hooks.pre_serve = Some(Arc::new(hook));
+        self
+    }
+
+    pub fn on_stop_requested(mut self, hook: impl Fn() + Send + Sync + 'static) -> ServerConfig {
+        self.hooks.stop_requested = Some(Arc::new(hook));
+        self
+    }
+
+    pub fn on_post_stop(mut self, hook: impl Fn() + Send + Sync + 'static) -> ServerConfig {
+        self.hooks.post_stop = Some(Arc::new(hook));
+        self
+    }
+
+    pub fn on_stage(mut self, hook: impl Fn(Stage) + Send + Sync + 'static) -> ServerConfig {
+        self.hooks.on_stage = Some(Arc::new(hook));
+        self
+    }
+}
+
+/// A stage that runs once per cycle; later callers wait until it has finished.
+#[derive(Default)]
+struct Gate {
+    started: AtomicBool,
+    finished: SyncPoint,
+}
+
+impl Gate {
+    /// True for the one caller that must run the stage.
+    fn begin(&self) -> bool {
+        !self.started.swap(true, Ordering::AcqRel)
+    }
+
+    fn finish(&self) {
+        self.finished.done();
+    }
+
+    fn wait(&self) {
+        self.finished.wait();
+    }
+}
+
+/// Everything that lives from one `setup` to the next: the listener, the connections, the
+/// stages' once-flags.
+pub(crate) struct Cycle {
+    pub(crate) local_addr: SocketAddr,
+    pub(crate) pool: Arc<WorkerPool>,
+    owns_pool: bool,
+    stop_requested: SyncPoint,
+    listener: Mutex<Option<Arc<may::net::TcpListener>>>,
+    pub(crate) paused: AtomicBool,
+    accept_exited: SyncPoint,
+    accept_handle: Mutex<Option<may::coroutine::JoinHandle<()>>>,
+    /// Open connections, for the drain and the deadline's log. A connection removes itself
+    /// (under this lock) before it closes its socket, so a raw fd found here is still its own.
+    pub(crate) connections: Mutex<HashMap<u64, Arc<ConnectionShared>>>,
+    pub(crate) live_connections: WaitGroup,
+    pub(crate) handles: Mutex<HashMap<u64, may::coroutine::JoinHandle<()>>>,
+    pub(crate) finished_connections: Mutex<Vec<u64>>,
+    pub(crate) next_connection_id: AtomicU64,
+    pub(crate) draining: AtomicBool,
+    pub(crate) cpu_jobs: WaitGroup,
+    drain_deadline: Mutex<Option<Instant>>,
+    listening: Gate,
+    accepting: Gate,
+    cpu_workers: Gate,
+    workers: Gate,
+}
+
+impl Cycle {
+    pub(crate) fn accept_exited_done(&self) {
+        self.accept_exited.done();
+    }
+
+    /// Shuts down the sockets of every connection still open and logs what each was doing.
+    fn cut_connections(&self, server: &str, why: &str) -> usize {
+        let connections = self.connections.lock();
+        for connection in connections.values() {
+            connection.cut(server, why);
+        }
+        connections.len()
+    }
+}
+
+/// What the lifecycle shares with connections and handles.
+pub(crate) struct Inner {
+    pub(crate) id: u64,
+    pub(crate) config: ServerConfig,
+    status: AtomicStatus,
+    cycle: Mutex<Option<Arc<Cycle>>>,
+    serve_thread: Mutex<Option<Thread<()>>>,
+    /// Connection coroutines cut at a deadline whose handlers had not returned yet.
+    stragglers: Mutex<Vec<may::coroutine::JoinHandle<()>>>,
+}
+
+/// A cheap, cloneable handle to a server, safe to keep in handlers (it does not keep the
+/// server alive): stop it, read its status and address.
+#[derive(Clone)]
+pub struct ServerHandle {
+    inner: Weak<Inner>,
+}
+
+impl std::fmt::Debug for ServerHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerHandle").field("status", &self.status()).finish()
+    }
+}
+
+impl ServerHandle {
+    /// Asks the server to stop; returns at once (see `Server::stop`).
+    pub fn stop(&self) {
+        if let Some(inner) = self.inner.upgrade() {
+            inner.request_stop();
+        }
+    }
+
+    /// The server's status; `NotRunning` once the server is gone.
+    pub fn status(&self) -> ServerStatus {
+        self.inner.upgrade().map_or(ServerStatus::NotRunning, |inner| inner.status.load())
+    }
+
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.inner.upgrade().and_then(|inner| inner.local_addr())
+    }
+}
+
+/// One RPC server. Dropping it stops it, runs the tear-down stages the flags left to the
+/// destructor, and joins everything it started (see the module's `# Shutdown`).
+pub struct Server {
+    inner: Arc<Inner>,
+}
+
+static NEXT_SERVER_ID: AtomicU64 = AtomicU64::new(1);
+
+may::coroutine_local!(static CONNECTION_OF_SERVER: std::cell::Cell<u64> = std::cell::Cell::new(0));
+
+/// Marks the running `may` coroutine as a connection of server `server_id`.
+pub(crate) fn mark_connection_coroutine(server_id: u64) {
+    CONNECTION_OF_SERVER.with(|cell| cell.set(server_id));
+}
+
+impl Server {
+    pub fn new(config: ServerConfig) -> Server {
+        Server {
+            inner: Arc::new(Inner {
+                id: NEXT_SERVER_ID.fetch_add(1, Ordering::Relaxed),
+                config,
+                status: AtomicStatus::new(ServerStatus::NotRunning),
+                cycle: Mutex::new(None),
+                serve_thread: Mutex::new(None),
+                stragglers: Mutex::new(Vec::new()),
+            }),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.inner.config.name
+    }
+
+    pub fn handle(&self) -> ServerHandle {
+        ServerHandle { inner: Arc::downgrade(&self.inner) }
+    }
+
+    pub fn status(&self) -> ServerStatus {
+        self.inner.status.load()
+    }
+
+    /// The bound address (with the real port when the config asked for port 0), once set up.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.inner.local_addr()
+    }
+
+    /// Open connections right now.
+    pub fn n_connections(&self) -> usize {
+        self.inner.cycle().map_or(0, |cycle| cycle.live_connections.count())
+    }
+
+    /// Binds and starts accepting: `NotRunning → PreStarting → Starting → Running`, with the
+    /// pre-start and pre-serve hooks. After a complete tear-down it sets the server up again
+    /// (a tear-down the flags left unfinished is finished first).
+    pub fn setup(&self) -> Result<SocketAddr> {
+        self.inner.setup()
+    }
+
+    /// `setup` if needed, then waits until `stop`, then `cleanup`. Blocks the caller (parks it,
+    /// when it is a coroutine).
+    pub fn serve(&self) -> Result<()> {
+        if self.inner.called_from_handler() {
+            return Err(RpcError::SelfJoin(format!("serve of server {}", self.name())));
+        }
+        let cycle = match self.inner.cycle() {
+            Some(cycle) if self.inner.status.load() != ServerStatus::NotRunning => cycle,
+            _ => {
+                self.inner.setup()?;
+                self.inner.cycle().ok_or_else(|| RpcError::NotSetUp(self.name().to_string()))?
+            }
+        };
+        cycle.stop_requested.wait();
+        self.inner.cleanup();
+        Ok(())
+    }
+
+    /// `setup` here (so bind errors are returned and `local_addr` is known at once), then the
+    /// wait-for-stop and `cleanup` of `serve` on a `runtime::Thread` named `thread_name`, owned
+    /// by the server and joined by `join` or drop.
+    pub fn serve_in_background(&self, thread_name: &str) -> Result<SocketAddr> {
+        self.join()?;
+        let address = match (self.inner.status.load(), self.inner.local_addr()) {
+            (ServerStatus::Running, Some(address)) => address,
+            _ => self.inner.setup()?,
+        };
+        let cycle = self.inner.cycle().ok_or_else(|| RpcError::NotSetUp(self.name().to_string()))?;
+        let inner = self.inner.clone();
+        let thread = Thread::spawn(thread_name, move || {
+            cycle.stop_requested.wait();
+            inner.cleanup();
+        })
+        .map_err(|source| RpcError::Spawn { what: thread_name.to_string(), source })?;
+        *self.inner.serve_thread.lock() = Some(thread);
+        Ok(address)
+    }
+
+    /// Waits for the background serving thread (after `stop`) to finish its `cleanup`.
+    pub fn join(&self) -> Result<()> {
+        self.inner.join_serve_thread()
+    }
+
+    /// Asks the server to stop and returns at once: the serving thread (`serve` or
+    /// `serve_in_background`) then runs `cleanup`. Safe from a handler, a signal-flag watcher,
+    /// any thread, any number of times, concurrently.
+    pub fn stop(&self) {
+        self.inner.request_stop();
+    }
+
+    /// fbthrift's `stopListening`; see the module's `# Shutdown`.
+    pub fn stop_listening(&self) {
+        self.inner.stop_listening();
+    }
+
+    /// fbthrift's `stopAcceptingAndJoinOutstandingRequests`.
+    pub fn stop_accepting_and_join_outstanding_requests(&self) {
+        self.inner.stop_accepting_and_join_outstanding_requests();
+    }
+
+    /// fbthrift's `stopCPUWorkers`.
+    pub fn stop_cpu_workers(&self) {
+        self.inner.stop_cpu_workers();
+    }
+
+    /// fbthrift's `stopWorkers`.
+    pub fn stop_workers(&self) {
+        self.inner.stop_workers();
+    }
+
+    /// fbthrift's `cleanUp`, the mirror of `setup`: stop listening, then (by the flags) stop IO,
+    /// or drain.
+    pub fn cleanup(&self) {
+        self.inner.cleanup();
+    }
+
+    /// What fbthrift's destructor does, callable before the drop: stop and join the serving
+    /// thread, `cleanup` if it has not run, then the stages the flags left.
+    pub fn shutdown(&self) {
+        self.inner.shutdown();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.inner.shutdown();
+        self.inner.join_stragglers(self.inner.config.workers_join_timeout);
+    }
+}
+
+impl Inner {
+    fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    fn cycle(&self) -> Option<Arc<Cycle>> {
+        self.cycle.lock().clone()
+    }
+
+    fn local_addr(&self) -> Option<SocketAddr> {
+        self.cycle().map(|cycle| cycle.local_addr)
+    }
+
+    fn stage_hook(&self, stage: Stage) {
+        if let Some(hook) = &self.config.hooks.on_stage {
+            hook(stage);
+        }
+    }
+
+    /// True when the caller is a handler of this server, or any job of its worker pool:
+    /// a blocking stage there would wait for itself.
+    pub(crate) fn called_from_handler(&self) -> bool {
+        if may::coroutine::is_coroutine() && CONNECTION_OF_SERVER.with(|cell| cell.get()) == self.id {
+            return true;
+        }
+        self.cycle().is_some_and(|cycle| cycle.pool.is_current())
+            || self.config.worker_pool.as_ref().is_some_and(|pool| pool.is_current())
+    }
+
+    /// Returns true (after requesting the stop) when a blocking stage must not run here.
+    fn defer_if_handler(&self, what: &str) -> bool {
+        if self.called_from_handler() {
+            tracing::debug!(server = %self.name(), what, "called from a handler: stop requested, the serving thread completes it");
+            self.request_stop();
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Setup may be running on another thread; the stages wait until it has finished.
+    fn wait_while_starting(&self) {
+        while matches!(self.status.load(), ServerStatus::PreStarting | ServerStatus::Starting) {
+            park::sleep(Duration::from_millis(1));
+        }
+    }
+
+    fn setup(self: &Arc<Self>) -> Result<SocketAddr> {
+        configure_io_pool();
+        if self.defer_if_handler("setup") {
+            return Err(RpcError::SelfJoin(format!("setup of server {}", self.name())));
+        }
+        // A tear-down left half-done by the flags is finished before the server starts again.
+        if let Some(cycle) = self.cycle() {
+            if !cycle.workers.finished.is_done() {
+                if self.status.load() == ServerStatus::Running {
+                    return Err(RpcError::NotStopped { name: self.name().to_string(), status: ServerStatus::Running });
+                }
+                self.shutdown();
+            }
+        }
+        self.reap_stragglers();
+        self.status
+            .transition(ServerStatus::NotRunning, ServerStatus::PreStarting)
+            .map_err(|status| RpcError::NotStopped { name: self.name().to_string(), status })?;
+        let started = Instant::now();
+        match self.start_cycle() {
+            Ok(cycle) => {
+                let address = cycle.local_addr;
+                if let Some(hook) = &self.config.hooks.pre_start {
+                    hook(address);
+                }
+                let _ = self.status.transition(ServerStatus::PreStarting, ServerStatus::Starting);
+                // fbthrift's onStartServing would run here; we have no per-service hooks.
+                let _ = self.status.transition(ServerStatus::Starting, ServerStatus::Running);
+                if let Some(hook) = &self.config.hooks.pre_serve {
+                    hook(address);
+                }
+                tracing::info!(
+                    server = %self.name(),
+                    %address,
+                    elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
+                    "RPC server set up and serving"
+                );
+                Ok(address)
+            }
+            Err(error) => {
+                tracing::error!(server = %self.name(), %error, "RPC server setup failed");
+                *self.cycle.lock() = None;
+                self.status.store(ServerStatus::NotRunning);
+                Err(error)
+            }
+        }
+    }
+
+    /// Binds, prepares the pool, and starts the accept coroutine.
+    fn start_cycle(self: &Arc<Self>) -> Result<Arc<Cycle>> {
+        let address = self.config.address;
+        // std's bind sets SO_REUSEADDR but not SO_REUSEPORT (which may's bind sets): a second
+        // daemon on the same port must fail, not share the port.
+        let std_listener =
+            std::net::TcpListener::bind(address).map_err(|source| RpcError::Bind { address, source })?;
+        let local_addr = std_listener.local_addr().map_err(|source| RpcError::Bind { address, source })?;
+        let listener = {
+            use std::os::fd::{FromRawFd, IntoRawFd};
+            let fd = std_listener.into_raw_fd();
+            // The fd was just taken out of a live listener; may's listener now owns it.
+            Arc::new(unsafe { may::net::TcpListener::from_raw_fd(fd) })
+        };
+        let (pool, owns_pool) = match &self.config.worker_pool {
+            Some(pool) => (pool.clone(), false),
+            None => (WorkerPool::with_default_size(&format!("{}-cpu", self.name()))?, true),
+        };
+        let cycle = Arc::new(Cycle {
+            local_addr,
+            pool,
+            owns_pool,
+            stop_requested: SyncPoint::new(),
+            listener: Mutex::new(Some(listener.clone())),
+            paused: AtomicBool::new(false),
+            accept_exited: SyncPoint::new(),
+            accept_handle: Mutex::new(None),
+            connections: Mutex::new(HashMap::new()),
+            live_connections: WaitGroup::new(),
+            handles: Mutex::new(HashMap::new()),
+            finished_connections: Mutex::new(Vec::new()),
+            next_connection_id: AtomicU64::new(1),
+            draining: AtomicBool::new(false),
+            cpu_jobs: WaitGroup::new(),
+            drain_deadline: Mutex::new(None),
+            listening: Gate::default(),
+            accepting: Gate::default(),
+            cpu_workers: Gate::default(),
+            workers: Gate::default(),
+        });
+        *self.cycle.lock() = Some(cycle.clone());
+        let accept = {
+            let cycle = cycle.clone();
+            let shared = connection::Shared::new(self);
+            let builder = may::coroutine::Builder::new().name(format!("{}-accept", self.name()));
+            // SAFETY (may's spawn contract): the coroutine keeps no thread-local across a park
+            // and its stack (IO_STACK_SIZE) is ample for the accept loop.
+            unsafe { builder.spawn(move || connection::accept_loop(listener, cycle, shared)) }
+        };
+        match accept {
+            Ok(handle) => {
+                *cycle.accept_handle.lock() = Some(handle);
+                Ok(cycle)
+            }
+            Err(source) => {
+                cycle.listener.lock().take();
+                Err(RpcError::Spawn { what: format!("{}-accept", self.name()), source })
+            }
+        }
+    }
+
+    pub(crate) fn handle(self: &Arc<Self>) -> ServerHandle {
+        ServerHandle { inner: Arc::downgrade(self) }
+    }
+
+    fn request_stop(&self) {
+        if let Some(cycle) = self.cycle() {
+            if !cycle.stop_requested.is_done() {
+                tracing::info!(server = %self.name(), status = %self.status.load(), "stop requested");
+                cycle.stop_requested.done();
+            }
+        }
+    }
+
+    fn join_serve_thread(&self) -> Result<()> {
+        let thread = self.serve_thread.lock().take();
+        let Some(thread) = thread else { return Ok(()) };
+        match thread.join() {
+            Ok(()) | Err(JoinError::AlreadyJoined) => Ok(()),
+            Err(JoinError::SelfJoin) => {
+                // Put it back for its real owner.
+                *self.serve_thread.lock() = Some(thread);
+                Err(RpcError::SelfJoin(format!("join of the serving thread of server {}", self.name())))
+            }
+            Err(JoinError::Panicked(message)) => {
+                Err(RpcError::ServeThread { name: self.name().to_string(), message })
+            }
+        }
+    }
+
+    fn cleanup(&self) {
+        if self.defer_if_handler("cleanup") {
+            return;
+        }
+        self.stop_listening();
+        if self.config.stop_workers_on_stop_listening {
+            self.stop_workers();
+        } else if self.config.join_requests_when_server_stops {
+            self.stop_accepting_and_join_outstanding_requests();
+        }
+    }
+
+    fn shutdown(&self) {
+        if self.defer_if_handler("shutdown") {
+            return;
+        }
+        self.request_stop();
+        if let Err(error) = self.join_serve_thread() {
+            tracing::error!(server = %self.name(), %error, "cannot join the serving thread; the tear-down goes on");
+        }
+        let Some(cycle) = self.cycle() else { return };
+        if !cycle.listening.started.load(Ordering::Acquire) {
+            // Set up but never served: the destructor assumes cleanUp ran, so run it.
+            self.cleanup();
+        }
+        if self.config.stop_workers_on_stop_listening {
+            // Everything is already taken care of (unless a stage was called out of order).
+            self.stop_workers();
+            return;
+        }
+        if !self.config.join_requests_when_server_stops {
+            self.stop_accepting_and_join_outstanding_requests();
+        }
+        self.stop_cpu_workers();
+        self.stop_workers();
+    }
+
+    fn stop_listening(&self) {
+        if self.defer_if_handler("stop_listening") {
+            return;
+        }
+        self.wait_while_starting();
+        let Some(cycle) = self.cycle() else { return };
+        match self.status.transition(ServerStatus::Running, ServerStatus::PreStopping) {
+            Ok(()) => {}
+            // Somebody else stopped listening in this cycle: wait until the pause is complete.
+            Err(_) => {
+                if cycle.listening.started.load(Ordering::Acquire) || self.status.load() != ServerStatus::NotRunning {
+                    cycle.listening.wait();
+                }
+                return;
+            }
+        }
+        cycle.listening.begin();
+        self.stage_hook(Stage::StopListening);
+        let started = Instant::now();
+        self.pause_accepting(&cycle);
+        tracing::info!(
+            server = %self.name(),
+            stage = Stage::StopListening.as_str(),
+            elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
+            n_connections = cycle.live_connections.count(),
+            "stopped listening; established connections are still served"
+        );
+        cycle.listening.finish();
+        if self.config.stop_workers_on_stop_listening {
+            self.stop_accepting_and_join_outstanding_requests();
+            self.stop_cpu_workers();
+        }
+    }
+
+    /// Takes what the kernel had queued, closes the listening socket, joins the accept coroutine.
+    fn pause_accepting(&self, cycle: &Arc<Cycle>) {
+        cycle.paused.store(true, Ordering::Release);
+        let listener = cycle.listener.lock().clone();
+        let Some(listener) = listener else { return };
+        // Wake the accept coroutine with a connection to ourselves; should that fail, shut the
+        // listening socket down, which makes a blocked accept return an error.
+        let wake_addr = loopback_of(cycle.local_addr);
+        let woken = std::net::TcpStream::connect_timeout(&wake_addr, Duration::from_millis(500)).is_ok();
+        if !woken || !cycle.accept_exited.wait_timeout(Duration::from_secs(1)) {
+            tracing::warn!(server = %self.name(), "the accept coroutine did not wake by connection; shutting the listener down");
+            // The listener is alive (we hold an Arc), so its fd is still its own.
+            unsafe { libc::shutdown(listener.as_raw_fd(), libc::SHUT_RDWR) };
+            if !cycle.accept_exited.wait_timeout(Duration::from_secs(5)) {
+                tracing::error!(server = %self.name(), "the accept coroutine did not exit; it is joined at stop_workers");
+            }
+        }
+        if cycle.accept_exited.is_done() {
+            if let Some(handle) = cycle.accept_handle.lock().take() {
+                if let Err(panic) = handle.join() {
+                    tracing::error!(server = %self.name(), panic = %crate::context::panic_message(&panic), "the accept coroutine panicked");
+                }
+            }
+        }
+        drop(listener);
+        // The last reference: the listening socket closes and new connections are refused.
+        cycle.listener.lock().take();
+    }
+
+    fn stop_accepting_and_join_outstanding_requests(&self) {
+        if self.defer_if_handler("stop_accepting_and_join_outstanding_requests") {
+            return;
+        }
+        self.wait_while_starting();
+        let Some(cycle) = self.cycle() else { return };
+        match self.status.transition(ServerStatus::PreStopping, ServerStatus::Stopping) {
+            Ok(()) => {}
+            Err(ServerStatus::Running) => return, // stop_listening has not been called.
+            Err(_) => {
+                if cycle.accepting.started.load(Ordering::Acquire) || self.status.load() != ServerStatus::NotRunning {
+                    cycle.accepting.wait();
+                }
+                return;
+            }
+        }
+        cycle.accepting.begin();
+        cycle.listening.wait();
+        self.stage_hook(Stage::StopAcceptingAndJoinOutstandingRequests);
+        let started = Instant::now();
+        if let Some(hook) = &self.config.hooks.stop_requested {
+            hook();
+        }
+        let _ = self.status.transition(ServerStatus::Stopping, ServerStatus::DrainingUntilStopped);
+        cycle.draining.store(true, Ordering::Release);
+        let deadline = started + self.config.workers_join_timeout;
+        *cycle.drain_deadline.lock() = Some(deadline);
+        let n_at_start = cycle.live_connections.count();
+        let mut n_cut = 0;
+        if !cycle.live_connections.wait_zero(Some(deadline)) {
+            tracing::error!(
+                server = %self.name(),
+                timeout_ms = self.config.workers_join_timeout.as_millis() as u64,
+                "outstanding requests did not finish by the join deadline; cutting their connections"
+            );
+            n_cut = cycle.cut_connections(self.name(), "join deadline passed");
+        }
+        let _ = self.status.transition(ServerStatus::DrainingUntilStopped, ServerStatus::NotRunning);
+        tracing::info!(
+            server = %self.name(),
+            stage = Stage::StopAcceptingAndJoinOutstandingRequests.as_str(),
+            elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
+            n_connections_drained = n_at_start.saturating_sub(n_cut),
+            n_connections_cut = n_cut,
+            "outstanding requests joined"
+        );
+        cycle.accepting.finish();
+    }
+
+    fn stop_cpu_workers(&self) {
+        if self.defer_if_handler("stop_cpu_workers") {
+            return;
+        }
+        let Some(cycle) = self.cycle() else { return };
+        if !cycle.cpu_workers.begin() {
+            cycle.cpu_workers.wait();
+            return;
+        }
+        self.stage_hook(Stage::StopCpuWorkers);
+        let started = Instant::now();
+        // The drain's deadline holds here too: a job still running after it belongs to a
+        // request that was cut, and waiting a second full timeout for it helps nobody.
+        let deadline = cycle.drain_deadline.lock().unwrap_or(started + self.config.workers_join_timeout);
+        if !cycle.cpu_jobs.wait_zero(Some(deadline.max(started + Duration::from_millis(10)))) {
+            tracing::error!(
+                server = %self.name(),
+                n_jobs = cycle.cpu_jobs.count(),
+                "worker-pool jobs of this server still run after the join deadline; going on"
+            );
+        }
+        if cycle.owns_pool {
+            cycle.pool.stop();
+        }
+        if let Some(hook) = &self.config.hooks.post_stop {
+            hook();
+        }
+        tracing::info!(
+            server = %self.name(),
+            stage = Stage::StopCpuWorkers.as_str(),
+            elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
+            pool = %cycle.pool.name(),
+            shared_pool = !cycle.owns_pool,
+            "worker-pool work joined"
+        );
+        cycle.cpu_workers.finish();
+    }
+
+    fn stop_workers(&self) {
+        if self.defer_if_handler("stop_workers") {
+            return;
+        }
+        let Some(cycle) = self.cycle() else { return };
+        if !cycle.workers.begin() {
+            cycle.workers.wait();
+            return;
+        }
+        self.stage_hook(Stage::StopWorkers);
+        let started = Instant::now();
+        // Normally already done by stop listening; makes stop_workers complete on its own.
+        self.pause_accepting(&cycle);
+        let grace = Duration::from_millis(200);
+        if !cycle.live_connections.wait_zero(Some(Instant::now() + grace)) {
+            cycle.cut_connections(self.name(), "IO stopped");
+            cycle.live_connections.wait_zero(Some(Instant::now() + grace));
+        }
+        if let Some(handle) = cycle.accept_handle.lock().take() {
+            self.stragglers.lock().push(handle);
+        }
+        let handles: Vec<_> = cycle.handles.lock().drain().map(|(_, handle)| handle).collect();
+        let mut n_joined = 0usize;
+        let mut n_left = 0usize;
+        for handle in handles {
+            if handle.is_done() {
+                let _ = handle.join();
+                n_joined += 1;
+            } else {
+                self.stragglers.lock().push(handle);
+                n_left += 1;
+            }
+        }
+        if n_left > 0 {
+            tracing::warn!(
+                server = %self.name(),
+                n_left,
+                "connection coroutines whose handlers still run after their connection was cut; joined at the next setup or at drop"
+            );
+        }
+        tracing::info!(
+            server = %self.name(),
+            stage = Stage::StopWorkers.as_str(),
+            elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
+            n_joined,
+            "IO stopped; the server can be set up again"
+        );
+        cycle.workers.finish();
+    }
+
+    fn reap_stragglers(&self) {
+        let mut stragglers = self.stragglers.lock();
+        let (done, running): (Vec<_>, Vec<_>) = stragglers.drain(..).partition(|handle| handle.is_done());
+        *stragglers = running;
+        drop(stragglers);
+        for handle in done {
+            let _ = handle.join();
+        }
+    }
+
+    fn join_stragglers(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            self.reap_stragglers();
+            let n_left = self.stragglers.lock().len();
+            if n_left == 0 {
+                return;
+            }
+            if Instant::now() >= deadline {
+                tracing::error!(
+                    server = %self.name(),
+                    n_left,
+                    "handlers cut at the deadline still run after another join timeout; left running"
+                );
+                // Dropping a may JoinHandle detaches its coroutine; nothing safe can end it.
+                self.stragglers.lock().clear();
+                return;
+            }
+            park::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+/// Where a connection to ourselves goes: a wildcard address becomes loopback.
+fn loopback_of(address: SocketAddr) -> SocketAddr {
+    let ip = match address.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    SocketAddr::new(ip, address.port())
+}
