@@ -1,0 +1,629 @@
+//! The election driver: one coroutine on the cluster's loop that owns the ZooKeeper session, the
+//! member's election node and its role, and turns everything that happens into [`Event`]s.
+//!
+//! Election: every member creates an ephemeral-sequential node `member-<sequence>` under the
+//! service path; the lowest sequence leads. A follower watches only its predecessor (no herd
+//! effect); the leader watches the service path's children, to learn of joins and leaves. With
+//! priorities, a first member that sees a member of strictly higher priority yields: it stops
+//! acting as leader, then moves its node to the tail in one multi-op, so the next member in line
+//! evaluates (and yields too, or leads). Nobody leads before the one ahead of it has stepped down.
+//!
+//! No zombie leader: on `Disconnected` the leader steps down after `step_down_after_disconnect`
+//! (at most a third of the session timeout), before the server can expire its session and let
+//! another member lead. On reconnection within the session it checks that its node is still its
+//! own (`ephemeralOwner`) and re-evaluates. `Expired` is final: a new session is built and the
+//! member rejoins at the tail, as a follower.
+//!
+//! Everything (session messages, watch firings, requests from other threads) reaches the driver
+//! through one mailbox; helper coroutines that wait on the session state or on a watch only post
+//! to it. The driver cancels each helper it replaces by dropping the helper's cancel sender.
+//!
+//! # Shutdown
+//! `leave` runs on the driver, once, in this order, each stage logged with its duration:
+//! 1. step down (`RoleChanged { leader: false }`) if leading;
+//! 2. delete the election node, so the successor's ZooKeeper watch fires at once (the hand-over);
+//! 3. `QuorumHandler::on_stop`: the daemon stops its own components while the session still works;
+//! 4. close the ZooKeeper session (drop every client clone, wait for `Closed`);
+//! 5. `Stopped`, the last event; the stop signal is raised;
+//! 6. unloop the cluster's loop (helpers still parked are unwound by the loop).
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::channel::{mpsc, oneshot};
+use futures::future::{select, Either};
+use futures::StreamExt;
+use runtime::ContextHandle;
+
+use crate::cluster::ClusterShared;
+use crate::config::QuorumConfig;
+use crate::error::ZkError;
+use crate::event::Event;
+use crate::member::{sorted_member_nodes, Member, MemberInfo, MEMBER_NODE_PREFIX};
+use crate::zk::{NodeEvent, NodeKind, NodeWatch, ZkOp, ZkOpResult, ZkSession, ZkSessionState};
+
+/// What a daemon built on a quorum member supplies: its reaction to events, run on the loop.
+///
+/// Handlers run on the election driver: while one runs, the election waits, so a handler must not
+/// park for long (a fraction of the session timeout at most). Closures `FnMut(Event)` are handlers.
+pub trait QuorumHandler: Send + 'static {
+    /// One event; see [`Event`].
+    fn on_event(&mut self, event: Event);
+
+    /// Called once when the member leaves, after it has stepped down and given up its election
+    /// node, before the ZooKeeper session is closed: stop the daemon's components here.
+    fn on_stop(&mut self) {}
+}
+
+impl<F: FnMut(Event) + Send + 'static> QuorumHandler for F {
+    fn on_event(&mut self, event: Event) {
+        self(event)
+    }
+}
+
+/// What reaches the driver's mailbox.
+pub(crate) enum Input {
+    /// The state watcher of session number `epoch` saw a change.
+    SessionState { epoch: u64, state: ZkSessionState },
+    /// The watch armed as number `generation` fired.
+    WatchFired { generation: u64, event: NodeEvent },
+    /// The member's health changed; it is published in its election node.
+    SetHealth(bool),
+    /// Leave the quorum (see `# Shutdown`).
+    Leave,
+}
+
+/// The member's own election node.
+#[derive(Debug, Clone)]
+struct OwnNode {
+    path: String,
+    sequence: i64,
+}
+
+pub(crate) struct Election {
+    config: QuorumConfig,
+    member_info: MemberInfo,
+    shared: Arc<ClusterShared>,
+    mailbox: mpsc::UnboundedReceiver<Input>,
+    context: ContextHandle,
+    handler: Box<dyn QuorumHandler>,
+    session: Option<Arc<ZkSession>>,
+    /// Counts sessions, so messages of an old session's watcher are recognised and ignored.
+    session_epoch: u64,
+    /// Dropping it ends the current session's state-watcher coroutine.
+    session_watcher_cancel: Option<oneshot::Sender<()>>,
+    connected: bool,
+    disconnected_at: Option<Instant>,
+    step_down_after: Duration,
+    service_path_ready: bool,
+    own_node: Option<OwnNode>,
+    leader: bool,
+    watch_generation: u64,
+    /// Dropping it ends the current watch coroutine.
+    watch_cancel: Option<oneshot::Sender<()>>,
+    needs_evaluation: bool,
+    needs_owner_check: bool,
+    needs_data_update: bool,
+    /// No election step or connect before this instant (back-off after a failure).
+    retry_at: Option<Instant>,
+    leaving: bool,
+    members: Vec<Member>,
+}
+
+impl Election {
+    pub(crate) fn new(
+        config: QuorumConfig,
+        shared: Arc<ClusterShared>,
+        mailbox: mpsc::UnboundedReceiver<Input>,
+        context: ContextHandle,
+        handler: Box<dyn QuorumHandler>,
+    ) -> Election {
+        Election {
+            member_info: config.member.clone(),
+            step_down_after: config.step_down_after_disconnect,
+            config,
+            shared,
+            mailbox,
+            context,
+            handler,
+            session: None,
+            session_epoch: 0,
+            session_watcher_cancel: None,
+            connected: false,
+            disconnected_at: None,
+            service_path_ready: false,
+            own_node: None,
+            leader: false,
+            watch_generation: 0,
+            watch_cancel: None,
+            needs_evaluation: true,
+            needs_owner_check: false,
+            needs_data_update: false,
+            retry_at: None,
+            leaving: false,
+            members: Vec::new(),
+        }
+    }
+
+    /// The driver's loop: runs until asked to leave, then leaves.
+    pub(crate) fn run(mut self) {
+        tracing::info!(
+            member = %self.member_info.id,
+            service_path = %self.config.service_path,
+            "joining the quorum"
+        );
+        self.take_pending_inputs();
+        while !self.leaving {
+            let now = Instant::now();
+            let may_retry = self.retry_at.is_none_or(|retry_at| retry_at <= now);
+            if self.session.is_none() && may_retry {
+                self.establish_session();
+            } else if self.session.is_some() && self.connected && self.needs_evaluation && may_retry {
+                self.evaluate();
+            } else {
+                self.wait_for_input();
+            }
+            self.take_pending_inputs();
+            self.step_down_if_disconnected_too_long();
+        }
+        self.leave();
+    }
+
+    // ----- inputs -------------------------------------------------------------------------------
+
+    /// Parks until an input arrives or the next deadline (retry, step-down) passes.
+    fn wait_for_input(&mut self) {
+        let deadline = [self.retry_at, self.step_down_deadline()].into_iter().flatten().min();
+        let input = match deadline {
+            Some(deadline) => {
+                let timeout = deadline.saturating_duration_since(Instant::now());
+                if timeout.is_zero() {
+                    return;
+                }
+                match runtime::block_on_timeout(self.mailbox.next(), timeout) {
+                    Some(input) => input,
+                    None => return,
+                }
+            }
+            None => runtime::block_on(self.mailbox.next()),
+        };
+        match input {
+            Some(input) => self.handle_input(input),
+            // Every sender is gone: nobody can ask us to leave any more, so leave now.
+            None => self.leaving = true,
+        }
+    }
+
+    /// Handles every input already waiting, without parking.
+    fn take_pending_inputs(&mut self) {
+        while let Ok(input) = self.mailbox.try_recv() {
+            self.handle_input(input);
+        }
+    }
+
+    fn handle_input(&mut self, input: Input) {
+        match input {
+            Input::SessionState { epoch, state } if epoch == self.session_epoch => self.on_session_state(state),
+            Input::SessionState { epoch, state } => {
+                tracing::debug!(epoch, ?state, "ignoring a state change of an old session")
+            }
+            Input::WatchFired { generation, event } if generation == self.watch_generation => {
+                tracing::debug!(?event, "election watch fired");
+                self.needs_evaluation = true;
+                self.retry_at = None;
+            }
+            Input::WatchFired { .. } => {}
+            Input::SetHealth(healthy) => {
+                if self.member_info.healthy != healthy {
+                    self.member_info.healthy = healthy;
+                    self.needs_data_update = true;
+                    self.needs_evaluation = true;
+                }
+            }
+            Input::Leave => self.leaving = true,
+        }
+    }
+
+    fn on_session_state(&mut self, state: ZkSessionState) {
+        match state {
+            ZkSessionState::Disconnected | ZkSessionState::ConnectedReadOnly => {
+                if self.connected {
+                    self.connected = false;
+                    self.disconnected_at = Some(Instant::now());
+                    tracing::warn!(
+                        ?state,
+                        leader = self.leader,
+                        step_down_after_ms = self.step_down_after.as_millis() as u64,
+                        "ZooKeeper connection lost; a leader steps down unless it reconnects in time"
+                    );
+                }
+            }
+            ZkSessionState::SyncConnected => {
+                if !self.connected {
+                    let disconnected_for = self.disconnected_at.map(|at| at.elapsed()).unwrap_or_default();
+                    tracing::info!(
+                        disconnected_ms = disconnected_for.as_millis() as u64,
+                        "ZooKeeper connection back within the session; re-checking the election node"
+                    );
+                }
+                self.connected = true;
+                self.disconnected_at = None;
+                self.needs_owner_check = true;
+                self.needs_evaluation = true;
+                self.retry_at = None;
+            }
+            ZkSessionState::Expired | ZkSessionState::Closed | ZkSessionState::AuthFailed => self.on_session_lost(state),
+        }
+    }
+
+    fn on_session_lost(&mut self, state: ZkSessionState) {
+        tracing::warn!(?state, "ZooKeeper session lost; building a new one and rejoining as a follower");
+        self.step_down("the session ended");
+        self.watch_cancel = None;
+        self.session_watcher_cancel = None;
+        self.session = None;
+        *self.shared.session.lock() = None;
+        self.own_node = None;
+        self.shared.set_sequence(None);
+        self.connected = false;
+        self.disconnected_at = None;
+        self.needs_evaluation = true;
+        self.retry_at = None;
+        self.emit(Event::SessionLost);
+    }
+
+    // ----- session ------------------------------------------------------------------------------
+
+    fn establish_session(&mut self) {
+        let started = Instant::now();
+        let session = match ZkSession::connect(&self.config.zk) {
+            Ok(session) => Arc::new(session),
+            Err(error) => {
+                tracing::warn!(%error, "could not establish a ZooKeeper session; retrying");
+                self.retry_at = Some(Instant::now() + self.config.retry_backoff);
+                return;
+            }
+        };
+        self.session_epoch += 1;
+        self.step_down_after = self.config.step_down_after_disconnect.min(session.session_timeout() / 3);
+        self.spawn_state_watcher(&session);
+        self.connected = session.state() == ZkSessionState::SyncConnected;
+        self.disconnected_at = (!self.connected).then(Instant::now);
+        self.needs_evaluation = true;
+        self.needs_owner_check = false;
+        self.own_node = None;
+        self.retry_at = None;
+        *self.shared.session.lock() = Some(session.clone());
+        self.session = Some(session);
+        tracing::info!(
+            epoch = self.session_epoch,
+            step_down_after_ms = self.step_down_after.as_millis() as u64,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "stage done: session established"
+        );
+    }
+
+    /// A helper coroutine that posts the session's state changes to the mailbox.
+    fn spawn_state_watcher(&mut self, session: &ZkSession) {
+        let mut watcher = session.state_watcher();
+        let (cancel_sender, mut cancel_receiver) = oneshot::channel::<()>();
+        self.session_watcher_cancel = Some(cancel_sender);
+        let sender = self.shared.sender.clone();
+        let epoch = self.session_epoch;
+        let scheduled = self.context.sched(move || loop {
+            let changed = runtime::block_on(select(Box::pin(watcher.changed()), &mut cancel_receiver));
+            match changed {
+                Either::Left((state, _)) => {
+                    if sender.unbounded_send(Input::SessionState { epoch, state }).is_err() || state.is_final() {
+                        return;
+                    }
+                }
+                Either::Right(_) => return,
+            }
+        });
+        if scheduled.is_err() {
+            tracing::debug!("the loop is stopping; no session state watcher");
+        }
+    }
+
+    /// A helper coroutine that posts the firing of `watch` to the mailbox, unless replaced first.
+    fn arm_watch(&mut self, watch: NodeWatch) {
+        self.watch_generation += 1;
+        let generation = self.watch_generation;
+        let (cancel_sender, cancel_receiver) = oneshot::channel::<()>();
+        // Replacing the sender drops the previous one, which ends the previous watch coroutine.
+        self.watch_cancel = Some(cancel_sender);
+        let sender = self.shared.sender.clone();
+        let scheduled = self.context.sched(move || {
+            if let Either::Left((event, _)) = runtime::block_on(select(Box::pin(watch.changed()), cancel_receiver)) {
+                let _ = sender.unbounded_send(Input::WatchFired { generation, event });
+            }
+        });
+        if scheduled.is_err() {
+            tracing::debug!("the loop is stopping; no election watch");
+        }
+    }
+
+    // ----- election -----------------------------------------------------------------------------
+
+    fn step_down_deadline(&self) -> Option<Instant> {
+        match (self.leader, self.disconnected_at) {
+            (true, Some(disconnected_at)) => Some(disconnected_at + self.step_down_after),
+            _ => None,
+        }
+    }
+
+    fn step_down_if_disconnected_too_long(&mut self) {
+        if self.step_down_deadline().is_some_and(|deadline| deadline <= Instant::now()) {
+            self.step_down("disconnected from ZooKeeper too long: no zombie leader");
+        }
+    }
+
+    fn evaluate(&mut self) {
+        let Some(session) = self.session.clone() else { return };
+        self.needs_evaluation = false;
+        let started = Instant::now();
+        match self.evaluate_once(&session) {
+            Ok(()) => {
+                self.retry_at = None;
+                tracing::debug!(elapsed_us = started.elapsed().as_micros() as u64, leader = self.leader, "election evaluated");
+            }
+            Err(error) => {
+                self.needs_evaluation = true;
+                self.retry_at = Some(Instant::now() + self.config.retry_backoff);
+                if error.is_connection_loss() || error.is_session_gone() {
+                    tracing::info!(%error, "election step interrupted by the session; retrying when it is back");
+                } else {
+                    tracing::warn!(%error, "election step failed; retrying");
+                }
+            }
+        }
+    }
+
+    fn own_prefix(&self) -> String {
+        format!("{}/{}", self.config.service_path, MEMBER_NODE_PREFIX)
+    }
+
+    fn evaluate_once(&mut self, session: &ZkSession) -> Result<(), ZkError> {
+        let service_path = self.config.service_path.clone();
+        if !self.service_path_ready {
+            session.ensure_path(&service_path)?;
+            self.service_path_ready = true;
+        }
+        if self.needs_owner_check {
+            if let Some(own_node) = self.own_node.clone() {
+                if !session.is_ephemeral_owner(&own_node.path)? {
+                    tracing::warn!(path = %own_node.path, "the election node is gone or not this session's; rejoining");
+                    self.step_down("the election node is no longer ours");
+                    self.own_node = None;
+                }
+            }
+            self.needs_owner_check = false;
+        }
+        let own_node = match self.own_node.clone() {
+            Some(own_node) => {
+                if self.needs_data_update {
+                    session.set_data(&own_node.path, &self.member_info.encode(), None)?;
+                    self.needs_data_update = false;
+                }
+                own_node
+            }
+            None => self.create_own_node(session)?,
+        };
+        let names = session.children(&service_path)?;
+        let members = self.read_members(session, &names)?;
+        if !members.iter().any(|member| member.sequence == own_node.sequence) {
+            tracing::warn!(path = %own_node.path, "the election node has disappeared; rejoining");
+            self.step_down("the election node has disappeared");
+            self.own_node = None;
+            self.needs_evaluation = true;
+            self.publish_members(members);
+            return Ok(());
+        }
+        let predecessor = members.iter().filter(|member| member.sequence < own_node.sequence).last().cloned();
+        match predecessor {
+            None => {
+                let higher_priority = self.config.use_priority
+                    && members.iter().any(|member| member.info.priority > self.member_info.priority);
+                if higher_priority {
+                    self.yield_to_higher_priority(session, &own_node)?;
+                    self.publish_members(members);
+                    return Ok(());
+                }
+                // Lead, and watch the children to learn of joins (priority) and leaves.
+                let (names_now, watch) = session.children_and_watch(&service_path)?;
+                self.arm_watch(watch);
+                if sorted_names(&names_now) != sorted_names(&names) {
+                    self.needs_evaluation = true;
+                }
+                self.become_leader(own_node.sequence);
+            }
+            Some(predecessor) => {
+                self.step_down("a member with a lower sequence exists");
+                let predecessor_path = format!("{service_path}/{}", predecessor.node_name);
+                let (stat, watch) = session.exists_and_watch(&predecessor_path)?;
+                if stat.is_none() {
+                    // Gone between the listing and the watch: look again at once.
+                    self.needs_evaluation = true;
+                } else {
+                    tracing::debug!(predecessor = %predecessor_path, "following; watching the predecessor");
+                    self.arm_watch(watch);
+                }
+            }
+        }
+        self.publish_members(members);
+        Ok(())
+    }
+
+    fn create_own_node(&mut self, session: &ZkSession) -> Result<OwnNode, ZkError> {
+        let started = Instant::now();
+        let created = session.create_ephemeral_sequential(&self.own_prefix(), &self.member_info.encode())?;
+        let own_node = own_node_from(created.path, created.sequence)?;
+        tracing::info!(
+            path = %own_node.path,
+            sequence = own_node.sequence,
+            elapsed_us = started.elapsed().as_micros() as u64,
+            "stage done: election node created"
+        );
+        self.needs_data_update = false;
+        self.shared.set_sequence(Some(own_node.sequence));
+        self.own_node = Some(own_node.clone());
+        Ok(own_node)
+    }
+
+    /// Moves the election node to the tail in one multi-op, after stepping down.
+    fn yield_to_higher_priority(&mut self, session: &ZkSession, own_node: &OwnNode) -> Result<(), ZkError> {
+        self.step_down("a member with a higher priority has joined");
+        let results = session.multi(&[
+            ZkOp::Delete { path: own_node.path.clone(), expected_version: None },
+            ZkOp::Create { path: self.own_prefix(), data: self.member_info.encode(), kind: NodeKind::EphemeralSequential },
+        ])?;
+        let created_path = results.into_iter().find_map(|result| match result {
+            ZkOpResult::Created { path } => Some(path),
+            _ => None,
+        });
+        let Some(created_path) = created_path else {
+            return Err(ZkError::Other {
+                operation: "yield the election node",
+                path: own_node.path.clone(),
+                detail: "the multi-op returned no created node".to_string(),
+            });
+        };
+        let sequence = created_path.rsplit('/').next().and_then(crate::member::parse_sequence);
+        let new_node = own_node_from(created_path, sequence)?;
+        tracing::info!(
+            old_sequence = own_node.sequence,
+            new_sequence = new_node.sequence,
+            "yielded leadership to a member with a higher priority"
+        );
+        self.shared.set_sequence(Some(new_node.sequence));
+        self.own_node = Some(new_node);
+        self.needs_evaluation = true;
+        Ok(())
+    }
+
+    /// The members under the service path, sorted by sequence; nodes that vanished meanwhile and
+    /// nodes with corrupt data are skipped (the latter with a warning).
+    fn read_members(&self, session: &ZkSession, names: &[String]) -> Result<Vec<Member>, ZkError> {
+        let service_path = &self.config.service_path;
+        let mut members = Vec::with_capacity(names.len());
+        for (sequence, node_name) in sorted_member_nodes(service_path, names) {
+            let path = format!("{service_path}/{node_name}");
+            let Some((data, stat)) = session.get_data(&path)? else { continue };
+            match MemberInfo::decode(&path, &data) {
+                Ok(info) => members.push(Member { sequence, node_name, session_id: stat.ephemeral_owner, info }),
+                Err(error) => {
+                    tracing::warn!(%error, "skipping an election node with corrupt member data");
+                }
+            }
+        }
+        Ok(members)
+    }
+
+    fn publish_members(&mut self, members: Vec<Member>) {
+        if members != self.members {
+            self.members = members.clone();
+            *self.shared.members.lock() = members.clone();
+            self.emit(Event::MembersChanged(members));
+        }
+    }
+
+    fn become_leader(&mut self, sequence: i64) {
+        if self.leader {
+            return;
+        }
+        self.leader = true;
+        tracing::info!(sequence, member = %self.member_info.id, "became leader");
+        self.emit(Event::RoleChanged { leader: true, sequence });
+    }
+
+    fn step_down(&mut self, reason: &str) {
+        if !self.leader {
+            return;
+        }
+        self.leader = false;
+        let sequence = self.own_node.as_ref().map(|node| node.sequence).unwrap_or(-1);
+        tracing::warn!(sequence, member = %self.member_info.id, reason, "stepped down");
+        self.emit(Event::RoleChanged { leader: false, sequence });
+    }
+
+    /// Publishes the event's effect on the shared snapshot, then hands it to the handler.
+    fn emit(&mut self, event: Event) {
+        if let Event::RoleChanged { leader, .. } = &event {
+            self.shared.set_leader(*leader);
+        }
+        let handler = &mut self.handler;
+        if let Err(panic) = catch_unwind(AssertUnwindSafe(|| handler.on_event(event))) {
+            tracing::error!(panic = %panic_text(&panic), "the quorum event handler panicked; the member goes on");
+        }
+    }
+
+    // ----- leaving ------------------------------------------------------------------------------
+
+    /// See the module's `# Shutdown`.
+    fn leave(mut self) {
+        let leave_started = Instant::now();
+        tracing::info!(member = %self.member_info.id, "leaving the quorum");
+
+        let stage = Instant::now();
+        self.step_down("leaving the quorum");
+        tracing::info!(elapsed_us = stage.elapsed().as_micros() as u64, "stage done: stepped down");
+
+        let stage = Instant::now();
+        self.watch_cancel = None;
+        if let (Some(session), Some(own_node)) = (self.session.clone(), self.own_node.take()) {
+            match session.delete(&own_node.path, None) {
+                Ok(()) | Err(ZkError::NoNode { .. }) => {}
+                Err(error) => tracing::warn!(%error, "could not delete the election node; closing the session removes it"),
+            }
+        }
+        self.shared.set_sequence(None);
+        tracing::info!(elapsed_us = stage.elapsed().as_micros() as u64, "stage done: election node given up");
+
+        let stage = Instant::now();
+        let handler = &mut self.handler;
+        if let Err(panic) = catch_unwind(AssertUnwindSafe(|| handler.on_stop())) {
+            tracing::error!(panic = %panic_text(&panic), "the quorum stop handler panicked");
+        }
+        tracing::info!(elapsed_us = stage.elapsed().as_micros() as u64, "stage done: daemon components stopped");
+
+        let stage = Instant::now();
+        self.session_watcher_cancel = None;
+        *self.shared.session.lock() = None;
+        if let Some(session) = self.session.take() {
+            if let Err(error) = session.close(self.config.close_timeout) {
+                tracing::warn!(%error, "the ZooKeeper session did not report Closed; it ends by expiry");
+            }
+        }
+        tracing::info!(elapsed_us = stage.elapsed().as_micros() as u64, "stage done: session closed");
+
+        self.emit(Event::Stopped);
+        self.shared.stopped.done();
+        tracing::info!(elapsed_ms = leave_started.elapsed().as_millis() as u64, "left the quorum");
+        self.context.stop();
+    }
+}
+
+fn own_node_from(path: String, sequence: Option<i64>) -> Result<OwnNode, ZkError> {
+    match sequence {
+        Some(sequence) => Ok(OwnNode { path, sequence }),
+        None => Err(ZkError::CorruptData { path, reason: "a sequential create returned no sequence number".to_string() }),
+    }
+}
+
+fn sorted_names(names: &[String]) -> Vec<&str> {
+    let mut sorted: Vec<&str> = names.iter().map(String::as_str).collect();
+    sorted.sort_unstable();
+    sorted
+}
+
+fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> String {
+    if let Some(message) = panic.downcast_ref::<&str>() {
+        (*message).to_string()
+    } else if let Some(message) = panic.downcast_ref::<String>() {
+        message.clone()
+    } else {
+        "a non-string panic payload".to_string()
+    }
+}
