@@ -21,7 +21,7 @@
 //! on_missing = "fail"       # "ok" | "fail": a missing or unreadable file counts as this
 //!
 //! [health.chunk]
-//! url = "http://127.0.0.1:10201/api/v2/health"   # required for source = "chunk"
+//! # url = "http://127.0.0.1:…/health"   # no default: required for source = "chunk"
 //! interval_ms = 200
 //! timeout_ms = 150
 //! ```
