@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 use serde::Deserialize;
+use vip::health::{HealthConfig, MissingFile, SourceKind};
 
 /// Where the daemon looks for its file when `--config` is not given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/zbs/taskd.toml";
@@ -110,6 +111,36 @@ pub struct CommandLine {
     /// Also append log lines to this file.
     #[arg(long, value_name = "PATH")]
     pub log_file: Option<PathBuf>,
+    /// What decides this node's data-network health: probe, file or chunk [default: probe].
+    #[arg(long, value_parser = ["probe", "file", "chunk"])]
+    pub health_source: Option<String>,
+    /// Bad health rounds in a row that make the data network invalid [default: 3].
+    #[arg(long)]
+    pub health_fall: Option<u32>,
+    /// Good health rounds in a row that make it valid again [default: 5].
+    #[arg(long)]
+    pub health_rise: Option<u32>,
+    /// UDP echo port of the probe source, the same on every node [default: 10602].
+    #[arg(long)]
+    pub health_probe_port: Option<u16>,
+    /// Milliseconds between two probe rounds [default: 200].
+    #[arg(long)]
+    pub health_probe_interval_ms: Option<u64>,
+    /// Follow the data interface's link state [default: true].
+    #[arg(long)]
+    pub health_probe_track_interface: Option<bool>,
+    /// The file of the file source [default: /run/zbs/taskd.health].
+    #[arg(long, value_name = "PATH")]
+    pub health_file: Option<PathBuf>,
+    /// What a missing health file counts as: ok or fail [default: fail].
+    #[arg(long, value_parser = ["ok", "fail"])]
+    pub health_file_on_missing: Option<String>,
+    /// Milliseconds between two reads of the health file [default: 200].
+    #[arg(long)]
+    pub health_file_interval_ms: Option<u64>,
+    /// The chunk service's health URL, for the chunk source.
+    #[arg(long)]
+    pub health_chunk_url: Option<String>,
 }
 
 /// The file's shape: every key optional, unknown keys refused.
@@ -131,6 +162,8 @@ struct FileConfig {
     exit_limit: FileExitLimit,
     #[serde(default)]
     log: FileLog,
+    #[serde(default)]
+    health: HealthConfig,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -165,6 +198,7 @@ pub struct Config {
     pub start_limit_burst: u32,
     pub start_limit_interval: Duration,
     pub log: LogConfig,
+    pub health: HealthConfig,
 }
 
 /// Where and how the daemon logs.
@@ -202,7 +236,9 @@ impl Config {
         let start_limit_burst = cli.start_limit_burst.or(file.exit_limit.start_limit_burst).unwrap_or(5);
         let start_limit_interval_sec =
             cli.start_limit_interval_sec.or(file.exit_limit.start_limit_interval_sec).unwrap_or(10);
+        let health = merge_health(file.health, cli);
         let config = Config {
+            health,
             node_id,
             zookeeper_hosts,
             session_timeout: Duration::from_millis(session_timeout_ms),
@@ -264,8 +300,58 @@ impl Config {
                 return Err(ConfigError::invalid("log.file", "must be an absolute path"));
             }
         }
+        // The health section's own validation names its keys in full (`health.probe.port`).
+        self.health.validate().map_err(|error| ConfigError::Invalid { key: "health", message: error.to_string() })?;
         Ok(())
     }
+
+    /// The address peers probe and clients reach the dispatcher at.
+    pub fn dispatcher_address(&self) -> std::net::SocketAddr {
+        std::net::SocketAddr::new(self.management_address, self.dispatcher_port)
+    }
+
+    /// The runner API's address.
+    pub fn runner_address(&self) -> std::net::SocketAddr {
+        std::net::SocketAddr::new(self.management_address, self.runner_port)
+    }
+}
+
+fn merge_health(mut health: HealthConfig, cli: &CommandLine) -> HealthConfig {
+    if let Some(source) = cli.health_source.as_deref() {
+        health.source = match source {
+            "file" => SourceKind::File,
+            "chunk" => SourceKind::Chunk,
+            _ => SourceKind::Probe,
+        };
+    }
+    if let Some(fall) = cli.health_fall {
+        health.fall = fall;
+    }
+    if let Some(rise) = cli.health_rise {
+        health.rise = rise;
+    }
+    if let Some(port) = cli.health_probe_port {
+        health.probe.port = port;
+    }
+    if let Some(interval_ms) = cli.health_probe_interval_ms {
+        health.probe.interval_ms = interval_ms;
+    }
+    if let Some(track) = cli.health_probe_track_interface {
+        health.probe.track_interface = track;
+    }
+    if let Some(path) = &cli.health_file {
+        health.file.path = path.clone();
+    }
+    if let Some(on_missing) = cli.health_file_on_missing.as_deref() {
+        health.file.on_missing = if on_missing == "ok" { MissingFile::Ok } else { MissingFile::Fail };
+    }
+    if let Some(interval_ms) = cli.health_file_interval_ms {
+        health.file.interval_ms = interval_ms;
+    }
+    if let Some(url) = &cli.health_chunk_url {
+        health.chunk.url = Some(url.clone());
+    }
+    health
 }
 
 fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {

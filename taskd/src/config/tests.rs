@@ -101,3 +101,19 @@ fn an_explicit_missing_file_is_an_error() {
     };
     assert!(message.contains("/nonexistent/taskd.toml"), "{message}");
 }
+
+#[test]
+fn the_health_section_is_read_and_its_flags_win() {
+    let text = "[health]\nsource = \"file\"\nfall = 2\n[health.file]\npath = \"/tmp/h\"\n";
+    let config = parse(text).expect("valid");
+    assert_eq!(config.health.source, SourceKind::File);
+    assert_eq!(config.health.fall, 2);
+    let flags = CommandLine::try_parse_from(["zbs-taskd", "--health-rise", "7", "--health-file", "/tmp/other"]).expect("flags");
+    let config = Config::from_toml(text, &flags).expect("valid");
+    assert_eq!(config.health.rise, 7);
+    assert_eq!(config.health.file.path, PathBuf::from("/tmp/other"));
+    let message = error_text(parse("[health]\nfall = 0"));
+    assert!(message.contains("health.fall"), "{message}");
+    let message = error_text(parse("[health.probe]\nprot = 1"));
+    assert!(message.contains("prot"), "{message}");
+}
