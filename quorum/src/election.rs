@@ -544,7 +544,11 @@ impl Election {
         }
         self.leader = false;
         let sequence = self.own_node.as_ref().map(|node| node.sequence).unwrap_or(-1);
-        tracing::warn!(sequence, member = %self.member_info.id, reason, "stepped down");
+        if self.leaving {
+            tracing::info!(sequence, member = %self.member_info.id, reason, "stepped down");
+        } else {
+            tracing::warn!(sequence, member = %self.member_info.id, reason, "stepped down");
+        }
         self.emit(Event::RoleChanged { leader: false, sequence });
     }
 

@@ -1,0 +1,168 @@
+//! Election under faults: a member killed, ZooKeeper frozen, the ZooKeeper leader of an ensemble
+//! killed, a member frozen past its session. Members that must be killed or frozen run as
+//! `quorum-member` processes.
+
+use std::thread;
+use std::time::Duration;
+
+use anyhow::Result;
+use tests::zk::ZooKeeper;
+
+use super::fixture::{
+    assert_never_two_leaders, member_config, serialize, service_path, unix_micros, EventLog, InProcessMember, Kind,
+    ProcessMember, SESSION_TIMEOUT, WAIT,
+};
+
+/// Starts process members in order, each after the previous one has joined, so that the
+/// sequence order is the start order.
+fn start_processes(log: &EventLog, connect: &str, path: &str, ids: &[&str]) -> Result<Vec<ProcessMember>> {
+    let mut members = Vec::new();
+    for id in ids {
+        members.push(ProcessMember::start(log, connect, path, id)?);
+        log.wait_for(WAIT, "the member to join", |record| {
+            record.member == *id && matches!(record.kind, Kind::Members(_) | Kind::Leader(_))
+        })?;
+    }
+    Ok(members)
+}
+
+#[test]
+fn sigkill_of_the_leader_process_hands_over_only_after_the_session_timeout() -> Result<()> {
+    let _serial = serialize();
+    let zookeeper = ZooKeeper::start()?;
+    let path = service_path("sigkill");
+    let log = EventLog::default();
+    let mut members = start_processes(&log, &zookeeper.connect_string(), &path, &["a", "b", "c"])?;
+    assert_eq!(log.wait_for_single_leader(WAIT, &[])?, "a");
+    let killed_at = members[0].kill()?;
+    let new_leader = log.wait_for(WAIT, "a new leader", |record| {
+        record.member != "a" && matches!(record.kind, Kind::Leader(_))
+    })?;
+    assert_eq!(new_leader.member, "b");
+    let hand_over = Duration::from_micros(new_leader.at_micros.saturating_sub(killed_at));
+    // The dead leader's node lives until the server expires its session: no early take-over.
+    // (The server last heard of it at most a ping interval before the kill.)
+    assert!(
+        hand_over >= SESSION_TIMEOUT / 2,
+        "a new leader only {hand_over:?} after the kill: before the session could expire; events:\n{}",
+        log.describe()
+    );
+    assert_never_two_leaders(&log, &[("a".to_string(), killed_at)]);
+    for member in &mut members[1..] {
+        member.stop()?;
+    }
+    eprintln!("events:\n{}", log.describe());
+    Ok(())
+}
+
+#[test]
+fn paused_zookeeper_makes_the_leader_step_down_before_anyone_else_leads() -> Result<()> {
+    let _serial = serialize();
+    let zookeeper = ZooKeeper::start()?;
+    let path = service_path("paused_server");
+    let log = EventLog::default();
+    let connect = zookeeper.connect_string();
+    let mut members = Vec::new();
+    for id in ["a", "b", "c"] {
+        members.push(InProcessMember::start(&log, member_config(&connect, &path, id, 0))?);
+        log.wait_for(WAIT, "the member to join", |record| {
+            record.member == id && matches!(record.kind, Kind::Members(_) | Kind::Leader(_))
+        })?;
+    }
+    assert_eq!(log.wait_for_single_leader(WAIT, &[])?, "a");
+    let paused_at = unix_micros();
+    zookeeper.pause_server(0)?;
+    thread::sleep(SESSION_TIMEOUT * 2);
+    let stepped_down = log.records().into_iter().find(|record| {
+        record.member == "a" && record.at_micros > paused_at && matches!(record.kind, Kind::Follower(_) | Kind::SessionLost)
+    });
+    zookeeper.resume_server(0)?;
+    let Some(stepped_down) = stepped_down else {
+        panic!("the leader did not step down while ZooKeeper was frozen; events:\n{}", log.describe());
+    };
+    let step_down_after = Duration::from_micros(stepped_down.at_micros - paused_at);
+    assert!(
+        step_down_after < SESSION_TIMEOUT,
+        "the leader stepped down {step_down_after:?} after the freeze: not before its session could expire"
+    );
+    log.wait_for_single_leader(WAIT, &[])?;
+    let first_new_leader = log
+        .records()
+        .into_iter()
+        .find(|record| record.at_micros > paused_at && matches!(record.kind, Kind::Leader(_)));
+    if let Some(first_new_leader) = first_new_leader {
+        assert!(
+            first_new_leader.at_micros > stepped_down.at_micros,
+            "{} led before the old leader stepped down; events:\n{}",
+            first_new_leader.member,
+            log.describe()
+        );
+    }
+    assert_never_two_leaders(&log, &[]);
+    for member in &members {
+        member.stop()?;
+    }
+    assert_never_two_leaders(&log, &[]);
+    eprintln!("events:\n{}", log.describe());
+    Ok(())
+}
+
+#[test]
+fn ensemble_survives_losing_its_zookeeper_leader_with_at_most_one_leader() -> Result<()> {
+    let _serial = serialize();
+    let zookeeper = ZooKeeper::start_ensemble()?;
+    let path = service_path("ensemble");
+    let log = EventLog::default();
+    let connect = zookeeper.connect_string();
+    let members: Vec<InProcessMember> = ["a", "b", "c"]
+        .into_iter()
+        .map(|id| InProcessMember::start(&log, member_config(&connect, &path, id, 0)))
+        .collect::<Result<_>>()?;
+    log.wait_for_single_leader(WAIT, &[])?;
+    let zookeeper_leader = zookeeper.wait_for_leader(WAIT)?;
+    zookeeper.kill_server(zookeeper_leader)?;
+    // The two remaining servers elect a new ZooKeeper leader; the members reconnect (or rejoin).
+    zookeeper.wait_for_leader(WAIT)?;
+    thread::sleep(SESSION_TIMEOUT * 2);
+    log.wait_for_single_leader(WAIT, &[])?;
+    for member in &members {
+        member.stop()?;
+    }
+    assert_never_two_leaders(&log, &[]);
+    eprintln!("events:\n{}", log.describe());
+    Ok(())
+}
+
+#[test]
+fn a_leader_frozen_past_its_session_rejoins_as_a_follower() -> Result<()> {
+    let _serial = serialize();
+    let zookeeper = ZooKeeper::start()?;
+    let path = service_path("expired");
+    let log = EventLog::default();
+    let mut members = start_processes(&log, &zookeeper.connect_string(), &path, &["a", "b", "c"])?;
+    assert_eq!(log.wait_for_single_leader(WAIT, &[])?, "a");
+    // Freeze the leader's whole process (like a long GC pause) past its session timeout.
+    members[0].pause()?;
+    let paused_at = unix_micros();
+    let b_leads = log.wait_for(WAIT, "b to lead", |record| record.member == "b" && matches!(record.kind, Kind::Leader(_)));
+    members[0].resume()?;
+    let b_leads = b_leads?;
+    assert!(b_leads.at_micros > paused_at);
+    // Back, the old leader learns its session expired, steps down and rejoins at the tail.
+    log.wait_for(WAIT, "a to lose its session", |record| record.member == "a" && record.kind == Kind::SessionLost)?;
+    log.wait_for(WAIT, "a to rejoin", |record| {
+        record.member == "b" && record.at_micros > b_leads.at_micros && matches!(&record.kind, Kind::Members(ids) if ids.len() == 3)
+    })?;
+    thread::sleep(Duration::from_millis(500));
+    assert_eq!(log.current_leaders(), vec!["b".to_string()], "events:\n{}", log.describe());
+    let a_led_again = log
+        .records()
+        .into_iter()
+        .any(|record| record.member == "a" && record.at_micros > paused_at && matches!(record.kind, Kind::Leader(_)));
+    assert!(!a_led_again, "a led again after its session expired; events:\n{}", log.describe());
+    for member in &mut members {
+        member.stop()?;
+    }
+    eprintln!("events:\n{}", log.describe());
+    Ok(())
+}
