@@ -127,15 +127,10 @@ pub(crate) fn accept_loop(listener: Arc<may::net::TcpListener>, cycle: Arc<Cycle
                 spawn_connection(&cycle, &shared, stream, peer_addr);
             }
             // Connections the kernel completed before the pause are served, not reset.
-            loop {
-                match listener.inner().accept() {
-                    Ok((stream, peer_addr)) => {
-                        // A fresh fd we own; may's stream sets it non-blocking and registers it.
-                        let stream = unsafe { may::net::TcpStream::from_raw_fd(stream.into_raw_fd()) };
-                        spawn_connection(&cycle, &shared, stream, peer_addr);
-                    }
-                    Err(_) => break,
-                }
+            while let Ok((stream, peer_addr)) = listener.inner().accept() {
+                // A fresh fd we own; may's stream sets it non-blocking and registers it.
+                let stream = unsafe { may::net::TcpStream::from_raw_fd(stream.into_raw_fd()) };
+                spawn_connection(&cycle, &shared, stream, peer_addr);
             }
             return;
         }
