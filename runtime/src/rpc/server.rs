@@ -272,6 +272,8 @@ pub(crate) struct Inner {
     pub(crate) config: ServerConfig,
     status: AtomicStatus,
     cycle: Mutex<Option<Arc<Cycle>>>,
+    /// A stop that arrived while `setup` was running, before its cycle existed.
+    stop_pending: AtomicBool,
     serve_thread: Mutex<Option<Thread<()>>>,
     /// Connection coroutines cut at a deadline whose handlers had not returned yet.
     stragglers: Mutex<Vec<may::coroutine::JoinHandle<()>>>,
@@ -331,6 +333,7 @@ impl Server {
                 config,
                 status: AtomicStatus::new(ServerStatus::NotRunning),
                 cycle: Mutex::new(None),
+                stop_pending: AtomicBool::new(false),
                 serve_thread: Mutex::new(None),
                 stragglers: Mutex::new(Vec::new()),
             }),
@@ -388,6 +391,10 @@ impl Server {
     /// wait-for-stop and `cleanup` of `serve` on a `runtime::Thread` named `thread_name`, owned
     /// by the server and joined by `join` or drop.
     pub fn serve_in_background(&self, thread_name: &str) -> Result<SocketAddr> {
+        let serving = self.inner.serve_thread.lock().as_ref().is_some_and(|thread| !thread.is_finished());
+        if serving {
+            return Err(RpcError::NotStopped { name: self.name().to_string(), status: self.status() });
+        }
         self.join()?;
         let address = match (self.inner.status.load(), self.inner.local_addr()) {
             (ServerStatus::Running, Some(address)) => address,
@@ -521,6 +528,8 @@ impl Inner {
         self.status
             .transition(ServerStatus::NotRunning, ServerStatus::PreStarting)
             .map_err(|status| RpcError::NotStopped { name: self.name().to_string(), status })?;
+        // The finished cycle goes; until the new one exists, a stop is kept as pending.
+        *self.cycle.lock() = None;
         let started = Instant::now();
         match self.start_cycle() {
             Ok(cycle) => {
@@ -545,6 +554,7 @@ impl Inner {
             Err(error) => {
                 tracing::error!(server = %self.name(), %error, "RPC server setup failed");
                 *self.cycle.lock() = None;
+                self.stop_pending.store(false, Ordering::Release);
                 self.status.store(ServerStatus::NotRunning);
                 Err(error)
             }
@@ -591,7 +601,13 @@ impl Inner {
             cpu_workers: Gate::default(),
             workers: Gate::default(),
         });
-        *self.cycle.lock() = Some(cycle.clone());
+        {
+            let mut current = self.cycle.lock();
+            *current = Some(cycle.clone());
+            if self.stop_pending.swap(false, Ordering::AcqRel) {
+                cycle.stop_requested.done();
+            }
+        }
         let accept = {
             let cycle = cycle.clone();
             let shared = connection::Shared::new(self);
@@ -617,11 +633,21 @@ impl Inner {
     }
 
     fn request_stop(&self) {
-        if let Some(cycle) = self.cycle() {
-            if !cycle.stop_requested.is_done() {
-                tracing::info!(server = %self.name(), status = %self.status.load(), "stop requested");
-                cycle.stop_requested.done();
+        let current = self.cycle.lock();
+        match current.as_ref() {
+            Some(cycle) => {
+                if !cycle.stop_requested.is_done() {
+                    tracing::info!(server = %self.name(), status = %self.status.load(), "stop requested");
+                    cycle.stop_requested.done();
+                }
             }
+            // Setup is running and its cycle does not exist yet: it will see the stop.
+            None if matches!(self.status.load(), ServerStatus::PreStarting | ServerStatus::Starting) => {
+                tracing::info!(server = %self.name(), "stop requested during setup");
+                self.stop_pending.store(true, Ordering::Release);
+            }
+            // Not set up: nothing to stop (like fbthrift's stop without an event base).
+            None => {}
         }
     }
 

@@ -499,3 +499,26 @@ fn setup_reports_bind_errors_and_refuses_a_second_setup() {
     let third = Server::new(ServerConfig::new("bind-third", address));
     assert_eq!(third.setup().expect("setup on the freed port"), address);
 }
+
+#[test]
+fn a_stop_during_setup_ends_serve_and_a_second_background_serve_is_refused() {
+    let handle: Arc<std::sync::OnceLock<ServerHandle>> = Arc::default();
+    let config = {
+        let handle = handle.clone();
+        echo_config("stop-in-setup").on_pre_start(move |_| {
+            if let Some(handle) = handle.get() {
+                handle.stop();
+            }
+        })
+    };
+    let server = Server::new(config);
+    assert!(handle.set(server.handle()).is_ok());
+    server.serve().expect("serve returns after the stop requested by the pre-start hook");
+    assert_eq!(server.status(), ServerStatus::NotRunning);
+
+    let server = Server::new(echo_config("twice"));
+    server.serve_in_background("rpc-test-twice").expect("first");
+    assert!(matches!(server.serve_in_background("rpc-test-twice"), Err(RpcError::NotStopped { .. })));
+    server.stop();
+    server.join().expect("join");
+}
