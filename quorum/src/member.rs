@@ -22,6 +22,9 @@ pub struct MemberInfo {
     /// The member's own view of its health (for example its data network).
     #[serde(default = "healthy_by_default")]
     pub healthy: bool,
+    /// The member's data-network address, which its peers probe; absent in older members' data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_address: Option<String>,
 }
 
 fn healthy_by_default() -> bool {
@@ -31,7 +34,7 @@ fn healthy_by_default() -> bool {
 impl MemberInfo {
     /// A healthy member with priority 0.
     pub fn new(id: impl Into<String>, address: impl Into<String>) -> MemberInfo {
-        MemberInfo { id: id.into(), address: address.into(), priority: 0, healthy: true }
+        MemberInfo { id: id.into(), address: address.into(), priority: 0, healthy: true, data_address: None }
     }
 
     /// The JSON stored in the election node.

@@ -1,7 +1,11 @@
-//! The Task Center: `TaskServer`, dispatcher, runners, the task database and the `zbs-taskd`
-//! and `zbs-task` binaries. Built so far: configuration, logging and systemd notification.
+//! The Task Center: `TaskServer` (one per process, a quorum member), the leader's dispatcher,
+//! the supervisor that owns the main thread, configuration, logging and systemd notification,
+//! and the `zbs-taskd` binary. Tasks, runners and the `zbs-task` client come in later issues.
 
 pub mod config;
+pub mod dispatcher;
 pub mod logging;
 pub mod notify;
 pub mod reentry;
+pub mod supervisor;
+pub mod task_server;

@@ -1,6 +1,7 @@
 //! Flap damping for re-entry into the cluster: after the service stopped itself for a network
-//! failure, the supervisor waits for `rise` good health checks in a row and for an exponential
-//! back-off that grows with each failure and resets after a stable period.
+//! failure, the supervisor waits (besides a valid health, which takes `rise` good rounds in a
+//! row) for an exponential back-off that grows with each failure and resets after a stable
+//! period.
 
 use std::time::{Duration, Instant};
 
@@ -41,26 +42,6 @@ impl ReentryBackoff {
     /// Consecutive self-stops that were not separated by a stable period.
     pub fn n_failures(&self) -> u32 {
         self.n_failures
-    }
-}
-
-/// Counts consecutive good health checks until re-entry is allowed.
-#[derive(Debug, Clone)]
-pub struct RiseCounter {
-    rise: u32,
-    n_good: u32,
-}
-
-impl RiseCounter {
-    /// Re-entry needs `rise` good checks in a row (at least one).
-    pub fn new(rise: u32) -> RiseCounter {
-        RiseCounter { rise: rise.max(1), n_good: 0 }
-    }
-
-    /// Feeds one health check; true once `rise` good ones came in a row.
-    pub fn observe(&mut self, healthy: bool) -> bool {
-        self.n_good = if healthy { self.n_good.saturating_add(1) } else { 0 };
-        self.n_good >= self.rise
     }
 }
 

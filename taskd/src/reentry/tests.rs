@@ -1,4 +1,4 @@
-//! Tests of the re-entry back-off and the rise counter (pure logic, fake clock).
+//! Tests of the re-entry back-off (pure logic, fake clock).
 
 use super::*;
 
@@ -18,16 +18,4 @@ fn back_off_doubles_up_to_the_maximum_and_resets_after_a_stable_period() {
     now += Duration::from_secs(61); // A stable run.
     assert_eq!(backoff.stopped(now), Duration::from_secs(1));
     assert_eq!(backoff.n_failures(), 1);
-}
-
-#[test]
-fn rise_needs_consecutive_good_checks() {
-    let mut rise = RiseCounter::new(3);
-    assert!(!rise.observe(true));
-    assert!(!rise.observe(true));
-    assert!(!rise.observe(false), "a bad check starts the count again");
-    assert!(!rise.observe(true));
-    assert!(!rise.observe(true));
-    assert!(rise.observe(true));
-    assert!(RiseCounter::new(0).observe(true), "rise 0 means one good check");
 }

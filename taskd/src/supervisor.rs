@@ -1,0 +1,190 @@
+//! The supervisor: the daemon's main thread. It owns the health monitor, builds a `TaskServer`,
+//! runs it on the server's own thread and watches two things: the signal flag (then it stops the
+//! server from the main thread, joins, drops and exits 0) and the server's own stop (a network
+//! failure: it joins, drops, and builds a fresh server once this node's health is valid again
+//! and the re-entry back-off has passed). The process never exits for a network failure unless
+//! `on_network_failure = "exit"` and the exit counter says systemd would not give up on it.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use runtime::{ExitCounter, StopFlag};
+use vip::health::HealthMonitor;
+
+use crate::config::{Config, NetworkFailureAction};
+use crate::notify::Notifier;
+use crate::reentry::ReentryBackoff;
+use crate::task_server::{StopReason, TaskServer};
+
+/// Exit code after a network failure in exit mode (`EX_TEMPFAIL`): not a crash, no core.
+pub const EXIT_NETWORK_FAILURE: i32 = 75;
+/// Exit code when the daemon could not start at all.
+pub const EXIT_START_FAILURE: i32 = 1;
+
+/// How often the main thread looks at the signal flag and the server.
+const WATCH_INTERVAL: Duration = Duration::from_millis(20);
+
+/// The main thread's loop around the service.
+pub struct Supervisor {
+    config: Arc<Config>,
+    stop_flag: StopFlag,
+    notifier: Notifier,
+    backoff: ReentryBackoff,
+}
+
+impl Supervisor {
+    pub fn new(config: Config, stop_flag: StopFlag) -> Supervisor {
+        Supervisor {
+            config: Arc::new(config),
+            stop_flag,
+            notifier: Notifier::from_env(),
+            backoff: ReentryBackoff::new(Duration::from_secs(1), Duration::from_secs(30), Duration::from_secs(300)),
+        }
+    }
+
+    /// Runs until a signal (returns 0) or, in exit mode, a network failure (returns 75).
+    pub fn run(mut self) -> i32 {
+        if let Err(error) = std::fs::create_dir_all(&self.config.state_dir) {
+            tracing::error!(state_dir = %self.config.state_dir.display(), %error, "cannot create the state directory");
+            return EXIT_START_FAILURE;
+        }
+        let health = match HealthMonitor::start(&self.config.health, self.config.data_address) {
+            Ok(monitor) => Arc::new(monitor),
+            Err(error) => {
+                tracing::error!(%error, "cannot start the health monitor");
+                return EXIT_START_FAILURE;
+            }
+        };
+        let mut first_start = true;
+        loop {
+            let server = match self.start_server(&health) {
+                Ok(server) => server,
+                Err(error) if first_start => {
+                    tracing::error!(error = %error, "cannot start the task server");
+                    return EXIT_START_FAILURE;
+                }
+                Err(error) => {
+                    let wait = self.backoff.stopped(Instant::now());
+                    tracing::error!(error = %error, wait_ms = wait.as_millis() as u64, "cannot restart the task server; retrying");
+                    if self.wait_or_signal(wait) {
+                        return 0;
+                    }
+                    continue;
+                }
+            };
+            if first_start {
+                self.notifier.ready();
+                first_start = false;
+            }
+            self.backoff.started(Instant::now());
+            while !server.has_stopped() {
+                if self.stop_flag.is_set() {
+                    server.stop(StopReason::Requested);
+                }
+                std::thread::sleep(WATCH_INTERVAL);
+            }
+            let reason = server.stop_reason();
+            if let Err(error) = server.join() {
+                tracing::error!(%error, "task server thread did not join");
+            }
+            drop(server);
+            match reason {
+                _ if self.stop_flag.is_set() => {
+                    tracing::info!("stopped on a signal; exiting");
+                    return 0;
+                }
+                Some(StopReason::NetworkFailure(reason)) => {
+                    tracing::warn!(%reason, "the service stopped itself for a network failure; the process stays");
+                    if self.config.on_network_failure == NetworkFailureAction::Exit && self.exit_allowed() {
+                        return EXIT_NETWORK_FAILURE;
+                    }
+                }
+                Some(StopReason::Requested) | None => {
+                    tracing::warn!("the service stopped without a signal; rebuilding it");
+                }
+            }
+            let wait = self.backoff.stopped(Instant::now());
+            tracing::info!(
+                wait_ms = wait.as_millis() as u64,
+                n_failures = self.backoff.n_failures(),
+                "re-entry: waiting for the back-off and for the data network to be valid"
+            );
+            self.notifier.status("follower-to-be: waiting for a healthy data network");
+            if self.wait_or_signal(wait) || self.wait_for_health(&health) {
+                return 0;
+            }
+            tracing::info!("data network valid again; rejoining the cluster as a new member");
+        }
+    }
+
+    fn start_server(&self, health: &Arc<HealthMonitor>) -> Result<TaskServer, crate::task_server::ServerError> {
+        let server = TaskServer::new(self.config.clone(), health.clone(), self.notifier.clone())?;
+        server.initialize()?;
+        server.start()?;
+        Ok(server)
+    }
+
+    /// In exit mode: true (and the exit is recorded) when exiting keeps within systemd's start
+    /// limit; false, logged, when it would not, so the daemon stays up instead.
+    fn exit_allowed(&self) -> bool {
+        let path = self.config.state_dir.join("exit-counter");
+        let counter = match ExitCounter::open(&path, self.config.start_limit_interval, self.config.start_limit_burst) {
+            Ok(counter) => counter,
+            Err(error) => {
+                tracing::error!(%error, "cannot read the exit counter; staying up rather than risk systemd's start limit");
+                return false;
+            }
+        };
+        match counter.try_record_exit() {
+            Ok(Some(n_exits)) => {
+                tracing::warn!(n_exits, window_sec = self.config.start_limit_interval.as_secs(), "exiting for the network failure (exit mode)");
+                true
+            }
+            Ok(None) => {
+                tracing::warn!(
+                    limit = self.config.start_limit_burst,
+                    window_sec = self.config.start_limit_interval.as_secs(),
+                    "exit mode: exiting again would exceed systemd's start limit; staying up instead"
+                );
+                false
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot update the exit counter; staying up");
+                false
+            }
+        }
+    }
+
+    /// Waits `duration`, pinging the watchdog; true when a signal came meanwhile.
+    fn wait_or_signal(&self, duration: Duration) -> bool {
+        let deadline = Instant::now() + duration;
+        while Instant::now() < deadline {
+            if self.stop_flag.is_set() {
+                return true;
+            }
+            self.ping_watchdog();
+            std::thread::sleep(WATCH_INTERVAL.min(deadline.saturating_duration_since(Instant::now())));
+        }
+        self.stop_flag.is_set()
+    }
+
+    /// Waits until the health monitor says valid (`rise` good rounds in a row); true on a signal.
+    fn wait_for_health(&self, health: &HealthMonitor) -> bool {
+        let flag = health.flag();
+        while !flag.is_valid() {
+            if self.stop_flag.is_set() {
+                return true;
+            }
+            self.ping_watchdog();
+            std::thread::sleep(WATCH_INTERVAL);
+        }
+        self.stop_flag.is_set()
+    }
+
+    /// Between servers no loop pings the watchdog, so the supervisor does.
+    fn ping_watchdog(&self) {
+        if self.notifier.watchdog_interval().is_some() {
+            self.notifier.watchdog();
+        }
+    }
+}

@@ -1,0 +1,432 @@
+//! `TaskServer`: one per process, a quorum member whose loop (on its own thread) runs the
+//! server's decisions. Every node serves the runner API; the leader also runs the dispatcher.
+//! A failed data network is *published* by the dispatcher; this loop polls it on a 1 s timer
+//! (and is woken at once when it turns bad) and stops the service from its own thread.
+//!
+//! # Start-up
+//! `new` (nothing runs) → `initialize` (bind the RPC servers, install the quorum handler, arm
+//! the health poll and the watchdog on the loop) → `start` (the loop runs on its own thread and
+//! joins the election).
+//!
+//! # Shutdown
+//! `stop(reason)` runs once, from any thread (the supervisor for a signal, the loop itself for a
+//! network failure), and each stage is logged with its duration:
+//! 1. RPC servers stop listening (established connections are still served);
+//! 2. the quorum is left: the leader steps down and gives up its election node, so the next
+//!    leader is elected through ZooKeeper's watch while this node still drains;
+//! 3. RPC requests in flight drain, up to the drain deadline;
+//! 4. the dispatcher stops (its context is joined from this loop, never from itself);
+//! 5. the runner stops;
+//! 6. the VIP is released (the VIP service is a later issue: logged as nothing to release);
+//! 7. the ZooKeeper session is closed (the quorum does it after stage 6) and the loop unloops;
+//! 8. on the server's thread, after the loop: the RPC servers' IO is stopped and joined.
+//!
+//! The supervisor then joins the thread and drops the server.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use quorum::{Event, Member, MemberInfo, QuorumConfig, QuorumHandle, QuorumHandler, QuorumServer, ZkConfig};
+use runtime::rpc::{self, Method, Response, Server, ServerConfig, WorkerPool};
+use runtime::{ContextHandle, JoinError, TimerHandle};
+use vip::health::{HealthFlag, HealthMonitor};
+
+use crate::config::Config;
+use crate::dispatcher::{NetworkHealthFlag, TaskDispatcher};
+use crate::notify::Notifier;
+
+/// The election path of the Task Center's quorum.
+pub const QUORUM_PATH: &str = "/zbs/taskd/quorum";
+
+/// How often the loop polls the dispatcher's published health (the original: a 1 s TimerHandle).
+pub const HEALTH_POLL_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Why the service stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StopReason {
+    /// SIGTERM/SIGINT or an operator asked: the process exits after the stop.
+    Requested,
+    /// This node led with a failed data network: the process stays and rejoins later.
+    NetworkFailure(String),
+}
+
+/// Why the server could not be built or started.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("quorum: {0}")]
+    Quorum(#[from] quorum::QuorumError),
+    #[error("rpc: {0}")]
+    Rpc(#[from] rpc::RpcError),
+    #[error("cannot schedule on the server loop: {0}")]
+    Sched(#[from] runtime::SchedError),
+    #[error("the server was already initialized")]
+    AlreadyInitialized,
+}
+
+/// What the loop, the RPC handlers and the supervisor share.
+struct Inner {
+    config: Arc<Config>,
+    quorum: QuorumHandle,
+    loop_context: ContextHandle,
+    health: HealthFlag,
+    health_monitor: Arc<HealthMonitor>,
+    notifier: Notifier,
+    published_health: NetworkHealthFlag,
+    dispatcher: Mutex<Option<TaskDispatcher>>,
+    rpc_servers: Vec<Arc<Server>>,
+    stopping: AtomicBool,
+    stop_reason: Mutex<Option<StopReason>>,
+    stop_started: Mutex<Option<Instant>>,
+    last_published_health: Mutex<Option<bool>>,
+    warned_no_healthy_peer: AtomicBool,
+}
+
+/// The Task Center service of one process.
+pub struct TaskServer {
+    inner: Arc<Inner>,
+    quorum_server: QuorumServer,
+    timers: Mutex<Vec<TimerHandle>>,
+    initialized: AtomicBool,
+    _worker_pool: Arc<WorkerPool>,
+}
+
+impl TaskServer {
+    /// Builds the server; nothing runs until `initialize` and `start`.
+    pub fn new(config: Arc<Config>, health_monitor: Arc<HealthMonitor>, notifier: Notifier) -> Result<TaskServer, ServerError> {
+        let member = MemberInfo {
+            id: config.node_id.clone(),
+            address: config.dispatcher_address().to_string(),
+            priority: 0,
+            healthy: health_monitor.flag().is_valid(),
+            data_address: Some(config.data_address.to_string()),
+        };
+        let zk = ZkConfig::new(config.zookeeper_hosts.clone(), config.session_timeout);
+        let quorum_server = QuorumServer::new(QuorumConfig::new(zk, QUORUM_PATH, member))?;
+        let worker_pool = WorkerPool::with_default_size("taskd-workers")?;
+        let inner = Arc::new_cyclic(|weak: &std::sync::Weak<Inner>| {
+            let dispatcher_server = Server::new(api_routes(
+                ServerConfig::new("dispatcher", config.dispatcher_address()),
+                weak.clone(),
+                &config,
+                &worker_pool,
+            ));
+            let runner_server = Server::new(api_routes(
+                ServerConfig::new("runner", config.runner_address()),
+                weak.clone(),
+                &config,
+                &worker_pool,
+            ));
+            Inner {
+                quorum: quorum_server.handle(),
+                loop_context: quorum_server.context(),
+                health: health_monitor.flag(),
+                health_monitor,
+                notifier,
+                published_health: NetworkHealthFlag::new(),
+                dispatcher: Mutex::new(None),
+                rpc_servers: vec![Arc::new(dispatcher_server), Arc::new(runner_server)],
+                stopping: AtomicBool::new(false),
+                stop_reason: Mutex::new(None),
+                stop_started: Mutex::new(None),
+                last_published_health: Mutex::new(None),
+                warned_no_healthy_peer: AtomicBool::new(false),
+                config,
+            }
+        });
+        Ok(TaskServer { inner, quorum_server, timers: Mutex::new(Vec::new()), initialized: AtomicBool::new(false), _worker_pool: worker_pool })
+    }
+
+    /// Binds the RPC servers, installs the quorum handler and arms the loop's timers.
+    pub fn initialize(&self) -> Result<(), ServerError> {
+        if self.initialized.swap(true, Ordering::AcqRel) {
+            return Err(ServerError::AlreadyInitialized);
+        }
+        for server in &self.inner.rpc_servers {
+            let address = server.serve_in_background(&format!("rpc-{}", server.name()))?;
+            tracing::info!(server = %server.name(), %address, "rpc server listening");
+        }
+        self.quorum_server.initialize(Handler { inner: self.inner.clone() })?;
+        let mut timers = self.timers.lock();
+        let poller = self.inner.clone();
+        timers.push(TimerHandle::new(&self.inner.loop_context, move || poller.poll_health(), HEALTH_POLL_INTERVAL, true)?);
+        if let Some(interval) = self.inner.notifier.watchdog_interval() {
+            let notifier = self.inner.notifier.clone();
+            // Pinged from the loop itself, so a wedged loop stops the pings and systemd acts.
+            timers.push(TimerHandle::new(&self.inner.loop_context, move || notifier.watchdog(), interval, true)?);
+        }
+        Ok(())
+    }
+
+    /// Runs the loop on a thread of its own; it joins the election.
+    pub fn start(&self) -> Result<(), ServerError> {
+        self.quorum_server.start()?;
+        Ok(())
+    }
+
+    /// Stops the service (see `# Shutdown`); returns at once, idempotent, from any thread.
+    pub fn stop(&self, reason: StopReason) {
+        self.inner.stop(reason);
+    }
+
+    /// True once the loop has finished (the server stopped, for whatever reason).
+    pub fn has_stopped(&self) -> bool {
+        self.inner.quorum.is_stopped()
+    }
+
+    /// Why the server stopped (or is stopping), if it is.
+    pub fn stop_reason(&self) -> Option<StopReason> {
+        self.inner.stop_reason.lock().clone()
+    }
+
+    /// Waits for the loop's thread to finish. From the loop's own thread: `SelfJoin`, at once.
+    pub fn join(&self) -> Result<(), JoinError> {
+        self.quorum_server.join()
+    }
+
+    /// The addresses the RPC servers listen on (dispatcher, runner), once initialized.
+    pub fn rpc_addresses(&self) -> Vec<Option<SocketAddr>> {
+        self.inner.rpc_servers.iter().map(|server| server.local_addr()).collect()
+    }
+
+    /// True while this node leads.
+    pub fn is_leader(&self) -> bool {
+        self.inner.quorum.is_leader()
+    }
+}
+
+impl Drop for TaskServer {
+    fn drop(&mut self) {
+        self.inner.stop(StopReason::Requested);
+        self.timers.lock().clear();
+        if let Err(error) = self.quorum_server.join() {
+            tracing::error!(%error, "task server loop did not join");
+        }
+        // Stage 8: the RPC servers' IO, on the owner's thread after the loop has ended.
+        let started = Instant::now();
+        for server in &self.inner.rpc_servers {
+            server.shutdown();
+        }
+        log_stage(8, "rpc io stopped and joined", started);
+        if let Some(started) = *self.inner.stop_started.lock() {
+            tracing::info!(total_ms = started.elapsed().as_millis() as u64, "task server stopped");
+        }
+    }
+}
+
+fn log_stage(number: u32, stage: &str, started: Instant) {
+    tracing::info!("stop stage {number}: {stage} ({:.1} ms)", started.elapsed().as_secs_f64() * 1000.0);
+}
+
+impl Inner {
+    fn stop(&self, reason: StopReason) {
+        if self.stopping.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        *self.stop_started.lock() = Some(Instant::now());
+        tracing::warn!(?reason, "stopping the task server");
+        self.notifier.stopping();
+        self.notifier.status(&format!("stopping: {reason:?}"));
+        *self.stop_reason.lock() = Some(reason);
+        let started = Instant::now();
+        for server in &self.rpc_servers {
+            server.stop_listening();
+        }
+        log_stage(1, "rpc servers stopped listening", started);
+        // Stage 2 onwards run on the loop: the quorum steps down, gives up the election node,
+        // calls `Handler::on_stop` (stages 3 to 6), closes the session and unloops.
+        self.quorum.leave();
+    }
+
+    /// The loop's 1 s poll (and the early wake-up): publish our health in the quorum, keep the
+    /// probe's peers current, and stop the service when leading with a failed data network.
+    fn poll_health(&self) {
+        if self.stopping.load(Ordering::Acquire) {
+            return;
+        }
+        let healthy = self.health.is_valid();
+        let mut last = self.last_published_health.lock();
+        if *last != Some(healthy) {
+            *last = Some(healthy);
+            self.quorum.set_health(healthy);
+        }
+        drop(last);
+        self.update_peers(&self.quorum.members());
+        if !self.quorum.is_leader() {
+            if self.dispatcher.lock().is_some() {
+                self.stop_dispatcher();
+            }
+            return;
+        }
+        if self.published_health.is_healthy() {
+            self.warned_no_healthy_peer.store(false, Ordering::Release);
+            return;
+        }
+        let reason = self.health.status().last_reason.unwrap_or_else(|| "the data network is invalid".to_string());
+        if self.config.step_down_requires_healthy_peer && !self.another_member_is_healthy() {
+            if !self.warned_no_healthy_peer.swap(true, Ordering::AcqRel) {
+                tracing::warn!(%reason, "data network invalid, but no other member reports healthy: keeping leadership (whole-outage guard)");
+            }
+            return;
+        }
+        tracing::error!(%reason, "leader's data network failed: stopping the service, keeping the process");
+        self.stop(StopReason::NetworkFailure(reason));
+    }
+
+    fn another_member_is_healthy(&self) -> bool {
+        self.quorum
+            .members()
+            .iter()
+            .any(|member| member.info.id != self.config.node_id && member.info.healthy)
+    }
+
+    fn update_peers(&self, members: &[Member]) {
+        let port = self.config.health.probe.port;
+        let peers: Vec<SocketAddr> = members
+            .iter()
+            .filter(|member| member.info.id != self.config.node_id)
+            .filter_map(|member| member.info.data_address.as_deref()?.parse::<std::net::IpAddr>().ok())
+            .map(|ip| SocketAddr::new(ip, port))
+            .collect();
+        self.health_monitor.set_peers(peers);
+    }
+
+    fn start_dispatcher(self: &Arc<Self>) {
+        let mut dispatcher = self.dispatcher.lock();
+        if dispatcher.is_some() || self.stopping.load(Ordering::Acquire) {
+            return;
+        }
+        let weak = Arc::downgrade(self);
+        let loop_context = self.loop_context.clone();
+        let wake = move || {
+            let weak = weak.clone();
+            // Only a message to the loop: the loop alone decides and stops.
+            let _ = loop_context.sched(move || {
+                if let Some(inner) = weak.upgrade() {
+                    inner.poll_health();
+                }
+            });
+        };
+        match TaskDispatcher::start(self.health.clone(), self.published_health.clone(), wake) {
+            Ok(started) => *dispatcher = Some(started),
+            Err(error) => tracing::error!(%error, "cannot start the dispatcher"),
+        }
+    }
+
+    fn stop_dispatcher(&self) {
+        let dispatcher = self.dispatcher.lock().take();
+        if let Some(dispatcher) = dispatcher {
+            dispatcher.stop();
+        }
+    }
+
+    fn role_name(&self) -> &'static str {
+        if self.quorum.is_leader() {
+            "leader"
+        } else {
+            "follower"
+        }
+    }
+}
+
+/// The server's reaction to quorum events, on the loop.
+struct Handler {
+    inner: Arc<Inner>,
+}
+
+impl QuorumHandler for Handler {
+    fn on_event(&mut self, event: Event) {
+        match event {
+            Event::RoleChanged { leader: true, sequence } => {
+                tracing::info!(sequence, "became leader");
+                self.inner.notifier.status(&format!("leader (member {sequence})"));
+                self.inner.start_dispatcher();
+            }
+            Event::RoleChanged { leader: false, sequence } => {
+                tracing::info!(sequence, "acting as follower");
+                self.inner.notifier.status("follower");
+                self.inner.stop_dispatcher();
+            }
+            Event::MembersChanged(members) => {
+                tracing::info!(n_members = members.len(), "members changed");
+                self.inner.update_peers(&members);
+            }
+            Event::SessionLost => {
+                tracing::warn!("ZooKeeper session lost; rejoining as a follower");
+                self.inner.stop_dispatcher();
+            }
+            Event::Stopped => {
+                log_stage(7, "quorum left (ZooKeeper session closed); unlooping", self.stop_started());
+            }
+        }
+    }
+
+    fn on_stop(&mut self) {
+        log_stage(2, "quorum: stepped down and gave up the election node", self.stop_started());
+        let started = Instant::now();
+        for server in &self.inner.rpc_servers {
+            server.stop_accepting_and_join_outstanding_requests();
+        }
+        log_stage(3, "rpc requests drained", started);
+        let started = Instant::now();
+        self.inner.stop_dispatcher();
+        log_stage(4, "dispatcher stopped", started);
+        let started = Instant::now();
+        log_stage(5, "runner stopped (no running tasks)", started);
+        let started = Instant::now();
+        log_stage(6, "vip released (no vip configured)", started);
+    }
+}
+
+impl Handler {
+    fn stop_started(&self) -> Instant {
+        self.inner.stop_started.lock().unwrap_or_else(Instant::now)
+    }
+}
+
+/// The routes both RPC servers answer: status and health of this node.
+fn api_routes(config: ServerConfig, inner: std::sync::Weak<Inner>, daemon: &Config, pool: &Arc<WorkerPool>) -> ServerConfig {
+    let status_inner = inner.clone();
+    config
+        .worker_pool(pool.clone())
+        .workers_join_timeout(daemon.drain_deadline)
+        .stop_workers_on_stop_listening(false)
+        .route(Method::Get, "/healthz", |_request| Response::json(200, &serde_json::json!({ "ok": true })))
+        .route(Method::Get, "/api/v1/status", move |_request| match status_inner.upgrade() {
+            Some(inner) => Response::json(200, &status_json(&inner)),
+            None => Response::error(503, "server stopping"),
+        })
+}
+
+fn status_json(inner: &Inner) -> serde_json::Value {
+    let health = inner.health.status();
+    let members: Vec<serde_json::Value> = inner
+        .quorum
+        .members()
+        .iter()
+        .map(|member| {
+            serde_json::json!({
+                "id": member.info.id,
+                "address": member.info.address,
+                "sequence": member.sequence,
+                "healthy": member.info.healthy,
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "node_id": inner.config.node_id,
+        "pid": std::process::id(),
+        "role": inner.role_name(),
+        "leader": inner.quorum.is_leader(),
+        "sequence": inner.quorum.sequence(),
+        "stopping": inner.stopping.load(Ordering::Acquire),
+        "health": {
+            "state": format!("{:?}", health.state),
+            "valid": inner.health.is_valid(),
+            "reason": health.last_reason,
+        },
+        "members": members,
+    })
+}
