@@ -29,10 +29,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
+use quorum::member::sorted_member_nodes;
 use quorum::{Event, Member, MemberInfo, QuorumConfig, QuorumHandle, QuorumHandler, QuorumServer, ZkConfig};
 use runtime::rpc::{self, Method, Response, Server, ServerConfig, WorkerPool};
 use runtime::{ContextHandle, JoinError, TimerHandle};
-use vip::health::{HealthFlag, HealthMonitor};
+use vip::health::{HealthFlag, HealthMonitor, Subscription};
 
 use crate::config::Config;
 use crate::dispatcher::{NetworkHealthFlag, TaskDispatcher};
@@ -89,6 +90,7 @@ pub struct TaskServer {
     inner: Arc<Inner>,
     quorum_server: QuorumServer,
     timers: Mutex<Vec<TimerHandle>>,
+    health_subscription: Mutex<Option<Subscription>>,
     initialized: AtomicBool,
     _worker_pool: Arc<WorkerPool>,
 }
@@ -136,7 +138,14 @@ impl TaskServer {
                 config,
             }
         });
-        Ok(TaskServer { inner, quorum_server, timers: Mutex::new(Vec::new()), initialized: AtomicBool::new(false), _worker_pool: worker_pool })
+        Ok(TaskServer {
+            inner,
+            quorum_server,
+            timers: Mutex::new(Vec::new()),
+            health_subscription: Mutex::new(None),
+            initialized: AtomicBool::new(false),
+            _worker_pool: worker_pool,
+        })
     }
 
     /// Binds the RPC servers, installs the quorum handler and arms the loop's timers.
@@ -152,6 +161,18 @@ impl TaskServer {
         let mut timers = self.timers.lock();
         let poller = self.inner.clone();
         timers.push(TimerHandle::new(&self.inner.loop_context, move || poller.poll_health(), HEALTH_POLL_INTERVAL, true)?);
+        // Publish every health change in the quorum at once (not at the next poll), so the
+        // whole-outage guard of the leader sees the members' current health.
+        let weak = Arc::downgrade(&self.inner);
+        let loop_context = self.inner.loop_context.clone();
+        *self.health_subscription.lock() = Some(self.inner.health.subscribe(move |_change| {
+            let weak = weak.clone();
+            let _ = loop_context.sched(move || {
+                if let Some(inner) = weak.upgrade() {
+                    inner.poll_health();
+                }
+            });
+        }));
         if let Some(interval) = self.inner.notifier.watchdog_interval() {
             let notifier = self.inner.notifier.clone();
             // Pinged from the loop itself, so a wedged loop stops the pings and systemd acts.
@@ -200,6 +221,7 @@ impl TaskServer {
 impl Drop for TaskServer {
     fn drop(&mut self) {
         self.inner.stop(StopReason::Requested);
+        self.health_subscription.lock().take();
         self.timers.lock().clear();
         if let Err(error) = self.quorum_server.join() {
             tracing::error!(%error, "task server loop did not join");
@@ -275,11 +297,38 @@ impl Inner {
         self.stop(StopReason::NetworkFailure(reason));
     }
 
+    /// The whole-outage guard's question, asked of ZooKeeper itself: the members' cached data
+    /// can be stale, since a leader watches the membership, not each member's data.
     fn another_member_is_healthy(&self) -> bool {
-        self.quorum
-            .members()
-            .iter()
-            .any(|member| member.info.id != self.config.node_id && member.info.healthy)
+        let members = match self.read_members_from_zookeeper() {
+            Some(members) => members,
+            None => self.quorum.members().into_iter().map(|member| member.info).collect(),
+        };
+        members.iter().any(|member| member.id != self.config.node_id && member.healthy)
+    }
+
+    fn read_members_from_zookeeper(&self) -> Option<Vec<MemberInfo>> {
+        let session = self.quorum.session()?;
+        let names = match session.children(QUORUM_PATH) {
+            Ok(names) => names,
+            Err(error) => {
+                tracing::warn!(%error, "cannot list the members; using the cached list");
+                return None;
+            }
+        };
+        let mut members = Vec::new();
+        for (_, name) in sorted_member_nodes(QUORUM_PATH, &names) {
+            let path = format!("{QUORUM_PATH}/{name}");
+            match session.get_data(&path) {
+                Ok(Some((data, _))) => match MemberInfo::decode(&path, &data) {
+                    Ok(info) => members.push(info),
+                    Err(error) => tracing::warn!(%error, "skipping a member whose data is corrupt"),
+                },
+                Ok(None) => {}
+                Err(error) => tracing::warn!(%path, %error, "cannot read a member's data"),
+            }
+        }
+        Some(members)
     }
 
     fn update_peers(&self, members: &[Member]) {
