@@ -19,6 +19,7 @@ use super::router::Router;
 use super::status::{AtomicStatus, ServerStatus};
 use super::wait_group::WaitGroup;
 use super::{configure_io_pool, Result, RpcError};
+use crate::co_mutex::CoMutex;
 use crate::park;
 use crate::sync_point::SyncPoint;
 use crate::thread::{JoinError, Thread};
@@ -275,6 +276,9 @@ pub(crate) struct Inner {
     /// A stop that arrived while `setup` was running, before its cycle existed.
     stop_pending: AtomicBool,
     serve_thread: Mutex<Option<Thread<()>>>,
+    /// Serialises the lifecycle's entry points (setup, the stages, cleanup, shutdown): a
+    /// second caller parks until the first has finished, then finds its stages done.
+    lifecycle: CoMutex<()>,
     /// Connection coroutines cut at a deadline whose handlers had not returned yet.
     stragglers: Mutex<Vec<may::coroutine::JoinHandle<()>>>,
 }
@@ -335,6 +339,7 @@ impl Server {
                 cycle: Mutex::new(None),
                 stop_pending: AtomicBool::new(false),
                 serve_thread: Mutex::new(None),
+                lifecycle: CoMutex::new(()),
                 stragglers: Mutex::new(Vec::new()),
             }),
         }
@@ -366,7 +371,7 @@ impl Server {
     /// pre-start and pre-serve hooks. After a complete tear-down it sets the server up again
     /// (a tear-down the flags left unfinished is finished first).
     pub fn setup(&self) -> Result<SocketAddr> {
-        self.inner.setup()
+        self.inner.exclusive_setup()
     }
 
     /// `setup` if needed, then waits until `stop`, then `cleanup`. Blocks the caller (parks it,
@@ -378,12 +383,12 @@ impl Server {
         let cycle = match self.inner.cycle() {
             Some(cycle) if self.inner.status.load() != ServerStatus::NotRunning => cycle,
             _ => {
-                self.inner.setup()?;
+                self.inner.exclusive_setup()?;
                 self.inner.cycle().ok_or_else(|| RpcError::NotSetUp(self.name().to_string()))?
             }
         };
         cycle.stop_requested.wait();
-        self.inner.cleanup();
+        self.inner.exclusive("cleanup", Inner::cleanup);
         Ok(())
     }
 
@@ -398,13 +403,13 @@ impl Server {
         self.join()?;
         let address = match (self.inner.status.load(), self.inner.local_addr()) {
             (ServerStatus::Running, Some(address)) => address,
-            _ => self.inner.setup()?,
+            _ => self.inner.exclusive_setup()?,
         };
         let cycle = self.inner.cycle().ok_or_else(|| RpcError::NotSetUp(self.name().to_string()))?;
         let inner = self.inner.clone();
         let thread = Thread::spawn(thread_name, move || {
             cycle.stop_requested.wait();
-            inner.cleanup();
+            inner.exclusive("cleanup", Inner::cleanup);
         })
         .map_err(|source| RpcError::Spawn { what: thread_name.to_string(), source })?;
         *self.inner.serve_thread.lock() = Some(thread);
@@ -425,28 +430,28 @@ impl Server {
 
     /// fbthrift's `stopListening`; see the module's `# Shutdown`.
     pub fn stop_listening(&self) {
-        self.inner.stop_listening();
+        self.inner.exclusive("stop_listening", Inner::stop_listening);
     }
 
     /// fbthrift's `stopAcceptingAndJoinOutstandingRequests`.
     pub fn stop_accepting_and_join_outstanding_requests(&self) {
-        self.inner.stop_accepting_and_join_outstanding_requests();
+        self.inner.exclusive("stop_accepting_and_join_outstanding_requests", Inner::stop_accepting_and_join_outstanding_requests);
     }
 
     /// fbthrift's `stopCPUWorkers`.
     pub fn stop_cpu_workers(&self) {
-        self.inner.stop_cpu_workers();
+        self.inner.exclusive("stop_cpu_workers", Inner::stop_cpu_workers);
     }
 
     /// fbthrift's `stopWorkers`.
     pub fn stop_workers(&self) {
-        self.inner.stop_workers();
+        self.inner.exclusive("stop_workers", Inner::stop_workers);
     }
 
     /// fbthrift's `cleanUp`, the mirror of `setup`: stop listening, then (by the flags) stop IO,
     /// or drain.
     pub fn cleanup(&self) {
-        self.inner.cleanup();
+        self.inner.exclusive("cleanup", Inner::cleanup);
     }
 
     /// What fbthrift's destructor does, callable before the drop: stop and join the serving
@@ -466,6 +471,24 @@ impl Drop for Server {
 impl Inner {
     fn name(&self) -> &str {
         &self.config.name
+    }
+
+    /// Runs `stage` holding the lifecycle lock; from a handler of this server it only
+    /// requests the stop (the stage would wait for the handler itself).
+    fn exclusive(&self, what: &str, stage: fn(&Inner)) {
+        if self.defer_if_handler(what) {
+            return;
+        }
+        let _lifecycle = self.lifecycle.lock();
+        stage(self);
+    }
+
+    fn exclusive_setup(self: &Arc<Self>) -> Result<SocketAddr> {
+        if self.defer_if_handler("setup") {
+            return Err(RpcError::SelfJoin(format!("setup of server {}", self.name())));
+        }
+        let _lifecycle = self.lifecycle.lock();
+        self.setup()
     }
 
     fn cycle(&self) -> Option<Arc<Cycle>> {
@@ -521,7 +544,7 @@ impl Inner {
                 if self.status.load() == ServerStatus::Running {
                     return Err(RpcError::NotStopped { name: self.name().to_string(), status: ServerStatus::Running });
                 }
-                self.shutdown();
+                self.shutdown_stages();
             }
         }
         self.reap_stragglers();
@@ -635,12 +658,11 @@ impl Inner {
     fn request_stop(&self) {
         let current = self.cycle.lock();
         match current.as_ref() {
-            Some(cycle) => {
-                if !cycle.stop_requested.is_done() {
-                    tracing::info!(server = %self.name(), status = %self.status.load(), "stop requested");
-                    cycle.stop_requested.done();
-                }
+            Some(cycle) if !cycle.stop_requested.is_done() => {
+                tracing::info!(server = %self.name(), status = %self.status.load(), "stop requested");
+                cycle.stop_requested.done();
             }
+            Some(_) => {}
             // Setup is running and its cycle does not exist yet: it will see the stop.
             None if matches!(self.status.load(), ServerStatus::PreStarting | ServerStatus::Starting) => {
                 tracing::info!(server = %self.name(), "stop requested during setup");
@@ -679,6 +701,8 @@ impl Inner {
         }
     }
 
+    /// Stops and joins the serving thread (outside the lifecycle lock, which its cleanup
+    /// takes), then runs the destructor's stages.
     fn shutdown(&self) {
         if self.defer_if_handler("shutdown") {
             return;
@@ -687,6 +711,11 @@ impl Inner {
         if let Err(error) = self.join_serve_thread() {
             tracing::error!(server = %self.name(), %error, "cannot join the serving thread; the tear-down goes on");
         }
+        self.exclusive("shutdown", Inner::shutdown_stages);
+    }
+
+    /// What `~ThriftServer` does after `cleanUp`.
+    fn shutdown_stages(&self) {
         let Some(cycle) = self.cycle() else { return };
         if !cycle.listening.started.load(Ordering::Acquire) {
             // Set up but never served: the destructor assumes cleanUp ran, so run it.
@@ -756,9 +785,14 @@ impl Inner {
             }
         }
         if cycle.accept_exited.is_done() {
-            if let Some(handle) = cycle.accept_handle.lock().take() {
-                if let Err(panic) = handle.join() {
-                    tracing::error!(server = %self.name(), panic = %crate::context::panic_message(&panic), "the accept coroutine panicked");
+            let handle = cycle.accept_handle.lock().take();
+            if let Some(handle) = handle {
+                if wait_done(&handle, Duration::from_secs(1)) {
+                    if let Err(panic) = handle.join() {
+                        tracing::error!(server = %self.name(), panic = %crate::context::panic_message(&panic), "the accept coroutine panicked");
+                    }
+                } else {
+                    self.stragglers.lock().push(handle);
                 }
             }
         }
@@ -875,11 +909,14 @@ impl Inner {
         if let Some(handle) = cycle.accept_handle.lock().take() {
             self.stragglers.lock().push(handle);
         }
-        let handles: Vec<_> = cycle.handles.lock().drain().map(|(_, handle)| handle).collect();
+        let handles: Vec<_> = cycle.handles.lock().drain().collect();
         let mut n_joined = 0usize;
         let mut n_left = 0usize;
-        for handle in handles {
-            if handle.is_done() {
+        for (id, handle) in handles {
+            // A connection that left the registry is past its last socket call and returns
+            // at once; one still registered was cut inside its handler.
+            let finishing = !cycle.connections.lock().contains_key(&id);
+            if finishing && wait_done(&handle, Duration::from_secs(1)) {
                 let _ = handle.join();
                 n_joined += 1;
             } else {
@@ -935,6 +972,19 @@ impl Inner {
             park::sleep(Duration::from_millis(10));
         }
     }
+}
+
+/// Waits (parking the caller, never blocking a thread inside may's join) until `may` marks the
+/// coroutine finished; false if it is still running after `timeout`.
+fn wait_done<T>(handle: &may::coroutine::JoinHandle<T>, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while !handle.is_done() {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        park::sleep(Duration::from_millis(1));
+    }
+    true
 }
 
 /// Where a connection to ourselves goes: a wildcard address becomes loopback.

@@ -408,9 +408,12 @@ fn concurrent_stops_from_threads_and_a_signal_flag_run_each_stage_once() {
     server.join().expect("join");
     server.shutdown();
     let events = events.lock().clone();
-    for stage in ["stop_listening", "stop_accepting_and_join_outstanding_requests", "stop_cpu_workers", "stop_workers"] {
-        assert_eq!(events.iter().filter(|event| *event == stage).count(), 1, "{stage} in {events:?}");
-    }
+    let stages: Vec<&str> = events.iter().map(String::as_str).filter(|event| event.starts_with("stop_") && *event != "stop_requested").collect();
+    assert_eq!(
+        stages,
+        ["stop_listening", "stop_accepting_and_join_outstanding_requests", "stop_cpu_workers", "stop_workers"],
+        "each stage once, in fbthrift's order"
+    );
     assert_eq!(server.status(), ServerStatus::NotRunning);
 }
 
@@ -521,4 +524,47 @@ fn a_stop_during_setup_ends_serve_and_a_second_background_serve_is_refused() {
     assert!(matches!(server.serve_in_background("rpc-test-twice"), Err(RpcError::NotStopped { .. })));
     server.stop();
     server.join().expect("join");
+}
+
+#[test]
+fn a_concurrent_cleanup_waits_for_the_drain_of_a_foreground_serve() {
+    let entered = Arc::new(AtomicUsize::new(0));
+    let gate = SyncPoint::new();
+    let events: Events = Arc::default();
+    let config = {
+        let (entered, gate) = (entered.clone(), gate.clone());
+        recorded(echo_config("foreground"), &events).route(Method::Get, "/slow", move |_| {
+            entered.fetch_add(1, Ordering::SeqCst);
+            gate.wait();
+            Response::json(200, &"done")
+        })
+    };
+    let server = Arc::new(Server::new(config));
+    let serving = {
+        let server = server.clone();
+        std::thread::spawn(move || server.serve())
+    };
+    wait_for("serving", Duration::from_secs(30), || server.status() == ServerStatus::Running);
+    let address = server.local_addr().expect("address");
+    let client = std::thread::spawn(move || Client::connect(address).request("GET", "/slow", None));
+    wait_for("the slow request", Duration::from_secs(30), || entered.load(Ordering::SeqCst) == 1);
+    server.stop();
+    wait_for("the drain", Duration::from_secs(30), || server.status() == ServerStatus::DrainingUntilStopped);
+    let others: Vec<_> = (0..2)
+        .map(|index| {
+            let server = server.clone();
+            std::thread::spawn(move || if index == 0 { server.cleanup() } else { server.stop_workers() })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(400));
+    assert!(!events.lock().iter().any(|event| event == "stop_workers"), "IO is not stopped during the drain");
+    gate.done();
+    let reply = client.join().expect("client").expect("the drained request is answered");
+    assert_eq!(reply.status, 200);
+    for other in others {
+        other.join().expect("concurrent stage");
+    }
+    serving.join().expect("serving").expect("serve");
+    assert_eq!(events.lock().iter().filter(|event| *event == "stop_workers").count(), 1);
+    assert_eq!(server.status(), ServerStatus::NotRunning);
 }
