@@ -313,6 +313,59 @@ fn a_request_running_at_the_deadline_is_cut() {
     assert!(dropped.elapsed() < Duration::from_secs(10));
 }
 
+/// Log lines captured from the calling thread, to check what the deadline logs.
+#[derive(Clone, Default)]
+struct CapturedLog(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for CapturedLog {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn the_deadline_logs_the_requests_it_cuts() {
+    let entered = Arc::new(AtomicUsize::new(0));
+    let gate = SyncPoint::new();
+    let config = {
+        let (entered, gate) = (entered.clone(), gate.clone());
+        echo_config("deadline-log").workers_join_timeout(Duration::from_millis(200)).route(
+            Method::Post,
+            "/stuck/{id}",
+            move |_| {
+                entered.fetch_add(1, Ordering::SeqCst);
+                gate.wait();
+                Response::json(200, &"late")
+            },
+        )
+    };
+    let server = Server::new(config);
+    let address = server.setup().expect("setup");
+    let client = std::thread::spawn(move || Client::connect(address).request("POST", "/stuck/7", Some("{}")));
+    wait_for("the stuck request", Duration::from_secs(30), || entered.load(Ordering::SeqCst) == 1);
+    let log = CapturedLog::default();
+    let subscriber = {
+        let log = log.clone();
+        tracing_subscriber::fmt().with_ansi(false).with_writer(move || log.clone()).finish()
+    };
+    // No serving thread: cleanup runs the whole tear-down here, where the subscriber is.
+    tracing::subscriber::with_default(subscriber, || server.cleanup());
+    assert_eq!(server.status(), ServerStatus::NotRunning);
+    assert!(client.join().expect("client").is_err());
+    let text = String::from_utf8_lossy(&log.0.lock()).to_string();
+    let line = text.lines().find(|line| line.contains("request still running")).unwrap_or_else(|| panic!("no cut logged in:\n{text}"));
+    assert!(line.contains("method=POST") && line.contains("path=\"/stuck/7\"") && line.contains("age_ms="), "{line}");
+    for stage in ["stop_listening", "stop_accepting_and_join_outstanding_requests", "stop_cpu_workers", "stop_workers"] {
+        assert!(text.contains(&format!("stage=\"{stage}\"")) && text.contains("elapsed_ms="), "{stage} logged with its duration:\n{text}");
+    }
+    gate.done();
+}
+
 #[test]
 fn two_servers_share_the_pools_and_stop_independently() {
     let pool = WorkerPool::new("rpc-test-shared", 2).expect("pool");
