@@ -40,6 +40,8 @@
 //! runs stage 2 only if `join_requests_when_server_stops` (default true), and `shutdown()`/drop
 //! runs the rest (stage 2 if it has not run, then 3 and 4).
 //!
+//! The blocking entry points (`setup`, `cleanup`, `shutdown`, each stage) are serialised by a
+//! `CoMutex`: a second caller parks until the first is done and then finds its stages done.
 //! Blocking stages called from inside a handler of the same server are not run there (that
 //! would wait for the handler itself): they request the stop and return, and the serving
 //! thread (or the owner's `shutdown()`/drop) completes it after the handler's response.

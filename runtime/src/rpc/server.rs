@@ -381,7 +381,7 @@ impl Server {
             return Err(RpcError::SelfJoin(format!("serve of server {}", self.name())));
         }
         let cycle = match self.inner.cycle() {
-            Some(cycle) if self.inner.status.load() != ServerStatus::NotRunning => cycle,
+            Some(cycle) if self.inner.status.load() == ServerStatus::Running => cycle,
             _ => {
                 self.inner.exclusive_setup()?;
                 self.inner.cycle().ok_or_else(|| RpcError::NotSetUp(self.name().to_string()))?
@@ -484,7 +484,7 @@ impl Inner {
     }
 
     fn exclusive_setup(self: &Arc<Self>) -> Result<SocketAddr> {
-        if self.defer_if_handler("setup") {
+        if self.called_from_handler() {
             return Err(RpcError::SelfJoin(format!("setup of server {}", self.name())));
         }
         let _lifecycle = self.lifecycle.lock();
@@ -535,9 +535,6 @@ impl Inner {
 
     fn setup(self: &Arc<Self>) -> Result<SocketAddr> {
         configure_io_pool();
-        if self.defer_if_handler("setup") {
-            return Err(RpcError::SelfJoin(format!("setup of server {}", self.name())));
-        }
         // A tear-down left half-done by the flags is finished before the server starts again.
         if let Some(cycle) = self.cycle() {
             if !cycle.workers.finished.is_done() {
