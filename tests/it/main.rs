@@ -1,4 +1,5 @@
 //! The one integration-test binary: every scenario against real components lives in a module here.
 
+mod daemon;
 mod quorum;
 mod zk_harness;

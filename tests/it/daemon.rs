@@ -1,0 +1,290 @@
+//! The `zbs-taskd` daemon as operators run it: three real processes on loopback around one real
+//! ZooKeeper, failed through their `file` health source and signals, with the outcome asserted
+//! on their statuses, exit codes and logs (see `tests::cluster`).
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::{Mutex, MutexGuard};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context, Result};
+use nix::sys::signal::Signal;
+use tests::cluster::{daemon_binary, Cluster, ClusterBuilder, OnNetworkFailure};
+
+/// Generous bound for anything that should happen "soon" on a busy 2-core machine.
+const WAIT: Duration = Duration::from_secs(20);
+
+/// How long a node whose health file says `fail` is watched for not leading again.
+const NO_FLAP_WINDOW: Duration = Duration::from_secs(3);
+
+/// The exit codes the daemon documents.
+const EXIT_NETWORK_FAILURE: i32 = 75;
+const EXIT_CONFIG: i32 = 78;
+
+/// The daemon tests run one at a time: each starts a JVM and four processes, and two at once on
+/// two cores would only make every one slower.
+fn serialize() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Starts a cluster and runs `scenario` on it; a failure panics while the cluster still exists,
+/// so that its drop keeps the nodes' dirs and logs.
+fn with_cluster(builder: ClusterBuilder, scenario: impl FnOnce(&Cluster) -> Result<()>) {
+    let _serial = serialize();
+    let cluster = builder.start().expect("start the cluster");
+    if let Err(error) = scenario(&cluster) {
+        panic!("{error:?}\n(cluster dir: {})", cluster.dir().display());
+    }
+}
+
+/// Checks that the node's log has `stop stage 1:` to `stop stage 8:`, in order, in its last stop.
+fn assert_stop_stages_in_order(cluster: &Cluster, node: usize) -> Result<()> {
+    let log = cluster.log(node);
+    let last_stop = log.rfind("stop stage 1:").with_context(|| format!("node {node} logged no stop stage 1:\n{log}"))?;
+    let mut at = last_stop;
+    for stage in 1..=8 {
+        let needle = format!("stop stage {stage}:");
+        let found = log[at..].find(&needle).with_context(|| format!("node {node}: no `{needle}` after stage {}:\n{}", stage - 1, &log[last_stop..]))?;
+        at += found + needle.len();
+    }
+    Ok(())
+}
+
+fn assert_no_crash(cluster: &Cluster) -> Result<()> {
+    let cores = cluster.core_files();
+    ensure!(cores.is_empty(), "core files: {cores:?}");
+    let crash_lines = cluster.crash_lines();
+    ensure!(crash_lines.is_empty(), "crash or self-join lines in the logs:\n{}", crash_lines.join("\n"));
+    let overlaps = cluster.sampler().definite_overlaps();
+    ensure!(overlaps.is_empty(), "two leaders at one instant: {overlaps:?}");
+    Ok(())
+}
+
+fn wait_for_log(cluster: &Cluster, node: usize, needle: &str, timeout: Duration) -> Result<()> {
+    cluster
+        .wait_until(timeout, &format!("`{needle}` in node {node}'s log"), || cluster.log(node).contains(needle))
+        .map(drop)
+        .with_context(|| format!("log of node {node}:\n{}", cluster.log(node)))
+}
+
+#[test]
+fn failed_health_hands_over_and_keeps_the_process() {
+    with_cluster(Cluster::builder(), |cluster| {
+        let old = cluster.wait_for_leader(WAIT)?;
+        let old_pid = cluster.pid(old).context("the leader's process")?;
+        ensure!(cluster.status(old)?.pid == old_pid, "the leader's status names another pid");
+
+        cluster.set_health(old, false)?;
+        let injected = Instant::now();
+        let new = cluster.wait_for_new_leader(old, WAIT)?;
+        let handed_over = injected.elapsed();
+        eprintln!("health failure → node {new} leads after {handed_over:?}");
+        wait_for_log(cluster, old, "stop stage 8:", WAIT)?;
+        ensure!(cluster.pid(old) == Some(old_pid), "the old leader's process did not stay: {:?}", cluster.pid(old));
+        assert_stop_stages_in_order(cluster, old)?;
+
+        // While its file says fail it must not come back, and the new leader must stay.
+        let window = Instant::now();
+        thread::sleep(NO_FLAP_WINDOW);
+        ensure!(!cluster.sampler().led_since(old, window), "the old leader led again while unhealthy");
+        ensure!(cluster.leader() == Some(new), "leadership moved off node {new} while node {old} was unhealthy");
+        ensure!(cluster.pid(old) == Some(old_pid), "the old leader's process exited while unhealthy");
+
+        cluster.set_health(old, true)?;
+        let rejoined = cluster
+            .wait_until(WAIT, "the old leader to answer as a follower", || {
+                cluster.try_status(old).is_some_and(|status| status.role == "follower" && !status.stopping && status.members.len() == 3)
+            })
+            .with_context(|| format!("log of node {old}:\n{}", cluster.log(old)))?;
+        eprintln!("node {old} rejoined as a follower {rejoined:?} after its health said ok");
+        let status = cluster.status(old)?;
+        ensure!(status.pid == old_pid, "the rejoined node runs as pid {}, not {old_pid}", status.pid);
+        ensure!(cluster.leader() == Some(new), "the rejoined node took leadership back");
+        assert_no_crash(cluster)
+    });
+}
+
+/// SIGTERM or SIGINT on the leader: exit 0 after the ordered stop, and the next leader is elected
+/// through ZooKeeper's watch, well before the session timeout could have expired the old session.
+fn signal_on_the_leader(signal: Signal) {
+    with_cluster(Cluster::builder(), |cluster| {
+        let old = cluster.wait_for_leader(WAIT)?;
+        let old_pid = cluster.pid(old).context("the leader's process")?;
+        let sent = Instant::now();
+        cluster.signal(old, signal)?;
+        let new = cluster.wait_for_new_leader(old, WAIT)?;
+        let handed_over = cluster.sampler().first_leader_after(sent, old).map_or(sent.elapsed(), |observation| observation.at - sent);
+        eprintln!("{signal} → node {new} leads after {handed_over:?}");
+        ensure!(
+            handed_over < cluster.session_timeout(),
+            "the new leader came after {handed_over:?}, not before the session timeout {:?}: not through the watch",
+            cluster.session_timeout()
+        );
+        let status = cluster.wait_exit(old, WAIT)?;
+        ensure!(status.code() == Some(0), "pid {old_pid} ended with {status} after {signal}, not exit code 0");
+        assert_stop_stages_in_order(cluster, old)?;
+        ensure!(cluster.log(old).contains("stopped on a signal; exiting"), "the old leader did not log its exit:\n{}", cluster.log(old));
+        let survivors = cluster.wait_until(WAIT, "the new leader to see two members", || {
+            cluster.try_status(new).is_some_and(|status| status.members.len() == 2)
+        });
+        survivors.context("the stopped node's election node stayed")?;
+        assert_no_crash(cluster)
+    });
+}
+
+#[test]
+fn sigterm_on_the_leader_exits_0_and_hands_over_through_the_watch() {
+    signal_on_the_leader(Signal::SIGTERM);
+}
+
+#[test]
+fn sigint_on_the_leader_exits_0_and_hands_over_through_the_watch() {
+    signal_on_the_leader(Signal::SIGINT);
+}
+
+#[test]
+fn whole_outage_keeps_the_leader() {
+    with_cluster(Cluster::builder(), |cluster| {
+        let leader = cluster.wait_for_leader(WAIT)?;
+        let leader_pid = cluster.pid(leader).context("the leader's process")?;
+        let sequence = cluster.status(leader)?.sequence;
+        let followers: Vec<usize> = (0..cluster.n_nodes()).filter(|&node| node != leader).collect();
+        // The followers fail first and the test waits until ZooKeeper shows it, so that the
+        // leader's guard has nothing healthy to hand over to when its own health fails.
+        for &node in &followers {
+            cluster.set_health(node, false)?;
+        }
+        cluster.wait_until(WAIT, "ZooKeeper to show both followers unhealthy", || {
+            cluster.members_in_zookeeper().is_ok_and(|members| {
+                members.len() == 3 && members.iter().filter(|member| !member.healthy).count() == 2
+            })
+        })?;
+        let failed = Instant::now();
+        cluster.set_health(leader, false)?;
+        wait_for_log(cluster, leader, "keeping leadership (whole-outage guard)", WAIT)?;
+        thread::sleep(NO_FLAP_WINDOW);
+        let status = cluster.status(leader)?;
+        ensure!(status.leader && status.pid == leader_pid && status.sequence == sequence, "the leader gave way: {status:?}");
+        ensure!(!cluster.log(leader).contains("stop stage 1:"), "the leader stopped its service:\n{}", cluster.log(leader));
+        for &node in &followers {
+            ensure!(!cluster.sampler().led_since(node, failed), "node {node} led during the whole outage");
+        }
+
+        // Once one peer is healthy again, the guard lets the unhealthy leader go to it.
+        let healthy = followers[0];
+        cluster.set_health(healthy, true)?;
+        let new = cluster.wait_for_new_leader(leader, WAIT)?;
+        ensure!(new == healthy, "node {new} took over, not the healthy node {healthy}");
+        ensure!(cluster.pid(leader) == Some(leader_pid), "the old leader's process did not stay");
+        assert_no_crash(cluster)
+    });
+}
+
+#[test]
+fn exit_mode_exits_75_until_the_start_limit_then_stays_up() {
+    let builder = Cluster::builder()
+        .nodes(1)
+        // One node: nobody else could report healthy, so the guard is off for this scenario.
+        .step_down_requires_healthy_peer(false)
+        .on_network_failure(OnNetworkFailure::Exit { start_limit_burst: 2, start_limit_interval_sec: 60 });
+    with_cluster(builder, |cluster| {
+        for round in 1..=2 {
+            if round > 1 {
+                cluster.set_health(0, true)?;
+                cluster.restart(0)?;
+            }
+            ensure!(cluster.wait_for_leader(WAIT)? == 0, "the only node does not lead");
+            cluster.set_health(0, false)?;
+            let status = cluster.wait_exit(0, WAIT)?;
+            ensure!(
+                status.code() == Some(EXIT_NETWORK_FAILURE),
+                "round {round}: ended with {status}, not exit code {EXIT_NETWORK_FAILURE}\n{}",
+                cluster.log(0)
+            );
+            assert_stop_stages_in_order(cluster, 0)?;
+        }
+        ensure!(cluster.node(0).state_dir.join("exit-counter").is_file(), "no exit counter in the state dir");
+
+        cluster.set_health(0, true)?;
+        let pid = cluster.restart(0)?;
+        ensure!(cluster.wait_for_leader(WAIT)? == 0, "the only node does not lead");
+        cluster.set_health(0, false)?;
+        wait_for_log(cluster, 0, "exiting again would exceed systemd's start limit; staying up instead", WAIT)?;
+        thread::sleep(Duration::from_secs(1));
+        ensure!(cluster.pid(0) == Some(pid), "the node exited although the start limit was reached");
+        let n_exits = cluster.log(0).matches("exiting for the network failure").count();
+        ensure!(n_exits == 2, "{n_exits} exits logged, not 2");
+
+        cluster.set_health(0, true)?;
+        cluster.wait_until(WAIT, "the node to lead again", || cluster.try_status(0).is_some_and(|status| status.leader))?;
+        ensure!(cluster.pid(0) == Some(pid), "the node restarted instead of rejoining");
+        assert_no_crash(cluster)
+    });
+}
+
+/// Runs the daemon with `args` (and the config `toml` when given); returns its exit code and stderr.
+fn run_with_bad_config(dir: &Path, toml: Option<&str>, args: &[&str]) -> Result<(Option<i32>, String)> {
+    let binary = daemon_binary()?;
+    let mut command = Command::new(binary);
+    if let Some(toml) = toml {
+        let path = dir.join("taskd.toml");
+        std::fs::write(&path, toml)?;
+        command.arg("--config").arg(path);
+    }
+    let stderr_path = dir.join("stderr.log");
+    let stderr = std::fs::File::create(&stderr_path)?;
+    let mut child = command.args(args).current_dir(dir).stdin(Stdio::null()).stdout(Stdio::null()).stderr(stderr).spawn()?;
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if started.elapsed() > WAIT {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("zbs-taskd {args:?} did not exit within {WAIT:?}");
+        }
+        thread::sleep(Duration::from_millis(10));
+    };
+    Ok((status.code(), std::fs::read_to_string(stderr_path)?))
+}
+
+#[test]
+fn bad_config_exits_78_naming_the_key() {
+    let dir = tempfile::Builder::new().prefix("zbs-bad-config-").tempdir().expect("temp dir");
+    let state_dir = dir.path().join("state");
+    // Valid except for what each case adds; port 9 is never contacted, the daemon stops first.
+    let base = format!(
+        "node_id = \"node-1\"\nzookeeper_hosts = \"127.0.0.1:9\"\nstate_dir = \"{}\"\n",
+        state_dir.display()
+    );
+    let missing = dir.path().join("no-such-dir/taskd.toml");
+    let missing = missing.to_str().expect("utf-8 temp path");
+    let cases: Vec<(&str, Option<String>, Vec<&str>, &str)> = vec![
+        ("unknown key", Some(format!("{base}bogus_key = 1\n")), vec![], "`bogus_key`"),
+        ("session timeout out of range", Some(format!("{base}session_timeout_ms = 10\n")), vec![], "session_timeout_ms"),
+        ("session timeout not a number", Some(format!("{base}session_timeout_ms = \"fast\"\n")), vec![], "session_timeout_ms"),
+        ("unknown key in a section", Some(format!("{base}[health]\nfal = 2\n")), vec![], "`fal`"),
+        ("bad flag value", Some(base.clone()), vec!["--dispatcher-port", "abc"], "--dispatcher-port"),
+        ("flag out of range", Some(base.clone()), vec!["--session-timeout-ms", "10"], "session_timeout_ms"),
+        ("missing explicit config file", None, vec!["--config", missing], missing),
+    ];
+    let mut failures = Vec::new();
+    for (name, toml, args, key) in cases {
+        match run_with_bad_config(dir.path(), toml.as_deref(), &args) {
+            Ok((code, stderr)) => {
+                if code != Some(EXIT_CONFIG) {
+                    failures.push(format!("{name}: exit code {code:?}, not {EXIT_CONFIG}; stderr:\n{stderr}"));
+                } else if !stderr.contains(key) {
+                    failures.push(format!("{name}: stderr does not name `{key}`:\n{stderr}"));
+                } else if stderr.contains("panicked") {
+                    failures.push(format!("{name}: panic in stderr:\n{stderr}"));
+                }
+            }
+            Err(error) => failures.push(format!("{name}: {error:#}")),
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}

@@ -1,0 +1,1009 @@
+//! A cluster of real `zbs-taskd` processes for the integration tests and `cargo xtask bench`: one ZooKeeper from [`crate::zk`] plus N daemons on loopback, each in its own dir with its config, `file` health source, log and stderr.
+//!
+//! Node `i` (0-based) is `node-{i+1}` on `127.0.0.{i+1}` (management and data address) with
+//! free ports, in `<dir>/n{i+1}/`: `taskd.toml`, `health` (the file its health source reads),
+//! `taskd.log` (glog lines), `stderr.log`, `state/`. The daemon runs with that dir as its working
+//! directory and with the core-size limit raised, so that a crash would leave a `core` file there
+//! (this machine's `core_pattern` is relative) for [`Cluster::core_files`] to find.
+//!
+//! A background sampler polls every node's `/api/v1/status` every few milliseconds and keeps
+//! each answer with its time, so that a test can assert that two nodes never led at one instant
+//! ([`Sampler::definite_overlaps`]) and a benchmark can see when a new leader appeared.
+//!
+//! Dropping the cluster stops every daemon it started (SIGTERM, then SIGKILL after a grace) and
+//! then ZooKeeper. When the thread is panicking (a failed test) the dir is kept and its path
+//! printed. Daemons die with the thread that started them (`PR_SET_PDEATHSIG`): start and
+//! restart nodes on the thread that owns the cluster.
+//!
+//! The `zbs-taskd` binary is the one next to the running executable (`target/debug` for the
+//! test binary, `target/release` for xtask), built once per process with `cargo build` when it
+//! is missing or older than the sources; `ZBS_TASKD_BIN` overrides it.
+
+use std::fs::{self, OpenOptions};
+use std::net::{Ipv4Addr, SocketAddrV4, TcpListener};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{anyhow, bail, ensure, Context, Result};
+use chrono::TimeZone;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use serde::Deserialize;
+
+use crate::zk::ZooKeeper;
+
+/// How long a daemon gets to exit after SIGTERM when the cluster is dropped, before SIGKILL.
+const STOP_GRACE: Duration = Duration::from_secs(8);
+
+/// How long one status request may take before it counts as no answer.
+const STATUS_TIMEOUT: Duration = Duration::from_millis(1000);
+
+/// How often the `wait_*` helpers look again.
+const POLL_INTERVAL: Duration = Duration::from_millis(10);
+
+/// The environment variable that names a `zbs-taskd` binary to use instead of building one.
+pub const BINARY_ENV: &str = "ZBS_TASKD_BIN";
+
+/// What a daemon does when its data network fails while it leads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnNetworkFailure {
+    /// Stop the service, keep the process (the default).
+    Stay,
+    /// Exit with 75 while the exit counter allows `start_limit_burst` exits per `start_limit_interval_sec`.
+    Exit { start_limit_burst: u32, start_limit_interval_sec: u64 },
+}
+
+/// Settings for starting a cluster; every node gets the same ones.
+#[derive(Clone, Debug)]
+pub struct ClusterBuilder {
+    n_nodes: usize,
+    session_timeout: Duration,
+    drain_deadline: Duration,
+    health_fall: u32,
+    health_rise: u32,
+    health_interval: Duration,
+    on_network_failure: OnNetworkFailure,
+    step_down_requires_healthy_peer: bool,
+    log_level: String,
+    sample_interval: Duration,
+    start_timeout: Duration,
+    binary: Option<PathBuf>,
+}
+
+impl Default for ClusterBuilder {
+    fn default() -> Self {
+        ClusterBuilder {
+            n_nodes: 3,
+            session_timeout: Duration::from_millis(6000),
+            drain_deadline: Duration::from_millis(2000),
+            health_fall: 2,
+            health_rise: 3,
+            health_interval: Duration::from_millis(100),
+            on_network_failure: OnNetworkFailure::Stay,
+            step_down_requires_healthy_peer: true,
+            log_level: "info".to_string(),
+            sample_interval: Duration::from_millis(20),
+            start_timeout: Duration::from_secs(60),
+            binary: None,
+        }
+    }
+}
+
+impl ClusterBuilder {
+    /// Three nodes, 6 s sessions (the daemon's default), `file` health polled every 100 ms with
+    /// fall 2 / rise 3, stay mode with the whole-outage guard on, a status sample every 20 ms.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets the number of daemons (1 to 254).
+    pub fn nodes(mut self, n_nodes: usize) -> Self {
+        self.n_nodes = n_nodes;
+        self
+    }
+
+    /// Sets `session_timeout_ms`.
+    pub fn session_timeout(mut self, session_timeout: Duration) -> Self {
+        self.session_timeout = session_timeout;
+        self
+    }
+
+    /// Sets `drain_deadline_ms`.
+    pub fn drain_deadline(mut self, drain_deadline: Duration) -> Self {
+        self.drain_deadline = drain_deadline;
+        self
+    }
+
+    /// Sets the health source's `fall` and `rise` rounds.
+    pub fn health_fall_rise(mut self, fall: u32, rise: u32) -> Self {
+        self.health_fall = fall;
+        self.health_rise = rise;
+        self
+    }
+
+    /// Sets how often the health file is read (`health.file.interval_ms`).
+    pub fn health_interval(mut self, interval: Duration) -> Self {
+        self.health_interval = interval;
+        self
+    }
+
+    /// Sets `on_network_failure` (and the `[exit_limit]` section in exit mode).
+    pub fn on_network_failure(mut self, action: OnNetworkFailure) -> Self {
+        self.on_network_failure = action;
+        self
+    }
+
+    /// Sets `step_down_requires_healthy_peer` (the whole-outage guard).
+    pub fn step_down_requires_healthy_peer(mut self, required: bool) -> Self {
+        self.step_down_requires_healthy_peer = required;
+        self
+    }
+
+    /// Sets the daemons' log filter (`log.level`).
+    pub fn log_level(mut self, level: impl Into<String>) -> Self {
+        self.log_level = level.into();
+        self
+    }
+
+    /// Sets how often the sampler polls every node's status.
+    pub fn sample_interval(mut self, interval: Duration) -> Self {
+        self.sample_interval = interval;
+        self
+    }
+
+    /// Sets how long start-up may take: ZooKeeper, then every node serving and one leader.
+    pub fn start_timeout(mut self, timeout: Duration) -> Self {
+        self.start_timeout = timeout;
+        self
+    }
+
+    /// Uses this `zbs-taskd` binary instead of the one next to the running executable.
+    pub fn binary(mut self, binary: impl Into<PathBuf>) -> Self {
+        self.binary = Some(binary.into());
+        self
+    }
+
+    /// Starts ZooKeeper and every node (all at once), then waits until each answers its status,
+    /// sees every member, and exactly one leads.
+    pub fn start(self) -> Result<Cluster> {
+        ensure!((1..=254).contains(&self.n_nodes), "a cluster has 1 to 254 nodes, not {}", self.n_nodes);
+        let binary = match &self.binary {
+            Some(binary) => binary.clone(),
+            None => daemon_binary()?,
+        };
+        let zookeeper = ZooKeeper::start().context("start ZooKeeper for the cluster")?;
+        let dir = tempfile::Builder::new().prefix("zbs-cluster-").tempdir().context("create the cluster's temp dir")?;
+        let mut specs = Vec::with_capacity(self.n_nodes);
+        for index in 0..self.n_nodes {
+            let spec = NodeSpec::plan(index, dir.path())?;
+            fs::create_dir_all(&spec.state_dir).with_context(|| format!("create {}", spec.state_dir.display()))?;
+            write_health(&spec.health_path, true)?;
+            fs::write(&spec.config_path, self.config_toml(&spec, &zookeeper.connect_string()))
+                .with_context(|| format!("write {}", spec.config_path.display()))?;
+            specs.push(spec);
+        }
+        let agent = status_agent();
+        let sampler = Sampler::start(specs.iter().map(NodeSpec::status_url).collect(), self.sample_interval);
+        let cluster = Cluster {
+            nodes: specs.into_iter().map(|spec| Node { spec, process: Mutex::new(NodeProcess::default()) }).collect(),
+            binary,
+            agent,
+            sampler,
+            dir: Some(dir),
+            zookeeper: Some(zookeeper),
+            start_timeout: self.start_timeout,
+            keep_dir: AtomicBool::new(false),
+            settings: self,
+        };
+        let started = (0..cluster.nodes.len()).try_for_each(|node| cluster.spawn(node).map(drop));
+        if let Err(error) = started.and_then(|()| cluster.wait_until_formed(cluster.start_timeout)) {
+            cluster.keep_dir.store(true, Ordering::Release);
+            return Err(error);
+        }
+        Ok(cluster)
+    }
+
+    fn config_toml(&self, spec: &NodeSpec, zookeeper_hosts: &str) -> String {
+        let mut toml = format!(
+            "# Written by the zbs-taskd-rs cluster fixture.\n\
+             node_id = \"{node_id}\"\n\
+             zookeeper_hosts = \"{zookeeper_hosts}\"\n\
+             session_timeout_ms = {session_timeout_ms}\n\
+             management_address = \"{address}\"\n\
+             data_address = \"{address}\"\n\
+             dispatcher_port = {dispatcher_port}\n\
+             runner_port = {runner_port}\n\
+             state_dir = \"{state_dir}\"\n\
+             drain_deadline_ms = {drain_deadline_ms}\n\
+             step_down_requires_healthy_peer = {guard}\n",
+            node_id = spec.node_id,
+            session_timeout_ms = self.session_timeout.as_millis(),
+            address = spec.address,
+            dispatcher_port = spec.dispatcher_port,
+            runner_port = spec.runner_port,
+            state_dir = spec.state_dir.display(),
+            drain_deadline_ms = self.drain_deadline.as_millis(),
+            guard = self.step_down_requires_healthy_peer,
+        );
+        match self.on_network_failure {
+            OnNetworkFailure::Stay => toml.push_str("on_network_failure = \"stay\"\n"),
+            OnNetworkFailure::Exit { start_limit_burst, start_limit_interval_sec } => toml.push_str(&format!(
+                "on_network_failure = \"exit\"\n\
+                 [exit_limit]\n\
+                 start_limit_burst = {start_limit_burst}\n\
+                 start_limit_interval_sec = {start_limit_interval_sec}\n"
+            )),
+        }
+        toml.push_str(&format!(
+            "[log]\n\
+             format = \"glog\"\n\
+             level = \"{level}\"\n\
+             file = \"{log}\"\n\
+             [health]\n\
+             source = \"file\"\n\
+             fall = {fall}\n\
+             rise = {rise}\n\
+             [health.file]\n\
+             path = \"{health}\"\n\
+             interval_ms = {interval_ms}\n",
+            level = self.log_level,
+            log = spec.log_path.display(),
+            fall = self.health_fall,
+            rise = self.health_rise,
+            health = spec.health_path.display(),
+            interval_ms = self.health_interval.as_millis(),
+        ));
+        toml
+    }
+}
+
+/// Where one node lives and listens.
+#[derive(Clone, Debug)]
+pub struct NodeSpec {
+    pub index: usize,
+    pub node_id: String,
+    /// Its management and data address, `127.0.0.{index+1}`.
+    pub address: Ipv4Addr,
+    pub dispatcher_port: u16,
+    pub runner_port: u16,
+    pub dir: PathBuf,
+    pub config_path: PathBuf,
+    pub health_path: PathBuf,
+    pub log_path: PathBuf,
+    pub stderr_path: PathBuf,
+    pub state_dir: PathBuf,
+}
+
+impl NodeSpec {
+    fn plan(index: usize, root: &Path) -> Result<NodeSpec> {
+        let address = Ipv4Addr::new(127, 0, 0, index as u8 + 1);
+        let ports = free_ports(address, 2)?;
+        let dir = root.join(format!("n{}", index + 1));
+        fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+        Ok(NodeSpec {
+            index,
+            node_id: format!("node-{}", index + 1),
+            address,
+            dispatcher_port: ports[0],
+            runner_port: ports[1],
+            config_path: dir.join("taskd.toml"),
+            health_path: dir.join("health"),
+            log_path: dir.join("taskd.log"),
+            stderr_path: dir.join("stderr.log"),
+            state_dir: dir.join("state"),
+            dir,
+        })
+    }
+
+    /// `http://<address>:<dispatcher port>/api/v1/status`.
+    pub fn status_url(&self) -> String {
+        format!("http://{}:{}/api/v1/status", self.address, self.dispatcher_port)
+    }
+}
+
+/// A node's `/api/v1/status` answer.
+#[derive(Clone, Debug, Deserialize)]
+pub struct NodeStatus {
+    pub node_id: String,
+    pub pid: u32,
+    pub role: String,
+    pub leader: bool,
+    #[serde(default)]
+    pub sequence: Option<i64>,
+    #[serde(default)]
+    pub stopping: bool,
+    #[serde(default)]
+    pub health: serde_json::Value,
+    #[serde(default)]
+    pub members: Vec<MemberStatus>,
+}
+
+/// One member as a node's status lists it.
+#[derive(Clone, Debug, Deserialize)]
+pub struct MemberStatus {
+    pub id: String,
+    #[serde(default)]
+    pub address: String,
+    #[serde(default)]
+    pub sequence: Option<i64>,
+    #[serde(default)]
+    pub healthy: bool,
+}
+
+struct Node {
+    spec: NodeSpec,
+    process: Mutex<NodeProcess>,
+}
+
+#[derive(Default)]
+struct NodeProcess {
+    child: Option<Child>,
+    /// How the last process of this node ended, once reaped.
+    exit_status: Option<ExitStatus>,
+    n_starts: u32,
+}
+
+impl NodeProcess {
+    /// Reaps the child if it has exited; the pid of a running one.
+    fn reap(&mut self) -> Option<u32> {
+        let child = self.child.as_mut()?;
+        match child.try_wait() {
+            Ok(Some(status)) => {
+                self.exit_status = Some(status);
+                self.child = None;
+                None
+            }
+            _ => Some(child.id()),
+        }
+    }
+}
+
+/// ZooKeeper plus N `zbs-taskd` processes; see the module documentation.
+pub struct Cluster {
+    settings: ClusterBuilder,
+    nodes: Vec<Node>,
+    binary: PathBuf,
+    agent: ureq::Agent,
+    sampler: Sampler,
+    start_timeout: Duration,
+    /// Keep the dir on drop even when not panicking (start-up failed).
+    keep_dir: AtomicBool,
+    dir: Option<tempfile::TempDir>,
+    zookeeper: Option<ZooKeeper>,
+}
+
+impl Cluster {
+    /// A cluster of three nodes with the [`ClusterBuilder`] defaults.
+    pub fn start() -> Result<Cluster> {
+        ClusterBuilder::new().start()
+    }
+
+    /// The builder, to change the defaults.
+    pub fn builder() -> ClusterBuilder {
+        ClusterBuilder::new()
+    }
+
+    pub fn n_nodes(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Where the node lives and listens.
+    pub fn node(&self, node: usize) -> &NodeSpec {
+        &self.nodes[node].spec
+    }
+
+    /// The cluster's temp dir (one `n<i>/` per node).
+    pub fn dir(&self) -> &Path {
+        self.dir.as_ref().map(|dir| dir.path()).unwrap_or(Path::new("/"))
+    }
+
+    /// The `zbs-taskd` binary the nodes run.
+    pub fn binary(&self) -> &Path {
+        &self.binary
+    }
+
+    /// The settings the cluster was started with.
+    pub fn settings(&self) -> &ClusterBuilder {
+        &self.settings
+    }
+
+    /// The session timeout the nodes were configured with.
+    pub fn session_timeout(&self) -> Duration {
+        self.settings.session_timeout
+    }
+
+    /// The ZooKeeper the nodes use.
+    pub fn zookeeper(&self) -> &ZooKeeper {
+        self.zookeeper.as_ref().expect("ZooKeeper runs until the cluster is dropped")
+    }
+
+    /// The background status sampler.
+    pub fn sampler(&self) -> &Sampler {
+        &self.sampler
+    }
+
+    fn process(&self, node: usize) -> MutexGuard<'_, NodeProcess> {
+        self.nodes[node].process.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Starts the node's process (which must not be running), with its config; stderr and
+    /// stdout are appended to its `stderr.log`.
+    fn spawn(&self, node: usize) -> Result<u32> {
+        let spec = &self.nodes[node].spec;
+        let mut process = self.process(node);
+        if let Some(pid) = process.reap() {
+            bail!("{} is still running (pid {pid})", spec.node_id);
+        }
+        let stderr = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&spec.stderr_path)
+            .with_context(|| format!("open {}", spec.stderr_path.display()))?;
+        let stdout = stderr.try_clone().context("duplicate the stderr file handle")?;
+        let mut command = Command::new(&self.binary);
+        command
+            .arg("--config")
+            .arg(&spec.config_path)
+            .current_dir(&spec.dir)
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("WATCHDOG_USEC")
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(stderr);
+        let parent = nix::unistd::getpid();
+        // SAFETY: the closure runs between fork and exec and only calls getrlimit(2),
+        // setrlimit(2), prctl(2) and getppid(2), which are async-signal-safe.
+        unsafe {
+            command.pre_exec(move || {
+                // Let a crash leave a core file in the node's dir, so that "no core" is checkable.
+                let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+                if libc::getrlimit(libc::RLIMIT_CORE, &mut limit) == 0 {
+                    limit.rlim_cur = limit.rlim_max;
+                    libc::setrlimit(libc::RLIMIT_CORE, &limit);
+                }
+                nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)?;
+                if nix::unistd::getppid() != parent {
+                    return Err(std::io::Error::other("the process that started the cluster exited"));
+                }
+                Ok(())
+            });
+        }
+        let child = command.spawn().with_context(|| format!("start {} with {}", spec.node_id, self.binary.display()))?;
+        let pid = child.id();
+        process.child = Some(child);
+        process.exit_status = None;
+        process.n_starts += 1;
+        Ok(pid)
+    }
+
+    fn wait_until_formed(&self, timeout: Duration) -> Result<()> {
+        let n_nodes = self.nodes.len();
+        self.wait_until(timeout, "every node serving, seeing every member, one leader", || {
+            let statuses: Vec<Option<NodeStatus>> = (0..n_nodes).map(|node| self.try_status(node)).collect();
+            statuses.iter().all(|status| status.as_ref().is_some_and(|status| status.members.len() == n_nodes && !status.stopping))
+                && statuses.iter().flatten().filter(|status| status.leader).count() == 1
+        })
+        .with_context(|| format!("form a cluster of {n_nodes} (its dir is kept: {})", self.dir().display()))?;
+        Ok(())
+    }
+
+    /// Starts a node whose process has exited (or was never started), with the same config and
+    /// dirs; returns its pid. It does not wait for it to serve: see [`Cluster::wait_serving`].
+    pub fn restart(&self, node: usize) -> Result<u32> {
+        self.spawn(node)
+    }
+
+    /// Waits until the node answers its status and is not stopping.
+    pub fn wait_serving(&self, node: usize, timeout: Duration) -> Result<NodeStatus> {
+        let mut last = None;
+        self.wait_until(timeout, &format!("{} serving", self.nodes[node].spec.node_id), || {
+            last = self.try_status(node).filter(|status| !status.stopping);
+            last.is_some()
+        })?;
+        last.ok_or_else(|| anyhow!("no status"))
+    }
+
+    /// The node's status, or the reason it has none (not listening, bad answer).
+    pub fn status(&self, node: usize) -> Result<NodeStatus> {
+        fetch_status(&self.agent, &self.nodes[node].spec.status_url())
+            .with_context(|| format!("status of {}", self.nodes[node].spec.node_id))
+    }
+
+    /// The node's status, or None when it does not answer.
+    pub fn try_status(&self, node: usize) -> Option<NodeStatus> {
+        self.status(node).ok()
+    }
+
+    /// The one node whose status says leader; None when none or more than one does.
+    pub fn leader(&self) -> Option<usize> {
+        let leaders: Vec<usize> = (0..self.nodes.len())
+            .filter(|&node| self.try_status(node).is_some_and(|status| status.leader))
+            .collect();
+        match leaders.as_slice() {
+            [leader] => Some(*leader),
+            _ => None,
+        }
+    }
+
+    /// Waits until exactly one node says leader; returns it.
+    pub fn wait_for_leader(&self, timeout: Duration) -> Result<usize> {
+        let mut leader = None;
+        self.wait_until(timeout, "one leader", || {
+            leader = self.leader();
+            leader.is_some()
+        })?;
+        leader.ok_or_else(|| anyhow!("no leader"))
+    }
+
+    /// Waits until exactly one node leads and it is not `old`; returns it.
+    pub fn wait_for_new_leader(&self, old: usize, timeout: Duration) -> Result<usize> {
+        let mut leader = None;
+        self.wait_until(timeout, &format!("a leader other than {}", self.nodes[old].spec.node_id), || {
+            leader = self.leader().filter(|&leader| leader != old);
+            leader.is_some()
+        })?;
+        leader.ok_or_else(|| anyhow!("no new leader"))
+    }
+
+    /// Polls `done` every 10 ms until it says true; an error naming `what` after `timeout`.
+    pub fn wait_until(&self, timeout: Duration, what: &str, mut done: impl FnMut() -> bool) -> Result<Duration> {
+        let started = Instant::now();
+        loop {
+            if done() {
+                return Ok(started.elapsed());
+            }
+            if started.elapsed() >= timeout {
+                bail!("timed out after {timeout:?} waiting for {what}");
+            }
+            thread::sleep(POLL_INTERVAL);
+        }
+    }
+
+    /// Writes `ok` or `fail` into the node's health file (to a temp name, then renamed over it,
+    /// so that the daemon never reads half a file).
+    pub fn set_health(&self, node: usize, ok: bool) -> Result<()> {
+        write_health(&self.nodes[node].spec.health_path, ok)
+    }
+
+    /// Sends `signal` to the node's running process.
+    pub fn signal(&self, node: usize, signal: Signal) -> Result<()> {
+        let pid = self.pid(node).ok_or_else(|| anyhow!("{} has no running process", self.nodes[node].spec.node_id))?;
+        kill(Pid::from_raw(pid as i32), signal).with_context(|| format!("send {signal} to pid {pid}"))
+    }
+
+    /// Waits for the node's process to exit and returns how it ended (it is not killed on timeout).
+    pub fn wait_exit(&self, node: usize, timeout: Duration) -> Result<ExitStatus> {
+        let started = Instant::now();
+        loop {
+            {
+                let mut process = self.process(node);
+                if process.reap().is_none() {
+                    return process
+                        .exit_status
+                        .ok_or_else(|| anyhow!("{} was never started", self.nodes[node].spec.node_id));
+                }
+            }
+            if started.elapsed() >= timeout {
+                bail!("{} did not exit within {timeout:?}", self.nodes[node].spec.node_id);
+            }
+            thread::sleep(POLL_INTERVAL);
+        }
+    }
+
+    /// SIGKILLs the node's process and reaps it; no-op when it is not running.
+    pub fn kill(&self, node: usize) -> Result<()> {
+        let mut process = self.process(node);
+        if process.reap().is_some() {
+            if let Some(child) = process.child.as_mut() {
+                child.kill().context("kill a node")?;
+                let status = child.wait().context("reap a killed node")?;
+                process.exit_status = Some(status);
+                process.child = None;
+            }
+        }
+        Ok(())
+    }
+
+    /// The pid of the node's running process; None once it has exited.
+    pub fn pid(&self, node: usize) -> Option<u32> {
+        self.process(node).reap()
+    }
+
+    /// True while the node's process runs.
+    pub fn is_running(&self, node: usize) -> bool {
+        self.pid(node).is_some()
+    }
+
+    /// How many times the node's process was started.
+    pub fn n_starts(&self, node: usize) -> u32 {
+        self.process(node).n_starts
+    }
+
+    /// The node's log file (glog lines of every run, appended).
+    pub fn log(&self, node: usize) -> String {
+        read_lossy(&self.nodes[node].spec.log_path)
+    }
+
+    /// What the node's processes wrote to stderr and stdout (every run, appended).
+    pub fn stderr(&self, node: usize) -> String {
+        read_lossy(&self.nodes[node].spec.stderr_path)
+    }
+
+    /// The wall-clock times of the node's log lines that contain `needle`, from their glog
+    /// header (local time, microseconds).
+    pub fn log_times(&self, node: usize, needle: &str) -> Vec<SystemTime> {
+        self.log(node).lines().filter(|line| line.contains(needle)).filter_map(glog_time).collect()
+    }
+
+    /// Files named `core` or `core.*` in any node's dir or state dir.
+    pub fn core_files(&self) -> Vec<PathBuf> {
+        let mut found = Vec::new();
+        for node in &self.nodes {
+            for dir in [&node.spec.dir, &node.spec.state_dir] {
+                let Ok(entries) = fs::read_dir(dir) else { continue };
+                for entry in entries.flatten() {
+                    let name = entry.file_name().to_string_lossy().to_string();
+                    if name == "core" || name.starts_with("core.") {
+                        found.push(entry.path());
+                    }
+                }
+            }
+        }
+        found
+    }
+
+    /// Log lines of every node that name a crash or a self-join: the original daemon's failure.
+    pub fn crash_lines(&self) -> Vec<String> {
+        const MARKERS: [&str; 4] = ["Resource deadlock", "SelfJoin", "panicked", "RUST_BACKTRACE"];
+        let mut lines = Vec::new();
+        for node in 0..self.nodes.len() {
+            for (what, text) in [("log", self.log(node)), ("stderr", self.stderr(node))] {
+                for line in text.lines().filter(|line| MARKERS.iter().any(|marker| line.contains(marker))) {
+                    lines.push(format!("{} {what}: {line}", self.nodes[node].spec.node_id));
+                }
+            }
+        }
+        lines
+    }
+
+    /// The members as ZooKeeper holds them now (each one's published health included), read
+    /// through a session of the test's own.
+    pub fn members_in_zookeeper(&self) -> Result<Vec<quorum::MemberInfo>> {
+        let config = quorum::ZkConfig::new(self.zookeeper().connect_string(), Duration::from_secs(6));
+        let session = quorum::ZkSession::connect(&config).context("connect to ZooKeeper")?;
+        let root = taskd::task_server::QUORUM_PATH;
+        let mut names = session.children(root).with_context(|| format!("list {root}"))?;
+        names.sort();
+        let mut members = Vec::new();
+        for name in names {
+            let path = format!("{root}/{name}");
+            if let Some((data, _)) = session.get_data(&path).with_context(|| format!("read {path}"))? {
+                members.push(quorum::MemberInfo::decode(&path, &data).with_context(|| format!("decode {path}"))?);
+            }
+        }
+        Ok(members)
+    }
+
+    /// Stops every running node: SIGTERM to all at once, SIGKILL to those still running after `grace`.
+    pub fn stop_all(&self, grace: Duration) {
+        for node in 0..self.nodes.len() {
+            let _ = self.signal(node, Signal::SIGTERM);
+        }
+        let deadline = Instant::now() + grace;
+        for node in 0..self.nodes.len() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if self.wait_exit(node, left).is_err() {
+                eprintln!("cluster fixture: {} did not stop within {grace:?}; killing it", self.nodes[node].spec.node_id);
+                let _ = self.kill(node);
+            }
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.sampler.stop();
+        self.stop_all(STOP_GRACE);
+        if thread::panicking() || self.keep_dir.load(Ordering::Acquire) {
+            if let Some(dir) = self.dir.take() {
+                let kept = dir.keep();
+                eprintln!("cluster fixture: the nodes' dirs and logs are kept in {}", kept.display());
+            }
+        }
+        // ZooKeeper last, after every session was closed.
+        drop(self.zookeeper.take());
+    }
+}
+
+/// One answer (or no answer) of one node, as the sampler saw it.
+#[derive(Clone, Debug)]
+pub struct Observation {
+    /// When the answer arrived (or the request failed).
+    pub at: Instant,
+    /// The same moment on the wall clock, microseconds since the Unix epoch.
+    pub unix_micros: u64,
+    pub node: usize,
+    /// None when the node did not answer.
+    pub status: Option<Sample>,
+}
+
+/// The part of a status the sampler keeps.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Sample {
+    pub pid: u32,
+    pub leader: bool,
+    pub sequence: Option<i64>,
+    pub stopping: bool,
+}
+
+impl Observation {
+    pub fn is_leader(&self) -> bool {
+        self.status.as_ref().is_some_and(|status| status.leader)
+    }
+}
+
+/// Two nodes seen leading at one instant: `other` said leader at `at` while `node` said leader
+/// (same process, same election node) both before and after it.
+#[derive(Clone, Debug)]
+pub struct Overlap {
+    pub node: usize,
+    pub other: usize,
+    pub at: Instant,
+    pub unix_micros: u64,
+}
+
+/// A thread that polls every node's status in turn and keeps every answer.
+pub struct Sampler {
+    observations: Arc<Mutex<Vec<Observation>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Sampler {
+    fn start(urls: Vec<String>, interval: Duration) -> Sampler {
+        let observations = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let observations = observations.clone();
+            let stop = stop.clone();
+            thread::Builder::new()
+                .name("cluster-sampler".to_string())
+                .spawn(move || {
+                    let agent = status_agent();
+                    while !stop.load(Ordering::Acquire) {
+                        for (node, url) in urls.iter().enumerate() {
+                            let status = fetch_status(&agent, url).ok().map(|status| Sample {
+                                pid: status.pid,
+                                leader: status.leader,
+                                sequence: status.sequence,
+                                stopping: status.stopping,
+                            });
+                            let observation = Observation { at: Instant::now(), unix_micros: unix_micros(), node, status };
+                            observations.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).push(observation);
+                        }
+                        thread::sleep(interval);
+                    }
+                })
+                .ok()
+        };
+        if thread.is_none() {
+            eprintln!("cluster fixture: cannot start the status sampler thread");
+        }
+        Sampler { observations, stop, thread }
+    }
+
+    fn stop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+
+    /// Every observation so far, in the order they were made.
+    pub fn observations(&self) -> Vec<Observation> {
+        self.observations.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
+    }
+
+    /// Observations made at or after `since`.
+    pub fn observations_since(&self, since: Instant) -> Vec<Observation> {
+        self.observations().into_iter().filter(|observation| observation.at >= since).collect()
+    }
+
+    /// Proven moments of two leaders: node A said leader before and after node B said leader,
+    /// with no observation of A in between saying otherwise and the same pid and election node
+    /// throughout (a member's leadership on one election node does not come back once lost, so
+    /// A led at that instant too). A hand-over between two polls of one sweep is not an overlap.
+    pub fn definite_overlaps(&self) -> Vec<Overlap> {
+        let observations = self.observations();
+        let n_nodes = observations.iter().map(|observation| observation.node + 1).max().unwrap_or(0);
+        let mut overlaps = Vec::new();
+        for node in 0..n_nodes {
+            for (first, last) in leadership_spans(&observations, node) {
+                for other in &observations {
+                    if other.node != node && other.is_leader() && other.at > first && other.at < last {
+                        overlaps.push(Overlap { node, other: other.node, at: other.at, unix_micros: other.unix_micros });
+                    }
+                }
+            }
+        }
+        overlaps
+    }
+
+    /// The first observation at or after `since` of a node other than `old` saying leader.
+    pub fn first_leader_after(&self, since: Instant, old: usize) -> Option<Observation> {
+        self.observations()
+            .into_iter()
+            .find(|observation| observation.at >= since && observation.node != old && observation.is_leader())
+    }
+
+    /// True when `node` said leader in an observation at or after `since`.
+    pub fn led_since(&self, node: usize, since: Instant) -> bool {
+        self.observations().iter().any(|observation| observation.at >= since && observation.node == node && observation.is_leader())
+    }
+}
+
+impl Drop for Sampler {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// `(first, last)` times of each run of `node`'s observations that all say leader with one pid
+/// and one election node.
+fn leadership_spans(observations: &[Observation], node: usize) -> Vec<(Instant, Instant)> {
+    let mut spans = Vec::new();
+    let mut current: Option<(Instant, Instant, u32, Option<i64>)> = None;
+    for observation in observations.iter().filter(|observation| observation.node == node) {
+        match (&observation.status, &mut current) {
+            (Some(status), Some((_, last, pid, sequence))) if status.leader && status.pid == *pid && status.sequence == *sequence => {
+                *last = observation.at;
+            }
+            (Some(status), _) if status.leader => {
+                if let Some((first, last, _, _)) = current.take() {
+                    spans.push((first, last));
+                }
+                current = Some((observation.at, observation.at, status.pid, status.sequence));
+            }
+            _ => {
+                if let Some((first, last, _, _)) = current.take() {
+                    spans.push((first, last));
+                }
+            }
+        }
+    }
+    if let Some((first, last, _, _)) = current {
+        spans.push((first, last));
+    }
+    spans
+}
+
+/// An HTTP client that opens a fresh connection per request: an idle keep-alive connection
+/// would hold up a stopping daemon's drain.
+fn status_agent() -> ureq::Agent {
+    ureq::AgentBuilder::new().timeout(STATUS_TIMEOUT).max_idle_connections(0).max_idle_connections_per_host(0).build()
+}
+
+fn fetch_status(agent: &ureq::Agent, url: &str) -> Result<NodeStatus> {
+    let body = agent.get(url).call().with_context(|| format!("GET {url}"))?.into_string().context("read the status")?;
+    serde_json::from_str(&body).with_context(|| format!("parse the status {body:?}"))
+}
+
+fn write_health(path: &Path, ok: bool) -> Result<()> {
+    let temp = path.with_extension("tmp");
+    fs::write(&temp, if ok { "ok\n" } else { "fail injected by the test\n" }).with_context(|| format!("write {}", temp.display()))?;
+    fs::rename(&temp, path).with_context(|| format!("rename {} to {}", temp.display(), path.display()))
+}
+
+fn read_lossy(path: &Path) -> String {
+    fs::read(path).map(|bytes| String::from_utf8_lossy(&bytes).into_owned()).unwrap_or_default()
+}
+
+fn unix_micros() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|elapsed| elapsed.as_micros() as u64).unwrap_or(0)
+}
+
+/// The time in a glog line's header (`I1123 22:27:52.483311 20637 file.rs:220] ...`): local
+/// wall-clock time without a year, taken as the latest such moment not after tomorrow.
+pub fn glog_time(line: &str) -> Option<SystemTime> {
+    let mut words = line.split_whitespace();
+    let level_and_date = words.next()?;
+    let time = words.next()?;
+    let month_day = level_and_date.get(1..5)?;
+    if !level_and_date.starts_with(['I', 'W', 'E', 'F']) || !month_day.bytes().all(|byte| byte.is_ascii_digit()) {
+        return None;
+    }
+    let now = chrono::Local::now();
+    let year = chrono::Datelike::year(&now);
+    for year in [year, year - 1] {
+        let naive = chrono::NaiveDateTime::parse_from_str(&format!("{year}{month_day} {time}"), "%Y%m%d %H:%M:%S%.f").ok()?;
+        let local = chrono::Local.from_local_datetime(&naive).earliest()?;
+        if local <= now + chrono::Duration::days(1) {
+            return Some(SystemTime::from(local));
+        }
+    }
+    None
+}
+
+/// `n` distinct TCP ports that were free on `address` a moment ago (all bound at once, then released).
+fn free_ports(address: Ipv4Addr, n: usize) -> Result<Vec<u16>> {
+    let listeners = (0..n)
+        .map(|_| TcpListener::bind(SocketAddrV4::new(address, 0)))
+        .collect::<std::io::Result<Vec<_>>>()
+        .with_context(|| format!("bind a free port on {address}"))?;
+    listeners.iter().map(|listener| Ok(listener.local_addr().context("read a bound port")?.port())).collect()
+}
+
+/// The `zbs-taskd` binary next to the running executable, built once per process when missing
+/// or older than the sources (see the module documentation).
+pub fn daemon_binary() -> Result<PathBuf> {
+    static BINARY: OnceLock<std::result::Result<PathBuf, String>> = OnceLock::new();
+    BINARY.get_or_init(|| find_or_build_binary().map_err(|error| format!("{error:#}"))).clone().map_err(|error| anyhow!(error))
+}
+
+fn find_or_build_binary() -> Result<PathBuf> {
+    if let Some(binary) = std::env::var_os(BINARY_ENV) {
+        let binary = PathBuf::from(binary);
+        ensure!(binary.is_file(), "{BINARY_ENV}={} is not a file", binary.display());
+        return Ok(binary);
+    }
+    let exe = std::env::current_exe().context("find the running executable")?;
+    let mut profile_dir = exe.parent().context("the executable has no dir")?.to_path_buf();
+    if profile_dir.file_name().is_some_and(|name| name == "deps" || name == "examples") {
+        profile_dir.pop();
+    }
+    let binary = profile_dir.join("zbs-taskd");
+    let release = profile_dir.file_name().is_some_and(|name| name == "release");
+    let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let built_at = fs::metadata(&binary).and_then(|metadata| metadata.modified()).ok();
+    let sources_at = newest_source(&workspace);
+    if built_at.is_some_and(|built| sources_at.is_none_or(|sources| built >= sources)) {
+        return Ok(binary);
+    }
+    let mut command = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    command.args(["build", "--quiet", "--package", "taskd", "--bin", "zbs-taskd"]).current_dir(&workspace);
+    if release {
+        command.arg("--release");
+    }
+    // Build into the dir this executable runs from, wherever the target dir is.
+    if let Some(target_dir) = profile_dir.parent() {
+        command.env("CARGO_TARGET_DIR", target_dir);
+    }
+    eprintln!("cluster fixture: building {} ({})", binary.display(), if release { "release" } else { "debug" });
+    let status = command.status().context("run cargo build for zbs-taskd")?;
+    ensure!(status.success(), "cargo build of zbs-taskd failed ({status})");
+    ensure!(binary.is_file(), "cargo build did not produce {}", binary.display());
+    Ok(binary)
+}
+
+/// The newest modification time of the daemon's sources: the crates it is built from and the lock file.
+fn newest_source(workspace: &Path) -> Option<SystemTime> {
+    fn walk(path: &Path, newest: &mut Option<SystemTime>) {
+        let Ok(metadata) = fs::metadata(path) else { return };
+        if metadata.is_dir() {
+            if let Ok(entries) = fs::read_dir(path) {
+                for entry in entries.flatten() {
+                    walk(&entry.path(), newest);
+                }
+            }
+        } else if path.extension().is_some_and(|extension| extension == "rs" || extension == "toml")
+            || path.file_name().is_some_and(|name| name == "Cargo.lock")
+        {
+            if let Ok(modified) = metadata.modified() {
+                *newest = Some(newest.map_or(modified, |newest: SystemTime| newest.max(modified)));
+            }
+        }
+    }
+    let mut newest = None;
+    for crate_name in ["taskd", "runtime", "quorum", "vip"] {
+        walk(&workspace.join(crate_name).join("src"), &mut newest);
+        walk(&workspace.join(crate_name).join("Cargo.toml"), &mut newest);
+    }
+    walk(&workspace.join("Cargo.lock"), &mut newest);
+    newest
+}
