@@ -155,14 +155,14 @@ impl Election {
         );
         self.take_pending_inputs();
         while !self.leaving {
-            let now = Instant::now();
-            let may_retry = self.retry_at.is_none_or(|retry_at| retry_at <= now);
-            if self.session.is_none() && may_retry {
-                self.establish_session();
-            } else if self.session.is_some() && self.connected && self.needs_evaluation && may_retry {
-                self.evaluate();
-            } else {
-                self.wait_for_input();
+            let retry_due = self.retry_at.is_none_or(|retry_at| retry_at <= Instant::now());
+            let has_work = self.session.is_none() || (self.needs_evaluation && self.is_connected_now());
+            match (has_work, retry_due) {
+                (true, true) if self.session.is_none() => self.establish_session(),
+                (true, true) => self.evaluate(),
+                // Work waits for its back-off; anything else waits for an input (or a step-down).
+                (true, false) => self.wait_for_input(self.retry_at),
+                (false, _) => self.wait_for_input(None),
             }
             self.take_pending_inputs();
             self.step_down_if_disconnected_too_long();
@@ -172,13 +172,17 @@ impl Election {
 
     // ----- inputs -------------------------------------------------------------------------------
 
-    /// Parks until an input arrives or the next deadline (retry, step-down) passes.
-    fn wait_for_input(&mut self) {
-        let deadline = [self.retry_at, self.step_down_deadline()].into_iter().flatten().min();
+    /// Parks until an input arrives, `deadline` passes or the step-down deadline passes.
+    ///
+    /// Scheduling is cooperative: the helper coroutines that feed the mailbox run on this thread,
+    /// so the driver must park (or at least yield) here, never spin.
+    fn wait_for_input(&mut self, deadline: Option<Instant>) {
+        let deadline = [deadline, self.step_down_deadline()].into_iter().flatten().min();
         let input = match deadline {
             Some(deadline) => {
                 let timeout = deadline.saturating_duration_since(Instant::now());
                 if timeout.is_zero() {
+                    runtime::yield_now();
                     return;
                 }
                 match runtime::block_on_timeout(self.mailbox.next(), timeout) {
@@ -346,6 +350,13 @@ impl Election {
     }
 
     // ----- election -----------------------------------------------------------------------------
+
+    /// Connected by the last message and by the client's own latest state: a request sent while
+    /// disconnected would wait for the reconnection, and the driver must stay free to step down.
+    fn is_connected_now(&self) -> bool {
+        self.connected
+            && self.session.as_ref().is_some_and(|session| session.state() == ZkSessionState::SyncConnected)
+    }
 
     fn step_down_deadline(&self) -> Option<Instant> {
         match (self.leader, self.disconnected_at) {
@@ -576,7 +587,10 @@ impl Election {
 
         let stage = Instant::now();
         self.watch_cancel = None;
-        if let (Some(session), Some(own_node)) = (self.session.clone(), self.own_node.take()) {
+        let own_node = self.own_node.take();
+        if let (Some(session), Some(own_node), true) = (self.session.clone(), own_node, self.is_connected_now()) {
+            // Disconnected, the delete would wait for a reconnection; the node then goes with the
+            // session (closed below, or expired).
             match session.delete(&own_node.path, None) {
                 Ok(()) | Err(ZkError::NoNode { .. }) => {}
                 Err(error) => tracing::warn!(%error, "could not delete the election node; closing the session removes it"),

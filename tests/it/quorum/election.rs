@@ -1,16 +1,17 @@
 //! Election scenarios without faults: one leader among three, hand-over on `stop`, priority
 //! take-over, and corrupt member data.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use quorum::zk::NodeKind;
-use quorum::{ZkConfig, ZkSession};
+use quorum::{Event, QuorumServer, ZkConfig, ZkSession};
 use tests::zk::ZooKeeper;
 
 use super::fixture::{
-    assert_never_two_leaders, member_config, serialize, service_path, EventLog, InProcessMember, Kind, SESSION_TIMEOUT,
-    WAIT,
+    assert_never_two_leaders, member_config, serialize, service_path, unix_micros, EventLog, InProcessMember, Kind,
+    Record, SESSION_TIMEOUT, WAIT,
 };
 
 #[test]
@@ -24,10 +25,14 @@ fn three_members_elect_exactly_one_leader_the_lowest_sequence() -> Result<()> {
         .map(|id| InProcessMember::start(&log, member_config(&zookeeper.connect_string(), &path, id, 0)))
         .collect::<Result<_>>()?;
     let leader = log.wait_for_single_leader(WAIT, &[])?;
-    // Everybody has seen all three members (the leader by its children watch).
+    // The leader learns of every join through its children watch; a follower reports the
+    // membership it saw when it last evaluated (at least itself): no herd of followers re-reading.
+    log.wait_for(WAIT, "the leader to know all three", |record| {
+        record.member == leader && matches!(&record.kind, Kind::Members(ids) if ids.len() == 3)
+    })?;
     for member in &members {
-        log.wait_for(WAIT, "every member knows all three", |record| {
-            record.member == member.id && matches!(&record.kind, Kind::Members(ids) if ids.len() == 3)
+        log.wait_for(WAIT, "every member to see itself", |record| {
+            record.member == member.id && matches!(&record.kind, Kind::Members(ids) if ids.contains(&member.id))
         })?;
     }
     let handles: Vec<_> = members.iter().map(InProcessMember::handle).collect();
@@ -39,11 +44,60 @@ fn three_members_elect_exactly_one_leader_the_lowest_sequence() -> Result<()> {
         .min_by_key(|(_, handle)| handle.sequence().unwrap_or(i64::MAX))
         .map(|(member, _)| member.id.clone());
     assert_eq!(lowest.as_deref(), Some(leader.as_str()), "the lowest sequence must lead");
-    for member in &members {
-        member.stop()?;
+    // Dropping a running server stops it and joins its thread.
+    drop(members);
+    for id in ["a", "b", "c"] {
+        let last = log.records().into_iter().filter(|record| record.member == id).last();
+        assert_eq!(last.map(|record| record.kind), Some(Kind::Stopped), "{id} did not stop on drop");
     }
     assert_never_two_leaders(&log, &[]);
     eprintln!("events:\n{}", log.describe());
+    Ok(())
+}
+
+#[test]
+fn stop_from_the_event_handler_on_the_loop_and_run_on_a_callers_thread() -> Result<()> {
+    let _serial = serialize();
+    let zookeeper = ZooKeeper::start()?;
+    let path = service_path("stop_from_handler");
+    let log = EventLog::default();
+    let server = Arc::new(QuorumServer::new(member_config(&zookeeper.connect_string(), &path, "a", 0))?);
+    let handle = server.handle();
+    let handler_log = log.clone();
+    server.initialize(move |event: Event| {
+        let leader = matches!(event, Event::RoleChanged { leader: true, .. });
+        handler_log.push(Record {
+            at_micros: unix_micros(),
+            member: "a".into(),
+            kind: match event {
+                Event::RoleChanged { leader: true, sequence } => Kind::Leader(sequence),
+                Event::RoleChanged { leader: false, sequence } => Kind::Follower(sequence),
+                Event::MembersChanged(members) => Kind::Members(members.into_iter().map(|member| member.info.id).collect()),
+                Event::SessionLost => Kind::SessionLost,
+                Event::Stopped => Kind::Stopped,
+            },
+        });
+        if leader {
+            // From the loop itself, twice: returns at once and leaves once.
+            handle.leave();
+            handle.leave();
+        }
+    })?;
+    let runner = server.clone();
+    let thread = std::thread::spawn(move || runner.run());
+    let run_result = thread.join().map_err(|_| anyhow::anyhow!("run panicked"))?;
+    run_result?;
+    assert!(server.wait_stopped(Duration::ZERO));
+    let kinds: Vec<Kind> = log.records().into_iter().map(|record| record.kind).collect();
+    assert!(matches!(kinds.first(), Some(Kind::Leader(_))), "{kinds:?}");
+    assert_eq!(kinds.last(), Some(&Kind::Stopped), "{kinds:?}");
+    assert_eq!(kinds.iter().filter(|kind| **kind == Kind::Stopped).count(), 1, "{kinds:?}");
+    // The election node is gone: nothing is left under the service path.
+    let session = ZkSession::connect(&ZkConfig::new(zookeeper.connect_string(), SESSION_TIMEOUT))?;
+    assert_eq!(session.children(&path)?, Vec::<String>::new());
+    session.close(SESSION_TIMEOUT)?;
+    server.stop();
+    drop(server);
     Ok(())
 }
 

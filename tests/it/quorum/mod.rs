@@ -5,3 +5,4 @@
 mod election;
 mod faults;
 mod fixture;
+mod session;
