@@ -188,17 +188,21 @@ impl HealthFlag {
     /// returns whether it holds. Re-checked after every recorded round. For plain threads (the
     /// supervisor, tests): a coroutine calling it would stall its whole context.
     pub fn wait_until(&self, timeout: Duration, mut condition: impl FnMut(&HealthStatus) -> bool) -> bool {
-        let deadline = Instant::now() + timeout;
+        // A timeout too large to add to `now` means waiting for the condition alone.
+        let deadline = Instant::now().checked_add(timeout);
         loop {
             if condition(&self.status()) {
                 return true;
             }
             let mut model = self.shared.model.lock();
-            if Instant::now() >= deadline {
-                return false;
-            }
+            let now = Instant::now();
+            let remaining = match deadline {
+                Some(deadline) if now >= deadline => return false,
+                Some(deadline) => deadline - now,
+                None => Duration::MAX,
+            };
             // Short slices guard against a round recorded between `status()` and this wait.
-            let slice = (deadline - Instant::now()).min(Duration::from_millis(50));
+            let slice = remaining.min(Duration::from_millis(50));
             self.shared.changed.wait_for(&mut model, slice);
         }
     }
@@ -224,6 +228,8 @@ pub struct Subscription {
 
 impl Drop for Subscription {
     fn drop(&mut self) {
-        self.shared.subscribers.lock().remove(&self.id);
+        // The callback is dropped after the lock is released: it may own subscriptions itself.
+        let callback = self.shared.subscribers.lock().remove(&self.id);
+        drop(callback);
     }
 }

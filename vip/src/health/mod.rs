@@ -28,6 +28,28 @@
 //! A leader steps down on `is_invalid()`; a node counts as healthy on `is_valid()`. Neither is
 //! `!` the other.
 //!
+//! # Use
+//!
+//! ```
+//! use vip::health::{HealthMonitor, HealthSample};
+//!
+//! // The daemon calls `HealthMonitor::start(&config.health, data_ip)` and `set_peers` on every
+//! // membership change; a monitor without a source shows the reader side.
+//! let monitor = HealthMonitor::without_source(3, 5)?;
+//! let flag = monitor.flag(); // cheap to clone, one atomic load per check
+//! let (wake_tx, wake_rx) = std::sync::mpsc::channel();
+//! let _subscription = flag.on_invalid(move |reason| {
+//!     let _ = wake_tx.send(reason.to_string()); // post to the event loop, nothing more
+//! });
+//! assert!(!flag.is_valid() && !flag.is_invalid()); // unknown at start
+//! for _ in 0..3 {
+//!     monitor.record(HealthSample::Bad("no peer answered".into()));
+//! }
+//! assert!(flag.is_invalid());
+//! assert_eq!(wake_rx.try_recv().map(|reason| reason.contains("no peer answered")), Ok(true));
+//! # Ok::<(), vip::health::HealthError>(())
+//! ```
+//!
 //! # Threads
 //!
 //! Blocking network and file work never runs on a coroutine context: each source has its own
@@ -53,3 +75,6 @@ pub use error::{HealthError, Result};
 pub use flag::{HealthFlag, HealthStatus, Subscription};
 pub use monitor::HealthMonitor;
 pub use state::{HealthChange, HealthSample, HealthState, Hysteresis};
+
+#[cfg(test)]
+mod tests;
