@@ -423,7 +423,14 @@ impl Election {
             None => self.create_own_node(session)?,
         };
         let names = session.children(&service_path)?;
-        let members = self.read_members(session, &names)?;
+        let nodes = sorted_member_nodes(&service_path, &names);
+        // Fast path of a hand-over: without priorities, a node with no lower sequence leads
+        // without reading anybody's data (a lower node could only be skipped, never ahead).
+        let first_by_name = nodes.first().is_some_and(|(sequence, _)| *sequence == own_node.sequence);
+        if first_by_name && !self.config.use_priority {
+            self.become_leader(own_node.sequence);
+        }
+        let members = self.read_members(session, nodes)?;
         if !members.iter().any(|member| member.sequence == own_node.sequence) {
             tracing::warn!(path = %own_node.path, "the election node has disappeared; rejoining");
             self.step_down("the election node has disappeared");
@@ -442,13 +449,13 @@ impl Election {
                     self.publish_members(members);
                     return Ok(());
                 }
-                // Lead, and watch the children to learn of joins (priority) and leaves.
+                // Lead, then watch the children to learn of joins (priority) and leaves.
+                self.become_leader(own_node.sequence);
                 let (names_now, watch) = session.children_and_watch(&service_path)?;
                 self.arm_watch(watch);
                 if sorted_names(&names_now) != sorted_names(&names) {
                     self.needs_evaluation = true;
                 }
-                self.become_leader(own_node.sequence);
             }
             Some(predecessor) => {
                 self.step_down("a member with a lower sequence exists");
@@ -516,13 +523,14 @@ impl Election {
 
     /// The members under the service path, sorted by sequence; nodes that vanished meanwhile and
     /// nodes with corrupt data are skipped (the latter with a warning).
-    fn read_members(&self, session: &ZkSession, names: &[String]) -> Result<Vec<Member>, ZkError> {
+    fn read_members(&self, session: &ZkSession, nodes: Vec<(i64, String)>) -> Result<Vec<Member>, ZkError> {
         let service_path = &self.config.service_path;
-        let mut members = Vec::with_capacity(names.len());
-        for (sequence, node_name) in sorted_member_nodes(service_path, names) {
-            let path = format!("{service_path}/{node_name}");
-            let Some((data, stat)) = session.get_data(&path)? else { continue };
-            match MemberInfo::decode(&path, &data) {
+        let paths: Vec<String> = nodes.iter().map(|(_, node_name)| format!("{service_path}/{node_name}")).collect();
+        let replies = session.get_data_of_each(&paths)?;
+        let mut members = Vec::with_capacity(nodes.len());
+        for (((sequence, node_name), path), reply) in nodes.into_iter().zip(&paths).zip(replies) {
+            let Some((data, stat)) = reply? else { continue };
+            match MemberInfo::decode(path, &data) {
                 Ok(info) => members.push(Member { sequence, node_name, session_id: stat.ephemeral_owner, info }),
                 Err(error) => {
                     tracing::warn!(%error, "skipping an election node with corrupt member data");

@@ -376,6 +376,30 @@ impl ZkSession {
         }
     }
 
+    /// `get_data` of every path, the requests pipelined (one round trip for all). Each result is
+    /// that path's own: `None` for a node that does not exist.
+    pub fn get_data_of_each(&self, paths: &[String]) -> Result<Vec<Result<Option<(Vec<u8>, NodeStat)>>>> {
+        let first_path = paths.first().map(String::as_str).unwrap_or("");
+        let client = self.client("get data", first_path)?;
+        // The client sends each request when its future is made, so all are in flight at once.
+        let requests: Vec<_> = paths.iter().map(|path| client.get_data(path)).collect();
+        let replies = runtime::block_on_timeout(futures::future::join_all(requests), self.operation_timeout)
+            .ok_or_else(|| ZkError::Timeout {
+                operation: "get data",
+                path: first_path.to_string(),
+                timeout: self.operation_timeout,
+            })?;
+        Ok(replies
+            .into_iter()
+            .zip(paths)
+            .map(|(reply, path)| match reply {
+                Ok((data, stat)) => Ok(Some((data, NodeStat::from_client(&stat)))),
+                Err(zookeeper_client::Error::NoNode) => Ok(None),
+                Err(error) => Err(ZkError::from_client("get data", path, error)),
+            })
+            .collect())
+    }
+
     /// Like `get_data`, leaving a watch that fires when the data changes or the node goes.
     pub fn get_data_and_watch(&self, path: &str) -> Result<(Vec<u8>, NodeStat, NodeWatch)> {
         let client = self.client("get data and watch", path)?;
