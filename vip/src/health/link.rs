@@ -49,12 +49,17 @@ impl LinkWatcher {
         socket
             .bind(&SocketAddr::new(0, RTMGRP_LINK))
             .map_err(HealthError::netlink("subscribe to link changes"))?;
+        // Room for a burst of notifications on a host with many interfaces; a smaller default
+        // only means an occasional full re-read (ENOBUFS), so a failure here is not fatal.
+        if let Err(error) = socket.set_rx_buf_sz(1 << 20) {
+            tracing::debug!(%error, "cannot enlarge the netlink receive buffer");
+        }
         socket
             .set_non_blocking(true)
             .map_err(HealthError::netlink("make the socket non-blocking"))?;
         let stop = StopSignal::new().map_err(HealthError::io("create the link watcher's stop event"))?;
         let mut state = WatchState::new(interface.to_string(), report);
-        request_link_dump(&socket).map_err(HealthError::netlink("ask for the links"))?;
+        state.request_dump(&socket).map_err(HealthError::netlink("ask for the links"))?;
         // The first answer is read here, so the monitor knows the link's state when `start`
         // returns and a link that is already down is reported before any probe round.
         state.read_until_dump_done(&socket, Instant::now() + Duration::from_secs(5))?;
@@ -89,6 +94,10 @@ struct WatchState<F> {
     /// The kernel's index of the interface, once seen; a link with this index but another name
     /// means the interface was renamed away.
     index: Option<u32>,
+    /// A dump was asked for and its `Done` has not come yet.
+    dump_pending: bool,
+    /// The interface appeared in the pending dump.
+    seen_in_dump: bool,
     /// The last reported state; `None` before the first report.
     reported: Option<LinkDown>,
     report: F,
@@ -100,50 +109,37 @@ impl<F: FnMut(LinkDown)> WatchState<F> {
         WatchState {
             interface,
             index: None,
+            dump_pending: false,
+            seen_in_dump: false,
             reported: None,
             report,
             buffer: vec![0; RECEIVE_BUFFER_LEN],
         }
     }
 
+    /// Asks for every link; the answer is handled like notifications, and an interface missing
+    /// from it is reported gone.
+    fn request_dump(&mut self, socket: &Socket) -> io::Result<()> {
+        request_link_dump(socket)?;
+        self.dump_pending = true;
+        self.seen_in_dump = false;
+        Ok(())
+    }
+
     fn read_until_dump_done(&mut self, socket: &Socket, deadline: Instant) -> Result<()> {
-        let mut seen_in_dump = false;
-        loop {
+        let read_error = |source| HealthError::NetLink { context: "read the links", source };
+        while self.dump_pending {
             if Instant::now() >= deadline {
-                return Err(HealthError::NetLink {
-                    context: "read the links",
-                    source: io::Error::new(io::ErrorKind::TimedOut, "no complete answer within 5 s"),
-                });
+                let source = io::Error::new(io::ErrorKind::TimedOut, "no complete answer within 5 s");
+                return Err(read_error(source));
             }
-            let datagram = match receive(socket, &mut self.buffer) {
-                Ok(Some(length)) => length,
-                Ok(None) => {
-                    wait_readable(socket, Duration::from_millis(50));
-                    continue;
-                }
-                Err(source) => return Err(HealthError::NetLink { context: "read the links", source }),
-            };
-            let mut done = false;
-            for message in parse_messages(&self.buffer[..datagram]) {
-                match message {
-                    Parsed::Link { new, link } => {
-                        seen_in_dump |= link_name(&link) == Some(self.interface.as_str());
-                        self.handle_link(new, &link);
-                    }
-                    Parsed::Done => done = true,
-                    Parsed::Error(source) => return Err(HealthError::NetLink { context: "read the links", source }),
-                    Parsed::Other => {}
-                }
-            }
-            if done {
-                if !seen_in_dump {
-                    self.index = None;
-                    let reason = format!("data interface {} does not exist", self.interface);
-                    self.set(Some(reason));
-                }
-                return Ok(());
+            match receive(socket, &mut self.buffer) {
+                Ok(Some(length)) => self.handle_datagram(length).map_err(read_error)?,
+                Ok(None) => wait_readable(socket, Duration::from_millis(50)),
+                Err(source) => return Err(read_error(source)),
             }
         }
+        Ok(())
     }
 
     fn follow(&mut self, socket: &Socket, stop: &StopSignal) {
@@ -161,13 +157,17 @@ impl<F: FnMut(LinkDown)> WatchState<F> {
                 }
             }
             loop {
-                match receive(socket, &mut self.buffer) {
+                let result = match receive(socket, &mut self.buffer) {
                     Ok(Some(length)) => self.handle_datagram(length),
                     Ok(None) => break,
+                    Err(error) => Err(error),
+                };
+                match result {
+                    Ok(()) => {}
                     Err(error) if error.raw_os_error() == Some(libc::ENOBUFS) => {
                         // Notifications were dropped: the only safe state is a fresh dump.
                         tracing::warn!("link notifications were lost; reading the links again");
-                        if let Err(error) = request_link_dump(socket) {
+                        if let Err(error) = self.request_dump(socket) {
                             tracing::error!(%error, "cannot ask for the links again");
                         }
                     }
@@ -180,13 +180,28 @@ impl<F: FnMut(LinkDown)> WatchState<F> {
         }
     }
 
-    fn handle_datagram(&mut self, length: usize) {
-        let messages = parse_messages(&self.buffer[..length]);
-        for message in messages {
-            if let Parsed::Link { new, link } = message {
-                self.handle_link(new, &link);
+    fn handle_datagram(&mut self, length: usize) -> io::Result<()> {
+        for message in parse_messages(&self.buffer[..length]) {
+            match message {
+                Parsed::Link { new, link } => {
+                    if self.dump_pending && new && link_name(&link) == Some(self.interface.as_str()) {
+                        self.seen_in_dump = true;
+                    }
+                    self.handle_link(new, &link);
+                }
+                Parsed::Done => {
+                    if self.dump_pending && !self.seen_in_dump {
+                        self.index = None;
+                        let reason = format!("data interface {} does not exist", self.interface);
+                        self.set(Some(reason));
+                    }
+                    self.dump_pending = false;
+                }
+                Parsed::Error(error) => return Err(error),
+                Parsed::Other => {}
             }
         }
+        Ok(())
     }
 
     fn handle_link(&mut self, new: bool, link: &LinkMessage) {

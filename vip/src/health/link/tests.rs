@@ -191,6 +191,21 @@ fn link_down_no_carrier_and_removal_are_invalid_at_once() {
         assert_eq!(flag.status().link_down, None);
     }
 
+    // Renamed away (a rename needs the link down first): the name no longer exists, even after
+    // the link comes back up under its new name.
+    lab.ip("link set zbsh0 down");
+    next_change_to(&changes, HealthState::Invalid);
+    lab.ip("link set zbsh0 name zbshx");
+    lab.ip("link set zbshx up");
+    let renamed = Some("data interface zbsh0 was renamed to zbshx");
+    assert!(flag.wait_until(PATIENCE, |status| status.link_down.as_deref() == renamed));
+    assert!(flag.is_invalid());
+    lab.ip("link set zbshx down");
+    lab.ip("link set zbshx name zbsh0");
+    lab.ip("link set zbsh0 up");
+    let change = next_change_to(&changes, HealthState::Valid);
+    assert_eq!(change.reason, "2 good rounds in a row", "valid again under its own name");
+
     // The kernel takes a device down before it unregisters it, so the first report may be
     // "administratively down"; the removal itself follows.
     lab.ip("link del zbsh0");
