@@ -176,8 +176,11 @@ fn link_down_no_carrier_and_removal_are_invalid_at_once() {
         ("link set zbsh1 down", "link set zbsh1 up", "data interface zbsh0 has no carrier"),
     ] {
         let rounds_before = flag.status().rounds;
+        let started = std::time::Instant::now();
         lab.ip(command);
         let change = next_change_to(&changes, HealthState::Invalid);
+        // Informational only (a benchmark, not an assertion): includes running `ip`.
+        eprintln!("`{command}` → invalid in {:?}", started.elapsed());
         assert_eq!(change.reason, expected, "after `{command}`");
         let status = flag.status();
         assert!(
