@@ -3,9 +3,11 @@
 //! and the `zbs-taskd` binary. Tasks, runners and the `zbs-task` client come in later issues.
 
 pub mod config;
+pub mod copy_volume;
 pub mod dispatcher;
 pub mod logging;
 pub mod notify;
 pub mod reentry;
 pub mod supervisor;
+pub mod task;
 pub mod task_server;

@@ -1,0 +1,500 @@
+//! Tests of the CopyVolume engine on real sparse files in temp dirs (1 MiB extents, 64 KiB
+//! blocks): equal content with holes kept, progress once per extent, resume, cancel,
+//! interrupt, pause and runtime windows, caught panics, and the path rules.
+
+use std::fs::{self, File};
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use chrono::Timelike;
+use tempfile::TempDir;
+
+use super::*;
+
+const MIB: u64 = 1 << 20;
+const EXTENT: u64 = MIB;
+const BLOCK: u64 = 64 << 10;
+
+/// A temp dir with an allowed root `root/` and a directory outside it, `outside/`.
+struct Sandbox {
+    dir: TempDir,
+}
+
+impl Sandbox {
+    fn new() -> Sandbox {
+        let dir = tempfile::Builder::new().prefix("copy-volume-").tempdir().expect("create a temp dir");
+        fs::create_dir(dir.path().join("root")).expect("create root");
+        fs::create_dir(dir.path().join("outside")).expect("create outside");
+        Sandbox { dir }
+    }
+
+    fn root(&self) -> PathBuf {
+        self.dir.path().join("root")
+    }
+
+    fn outside(&self) -> PathBuf {
+        self.dir.path().join("outside")
+    }
+
+    fn roots(&self) -> AllowedRoots {
+        AllowedRoots::new([self.root()]).expect("a valid root")
+    }
+
+    fn paths(&self, source: &str, destination: &str) -> CopyPaths {
+        self.roots().check(&self.root().join(source), &self.root().join(destination)).expect("paths inside the root")
+    }
+}
+
+/// Writes a sparse file of `len` bytes with seeded random data at each `(offset, len)` region.
+fn sparse_file(path: &Path, len: u64, regions: &[(u64, u64)], seed: u64) {
+    let file = File::create(path).expect("create the source");
+    file.set_len(len).expect("set the source length");
+    let mut rng = fastrand::Rng::with_seed(seed);
+    for &(offset, region_len) in regions {
+        let mut data = vec![0u8; region_len as usize];
+        rng.fill(&mut data);
+        file.write_all_at(&data, offset).expect("write a data region");
+    }
+    file.sync_all().expect("sync the source");
+}
+
+/// Random regions of 1..=200 KiB at random offsets (not block aligned).
+fn random_regions(len: u64, count: usize, seed: u64) -> Vec<(u64, u64)> {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    (0..count)
+        .map(|_| {
+            let region_len = rng.u64(1..=200 << 10);
+            (rng.u64(0..len - region_len), region_len)
+        })
+        .collect()
+}
+
+fn spec(paths: CopyPaths, io_depth: u32) -> CopySpec {
+    CopySpec { paths, io_depth, start_extent: 0, extent_size: EXTENT, block_size: BLOCK }
+}
+
+/// The data ranges of a file as `SEEK_DATA`/`SEEK_HOLE` report them.
+fn data_map(path: &Path) -> Vec<(u64, u64)> {
+    let file = File::open(path).expect("open for the data map");
+    let len = file.metadata().expect("metadata").len();
+    sparse::data_blocks(&file, 0..len, 4096)
+        .expect("data blocks")
+        .into_iter()
+        .fold(Vec::new(), |mut ranges: Vec<(u64, u64)>, block| {
+            match ranges.last_mut() {
+                Some(last) if last.1 == block.offset => last.1 = block.offset + block.len,
+                _ => ranges.push((block.offset, block.offset + block.len)),
+            }
+            ranges
+        })
+}
+
+fn allocated_bytes(path: &Path) -> u64 {
+    fs::metadata(path).expect("metadata").blocks() * 512
+}
+
+fn assert_same_content(source: &Path, destination: &Path) {
+    let source_bytes = fs::read(source).expect("read the source");
+    let destination_bytes = fs::read(destination).expect("read the destination");
+    assert_eq!(source_bytes.len(), destination_bytes.len(), "lengths differ");
+    assert!(source_bytes == destination_bytes, "contents differ");
+}
+
+/// Runs a copy and collects every progress report.
+fn run_copy(spec: &CopySpec, control: &CopyControl) -> (CopyOutcome, Vec<Progress>) {
+    let mut reports = Vec::new();
+    let outcome = copy_volume(spec, control, |progress| reports.push(*progress));
+    (outcome, reports)
+}
+
+/// A window that does not contain the local time now (it opens two hours from now).
+fn closed_window() -> RuntimeWindow {
+    let hour = chrono::Local::now().hour();
+    RuntimeWindow::new((hour + 2) % 24, 0, (hour + 3) % 24, 0).expect("valid")
+}
+
+#[test]
+fn a_sparse_file_copies_with_equal_content_and_stays_sparse() {
+    let sandbox = Sandbox::new();
+    let len = 8 * MIB + 12_345;
+    let regions = random_regions(len, 24, 1);
+    sparse_file(&sandbox.root().join("src"), len, &regions, 2);
+    let control = CopyControl::new();
+    let (outcome, reports) = run_copy(&spec(sandbox.paths("src", "dst"), 4), &control);
+    assert!(matches!(outcome, CopyOutcome::Completed), "{outcome:?}");
+    assert_same_content(&sandbox.root().join("src"), &sandbox.root().join("dst"));
+    let source_allocated = allocated_bytes(&sandbox.root().join("src"));
+    let destination_allocated = allocated_bytes(&sandbox.root().join("dst"));
+    // Whole blocks around each region are written: at most two extra blocks per region.
+    assert!(
+        destination_allocated <= source_allocated + regions.len() as u64 * 2 * BLOCK,
+        "destination allocates {destination_allocated} bytes, source {source_allocated}"
+    );
+    assert!(destination_allocated < len / 2, "the destination is not sparse: {destination_allocated} bytes");
+    let data: u64 = data_map(&sandbox.root().join("src")).iter().map(|(start, end)| end - start).sum();
+    let stats = control.stats();
+    assert!(stats.bytes_read < data + regions.len() as u64 * 2 * BLOCK, "holes were read: {stats:?}");
+    assert_eq!(reports.len(), 9);
+}
+
+#[test]
+fn holes_and_zero_blocks_become_holes_in_the_destination() {
+    let sandbox = Sandbox::new();
+    let source = sandbox.root().join("src");
+    let len = 6 * MIB;
+    // Block-aligned data, so the destination's data map must equal these regions exactly.
+    let regions = [(0, BLOCK), (MIB + 3 * BLOCK, 2 * BLOCK), (4 * MIB, MIB), (6 * MIB - BLOCK, BLOCK)];
+    sparse_file(&source, len, &regions, 3);
+    // Extent 2 is allocated but all zeros: it must not be written.
+    let zeros = File::options().write(true).open(&source).expect("open the source");
+    zeros.write_all_at(&vec![0u8; MIB as usize], 2 * MIB).expect("write zeros");
+    zeros.sync_all().expect("sync");
+    assert!(data_map(&source).contains(&(2 * MIB, 3 * MIB)), "the zeros are allocated: {:?}", data_map(&source));
+
+    let control = CopyControl::new();
+    let (outcome, reports) = run_copy(&spec(sandbox.paths("src", "dst"), 2), &control);
+    assert!(matches!(outcome, CopyOutcome::Completed), "{outcome:?}");
+    let destination = sandbox.root().join("dst");
+    assert_same_content(&source, &destination);
+    let expected: Vec<(u64, u64)> = vec![(0, BLOCK), (MIB + 3 * BLOCK, MIB + 5 * BLOCK), (4 * MIB, 5 * MIB), (6 * MIB - BLOCK, 6 * MIB)];
+    assert_eq!(data_map(&destination), expected);
+    assert_eq!(control.stats().bytes_written, MIB + 4 * BLOCK);
+    // Progress arrives once per extent, holes included, in order.
+    let extents: Vec<u64> = reports.iter().map(|report| report.cur_extent).collect();
+    assert_eq!(extents, [1, 2, 3, 4, 5, 6]);
+    let last = reports.last().expect("a report");
+    assert_eq!((last.n_extents, last.bytes_done, last.bytes_total), (6, len, len));
+}
+
+#[test]
+fn a_fresh_copy_replaces_an_existing_larger_destination() {
+    let sandbox = Sandbox::new();
+    sparse_file(&sandbox.root().join("src"), 3 * MIB, &[(MIB, 100_000)], 4);
+    sparse_file(&sandbox.root().join("dst"), 5 * MIB, &[(0, 5 * MIB)], 5);
+    let (outcome, _) = run_copy(&spec(sandbox.paths("src", "dst"), 3), &CopyControl::new());
+    assert!(matches!(outcome, CopyOutcome::Completed), "{outcome:?}");
+    assert_same_content(&sandbox.root().join("src"), &sandbox.root().join("dst"));
+}
+
+#[test]
+fn an_empty_source_completes_without_progress() {
+    let sandbox = Sandbox::new();
+    sparse_file(&sandbox.root().join("src"), 0, &[], 6);
+    let (outcome, reports) = run_copy(&spec(sandbox.paths("src", "dst"), 1), &CopyControl::new());
+    assert!(matches!(outcome, CopyOutcome::Completed), "{outcome:?}");
+    assert!(reports.is_empty());
+    assert_eq!(fs::metadata(sandbox.root().join("dst")).expect("metadata").len(), 0);
+}
+
+#[test]
+fn resuming_at_extent_k_copies_only_extents_from_k_on() {
+    let sandbox = Sandbox::new();
+    let len = 8 * MIB;
+    sparse_file(&sandbox.root().join("src"), len, &[(0, len)], 7);
+    let control = CopyControl::new();
+    let mut resumed = spec(sandbox.paths("src", "dst"), 4);
+    resumed.start_extent = 5;
+    let (outcome, reports) = run_copy(&resumed, &control);
+    assert!(matches!(outcome, CopyOutcome::Completed), "{outcome:?}");
+    assert_eq!(control.stats().bytes_read, 3 * MIB);
+    assert_eq!(reports.iter().map(|report| report.cur_extent).collect::<Vec<_>>(), [6, 7, 8]);
+    let source_bytes = fs::read(sandbox.root().join("src")).expect("read");
+    let destination_bytes = fs::read(sandbox.root().join("dst")).expect("read");
+    assert_eq!(destination_bytes.len() as u64, len);
+    assert!(destination_bytes[..5 * MIB as usize].iter().all(|&byte| byte == 0), "extents before k were written");
+    assert!(destination_bytes[5 * MIB as usize..] == source_bytes[5 * MIB as usize..]);
+}
+
+#[test]
+fn an_interrupted_copy_resumes_where_it_stopped() {
+    let sandbox = Sandbox::new();
+    let len = 8 * MIB;
+    sparse_file(&sandbox.root().join("src"), len, &random_regions(len, 40, 8), 9);
+    let paths = sandbox.paths("src", "dst");
+    let first = CopyControl::new();
+    let interrupter = first.clone();
+    let outcome = copy_volume(&spec(paths.clone(), 4), &first, |progress| {
+        if progress.cur_extent == 3 {
+            interrupter.interrupt();
+        }
+    });
+    assert!(matches!(outcome, CopyOutcome::Interrupted { at_extent: 3 }), "{outcome:?}");
+
+    let second = CopyControl::new();
+    let mut resumed = spec(paths, 4);
+    resumed.start_extent = 3;
+    let (outcome, _) = run_copy(&resumed, &second);
+    assert!(matches!(outcome, CopyOutcome::Completed), "{outcome:?}");
+    assert_same_content(&sandbox.root().join("src"), &sandbox.root().join("dst"));
+    let total_read = first.stats().bytes_read + second.stats().bytes_read;
+    let data: u64 = data_map(&sandbox.root().join("src")).iter().map(|(start, end)| end - start).sum();
+    assert!(total_read <= data + 80 * BLOCK, "the resumed copy re-read finished extents: {total_read} of {data}");
+}
+
+#[test]
+fn cancel_stops_within_one_block_per_coroutine() {
+    let sandbox = Sandbox::new();
+    let len = 8 * MIB;
+    sparse_file(&sandbox.root().join("src"), len, &[(0, len)], 10);
+    let io_depth = 4;
+    let mut one_extent = spec(sandbox.paths("src", "dst"), io_depth);
+    one_extent.extent_size = len;
+    let control = CopyControl::new();
+    let blocks_at_cancel = Arc::new(AtomicU64::new(0));
+    let seen = blocks_at_cancel.clone();
+    control.set_block_hook(move |control, blocks_read| {
+        if blocks_read == 10 {
+            control.cancel();
+            seen.store(blocks_read, Ordering::SeqCst);
+        }
+    });
+    let (outcome, reports) = run_copy(&one_extent, &control);
+    assert!(matches!(outcome, CopyOutcome::Cancelled), "{outcome:?}");
+    assert!(reports.is_empty(), "a cancelled extent was reported: {reports:?}");
+    let blocks_read = control.stats().bytes_read / BLOCK;
+    assert_eq!(blocks_at_cancel.load(Ordering::SeqCst), 10);
+    assert!(blocks_read <= 10 + u64::from(io_depth), "{blocks_read} blocks read after a cancel at 10");
+}
+
+#[test]
+fn interrupt_mid_extent_resumes_at_that_extent() {
+    let sandbox = Sandbox::new();
+    sparse_file(&sandbox.root().join("src"), 4 * MIB, &[(0, 4 * MIB)], 11);
+    let control = CopyControl::new();
+    // 16 blocks per extent: block 20 is in extent 1.
+    control.set_block_hook(|control, blocks_read| {
+        if blocks_read == 20 {
+            control.interrupt();
+        }
+    });
+    let (outcome, reports) = run_copy(&spec(sandbox.paths("src", "dst"), 3), &control);
+    assert!(matches!(outcome, CopyOutcome::Interrupted { at_extent: 1 }), "{outcome:?}");
+    assert_eq!(reports.len(), 1);
+    assert!(control.stats().bytes_read <= (20 + 3) * BLOCK);
+}
+
+#[test]
+fn pause_waits_for_the_extent_boundary() {
+    let sandbox = Sandbox::new();
+    sparse_file(&sandbox.root().join("src"), 4 * MIB, &[(0, 4 * MIB)], 12);
+    let control = CopyControl::new();
+    control.set_block_hook(|control, blocks_read| {
+        if blocks_read == 3 {
+            control.pause();
+        }
+    });
+    let (outcome, reports) = run_copy(&spec(sandbox.paths("src", "dst"), 4), &control);
+    assert!(matches!(outcome, CopyOutcome::Paused { at_extent: 1 }), "{outcome:?}");
+    assert_eq!(reports.len(), 1);
+    assert_eq!(control.stats().bytes_read, MIB, "the paused extent was not finished, or the next one started");
+}
+
+#[test]
+fn a_closed_runtime_window_pauses_at_the_next_extent() {
+    let sandbox = Sandbox::new();
+    sparse_file(&sandbox.root().join("src"), 4 * MIB, &[(0, 4 * MIB)], 13);
+    let paths = sandbox.paths("src", "dst");
+
+    // The window closes (set_runtime) while extent 0 is copied.
+    let control = CopyControl::with_runtime_window(Some(RuntimeWindow::new(0, 0, 0, 0).expect("all day")));
+    let setter = control.clone();
+    let outcome = copy_volume(&spec(paths.clone(), 2), &control, |_| setter.set_runtime_window(Some(closed_window())));
+    assert!(matches!(outcome, CopyOutcome::Paused { at_extent: 1 }), "{outcome:?}");
+    assert_eq!(control.stats().bytes_read, MIB);
+
+    // Outside the window from the start: nothing is read.
+    let control = CopyControl::with_runtime_window(Some(closed_window()));
+    let mut resumed = spec(paths, 2);
+    resumed.start_extent = 1;
+    let (outcome, reports) = run_copy(&resumed, &control);
+    assert!(matches!(outcome, CopyOutcome::Paused { at_extent: 1 }), "{outcome:?}");
+    assert!(reports.is_empty());
+    assert_eq!(control.stats().bytes_read, 0);
+}
+
+#[test]
+fn a_panicking_progress_callback_fails_only_the_copy() {
+    let sandbox = Sandbox::new();
+    sparse_file(&sandbox.root().join("src"), 3 * MIB, &[(0, 3 * MIB)], 14);
+    let outcome = copy_volume(&spec(sandbox.paths("src", "dst"), 2), &CopyControl::new(), |progress| {
+        if progress.cur_extent == 2 {
+            panic!("the ZooKeeper write exploded");
+        }
+    });
+    match outcome {
+        CopyOutcome::Failed(CopyError::Panicked(message)) => assert!(message.contains("exploded"), "{message}"),
+        other => panic!("expected a caught panic, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_panic_in_a_block_coroutine_fails_only_the_copy() {
+    let sandbox = Sandbox::new();
+    sparse_file(&sandbox.root().join("src"), 2 * MIB, &[(0, 2 * MIB)], 15);
+    let control = CopyControl::new();
+    control.set_block_hook(|_, blocks_read| assert_ne!(blocks_read, 5, "block five is cursed"));
+    let (outcome, _) = run_copy(&spec(sandbox.paths("src", "dst"), 4), &control);
+    match outcome {
+        CopyOutcome::Failed(CopyError::Panicked(message)) => assert!(message.contains("cursed"), "{message}"),
+        other => panic!("expected a caught panic, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_copy_runs_from_a_coroutine_of_another_context() {
+    let sandbox = Sandbox::new();
+    sparse_file(&sandbox.root().join("src"), 2 * MIB, &random_regions(2 * MIB, 5, 16), 17);
+    let copy_spec = spec(sandbox.paths("src", "dst"), 4);
+    let runner = runtime::ThreadContext::new("test-runner").expect("start a context");
+    let finished: runtime::SyncPoint<(bool, usize)> = runtime::SyncPoint::new();
+    let report = finished.clone();
+    runner
+        .sched(move || {
+            let mut n_reports = 0;
+            let outcome = copy_volume(&copy_spec, &CopyControl::new(), |_| n_reports += 1);
+            report.done_with((matches!(outcome, CopyOutcome::Completed), n_reports));
+        })
+        .expect("schedule the copy");
+    assert!(finished.wait_timeout(std::time::Duration::from_secs(60)), "the copy did not finish");
+    assert_eq!(finished.take(), Some((true, 2)));
+    assert_same_content(&sandbox.root().join("src"), &sandbox.root().join("dst"));
+}
+
+#[test]
+fn invalid_specs_fail_before_any_io() {
+    let sandbox = Sandbox::new();
+    sparse_file(&sandbox.root().join("src"), MIB, &[(0, MIB)], 18);
+    let paths = sandbox.paths("src", "dst");
+    let bad = [
+        CopySpec { io_depth: 0, ..spec(paths.clone(), 1) },
+        CopySpec { io_depth: MAX_IO_DEPTH + 1, ..spec(paths.clone(), 1) },
+        CopySpec { block_size: 1000, ..spec(paths.clone(), 1) },
+        CopySpec { extent_size: BLOCK + 4096, ..spec(paths.clone(), 1) },
+    ];
+    for bad_spec in &bad {
+        let (outcome, _) = run_copy(bad_spec, &CopyControl::new());
+        assert!(matches!(outcome, CopyOutcome::Failed(CopyError::InvalidSpec(_))), "{outcome:?}");
+    }
+    assert!(!sandbox.root().join("dst").exists(), "an invalid copy touched the destination");
+    let (outcome, _) = run_copy(&CopySpec { start_extent: 2, ..spec(paths, 1) }, &CopyControl::new());
+    assert!(matches!(outcome, CopyOutcome::Failed(CopyError::InvalidSpec(_))), "{outcome:?}");
+}
+
+mod paths_rules {
+    //! The path rules: everything outside the roots is refused before any IO.
+
+    use std::os::unix::fs::symlink;
+
+    use super::*;
+
+    fn check(sandbox: &Sandbox, source: &Path, destination: &Path) -> Result<CopyPaths, PathError> {
+        sandbox.roots().check(source, destination)
+    }
+
+    fn setup() -> Sandbox {
+        let sandbox = Sandbox::new();
+        sparse_file(&sandbox.root().join("src"), MIB, &[(0, 4096)], 19);
+        sparse_file(&sandbox.outside().join("secret"), MIB, &[(0, 4096)], 20);
+        sandbox
+    }
+
+    #[test]
+    fn paths_inside_the_root_are_canonical() {
+        let sandbox = setup();
+        fs::create_dir(sandbox.root().join("sub")).expect("mkdir");
+        let paths = check(&sandbox, &sandbox.root().join("./src"), &sandbox.root().join("sub/dst")).expect("accepted");
+        let root = fs::canonicalize(sandbox.root()).expect("canonical root");
+        assert_eq!(paths.source(), root.join("src"));
+        assert_eq!(paths.destination(), root.join("sub/dst"));
+    }
+
+    #[test]
+    fn a_source_or_destination_outside_the_roots_is_refused() {
+        let sandbox = setup();
+        let source_outside = check(&sandbox, &sandbox.outside().join("secret"), &sandbox.root().join("dst"));
+        assert!(matches!(source_outside, Err(PathError::OutsideRoots { role: "source", .. })), "{source_outside:?}");
+        let destination_outside = check(&sandbox, &sandbox.root().join("src"), &sandbox.outside().join("dst"));
+        assert!(matches!(destination_outside, Err(PathError::OutsideRoots { role: "destination", .. })));
+        // A sibling whose name starts like the root is not inside it.
+        fs::create_dir(sandbox.dir.path().join("root2")).expect("mkdir");
+        let sibling = check(&sandbox, &sandbox.root().join("src"), &sandbox.dir.path().join("root2/dst"));
+        assert!(matches!(sibling, Err(PathError::OutsideRoots { .. })), "{sibling:?}");
+        assert!(!sandbox.outside().join("dst").exists());
+    }
+
+    #[test]
+    fn dot_dot_is_refused_even_when_it_stays_inside() {
+        let sandbox = setup();
+        fs::create_dir(sandbox.root().join("sub")).expect("mkdir");
+        for (source, destination) in [
+            (sandbox.root().join("sub/../src"), sandbox.root().join("dst")),
+            (sandbox.root().join("src"), sandbox.root().join("../outside/dst")),
+            (sandbox.root().join("../outside/secret"), sandbox.root().join("dst")),
+        ] {
+            let result = check(&sandbox, &source, &destination);
+            assert!(matches!(result, Err(PathError::ParentComponent { .. })), "{source:?} {destination:?}: {result:?}");
+        }
+    }
+
+    #[test]
+    fn symlinks_out_of_the_root_are_refused() {
+        let sandbox = setup();
+        symlink(sandbox.outside().join("secret"), sandbox.root().join("link-to-secret")).expect("symlink");
+        symlink(sandbox.outside().join("victim"), sandbox.root().join("link-to-victim")).expect("symlink");
+        sparse_file(&sandbox.outside().join("victim"), 4096, &[(0, 4096)], 21);
+        symlink(sandbox.outside(), sandbox.root().join("link-to-outside")).expect("symlink");
+        let source_link = check(&sandbox, &sandbox.root().join("link-to-secret"), &sandbox.root().join("dst"));
+        assert!(matches!(source_link, Err(PathError::OutsideRoots { role: "source", .. })), "{source_link:?}");
+        let destination_link = check(&sandbox, &sandbox.root().join("src"), &sandbox.root().join("link-to-victim"));
+        assert!(matches!(destination_link, Err(PathError::OutsideRoots { role: "destination", .. })), "{destination_link:?}");
+        let directory_link = check(&sandbox, &sandbox.root().join("src"), &sandbox.root().join("link-to-outside/new"));
+        assert!(matches!(directory_link, Err(PathError::OutsideRoots { role: "destination", .. })), "{directory_link:?}");
+        // A dangling symlink as destination would create a file wherever it points.
+        symlink(sandbox.outside().join("not-yet"), sandbox.root().join("dangling")).expect("symlink");
+        let dangling = check(&sandbox, &sandbox.root().join("src"), &sandbox.root().join("dangling"));
+        assert!(dangling.is_err(), "{dangling:?}");
+        assert!(!sandbox.outside().join("not-yet").exists());
+        // A symlink that stays inside the root is fine, and resolved.
+        symlink(sandbox.root().join("src"), sandbox.root().join("link-to-src")).expect("symlink");
+        let inside = check(&sandbox, &sandbox.root().join("link-to-src"), &sandbox.root().join("dst")).expect("accepted");
+        assert_eq!(inside.source(), fs::canonicalize(sandbox.root().join("src")).expect("canonical"));
+    }
+
+    #[test]
+    fn the_same_file_is_refused_also_through_links() {
+        let sandbox = setup();
+        let same = check(&sandbox, &sandbox.root().join("src"), &sandbox.root().join("src"));
+        assert!(matches!(same, Err(PathError::SameFile { .. })), "{same:?}");
+        fs::hard_link(sandbox.root().join("src"), sandbox.root().join("hard")).expect("hard link");
+        let hard = check(&sandbox, &sandbox.root().join("src"), &sandbox.root().join("hard"));
+        assert!(matches!(hard, Err(PathError::SameFile { .. })), "{hard:?}");
+        symlink(sandbox.root().join("src"), sandbox.root().join("soft")).expect("symlink");
+        let soft = check(&sandbox, &sandbox.root().join("soft"), &sandbox.root().join("src"));
+        assert!(matches!(soft, Err(PathError::SameFile { .. })), "{soft:?}");
+    }
+
+    #[test]
+    fn missing_relative_and_odd_paths_are_refused() {
+        let sandbox = setup();
+        let missing = check(&sandbox, &sandbox.root().join("nope"), &sandbox.root().join("dst"));
+        assert!(matches!(missing, Err(PathError::SourceMissing { .. })), "{missing:?}");
+        let relative = check(&sandbox, Path::new("root/src"), &sandbox.root().join("dst"));
+        assert!(matches!(relative, Err(PathError::NotAbsolute { role: "source", .. })), "{relative:?}");
+        let no_parent = check(&sandbox, &sandbox.root().join("src"), &sandbox.root().join("no/such/dir/dst"));
+        assert!(matches!(no_parent, Err(PathError::DestinationParentMissing { .. })), "{no_parent:?}");
+        let directory = check(&sandbox, &sandbox.root(), &sandbox.root().join("dst"));
+        assert!(matches!(directory, Err(PathError::NotAVolume { role: "source", .. })), "{directory:?}");
+        fs::create_dir(sandbox.root().join("a-dir")).expect("mkdir");
+        let onto_directory = check(&sandbox, &sandbox.root().join("src"), &sandbox.root().join("a-dir"));
+        assert!(matches!(onto_directory, Err(PathError::NotAVolume { role: "destination", .. })), "{onto_directory:?}");
+        let root_itself = check(&sandbox, &sandbox.root().join("src"), &sandbox.root());
+        assert!(root_itself.is_err(), "{root_itself:?}");
+        let none = AllowedRoots::new(Vec::<PathBuf>::new()).expect("empty is allowed").check(&sandbox.root().join("src"), &sandbox.root().join("dst"));
+        assert!(matches!(none, Err(PathError::NoAllowedRoots)), "{none:?}");
+        assert!(matches!(AllowedRoots::new([sandbox.root().join("src")]), Err(PathError::RootNotDirectory(_))));
+        assert!(matches!(AllowedRoots::new([sandbox.root().join("nope")]), Err(PathError::BadRoot { .. })));
+        assert!(!sandbox.root().join("dst").exists(), "a refused check created the destination");
+    }
+}
