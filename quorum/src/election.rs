@@ -439,7 +439,7 @@ impl Election {
             self.publish_members(members);
             return Ok(());
         }
-        let predecessor = members.iter().filter(|member| member.sequence < own_node.sequence).last().cloned();
+        let predecessor = members.iter().rfind(|member| member.sequence < own_node.sequence).cloned();
         match predecessor {
             None => {
                 let higher_priority = self.config.use_priority

@@ -133,6 +133,9 @@ impl NodeStat {
     }
 }
 
+/// A node's data with its stat.
+pub type NodeData = (Vec<u8>, NodeStat);
+
 /// A node made by `create`: its full path and, for sequential nodes, its sequence number.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CreatedNode {
@@ -367,7 +370,7 @@ impl ZkSession {
     }
 
     /// The node's data and stat, or `None` when it does not exist.
-    pub fn get_data(&self, path: &str) -> Result<Option<(Vec<u8>, NodeStat)>> {
+    pub fn get_data(&self, path: &str) -> Result<Option<NodeData>> {
         let client = self.client("get data", path)?;
         match self.wait("get data", path, client.get_data(path)) {
             Ok((data, stat)) => Ok(Some((data, NodeStat::from_client(&stat)))),
@@ -378,7 +381,7 @@ impl ZkSession {
 
     /// `get_data` of every path, the requests pipelined (one round trip for all). Each result is
     /// that path's own: `None` for a node that does not exist.
-    pub fn get_data_of_each(&self, paths: &[String]) -> Result<Vec<Result<Option<(Vec<u8>, NodeStat)>>>> {
+    pub fn get_data_of_each(&self, paths: &[String]) -> Result<Vec<Result<Option<NodeData>>>> {
         let first_path = paths.first().map(String::as_str).unwrap_or("");
         let client = self.client("get data", first_path)?;
         // The client sends each request when its future is made, so all are in flight at once.

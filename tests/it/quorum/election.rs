@@ -47,7 +47,7 @@ fn three_members_elect_exactly_one_leader_the_lowest_sequence() -> Result<()> {
     // Dropping a running server stops it and joins its thread.
     drop(members);
     for id in ["a", "b", "c"] {
-        let last = log.records().into_iter().filter(|record| record.member == id).last();
+        let last = log.records().into_iter().rfind(|record| record.member == id);
         assert_eq!(last.map(|record| record.kind), Some(Kind::Stopped), "{id} did not stop on drop");
     }
     assert_never_two_leaders(&log, &[]);
@@ -129,7 +129,7 @@ fn stop_of_the_leader_hands_over_through_the_watch() -> Result<()> {
         );
         assert!(old.server.wait_stopped(WAIT), "the old leader did not finish stopping");
         let stopped = log.wait_for(WAIT, "Stopped", |record| record.member == old.id && record.kind == Kind::Stopped)?;
-        let last = log.records().into_iter().filter(|record| record.member == old.id).last();
+        let last = log.records().into_iter().rfind(|record| record.member == old.id);
         assert_eq!(last.map(|record| record.kind), Some(Kind::Stopped), "Stopped must be the last event");
         let _ = stopped;
     }

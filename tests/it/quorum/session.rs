@@ -123,7 +123,7 @@ fn session_calls_from_a_coroutine_park_only_the_coroutine() -> Result<()> {
         let outcome = writer_session.create_persistent("/coroutines/flag", b"");
         let _ = done_sender.send(format!("created {}", outcome.is_ok()));
     })?;
-    let mut outcomes = vec![done.recv_timeout(WAIT)?, done.recv_timeout(WAIT)?];
+    let mut outcomes = [done.recv_timeout(WAIT)?, done.recv_timeout(WAIT)?];
     outcomes.sort();
     assert_eq!(outcomes[0], "Ok(Created { path: \"/coroutines/flag\" })");
     assert_eq!(outcomes[1], "created true");

@@ -140,9 +140,8 @@ fn measure_stop_rounds(connect: &str) -> Result<Vec<f64>> {
     }
     // Members joined in order, so the front one leads.
     wait_for_role(&roles, |change| change.member == 0 && change.leader)?;
-    let mut next_index = N_MEMBERS;
     let mut samples = Vec::with_capacity(STOP_ROUNDS);
-    for _round in 0..STOP_ROUNDS {
+    for next_index in N_MEMBERS..N_MEMBERS + STOP_ROUNDS {
         let (leader_index, leader) = members.pop_front().context("no member left")?;
         std::thread::sleep(Duration::from_millis(20));
         let stop_called = Instant::now();
@@ -158,7 +157,6 @@ fn measure_stop_rounds(connect: &str) -> Result<Vec<f64>> {
         drop(leader);
         members.push_back((next_index, start_member(connect, path, next_index, &role_sender, &joined_sender)?));
         wait_joined(&joined, next_index)?;
-        next_index += 1;
     }
     for (_, member) in &members {
         member.stop();
@@ -272,9 +270,8 @@ fn measure_kill_rounds(connect: &str) -> Result<Vec<f64>> {
         // A member's members line follows its leader line, if it leads: member 0 leads now.
         wait_for_line(&lines, |line| line.0 == index && line.3)?;
     }
-    let mut next_index = N_MEMBERS;
     let mut samples = Vec::with_capacity(KILL_ROUNDS);
-    for _round in 0..KILL_ROUNDS {
+    for next_index in N_MEMBERS..N_MEMBERS + KILL_ROUNDS {
         let (leader_index, mut leader) = members.pop_front().context("no member left")?;
         std::thread::sleep(Duration::from_millis(200));
         leader.child.kill().context("kill the leader")?;
@@ -288,7 +285,6 @@ fn measure_kill_rounds(connect: &str) -> Result<Vec<f64>> {
         drop(leader);
         members.push_back((next_index, start_process(&binary, connect, path, next_index, &line_sender)?));
         wait_for_line(&lines, |line| line.0 == next_index && line.3)?;
-        next_index += 1;
     }
     drop(members);
     Ok(samples)
