@@ -115,7 +115,7 @@ fn signal_on_the_leader(signal: Signal) {
         let sent = Instant::now();
         cluster.signal(old, signal)?;
         let new = cluster.wait_for_new_leader(old, WAIT)?;
-        let handed_over = cluster.sampler().first_leader_after(sent, old).map_or(sent.elapsed(), |observation| observation.at - sent);
+        let handed_over = cluster.sampler().wait_for_leader_after(sent, old, WAIT)?.at - sent;
         eprintln!("{signal} → node {new} leads after {handed_over:?}");
         ensure!(
             handed_over < cluster.session_timeout(),

@@ -31,11 +31,14 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use chrono::TimeZone;
-use nix::sys::signal::{kill, Signal};
+use nix::sys::signal::kill;
 use nix::unistd::Pid;
 use serde::Deserialize;
 
 use crate::zk::ZooKeeper;
+
+/// The signals [`Cluster::signal`] sends, re-exported so that users need no `nix` of their own.
+pub use nix::sys::signal::Signal;
 
 /// How long a daemon gets to exit after SIGTERM when the cluster is dropped, before SIGKILL.
 const STOP_GRACE: Duration = Duration::from_secs(8);
@@ -410,6 +413,11 @@ impl Cluster {
     /// The settings the cluster was started with.
     pub fn settings(&self) -> &ClusterBuilder {
         &self.settings
+    }
+
+    /// Keeps the dir when the cluster is dropped, even without a panic (a benchmark that failed).
+    pub fn keep_dir_on_drop(&self) {
+        self.keep_dir.store(true, Ordering::Release);
     }
 
     /// The session timeout the nodes were configured with.
@@ -805,14 +813,20 @@ impl Sampler {
         }
     }
 
-    /// Every observation so far, in the order they were made.
+    fn locked(&self) -> MutexGuard<'_, Vec<Observation>> {
+        self.observations.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Every observation so far, in the order they were made (and so by time: one thread makes them).
     pub fn observations(&self) -> Vec<Observation> {
-        self.observations.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
+        self.locked().clone()
     }
 
     /// Observations made at or after `since`.
     pub fn observations_since(&self, since: Instant) -> Vec<Observation> {
-        self.observations().into_iter().filter(|observation| observation.at >= since).collect()
+        let observations = self.locked();
+        let start = observations.partition_point(|observation| observation.at < since);
+        observations[start..].to_vec()
     }
 
     /// Proven moments of two leaders: node A said leader before and after node B said leader,
@@ -837,14 +851,30 @@ impl Sampler {
 
     /// The first observation at or after `since` of a node other than `old` saying leader.
     pub fn first_leader_after(&self, since: Instant, old: usize) -> Option<Observation> {
-        self.observations()
-            .into_iter()
-            .find(|observation| observation.at >= since && observation.node != old && observation.is_leader())
+        let observations = self.locked();
+        let start = observations.partition_point(|observation| observation.at < since);
+        observations[start..].iter().find(|observation| observation.node != old && observation.is_leader()).cloned()
+    }
+
+    /// Waits until the sampler has seen a node other than `old` lead at or after `since`.
+    pub fn wait_for_leader_after(&self, since: Instant, old: usize, timeout: Duration) -> Result<Observation> {
+        let started = Instant::now();
+        loop {
+            if let Some(observation) = self.first_leader_after(since, old) {
+                return Ok(observation);
+            }
+            if started.elapsed() >= timeout {
+                bail!("the sampler saw no leader other than node {old} within {timeout:?}");
+            }
+            thread::sleep(Duration::from_millis(1));
+        }
     }
 
     /// True when `node` said leader in an observation at or after `since`.
     pub fn led_since(&self, node: usize, since: Instant) -> bool {
-        self.observations().iter().any(|observation| observation.at >= since && observation.node == node && observation.is_leader())
+        let observations = self.locked();
+        let start = observations.partition_point(|observation| observation.at < since);
+        observations[start..].iter().any(|observation| observation.node == node && observation.is_leader())
     }
 }
 
