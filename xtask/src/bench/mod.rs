@@ -5,6 +5,7 @@ mod report;
 mod rpc;
 mod quorum;
 mod runtime;
+mod stepdown;
 
 use anyhow::Result;
 use clap::{Args, ValueEnum};
@@ -26,6 +27,8 @@ pub enum Which {
     Rpc,
     /// Leader hand-over time after stop and after SIGKILL.
     Quorum,
+    /// zbs-taskd leader step-down: health failure or SIGTERM to the next leader, real processes.
+    Stepdown,
     /// Every benchmark above, one after the other.
     All,
 }
@@ -35,10 +38,12 @@ pub fn run(args: BenchArgs) -> Result<()> {
         Which::Runtime => runtime::run(),
         Which::Rpc => rpc::run(),
         Which::Quorum => quorum::run(),
+        Which::Stepdown => stepdown::run(),
         Which::All => {
             runtime::run()?;
             rpc::run()?;
-            quorum::run()
+            quorum::run()?;
+            stepdown::run()
         }
     }
 }
