@@ -9,7 +9,7 @@ use anyhow::Result;
 use tests::zk::ZooKeeper;
 
 use super::fixture::{
-    assert_never_two_leaders, member_config, serialize, service_path, unix_micros, EventLog, InProcessMember, Kind,
+    assert_never_two_leaders, member_config, member_config_with_timeout, serialize, service_path, unix_micros, EventLog, InProcessMember, Kind,
     ProcessMember, SESSION_TIMEOUT, WAIT,
 };
 
@@ -99,6 +99,62 @@ fn paused_zookeeper_makes_the_leader_step_down_before_anyone_else_leads() -> Res
         );
     }
     assert_never_two_leaders(&log, &[]);
+    for member in &members {
+        member.stop()?;
+    }
+    assert_never_two_leaders(&log, &[]);
+    eprintln!("events:\n{}", log.describe());
+    Ok(())
+}
+
+#[test]
+fn a_leader_disconnected_within_its_session_steps_down_then_leads_again() -> Result<()> {
+    let _serial = serialize();
+    // A longer session, so that the freeze can outlast the step-down deadline and still end well
+    // before the session could expire: the client declares a frozen server lost after 2/5 of the
+    // session timeout and the leader steps down a third of it later (about 4.4 s of 6 s).
+    let session_timeout = Duration::from_secs(6);
+    let zookeeper = ZooKeeper::start()?;
+    let path = service_path("reconnect_within_session");
+    let log = EventLog::default();
+    let connect = zookeeper.connect_string();
+    let mut members = Vec::new();
+    for id in ["a", "b", "c"] {
+        members.push(InProcessMember::start(&log, member_config_with_timeout(&connect, &path, id, 0, session_timeout))?);
+        log.wait_for(WAIT, "the member to join", |record| {
+            record.member == id && matches!(record.kind, Kind::Members(_) | Kind::Leader(_))
+        })?;
+    }
+    assert_eq!(log.wait_for_single_leader(WAIT, &[])?, "a");
+    // Every session has just been heard from, so none can expire before the freeze ends.
+    for member in &members {
+        let session = member.handle().session().expect("a joined member has a session");
+        session.exists(&path)?;
+    }
+    let paused_at = unix_micros();
+    zookeeper.pause_server(0)?;
+    let stepped_down = log.wait_for(session_timeout, "a to step down while frozen", |record| {
+        record.member == "a" && record.at_micros > paused_at && matches!(record.kind, Kind::Follower(_))
+    });
+    thread::sleep(Duration::from_micros((paused_at + 5_200_000).saturating_sub(unix_micros())));
+    zookeeper.resume_server(0)?;
+    let stepped_down = stepped_down?;
+    let leads_again = log.wait_for(WAIT, "a to lead again", |record| {
+        record.member == "a" && record.at_micros > stepped_down.at_micros && matches!(record.kind, Kind::Leader(_))
+    })?;
+    let records = log.records();
+    assert!(
+        !records.iter().any(|record| record.kind == Kind::SessionLost),
+        "a session expired; the freeze was meant to end within every session; events:\n{}",
+        log.describe()
+    );
+    assert!(
+        !records.iter().any(|record| record.member != "a" && matches!(record.kind, Kind::Leader(_))),
+        "another member led while a's session lived; events:\n{}",
+        log.describe()
+    );
+    assert_eq!(stepped_down.kind, Kind::Follower(0));
+    assert_eq!(leads_again.kind, Kind::Leader(0), "a keeps its election node through the reconnection");
     for member in &members {
         member.stop()?;
     }

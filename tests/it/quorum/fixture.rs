@@ -194,7 +194,18 @@ fn record_of(member: &str, event: &Event) -> Record {
 
 /// The configuration of a test member.
 pub fn member_config(connect_string: &str, service_path: &str, id: &str, priority: i32) -> QuorumConfig {
-    let zk = ZkConfig::new(connect_string, SESSION_TIMEOUT);
+    member_config_with_timeout(connect_string, service_path, id, priority, SESSION_TIMEOUT)
+}
+
+/// Like `member_config`, with another session timeout.
+pub fn member_config_with_timeout(
+    connect_string: &str,
+    service_path: &str,
+    id: &str,
+    priority: i32,
+    session_timeout: Duration,
+) -> QuorumConfig {
+    let zk = ZkConfig::new(connect_string, session_timeout);
     let mut member = MemberInfo::new(id, format!("127.0.0.1:{}", 10600));
     member.priority = priority;
     QuorumConfig::new(zk, service_path, member).with_priority(true)
