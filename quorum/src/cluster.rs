@@ -175,7 +175,8 @@ impl QuorumHandle {
         self.shared.session.lock().clone()
     }
 
-    /// Publishes the member's health in its election node.
+    /// Publishes the member's health in its election node (read by others through `members`);
+    /// it does not change roles by itself: giving way on bad health is the daemon's decision.
     pub fn set_health(&self, healthy: bool) {
         let _ = self.shared.sender.unbounded_send(Input::SetHealth(healthy));
     }
