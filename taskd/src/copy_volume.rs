@@ -16,10 +16,10 @@
 //! The volume is split into extents of `extent_size` bytes (256 MiB by default), each into
 //! blocks of `block_size` (256 KiB). For each extent the engine asks the source where its data
 //! is (`SEEK_DATA`/`SEEK_HOLE`); holes are never read. `io_depth` coroutines take the data
-//! blocks in turn, read each, and write it unless it is all zeros, so the destination — cut to
-//! length with `set_len` — keeps its holes. (The coroutines share one thread, so `io_depth`
-//! bounds the blocks in flight and the buffers held; the kernel's readahead and write-back
-//! supply the parallelism.) After an extent its written data is synced, and only then is the
+//! blocks in turn, read each, and write only its pages (4 KiB) that are not all zeros, so the
+//! destination — cut to length with `set_len` — keeps a hole wherever the source has a hole or
+//! a page of zeros. (The coroutines share one thread, so `io_depth` bounds the blocks in
+//! flight and the buffers held; the kernel's readahead and write-back supply the parallelism.) After an extent its written data is synced, and only then is the
 //! progress callback told that the extent is done: a resumed copy may trust `cur_extent`.
 //!
 //! A destination that is a block device cannot be cut to length and may hold old data, so
@@ -59,7 +59,7 @@ pub struct CopySpec {
     pub start_extent: u64,
     /// Bytes per extent: the unit of progress, pause and resume. A multiple of `block_size`.
     pub extent_size: u64,
-    /// Bytes per block: the unit of IO, zero detection and cancel. A multiple of 4096.
+    /// Bytes per block: the unit of IO and of cancel. A multiple of 4096.
     pub block_size: u64,
 }
 
@@ -132,7 +132,7 @@ pub enum CopyError {
 pub struct CopyStats {
     /// Bytes read from the source (holes are never read).
     pub bytes_read: u64,
-    /// Bytes written to the destination (all-zero blocks are not written to a file).
+    /// Bytes written to the destination (all-zero pages are not written to a file).
     pub bytes_written: u64,
 }
 

@@ -238,16 +238,26 @@ impl ExtentJob {
                 .read_exact_at(data, block.offset)
                 .map_err(|source| CopyError::Io { operation: "read source", offset: block.offset, source })?;
             self.control.count_read(block.len);
-            if self.files.write_zeros || !sparse::is_all_zero(data) {
-                self.files
-                    .destination
-                    .write_all_at(data, block.offset)
-                    .map_err(|source| CopyError::Io { operation: "write destination", offset: block.offset, source })?;
-                self.control.count_written(block.len);
+            if self.files.write_zeros {
+                self.write(data, block.offset)?;
+            } else {
+                // Zero pages stay holes in the destination, which `set_len` filled with zeros.
+                for run in sparse::nonzero_runs(data) {
+                    self.write(&data[run.clone()], block.offset + run.start as u64)?;
+                }
             }
             // Let the other block coroutines (and a stop request) in between blocks.
             runtime::yield_now();
         }
+    }
+
+    fn write(&self, data: &[u8], offset: u64) -> Result<(), CopyError> {
+        self.files
+            .destination
+            .write_all_at(data, offset)
+            .map_err(|source| CopyError::Io { operation: "write destination", offset, source })?;
+        self.control.count_written(data.len() as u64);
+        Ok(())
     }
 
     fn fail(&self, error: CopyError) {

@@ -85,8 +85,30 @@ fn seek(file: &File, offset: u64, whence: libc::c_int) -> io::Result<u64> {
     }
 }
 
-/// True when every byte of `buffer` is zero. Checked a page at a time so that the compiler
-/// vectorises each page and a data block is recognised after its first page.
-pub fn is_all_zero(buffer: &[u8]) -> bool {
-    buffer.chunks(4096).all(|page| page.iter().fold(0u8, |acc, &byte| acc | byte) == 0)
+/// The granularity of zero detection: a file system page, so that the destination can keep a
+/// hole wherever the source has a page of zeros.
+pub const ZERO_PAGE: usize = 4096;
+
+/// The runs of `buffer` (as index ranges, in order) made of pages that are not all zeros;
+/// an all-zero buffer has none. Only these need writing to a destination that reads as zeros.
+pub fn nonzero_runs(buffer: &[u8]) -> Vec<Range<usize>> {
+    let mut runs: Vec<Range<usize>> = Vec::new();
+    for (index, page) in buffer.chunks(ZERO_PAGE).enumerate() {
+        if is_all_zero(page) {
+            continue;
+        }
+        let start = index * ZERO_PAGE;
+        let end = start + page.len();
+        match runs.last_mut() {
+            Some(run) if run.end == start => run.end = end,
+            _ => runs.push(start..end),
+        }
+    }
+    runs
+}
+
+/// True when every byte of `page` is zero. The fold has no early exit, so the compiler
+/// vectorises it; callers pass a page at a time.
+fn is_all_zero(page: &[u8]) -> bool {
+    page.iter().fold(0u8, |acc, &byte| acc | byte) == 0
 }
