@@ -1,6 +1,7 @@
 //! `cargo xtask bench`: runs one benchmark (or all) and writes its JSON report under
 //! `target/bench/`. Benchmarks are measurements, never pass/fail tests.
 
+mod copy;
 mod report;
 mod rpc;
 mod quorum;
@@ -29,6 +30,8 @@ pub enum Which {
     Quorum,
     /// zbs-taskd leader step-down: health failure or SIGTERM to the next leader, real processes.
     Stepdown,
+    /// CopyVolume on a 2 GiB sparse file next to `cp --sparse=always`.
+    Copy,
     /// Every benchmark above, one after the other.
     All,
 }
@@ -39,10 +42,12 @@ pub fn run(args: BenchArgs) -> Result<()> {
         Which::Rpc => rpc::run(),
         Which::Quorum => quorum::run(),
         Which::Stepdown => stepdown::run(),
+        Which::Copy => copy::run(),
         Which::All => {
             runtime::run()?;
             rpc::run()?;
             quorum::run()?;
+            copy::run()?;
             stepdown::run()
         }
     }
