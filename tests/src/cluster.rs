@@ -806,6 +806,12 @@ impl Sampler {
         Sampler { observations, stop, thread }
     }
 
+    /// A sampler without a thread, holding these observations; for the fixture's own tests.
+    #[cfg(test)]
+    fn from_observations(observations: Vec<Observation>) -> Sampler {
+        Sampler { observations: Arc::new(Mutex::new(observations)), stop: Arc::new(AtomicBool::new(true)), thread: None }
+    }
+
     fn stop(&mut self) {
         self.stop.store(true, Ordering::Release);
         if let Some(thread) = self.thread.take() {
@@ -1037,3 +1043,6 @@ fn newest_source(workspace: &Path) -> Option<SystemTime> {
     walk(&workspace.join("Cargo.lock"), &mut newest);
     newest
 }
+
+#[cfg(test)]
+mod tests;
