@@ -38,7 +38,7 @@ where
     let outcome = match catch_unwind(AssertUnwindSafe(|| copier.run(&mut on_extent))) {
         Ok(Ok(outcome)) => outcome,
         Ok(Err(error)) => CopyOutcome::Failed(error),
-        Err(panic) => CopyOutcome::Failed(CopyError::Panicked(panic_message(&*panic))),
+        Err(panic) => CopyOutcome::Failed(CopyError::Panicked(caller_panic_message(panic))),
     };
     // Dropping the context stops and joins its thread; no block coroutine is left by then,
     // since every extent waits for all of its coroutines.
@@ -101,7 +101,7 @@ impl Copier<'_> {
             let speed = if elapsed > 0.0 { (done_this_run as f64 / elapsed) as u64 } else { 0 };
             let progress = progress_at(extent + 1, n_extents, files.len, extent_size, speed);
             catch_unwind(AssertUnwindSafe(|| on_extent(&progress)))
-                .map_err(|panic| CopyError::Panicked(format!("in the progress callback: {}", panic_message(&*panic))))?;
+                .map_err(|panic| CopyError::Panicked(format!("in the progress callback: {}", caller_panic_message(panic))))?;
         }
         // Persist the length too, which `sync_data` after a data-less copy may not have.
         let files = files.clone();
@@ -338,6 +338,16 @@ fn open_files(spec: &CopySpec) -> Result<Files, CopyError> {
         return Err(changed("destination", destination_path, "it is no longer a regular file or block device"));
     };
     Ok(Files { source, destination, len, write_zeros })
+}
+
+/// The message of a panic caught on the caller's side. The unwind that cancels a coroutine
+/// whose context is stopping is not a failure of the copy: it goes on up to the runtime. (A
+/// runner interrupts a copy and waits for its outcome before it stops its own context.)
+fn caller_panic_message(panic: Box<dyn std::any::Any + Send>) -> String {
+    if panic.is::<generator::Error>() {
+        std::panic::resume_unwind(panic);
+    }
+    panic_message(&*panic)
 }
 
 fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
