@@ -43,7 +43,7 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use crate::task::{Progress, RuntimeWindow, MAX_IO_DEPTH};
+use crate::task::{CopyVolumeArgs, Progress, RuntimeWindow, MAX_IO_DEPTH};
 
 pub use engine::copy_volume;
 pub use paths::{AllowedRoots, CopyPaths, PathError};
@@ -76,6 +76,13 @@ impl CopySpec {
             extent_size: CopySpec::DEFAULT_EXTENT_SIZE,
             block_size: CopySpec::DEFAULT_BLOCK_SIZE,
         }
+    }
+
+    /// The copy a CopyVolume task asks for, its paths checked against `roots`, resuming at
+    /// `start_extent` (the record's `progress.cur_extent`).
+    pub fn for_task(args: &CopyVolumeArgs, roots: &AllowedRoots, start_extent: u64) -> Result<CopySpec, PathError> {
+        let paths = roots.check(&args.source, &args.destination)?;
+        Ok(CopySpec { start_extent, ..CopySpec::new(paths, args.io_depth) })
     }
 
     fn validate(&self) -> Result<(), CopyError> {

@@ -384,6 +384,22 @@ fn a_copy_runs_from_a_coroutine_of_another_context() {
 }
 
 #[test]
+fn a_task_s_arguments_become_a_checked_spec() {
+    let sandbox = Sandbox::new();
+    sparse_file(&sandbox.root().join("src"), MIB, &[(0, MIB)], 22);
+    let args = crate::task::CopyVolumeArgs {
+        source: sandbox.root().join("src"),
+        destination: sandbox.root().join("dst"),
+        io_depth: 7,
+    };
+    let spec = CopySpec::for_task(&args, &sandbox.roots(), 3).expect("accepted");
+    assert_eq!((spec.io_depth, spec.start_extent), (7, 3));
+    assert_eq!((spec.extent_size, spec.block_size), (256 << 20, 256 << 10));
+    let escaping = crate::task::CopyVolumeArgs { destination: sandbox.outside().join("dst"), ..args };
+    assert!(matches!(CopySpec::for_task(&escaping, &sandbox.roots(), 0), Err(PathError::OutsideRoots { .. })));
+}
+
+#[test]
 fn invalid_specs_fail_before_any_io() {
     let sandbox = Sandbox::new();
     sparse_file(&sandbox.root().join("src"), MIB, &[(0, MIB)], 18);
