@@ -17,7 +17,7 @@ use runtime::{ContextHandle, EventLoop, SyncPoint};
 
 use crate::config::QuorumConfig;
 use crate::election::{Election, Input, QuorumHandler};
-use crate::error::QuorumError;
+use crate::error::{QuorumError, ZkError};
 use crate::member::Member;
 use crate::zk::ZkSession;
 
@@ -31,6 +31,7 @@ pub(crate) struct ClusterShared {
     pub(crate) members: Mutex<Vec<Member>>,
     pub(crate) stopped: SyncPoint,
     joined: AtomicBool,
+    service_path: String,
 }
 
 impl ClusterShared {
@@ -76,6 +77,7 @@ impl QuorumCluster {
                 members: Mutex::new(Vec::new()),
                 stopped: SyncPoint::new(),
                 joined: AtomicBool::new(false),
+                service_path: config.service_path.clone(),
             }),
             mailbox: Mutex::new(Some(mailbox)),
             config,
@@ -167,6 +169,17 @@ impl QuorumHandle {
     /// The members as last seen, sorted by sequence.
     pub fn members(&self) -> Vec<Member> {
         self.shared.members.lock().clone()
+    }
+
+    /// The members as ZooKeeper holds them now (a follower's `members` is only as fresh as its
+    /// last evaluation, and nobody watches the members' data). Blocks the caller for one listing
+    /// and one pipelined read; corrupt nodes are skipped with a warning.
+    pub fn read_members(&self) -> Result<Vec<Member>, ZkError> {
+        let session = self.session().ok_or_else(|| ZkError::SessionClosed {
+            operation: "read members",
+            path: self.shared.service_path.clone(),
+        })?;
+        crate::member::read_members(&session, &self.shared.service_path)
     }
 
     /// The current ZooKeeper session, for a daemon's own ZooKeeper work. A new one replaces it

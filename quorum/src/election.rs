@@ -40,7 +40,7 @@ use crate::cluster::ClusterShared;
 use crate::config::QuorumConfig;
 use crate::error::ZkError;
 use crate::event::Event;
-use crate::member::{sorted_member_nodes, Member, MemberInfo, MEMBER_NODE_PREFIX};
+use crate::member::{read_member_nodes, sorted_member_nodes, Member, MemberInfo, MEMBER_NODE_PREFIX};
 use crate::zk::{NodeEvent, NodeKind, NodeWatch, ZkOp, ZkOpResult, ZkSession, ZkSessionState};
 
 /// What a daemon built on a quorum member supplies: its reaction to events, run on the loop.
@@ -521,23 +521,9 @@ impl Election {
         Ok(())
     }
 
-    /// The members under the service path, sorted by sequence; nodes that vanished meanwhile and
-    /// nodes with corrupt data are skipped (the latter with a warning).
+    /// The members of `nodes`, sorted by sequence (see `member::read_member_nodes`).
     fn read_members(&self, session: &ZkSession, nodes: Vec<(i64, String)>) -> Result<Vec<Member>, ZkError> {
-        let service_path = &self.config.service_path;
-        let paths: Vec<String> = nodes.iter().map(|(_, node_name)| format!("{service_path}/{node_name}")).collect();
-        let replies = session.get_data_of_each(&paths)?;
-        let mut members = Vec::with_capacity(nodes.len());
-        for (((sequence, node_name), path), reply) in nodes.into_iter().zip(&paths).zip(replies) {
-            let Some((data, stat)) = reply? else { continue };
-            match MemberInfo::decode(path, &data) {
-                Ok(info) => members.push(Member { sequence, node_name, session_id: stat.ephemeral_owner, info }),
-                Err(error) => {
-                    tracing::warn!(%error, "skipping an election node with corrupt member data");
-                }
-            }
-        }
-        Ok(members)
+        read_member_nodes(session, &self.config.service_path, nodes)
     }
 
     fn publish_members(&mut self, members: Vec<Member>) {

@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::ZkError;
+use crate::zk::ZkSession;
 
 /// The prefix of every election node's name; ZooKeeper appends the sequence number.
 pub const MEMBER_NODE_PREFIX: &str = "member-";
@@ -86,4 +87,27 @@ pub fn sorted_member_nodes(service_path: &str, names: &[String]) -> Vec<(i64, St
     }
     nodes.sort();
     nodes
+}
+
+/// Reads the data of the election nodes `nodes` (sorted `(sequence, name)` pairs under
+/// `service_path`) in one pipelined round trip. Nodes gone meanwhile are left out; nodes with
+/// corrupt data are left out with a warning naming the node.
+pub fn read_member_nodes(session: &ZkSession, service_path: &str, nodes: Vec<(i64, String)>) -> Result<Vec<Member>, ZkError> {
+    let paths: Vec<String> = nodes.iter().map(|(_, node_name)| format!("{service_path}/{node_name}")).collect();
+    let replies = session.get_data_of_each(&paths)?;
+    let mut members = Vec::with_capacity(nodes.len());
+    for (((sequence, node_name), path), reply) in nodes.into_iter().zip(&paths).zip(replies) {
+        let Some((data, stat)) = reply? else { continue };
+        match MemberInfo::decode(path, &data) {
+            Ok(info) => members.push(Member { sequence, node_name, session_id: stat.ephemeral_owner, info }),
+            Err(error) => tracing::warn!(%error, "skipping an election node with corrupt member data"),
+        }
+    }
+    Ok(members)
+}
+
+/// The members under `service_path` as ZooKeeper holds them now, sorted by sequence.
+pub fn read_members(session: &ZkSession, service_path: &str) -> Result<Vec<Member>, ZkError> {
+    let names = session.children(service_path)?;
+    read_member_nodes(session, service_path, sorted_member_nodes(service_path, &names))
 }

@@ -36,6 +36,11 @@ fn three_members_elect_exactly_one_leader_the_lowest_sequence() -> Result<()> {
         })?;
     }
     let handles: Vec<_> = members.iter().map(InProcessMember::handle).collect();
+    // Any member can read the current membership from ZooKeeper on demand.
+    for handle in &handles {
+        let ids: Vec<String> = handle.read_members()?.into_iter().map(|member| member.info.id).collect();
+        assert_eq!(ids.len(), 3, "{ids:?}");
+    }
     let leaders: Vec<&str> = members.iter().zip(&handles).filter(|(_, handle)| handle.is_leader()).map(|(member, _)| member.id.as_str()).collect();
     assert_eq!(leaders, vec![leader.as_str()], "handles and events disagree on the leader");
     let lowest = members
@@ -203,6 +208,8 @@ fn corrupt_member_data_is_skipped_not_fatal() -> Result<()> {
     log.wait_for(WAIT, "b to see a and b only", |record| {
         record.member == "b" && matches!(&record.kind, Kind::Members(ids) if ids == &["a".to_string(), "b".to_string()])
     })?;
+    let read: Vec<String> = b.handle().read_members()?.into_iter().map(|member| member.info.id).collect();
+    assert_eq!(read, vec!["a".to_string(), "b".to_string()], "corrupt nodes are skipped on demand too");
     a.stop()?;
     assert_eq!(log.wait_for_single_leader(WAIT, &["a"])?, "b");
     b.stop()?;
