@@ -535,3 +535,75 @@ mod paths_rules {
         assert!(!sandbox.root().join("dst").exists(), "a refused check created the destination");
     }
 }
+
+mod block_devices {
+    //! Copies to and from loop devices, when this process may create them (root with
+    //! `losetup`); elsewhere these tests say so on stderr and check nothing.
+
+    use std::process::Command;
+
+    use super::*;
+
+    /// A loop device over a file, detached on drop.
+    struct LoopDevice {
+        path: PathBuf,
+    }
+
+    impl LoopDevice {
+        fn attach(backing: &Path) -> Option<LoopDevice> {
+            let output = Command::new("losetup").args(["--find", "--show"]).arg(backing).output().ok()?;
+            if !output.status.success() {
+                eprintln!("skipped: losetup failed: {}", String::from_utf8_lossy(&output.stderr).trim());
+                return None;
+            }
+            let path = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim());
+            Some(LoopDevice { path })
+        }
+    }
+
+    impl Drop for LoopDevice {
+        fn drop(&mut self) {
+            let _ = Command::new("losetup").arg("-d").arg(&self.path).status();
+        }
+    }
+
+    /// A root holding a symlink to the loop device, so the device passes the root check.
+    fn link_device(sandbox: &Sandbox, device: &LoopDevice, name: &str) -> AllowedRoots {
+        std::os::unix::fs::symlink(&device.path, sandbox.root().join(name)).expect("symlink the device");
+        AllowedRoots::new([sandbox.root(), PathBuf::from("/dev")]).expect("roots")
+    }
+
+    #[test]
+    fn a_block_device_destination_gets_every_block_zeros_included() {
+        let sandbox = Sandbox::new();
+        let len = 3 * MIB;
+        sparse_file(&sandbox.root().join("src"), len, &random_regions(len, 6, 23), 24);
+        // The device starts full of other data, which the copy's zeros must overwrite.
+        sparse_file(&sandbox.outside().join("backing"), 4 * MIB, &[(0, 4 * MIB)], 25);
+        let Some(device) = LoopDevice::attach(&sandbox.outside().join("backing")) else { return };
+        let roots = link_device(&sandbox, &device, "device");
+        let paths = roots.check(&sandbox.root().join("src"), &sandbox.root().join("device")).expect("accepted");
+        let control = CopyControl::new();
+        let (outcome, reports) = run_copy(&spec(paths, 4), &control);
+        assert!(matches!(outcome, CopyOutcome::Completed), "{outcome:?}");
+        assert_eq!(reports.len(), 3);
+        assert_eq!(control.stats().bytes_written, len);
+        let source_bytes = fs::read(sandbox.root().join("src")).expect("read the source");
+        let mut device_bytes = vec![0u8; len as usize];
+        File::open(&device.path).expect("open the device").read_exact_at(&mut device_bytes, 0).expect("read the device");
+        assert!(source_bytes == device_bytes, "the device differs from the source");
+    }
+
+    #[test]
+    fn a_block_device_source_copies_into_a_sparse_file() {
+        let sandbox = Sandbox::new();
+        sparse_file(&sandbox.outside().join("backing"), 4 * MIB, &[(MIB, 100_000), (3 * MIB, 5000)], 26);
+        let Some(device) = LoopDevice::attach(&sandbox.outside().join("backing")) else { return };
+        let roots = link_device(&sandbox, &device, "device");
+        let paths = roots.check(&sandbox.root().join("device"), &sandbox.root().join("dst")).expect("accepted");
+        let (outcome, _) = run_copy(&spec(paths, 2), &CopyControl::new());
+        assert!(matches!(outcome, CopyOutcome::Completed), "{outcome:?}");
+        assert_same_content(&sandbox.outside().join("backing"), &sandbox.root().join("dst"));
+        assert!(allocated_bytes(&sandbox.root().join("dst")) <= 200 << 10, "zeros of the device were written");
+    }
+}
