@@ -29,7 +29,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use quorum::member::sorted_member_nodes;
 use quorum::{Event, Member, MemberInfo, QuorumConfig, QuorumHandle, QuorumHandler, QuorumServer, ZkConfig};
 use runtime::rpc::{self, Method, Response, Server, ServerConfig, WorkerPool};
 use runtime::{ContextHandle, JoinError, TimerHandle};
@@ -300,35 +299,14 @@ impl Inner {
     /// The whole-outage guard's question, asked of ZooKeeper itself: the members' cached data
     /// can be stale, since a leader watches the membership, not each member's data.
     fn another_member_is_healthy(&self) -> bool {
-        let members = match self.read_members_from_zookeeper() {
-            Some(members) => members,
-            None => self.quorum.members().into_iter().map(|member| member.info).collect(),
-        };
-        members.iter().any(|member| member.id != self.config.node_id && member.healthy)
-    }
-
-    fn read_members_from_zookeeper(&self) -> Option<Vec<MemberInfo>> {
-        let session = self.quorum.session()?;
-        let names = match session.children(QUORUM_PATH) {
-            Ok(names) => names,
+        let members = match self.quorum.read_members() {
+            Ok(members) => members,
             Err(error) => {
-                tracing::warn!(%error, "cannot list the members; using the cached list");
-                return None;
+                tracing::warn!(%error, "cannot read the members from ZooKeeper; using the cached list");
+                self.quorum.members()
             }
         };
-        let mut members = Vec::new();
-        for (_, name) in sorted_member_nodes(QUORUM_PATH, &names) {
-            let path = format!("{QUORUM_PATH}/{name}");
-            match session.get_data(&path) {
-                Ok(Some((data, _))) => match MemberInfo::decode(&path, &data) {
-                    Ok(info) => members.push(info),
-                    Err(error) => tracing::warn!(%error, "skipping a member whose data is corrupt"),
-                },
-                Ok(None) => {}
-                Err(error) => tracing::warn!(%path, %error, "cannot read a member's data"),
-            }
-        }
-        Some(members)
+        members.iter().any(|member| member.info.id != self.config.node_id && member.info.healthy)
     }
 
     fn update_peers(&self, members: &[Member]) {
