@@ -90,6 +90,7 @@ pub fn run() -> Result<()> {
     ));
     report.note("health_stop_to_new_leader_ms: from the old leader's `stop stage 1:` line to the new leader's `became leader` line, both glog times: the hand-over itself");
     report.note("sigterm_to_stop_ms: to the old leader's `stop stage 1:` line; the supervisor looks at the signal flag every 20 ms");
+    report.note("each injection waits a pseudo-random 0-200 ms first, so that it falls at every phase of the daemons' periodic reads");
     report.note("after each round the old leader is restarted as a fresh process (its health ok) and the next round starts once ZooKeeper shows all three members healthy");
     report.note(format!("core_files: core files found in the nodes' dirs (their working directories, core limit raised): {core_files:?}"));
     if !crash_lines.is_empty() {
@@ -162,8 +163,19 @@ fn wait_for_log_line(cluster: &Cluster, node: usize, needle: &str, since: System
     found.context("no log line")
 }
 
+/// Sleeps a pseudo-random part of `period`, so that the injections fall at every phase of the
+/// daemons' periodic reads (the health file's, the supervisor's signal check) and not at one
+/// phase fixed by the previous round's timing.
+fn jitter(period: Duration) {
+    let nanos = SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |elapsed| elapsed.subsec_nanos() as u64);
+    // A multiplicative hash of the clock's low bits: spread enough for a phase.
+    let spread = nanos.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 20;
+    std::thread::sleep(Duration::from_nanos(spread % period.as_nanos().max(1) as u64));
+}
+
 fn health_round(cluster: &Cluster) -> Result<Round> {
     let old = wait_ready(cluster)?;
+    jitter(HEALTH_INTERVAL);
     let injected_wall = SystemTime::now();
     let injected = Instant::now();
     cluster.set_health(old, false)?;
@@ -186,6 +198,7 @@ fn health_round(cluster: &Cluster) -> Result<Round> {
 
 fn sigterm_round(cluster: &Cluster) -> Result<(Round, f64)> {
     let old = wait_ready(cluster)?;
+    jitter(HEALTH_INTERVAL);
     let injected_wall = SystemTime::now();
     let injected = Instant::now();
     cluster.signal(old, Signal::SIGTERM)?;
