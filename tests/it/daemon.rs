@@ -308,3 +308,29 @@ fn bad_config_exits_78_naming_the_key() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
+
+#[test]
+fn a_failed_test_keeps_the_dirs_and_stops_every_daemon_gracefully() {
+    let (sender, receiver) = std::sync::mpsc::channel::<(Vec<u32>, std::path::PathBuf, std::path::PathBuf)>();
+    let failed_test = thread::spawn(move || {
+        let _serial = serialize();
+        let cluster = Cluster::builder().nodes(2).start().expect("start the cluster");
+        let pids = (0..cluster.n_nodes()).filter_map(|node| cluster.pid(node)).collect();
+        let _ = sender.send((pids, cluster.dir().to_path_buf(), cluster.zookeeper().dir().to_path_buf()));
+        panic!("a deliberate failure, to check that the cluster fixture keeps its dirs");
+    });
+    assert!(failed_test.join().is_err(), "the failing thread did not panic");
+    let (pids, dir, zookeeper_dir) = receiver.recv().expect("the failing thread reported its cluster");
+    assert_eq!(pids.len(), 2, "not every node ran");
+    for pid in &pids {
+        let alive = nix::sys::signal::kill(nix::unistd::Pid::from_raw(*pid as i32), None).is_ok();
+        assert!(!alive, "pid {pid} still runs after a failed test");
+    }
+    let logs: Vec<String> = (1..=2).map(|node| std::fs::read_to_string(dir.join(format!("n{node}/taskd.log"))).unwrap_or_default()).collect();
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&zookeeper_dir);
+    for (node, log) in logs.iter().enumerate() {
+        // SIGTERM from the fixture's drop, not the SIGKILL of the parent-death signal.
+        assert!(log.contains("zbs-taskd exiting code=0"), "node {node}'s log was not kept or it did not stop gracefully:\n{log}");
+    }
+}
