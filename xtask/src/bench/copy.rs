@@ -19,7 +19,7 @@ const VOLUME_BYTES: u64 = 2048 * MIB;
 /// Data regions of `REGION_BYTES` each, spread over the volume: 256 MiB of data in all.
 const N_REGIONS: u64 = 32;
 const REGION_BYTES: u64 = 8 * MIB;
-const ROUNDS: usize = 3;
+const ROUNDS: usize = 5;
 const IO_DEPTH: u32 = 4;
 
 pub fn run() -> Result<()> {
