@@ -629,6 +629,13 @@ impl Worker {
     }
 }
 
+/// True when a caught panic payload is the unwind that cancels a coroutine whose context is
+/// stopping. Code that catches panics inside a coroutine must let this one go on
+/// (`std::panic::resume_unwind`), or the coroutine cannot be cancelled.
+pub fn is_cancel_unwind(payload: &(dyn std::any::Any + Send)) -> bool {
+    payload.is::<generator::Error>()
+}
+
 pub(crate) fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
     if let Some(message) = panic.downcast_ref::<&str>() {
         (*message).to_string()

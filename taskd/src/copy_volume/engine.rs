@@ -344,7 +344,7 @@ fn open_files(spec: &CopySpec) -> Result<Files, CopyError> {
 /// whose context is stopping is not a failure of the copy: it goes on up to the runtime. (A
 /// runner interrupts a copy and waits for its outcome before it stops its own context.)
 fn caller_panic_message(panic: Box<dyn std::any::Any + Send>) -> String {
-    if panic.is::<generator::Error>() {
+    if runtime::is_cancel_unwind(&*panic) {
         std::panic::resume_unwind(panic);
     }
     panic_message(&*panic)
