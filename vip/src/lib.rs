@@ -2,3 +2,13 @@
 //! secondary (data) network health that decides whether this node may stay leader.
 
 pub mod health;
+
+mod garp;
+mod netlink;
+mod vip_config;
+mod vip_error;
+mod vip_server;
+
+pub use vip_config::{VipAddress, VipConfig};
+pub use vip_error::{VipError, VipResult, VipRetry, VipVerdict};
+pub use vip_server::{SyncReport, VipPresence, VipServer};

@@ -1,0 +1,422 @@
+//! `VipServer`: binds the cluster's virtual IP on the leader's interface through netlink, keeps
+//! it there, announces it with gratuitous ARP, and releases it.
+//!
+//! # Life of the VIP
+//!
+//! - On takeover the leader calls [`VipServer::config_vip`]: the address is added (already there
+//!   is fine) and a burst of gratuitous ARPs goes out.
+//! - Every `sync_interval_ms` the leader's dispatcher calls [`VipServer::sync_vip`]: a VIP that
+//!   someone removed is added back (with a warning and a fresh burst), and the second burst and
+//!   the periodic refresh go out when due.
+//! - On the way out (stop, step-down, ZooKeeper unreachable) the leader calls
+//!   [`VipServer::clean_vip`] *before* it leaves the quorum, so the next leader never fights for
+//!   the address. After it, `sync_vip` does nothing until the next `config_vip`: a late tick of
+//!   the sync timer can never bring the VIP back.
+//! - A node that starts, or that is not leader, calls [`VipServer::remove_leftover`]: after a
+//!   `kill -9` the address stays on the interface, and two nodes would answer for it.
+//!
+//! # The VIP is a secondary address
+//!
+//! `config_vip` requires the interface to have another IPv4 address whose subnet contains the
+//! VIP (the node's own management address), and reports [`VipError::NotFound`] otherwise. So the
+//! VIP is always added as a *secondary* address: the node's own address stays primary and stays
+//! the source of the node's outgoing traffic (connections do not break when the VIP moves), the
+//! subnet's route does not depend on the VIP, and deleting the VIP never deletes other addresses
+//! (deleting a *primary* address deletes its secondaries unless `promote_secondaries` is set).
+//! If the node's own address vanishes while leader, the kernel takes the VIP with it; `sync_vip`
+//! then reports [`VipError::Interface`] rather than make the VIP primary.
+//!
+//! The VIP is identified by its address *and* prefix length on the configured interface; the
+//! same address with another prefix is a conflict ([`VipError::BadRequest`]) and never deleted.
+//!
+//! # Threads and namespaces
+//!
+//! The netlink and packet sockets are opened by [`VipServer::new`], so they belong to the network
+//! namespace of the thread that builds the server, whichever thread or coroutine calls it later.
+//! Every method is a few short blocking system calls (no sleep), safe on a coroutine context;
+//! they serialise on an internal mutex that is never held across a park.
+
+use std::time::Instant;
+
+use parking_lot::Mutex;
+
+use crate::garp::{garp_frame, AnnounceSchedule, PacketSocket};
+use crate::netlink::{Address, Link, RouteSocket};
+use crate::vip_config::{VipAddress, VipConfig};
+use crate::vip_error::{VipError, VipResult};
+
+/// Whether `config_vip` found the VIP already on the interface.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VipPresence {
+    /// The VIP was added by this call.
+    Added,
+    /// The VIP was already there (a repeated call, or a leftover this node now owns again).
+    AlreadyPresent,
+}
+
+/// What one `sync_vip` call did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SyncReport {
+    /// This node is holding the VIP (`config_vip` ran and `clean_vip` has not).
+    pub active: bool,
+    /// The VIP was missing and had to be added back.
+    pub re_added: bool,
+    /// Gratuitous ARP frames sent by this call.
+    pub arp_frames_sent: u32,
+}
+
+/// The VIP service of one node. See the module documentation.
+pub struct VipServer {
+    config: VipConfig,
+    vip: VipAddress,
+    label: String,
+    inner: Mutex<Inner>,
+}
+
+struct Inner {
+    netlink: RouteSocket,
+    packet: PacketSocket,
+    schedule: AnnounceSchedule,
+    /// Between `config_vip` and `clean_vip`/`remove_leftover`.
+    active: bool,
+    /// The interface does not speak ARP, and that was logged once.
+    no_arp_logged: bool,
+}
+
+impl VipServer {
+    /// Validates `config` ([`VipError::BadRequest`] naming the key) and opens the sockets in the
+    /// calling thread's network namespace ([`VipError::Socket`]; permanent without
+    /// `CAP_NET_ADMIN`/`CAP_NET_RAW`). Touches no interface.
+    pub fn new(config: &VipConfig) -> VipResult<VipServer> {
+        config.validate()?;
+        let vip = config.vip()?;
+        let label = config.effective_label()?;
+        let netlink = RouteSocket::open().map_err(VipError::socket("open the rtnetlink socket"))?;
+        let packet =
+            PacketSocket::open().map_err(VipError::socket("open the AF_PACKET socket for ARP"))?;
+        let schedule = AnnounceSchedule::new(
+            config.garp_burst,
+            config.second_burst_after(),
+            config.refresh_interval(),
+        );
+        Ok(VipServer {
+            config: config.clone(),
+            vip,
+            label,
+            inner: Mutex::new(Inner {
+                netlink,
+                packet,
+                schedule,
+                active: false,
+                no_arp_logged: false,
+            }),
+        })
+    }
+
+    /// The configuration this server was built with.
+    pub fn config(&self) -> &VipConfig {
+        &self.config
+    }
+
+    /// The VIP.
+    pub fn vip(&self) -> VipAddress {
+        self.vip
+    }
+
+    /// The label the VIP carries on the interface.
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+
+    /// Whether this server holds the VIP as leader (between `config_vip` and `clean_vip`).
+    pub fn is_active(&self) -> bool {
+        self.inner.lock().active
+    }
+
+    /// When the next gratuitous ARP falls due, so the caller may time its next `sync_vip`;
+    /// `None` when not active or nothing is scheduled.
+    pub fn next_announcement_due(&self) -> Option<Instant> {
+        let inner = self.inner.lock();
+        if inner.active {
+            inner.schedule.next_due()
+        } else {
+            None
+        }
+    }
+
+    /// Takes the VIP: adds it to the interface with its label (already present is fine) and,
+    /// on the first call of a term, sends the takeover burst and schedules the second burst and
+    /// the refreshes. Repeated calls only make sure the address is there.
+    ///
+    /// Errors: [`VipError::NotFound`] (no such interface, no address in the VIP's subnet),
+    /// [`VipError::BadRequest`] (the VIP's address is on the interface with another prefix),
+    /// [`VipError::Interface`] (down or no carrier; nothing is added), [`VipError::NetLink`],
+    /// [`VipError::ArpBroadcastFailed`] (the address is in place; the burst stays owed and the
+    /// next `config_vip` or `sync_vip` sends it).
+    pub fn config_vip(&self) -> VipResult<VipPresence> {
+        let now = Instant::now();
+        let mut inner = self.inner.lock();
+        let link = match self.read_link(&mut inner)? {
+            Some(link) => link,
+            None => {
+                return Err(VipError::NotFound(format!(
+                    "interface {} does not exist",
+                    self.config.interface
+                )))
+            }
+        };
+        self.check_usable(&link)?;
+        let addresses = self.read_addresses(&mut inner, &link)?;
+        let presence = if self.find_vip(&addresses)? {
+            VipPresence::AlreadyPresent
+        } else {
+            if !self.has_subnet_address(&addresses) {
+                return Err(VipError::NotFound(self.no_subnet_message()));
+            }
+            self.add(&mut inner, &link)?;
+            tracing::info!(vip = %self.vip, interface = %self.config.interface, label = %self.label, "VIP added");
+            VipPresence::Added
+        };
+        if !inner.active {
+            inner.active = true;
+            inner.schedule.start();
+        }
+        self.announce(&mut inner, &link, now)?;
+        Ok(presence)
+    }
+
+    /// The leader's periodic check (every `sync_interval_ms`): re-adds the VIP if someone
+    /// removed it (logged as a warning, followed by a fresh burst), then sends the second burst
+    /// or the refresh when due. Does nothing when not active, so a late tick after `clean_vip`
+    /// never brings the VIP back.
+    ///
+    /// Errors: [`VipError::Interface`] when the interface vanished, went down or lost its address
+    /// in the VIP's subnet (all transient while leader: the step-down policy decides),
+    /// [`VipError::NetLink`], [`VipError::ArpBroadcastFailed`].
+    pub fn sync_vip(&self) -> VipResult<SyncReport> {
+        self.sync_vip_at(Instant::now())
+    }
+
+    pub(crate) fn sync_vip_at(&self, now: Instant) -> VipResult<SyncReport> {
+        let mut inner = self.inner.lock();
+        if !inner.active {
+            return Ok(SyncReport::default());
+        }
+        let interface = &self.config.interface;
+        let link = match self.read_link(&mut inner)? {
+            Some(link) => link,
+            None => {
+                return Err(VipError::Interface(format!(
+                    "interface {interface} disappeared while leader"
+                )))
+            }
+        };
+        self.check_usable(&link)?;
+        let addresses = self.read_addresses(&mut inner, &link)?;
+        let mut report = SyncReport {
+            active: true,
+            ..SyncReport::default()
+        };
+        if !self.find_vip(&addresses)? {
+            if !self.has_subnet_address(&addresses) {
+                return Err(VipError::Interface(self.no_subnet_message()));
+            }
+            self.add(&mut inner, &link)?;
+            tracing::warn!(
+                vip = %self.vip,
+                %interface,
+                "the VIP was missing from the interface (removed by someone else?); re-added it"
+            );
+            report.re_added = true;
+            inner.schedule.start();
+        }
+        report.arp_frames_sent = self.announce(&mut inner, &link, now)?;
+        Ok(report)
+    }
+
+    /// Releases the VIP: deletes it from the interface and stops announcing. Idempotent: an
+    /// absent VIP or interface is fine. Returns whether an address was deleted.
+    pub fn clean_vip(&self) -> VipResult<bool> {
+        let mut inner = self.inner.lock();
+        inner.active = false;
+        inner.schedule.stop();
+        let removed = self.delete(&mut inner)?;
+        if removed {
+            tracing::info!(vip = %self.vip, interface = %self.config.interface, "VIP released");
+        }
+        Ok(removed)
+    }
+
+    /// What a node that starts, or that is not leader, calls: deletes a VIP left on the
+    /// interface (by a previous run killed with `SIGKILL`, or a term that ended without cleanup)
+    /// and logs that it had to. Idempotent; an absent interface counts as nothing to remove.
+    /// Returns whether a leftover was deleted.
+    pub fn remove_leftover(&self) -> VipResult<bool> {
+        let mut inner = self.inner.lock();
+        inner.active = false;
+        inner.schedule.stop();
+        let removed = self.delete(&mut inner)?;
+        if removed {
+            tracing::warn!(
+                vip = %self.vip,
+                interface = %self.config.interface,
+                "removed a leftover VIP from this node, which is not leader"
+            );
+        }
+        Ok(removed)
+    }
+
+    /// Whether the VIP (its address with its prefix) is on the interface now.
+    pub fn has_vip(&self) -> VipResult<bool> {
+        let mut inner = self.inner.lock();
+        let Some(link) = self.read_link(&mut inner)? else {
+            return Ok(false);
+        };
+        let addresses = self.read_addresses(&mut inner, &link)?;
+        Ok(addresses
+            .iter()
+            .any(|address| address.ip == self.vip.ip && address.prefix_len == self.vip.prefix_len))
+    }
+
+    fn read_link(&self, inner: &mut Inner) -> VipResult<Option<Link>> {
+        let interface = &self.config.interface;
+        inner
+            .netlink
+            .link(interface)
+            .map_err(VipError::netlink(format!("read link {interface}")))
+    }
+
+    fn read_addresses(&self, inner: &mut Inner, link: &Link) -> VipResult<Vec<Address>> {
+        let interface = &self.config.interface;
+        inner
+            .netlink
+            .addresses(link.index)
+            .map_err(VipError::netlink(format!(
+                "read the addresses of {interface}"
+            )))
+    }
+
+    fn check_usable(&self, link: &Link) -> VipResult<()> {
+        match link.unusable_reason() {
+            Some(reason) => Err(VipError::Interface(format!(
+                "interface {} {reason}",
+                self.config.interface
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    /// Whether the VIP is among `addresses`; the VIP's address with another prefix is a conflict.
+    fn find_vip(&self, addresses: &[Address]) -> VipResult<bool> {
+        let mut present = false;
+        for address in addresses.iter().filter(|address| address.ip == self.vip.ip) {
+            if address.prefix_len != self.vip.prefix_len {
+                return Err(VipError::BadRequest(format!(
+                    "{}/{} is already on {} with another prefix than the VIP {}; remove it or fix vip.address",
+                    address.ip, address.prefix_len, self.config.interface, self.vip
+                )));
+            }
+            if address.label.as_deref() != Some(self.label.as_str()) {
+                tracing::debug!(vip = %self.vip, label = ?address.label, "the VIP is present with another label");
+            }
+            present = true;
+        }
+        Ok(present)
+    }
+
+    /// Whether another address of the interface has a subnet that contains the VIP.
+    fn has_subnet_address(&self, addresses: &[Address]) -> bool {
+        addresses.iter().any(|address| {
+            address.ip != self.vip.ip
+                && VipAddress::same_subnet(address.ip, address.prefix_len, self.vip.ip)
+        })
+    }
+
+    fn no_subnet_message(&self) -> String {
+        format!(
+            "interface {} has no IPv4 address in a subnet that contains the VIP {} (the VIP is added beside the node's own address, never alone)",
+            self.config.interface, self.vip
+        )
+    }
+
+    fn add(&self, inner: &mut Inner, link: &Link) -> VipResult<()> {
+        let context = format!("add {} to {}", self.vip, self.config.interface);
+        match inner.netlink.add_address(link.index, self.vip, &self.label) {
+            Ok(_) => Ok(()),
+            Err(error) if error.raw_os_error() == Some(libc::ENODEV) => {
+                Err(VipError::Interface(format!(
+                    "interface {} disappeared while the VIP was being added",
+                    self.config.interface
+                )))
+            }
+            Err(error) if error.raw_os_error() == Some(libc::EINVAL) => {
+                Err(VipError::BadRequest(format!(
+                    "the kernel refused {} with label {:?} on {}: {error}",
+                    self.vip, self.label, self.config.interface
+                )))
+            }
+            Err(error) => Err(VipError::netlink(context)(error)),
+        }
+    }
+
+    fn delete(&self, inner: &mut Inner) -> VipResult<bool> {
+        let Some(link) = self.read_link(inner)? else {
+            return Ok(false);
+        };
+        let context = format!("delete {} from {}", self.vip, self.config.interface);
+        inner
+            .netlink
+            .delete_address(link.index, self.vip)
+            .map_err(VipError::netlink(context))
+    }
+
+    /// Sends every announcement due at `now`; returns the number of frames sent.
+    fn announce(&self, inner: &mut Inner, link: &Link, now: Instant) -> VipResult<u32> {
+        let Some(mac) = link.arp_mac() else {
+            if !inner.no_arp_logged {
+                inner.no_arp_logged = true;
+                tracing::info!(
+                    interface = %self.config.interface,
+                    "the interface does not use ARP (not Ethernet, or NOARP); no gratuitous ARP is sent"
+                );
+            }
+            inner.schedule.stop();
+            return Ok(0);
+        };
+        let frame = garp_frame(mac, self.vip.ip);
+        let mut sent = 0;
+        while let Some(announcement) = inner.schedule.due(now) {
+            for _ in 0..announcement.frames() {
+                inner
+                    .packet
+                    .send(link.index, &frame)
+                    .map_err(|source| self.arp_failed(source))?;
+                sent += 1;
+            }
+            inner.schedule.sent(announcement, now);
+            tracing::debug!(vip = %self.vip, ?announcement, "gratuitous ARP sent");
+        }
+        Ok(sent)
+    }
+
+    fn arp_failed(&self, source: std::io::Error) -> VipError {
+        VipError::ArpBroadcastFailed {
+            interface: self.config.interface.clone(),
+            vip: self.vip.ip,
+            source,
+        }
+    }
+}
+
+impl std::fmt::Debug for VipServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VipServer")
+            .field("vip", &self.vip)
+            .field("interface", &self.config.interface)
+            .field("label", &self.label)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests;
