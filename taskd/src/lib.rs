@@ -10,4 +10,5 @@ pub mod notify;
 pub mod reentry;
 pub mod supervisor;
 pub mod task;
+pub mod task_db;
 pub mod task_server;

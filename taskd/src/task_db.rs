@@ -1,0 +1,502 @@
+//! `TaskDb`: the Task Center's storage. ZooKeeper is the truth — one persistent znode per task
+//! (`/zbs/taskd/db/<task_id>`, a schema-versioned JSON `TaskRecord`), the running task's owner an
+//! ephemeral child, runners registered as ephemeral nodes (see [`layout`]) — and the dispatcher
+//! answers client queries from a LevelDB cache that it rebuilds from ZooKeeper at every `open`.
+//!
+//! # Ownership
+//! A `TaskDb` has a single owner: the dispatcher, on its own context ("zbs-task-dispat"). It is
+//! neither `Sync` nor `Send` (LevelDB's handle holds `Rc`s), so it is created on that context and
+//! never leaves it; other threads reach it by scheduling work there. Its LevelDB calls block the
+//! context's thread briefly, which only the dispatcher's own coroutines feel.
+//!
+//! # Fencing
+//! Every write of a task record is conditional on the znode version the writer read
+//! ([`TaskDb::update`], [`write_record`]); ZooKeeper's `BadVersion` becomes
+//! [`DbError::Fenced`], so a zombie runner or an old leader can never overwrite newer state.
+//! The dispatcher's own changes go through [`TaskDb::read_modify_write`], which re-reads from
+//! ZooKeeper and retries a bounded number of times. Runners write progress with their own
+//! session through [`write_record`]; their ownership is the ephemeral `owner` child
+//! ([`claim`], [`release`], [`owner_of`], [`watch_owner`]).
+//!
+//! # Damaged data
+//! A znode that does not decode, names another task, or was written by a newer schema is kept
+//! in [`TaskDb::corrupt`] with its path and reason, logged once, and skipped: it never stops the
+//! other tasks from loading and nothing here panics on it. It still counts towards the cap.
+//!
+//! # Limits
+//! The cap ([`TaskDbConfig::max_records`], [`layout::MAX_CHILDREN_REPLY_BYTES`]) and the
+//! arithmetic behind it are in [`layout`]'s `# Sizes`. The cache is a copy: records written by
+//! runners reach it through [`TaskDb::refresh`] (the dispatcher calls it when a watch or a
+//! runner report tells it a record changed) or the next `open`.
+
+mod cache;
+mod error;
+mod filter;
+mod keys;
+pub mod layout;
+mod owner;
+mod records;
+mod runners;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use quorum::zk::ZkOp;
+use quorum::{ZkError, ZkSession};
+
+use crate::task::{TaskId, TaskRecord, TaskState};
+use cache::RecordCache;
+use layout::{child_reply_bytes, owner_path, task_path, DB_ROOT, RUNNERS_ROOT};
+
+pub use error::{DbError, Result};
+pub use filter::ListFilter;
+pub use owner::{claim, owner_of, release, watch_owner, Owner, OwnerInfo};
+pub use records::{read_record, write_record, CorruptRecord};
+pub use runners::{
+    list_runners, read_runners, register_runner, unregister_runner, update_runner, watch_runners, RegisteredRunner,
+    RunnerInfo, RunnerList, MAX_RUNNER_BYTES,
+};
+
+/// A task record with the znode version it was read or written at (for the next fenced write).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredRecord {
+    pub record: TaskRecord,
+    pub version: i32,
+}
+
+/// How the task database is set up.
+#[derive(Debug, Clone)]
+pub struct TaskDbConfig {
+    /// The LevelDB cache's directory. Whatever is there is deleted at `open`.
+    pub cache_dir: PathBuf,
+    /// The most task records (finished ones included) before `create` answers `Full`.
+    pub max_records: usize,
+    /// Reads in flight per round trip while rebuilding.
+    pub read_batch: usize,
+    /// How often `read_modify_write` tries before `Conflict`.
+    pub max_write_attempts: u32,
+    /// Deletes per multi-op when purging.
+    pub purge_batch: usize,
+}
+
+impl TaskDbConfig {
+    /// The defaults with the cache at `cache_dir`.
+    pub fn new(cache_dir: impl Into<PathBuf>) -> TaskDbConfig {
+        TaskDbConfig {
+            cache_dir: cache_dir.into(),
+            max_records: layout::DEFAULT_MAX_RECORDS,
+            read_batch: layout::DEFAULT_READ_BATCH,
+            max_write_attempts: 5,
+            purge_batch: 100,
+        }
+    }
+
+    fn validate(&self) -> Result<()> {
+        let bad = |message: &str| Err(DbError::BadConfig(message.to_string()));
+        if self.max_records == 0 {
+            return bad("max_records must be at least 1");
+        }
+        if self.read_batch == 0 || self.purge_batch == 0 {
+            return bad("read_batch and purge_batch must be at least 1");
+        }
+        if self.max_write_attempts == 0 {
+            return bad("max_write_attempts must be at least 1");
+        }
+        if self.cache_dir.as_os_str().is_empty() || self.cache_dir.parent().is_none() {
+            return bad("cache_dir must name a directory below the root (it is deleted at open)");
+        }
+        Ok(())
+    }
+}
+
+/// What a rebuild found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RebuildReport {
+    /// Records now in the cache.
+    pub n_loaded: usize,
+    /// Children that could not be loaded (see `TaskDb::corrupt`).
+    pub n_corrupt: usize,
+    /// Children deleted between the listing and the read.
+    pub n_vanished: usize,
+    pub elapsed: Duration,
+}
+
+/// What a purge did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PurgeReport {
+    /// Finished records deleted.
+    pub n_purged: usize,
+    /// Old enough but changed or failing underneath; left for the next purge.
+    pub n_skipped: usize,
+}
+
+/// The dispatcher's task database (see the module's `# Ownership`).
+pub struct TaskDb {
+    session: Arc<ZkSession>,
+    config: TaskDbConfig,
+    cache: RecordCache,
+    /// Children of `DB_ROOT` that could not be loaded, by path (logged when first seen).
+    corrupt: Vec<CorruptRecord>,
+    /// Children of `DB_ROOT`, corrupt ones included: what the cap counts.
+    n_children: usize,
+    /// What a `getChildren` of `DB_ROOT` returns now, in bytes (see `layout`).
+    reply_bytes: usize,
+    last_rebuild: RebuildReport,
+}
+
+impl TaskDb {
+    /// Creates the ZooKeeper directories if needed, deletes the old cache, and rebuilds it from
+    /// ZooKeeper.
+    pub fn open(session: Arc<ZkSession>, config: TaskDbConfig) -> Result<TaskDb> {
+        config.validate()?;
+        session.ensure_path(DB_ROOT).map_err(DbError::zk("create the task directory"))?;
+        session.ensure_path(RUNNERS_ROOT).map_err(DbError::zk("create the runners directory"))?;
+        let cache = RecordCache::create_empty(&config.cache_dir)?;
+        let mut db = TaskDb {
+            session,
+            config,
+            cache,
+            corrupt: Vec::new(),
+            n_children: 0,
+            reply_bytes: 0,
+            last_rebuild: RebuildReport::default(),
+        };
+        db.rebuild()?;
+        Ok(db)
+    }
+
+    /// Reloads every record from ZooKeeper (pipelined reads, `read_batch` per round trip) and
+    /// makes the cache equal to it. A connection failure fails the whole rebuild; a damaged
+    /// record is only reported.
+    pub fn rebuild(&mut self) -> Result<RebuildReport> {
+        let started = Instant::now();
+        let mut names = self.session.children(DB_ROOT).map_err(DbError::zk("list the task records"))?;
+        names.sort();
+        let mut corrupt = Vec::new();
+        let mut report = RebuildReport::default();
+        let mut ids = Vec::with_capacity(names.len());
+        for name in &names {
+            match TaskId::parse(name) {
+                Ok(task_id) => ids.push(task_id),
+                Err(error) => corrupt.push(CorruptRecord { path: format!("{DB_ROOT}/{name}"), reason: error.to_string() }),
+            }
+        }
+        let mut loaded_ids = BTreeSet::new();
+        for chunk in ids.chunks(self.config.read_batch) {
+            let paths: Vec<String> = chunk.iter().map(task_path).collect();
+            let replies = self.session.get_data_of_each(&paths).map_err(DbError::zk("read the task records"))?;
+            let mut loaded = Vec::with_capacity(chunk.len());
+            for ((task_id, path), reply) in chunk.iter().zip(&paths).zip(replies) {
+                match reply {
+                    Ok(Some((data, stat))) => match records::decode_node(task_id, path, &data, stat.version) {
+                        Ok(stored) => loaded.push(stored),
+                        Err(bad) => corrupt.push(bad),
+                    },
+                    Ok(None) => report.n_vanished += 1,
+                    Err(source) if source.is_connection_loss() || source.is_session_gone() => {
+                        return Err(DbError::Zk { context: "read the task records", source });
+                    }
+                    Err(source) => corrupt.push(CorruptRecord { path: path.clone(), reason: source.to_string() }),
+                }
+            }
+            self.cache.put_all(&loaded)?;
+            loaded_ids.extend(loaded.into_iter().map(|stored| stored.record.task_id));
+        }
+        // Forget what the cache held that ZooKeeper no longer has (a rebuild of an open db).
+        for stale in self.cache.list(&ListFilter::all())? {
+            if !loaded_ids.contains(&stale.record.task_id) {
+                self.cache.remove(&stale.record.task_id)?;
+            }
+        }
+        self.report_corrupt(corrupt);
+        self.n_children = names.len() - report.n_vanished;
+        self.reply_bytes = names.iter().map(|name| child_reply_bytes(name)).sum();
+        report.n_loaded = loaded_ids.len();
+        report.n_corrupt = self.corrupt.len();
+        report.elapsed = started.elapsed();
+        tracing::info!(
+            n_loaded = report.n_loaded,
+            n_corrupt = report.n_corrupt,
+            n_vanished = report.n_vanished,
+            elapsed_ms = report.elapsed.as_millis() as u64,
+            cache_dir = %self.cache.dir().display(),
+            "task cache rebuilt from ZooKeeper"
+        );
+        self.last_rebuild = report.clone();
+        Ok(report)
+    }
+
+    /// Replaces the corrupt list, logging each entry not reported before.
+    fn report_corrupt(&mut self, corrupt: Vec<CorruptRecord>) {
+        for entry in &corrupt {
+            if !self.corrupt.iter().any(|known| known == entry) {
+                tracing::warn!(path = %entry.path, reason = %entry.reason, "skipping a task record that cannot be loaded");
+            }
+        }
+        self.corrupt = corrupt;
+    }
+
+    /// Records one damaged znode found outside a rebuild (logged once).
+    fn add_corrupt(&mut self, entry: CorruptRecord) {
+        self.corrupt.retain(|known| known.path != entry.path);
+        let mut corrupt = self.corrupt.clone();
+        corrupt.push(entry);
+        self.report_corrupt(corrupt);
+    }
+
+    /// Persists a new task: its znode is created, then the cache updated. `Full` beyond the cap,
+    /// `Exists` when the id is taken. Returns it at version 0.
+    pub fn create(&mut self, record: &TaskRecord) -> Result<StoredRecord> {
+        let added_bytes = child_reply_bytes(record.task_id.as_str());
+        if self.n_children >= self.config.max_records
+            || self.reply_bytes + added_bytes > layout::MAX_CHILDREN_REPLY_BYTES
+        {
+            return Err(DbError::Full {
+                n_records: self.n_children,
+                reply_bytes: self.reply_bytes,
+                max_records: self.config.max_records,
+                max_reply_bytes: layout::MAX_CHILDREN_REPLY_BYTES,
+            });
+        }
+        let data = record.encode().map_err(|source| DbError::Record {
+            context: "encode the new task",
+            task_id: record.task_id.to_string(),
+            source,
+        })?;
+        match self.session.create_persistent(&task_path(&record.task_id), &data) {
+            Ok(_) => {}
+            Err(ZkError::NodeExists { .. }) => return Err(DbError::Exists { task_id: record.task_id.clone() }),
+            Err(source) => return Err(DbError::Zk { context: "create a task record", source }),
+        }
+        self.n_children += 1;
+        self.reply_bytes += added_bytes;
+        let stored = StoredRecord { record: record.clone(), version: 0 };
+        self.cache.put(&stored)?;
+        Ok(stored)
+    }
+
+    /// The cached record of `task_id`.
+    pub fn get(&mut self, task_id: &TaskId) -> Result<Option<StoredRecord>> {
+        self.cache.get(task_id)
+    }
+
+    /// The cached records that pass `filter`, oldest first (an ordered scan).
+    pub fn list(&mut self, filter: &ListFilter) -> Result<Vec<StoredRecord>> {
+        self.cache.list(filter)
+    }
+
+    /// Writes `record` if its znode is still at `expected_version`, then caches it. `Fenced`
+    /// (after refreshing the cached copy) when someone wrote first; `NotFound` when it is gone.
+    pub fn update(&mut self, record: &TaskRecord, expected_version: i32) -> Result<StoredRecord> {
+        match write_record(&self.session, record, expected_version) {
+            Ok(stored) => {
+                self.cache.put(&stored)?;
+                Ok(stored)
+            }
+            Err(fenced @ DbError::Fenced { .. }) => {
+                if let Err(error) = self.refresh(&record.task_id) {
+                    tracing::debug!(task_id = %record.task_id, %error, "could not refresh a fenced record");
+                }
+                Err(fenced)
+            }
+            Err(not_found @ DbError::NotFound { .. }) => {
+                self.forget(&record.task_id)?;
+                Err(not_found)
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Re-reads `task_id` from ZooKeeper, lets `change` modify it, and writes it back fenced on
+    /// the version just read; on `Fenced` it starts over, up to `max_write_attempts` times, then
+    /// answers `Conflict`. An error from `change` aborts and is returned as is. When `change`
+    /// leaves the record as it was, nothing is written.
+    pub fn read_modify_write<F>(&mut self, task_id: &TaskId, mut change: F) -> Result<StoredRecord>
+    where
+        F: FnMut(&mut TaskRecord) -> Result<()>,
+    {
+        for _ in 0..self.config.max_write_attempts {
+            let Some(current) = self.refresh_checked(task_id)? else {
+                return Err(DbError::NotFound { what: "task", id: task_id.to_string() });
+            };
+            let mut record = current.record.clone();
+            change(&mut record)?;
+            if record == current.record {
+                return Ok(current);
+            }
+            match self.update(&record, current.version) {
+                Ok(stored) => return Ok(stored),
+                Err(DbError::Fenced { .. }) => continue,
+                Err(error) => return Err(error),
+            }
+        }
+        Err(DbError::Conflict { task_id: task_id.clone(), attempts: self.config.max_write_attempts })
+    }
+
+    /// Re-reads one record from ZooKeeper into the cache (after a runner wrote it). `None` when
+    /// it is gone, or damaged (then listed in `corrupt()`).
+    pub fn refresh(&mut self, task_id: &TaskId) -> Result<Option<StoredRecord>> {
+        match self.refresh_checked(task_id) {
+            Err(DbError::Record { .. }) => Ok(None),
+            other => other,
+        }
+    }
+
+    /// `refresh`, but a damaged record is an error (after being reported).
+    fn refresh_checked(&mut self, task_id: &TaskId) -> Result<Option<StoredRecord>> {
+        match read_record(&self.session, task_id) {
+            Ok(Some(stored)) => {
+                let path = task_path(task_id);
+                self.corrupt.retain(|known| known.path != path);
+                self.cache.put(&stored)?;
+                Ok(Some(stored))
+            }
+            Ok(None) => {
+                self.forget(task_id)?;
+                Ok(None)
+            }
+            Err(DbError::Record { context, task_id: id, source }) => {
+                self.add_corrupt(CorruptRecord { path: task_path(task_id), reason: source.to_string() });
+                self.cache.remove(task_id)?;
+                Err(DbError::Record { context, task_id: id, source })
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Drops a record that ZooKeeper no longer has from the cache and the counts.
+    fn forget(&mut self, task_id: &TaskId) -> Result<()> {
+        if self.cache.get(task_id)?.is_some() {
+            self.cache.remove(task_id)?;
+            self.n_children = self.n_children.saturating_sub(1);
+            self.reply_bytes = self.reply_bytes.saturating_sub(child_reply_bytes(task_id.as_str()));
+        }
+        Ok(())
+    }
+
+    /// Deletes finished tasks (`Succeeded`, `Failed`, `Cancelled`) whose last activity is older
+    /// than `older_than`. The last activity is the latest of `created_ms`, `schedule_time_ms`
+    /// and `last_failed_ms` (the record keeps no finish time), so retention counts from the
+    /// start of a task's last run. Each delete is fenced on the cached version: a record that
+    /// changed underneath is refreshed and left for the next purge. Deletes go in multi-ops of
+    /// `purge_batch`; a batch that fails falls back to one delete at a time.
+    pub fn purge_finished(&mut self, older_than: Duration) -> Result<PurgeReport> {
+        let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64;
+        let cutoff_ms = now_ms.saturating_sub(older_than.as_millis() as u64);
+        let mut candidates = Vec::new();
+        for state in TaskState::ALL.into_iter().filter(|state| state.is_finished()) {
+            let filter = ListFilter { state: Some(state), created_before_ms: Some(cutoff_ms), ..ListFilter::default() };
+            candidates.extend(self.cache.list(&filter)?.into_iter().filter(|stored| last_activity_ms(&stored.record) < cutoff_ms));
+        }
+        let mut report = PurgeReport::default();
+        for batch in candidates.chunks(self.config.purge_batch) {
+            let operations: Vec<ZkOp> = batch
+                .iter()
+                .map(|stored| ZkOp::Delete { path: task_path(&stored.record.task_id), expected_version: Some(stored.version) })
+                .collect();
+            match self.session.multi(&operations) {
+                Ok(_) => {
+                    for stored in batch {
+                        self.forget(&stored.record.task_id)?;
+                    }
+                    report.n_purged += batch.len();
+                }
+                Err(source) if source.is_connection_loss() || source.is_session_gone() => {
+                    return Err(DbError::Zk { context: "purge finished tasks", source });
+                }
+                Err(_) => {
+                    for stored in batch {
+                        if self.purge_one(stored)? {
+                            report.n_purged += 1;
+                        } else {
+                            report.n_skipped += 1;
+                        }
+                    }
+                }
+            }
+        }
+        if report.n_purged + report.n_skipped > 0 {
+            tracing::info!(n_purged = report.n_purged, n_skipped = report.n_skipped, "purged finished tasks");
+        }
+        Ok(report)
+    }
+
+    /// Deletes one finished record (and a leftover owner child); false when it changed.
+    fn purge_one(&mut self, stored: &StoredRecord) -> Result<bool> {
+        let task_id = &stored.record.task_id;
+        let path = task_path(task_id);
+        let mut outcome = self.session.delete(&path, Some(stored.version));
+        if matches!(outcome, Err(ZkError::NotEmpty { .. })) {
+            // A runner that finished but has not released yet: its owner node goes too.
+            outcome = self
+                .session
+                .multi(&[
+                    ZkOp::Delete { path: owner_path(task_id), expected_version: None },
+                    ZkOp::Delete { path, expected_version: Some(stored.version) },
+                ])
+                .map(drop);
+        }
+        match outcome {
+            Ok(()) | Err(ZkError::NoNode { .. }) => {
+                self.forget(task_id)?;
+                Ok(true)
+            }
+            Err(ZkError::BadVersion { .. }) | Err(ZkError::NotEmpty { .. }) => {
+                self.refresh(task_id)?;
+                Ok(false)
+            }
+            Err(source) => Err(DbError::Zk { context: "purge a finished task", source }),
+        }
+    }
+
+    /// The znodes under the task directory that could not be loaded, with why.
+    pub fn corrupt(&self) -> &[CorruptRecord] {
+        &self.corrupt
+    }
+
+    /// How many task znodes exist (corrupt ones included): what the cap counts.
+    pub fn len(&self) -> usize {
+        self.n_children
+    }
+
+    /// True when there is no task znode at all.
+    pub fn is_empty(&self) -> bool {
+        self.n_children == 0
+    }
+
+    /// The configured cap on records.
+    pub fn max_records(&self) -> usize {
+        self.config.max_records
+    }
+
+    /// What the last rebuild found.
+    pub fn last_rebuild(&self) -> &RebuildReport {
+        &self.last_rebuild
+    }
+
+    /// The session the database uses.
+    pub fn session(&self) -> &Arc<ZkSession> {
+        &self.session
+    }
+
+    /// Where the cache lives.
+    pub fn cache_dir(&self) -> &Path {
+        self.cache.dir()
+    }
+
+    /// Closes the cache (it stays on disk until the next `open` deletes it). The session is
+    /// the caller's to close.
+    pub fn close(self) -> Result<()> {
+        self.cache.close()
+    }
+}
+
+/// The latest time a record shows activity: creation, last dispatch, last failure.
+pub fn last_activity_ms(record: &TaskRecord) -> u64 {
+    [Some(record.created_ms), record.schedule_time_ms, record.last_failed_ms].into_iter().flatten().max().unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests;

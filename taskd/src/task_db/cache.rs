@@ -1,0 +1,185 @@
+//! `RecordCache`: the dispatcher's LevelDB copy of every task record, laid out by `keys` so that
+//! listings are ordered scans. It is never the truth: it is wiped and rebuilt from ZooKeeper at
+//! every open, and written without fsync.
+//!
+//! LevelDB calls block the thread (a compaction can take milliseconds), which is acceptable on
+//! the dispatcher's own context; nothing else runs there that a short stall would hurt.
+
+use std::path::{Path, PathBuf};
+
+use rusty_leveldb::{LdbIterator, Options, WriteBatch, DB};
+
+use super::error::{DbError, Result};
+use super::filter::ListFilter;
+use super::keys;
+use super::StoredRecord;
+use crate::task::{TaskId, TaskRecord};
+
+/// The LevelDB cache of task records. Not `Send`: LevelDB's handle holds `Rc`s.
+pub(super) struct RecordCache {
+    db: DB,
+    dir: PathBuf,
+}
+
+impl RecordCache {
+    /// Removes whatever is at `dir` and opens an empty cache there.
+    pub(super) fn create_empty(dir: &Path) -> Result<RecordCache> {
+        let display = dir.display().to_string();
+        match std::fs::remove_dir_all(dir) {
+            Ok(()) => {}
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => return Err(DbError::CacheDir { context: "remove the old cache", path: display, source }),
+        }
+        std::fs::create_dir_all(dir)
+            .map_err(|source| DbError::CacheDir { context: "create the cache directory", path: display.clone(), source })?;
+        let options = Options { create_if_missing: true, error_if_exists: false, ..Options::default() };
+        let db = DB::open(dir, options).map_err(DbError::cache("open the LevelDB cache"))?;
+        Ok(RecordCache { db, dir: dir.to_path_buf() })
+    }
+
+    /// Where the cache lives.
+    pub(super) fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Adds `stored` to `batch`, replacing its previous entries (if cached).
+    fn stage_put(&mut self, batch: &mut WriteBatch, stored: &StoredRecord) -> Result<()> {
+        let record = &stored.record;
+        let json = record.encode().map_err(|source| DbError::Record {
+            context: "encode for the cache",
+            task_id: record.task_id.to_string(),
+            source,
+        })?;
+        self.stage_delete(batch, &record.task_id)?;
+        batch.put(&keys::date_key(record.created_ms, &record.task_id), &keys::record_value(stored.version, &json));
+        batch.put(&keys::state_key(record.state, record.created_ms, &record.task_id), &[]);
+        batch.put(&keys::id_key(&record.task_id), &keys::id_value(record.created_ms, record.state));
+        Ok(())
+    }
+
+    /// Adds the removal of `task_id`'s entries to `batch`; nothing when it is not cached.
+    fn stage_delete(&mut self, batch: &mut WriteBatch, task_id: &TaskId) -> Result<()> {
+        let id_key = keys::id_key(task_id);
+        let Some(value) = self.db.get(&id_key) else {
+            return Ok(());
+        };
+        let (created_ms, state) = keys::parse_id_value(&value).ok_or_else(|| DbError::CorruptCache {
+            key: format!("id {task_id}"),
+            reason: format!("{} bytes instead of 9", value.len()),
+        })?;
+        batch.delete(&keys::date_key(created_ms, task_id));
+        batch.delete(&keys::state_key(state, created_ms, task_id));
+        batch.delete(&id_key);
+        Ok(())
+    }
+
+    /// Stores (or replaces) one record.
+    pub(super) fn put(&mut self, stored: &StoredRecord) -> Result<()> {
+        let mut batch = WriteBatch::default();
+        self.stage_put(&mut batch, stored)?;
+        self.db.write(batch, false).map_err(DbError::cache("write to the cache"))
+    }
+
+    /// Stores many records in one batch (the rebuild).
+    pub(super) fn put_all<'a>(&mut self, records: impl IntoIterator<Item = &'a StoredRecord>) -> Result<()> {
+        let mut batch = WriteBatch::default();
+        for stored in records {
+            self.stage_put(&mut batch, stored)?;
+        }
+        self.db.write(batch, false).map_err(DbError::cache("write a batch to the cache"))
+    }
+
+    /// Forgets one record; nothing when it is not cached.
+    pub(super) fn remove(&mut self, task_id: &TaskId) -> Result<()> {
+        let mut batch = WriteBatch::default();
+        self.stage_delete(&mut batch, task_id)?;
+        self.db.write(batch, false).map_err(DbError::cache("delete from the cache"))
+    }
+
+    /// The cached record of `task_id`.
+    pub(super) fn get(&mut self, task_id: &TaskId) -> Result<Option<StoredRecord>> {
+        let Some(value) = self.db.get(&keys::id_key(task_id)) else {
+            return Ok(None);
+        };
+        let (created_ms, _state) = keys::parse_id_value(&value).ok_or_else(|| DbError::CorruptCache {
+            key: format!("id {task_id}"),
+            reason: format!("{} bytes instead of 9", value.len()),
+        })?;
+        let date_key = keys::date_key(created_ms, task_id);
+        match self.db.get(&date_key) {
+            Some(value) => decode_value(task_id, &value).map(Some),
+            None => Err(DbError::CorruptCache { key: format!("date {task_id}"), reason: "missing".to_string() }),
+        }
+    }
+
+    /// The cached records that pass `filter`, oldest first.
+    pub(super) fn list(&mut self, filter: &ListFilter) -> Result<Vec<StoredRecord>> {
+        match filter.state {
+            Some(state) => self.list_by_state(filter, state),
+            None => self.list_by_date(filter),
+        }
+    }
+
+    fn list_by_date(&mut self, filter: &ListFilter) -> Result<Vec<StoredRecord>> {
+        let mut found = Vec::new();
+        let mut iter = self.db.new_iter().map_err(DbError::cache("scan the cache"))?;
+        iter.seek(&keys::date_key_from(filter.scan_start_ms()));
+        while iter.valid() && !filter.is_full(found.len()) {
+            let Some((key, value)) = iter.current() else { break };
+            let Some(listed) = keys::parse_date_key(&key) else { break };
+            if filter.is_past_range(listed.created_ms) {
+                break;
+            }
+            let stored = decode_value(&listed.task_id, &value)?;
+            if filter.matches(&stored.record) {
+                found.push(stored);
+            }
+            iter.advance();
+        }
+        Ok(found)
+    }
+
+    fn list_by_state(&mut self, filter: &ListFilter, state: crate::task::TaskState) -> Result<Vec<StoredRecord>> {
+        let mut listed = Vec::new();
+        {
+            let mut iter = self.db.new_iter().map_err(DbError::cache("scan the cache"))?;
+            iter.seek(&keys::state_key_from(state, filter.scan_start_ms()));
+            while iter.valid() && !filter.is_full(listed.len()) {
+                let Some((key, _)) = iter.current() else { break };
+                let Some(entry) = keys::parse_state_key(&key, state) else { break };
+                if filter.is_past_range(entry.created_ms) {
+                    break;
+                }
+                listed.push(entry);
+                iter.advance();
+            }
+        }
+        let mut found = Vec::with_capacity(listed.len());
+        for entry in listed {
+            let key = keys::date_key(entry.created_ms, &entry.task_id);
+            let value = self.db.get(&key).ok_or_else(|| DbError::CorruptCache {
+                key: format!("date {}", entry.task_id),
+                reason: "in the state index but missing".to_string(),
+            })?;
+            let stored = decode_value(&entry.task_id, &value)?;
+            if filter.matches(&stored.record) {
+                found.push(stored);
+            }
+        }
+        Ok(found)
+    }
+
+    /// Flushes and closes the LevelDB handle (no fsync: the cache is never the truth).
+    pub(super) fn close(mut self) -> Result<()> {
+        self.db.close().map_err(DbError::cache("close the cache"))
+    }
+}
+
+/// Decodes a cached value; a damaged one is a `CorruptCache` error, never a panic.
+fn decode_value(task_id: &TaskId, value: &[u8]) -> Result<StoredRecord> {
+    let (version, json) = keys::parse_record_value(value)
+        .ok_or_else(|| DbError::CorruptCache { key: format!("date {task_id}"), reason: "too short".to_string() })?;
+    let record = TaskRecord::decode(json)
+        .map_err(|error| DbError::CorruptCache { key: format!("date {task_id}"), reason: error.to_string() })?;
+    Ok(StoredRecord { record, version })
+}

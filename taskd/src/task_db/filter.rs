@@ -1,0 +1,81 @@
+//! `ListFilter`: which task records a client's `list` asks for (a state, a creation-time range,
+//! a limit), and the pure test a cached record passes or not.
+
+use chrono::{Local, NaiveDate, TimeZone};
+
+use crate::task::{TaskRecord, TaskState};
+
+/// A listing's criteria; the default lists everything, oldest first.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListFilter {
+    /// Only tasks in this state.
+    pub state: Option<TaskState>,
+    /// Only tasks created at or after this time (ms since the epoch).
+    pub created_from_ms: Option<u64>,
+    /// Only tasks created before this time (ms since the epoch).
+    pub created_before_ms: Option<u64>,
+    /// At most this many records (the oldest that match).
+    pub limit: Option<usize>,
+}
+
+impl ListFilter {
+    /// Every task.
+    pub fn all() -> ListFilter {
+        ListFilter::default()
+    }
+
+    /// Tasks in `state`.
+    pub fn in_state(state: TaskState) -> ListFilter {
+        ListFilter { state: Some(state), ..ListFilter::default() }
+    }
+
+    /// Tasks created during `date` in the machine's local time zone (`zbs-task task list --date`).
+    pub fn created_on(date: NaiveDate) -> ListFilter {
+        let start_ms = |day: NaiveDate| {
+            let midnight = day.and_hms_opt(0, 0, 0).unwrap_or_default();
+            // A midnight that does not exist (a DST gap) falls back to the UTC reading.
+            let time = Local.from_local_datetime(&midnight).earliest().map(|time| time.timestamp_millis());
+            time.unwrap_or_else(|| midnight.and_utc().timestamp_millis()).max(0) as u64
+        };
+        let next_day = date.succ_opt().unwrap_or(date);
+        ListFilter {
+            created_from_ms: Some(start_ms(date)),
+            created_before_ms: Some(start_ms(next_day)),
+            ..ListFilter::default()
+        }
+    }
+
+    /// Narrows to `state`.
+    pub fn with_state(mut self, state: TaskState) -> ListFilter {
+        self.state = Some(state);
+        self
+    }
+
+    /// Narrows to `limit` records.
+    pub fn with_limit(mut self, limit: usize) -> ListFilter {
+        self.limit = Some(limit);
+        self
+    }
+
+    /// The first creation time of the range (0 when open).
+    pub fn scan_start_ms(&self) -> u64 {
+        self.created_from_ms.unwrap_or(0)
+    }
+
+    /// True when a scan in creation order has passed the range and can stop.
+    pub fn is_past_range(&self, created_ms: u64) -> bool {
+        self.created_before_ms.is_some_and(|before| created_ms >= before)
+    }
+
+    /// True when `record` matches every criterion (the limit aside).
+    pub fn matches(&self, record: &TaskRecord) -> bool {
+        self.state.is_none_or(|state| record.state == state)
+            && self.created_from_ms.is_none_or(|from| record.created_ms >= from)
+            && self.created_before_ms.is_none_or(|before| record.created_ms < before)
+    }
+
+    /// True when `n_found` records fill the limit.
+    pub fn is_full(&self, n_found: usize) -> bool {
+        self.limit.is_some_and(|limit| n_found >= limit)
+    }
+}
