@@ -1,1 +1,189 @@
-//! Unit tests of the task database's pure parts: cache key encoding, list filters, sizes.
+//! Unit tests of the task database's pure parts: cache key encoding and order, list filters,
+//! the cache itself on a temp dir, size arithmetic and validation.
+
+use chrono::{Local, NaiveDate, TimeZone};
+
+use super::cache::RecordCache;
+use super::filter::ListFilter;
+use super::keys;
+use super::layout;
+use super::{last_activity_ms, RunnerInfo, StoredRecord, TaskDbConfig};
+use crate::task::{SleepArgs, TaskId, TaskKind, TaskRecord, TaskState, MAX_RECORD_BYTES};
+
+fn id(text: &str) -> TaskId {
+    TaskId::parse(text).expect("valid test id")
+}
+
+fn record(task_id: &str, created_ms: u64, state: TaskState) -> TaskRecord {
+    let mut record = TaskRecord::new(id(task_id), TaskKind::Sleep(SleepArgs { duration_ms: 10, fail: false }), created_ms);
+    record.state = state;
+    record
+}
+
+fn stored(task_id: &str, created_ms: u64, state: TaskState, version: i32) -> StoredRecord {
+    StoredRecord { record: record(task_id, created_ms, state), version }
+}
+
+fn ids(records: &[StoredRecord]) -> Vec<String> {
+    records.iter().map(|stored| stored.record.task_id.to_string()).collect()
+}
+
+#[test]
+fn date_keys_sort_by_creation_time_then_id() {
+    let early = keys::date_key(9, &id("zzz"));
+    let later = keys::date_key(10, &id("aaa"));
+    let much_later = keys::date_key(256, &id("aaa"));
+    assert!(early < later && later < much_later, "big-endian times sort numerically");
+    assert!(keys::date_key(10, &id("aaa")) < keys::date_key(10, &id("aab")));
+    assert!(keys::date_key_from(10) <= later && keys::date_key_from(11) > later);
+}
+
+#[test]
+fn keys_parse_back() {
+    let task_id = id("0f3c-task_1");
+    let parsed = keys::parse_date_key(&keys::date_key(1_700_000_000_123, &task_id)).expect("a date key");
+    assert_eq!(parsed, keys::ListedKey { created_ms: 1_700_000_000_123, task_id: task_id.clone() });
+    let state_key = keys::state_key(TaskState::Paused, 42, &task_id);
+    assert_eq!(keys::parse_state_key(&state_key, TaskState::Paused).map(|key| key.created_ms), Some(42));
+    assert_eq!(keys::parse_state_key(&state_key, TaskState::Running), None, "another state's key");
+    assert_eq!(keys::parse_date_key(&state_key), None, "a state key is no date key");
+    assert_eq!(keys::parse_id_value(&keys::id_value(77, TaskState::Failed)), Some((77, TaskState::Failed)));
+    assert_eq!(keys::parse_record_value(&keys::record_value(-1, b"{}")), Some((-1, &b"{}"[..])));
+}
+
+#[test]
+fn damaged_keys_and_values_are_none_not_panics() {
+    assert_eq!(keys::parse_id_value(&[1, 2, 3]), None);
+    assert_eq!(keys::parse_id_value(&[0, 0, 0, 0, 0, 0, 0, 1, 200]), None, "no such state");
+    assert_eq!(keys::parse_record_value(&[1, 2]), None);
+    assert_eq!(keys::parse_date_key(b"d\x00\x01"), None, "too short");
+    assert_eq!(keys::parse_date_key(b"d\x00\x00\x00\x00\x00\x00\x00\x01../x"), None, "not a task id");
+}
+
+#[test]
+fn every_state_has_its_own_index_byte() {
+    for (position, state) in TaskState::ALL.into_iter().enumerate() {
+        assert_eq!(usize::from(keys::state_index(state)), position);
+        assert_eq!(keys::state_from_index(keys::state_index(state)), Some(state));
+    }
+}
+
+#[test]
+fn filters_match_state_and_half_open_date_range() {
+    let pending = record("a", 100, TaskState::Pending);
+    let filter = ListFilter { created_from_ms: Some(100), created_before_ms: Some(200), ..ListFilter::default() };
+    assert!(filter.matches(&pending));
+    assert!(!filter.matches(&record("b", 200, TaskState::Pending)), "the end is excluded");
+    assert!(!filter.matches(&record("c", 99, TaskState::Pending)));
+    assert!(!filter.clone().with_state(TaskState::Running).matches(&pending));
+    assert!(filter.is_past_range(200) && !filter.is_past_range(199));
+    assert!(ListFilter::all().with_limit(2).is_full(2) && !ListFilter::all().is_full(1_000_000));
+}
+
+#[test]
+fn created_on_covers_one_local_day() {
+    let date = NaiveDate::from_ymd_opt(2026, 3, 14).expect("a date");
+    let filter = ListFilter::created_on(date);
+    let noon = Local.from_local_datetime(&date.and_hms_opt(12, 0, 0).expect("noon")).earliest().expect("noon exists");
+    let noon_ms = noon.timestamp_millis() as u64;
+    assert!(filter.matches(&record("a", noon_ms, TaskState::Pending)));
+    assert!(!filter.matches(&record("b", noon_ms + 24 * 3_600_000, TaskState::Pending)));
+    assert!(!filter.matches(&record("c", noon_ms - 24 * 3_600_000, TaskState::Pending)));
+}
+
+#[test]
+fn cache_lists_in_creation_order_by_state_and_range() -> Result<(), super::DbError> {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut cache = RecordCache::create_empty(&dir.path().join("cache"))?;
+    cache.put_all(&[
+        stored("c", 300, TaskState::Running, 1),
+        stored("a", 100, TaskState::Pending, 0),
+        stored("b", 200, TaskState::Pending, 3),
+        stored("d", 200, TaskState::Succeeded, 7),
+    ])?;
+    assert_eq!(ids(&cache.list(&ListFilter::all())?), ["a", "b", "d", "c"]);
+    assert_eq!(ids(&cache.list(&ListFilter::in_state(TaskState::Pending))?), ["a", "b"]);
+    let range = ListFilter { created_from_ms: Some(150), created_before_ms: Some(300), ..ListFilter::default() };
+    assert_eq!(ids(&cache.list(&range)?), ["b", "d"]);
+    assert_eq!(ids(&cache.list(&ListFilter::all().with_limit(2))?), ["a", "b"]);
+    assert_eq!(cache.get(&id("b"))?.map(|stored| stored.version), Some(3));
+
+    // Replacing a record moves it between state indexes; removing forgets every key.
+    cache.put(&stored("a", 100, TaskState::Running, 1))?;
+    assert_eq!(ids(&cache.list(&ListFilter::in_state(TaskState::Pending))?), ["b"]);
+    assert_eq!(ids(&cache.list(&ListFilter::in_state(TaskState::Running))?), ["a", "c"]);
+    cache.remove(&id("c"))?;
+    cache.remove(&id("never-there"))?;
+    assert_eq!(cache.get(&id("c"))?, None);
+    assert_eq!(ids(&cache.list(&ListFilter::all())?), ["a", "b", "d"]);
+    assert_eq!(ids(&cache.list(&ListFilter::in_state(TaskState::Running))?), ["a"]);
+    cache.close()
+}
+
+#[test]
+fn a_new_cache_starts_empty_even_over_an_old_one() -> Result<(), super::DbError> {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("cache");
+    let mut cache = RecordCache::create_empty(&path)?;
+    cache.put(&stored("old", 1, TaskState::Pending, 0))?;
+    cache.close()?;
+    std::fs::write(path.join("garbage"), b"not leveldb").expect("write a stray file");
+    let mut cache = RecordCache::create_empty(&path)?;
+    assert!(cache.list(&ListFilter::all())?.is_empty());
+    assert!(!path.join("garbage").exists());
+    cache.close()
+}
+
+#[test]
+fn the_default_cap_keeps_a_children_reply_under_half_a_megabyte() {
+    let uuid_reply = layout::DEFAULT_MAX_RECORDS * layout::child_reply_bytes(TaskId::generate().as_str());
+    assert!(uuid_reply <= layout::MAX_CHILDREN_REPLY_BYTES, "{uuid_reply} bytes");
+    assert!(layout::MAX_CHILDREN_REPLY_BYTES <= 1024 * 1024 / 2);
+    assert!(MAX_RECORD_BYTES * 256 <= 1024 * 1024, "a record is far below the znode limit");
+}
+
+#[test]
+fn node_ids_are_safe_znode_names() {
+    for good in ["node-1", "10.0.0.1", "a", "host_b.example"] {
+        assert!(layout::is_valid_node_id(good), "{good}");
+    }
+    for bad in ["", ".", "..", "a/b", "-x", &"n".repeat(65), "nö"] {
+        assert!(!layout::is_valid_node_id(bad), "{bad:?}");
+    }
+}
+
+#[test]
+fn runner_info_is_checked_both_ways() {
+    let info = RunnerInfo {
+        node_id: "node-1".to_string(),
+        address: "10.0.0.1:10601".to_string(),
+        slots: 4,
+        free_slots: 2,
+        draining: false,
+        healthy: true,
+    };
+    let data = serde_json::to_vec(&info).expect("encode");
+    assert_eq!(RunnerInfo::decode("node-1", &data).ok(), Some(info.clone()));
+    assert!(RunnerInfo::decode("node-2", &data).is_err(), "the data names another node");
+    assert!(RunnerInfo::decode("node-1", b"{not json").is_err());
+    assert!(RunnerInfo { free_slots: 5, ..info.clone() }.validate().is_err());
+    assert!(RunnerInfo { node_id: "../x".to_string(), ..info }.validate().is_err());
+}
+
+#[test]
+fn last_activity_is_the_latest_known_time() {
+    let mut task = record("a", 100, TaskState::Succeeded);
+    assert_eq!(last_activity_ms(&task), 100);
+    task.schedule_time_ms = Some(500);
+    task.last_failed_ms = Some(300);
+    assert_eq!(last_activity_ms(&task), 500);
+}
+
+#[test]
+fn configs_that_cannot_work_are_refused() {
+    let good = TaskDbConfig::new("/var/lib/zbs/taskd/cache");
+    assert!(good.validate().is_ok());
+    assert!(TaskDbConfig { max_records: 0, ..good.clone() }.validate().is_err());
+    assert!(TaskDbConfig { read_batch: 0, ..good.clone() }.validate().is_err());
+    assert!(TaskDbConfig::new("/").validate().is_err(), "open deletes the cache dir: never the root");
+}
