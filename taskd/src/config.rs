@@ -12,6 +12,9 @@ use vip::health::{HealthConfig, MissingFile, SourceKind};
 /// Where the daemon looks for its file when `--config` is not given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/zbs/taskd.toml";
 
+/// The default log filter: `may` logs every connection's epoll registration at info.
+pub const DEFAULT_LOG_LEVEL: &str = "info,may=warn";
+
 /// The exit code for a configuration error (`EX_CONFIG` from sysexits.h).
 pub const EXIT_CONFIG: i32 = 78;
 
@@ -105,7 +108,7 @@ pub struct CommandLine {
     /// Log line format [default: glog].
     #[arg(long, value_enum)]
     pub log_format: Option<LogFormat>,
-    /// Log filter, e.g. `info` or `info,quorum=debug` [default: info].
+    /// Log filter, e.g. `info` or `info,quorum=debug` [default: info,may=warn].
     #[arg(long)]
     pub log_level: Option<String>,
     /// Also append log lines to this file.
@@ -257,7 +260,7 @@ impl Config {
             start_limit_interval: Duration::from_secs(start_limit_interval_sec),
             log: LogConfig {
                 format: cli.log_format.or(file.log.format).unwrap_or(LogFormat::Glog),
-                level: cli.log_level.clone().or(file.log.level).unwrap_or_else(|| "info".to_string()),
+                level: cli.log_level.clone().or(file.log.level).unwrap_or_else(|| DEFAULT_LOG_LEVEL.to_string()),
                 file: cli.log_file.clone().or(file.log.file),
             },
         };

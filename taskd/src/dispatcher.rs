@@ -34,7 +34,9 @@ impl NetworkHealthFlag {
         self.healthy.load(Ordering::Acquire)
     }
 
-    fn publish(&self, healthy: bool) {
+    /// Publishes the data network's health; the dispatcher's check does, and the server's loop
+    /// when it learns of a failure before any dispatcher runs.
+    pub fn publish(&self, healthy: bool) {
         self.healthy.store(healthy, Ordering::Release);
     }
 }

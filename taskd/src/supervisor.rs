@@ -22,7 +22,7 @@ pub const EXIT_NETWORK_FAILURE: i32 = 75;
 pub const EXIT_START_FAILURE: i32 = 1;
 
 /// How often the main thread looks at the signal flag and the server.
-const WATCH_INTERVAL: Duration = Duration::from_millis(20);
+const WATCH_INTERVAL: Duration = Duration::from_millis(5);
 
 /// The main thread's loop around the service.
 pub struct Supervisor {

@@ -369,6 +369,15 @@ impl QuorumHandler for Handler {
             Event::RoleChanged { leader: true, sequence } => {
                 tracing::info!(sequence, "became leader");
                 self.inner.notifier.status(&format!("leader (member {sequence})"));
+                if self.inner.health.is_invalid() {
+                    // Elected by sequence alone: decide before any leader component starts, so
+                    // an unhealthy node hands over without ever running the dispatcher.
+                    self.inner.published_health.publish(false);
+                    self.inner.poll_health();
+                    if self.inner.stopping.load(Ordering::Acquire) {
+                        return;
+                    }
+                }
                 self.inner.start_dispatcher();
             }
             Event::RoleChanged { leader: false, sequence } => {
