@@ -2,4 +2,5 @@
 
 mod daemon;
 mod quorum;
+mod task_db;
 mod zk_harness;
