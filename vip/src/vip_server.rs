@@ -23,8 +23,9 @@
 //! the source of the node's outgoing traffic (connections do not break when the VIP moves), the
 //! subnet's route does not depend on the VIP, and deleting the VIP never deletes other addresses
 //! (deleting a *primary* address deletes its secondaries unless `promote_secondaries` is set).
-//! If the node's own address vanishes while leader, the kernel takes the VIP with it; `sync_vip`
-//! then reports [`VipError::Interface`] rather than make the VIP primary.
+//! If the node's own address vanishes while leader, the kernel takes the VIP with it (or, with
+//! `promote_secondaries`, makes it primary); either way `sync_vip` reports
+//! [`VipError::Interface`] and adds nothing, and the step-down policy decides.
 //!
 //! The VIP is identified by its address *and* prefix length on the configured interface; the
 //! same address with another prefix is a conflict ([`VipError::BadRequest`]) and never deleted.
@@ -167,12 +168,13 @@ impl VipServer {
         };
         self.check_usable(&link)?;
         let addresses = self.read_addresses(&mut inner, &link)?;
-        let presence = if self.find_vip(&addresses)? {
+        let present = self.find_vip(&addresses)?;
+        if !self.has_subnet_address(&addresses) {
+            return Err(VipError::NotFound(self.no_subnet_message()));
+        }
+        let presence = if present {
             VipPresence::AlreadyPresent
         } else {
-            if !self.has_subnet_address(&addresses) {
-                return Err(VipError::NotFound(self.no_subnet_message()));
-            }
             self.add(&mut inner, &link)?;
             tracing::info!(vip = %self.vip, interface = %self.config.interface, label = %self.label, "VIP added");
             VipPresence::Added
@@ -217,10 +219,11 @@ impl VipServer {
             active: true,
             ..SyncReport::default()
         };
-        if !self.find_vip(&addresses)? {
-            if !self.has_subnet_address(&addresses) {
-                return Err(VipError::Interface(self.no_subnet_message()));
-            }
+        let present = self.find_vip(&addresses)?;
+        if !self.has_subnet_address(&addresses) {
+            return Err(VipError::Interface(self.no_subnet_message()));
+        }
+        if !present {
             self.add(&mut inner, &link)?;
             tracing::warn!(
                 vip = %self.vip,
