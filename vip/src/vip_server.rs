@@ -30,6 +30,27 @@
 //! The VIP is identified by its address *and* prefix length on the configured interface; the
 //! same address with another prefix is a conflict ([`VipError::BadRequest`]) and never deleted.
 //!
+//! # Use
+//!
+//! ```no_run
+//! use vip::{VipConfig, VipRetry, VipServer, VipVerdict};
+//!
+//! let config = VipConfig::new("10.0.0.100/24", "eth0");
+//! let server = VipServer::new(&config)?; // BadRequest here stops the service
+//! server.remove_leftover()?; // at start, as a follower
+//!
+//! // On becoming leader, then every `sync_interval_ms` on the dispatcher's loop:
+//! let mut retry = VipRetry::new(&config);
+//! let result = server.config_vip().map(|_| ());
+//! match retry.record(&result) {
+//!     VipVerdict::Healthy => {}                        // next: server.sync_vip() after the interval
+//!     VipVerdict::RetryAfter(_delay) => {}             // call again after the delay
+//!     VipVerdict::StepDown => { server.clean_vip()?; } // then leave the quorum
+//!     VipVerdict::StopService => { server.clean_vip()?; } // log once, stop, never lead again
+//! }
+//! # Ok::<(), vip::VipError>(())
+//! ```
+//!
 //! # Threads and namespaces
 //!
 //! The netlink and packet sockets are opened by [`VipServer::new`], so they belong to the network
@@ -407,6 +428,21 @@ impl VipServer {
             interface: self.config.interface.clone(),
             vip: self.vip.ip,
             source,
+        }
+    }
+}
+
+impl Drop for VipServer {
+    /// A safety net, not the stop path: a server dropped while it still holds the VIP releases
+    /// it (and says so), so that no code path leaves the address bound on a node that is no
+    /// longer leader. The stop order calls `clean_vip` explicitly, before leaving the quorum.
+    fn drop(&mut self) {
+        if !self.inner.get_mut().active {
+            return;
+        }
+        tracing::warn!(vip = %self.vip, "VipServer dropped while holding the VIP; releasing it");
+        if let Err(error) = self.clean_vip() {
+            tracing::error!(vip = %self.vip, %error, "cannot release the VIP");
         }
     }
 }

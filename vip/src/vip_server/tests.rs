@@ -512,3 +512,28 @@ fn an_interface_that_vanishes_while_leader_is_transient() {
     );
     assert!(!server.clean_vip().expect("clean_vip with no interface"));
 }
+
+#[test]
+fn a_dropped_leader_releases_the_vip() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<VipServer>();
+    let Some(lab) = Lab::create("a_dropped_leader_releases_the_vip") else {
+        return;
+    };
+    let server = lab.server(config()).expect("server");
+    server.config_vip().expect("config_vip");
+    // Used from another thread than the one that built it: the sockets stay in the namespace.
+    let server = std::thread::spawn(move || {
+        assert!(server.has_vip().expect("has_vip"));
+        server
+    })
+    .join()
+    .expect("thread");
+    assert_eq!(lab.vip_lines().len(), 1);
+    drop(server);
+    assert!(lab.vip_lines().is_empty(), "{:?}", lab.addresses());
+    // A server that never took the VIP leaves a leftover alone on drop (remove_leftover's job).
+    lab.ip("addr add 10.214.0.100/24 dev zbsv0 label zbsv0:vip");
+    drop(lab.server(config()).expect("server"));
+    assert_eq!(lab.vip_lines().len(), 1);
+}
