@@ -205,9 +205,9 @@ impl TaskDb {
             loaded_ids.extend(loaded.into_iter().map(|stored| stored.record.task_id));
         }
         // Forget what the cache held that ZooKeeper no longer has (a rebuild of an open db).
-        for stale in self.cache.list(&ListFilter::all())? {
-            if !loaded_ids.contains(&stale.record.task_id) {
-                self.cache.remove(&stale.record.task_id)?;
+        for cached in self.cache.ids()? {
+            if !loaded_ids.contains(&cached) {
+                self.cache.remove(&cached)?;
             }
         }
         self.report_corrupt(corrupt);

@@ -92,6 +92,17 @@ fn records_are_listed_from_the_cache_and_rebuilt_from_zookeeper_at_reopen() -> R
     task_db::write_record(&other, &progressed, created[1].version)?;
     assert_eq!(db.get(&foreign.task_id)?, None);
     assert_eq!(db.refresh(&created[1].record.task_id)?.map(|stored| stored.record.progress.cur_extent), Some(7));
+
+    // A rebuild of the open database forgets what ZooKeeper lost and learns what it gained.
+    other.delete(&task_path(&created[2].record.task_id), None)?;
+    let report = db.rebuild()?;
+    assert_eq!((report.n_loaded, db.len()), (3, 3));
+    assert_eq!(db.get(&created[2].record.task_id)?, None);
+    assert!(db.list(&ListFilter::in_state(TaskState::Paused))?.is_empty());
+    assert_eq!(db.get(&foreign.task_id)?.map(|stored| stored.record), Some(foreign.clone()));
+    let mut paused_again = created[2].record.clone();
+    paused_again.created_ms = base + 2 * HOUR_MS;
+    created[2] = db.create(&paused_again)?;
     db.close()?;
 
     // A stray file in the old cache dir proves that open starts from an empty directory.

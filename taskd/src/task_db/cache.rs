@@ -112,6 +112,20 @@ impl RecordCache {
         }
     }
 
+    /// The id of every cached record, in id order (no record is decoded).
+    pub(super) fn ids(&mut self) -> Result<Vec<TaskId>> {
+        let mut ids = Vec::new();
+        let mut iter = self.db.new_iter().map_err(DbError::cache("scan the cache"))?;
+        iter.seek(&keys::id_key_prefix());
+        while iter.valid() {
+            let Some((key, _)) = iter.current() else { break };
+            let Some(task_id) = keys::parse_id_key(&key) else { break };
+            ids.push(task_id);
+            iter.advance();
+        }
+        Ok(ids)
+    }
+
     /// The cached records that pass `filter`, oldest first.
     pub(super) fn list(&mut self, filter: &ListFilter) -> Result<Vec<StoredRecord>> {
         match filter.state {

@@ -61,6 +61,17 @@ pub fn id_key(task_id: &TaskId) -> Vec<u8> {
     key
 }
 
+/// The first id key: a scan from here visits every id key, in id order.
+pub fn id_key_prefix() -> Vec<u8> {
+    vec![ID_PREFIX]
+}
+
+/// Reads an id key back; `None` for another kind of key or a damaged one.
+pub fn parse_id_key(key: &[u8]) -> Option<TaskId> {
+    let rest = key.strip_prefix(&[ID_PREFIX])?;
+    TaskId::parse(std::str::from_utf8(rest).ok()?).ok()
+}
+
 /// The value of an id key.
 pub fn id_value(created_ms: u64, state: TaskState) -> Vec<u8> {
     let mut value = created_ms.to_be_bytes().to_vec();

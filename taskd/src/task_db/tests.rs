@@ -47,6 +47,8 @@ fn keys_parse_back() {
     assert_eq!(keys::parse_state_key(&state_key, TaskState::Paused).map(|key| key.created_ms), Some(42));
     assert_eq!(keys::parse_state_key(&state_key, TaskState::Running), None, "another state's key");
     assert_eq!(keys::parse_date_key(&state_key), None, "a state key is no date key");
+    assert_eq!(keys::parse_id_key(&keys::id_key(&task_id)), Some(task_id.clone()));
+    assert_eq!(keys::parse_id_key(&keys::date_key(1, &task_id)), None);
     assert_eq!(keys::parse_id_value(&keys::id_value(77, TaskState::Failed)), Some((77, TaskState::Failed)));
     assert_eq!(keys::parse_record_value(&keys::record_value(-1, b"{}")), Some((-1, &b"{}"[..])));
 }
@@ -107,6 +109,8 @@ fn cache_lists_in_creation_order_by_state_and_range() -> Result<(), super::DbErr
     assert_eq!(ids(&cache.list(&range)?), ["b", "d"]);
     assert_eq!(ids(&cache.list(&ListFilter::all().with_limit(2))?), ["a", "b"]);
     assert_eq!(cache.get(&id("b"))?.map(|stored| stored.version), Some(3));
+    let cached_ids: Vec<String> = cache.ids()?.iter().map(ToString::to_string).collect();
+    assert_eq!(cached_ids, ["a", "b", "c", "d"]);
 
     // Replacing a record moves it between state indexes; removing forgets every key.
     cache.put(&stored("a", 100, TaskState::Running, 1))?;
@@ -138,8 +142,12 @@ fn a_new_cache_starts_empty_even_over_an_old_one() -> Result<(), super::DbError>
 fn the_default_cap_keeps_a_children_reply_under_half_a_megabyte() {
     let uuid_reply = layout::DEFAULT_MAX_RECORDS * layout::child_reply_bytes(TaskId::generate().as_str());
     assert!(uuid_reply <= layout::MAX_CHILDREN_REPLY_BYTES, "{uuid_reply} bytes");
-    assert!(layout::MAX_CHILDREN_REPLY_BYTES <= 1024 * 1024 / 2);
-    assert!(MAX_RECORD_BYTES * 256 <= 1024 * 1024, "a record is far below the znode limit");
+    const { assert!(layout::MAX_CHILDREN_REPLY_BYTES <= 1024 * 1024 / 2) };
+    // A record is far below the znode limit.
+    const { assert!(MAX_RECORD_BYTES * 256 <= 1024 * 1024) };
+    // The longest ids stop at the byte budget before the reply reaches half the limit.
+    let longest_reply = layout::MAX_CHILDREN_REPLY_BYTES / (TaskId::MAX_LEN + layout::CHILD_NAME_OVERHEAD);
+    assert_eq!(longest_reply, 7710, "the arithmetic in layout's doc");
 }
 
 #[test]
