@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::{Parser, ValueEnum};
 use serde::Deserialize;
 use vip::health::{HealthConfig, MissingFile, SourceKind};
+use vip::VipConfig;
 
 /// Where the daemon looks for its file when `--config` is not given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/zbs/taskd.toml";
@@ -144,6 +145,12 @@ pub struct CommandLine {
     /// The chunk service's health URL, for the chunk source.
     #[arg(long)]
     pub health_chunk_url: Option<String>,
+    /// The cluster's virtual IP with its prefix, e.g. 10.0.0.100/24; none by default.
+    #[arg(long)]
+    pub vip_address: Option<String>,
+    /// The management interface that carries the VIP (required with --vip-address).
+    #[arg(long)]
+    pub vip_interface: Option<String>,
 }
 
 /// The file's shape: every key optional, unknown keys refused.
@@ -167,6 +174,7 @@ struct FileConfig {
     log: FileLog,
     #[serde(default)]
     health: HealthConfig,
+    vip: Option<VipConfig>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -202,6 +210,8 @@ pub struct Config {
     pub start_limit_interval: Duration,
     pub log: LogConfig,
     pub health: HealthConfig,
+    /// The cluster's virtual IP, held by the leader; `None` runs without one.
+    pub vip: Option<VipConfig>,
 }
 
 /// Where and how the daemon logs.
@@ -240,8 +250,10 @@ impl Config {
         let start_limit_interval_sec =
             cli.start_limit_interval_sec.or(file.exit_limit.start_limit_interval_sec).unwrap_or(10);
         let health = merge_health(file.health, cli);
+        let vip = merge_vip(file.vip, cli)?;
         let config = Config {
             health,
+            vip,
             node_id,
             zookeeper_hosts,
             session_timeout: Duration::from_millis(session_timeout_ms),
@@ -305,6 +317,9 @@ impl Config {
         }
         // The health section's own validation names its keys in full (`health.probe.port`).
         self.health.validate().map_err(|error| ConfigError::Invalid { key: "health", message: error.to_string() })?;
+        if let Some(vip) = &self.vip {
+            vip.validate().map_err(|error| ConfigError::Invalid { key: "vip", message: error.to_string() })?;
+        }
         Ok(())
     }
 
@@ -316,6 +331,24 @@ impl Config {
     /// The runner API's address.
     pub fn runner_address(&self) -> std::net::SocketAddr {
         std::net::SocketAddr::new(self.management_address, self.runner_port)
+    }
+}
+
+fn merge_vip(file: Option<VipConfig>, cli: &CommandLine) -> Result<Option<VipConfig>, ConfigError> {
+    match (file, &cli.vip_address, &cli.vip_interface) {
+        (Some(mut vip), address, interface) => {
+            if let Some(address) = address {
+                vip.address = address.clone();
+            }
+            if let Some(interface) = interface {
+                vip.interface = interface.clone();
+            }
+            Ok(Some(vip))
+        }
+        (None, Some(address), Some(interface)) => Ok(Some(VipConfig::new(address.as_str(), interface.as_str()))),
+        (None, Some(_), None) => Err(ConfigError::invalid("vip.interface", "--vip-address needs --vip-interface")),
+        (None, None, Some(_)) => Err(ConfigError::invalid("vip.address", "--vip-interface needs --vip-address")),
+        (None, None, None) => Ok(None),
     }
 }
 

@@ -1,15 +1,20 @@
 //! `TaskDispatcher`: the leader-only component on its own `ThreadContext` ("zbs-task-dispat").
-//! Its periodic check (the original's `CheckSecondaryDataChannel`, every second) only
-//! *publishes* the data network's health in an atomic flag, and wakes the server's loop at once
-//! when the health turns bad. It never stops, joins or drops the server: the server's loop
-//! decides that, on its own thread.
+//! Its periodic checks are the original's: `CheckSecondaryDataChannel` (every second) only
+//! *publishes* the data network's health in an atomic flag and wakes the server's loop at once
+//! when the health turns bad; `ConfigVIP`/`SyncVIP` bind the VIP on start and keep it bound
+//! (re-added if someone removed it, re-announced) every `sync_interval_ms`. VIP failures are
+//! reported to the server's loop with the error's policy (permanent or transient). The
+//! dispatcher never stops, joins or drops the server: the server's loop decides that, on its own
+//! thread. Stopping the dispatcher releases the VIP.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use parking_lot::Mutex;
 use runtime::{ThreadContext, TimerHandle};
 use vip::health::{HealthFlag, Subscription};
+use vip::{VipRetry, VipServer, VipVerdict};
 
 /// How often the dispatcher publishes the data network's health (the original: every second).
 pub const HEALTH_CHECK_INTERVAL: Duration = Duration::from_secs(1);
@@ -47,10 +52,20 @@ impl Default for NetworkHealthFlag {
     }
 }
 
+/// A VIP failure the server's loop must act on: `permanent` stops the service for good (the
+/// configuration cannot work), otherwise the leader steps down and may lead again later.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VipFailure {
+    pub permanent: bool,
+    pub message: String,
+}
+
 /// The leader's dispatcher.
 pub struct TaskDispatcher {
     context: ThreadContext,
     health_check: Option<TimerHandle>,
+    vip_sync: Option<TimerHandle>,
+    vip: Option<Arc<VipServer>>,
     _early_wake: Subscription,
 }
 
@@ -58,9 +73,16 @@ impl TaskDispatcher {
     /// Starts the dispatcher's context and its periodic health check. `wake_server` is called
     /// (from a health source's thread or the dispatcher's) when the health turns bad; it must only
     /// post a message to the server's loop.
-    pub fn start<W>(health: HealthFlag, published: NetworkHealthFlag, wake_server: W) -> std::io::Result<TaskDispatcher>
+    pub fn start<W, F>(
+        health: HealthFlag,
+        published: NetworkHealthFlag,
+        wake_server: W,
+        vip: Option<Arc<VipServer>>,
+        on_vip_failure: F,
+    ) -> std::io::Result<TaskDispatcher>
     where
         W: Fn() + Send + Sync + 'static,
+        F: Fn(VipFailure) + Send + Sync + 'static,
     {
         let context = ThreadContext::new(DISPATCHER_THREAD_NAME)?;
         let wake_server = Arc::new(wake_server);
@@ -91,8 +113,12 @@ impl TaskDispatcher {
             wake_server();
         });
         published.publish(!health.is_invalid());
-        tracing::info!("dispatcher started");
-        Ok(TaskDispatcher { context, health_check: Some(health_check), _early_wake: early_wake })
+        let vip_sync = match &vip {
+            Some(vip) => Some(start_vip(&context, vip.clone(), Arc::new(on_vip_failure))?),
+            None => None,
+        };
+        tracing::info!(vip = vip.is_some(), "dispatcher started");
+        Ok(TaskDispatcher { context, health_check: Some(health_check), vip_sync, vip, _early_wake: early_wake })
     }
 
     /// Stops the periodic work and the context, waiting for its coroutines to finish. Called by
@@ -102,10 +128,74 @@ impl TaskDispatcher {
         if let Some(timer) = self.health_check.take() {
             timer.cancel();
         }
+        if let Some(timer) = self.vip_sync.take() {
+            timer.cancel();
+        }
+        if let Some(vip) = &self.vip {
+            release_vip(vip);
+        }
         self.context.stop();
         match self.context.join() {
             Ok(()) => tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "dispatcher stopped"),
             Err(error) => tracing::error!(%error, "dispatcher context did not join"),
         }
+    }
+}
+
+/// Binds the VIP (ConfigVIP) and keeps it (SyncVIP) on the dispatcher's context; failures go
+/// through `VipRetry`, whose verdict the server's loop acts on.
+fn start_vip(
+    context: &ThreadContext,
+    vip: Arc<VipServer>,
+    on_failure: Arc<dyn Fn(VipFailure) + Send + Sync>,
+) -> std::io::Result<TimerHandle> {
+    let retry = Arc::new(Mutex::new(VipRetry::new(vip.config())));
+    let report = move |retry: &Mutex<VipRetry>, result: &vip::VipResult<()>| {
+        let verdict = retry.lock().record(result);
+        let message = match result {
+            Err(error) => error.to_string(),
+            Ok(()) => return,
+        };
+        match verdict {
+            VipVerdict::StopService => on_failure(VipFailure { permanent: true, message }),
+            VipVerdict::StepDown => on_failure(VipFailure { permanent: false, message }),
+            VipVerdict::RetryAfter(_) | VipVerdict::Healthy => {
+                tracing::warn!(%message, "vip operation failed; retrying");
+            }
+        }
+    };
+    let report = Arc::new(report);
+    let (config_vip, config_retry, config_report) = (vip.clone(), retry.clone(), report.clone());
+    context
+        .sched(move || {
+            let result = config_vip.config_vip().map(|presence| {
+                tracing::info!(vip = %config_vip.vip(), ?presence, "vip bound on takeover");
+            });
+            config_report(&config_retry, &result);
+        })
+        .map_err(|error| std::io::Error::other(error.to_string()))?;
+    let interval = vip.config().sync_interval();
+    TimerHandle::new(
+        context,
+        move || {
+            let result = vip.sync_vip().map(|report| {
+                if report.re_added {
+                    tracing::warn!(vip = %vip.vip(), "the vip had disappeared; added it back");
+                }
+            });
+            report(&retry, &result);
+        },
+        interval,
+        true,
+    )
+    .map_err(|error| std::io::Error::other(error.to_string()))
+}
+
+/// Releases the VIP; idempotent, logged.
+pub fn release_vip(vip: &VipServer) {
+    match vip.clean_vip() {
+        Ok(true) => tracing::info!(vip = %vip.vip(), "vip released"),
+        Ok(false) => {}
+        Err(error) => tracing::error!(vip = %vip.vip(), %error, "cannot release the vip"),
     }
 }

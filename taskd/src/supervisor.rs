@@ -99,6 +99,19 @@ impl Supervisor {
                         return EXIT_NETWORK_FAILURE;
                     }
                 }
+                Some(StopReason::VipFailure(failure)) if failure.permanent => {
+                    tracing::error!(
+                        message = %failure.message,
+                        "the vip configuration cannot work on this node: the service stays stopped \
+                         (never leader again with this configuration); fix it and restart the daemon"
+                    );
+                    self.notifier.status("stopped: the vip cannot be held with this configuration");
+                    while !self.wait_or_signal(Duration::from_secs(60)) {}
+                    return 0;
+                }
+                Some(StopReason::VipFailure(failure)) => {
+                    tracing::warn!(message = %failure.message, "the vip failed repeatedly; rejoining later as a follower");
+                }
                 Some(StopReason::Requested) | None => {
                     tracing::warn!("the service stopped without a signal; rebuilding it");
                 }

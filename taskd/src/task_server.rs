@@ -12,12 +12,12 @@
 //! `stop(reason)` runs once, from any thread (the supervisor for a signal, the loop itself for a
 //! network failure), and each stage is logged with its duration:
 //! 1. RPC servers stop listening (established connections are still served);
-//! 2. the quorum is left: the leader steps down and gives up its election node, so the next
+//! 2. the VIP is released, before the quorum is left, so the next leader never fights for it;
+//! 3. the quorum is left: the leader steps down and gives up its election node, so the next
 //!    leader is elected through ZooKeeper's watch while this node still drains;
-//! 3. RPC requests in flight drain, up to the drain deadline;
-//! 4. the dispatcher stops (its context is joined from this loop, never from itself);
-//! 5. the runner stops;
-//! 6. the VIP is released (the VIP service is a later issue: logged as nothing to release);
+//! 4. RPC requests in flight drain, up to the drain deadline;
+//! 5. the dispatcher stops (its context is joined from this loop, never from itself);
+//! 6. the runner stops;
 //! 7. the ZooKeeper session is closed (the quorum does it after stage 6) and the loop unloops;
 //! 8. on the server's thread, after the loop: the RPC servers' IO is stopped and joined.
 //!
@@ -33,9 +33,10 @@ use quorum::{Event, Member, MemberInfo, QuorumConfig, QuorumHandle, QuorumHandle
 use runtime::rpc::{self, Method, Response, Server, ServerConfig, WorkerPool};
 use runtime::{ContextHandle, JoinError, TimerHandle};
 use vip::health::{HealthFlag, HealthMonitor, Subscription};
+use vip::VipServer;
 
 use crate::config::Config;
-use crate::dispatcher::{NetworkHealthFlag, TaskDispatcher};
+use crate::dispatcher::{release_vip, NetworkHealthFlag, TaskDispatcher, VipFailure};
 use crate::notify::Notifier;
 
 /// The election path of the Task Center's quorum.
@@ -51,6 +52,9 @@ pub enum StopReason {
     Requested,
     /// This node led with a failed data network: the process stays and rejoins later.
     NetworkFailure(String),
+    /// The VIP could not be held: a permanent failure (configuration, privileges) keeps the
+    /// service stopped; a transient one that persisted makes the node rejoin later.
+    VipFailure(VipFailure),
 }
 
 /// Why the server could not be built or started.
@@ -64,6 +68,8 @@ pub enum ServerError {
     Sched(#[from] runtime::SchedError),
     #[error("the server was already initialized")]
     AlreadyInitialized,
+    #[error("vip: {0}")]
+    Vip(#[from] vip::VipError),
 }
 
 /// What the loop, the RPC handlers and the supervisor share.
@@ -76,6 +82,8 @@ struct Inner {
     notifier: Notifier,
     published_health: NetworkHealthFlag,
     dispatcher: Mutex<Option<TaskDispatcher>>,
+    vip: Option<Arc<VipServer>>,
+    vip_failure: Mutex<Option<VipFailure>>,
     rpc_servers: Vec<Arc<Server>>,
     stopping: AtomicBool,
     stop_reason: Mutex<Option<StopReason>>,
@@ -107,6 +115,11 @@ impl TaskServer {
         let zk = ZkConfig::new(config.zookeeper_hosts.clone(), config.session_timeout);
         let quorum_server = QuorumServer::new(QuorumConfig::new(zk, QUORUM_PATH, member))?;
         let worker_pool = WorkerPool::with_default_size("taskd-workers")?;
+        // Sockets of the VIP server belong to this thread's network namespace: the supervisor's.
+        let vip = match &config.vip {
+            Some(vip_config) => Some(Arc::new(VipServer::new(vip_config)?)),
+            None => None,
+        };
         let inner = Arc::new_cyclic(|weak: &std::sync::Weak<Inner>| {
             let dispatcher_server = Server::new(api_routes(
                 ServerConfig::new("dispatcher", config.dispatcher_address()),
@@ -128,6 +141,8 @@ impl TaskServer {
                 notifier,
                 published_health: NetworkHealthFlag::new(),
                 dispatcher: Mutex::new(None),
+                vip,
+                vip_failure: Mutex::new(None),
                 rpc_servers: vec![Arc::new(dispatcher_server), Arc::new(runner_server)],
                 stopping: AtomicBool::new(false),
                 stop_reason: Mutex::new(None),
@@ -151,6 +166,14 @@ impl TaskServer {
     pub fn initialize(&self) -> Result<(), ServerError> {
         if self.initialized.swap(true, Ordering::AcqRel) {
             return Err(ServerError::AlreadyInitialized);
+        }
+        if let Some(vip) = &self.inner.vip {
+            // A node that starts is not leader: a VIP left by a killed daemon must go.
+            match vip.remove_leftover() {
+                Ok(true) => tracing::warn!(vip = %vip.vip(), "removed a leftover vip at start"),
+                Ok(false) => {}
+                Err(error) => tracing::warn!(vip = %vip.vip(), %error, "cannot check for a leftover vip"),
+            }
         }
         for server in &self.inner.rpc_servers {
             let address = server.serve_in_background(&format!("rpc-{}", server.name()))?;
@@ -256,8 +279,16 @@ impl Inner {
             server.stop_listening();
         }
         log_stage(1, "rpc servers stopped listening", started);
-        // Stage 2 onwards run on the loop: the quorum steps down, gives up the election node,
-        // calls `Handler::on_stop` (stages 3 to 6), closes the session and unloops.
+        let started = Instant::now();
+        match &self.vip {
+            Some(vip) => {
+                release_vip(vip);
+                log_stage(2, "vip released", started);
+            }
+            None => log_stage(2, "vip released (no vip configured)", started),
+        }
+        // Stage 3 onwards run on the loop: the quorum steps down, gives up the election node,
+        // calls `Handler::on_stop` (stages 4 to 6), closes the session and unloops.
         self.quorum.leave();
     }
 
@@ -265,6 +296,12 @@ impl Inner {
     /// probe's peers current, and stop the service when leading with a failed data network.
     fn poll_health(&self) {
         if self.stopping.load(Ordering::Acquire) {
+            return;
+        }
+        let vip_failure = self.vip_failure.lock().take();
+        if let Some(failure) = vip_failure {
+            tracing::error!(permanent = failure.permanent, message = %failure.message, "the vip cannot be held: stopping the service");
+            self.stop(StopReason::VipFailure(failure));
             return;
         }
         let healthy = self.health.is_valid();
@@ -325,20 +362,33 @@ impl Inner {
         if dispatcher.is_some() || self.stopping.load(Ordering::Acquire) {
             return;
         }
+        let wake = self.loop_waker();
+        let wake_for_vip = self.loop_waker();
+        let weak = Arc::downgrade(self);
+        let on_vip_failure = move |failure: VipFailure| {
+            if let Some(inner) = weak.upgrade() {
+                *inner.vip_failure.lock() = Some(failure);
+            }
+            wake_for_vip();
+        };
+        match TaskDispatcher::start(self.health.clone(), self.published_health.clone(), wake, self.vip.clone(), on_vip_failure) {
+            Ok(started) => *dispatcher = Some(started),
+            Err(error) => tracing::error!(%error, "cannot start the dispatcher"),
+        }
+    }
+
+    /// A closure that asks the loop to look at health and VIP now: only a message to the loop,
+    /// which alone decides and stops.
+    fn loop_waker(self: &Arc<Self>) -> impl Fn() + Send + Sync + 'static {
         let weak = Arc::downgrade(self);
         let loop_context = self.loop_context.clone();
-        let wake = move || {
+        move || {
             let weak = weak.clone();
-            // Only a message to the loop: the loop alone decides and stops.
             let _ = loop_context.sched(move || {
                 if let Some(inner) = weak.upgrade() {
                     inner.poll_health();
                 }
             });
-        };
-        match TaskDispatcher::start(self.health.clone(), self.published_health.clone(), wake) {
-            Ok(started) => *dispatcher = Some(started),
-            Err(error) => tracing::error!(%error, "cannot start the dispatcher"),
         }
     }
 
@@ -400,19 +450,17 @@ impl QuorumHandler for Handler {
     }
 
     fn on_stop(&mut self) {
-        log_stage(2, "quorum: stepped down and gave up the election node", self.stop_started());
+        log_stage(3, "quorum: stepped down and gave up the election node", self.stop_started());
         let started = Instant::now();
         for server in &self.inner.rpc_servers {
             server.stop_accepting_and_join_outstanding_requests();
         }
-        log_stage(3, "rpc requests drained", started);
+        log_stage(4, "rpc requests drained", started);
         let started = Instant::now();
         self.inner.stop_dispatcher();
-        log_stage(4, "dispatcher stopped", started);
+        log_stage(5, "dispatcher stopped", started);
         let started = Instant::now();
-        log_stage(5, "runner stopped (no running tasks)", started);
-        let started = Instant::now();
-        log_stage(6, "vip released (no vip configured)", started);
+        log_stage(6, "runner stopped (no running tasks)", started);
     }
 }
 
