@@ -270,8 +270,7 @@ impl TaskDb {
             Err(ZkError::NodeExists { .. }) => return Err(DbError::Exists { task_id: record.task_id.clone() }),
             Err(source) => return Err(DbError::Zk { context: "create a task record", source }),
         }
-        self.n_children += 1;
-        self.reply_bytes += added_bytes;
+        self.count_child(&record.task_id);
         let stored = StoredRecord { record: record.clone(), version: 0 };
         self.cache.put(&stored)?;
         Ok(stored)
@@ -292,7 +291,7 @@ impl TaskDb {
     pub fn update(&mut self, record: &TaskRecord, expected_version: i32) -> Result<StoredRecord> {
         match write_record(&self.session, record, expected_version) {
             Ok(stored) => {
-                self.cache.put(&stored)?;
+                self.remember(&stored)?;
                 Ok(stored)
             }
             Err(fenced @ DbError::Fenced { .. }) => {
@@ -348,9 +347,7 @@ impl TaskDb {
     fn refresh_checked(&mut self, task_id: &TaskId) -> Result<Option<StoredRecord>> {
         match read_record(&self.session, task_id) {
             Ok(Some(stored)) => {
-                let path = task_path(task_id);
-                self.corrupt.retain(|known| known.path != path);
-                self.cache.put(&stored)?;
+                self.remember(&stored)?;
                 Ok(Some(stored))
             }
             Ok(None) => {
@@ -358,7 +355,11 @@ impl TaskDb {
                 Ok(None)
             }
             Err(DbError::Record { context, task_id: id, source }) => {
-                self.add_corrupt(CorruptRecord { path: task_path(task_id), reason: source.to_string() });
+                let path = task_path(task_id);
+                if !self.cache.contains(task_id) && !self.corrupt.iter().any(|known| known.path == path) {
+                    self.count_child(task_id);
+                }
+                self.add_corrupt(CorruptRecord { path, reason: source.to_string() });
                 self.cache.remove(task_id)?;
                 Err(DbError::Record { context, task_id: id, source })
             }
@@ -366,14 +367,34 @@ impl TaskDb {
         }
     }
 
-    /// Drops a record that ZooKeeper no longer has from the cache and the counts.
+    /// Caches a record just read from or written to ZooKeeper, counting it when it is new to
+    /// this database (written by another session) and clearing a report of it as damaged.
+    fn remember(&mut self, stored: &StoredRecord) -> Result<()> {
+        let task_id = &stored.record.task_id;
+        let path = task_path(task_id);
+        let was_corrupt = self.corrupt.iter().any(|known| known.path == path);
+        self.corrupt.retain(|known| known.path != path);
+        if !was_corrupt && !self.cache.contains(task_id) {
+            self.count_child(task_id);
+        }
+        self.cache.put(stored)
+    }
+
+    /// Drops a record that ZooKeeper no longer has from the cache, the reports and the counts.
     fn forget(&mut self, task_id: &TaskId) -> Result<()> {
-        if self.cache.get(task_id)?.is_some() {
-            self.cache.remove(task_id)?;
+        let path = task_path(task_id);
+        let was_corrupt = self.corrupt.iter().any(|known| known.path == path);
+        self.corrupt.retain(|known| known.path != path);
+        if was_corrupt || self.cache.contains(task_id) {
             self.n_children = self.n_children.saturating_sub(1);
             self.reply_bytes = self.reply_bytes.saturating_sub(child_reply_bytes(task_id.as_str()));
         }
-        Ok(())
+        self.cache.remove(task_id)
+    }
+
+    fn count_child(&mut self, task_id: &TaskId) {
+        self.n_children += 1;
+        self.reply_bytes += child_reply_bytes(task_id.as_str());
     }
 
     /// Deletes finished tasks (`Succeeded`, `Failed`, `Cancelled`) whose last activity is older

@@ -91,12 +91,13 @@ fn records_are_listed_from_the_cache_and_rebuilt_from_zookeeper_at_reopen() -> R
     progressed.progress.cur_extent = 7;
     task_db::write_record(&other, &progressed, created[1].version)?;
     assert_eq!(db.get(&foreign.task_id)?, None);
+    assert_eq!(db.len(), 3, "not seen yet");
     assert_eq!(db.refresh(&created[1].record.task_id)?.map(|stored| stored.record.progress.cur_extent), Some(7));
 
     // A rebuild of the open database forgets what ZooKeeper lost and learns what it gained.
     other.delete(&task_path(&created[2].record.task_id), None)?;
     let report = db.rebuild()?;
-    assert_eq!((report.n_loaded, db.len()), (3, 3));
+    assert_eq!((report.n_loaded, db.len()), (3, 3), "two left of ours, and the foreign one");
     assert_eq!(db.get(&created[2].record.task_id)?, None);
     assert!(db.list(&ListFilter::in_state(TaskState::Paused))?.is_empty());
     assert_eq!(db.get(&foreign.task_id)?.map(|stored| stored.record), Some(foreign.clone()));
@@ -114,6 +115,8 @@ fn records_are_listed_from_the_cache_and_rebuilt_from_zookeeper_at_reopen() -> R
     let cached = reopened.list(&ListFilter::all())?;
     assert_eq!(cached, records_in_zookeeper(&dispatcher)?, "the rebuilt cache equals ZooKeeper");
     assert_eq!(cached[0].record, foreign, "the other session's record, oldest first");
+    let newest = reopened.list(&ListFilter::all().newest_first().with_limit(2))?;
+    assert_eq!(ids(&newest), [cached[3].record.task_id.clone(), cached[2].record.task_id.clone()]);
     reopened.close()?;
     Ok(())
 }
@@ -212,6 +215,12 @@ fn corrupt_and_future_schema_records_are_reported_and_the_others_load() -> Resul
     assert_eq!(db.refresh(&good[2].task_id)?, None);
     assert_eq!(db.get(&good[2].task_id)?, None);
     assert!(db.corrupt().iter().any(|corrupt| corrupt.path == task_path(&good[2].task_id)));
+    assert_eq!(db.len(), good.len() + 5, "a damaged record is still counted once");
+    // Repaired, it loads again and is no longer reported.
+    session.set_data(&task_path(&good[2].task_id), &good[2].encode()?, None)?;
+    assert_eq!(db.refresh(&good[2].task_id)?.map(|stored| stored.record), Some(good[2].clone()));
+    assert!(!db.corrupt().iter().any(|corrupt| corrupt.path == task_path(&good[2].task_id)));
+    assert_eq!(db.len(), good.len() + 5);
     db.close()?;
     Ok(())
 }

@@ -33,7 +33,8 @@ impl RecordCache {
         std::fs::create_dir_all(dir)
             .map_err(|source| DbError::CacheDir { context: "create the cache directory", path: display.clone(), source })?;
         let options = Options { create_if_missing: true, error_if_exists: false, ..Options::default() };
-        let db = DB::open(dir, options).map_err(DbError::cache("open the LevelDB cache"))?;
+        let mut db = DB::open(dir, options).map_err(DbError::cache("open the LevelDB cache"))?;
+        db.put(keys::SENTINEL_KEY, &[]).map_err(DbError::cache("write the cache's sentinel"))?;
         Ok(RecordCache { db, dir: dir.to_path_buf() })
     }
 
@@ -96,6 +97,11 @@ impl RecordCache {
         self.db.write(batch, false).map_err(DbError::cache("delete from the cache"))
     }
 
+    /// True when `task_id` is cached.
+    pub(super) fn contains(&mut self, task_id: &TaskId) -> bool {
+        self.db.get(&keys::id_key(task_id)).is_some()
+    }
+
     /// The cached record of `task_id`.
     pub(super) fn get(&mut self, task_id: &TaskId) -> Result<Option<StoredRecord>> {
         let Some(value) = self.db.get(&keys::id_key(task_id)) else {
@@ -126,67 +132,74 @@ impl RecordCache {
         Ok(ids)
     }
 
-    /// The cached records that pass `filter`, oldest first.
+    /// The cached records that pass `filter`, in creation order (newest first if it asks).
     pub(super) fn list(&mut self, filter: &ListFilter) -> Result<Vec<StoredRecord>> {
-        match filter.state {
-            Some(state) => self.list_by_state(filter, state),
-            None => self.list_by_date(filter),
-        }
-    }
-
-    fn list_by_date(&mut self, filter: &ListFilter) -> Result<Vec<StoredRecord>> {
+        let limit = filter.limit.unwrap_or(usize::MAX);
         let mut found = Vec::new();
-        let mut iter = self.db.new_iter().map_err(DbError::cache("scan the cache"))?;
-        iter.seek(&keys::date_key_from(filter.scan_start_ms()));
-        while iter.valid() && !filter.is_full(found.len()) {
-            let Some((key, value)) = iter.current() else { break };
-            let Some(listed) = keys::parse_date_key(&key) else { break };
-            if filter.is_past_range(listed.created_ms) {
-                break;
+        match filter.state {
+            None => {
+                let (low, high) = keys::date_range(filter.created_from_ms, filter.created_before_ms);
+                for (key, value) in self.range(&low, &high, filter.newest_first, limit)? {
+                    let listed = keys::parse_date_key(&key).ok_or_else(|| damaged_key(&key))?;
+                    found.push(decode_value(&listed.task_id, &value)?);
+                }
             }
-            let stored = decode_value(&listed.task_id, &value)?;
-            if filter.matches(&stored.record) {
-                found.push(stored);
+            Some(state) => {
+                let (low, high) = keys::state_range(state, filter.created_from_ms, filter.created_before_ms);
+                for (key, _) in self.range(&low, &high, filter.newest_first, limit)? {
+                    let listed = keys::parse_state_key(&key, state).ok_or_else(|| damaged_key(&key))?;
+                    let value = self.db.get(&keys::date_key(listed.created_ms, &listed.task_id)).ok_or_else(|| {
+                        DbError::CorruptCache {
+                            key: format!("date {}", listed.task_id),
+                            reason: "in the state index but missing".to_string(),
+                        }
+                    })?;
+                    found.push(decode_value(&listed.task_id, &value)?);
+                }
             }
-            iter.advance();
         }
+        // The keys bound the range; this only guards against a cache that disagrees with itself.
+        found.retain(|stored| filter.matches(&stored.record));
         Ok(found)
     }
 
-    fn list_by_state(&mut self, filter: &ListFilter, state: crate::task::TaskState) -> Result<Vec<StoredRecord>> {
-        let mut listed = Vec::new();
-        {
-            let mut iter = self.db.new_iter().map_err(DbError::cache("scan the cache"))?;
-            iter.seek(&keys::state_key_from(state, filter.scan_start_ms()));
-            while iter.valid() && !filter.is_full(listed.len()) {
-                let Some((key, _)) = iter.current() else { break };
-                let Some(entry) = keys::parse_state_key(&key, state) else { break };
-                if filter.is_past_range(entry.created_ms) {
-                    break;
-                }
-                listed.push(entry);
+    /// Up to `limit` entries with keys in `[low, high)`, ascending or descending.
+    fn range(&mut self, low: &[u8], high: &[u8], descending: bool, limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let mut entries = Vec::new();
+        let mut iter = self.db.new_iter().map_err(DbError::cache("scan the cache"))?;
+        if descending {
+            // The sentinel (above every other key) makes this seek always land; step back into range.
+            iter.seek(high);
+            if !iter.valid() {
+                return Err(DbError::CorruptCache { key: "sentinel".to_string(), reason: "missing".to_string() });
+            }
+            iter.prev();
+        } else {
+            iter.seek(low);
+        }
+        while iter.valid() && entries.len() < limit {
+            let Some((key, value)) = iter.current() else { break };
+            if key.as_ref() < low || key.as_ref() >= high {
+                break;
+            }
+            entries.push((key.to_vec(), value.to_vec()));
+            if descending {
+                iter.prev();
+            } else {
                 iter.advance();
             }
         }
-        let mut found = Vec::with_capacity(listed.len());
-        for entry in listed {
-            let key = keys::date_key(entry.created_ms, &entry.task_id);
-            let value = self.db.get(&key).ok_or_else(|| DbError::CorruptCache {
-                key: format!("date {}", entry.task_id),
-                reason: "in the state index but missing".to_string(),
-            })?;
-            let stored = decode_value(&entry.task_id, &value)?;
-            if filter.matches(&stored.record) {
-                found.push(stored);
-            }
-        }
-        Ok(found)
+        Ok(entries)
     }
 
     /// Flushes and closes the LevelDB handle (no fsync: the cache is never the truth).
     pub(super) fn close(mut self) -> Result<()> {
         self.db.close().map_err(DbError::cache("close the cache"))
     }
+}
+
+fn damaged_key(key: &[u8]) -> DbError {
+    DbError::CorruptCache { key: String::from_utf8_lossy(key).into_owned(), reason: "not a listing key".to_string() }
 }
 
 /// Decodes a cached value; a damaged one is a `CorruptCache` error, never a panic.

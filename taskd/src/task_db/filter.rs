@@ -14,8 +14,10 @@ pub struct ListFilter {
     pub created_from_ms: Option<u64>,
     /// Only tasks created before this time (ms since the epoch).
     pub created_before_ms: Option<u64>,
-    /// At most this many records (the oldest that match).
+    /// At most this many records (the first that match in the listing's order).
     pub limit: Option<usize>,
+    /// List the newest first (with a limit: the latest `limit` tasks).
+    pub newest_first: bool,
 }
 
 impl ListFilter {
@@ -51,20 +53,16 @@ impl ListFilter {
         self
     }
 
+    /// Lists the newest first.
+    pub fn newest_first(mut self) -> ListFilter {
+        self.newest_first = true;
+        self
+    }
+
     /// Narrows to `limit` records.
     pub fn with_limit(mut self, limit: usize) -> ListFilter {
         self.limit = Some(limit);
         self
-    }
-
-    /// The first creation time of the range (0 when open).
-    pub fn scan_start_ms(&self) -> u64 {
-        self.created_from_ms.unwrap_or(0)
-    }
-
-    /// True when a scan in creation order has passed the range and can stop.
-    pub fn is_past_range(&self, created_ms: u64) -> bool {
-        self.created_before_ms.is_some_and(|before| created_ms >= before)
     }
 
     /// True when `record` matches every criterion (the limit aside).
@@ -72,10 +70,5 @@ impl ListFilter {
         self.state.is_none_or(|state| record.state == state)
             && self.created_from_ms.is_none_or(|from| record.created_ms >= from)
             && self.created_before_ms.is_none_or(|before| record.created_ms < before)
-    }
-
-    /// True when `n_found` records fill the limit.
-    pub fn is_full(&self, n_found: usize) -> bool {
-        self.limit.is_some_and(|limit| n_found >= limit)
     }
 }

@@ -5,6 +5,9 @@
 //! * `s` ‖ state index (u8) ‖ created_ms ‖ task_id → empty (the state index);
 //! * `i` ‖ task_id → created_ms ‖ state index (to find the other two keys from an id).
 //!
+//! * `\xff` → empty: a sentinel above every other key, so that a descending scan can always
+//!   seek to the end of its range and step back.
+//!
 //! Big-endian fixed-width times sort like numbers; task ids are ASCII with no separator needed
 //! after a fixed-width field.
 
@@ -13,6 +16,9 @@ use crate::task::{TaskId, TaskState};
 const DATE_PREFIX: u8 = b'd';
 const STATE_PREFIX: u8 = b's';
 const ID_PREFIX: u8 = b'i';
+
+/// Sorts after every other key.
+pub const SENTINEL_KEY: &[u8] = &[0xff];
 
 /// The position of `state` in `TaskState::ALL`: its byte in the state index.
 pub fn state_index(state: TaskState) -> u8 {
@@ -38,6 +44,26 @@ pub fn date_key_from(created_ms: u64) -> Vec<u8> {
     let mut key = vec![DATE_PREFIX];
     key.extend_from_slice(&created_ms.to_be_bytes());
     key
+}
+
+/// The `[low, high)` keys of the date keys created in `[from, before)` (open ends when `None`).
+pub fn date_range(from_ms: Option<u64>, before_ms: Option<u64>) -> (Vec<u8>, Vec<u8>) {
+    let low = date_key_from(from_ms.unwrap_or(0));
+    let high = match before_ms {
+        Some(before) => date_key_from(before),
+        None => vec![DATE_PREFIX + 1],
+    };
+    (low, high)
+}
+
+/// The `[low, high)` keys of `state`'s index entries created in `[from, before)`.
+pub fn state_range(state: TaskState, from_ms: Option<u64>, before_ms: Option<u64>) -> (Vec<u8>, Vec<u8>) {
+    let low = state_key_from(state, from_ms.unwrap_or(0));
+    let high = match before_ms {
+        Some(before) => state_key_from(state, before),
+        None => vec![STATE_PREFIX, state_index(state) + 1],
+    };
+    (low, high)
 }
 
 /// The key of a record in the state index.

@@ -78,8 +78,12 @@ fn filters_match_state_and_half_open_date_range() {
     assert!(!filter.matches(&record("b", 200, TaskState::Pending)), "the end is excluded");
     assert!(!filter.matches(&record("c", 99, TaskState::Pending)));
     assert!(!filter.clone().with_state(TaskState::Running).matches(&pending));
-    assert!(filter.is_past_range(200) && !filter.is_past_range(199));
-    assert!(ListFilter::all().with_limit(2).is_full(2) && !ListFilter::all().is_full(1_000_000));
+    let (low, high) = keys::date_range(Some(100), Some(200));
+    assert!(low <= keys::date_key(100, &id("a")) && keys::date_key(199, &id("z")) < high);
+    assert!(keys::date_key(200, &id("a")) >= high);
+    let (low, high) = keys::state_range(TaskState::Interrupted, None, None);
+    assert!(low <= keys::state_key(TaskState::Interrupted, 0, &id("a")));
+    assert!(keys::state_key(TaskState::Interrupted, u64::MAX, &id("z")) < high && high < keys::SENTINEL_KEY.to_vec());
 }
 
 #[test]
@@ -108,6 +112,13 @@ fn cache_lists_in_creation_order_by_state_and_range() -> Result<(), super::DbErr
     let range = ListFilter { created_from_ms: Some(150), created_before_ms: Some(300), ..ListFilter::default() };
     assert_eq!(ids(&cache.list(&range)?), ["b", "d"]);
     assert_eq!(ids(&cache.list(&ListFilter::all().with_limit(2))?), ["a", "b"]);
+    assert_eq!(ids(&cache.list(&ListFilter::all().newest_first())?), ["c", "d", "b", "a"]);
+    assert_eq!(ids(&cache.list(&ListFilter::all().newest_first().with_limit(2))?), ["c", "d"]);
+    assert_eq!(ids(&cache.list(&range.clone().newest_first())?), ["d", "b"]);
+    let pending_newest = ListFilter::in_state(TaskState::Pending).newest_first();
+    assert_eq!(ids(&cache.list(&pending_newest)?), ["b", "a"]);
+    assert!(cache.list(&ListFilter::in_state(TaskState::Interrupted).newest_first())?.is_empty());
+    assert!(cache.list(&ListFilter { created_before_ms: Some(100), ..ListFilter::all() }.newest_first())?.is_empty());
     assert_eq!(cache.get(&id("b"))?.map(|stored| stored.version), Some(3));
     let cached_ids: Vec<String> = cache.ids()?.iter().map(ToString::to_string).collect();
     assert_eq!(cached_ids, ["a", "b", "c", "d"]);
