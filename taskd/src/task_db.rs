@@ -184,6 +184,7 @@ impl TaskDb {
             }
         }
         let mut loaded_ids = BTreeSet::new();
+        let mut vanished_bytes = 0;
         for chunk in ids.chunks(self.config.read_batch) {
             let paths: Vec<String> = chunk.iter().map(task_path).collect();
             let replies = self.session.get_data_of_each(&paths).map_err(DbError::zk("read the task records"))?;
@@ -194,7 +195,10 @@ impl TaskDb {
                         Ok(stored) => loaded.push(stored),
                         Err(bad) => corrupt.push(bad),
                     },
-                    Ok(None) => report.n_vanished += 1,
+                    Ok(None) => {
+                        report.n_vanished += 1;
+                        vanished_bytes += child_reply_bytes(task_id.as_str());
+                    }
                     Err(source) if source.is_connection_loss() || source.is_session_gone() => {
                         return Err(DbError::Zk { context: "read the task records", source });
                     }
@@ -212,7 +216,7 @@ impl TaskDb {
         }
         self.report_corrupt(corrupt);
         self.n_children = names.len() - report.n_vanished;
-        self.reply_bytes = names.iter().map(|name| child_reply_bytes(name)).sum();
+        self.reply_bytes = names.iter().map(|name| child_reply_bytes(name)).sum::<usize>() - vanished_bytes;
         report.n_loaded = loaded_ids.len();
         report.n_corrupt = self.corrupt.len();
         report.elapsed = started.elapsed();
@@ -281,7 +285,8 @@ impl TaskDb {
         self.cache.get(task_id)
     }
 
-    /// The cached records that pass `filter`, oldest first (an ordered scan).
+    /// The cached records that pass `filter`, in creation order, oldest first unless the filter
+    /// asks for the newest first (one ordered scan either way).
     pub fn list(&mut self, filter: &ListFilter) -> Result<Vec<StoredRecord>> {
         self.cache.list(filter)
     }
