@@ -55,6 +55,27 @@ fn default_config_documents_the_real_defaults() {
     assert_eq!(documented, defaults, "a value shown as the default in packaging/taskd.toml is not the daemon's default");
 }
 
+/// The commented-out `[vip]` example, uncommented, is a valid VIP whose other values are the
+/// defaults.
+#[test]
+fn default_config_vip_example_is_valid_and_shows_the_defaults() {
+    let text = read_packaging("taskd.toml");
+    let start = text.find("\n# [vip]\n").expect("packaging/taskd.toml shows a commented-out [vip] section");
+    let example: String = text[start..]
+        .lines()
+        .map(|line| match line.strip_prefix("# ") {
+            Some(rest) if rest == "[vip]" || default_line(&format!("#{rest}")).is_some() => rest,
+            _ => line,
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let documented = Config::from_toml(&example, &command_line()).unwrap_or_else(|error| panic!("the [vip] example: {error}\n{example}"));
+    let vip = documented.vip.clone().expect("the example turns the VIP on");
+    let minimal = format!("[vip]\naddress = {:?}\ninterface = {:?}\n", vip.address, vip.interface);
+    let defaults = Config::from_toml(&minimal, &command_line()).expect("a minimal [vip] section is valid");
+    assert_eq!(documented.vip, defaults.vip, "a value shown in the [vip] example is not the default");
+}
+
 /// Every flag of the daemon (one per key) names a key the file documents, so a new key cannot
 /// be added without its line in the shipped configuration.
 #[test]
@@ -63,9 +84,13 @@ fn default_config_documents_every_flag() {
     let mut section = String::new();
     let mut documented = Vec::new();
     for line in text.lines() {
-        if let Some(name) = line.strip_prefix('[').and_then(|line| line.strip_suffix(']')) {
-            section = name.to_string();
-            continue;
+        // A section header, or an optional section's commented-out header (`# [vip]`).
+        let header = line.strip_prefix("# ").unwrap_or(line);
+        if let Some(name) = header.strip_prefix('[').and_then(|header| header.strip_suffix(']')) {
+            if !name.is_empty() && name.bytes().all(|byte| byte.is_ascii_lowercase() || byte == b'_' || byte == b'.') {
+                section = name.to_string();
+                continue;
+            }
         }
         // Documented defaults (`#key = value`) and keys without a default (`# key = example`).
         let Some(rest) = line.strip_prefix("# ").or_else(|| line.strip_prefix('#')) else { continue };
