@@ -2,6 +2,8 @@
 
 mod bench;
 mod demo;
+mod deploy;
+mod dist;
 mod test;
 mod zk;
 
@@ -22,6 +24,11 @@ enum Command {
     /// Play the original crash and its fix with the runtime alone (the main job until the
     /// daemon lands).
     Demo(demo::DemoArgs),
+    /// Install the dist tarball's files into a root directory (never `/` without --yes).
+    Deploy(deploy::DeployArgs),
+    /// Build target/dist/zbs-taskd-<version>-<arch>.tar.gz: release binaries, systemd unit,
+    /// default config, man page, completions, SHA256SUMS.
+    Dist(dist::DistArgs),
     /// Install what the tests need (as root) and run every test of the workspace, as CI does.
     Test,
     /// Start, stop or inspect a local ZooKeeper server for development.
@@ -39,6 +46,8 @@ fn main() -> Result<()> {
     match Cli::parse().command {
         Command::Bench(args) => bench::run(args),
         Command::Demo(args) => demo::run(args),
+        Command::Deploy(args) => deploy::run(args),
+        Command::Dist(args) => dist::run(args),
         Command::Test => test::run(),
         Command::Zk(args) => zk::run(args),
     }
