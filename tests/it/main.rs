@@ -1,6 +1,7 @@
 //! The one integration-test binary: every scenario against real components lives in a module here.
 
 mod daemon;
+mod notify;
 mod packaging;
 mod quorum;
 mod task_db;
