@@ -151,6 +151,13 @@ pub struct CommandLine {
     /// The management interface that carries the VIP (required with --vip-address).
     #[arg(long)]
     pub vip_interface: Option<String>,
+    /// Tasks this node's runner executes at once, 1..=64 [default: 4].
+    #[arg(long)]
+    pub runner_slots: Option<u32>,
+    /// Absolute directories CopyVolume tasks may read and write, comma-separated
+    /// [default: none, so every copy is refused].
+    #[arg(long, value_name = "DIR,...", value_delimiter = ',')]
+    pub allowed_roots: Option<Vec<PathBuf>>,
 }
 
 /// The file's shape: every key optional, unknown keys refused.
@@ -168,6 +175,8 @@ struct FileConfig {
     drain_deadline_ms: Option<u64>,
     on_network_failure: Option<NetworkFailureAction>,
     step_down_requires_healthy_peer: Option<bool>,
+    runner_slots: Option<u32>,
+    allowed_roots: Option<Vec<PathBuf>>,
     #[serde(default)]
     exit_limit: FileExitLimit,
     #[serde(default)]
@@ -212,6 +221,10 @@ pub struct Config {
     pub health: HealthConfig,
     /// The cluster's virtual IP, held by the leader; `None` runs without one.
     pub vip: Option<VipConfig>,
+    /// Tasks the runner executes at once.
+    pub runner_slots: u32,
+    /// Where CopyVolume tasks may read and write; empty refuses every copy.
+    pub allowed_roots: Vec<PathBuf>,
 }
 
 /// Where and how the daemon logs.
@@ -270,6 +283,8 @@ impl Config {
                 .unwrap_or(true),
             start_limit_burst,
             start_limit_interval: Duration::from_secs(start_limit_interval_sec),
+            runner_slots: cli.runner_slots.or(file.runner_slots).unwrap_or(4),
+            allowed_roots: cli.allowed_roots.clone().or(file.allowed_roots).unwrap_or_default(),
             log: LogConfig {
                 format: cli.log_format.or(file.log.format).unwrap_or(LogFormat::Glog),
                 level: cli.log_level.clone().or(file.log.level).unwrap_or_else(|| DEFAULT_LOG_LEVEL.to_string()),
@@ -309,6 +324,12 @@ impl Config {
         }
         if let Err(error) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return Err(ConfigError::invalid("log.level", format!("not a log filter: {error}")));
+        }
+        if !(1..=64).contains(&self.runner_slots) {
+            return Err(ConfigError::invalid("runner_slots", "must be between 1 and 64"));
+        }
+        if let Some(root) = self.allowed_roots.iter().find(|root| root.is_relative()) {
+            return Err(ConfigError::invalid("allowed_roots", format!("{} is not an absolute path", root.display())));
         }
         if let Some(file) = &self.log.file {
             if file.is_relative() {

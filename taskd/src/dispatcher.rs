@@ -6,6 +6,12 @@
 //! reported to the server's loop with the error's policy (permanent or transient). The
 //! dispatcher never stops, joins or drops the server: the server's loop decides that, on its own
 //! thread. Stopping the dispatcher releases the VIP.
+//!
+//! Scheduling (`scheduler`) runs on the same context once `start_scheduling` is called: the
+//! `TaskDb` is opened there and never leaves it; blocking runner RPCs go to a second context,
+//! "zbs-task-call", so they never stall the dispatcher's thread.
+
+pub mod scheduler;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -15,6 +21,11 @@ use parking_lot::Mutex;
 use runtime::{ThreadContext, TimerHandle};
 use vip::health::{HealthFlag, Subscription};
 use vip::{VipRetry, VipServer, VipVerdict};
+
+pub use scheduler::{SchedulerHandle, SchedulerSetup};
+
+/// The thread of the dispatcher's blocking runner RPCs.
+pub const CALLER_THREAD_NAME: &str = "zbs-task-call";
 
 /// How often the dispatcher publishes the data network's health (the original: every second).
 pub const HEALTH_CHECK_INTERVAL: Duration = Duration::from_secs(1);
@@ -67,6 +78,8 @@ pub struct TaskDispatcher {
     vip_sync: Option<TimerHandle>,
     vip: Option<Arc<VipServer>>,
     _early_wake: Subscription,
+    caller: Option<ThreadContext>,
+    scheduler: Option<SchedulerHandle>,
 }
 
 impl TaskDispatcher {
@@ -118,7 +131,34 @@ impl TaskDispatcher {
             None => None,
         };
         tracing::info!(vip = vip.is_some(), "dispatcher started");
-        Ok(TaskDispatcher { context, health_check: Some(health_check), vip_sync, vip, _early_wake: early_wake })
+        Ok(TaskDispatcher {
+            context,
+            health_check: Some(health_check),
+            vip_sync,
+            vip,
+            _early_wake: early_wake,
+            caller: None,
+            scheduler: None,
+        })
+    }
+
+    /// Starts task scheduling on the dispatcher's context: opens the task database (rebuilding
+    /// its cache from ZooKeeper) and checks for waiting tasks every 2 s and on demand.
+    pub fn start_scheduling(&mut self, setup: SchedulerSetup) -> std::io::Result<SchedulerHandle> {
+        if let Some(handle) = &self.scheduler {
+            return Ok(handle.clone());
+        }
+        let caller = ThreadContext::new(CALLER_THREAD_NAME)?;
+        let handle = scheduler::start(&self.context.handle(), caller.handle(), setup)
+            .map_err(|error| std::io::Error::other(error.to_string()))?;
+        self.caller = Some(caller);
+        self.scheduler = Some(handle.clone());
+        Ok(handle)
+    }
+
+    /// The scheduler, once `start_scheduling` ran.
+    pub fn scheduler(&self) -> Option<SchedulerHandle> {
+        self.scheduler.clone()
     }
 
     /// Stops the periodic work and the context, waiting for its coroutines to finish. Called by
@@ -133,6 +173,12 @@ impl TaskDispatcher {
         }
         if let Some(vip) = &self.vip {
             release_vip(vip);
+        }
+        if let Some(caller) = self.caller.take() {
+            caller.stop();
+            if let Err(error) = caller.join() {
+                tracing::error!(%error, "dispatcher caller context did not join");
+            }
         }
         self.context.stop();
         match self.context.join() {

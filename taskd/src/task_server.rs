@@ -35,9 +35,11 @@ use runtime::{ContextHandle, JoinError, TimerHandle};
 use vip::health::{HealthFlag, HealthMonitor, Subscription};
 use vip::VipServer;
 
+use crate::api::{dispatcher_routes, runner_routes, DispatcherAccess};
 use crate::config::Config;
-use crate::dispatcher::{release_vip, NetworkHealthFlag, TaskDispatcher, VipFailure};
+use crate::dispatcher::{release_vip, NetworkHealthFlag, SchedulerHandle, SchedulerSetup, TaskDispatcher, VipFailure};
 use crate::notify::Notifier;
+use crate::runner::{RunnerConfig, TaskRunner};
 
 /// The election path of the Task Center's quorum.
 pub const QUORUM_PATH: &str = "/zbs/taskd/quorum";
@@ -82,6 +84,9 @@ struct Inner {
     notifier: Notifier,
     published_health: NetworkHealthFlag,
     dispatcher: Mutex<Option<TaskDispatcher>>,
+    /// The scheduler of the running dispatcher (a copy, so requests need not lock `dispatcher`).
+    scheduler: Mutex<Option<SchedulerHandle>>,
+    runner: Mutex<Option<Arc<TaskRunner>>>,
     vip: Option<Arc<VipServer>>,
     vip_failure: Mutex<Option<VipFailure>>,
     rpc_servers: Vec<Arc<Server>>,
@@ -123,12 +128,14 @@ impl TaskServer {
         let inner = Arc::new_cyclic(|weak: &std::sync::Weak<Inner>| {
             let dispatcher_server = Server::new(api_routes(
                 ServerConfig::new("dispatcher", config.dispatcher_address()),
+                true,
                 weak.clone(),
                 &config,
                 &worker_pool,
             ));
             let runner_server = Server::new(api_routes(
                 ServerConfig::new("runner", config.runner_address()),
+                false,
                 weak.clone(),
                 &config,
                 &worker_pool,
@@ -141,6 +148,8 @@ impl TaskServer {
                 notifier,
                 published_health: NetworkHealthFlag::new(),
                 dispatcher: Mutex::new(None),
+                scheduler: Mutex::new(None),
+                runner: Mutex::new(None),
                 vip,
                 vip_failure: Mutex::new(None),
                 rpc_servers: vec![Arc::new(dispatcher_server), Arc::new(runner_server)],
@@ -179,6 +188,7 @@ impl TaskServer {
             let address = server.serve_in_background(&format!("rpc-{}", server.name()))?;
             tracing::info!(server = %server.name(), %address, "rpc server listening");
         }
+        self.start_runner();
         self.quorum_server.initialize(Handler { inner: self.inner.clone() })?;
         let mut timers = self.timers.lock();
         let poller = self.inner.clone();
@@ -201,6 +211,23 @@ impl TaskServer {
             timers.push(TimerHandle::new(&self.inner.loop_context, move || notifier.watchdog(), interval, true)?);
         }
         Ok(())
+    }
+
+    /// Starts this node's runner; it registers once the quorum has a session.
+    fn start_runner(&self) {
+        let config = &self.inner.config;
+        let runner_config = RunnerConfig {
+            node_id: config.node_id.clone(),
+            address: config.runner_address().to_string(),
+            slots: config.runner_slots,
+            allowed_roots: config.allowed_roots.clone(),
+            drain_deadline: config.drain_deadline,
+        };
+        let health = self.inner.health.clone();
+        match TaskRunner::start(runner_config, self.inner.quorum.clone(), move || health.is_valid()) {
+            Ok(runner) => *self.inner.runner.lock() = Some(Arc::new(runner)),
+            Err(error) => tracing::error!(%error, "cannot start the runner"),
+        }
     }
 
     /// Runs the loop on a thread of its own; it joins the election.
@@ -372,7 +399,17 @@ impl Inner {
             wake_for_vip();
         };
         match TaskDispatcher::start(self.health.clone(), self.published_health.clone(), wake, self.vip.clone(), on_vip_failure) {
-            Ok(started) => *dispatcher = Some(started),
+            Ok(mut started) => {
+                let setup = SchedulerSetup {
+                    quorum: self.quorum.clone(),
+                    cache_dir: self.config.state_dir.join("task-cache"),
+                };
+                match started.start_scheduling(setup) {
+                    Ok(handle) => *self.scheduler.lock() = Some(handle),
+                    Err(error) => tracing::error!(%error, "cannot start task scheduling"),
+                }
+                *dispatcher = Some(started);
+            }
             Err(error) => tracing::error!(%error, "cannot start the dispatcher"),
         }
     }
@@ -393,6 +430,7 @@ impl Inner {
     }
 
     fn stop_dispatcher(&self) {
+        self.scheduler.lock().take();
         let dispatcher = self.dispatcher.lock().take();
         if let Some(dispatcher) = dispatcher {
             dispatcher.stop();
@@ -460,7 +498,9 @@ impl QuorumHandler for Handler {
         self.inner.stop_dispatcher();
         log_stage(5, "dispatcher stopped", started);
         let started = Instant::now();
-        log_stage(6, "runner stopped (no running tasks)", started);
+        let runner = self.inner.runner.lock().take();
+        let n_interrupted = runner.map(|runner| runner.stop()).unwrap_or(0);
+        log_stage(6, &format!("runner stopped ({n_interrupted} running tasks interrupted)"), started);
     }
 }
 
@@ -471,7 +511,19 @@ impl Handler {
 }
 
 /// The routes both RPC servers answer: status and health of this node.
-fn api_routes(config: ServerConfig, inner: std::sync::Weak<Inner>, daemon: &Config, pool: &Arc<WorkerPool>) -> ServerConfig {
+fn api_routes(
+    config: ServerConfig,
+    dispatcher: bool,
+    inner: std::sync::Weak<Inner>,
+    daemon: &Config,
+    pool: &Arc<WorkerPool>,
+) -> ServerConfig {
+    let config = if dispatcher {
+        dispatcher_routes(config, Arc::new(Access { inner: inner.clone() }), daemon.allowed_roots.clone(), pool.clone())
+    } else {
+        let runner_inner = inner.clone();
+        runner_routes(config, Arc::new(move || runner_inner.upgrade().and_then(|inner| inner.runner.lock().clone())))
+    };
     let status_inner = inner.clone();
     config
         .worker_pool(pool.clone())
@@ -513,4 +565,51 @@ fn status_json(inner: &Inner) -> serde_json::Value {
         },
         "members": members,
     })
+}
+
+/// The dispatcher API's view of the server.
+struct Access {
+    inner: std::sync::Weak<Inner>,
+}
+
+impl DispatcherAccess for Access {
+    fn scheduler(&self) -> Result<SchedulerHandle, Response> {
+        let Some(inner) = self.inner.upgrade() else {
+            return Err(Response::error(503, "server stopping"));
+        };
+        if inner.stopping.load(Ordering::Acquire) {
+            return Err(Response::error(503, "server stopping"));
+        }
+        if !inner.quorum.is_leader() {
+            let leader = inner.quorum.members().into_iter().min_by_key(|member| member.sequence);
+            return Err(match leader {
+                Some(leader) if leader.info.id != inner.config.node_id => Response::json(
+                    421,
+                    &serde_json::json!({
+                        "error": format!("not the leader; the leader is {} at {}", leader.info.id, leader.info.address),
+                        "status": 421,
+                        "leader": leader.info.address,
+                        "leader_id": leader.info.id,
+                    }),
+                ),
+                _ => Response::error(503, "no leader elected yet"),
+            });
+        }
+        let scheduler = inner.scheduler.lock().clone();
+        match scheduler {
+            Some(handle) if handle.is_ready() => Ok(handle),
+            _ => Err(Response::error(503, "the dispatcher is starting")),
+        }
+    }
+
+    fn cluster(&self) -> serde_json::Value {
+        match self.inner.upgrade() {
+            Some(inner) => {
+                let mut status = status_json(&inner);
+                status["vip"] = serde_json::json!(inner.vip.as_ref().map(|vip| vip.vip().to_string()));
+                status
+            }
+            None => serde_json::json!({ "error": "server stopping" }),
+        }
+    }
 }

@@ -1,0 +1,313 @@
+//! The HTTP/JSON API: the dispatcher's routes on port 10600 (`/api/v2/task_center/...`, after the
+//! original's `copy_volume/create`) and the runner's on 10601 (`/api/v1/runner/...`).
+//!
+//! Dispatcher requests run as closures on the dispatcher's context (the `TaskDb` lives there)
+//! through `SchedulerHandle::call`; the handler's coroutine waits for the answer. A follower
+//! answers 421 with the leader's address. Every input is checked here or by the task model and
+//! refused with a 4xx JSON error (`{"error": ..., "status": ...}`) before anything changes.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::NaiveDate;
+use runtime::rpc::{Method, Request, Response, ServerConfig, WorkerPool};
+use serde::Deserialize;
+
+use crate::copy_volume::AllowedRoots;
+use crate::dispatcher::scheduler::{post_json, ApiError, SchedulerHandle, TaskAction};
+use crate::runner::{TaskRequest, TaskRunner};
+use crate::task::{CopyVolumeArgs, RuntimeWindow, SleepArgs, TaskId, TaskKind, TaskState};
+use crate::task_db::ListFilter;
+
+/// How long a request waits for the dispatcher's answer.
+pub const DISPATCHER_CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The most records one list answers.
+pub const MAX_LIST: usize = 10_000;
+
+/// The dispatcher routes' prefix.
+pub const PREFIX: &str = "/api/v2/task_center";
+
+/// What the dispatcher routes need from the server.
+pub trait DispatcherAccess: Send + Sync + 'static {
+    /// The scheduler when this node leads and its database is open; otherwise the response
+    /// to give (421 with the leader's address, or 503).
+    fn scheduler(&self) -> Result<SchedulerHandle, Response>;
+    /// Leader, members, health, VIP: for `cluster show`.
+    fn cluster(&self) -> serde_json::Value;
+}
+
+/// `POST /api/v2/task_center/copy_volume/create`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CopyVolumeCreate {
+    pub source: PathBuf,
+    pub destination: PathBuf,
+    pub io_depth: Option<u32>,
+    pub runtime_window: Option<RuntimeWindow>,
+}
+
+/// `POST /api/v2/task_center/sleep/create`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SleepCreate {
+    pub duration_ms: u64,
+    #[serde(default)]
+    pub fail: bool,
+}
+
+fn error_response(error: ApiError) -> Response {
+    Response::error(error.status, &error.message)
+}
+
+fn task_id_param(request: &Request) -> Result<TaskId, Response> {
+    let text = request.param("task_id").unwrap_or_default();
+    TaskId::parse(text).map_err(|error| Response::error(400, &error.to_string()))
+}
+
+/// Runs `job` on the dispatcher and turns its answer into a response.
+fn call<R, F>(access: &dyn DispatcherAccess, job: F) -> Result<R, Response>
+where
+    R: Send + 'static,
+    F: FnOnce(&mut crate::dispatcher::scheduler::Scheduler) -> Result<R, ApiError> + Send + 'static,
+{
+    let scheduler = access.scheduler()?;
+    match scheduler.call(DISPATCHER_CALL_TIMEOUT, job) {
+        Some(Ok(answer)) => Ok(answer),
+        Some(Err(error)) => Err(error_response(error)),
+        None => Err(Response::error(503, "the dispatcher did not answer in time")),
+    }
+}
+
+fn answer(result: Result<Response, Response>) -> Response {
+    result.unwrap_or_else(|response| response)
+}
+
+/// Forwards a task operation to the runner that runs it (a blocking call, on the worker pool).
+fn forward(pool: &WorkerPool, runner_addr: String, path: &'static str, body: serde_json::Value) -> Result<Response, Response> {
+    match pool.run(move || post_json(&runner_addr, path, &body)) {
+        Ok(Ok(value)) => Ok(Response::json(202, &value)),
+        Ok(Err(error)) => Err(error_response(error)),
+        Err(error) => Err(Response::error(503, &error.to_string())),
+    }
+}
+
+/// Adds the dispatcher routes to `config`.
+pub fn dispatcher_routes(
+    config: ServerConfig,
+    access: Arc<dyn DispatcherAccess>,
+    allowed_roots: Vec<PathBuf>,
+    pool: Arc<WorkerPool>,
+) -> ServerConfig {
+    let roots = Arc::new(AllowedRoots::new(&allowed_roots).map_err(|error| error.to_string()));
+    let a = access.clone();
+    let config = config.route(Method::Post, &format!("{PREFIX}/copy_volume/create"), move |request| {
+        answer((|| {
+            let body: CopyVolumeCreate = request.json()?;
+            let args = CopyVolumeArgs {
+                source: body.source,
+                destination: body.destination,
+                io_depth: body.io_depth.unwrap_or(CopyVolumeArgs::DEFAULT_IO_DEPTH),
+            };
+            let kind = TaskKind::CopyVolume(args.clone());
+            kind.validate().map_err(|error| Response::error(400, &error.to_string()))?;
+            // The runners check again when the copy starts; refusing here changes nothing.
+            match roots.as_ref() {
+                Ok(roots) => {
+                    roots.check(&args.source, &args.destination).map_err(|error| Response::error(400, &error.to_string()))?;
+                }
+                Err(reason) => return Err(Response::error(400, &format!("allowed roots unusable: {reason}"))),
+            }
+            let window = body.runtime_window;
+            let record = call(a.as_ref(), move |scheduler| scheduler.create(kind, window))?;
+            Ok(Response::json(201, &record))
+        })())
+    });
+    let a = access.clone();
+    let config = config.route(Method::Post, &format!("{PREFIX}/sleep/create"), move |request| {
+        answer((|| {
+            let body: SleepCreate = request.json()?;
+            let kind = TaskKind::Sleep(SleepArgs { duration_ms: body.duration_ms, fail: body.fail });
+            kind.validate().map_err(|error| Response::error(400, &error.to_string()))?;
+            let record = call(a.as_ref(), move |scheduler| scheduler.create(kind, None))?;
+            Ok(Response::json(201, &record))
+        })())
+    });
+    let a = access.clone();
+    let config = config.route(Method::Get, &format!("{PREFIX}/tasks/{{task_id}}"), move |request| {
+        answer((|| {
+            let task_id = task_id_param(request)?;
+            let record = call(a.as_ref(), move |scheduler| scheduler.get(&task_id))?;
+            Ok(Response::json(200, &record))
+        })())
+    });
+    let a = access.clone();
+    let config = config.route(Method::Get, &format!("{PREFIX}/tasks"), move |request| {
+        answer((|| {
+            let mut filter = ListFilter::all();
+            if let Some(date) = request.query_param("date").filter(|date| !date.is_empty()) {
+                let date = NaiveDate::parse_from_str(date, "%Y-%m-%d")
+                    .map_err(|error| Response::error(400, &format!("invalid `date` {date:?} (expected YYYY-MM-DD): {error}")))?;
+                filter = ListFilter::created_on(date);
+            }
+            if let Some(state) = request.query_param("state").filter(|state| !state.is_empty()) {
+                let state: TaskState = state.parse().map_err(|error: crate::task::UnknownState| Response::error(400, &error.to_string()))?;
+                filter = filter.with_state(state);
+            }
+            let limit = match request.query_param("limit") {
+                Some(limit) => limit
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|limit| (1..=MAX_LIST).contains(limit))
+                    .ok_or_else(|| Response::error(400, &format!("invalid `limit` {limit:?} (1..={MAX_LIST})")))?,
+                None => MAX_LIST,
+            };
+            filter = filter.with_limit(limit);
+            let (tasks, corrupt) = call(a.as_ref(), move |scheduler| Ok((scheduler.list(&filter)?, scheduler.corrupt())))?;
+            let corrupt: Vec<serde_json::Value> =
+                corrupt.into_iter().map(|(path, reason)| serde_json::json!({ "path": path, "reason": reason })).collect();
+            Ok(Response::json(200, &serde_json::json!({ "tasks": tasks, "corrupt": corrupt })))
+        })())
+    });
+    let mut config = config;
+    for (verb, state, runner_path) in [
+        ("cancel", TaskState::Cancelled, "/api/v1/runner/cancel"),
+        ("pause", TaskState::Paused, "/api/v1/runner/pause"),
+    ] {
+        let a = access.clone();
+        let pool = pool.clone();
+        config = config.route(Method::Post, &format!("{PREFIX}/tasks/{{task_id}}/{verb}"), move |request| {
+            answer((|| {
+                let task_id = task_id_param(request)?;
+                let id = task_id.clone();
+                match call(a.as_ref(), move |scheduler| scheduler.stop_task(&id, state))? {
+                    TaskAction::Done(record) => Ok(Response::json(200, &record)),
+                    TaskAction::Forward { runner_addr } => {
+                        forward(&pool, runner_addr, runner_path, serde_json::json!({ "task_id": task_id }))
+                    }
+                }
+            })())
+        });
+    }
+    let a = access.clone();
+    let config = config.route(Method::Post, &format!("{PREFIX}/tasks/{{task_id}}/resume"), move |request| {
+        answer((|| {
+            let task_id = task_id_param(request)?;
+            let record = call(a.as_ref(), move |scheduler| scheduler.resume(&task_id))?;
+            Ok(Response::json(200, &record))
+        })())
+    });
+    let a = access.clone();
+    let runtime_pool = pool.clone();
+    let config = config.route(Method::Post, &format!("{PREFIX}/tasks/{{task_id}}/runtime"), move |request| {
+        answer((|| {
+            let task_id = task_id_param(request)?;
+            let window: RuntimeWindow = request.json()?;
+            let id = task_id.clone();
+            match call(a.as_ref(), move |scheduler| scheduler.set_runtime(&id, window))? {
+                TaskAction::Done(record) => Ok(Response::json(200, &record)),
+                TaskAction::Forward { runner_addr } => forward(
+                    &runtime_pool,
+                    runner_addr,
+                    "/api/v1/runner/runtime",
+                    serde_json::json!({ "task_id": task_id, "runtime_window": window }),
+                ),
+            }
+        })())
+    });
+    let a = access.clone();
+    let config = config.route(Method::Get, &format!("{PREFIX}/runners"), move |_request| {
+        answer((|| {
+            let list = call(a.as_ref(), |scheduler| scheduler.runners())?;
+            let runners: Vec<serde_json::Value> = list
+                .runners
+                .iter()
+                .map(|runner| serde_json::to_value(&runner.info).unwrap_or_default())
+                .collect();
+            let corrupt: Vec<serde_json::Value> = list
+                .corrupt
+                .iter()
+                .map(|entry| serde_json::json!({ "path": entry.path, "reason": entry.reason }))
+                .collect();
+            Ok(Response::json(200, &serde_json::json!({ "runners": runners, "corrupt": corrupt })))
+        })())
+    });
+    let mut config = config;
+    for (verb, runner_path) in [("drain", "/api/v1/runner/drain"), ("undrain", "/api/v1/runner/undrain")] {
+        let a = access.clone();
+        let pool = pool.clone();
+        config = config.route(Method::Post, &format!("{PREFIX}/runners/{{node_id}}/{verb}"), move |request| {
+            answer((|| {
+                let node_id = request.param("node_id").unwrap_or_default().to_string();
+                if !crate::task_db::layout::is_valid_node_id(&node_id) {
+                    return Err(Response::error(400, &format!("invalid node id {node_id:?}")));
+                }
+                let list = call(a.as_ref(), |scheduler| scheduler.runners())?;
+                let runner = list
+                    .runners
+                    .into_iter()
+                    .find(|runner| runner.info.node_id == node_id)
+                    .ok_or_else(|| Response::error(404, &format!("runner {node_id} not found")))?;
+                forward(&pool, runner.info.address, runner_path, serde_json::json!({}))
+            })())
+        });
+    }
+    let a = access;
+    config.route(Method::Get, &format!("{PREFIX}/cluster"), move |_request| Response::json(200, &a.cluster()))
+}
+
+/// Adds the runner routes to `config`; `runner` gives the node's runner while it runs.
+pub fn runner_routes(config: ServerConfig, runner: Arc<dyn Fn() -> Option<Arc<TaskRunner>> + Send + Sync>) -> ServerConfig {
+    let with_runner = move |request: &Request, act: &dyn Fn(&TaskRunner, &Request) -> Response| match runner() {
+        Some(runner) => act(&runner, request),
+        None => Response::error(503, "the runner is not running"),
+    };
+    let with_runner = Arc::new(with_runner);
+    let task_route = |config: ServerConfig, path: &str, op: fn(&TaskRunner, &str) -> Result<serde_json::Value, crate::runner::RunnerRefusal>| {
+        let with_runner = with_runner.clone();
+        config.route(Method::Post, path, move |request| {
+            with_runner(request, &|runner, request| {
+                let body: TaskRequest = match request.json() {
+                    Ok(body) => body,
+                    Err(response) => return response,
+                };
+                match op(runner, &body.task_id) {
+                    Ok(value) => Response::json(200, &value),
+                    Err(refusal) => Response::error(refusal.status, &refusal.message),
+                }
+            })
+        })
+    };
+    let config = task_route(config, "/api/v1/runner/execute", TaskRunner::execute);
+    let config = task_route(config, "/api/v1/runner/cancel", TaskRunner::cancel);
+    let config = task_route(config, "/api/v1/runner/pause", TaskRunner::pause);
+    #[derive(Deserialize)]
+    struct RuntimeBody {
+        task_id: String,
+        runtime_window: Option<RuntimeWindow>,
+    }
+    let w = with_runner.clone();
+    let config = config.route(Method::Post, "/api/v1/runner/runtime", move |request| {
+        w(request, &|runner, request| {
+            let body: RuntimeBody = match request.json() {
+                Ok(body) => body,
+                Err(response) => return response,
+            };
+            match runner.set_runtime_window(&body.task_id, body.runtime_window) {
+                Ok(value) => Response::json(200, &value),
+                Err(refusal) => Response::error(refusal.status, &refusal.message),
+            }
+        })
+    });
+    let w = with_runner.clone();
+    let config = config.route(Method::Post, "/api/v1/runner/drain", move |request| {
+        w(request, &|runner, _| Response::json(200, &runner.set_draining(true)))
+    });
+    let w = with_runner.clone();
+    let config = config.route(Method::Post, "/api/v1/runner/undrain", move |request| {
+        w(request, &|runner, _| Response::json(200, &runner.set_draining(false)))
+    });
+    let w = with_runner;
+    config.route(Method::Get, "/api/v1/runner", move |request| w(request, &|runner, _| Response::json(200, &runner.status())))
+}

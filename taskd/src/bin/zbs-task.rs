@@ -1,0 +1,300 @@
+//! `zbs-task`: the Task Center's command-line client, after the original's commands. Human tables
+//! by default, `--json` for scripts; exit codes 0 ok, 1 request failed, 2 usage, 3 not found.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use serde_json::Value;
+use taskd::client::{Client, ClientError};
+use taskd::task::{RuntimeWindow, TaskKind, TaskRecord, TaskState};
+
+const EXIT_FAILED: u8 = 1;
+const EXIT_USAGE: u8 = 2;
+const EXIT_NOT_FOUND: u8 = 3;
+
+#[derive(Parser)]
+#[command(name = "zbs-task", version, about = "Client of the zbs Task Center")]
+struct Cli {
+    /// The dispatcher (the VIP or any node: a follower names the leader), `host:port`.
+    #[arg(long, global = true, default_value = "127.0.0.1:10600")]
+    server: String,
+    /// Print JSON instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
+    /// Request timeout in seconds.
+    #[arg(long, global = true, default_value_t = 15)]
+    timeout_sec: u64,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Tasks: create, show, list, cancel, pause, resume, set_runtime, watch.
+    #[command(subcommand)]
+    Task(TaskCommand),
+    /// Runners: list, drain, undrain.
+    #[command(subcommand)]
+    Runner(RunnerCommand),
+    /// The cluster: leader, members, health, VIP.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
+}
+
+#[derive(Subcommand)]
+enum TaskCommand {
+    /// Copy a volume (file or block device) to a destination.
+    #[command(name = "copy_volume")]
+    CopyVolume {
+        source: String,
+        destination: String,
+        #[arg(long)]
+        io_depth: Option<u32>,
+    },
+    /// A test task that sleeps for `ms` milliseconds.
+    Sleep {
+        ms: u64,
+        /// Fail at the end instead of succeeding.
+        #[arg(long)]
+        fail: bool,
+    },
+    Show { task_id: String },
+    List {
+        #[arg(long)]
+        state: Option<TaskState>,
+        /// YYYY-MM-DD, local time.
+        #[arg(long)]
+        date: Option<String>,
+    },
+    Cancel { task_id: String },
+    Pause { task_id: String },
+    Resume { task_id: String },
+    /// The daily window the task may run in; `0 0 0 0` lifts it.
+    #[command(name = "set_runtime")]
+    SetRuntime { task_id: String, start_hour: u32, start_min: u32, end_hour: u32, end_min: u32 },
+    /// A live progress bar until the task ends.
+    Watch { task_id: String },
+}
+
+#[derive(Subcommand)]
+enum RunnerCommand {
+    List,
+    Drain { node_id: String },
+    Undrain { node_id: String },
+}
+
+#[derive(Subcommand)]
+enum ClusterCommand {
+    Show,
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => {
+            let _ = error.print();
+            return ExitCode::from(if error.use_stderr() { EXIT_USAGE } else { 0 });
+        }
+    };
+    let client = Client::new(cli.server.clone(), Duration::from_secs(cli.timeout_sec.max(1)));
+    match run(&cli, &client) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Usage(message)) => {
+            eprintln!("zbs-task: {message}");
+            ExitCode::from(EXIT_USAGE)
+        }
+        Err(Failure::Client(error)) => {
+            eprintln!("zbs-task: {error}");
+            ExitCode::from(if error.is_not_found() { EXIT_NOT_FOUND } else { EXIT_FAILED })
+        }
+    }
+}
+
+enum Failure {
+    Usage(String),
+    Client(ClientError),
+}
+
+impl From<ClientError> for Failure {
+    fn from(error: ClientError) -> Failure {
+        Failure::Client(error)
+    }
+}
+
+fn run(cli: &Cli, client: &Client) -> Result<(), Failure> {
+    match &cli.command {
+        Command::Task(command) => match command {
+            TaskCommand::CopyVolume { source, destination, io_depth } => {
+                print_task(cli, &client.create_copy_volume(source, destination, *io_depth)?)
+            }
+            TaskCommand::Sleep { ms, fail } => print_task(cli, &client.create_sleep(*ms, *fail)?),
+            TaskCommand::Show { task_id } => print_task(cli, &client.show(task_id)?),
+            TaskCommand::List { state, date } => {
+                let tasks = client.list(*state, date.as_deref())?;
+                if cli.json {
+                    print_json(&serde_json::to_value(&tasks).unwrap_or_default());
+                } else {
+                    print_table(&tasks);
+                }
+            }
+            TaskCommand::Cancel { task_id } => print_value(cli, &client.task_op(task_id, "cancel")?),
+            TaskCommand::Pause { task_id } => print_value(cli, &client.task_op(task_id, "pause")?),
+            TaskCommand::Resume { task_id } => print_value(cli, &client.task_op(task_id, "resume")?),
+            TaskCommand::SetRuntime { task_id, start_hour, start_min, end_hour, end_min } => {
+                let window = RuntimeWindow::new(*start_hour, *start_min, *end_hour, *end_min)
+                    .map_err(|error| Failure::Usage(error.to_string()))?;
+                print_value(cli, &client.set_runtime(task_id, window)?)
+            }
+            TaskCommand::Watch { task_id } => watch(cli, client, task_id)?,
+        },
+        Command::Runner(command) => match command {
+            RunnerCommand::List => {
+                let value = client.runners()?;
+                if cli.json {
+                    print_json(&value);
+                } else {
+                    println!("{:<16} {:<24} {:>5} {:>5} {:<8} {:<7}", "NODE", "ADDRESS", "SLOTS", "FREE", "DRAINING", "HEALTHY");
+                    for runner in value.get("runners").and_then(Value::as_array).into_iter().flatten() {
+                        println!(
+                            "{:<16} {:<24} {:>5} {:>5} {:<8} {:<7}",
+                            runner["node_id"].as_str().unwrap_or("?"),
+                            runner["address"].as_str().unwrap_or("?"),
+                            runner["slots"],
+                            runner["free_slots"],
+                            runner["draining"],
+                            runner["healthy"]
+                        );
+                    }
+                }
+            }
+            RunnerCommand::Drain { node_id } => print_value(cli, &client.runner_op(node_id, "drain")?),
+            RunnerCommand::Undrain { node_id } => print_value(cli, &client.runner_op(node_id, "undrain")?),
+        },
+        Command::Cluster(ClusterCommand::Show) => {
+            let value = client.cluster()?;
+            if cli.json {
+                print_json(&value);
+            } else {
+                println!("node:   {} ({})", value["node_id"].as_str().unwrap_or("?"), value["role"].as_str().unwrap_or("?"));
+                println!("vip:    {}", value["vip"].as_str().unwrap_or("-"));
+                println!("health: {}", value["health"]["state"].as_str().unwrap_or("?"));
+                println!("{:<16} {:<24} {:>8} {:<7}", "MEMBER", "ADDRESS", "SEQUENCE", "HEALTHY");
+                for member in value["members"].as_array().into_iter().flatten() {
+                    println!(
+                        "{:<16} {:<24} {:>8} {:<7}",
+                        member["id"].as_str().unwrap_or("?"),
+                        member["address"].as_str().unwrap_or("?"),
+                        member["sequence"],
+                        member["healthy"]
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn print_json(value: &Value) {
+    println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
+}
+
+fn print_value(cli: &Cli, value: &Value) {
+    if cli.json {
+        print_json(value);
+    } else if let Ok(record) = serde_json::from_value::<TaskRecord>(value.clone()) {
+        print_record(&record);
+    } else {
+        println!("{}", value);
+    }
+}
+
+fn print_task(cli: &Cli, record: &TaskRecord) {
+    if cli.json {
+        print_json(&serde_json::to_value(record).unwrap_or_default());
+    } else {
+        print_record(record);
+    }
+}
+
+fn describe(kind: &TaskKind) -> String {
+    match kind {
+        TaskKind::CopyVolume(args) => format!("{} -> {}", args.source.display(), args.destination.display()),
+        TaskKind::Sleep(args) => format!("{} ms{}", args.duration_ms, if args.fail { " (fail)" } else { "" }),
+    }
+}
+
+fn percent(record: &TaskRecord) -> String {
+    match record.progress.bytes_total {
+        0 if record.state == TaskState::Succeeded => "100%".to_string(),
+        0 => "-".to_string(),
+        total => format!("{}%", record.progress.bytes_done * 100 / total),
+    }
+}
+
+fn print_record(record: &TaskRecord) {
+    println!("task_id:       {}", record.task_id);
+    println!("type:          {}", record.kind.type_name());
+    println!("args:          {}", describe(&record.kind));
+    println!("state:         {}", record.state);
+    println!("runner:        {}", record.runner_addr.as_deref().unwrap_or("-"));
+    println!("attempts:      {}", record.attempts);
+    println!(
+        "progress:      {} (extent {}/{}, {} of {} bytes, {} B/s)",
+        percent(record),
+        record.progress.cur_extent,
+        record.progress.n_extents,
+        record.progress.bytes_done,
+        record.progress.bytes_total,
+        record.progress.speed_bytes_per_s
+    );
+    if let Some(window) = &record.runtime_window {
+        println!("runtime:       {:02}:{:02}-{:02}:{:02}", window.start_hour(), window.start_min(), window.end_hour(), window.end_min());
+    }
+    if let Some(error) = &record.last_error {
+        println!("last_error:    {error}");
+    }
+}
+
+fn print_table(tasks: &[TaskRecord]) {
+    println!("{:<36} {:<11} {:<11} {:>5} {:<21} ARGS", "TASK_ID", "TYPE", "STATE", "DONE", "RUNNER");
+    for record in tasks {
+        println!(
+            "{:<36} {:<11} {:<11} {:>5} {:<21} {}",
+            record.task_id,
+            record.kind.type_name(),
+            record.state.as_str(),
+            percent(record),
+            record.runner_addr.as_deref().unwrap_or("-"),
+            describe(&record.kind)
+        );
+    }
+}
+
+fn watch(cli: &Cli, client: &Client, task_id: &str) -> Result<(), Failure> {
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{msg:12} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    loop {
+        let record = client.show(task_id)?;
+        bar.set_length(record.progress.bytes_total.max(1));
+        bar.set_position(record.progress.bytes_done);
+        bar.set_message(record.state.as_str().to_string());
+        if record.state.is_finished() || record.state == TaskState::Paused {
+            bar.finish();
+            if cli.json {
+                print_task(cli, &record);
+            }
+            if record.state == TaskState::Succeeded {
+                return Ok(());
+            }
+            return Err(Failure::Client(ClientError::Status {
+                status: 0,
+                message: format!("task {task_id} ended {}", record.state),
+            }));
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}

@@ -1,0 +1,551 @@
+//! The dispatcher's scheduling: one worker coroutine on the dispatcher's context owns the
+//! `TaskDb` (it is not `Send`) and runs, one at a time, the jobs other threads post through a
+//! `SchedulerHandle` (API requests, owner and runner watches, answers of runner RPCs), and the
+//! periodic check (every 2 s, and at once when a submit or a runner change asks for it).
+//!
+//! # The check
+//! Re-reads the unfinished records (runners write progress and ends with their own sessions);
+//! makes sure every `Running` task's owner child is watched, and marks `Interrupted` (with
+//! `last_failed_ms`, not a failed attempt) a `Running` task whose owner vanished or never
+//! appeared within `CLAIM_GRACE`; then hands due tasks (`Interrupted`, and `Pending` ones whose
+//! retry back-off has passed) to the least-loaded healthy, non-draining runner with a free slot,
+//! in the original's `ExecuteTask` order: set `runner_addr` and `schedule_time` → write the record
+//! (fenced, state `Running`) → watch the owner child → call the runner's execute RPC on the
+//! "zbs-task-call" context, whose answer comes back as a job.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use quorum::{QuorumHandle, ZkSession};
+use runtime::{ContextHandle, SyncPoint};
+
+use crate::runner::now_ms;
+use crate::task::{TaskId, TaskKind, TaskRecord, TaskState};
+use crate::task_db::{self, DbError, ListFilter, StoredRecord, TaskDb, TaskDbConfig};
+
+/// How often the dispatcher looks for waiting tasks (the original: every 2 s).
+pub const CHECK_INTERVAL: Duration = Duration::from_secs(2);
+
+/// How long a runner has to claim a task it was handed before the task is interrupted.
+pub const CLAIM_GRACE: Duration = Duration::from_secs(10);
+
+/// How long a runner that refused or did not answer is skipped.
+const RUNNER_BACKOFF: Duration = Duration::from_secs(5);
+
+/// The first retry waits this long; each further one twice as long.
+const RETRY_BASE: Duration = Duration::from_secs(1);
+
+/// Finished tasks are purged this long after their last activity.
+const RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// How often the purge runs.
+const PURGE_INTERVAL: Duration = Duration::from_secs(600);
+
+/// Timeout of one runner RPC.
+pub const RUNNER_RPC_TIMEOUT: Duration = Duration::from_secs(3);
+
+type Job = Box<dyn FnOnce(&mut Scheduler) + Send>;
+
+struct Shared {
+    queue: Mutex<VecDeque<Job>>,
+    wake: Mutex<SyncPoint>,
+    check_requested: AtomicBool,
+    ready: AtomicBool,
+}
+
+/// Posts work to the scheduler from any thread.
+#[derive(Clone)]
+pub struct SchedulerHandle {
+    shared: Arc<Shared>,
+}
+
+impl SchedulerHandle {
+    fn new() -> SchedulerHandle {
+        SchedulerHandle {
+            shared: Arc::new(Shared {
+                queue: Mutex::new(VecDeque::new()),
+                wake: Mutex::new(SyncPoint::new()),
+                check_requested: AtomicBool::new(false),
+                ready: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    fn post(&self, job: Job) {
+        self.shared.queue.lock().push_back(job);
+        self.shared.wake.lock().done();
+    }
+
+    /// Asks for a check now (a submit, a runner change).
+    pub fn request_check(&self) {
+        self.shared.check_requested.store(true, Ordering::Release);
+        self.shared.wake.lock().done();
+    }
+
+    /// True once the task database is open.
+    pub fn is_ready(&self) -> bool {
+        self.shared.ready.load(Ordering::Acquire)
+    }
+
+    /// Runs `job` on the dispatcher's context with the scheduler and waits (parking only the
+    /// caller's coroutine) for its answer; `None` when none came within `timeout` (the database is
+    /// not open yet, or the dispatcher stopped).
+    pub fn call<R, F>(&self, timeout: Duration, job: F) -> Option<R>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut Scheduler) -> R + Send + 'static,
+    {
+        let answer: SyncPoint<R> = SyncPoint::new();
+        let done = answer.clone();
+        self.post(Box::new(move |scheduler| done.done_with(job(scheduler))));
+        if answer.wait_timeout(timeout) {
+            answer.take()
+        } else {
+            None
+        }
+    }
+}
+
+/// What the dispatcher's scheduling needs from the server.
+pub struct SchedulerSetup {
+    pub quorum: QuorumHandle,
+    pub cache_dir: PathBuf,
+}
+
+/// Starts the worker coroutine on `context`; it opens the database and then serves jobs until the
+/// context stops.
+pub fn start(context: &ContextHandle, caller: ContextHandle, setup: SchedulerSetup) -> Result<SchedulerHandle, runtime::SchedError> {
+    let handle = SchedulerHandle::new();
+    let worker_handle = handle.clone();
+    let own_context = context.clone();
+    context.sched(move || worker(worker_handle, own_context, caller, setup))?;
+    Ok(handle)
+}
+
+fn worker(handle: SchedulerHandle, context: ContextHandle, caller: ContextHandle, setup: SchedulerSetup) {
+    let db = loop {
+        if let Some(session) = setup.quorum.session() {
+            match TaskDb::open(session.clone(), TaskDbConfig::new(&setup.cache_dir)) {
+                Ok(db) => break db,
+                Err(error) => tracing::error!(%error, "cannot open the task database; retrying"),
+            }
+        }
+        runtime::sleep(CHECK_INTERVAL);
+    };
+    let session = db.session().clone();
+    let mut scheduler = Scheduler {
+        db,
+        session,
+        handle: handle.clone(),
+        context,
+        caller,
+        watched: HashSet::new(),
+        runner_backoff: HashMap::new(),
+        last_purge: Instant::now(),
+    };
+    handle.shared.ready.store(true, Ordering::Release);
+    scheduler.watch_runners();
+    let mut next_check = Instant::now();
+    loop {
+        let wake = SyncPoint::new();
+        *handle.shared.wake.lock() = wake.clone();
+        loop {
+            let job = handle.shared.queue.lock().pop_front();
+            match job {
+                Some(job) => job(&mut scheduler),
+                None => break,
+            }
+        }
+        if handle.shared.check_requested.swap(false, Ordering::AcqRel) || Instant::now() >= next_check {
+            scheduler.check();
+            next_check = Instant::now() + CHECK_INTERVAL;
+            continue;
+        }
+        wake.wait_timeout(next_check.saturating_duration_since(Instant::now()));
+    }
+}
+
+/// An API failure: the HTTP status and the message.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub status: u16,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: u16, message: impl Into<String>) -> ApiError {
+        ApiError { status, message: message.into() }
+    }
+}
+
+impl From<DbError> for ApiError {
+    fn from(error: DbError) -> ApiError {
+        let status = match &error {
+            DbError::NotFound { .. } => 404,
+            DbError::Transition(_) | DbError::Rejected { .. } | DbError::Conflict { .. } | DbError::Exists { .. } => 409,
+            DbError::Full { .. } => 507,
+            DbError::Zk { .. } => 503,
+            _ => 500,
+        };
+        ApiError::new(status, error.to_string())
+    }
+}
+
+/// What an operation on a task asks of the API handler afterwards.
+#[derive(Debug, Clone)]
+pub enum TaskAction {
+    /// Done; the record as written.
+    Done(Box<TaskRecord>),
+    /// The task runs on this runner: the handler forwards the request there.
+    Forward { runner_addr: String },
+}
+
+/// The dispatcher's scheduling state, owned by its worker coroutine.
+pub struct Scheduler {
+    db: TaskDb,
+    session: Arc<ZkSession>,
+    handle: SchedulerHandle,
+    context: ContextHandle,
+    caller: ContextHandle,
+    /// Tasks whose owner child has a watch armed.
+    watched: HashSet<TaskId>,
+    /// Runners skipped until then (refused or did not answer).
+    runner_backoff: HashMap<String, Instant>,
+    last_purge: Instant,
+}
+
+impl Scheduler {
+    /// Submits a new task: validated, persisted, answered at once; a check follows.
+    pub fn create(&mut self, kind: TaskKind, window: Option<crate::task::RuntimeWindow>) -> Result<TaskRecord, ApiError> {
+        kind.validate().map_err(|error| ApiError::new(400, error.to_string()))?;
+        let mut record = TaskRecord::new(TaskId::generate(), kind, now_ms());
+        record.runtime_window = window;
+        let stored = self.db.create(&record)?;
+        tracing::info!(task_id = %record.task_id, kind = record.kind.type_name(), "task submitted");
+        self.handle.request_check();
+        Ok(stored.record)
+    }
+
+    /// One task, re-read from ZooKeeper when it is not finished (its runner writes progress).
+    pub fn get(&mut self, task_id: &TaskId) -> Result<TaskRecord, ApiError> {
+        let cached = self.db.get(task_id)?;
+        let stored = match cached {
+            Some(stored) if stored.record.state.is_finished() => Some(stored),
+            _ => self.db.refresh(task_id)?,
+        };
+        stored.map(|stored| stored.record).ok_or_else(|| ApiError::new(404, format!("task {task_id} not found")))
+    }
+
+    /// Records from the cache.
+    pub fn list(&mut self, filter: &ListFilter) -> Result<Vec<TaskRecord>, ApiError> {
+        Ok(self.db.list(filter)?.into_iter().map(|stored| stored.record).collect())
+    }
+
+    /// The damaged task znodes.
+    pub fn corrupt(&self) -> Vec<(String, String)> {
+        self.db.corrupt().iter().map(|entry| (entry.path.clone(), entry.reason.clone())).collect()
+    }
+
+    /// Cancel or pause: a running task is forwarded to its runner; others change here.
+    pub fn stop_task(&mut self, task_id: &TaskId, to: TaskState) -> Result<TaskAction, ApiError> {
+        let current = self.get(task_id)?;
+        if current.state == TaskState::Running {
+            let runner_addr = current.runner_addr.clone().ok_or_else(|| ApiError::new(500, "a running task without a runner"))?;
+            return Ok(TaskAction::Forward { runner_addr });
+        }
+        let stored = self.db.read_modify_write(task_id, |record| {
+            record.transition_to(to)?;
+            Ok(())
+        })?;
+        tracing::info!(%task_id, state = %to, "task changed on request");
+        Ok(TaskAction::Done(Box::new(stored.record)))
+    }
+
+    /// Resume: `Paused → Pending`, then a check.
+    pub fn resume(&mut self, task_id: &TaskId) -> Result<TaskRecord, ApiError> {
+        let stored = self.db.read_modify_write(task_id, |record| {
+            record.transition_to(TaskState::Pending)?;
+            Ok(())
+        })?;
+        self.handle.request_check();
+        Ok(stored.record)
+    }
+
+    /// Sets the runtime window; a running task's runner is told too (the handler forwards).
+    pub fn set_runtime(&mut self, task_id: &TaskId, window: crate::task::RuntimeWindow) -> Result<TaskAction, ApiError> {
+        let stored = self.db.read_modify_write(task_id, |record| {
+            if record.state.is_finished() {
+                return Err(DbError::Rejected { task_id: record.task_id.clone(), reason: format!("the task is {}", record.state) });
+            }
+            record.runtime_window = Some(window);
+            Ok(())
+        })?;
+        match (stored.record.state, stored.record.runner_addr.clone()) {
+            (TaskState::Running, Some(runner_addr)) => Ok(TaskAction::Forward { runner_addr }),
+            _ => Ok(TaskAction::Done(Box::new(stored.record))),
+        }
+    }
+
+    /// Every registered runner.
+    pub fn runners(&mut self) -> Result<task_db::RunnerList, ApiError> {
+        Ok(task_db::list_runners(&self.session)?)
+    }
+
+    /// Watches the runners' directory; each change asks for a check and re-arms the watch.
+    fn watch_runners(&mut self) {
+        let session = self.session.clone();
+        let handle = self.handle.clone();
+        let spawned = self.context.sched(move || loop {
+            let watch = match task_db::watch_runners(&session) {
+                Ok((_, watch)) => watch,
+                Err(error) => {
+                    tracing::warn!(%error, "cannot watch the runners");
+                    runtime::sleep(CHECK_INTERVAL);
+                    continue;
+                }
+            };
+            let event = watch.wait();
+            if matches!(event, quorum::zk::NodeEvent::SessionEnded { .. }) {
+                return;
+            }
+            handle.request_check();
+        });
+        if let Err(error) = spawned {
+            tracing::warn!(%error, "cannot start the runners' watch");
+        }
+    }
+
+    /// Arms a watch on `task_id`'s owner child; when it fires the task is looked at again.
+    fn watch_owner(&mut self, task_id: &TaskId) {
+        if !self.watched.insert(task_id.clone()) {
+            return;
+        }
+        let (session, handle, watched_id) = (self.session.clone(), self.handle.clone(), task_id.clone());
+        let spawned = self.context.sched(move || {
+            let watch = match task_db::watch_owner(&session, &watched_id) {
+                Ok((_, watch)) => watch,
+                Err(error) => {
+                    tracing::warn!(task_id = %watched_id, %error, "cannot watch a task's owner");
+                    handle.post(Box::new(move |scheduler| {
+                        scheduler.watched.remove(&watched_id);
+                    }));
+                    return;
+                }
+            };
+            let event = watch.wait();
+            handle.post(Box::new(move |scheduler| scheduler.owner_changed(&watched_id, event)));
+        });
+        if spawned.is_err() {
+            self.watched.remove(task_id);
+        }
+    }
+
+    fn owner_changed(&mut self, task_id: &TaskId, event: quorum::zk::NodeEvent) {
+        self.watched.remove(task_id);
+        if matches!(event, quorum::zk::NodeEvent::SessionEnded { .. }) {
+            return;
+        }
+        match self.db.refresh(task_id) {
+            Ok(Some(stored)) if stored.record.state == TaskState::Running => {
+                self.check_running(&stored);
+            }
+            Ok(_) => {}
+            Err(error) => tracing::warn!(%task_id, %error, "cannot re-read a task after its owner changed"),
+        }
+        self.handle.request_check();
+    }
+
+    /// A running task: interrupted when its owner is gone (or never came); watched otherwise.
+    fn check_running(&mut self, stored: &StoredRecord) {
+        let task_id = &stored.record.task_id;
+        let owner = match task_db::owner_of(&self.session, task_id) {
+            Ok(owner) => owner,
+            Err(error) => {
+                tracing::warn!(%task_id, %error, "cannot read a task's owner");
+                return;
+            }
+        };
+        let claim_late =
+            stored.record.schedule_time_ms.is_none_or(|at| now_ms().saturating_sub(at) > CLAIM_GRACE.as_millis() as u64);
+        if owner.is_none() && claim_late {
+            self.interrupt(task_id, "its runner is gone");
+        } else {
+            self.watch_owner(task_id);
+        }
+    }
+
+    /// `Running → Interrupted` with `last_failed_ms`, if it is still running with no owner.
+    fn interrupt(&mut self, task_id: &TaskId, why: &str) {
+        let session = self.session.clone();
+        let result = self.db.read_modify_write(task_id, |record| {
+            if record.state != TaskState::Running {
+                return Ok(());
+            }
+            if task_db::owner_of(&session, &record.task_id)?.is_some() {
+                return Ok(());
+            }
+            record.transition_to(TaskState::Interrupted)?;
+            record.last_failed_ms = Some(now_ms());
+            Ok(())
+        });
+        match result {
+            Ok(stored) if stored.record.state == TaskState::Interrupted => {
+                tracing::warn!(%task_id, runner = ?stored.record.runner_addr, why, "task interrupted; rescheduling");
+            }
+            Ok(_) => {}
+            Err(error) => tracing::warn!(%task_id, %error, "cannot mark a task interrupted"),
+        }
+    }
+
+    /// The periodic check (see `# The check`).
+    pub fn check(&mut self) {
+        let active: Vec<StoredRecord> = match self.db.list(&ListFilter::all()) {
+            Ok(all) => all.into_iter().filter(|stored| !stored.record.state.is_finished()).collect(),
+            Err(error) => {
+                tracing::warn!(%error, "cannot list the tasks");
+                return;
+            }
+        };
+        let mut due = Vec::new();
+        for stored in active {
+            let fresh = match self.db.refresh(&stored.record.task_id) {
+                Ok(Some(fresh)) => fresh,
+                Ok(None) => continue,
+                Err(error) => {
+                    tracing::warn!(task_id = %stored.record.task_id, %error, "cannot re-read a task");
+                    continue;
+                }
+            };
+            match fresh.record.state {
+                TaskState::Running => self.check_running(&fresh),
+                TaskState::Interrupted => due.push(fresh),
+                TaskState::Pending if retry_due(&fresh.record) => due.push(fresh),
+                _ => {}
+            }
+        }
+        if !due.is_empty() {
+            self.dispatch(due);
+        }
+        if self.last_purge.elapsed() >= PURGE_INTERVAL {
+            self.last_purge = Instant::now();
+            if let Err(error) = self.db.purge_finished(RETENTION) {
+                tracing::warn!(%error, "cannot purge finished tasks");
+            }
+        }
+    }
+
+    fn dispatch(&mut self, mut due: Vec<StoredRecord>) {
+        let runners = match task_db::list_runners(&self.session) {
+            Ok(list) => list.runners,
+            Err(error) => {
+                tracing::warn!(%error, "cannot list the runners");
+                return;
+            }
+        };
+        let now = Instant::now();
+        self.runner_backoff.retain(|_, until| *until > now);
+        let mut free: Vec<(String, u32)> = runners
+            .into_iter()
+            .filter(|runner| runner.info.healthy && !runner.info.draining && runner.info.free_slots > 0)
+            .filter(|runner| !self.runner_backoff.contains_key(&runner.info.address))
+            .map(|runner| (runner.info.address, runner.info.free_slots))
+            .collect();
+        due.sort_by_key(|stored| stored.record.created_ms);
+        for stored in due {
+            // Least loaded: the most free slots left.
+            let Some(best) = free.iter_mut().filter(|(_, n_free)| *n_free > 0).max_by_key(|(_, n_free)| *n_free) else {
+                break;
+            };
+            best.1 -= 1;
+            let runner_addr = best.0.clone();
+            self.execute_task(&stored.record.task_id, runner_addr);
+        }
+    }
+
+    /// The original's `ExecuteTask` (see `# The check`).
+    fn execute_task(&mut self, task_id: &TaskId, runner_addr: String) {
+        let addr = runner_addr.clone();
+        let written = self.db.read_modify_write(task_id, |record| {
+            if !matches!(record.state, TaskState::Pending | TaskState::Interrupted) {
+                return Err(DbError::Rejected { task_id: record.task_id.clone(), reason: format!("the task is {}", record.state) });
+            }
+            record.runner_addr = Some(addr.clone());
+            record.schedule_time_ms = Some(now_ms());
+            record.transition_to(TaskState::Running)?;
+            Ok(())
+        });
+        let stored = match written {
+            Ok(stored) => stored,
+            Err(error) => {
+                tracing::debug!(%task_id, %error, "task not dispatched");
+                return;
+            }
+        };
+        self.watch_owner(task_id);
+        tracing::info!(%task_id, runner = %runner_addr, "task dispatched");
+        let (handle, id) = (self.handle.clone(), stored.record.task_id.clone());
+        let scheduled = self.caller.sched(move || {
+            let body = serde_json::json!({ "task_id": id });
+            let result = post_json(&runner_addr, "/api/v1/runner/execute", &body);
+            handle.post(Box::new(move |scheduler| scheduler.execute_answered(&id, &runner_addr, result)));
+        });
+        if let Err(error) = scheduled {
+            tracing::warn!(%task_id, %error, "cannot call the runner");
+        }
+    }
+
+    fn execute_answered(&mut self, task_id: &TaskId, runner_addr: &str, result: Result<serde_json::Value, ApiError>) {
+        let Err(error) = result else { return };
+        tracing::warn!(%task_id, runner = runner_addr, status = error.status, error = %error.message, "runner did not take the task");
+        self.runner_backoff.insert(runner_addr.to_string(), Instant::now() + RUNNER_BACKOFF);
+        let session = self.session.clone();
+        let result = self.db.read_modify_write(task_id, |record| {
+            if record.state != TaskState::Running || record.runner_addr.as_deref() != Some(runner_addr) {
+                return Ok(());
+            }
+            if task_db::owner_of(&session, &record.task_id)?.is_some() {
+                return Ok(());
+            }
+            record.transition_to(TaskState::Interrupted)?;
+            record.last_failed_ms = Some(now_ms());
+            Ok(())
+        });
+        if let Err(error) = result {
+            tracing::warn!(%task_id, %error, "cannot put a refused task back");
+        }
+        self.handle.request_check();
+    }
+}
+
+/// A `Pending` task whose earlier failure's back-off has passed (or that never failed).
+fn retry_due(record: &TaskRecord) -> bool {
+    match (record.attempts, record.last_failed_ms) {
+        (0, _) | (_, None) => true,
+        (attempts, Some(failed_ms)) => {
+            let backoff = RETRY_BASE.as_millis() as u64 * (1u64 << (attempts - 1).min(10));
+            now_ms() >= failed_ms.saturating_add(backoff)
+        }
+    }
+}
+
+/// POSTs `body` as JSON to `http://{address}{path}` with a short timeout. A blocking call: only
+/// from a context or thread that may block (the dispatcher's "zbs-task-call", the worker pool).
+pub fn post_json(address: &str, path: &str, body: &serde_json::Value) -> Result<serde_json::Value, ApiError> {
+    let agent = ureq::AgentBuilder::new().timeout(RUNNER_RPC_TIMEOUT).build();
+    match agent.post(&format!("http://{address}{path}")).send_json(body) {
+        Ok(response) => response.into_json().map_err(|error| ApiError::new(502, format!("bad answer from {address}: {error}"))),
+        Err(ureq::Error::Status(status, response)) => {
+            let message = response
+                .into_json::<serde_json::Value>()
+                .ok()
+                .and_then(|value| value.get("error").and_then(|error| error.as_str()).map(str::to_string))
+                .unwrap_or_else(|| format!("status {status}"));
+            Err(ApiError::new(status, message))
+        }
+        Err(error) => Err(ApiError::new(502, format!("cannot reach the runner at {address}: {error}"))),
+    }
+}

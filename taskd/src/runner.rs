@@ -1,0 +1,477 @@
+//! `TaskRunner`: every node's executor of tasks. It registers itself under
+//! `/zbs/taskd/runners/<node_id>` (slots, free slots, draining, health) with the quorum's session,
+//! answers the runner RPC (`execute`, `cancel`, `pause`, `drain`, `undrain`), and runs each task
+//! it accepted as a coroutine on its own `ThreadContext` ("zbs-task-runner").
+//!
+//! # A task's run
+//! `execute` reads the record, checks that the dispatcher assigned it here (`Running`, our
+//! address), claims it (the ephemeral owner child, atomic with a check of the record's version),
+//! and answers at once. The coroutine then runs the task — a Sleep sleeps in short steps, a
+//! CopyVolume runs `copy_volume` and writes the progress once per extent — every record write
+//! fenced on the version the runner last wrote. A fenced write means someone else owns the
+//! task now: the run stops and writes nothing more. Otherwise the final state is written
+//! (`Succeeded`; `Pending` with the error for a retry, `Failed` once out of attempts;
+//! `Cancelled`; `Paused`; `Interrupted`) and the owner child is released.
+//!
+//! # Stop
+//! `stop` (stage 6 of the server's shutdown) interrupts every task at its next safe point
+//! (a block of a copy, a step of a sleep), waits for them up to the drain deadline — each
+//! records `Interrupted` — then unregisters the runner and joins its context.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use parking_lot::Mutex;
+use quorum::{QuorumHandle, ZkSession};
+use runtime::{SyncPoint, ThreadContext, TimerHandle};
+use serde::{Deserialize, Serialize};
+
+use crate::copy_volume::{copy_volume, AllowedRoots, CopyControl, CopyOutcome, CopySpec};
+use crate::task::{TaskId, TaskKind, TaskRecord, TaskState};
+use crate::task_db::{self, DbError, OwnerInfo, RunnerInfo, StoredRecord};
+
+/// The runner's thread name (at most 15 bytes).
+pub const RUNNER_THREAD_NAME: &str = "zbs-task-runner";
+
+/// Failed runs after which a task stays `Failed` (the first run counts).
+pub const MAX_ATTEMPTS: u32 = 3;
+
+/// How often the runner checks its registration (re-registers after a new session, publishes
+/// changed free slots).
+const REGISTRATION_INTERVAL: Duration = Duration::from_millis(500);
+
+/// The step of a Sleep task: how soon it sees a cancel, pause or interrupt.
+const SLEEP_STEP: Duration = Duration::from_millis(50);
+
+/// The stack of the runner's coroutines: a copy's caller side and ZooKeeper calls run there.
+const RUNNER_STACK_SIZE: usize = 1 << 20;
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64
+}
+
+/// The body of every runner RPC about one task.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TaskRequest {
+    pub task_id: String,
+}
+
+/// Why the runner refused a request; `status` is the HTTP status to answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunnerRefusal {
+    pub status: u16,
+    pub message: String,
+}
+
+impl RunnerRefusal {
+    fn new(status: u16, message: impl Into<String>) -> RunnerRefusal {
+        RunnerRefusal { status, message: message.into() }
+    }
+}
+
+/// One task this runner works on.
+struct RunningTask {
+    control: CopyControl,
+    finished: SyncPoint,
+}
+
+/// What the runner's settings are.
+#[derive(Debug, Clone)]
+pub struct RunnerConfig {
+    pub node_id: String,
+    /// The runner RPC address, as the dispatcher writes it in `runner_addr`.
+    pub address: String,
+    pub slots: u32,
+    pub allowed_roots: Vec<std::path::PathBuf>,
+    pub drain_deadline: Duration,
+}
+
+struct Inner {
+    config: RunnerConfig,
+    /// `None` when a configured root is unusable: every copy is then refused with that reason.
+    roots: Result<AllowedRoots, String>,
+    quorum: QuorumHandle,
+    healthy: Arc<dyn Fn() -> bool + Send + Sync>,
+    running: Mutex<HashMap<TaskId, RunningTask>>,
+    draining: AtomicBool,
+    stopping: AtomicBool,
+    /// The session and node version of the current registration, and what it published.
+    registration: Mutex<Option<(i64, i32, RunnerInfo)>>,
+}
+
+/// Every node's task executor (see the module documentation).
+pub struct TaskRunner {
+    inner: Arc<Inner>,
+    context: ThreadContext,
+    registration_timer: Mutex<Option<TimerHandle>>,
+}
+
+impl TaskRunner {
+    /// Starts the runner's context and its registration timer. `healthy` reports this node's
+    /// data-network health for the registration.
+    pub fn start(
+        config: RunnerConfig,
+        quorum: QuorumHandle,
+        healthy: impl Fn() -> bool + Send + Sync + 'static,
+    ) -> std::io::Result<TaskRunner> {
+        let roots = AllowedRoots::new(&config.allowed_roots).map_err(|error| error.to_string());
+        if let Err(reason) = &roots {
+            tracing::error!(%reason, "allowed_roots unusable: every copy will be refused");
+        }
+        let context = ThreadContext::with_stack_size(RUNNER_THREAD_NAME, RUNNER_STACK_SIZE)?;
+        let inner = Arc::new(Inner {
+            config,
+            roots,
+            quorum,
+            healthy: Arc::new(healthy),
+            running: Mutex::new(HashMap::new()),
+            draining: AtomicBool::new(false),
+            stopping: AtomicBool::new(false),
+            registration: Mutex::new(None),
+        });
+        let registering = inner.clone();
+        let timer = TimerHandle::new(&context, move || registering.keep_registered(), REGISTRATION_INTERVAL, true)
+            .map_err(|error| std::io::Error::other(error.to_string()))?;
+        tracing::info!(node_id = %inner.config.node_id, slots = inner.config.slots, "runner started");
+        Ok(TaskRunner { inner, context, registration_timer: Mutex::new(Some(timer)) })
+    }
+
+    /// `POST /api/v1/runner/execute`: claims the task and starts it; answers at once.
+    pub fn execute(&self, task_id: &str) -> Result<serde_json::Value, RunnerRefusal> {
+        let inner = &self.inner;
+        let task_id = TaskId::parse(task_id).map_err(|error| RunnerRefusal::new(400, error.to_string()))?;
+        if inner.stopping.load(Ordering::Acquire) {
+            return Err(RunnerRefusal::new(503, "the runner is stopping"));
+        }
+        if inner.draining.load(Ordering::Acquire) {
+            return Err(RunnerRefusal::new(503, "the runner is draining"));
+        }
+        if inner.running.lock().contains_key(&task_id) {
+            return Ok(serde_json::json!({ "task_id": task_id, "accepted": true, "already_running": true }));
+        }
+        if inner.running.lock().len() >= inner.config.slots as usize {
+            return Err(RunnerRefusal::new(503, "no free slot"));
+        }
+        let session = inner.session().ok_or_else(|| RunnerRefusal::new(503, "no ZooKeeper session"))?;
+        let stored = match task_db::read_record(&session, &task_id) {
+            Ok(Some(stored)) => stored,
+            Ok(None) => return Err(RunnerRefusal::new(404, format!("task {task_id} not found"))),
+            Err(error) => return Err(RunnerRefusal::new(502, format!("cannot read task {task_id}: {error}"))),
+        };
+        if stored.record.state != TaskState::Running
+            || stored.record.runner_addr.as_deref() != Some(inner.config.address.as_str())
+        {
+            return Err(RunnerRefusal::new(
+                409,
+                format!("task {task_id} is {} and assigned to {:?}, not to this runner", stored.record.state, stored.record.runner_addr),
+            ));
+        }
+        let owner = OwnerInfo { runner_id: inner.config.node_id.clone(), address: inner.config.address.clone() };
+        match task_db::claim(&session, &task_id, &owner, Some(stored.version)) {
+            Ok(()) => {}
+            Err(error @ (DbError::Fenced { .. } | DbError::AlreadyOwned { .. } | DbError::Conflict { .. })) => {
+                return Err(RunnerRefusal::new(409, error.to_string()))
+            }
+            Err(error @ DbError::NotFound { .. }) => return Err(RunnerRefusal::new(404, error.to_string())),
+            Err(error) => return Err(RunnerRefusal::new(502, error.to_string())),
+        }
+        let control = CopyControl::with_runtime_window(stored.record.runtime_window);
+        let finished = SyncPoint::new();
+        {
+            let mut running = inner.running.lock();
+            if running.len() >= inner.config.slots as usize {
+                drop(running);
+                let _ = task_db::release(&session, &task_id);
+                return Err(RunnerRefusal::new(503, "no free slot"));
+            }
+            running.insert(task_id.clone(), RunningTask { control: control.clone(), finished: finished.clone() });
+        }
+        let runner = inner.clone();
+        let started_id = task_id.clone();
+        let scheduled = self.context.sched(move || {
+            let task_id = stored.record.task_id.clone();
+            run_task(&runner, &session, stored, &control);
+            runner.running.lock().remove(&task_id);
+            finished.done();
+            runner.keep_registered();
+        });
+        if let Err(error) = scheduled {
+            inner.running.lock().remove(&started_id);
+            if let Some(session) = inner.session() {
+                let _ = task_db::release(&session, &started_id);
+            }
+            return Err(RunnerRefusal::new(503, format!("cannot start the task: {error}")));
+        }
+        tracing::info!(task_id = %started_id, "task started");
+        Ok(serde_json::json!({ "task_id": started_id, "accepted": true }))
+    }
+
+    /// `POST /api/v1/runner/cancel`: the task stops at its next block and ends `Cancelled`.
+    pub fn cancel(&self, task_id: &str) -> Result<serde_json::Value, RunnerRefusal> {
+        self.with_task(task_id, |control| control.cancel())
+    }
+
+    /// `POST /api/v1/runner/pause`: the task stops at its next extent boundary, `Paused`.
+    pub fn pause(&self, task_id: &str) -> Result<serde_json::Value, RunnerRefusal> {
+        self.with_task(task_id, |control| control.pause())
+    }
+
+    /// Applies a new runtime window to a running task (set_runtime).
+    pub fn set_runtime_window(&self, task_id: &str, window: Option<crate::task::RuntimeWindow>) -> Result<serde_json::Value, RunnerRefusal> {
+        self.with_task(task_id, |control| control.set_runtime_window(window))
+    }
+
+    fn with_task(&self, task_id: &str, act: impl FnOnce(&CopyControl)) -> Result<serde_json::Value, RunnerRefusal> {
+        let task_id = TaskId::parse(task_id).map_err(|error| RunnerRefusal::new(400, error.to_string()))?;
+        let running = self.inner.running.lock();
+        let task = running.get(&task_id).ok_or_else(|| RunnerRefusal::new(404, format!("task {task_id} is not running here")))?;
+        act(&task.control);
+        Ok(serde_json::json!({ "task_id": task_id, "ok": true }))
+    }
+
+    /// Drain (no new tasks; running ones finish) or undrain; published in the registration.
+    pub fn set_draining(&self, draining: bool) -> serde_json::Value {
+        self.inner.draining.store(draining, Ordering::Release);
+        let inner = self.inner.clone();
+        let _ = self.context.sched(move || inner.keep_registered());
+        serde_json::json!({ "node_id": self.inner.config.node_id, "draining": draining })
+    }
+
+    /// The runner's state for `GET /api/v1/runner`.
+    pub fn status(&self) -> serde_json::Value {
+        let running: Vec<String> = self.inner.running.lock().keys().map(|id| id.to_string()).collect();
+        serde_json::json!({
+            "node_id": self.inner.config.node_id,
+            "address": self.inner.config.address,
+            "slots": self.inner.config.slots,
+            "draining": self.inner.draining.load(Ordering::Acquire),
+            "running": running,
+        })
+    }
+
+    /// Stage 6 of the server's shutdown (see `# Stop`). Idempotent.
+    pub fn stop(&self) -> usize {
+        if self.inner.stopping.swap(true, Ordering::AcqRel) {
+            return 0;
+        }
+        if let Some(timer) = self.registration_timer.lock().take() {
+            timer.cancel();
+        }
+        let waits: Vec<(TaskId, SyncPoint)> = {
+            let running = self.inner.running.lock();
+            running
+                .iter()
+                .map(|(task_id, task)| {
+                    task.control.interrupt();
+                    (task_id.clone(), task.finished.clone())
+                })
+                .collect()
+        };
+        let deadline = Instant::now() + self.inner.config.drain_deadline;
+        for (task_id, finished) in &waits {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if !finished.wait_timeout(left) {
+                tracing::warn!(%task_id, "task did not stop within the drain deadline");
+            }
+        }
+        if let Some(session) = self.inner.session() {
+            if let Err(error) = task_db::unregister_runner(&session, &self.inner.config.node_id) {
+                tracing::warn!(%error, "cannot unregister the runner");
+            }
+        }
+        self.context.stop();
+        if let Err(error) = self.context.join() {
+            tracing::error!(%error, "runner context did not join");
+        }
+        waits.len()
+    }
+}
+
+impl Drop for TaskRunner {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+impl Inner {
+    fn session(&self) -> Option<Arc<ZkSession>> {
+        self.quorum.session().filter(|session| session.is_open())
+    }
+
+    fn info(&self) -> RunnerInfo {
+        let n_running = self.running.lock().len() as u32;
+        RunnerInfo {
+            node_id: self.config.node_id.clone(),
+            address: self.config.address.clone(),
+            slots: self.config.slots,
+            free_slots: self.config.slots.saturating_sub(n_running),
+            draining: self.draining.load(Ordering::Acquire),
+            healthy: (self.healthy)(),
+        }
+    }
+
+    /// Registers with the current session, or rewrites the registration when it changed.
+    fn keep_registered(&self) {
+        if self.stopping.load(Ordering::Acquire) {
+            return;
+        }
+        let Some(session) = self.session() else { return };
+        let info = self.info();
+        let current = self.registration.lock().clone();
+        let result = match current {
+            Some((session_id, _, published)) if session_id == session.session_id() && published == info => return,
+            Some((session_id, version, _)) if session_id == session.session_id() => {
+                match task_db::update_runner(&session, &info, version) {
+                    Ok(version) => Ok(version),
+                    Err(DbError::NotFound { .. } | DbError::Fenced { .. }) => task_db::register_runner(&session, &info),
+                    Err(error) => Err(error),
+                }
+            }
+            _ => task_db::register_runner(&session, &info),
+        };
+        match result {
+            Ok(version) => {
+                if current.as_ref().is_none_or(|(session_id, _, _)| *session_id != session.session_id()) {
+                    tracing::info!(node_id = %info.node_id, address = %info.address, "runner registered");
+                }
+                *self.registration.lock() = Some((session.session_id(), version, info));
+            }
+            Err(error) => tracing::warn!(%error, "cannot register the runner"),
+        }
+    }
+}
+
+/// How a task's run ended, before it is written.
+enum RunEnd {
+    Succeeded,
+    Failed(String),
+    Cancelled,
+    Paused,
+    Interrupted,
+    /// A fenced write: another owner took over; write nothing more.
+    Lost,
+}
+
+/// Runs one claimed task to its end and records it (see `# A task's run`).
+fn run_task(inner: &Inner, session: &Arc<ZkSession>, stored: StoredRecord, control: &CopyControl) {
+    let task_id = stored.record.task_id.clone();
+    let mut record = stored.record;
+    let mut version = stored.version;
+    let started = Instant::now();
+    let end = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match record.kind.clone() {
+        TaskKind::Sleep(args) => run_sleep(args.duration_ms, args.fail, control),
+        TaskKind::CopyVolume(args) => {
+            let roots = match &inner.roots {
+                Ok(roots) => roots,
+                Err(reason) => return RunEnd::Failed(format!("allowed roots unusable: {reason}")),
+            };
+            let spec = match CopySpec::for_task(&args, roots, record.progress.cur_extent) {
+                Ok(spec) => spec,
+                Err(error) => return RunEnd::Failed(error.to_string()),
+            };
+            let mut lost = false;
+            let outcome = copy_volume(&spec, control, |progress| {
+                if lost {
+                    return;
+                }
+                record.progress = *progress;
+                match task_db::write_record(session, &record, version) {
+                    Ok(written) => version = written.version,
+                    Err(error) => {
+                        tracing::warn!(%task_id, %error, "progress write refused; stopping the copy");
+                        lost = true;
+                        control.interrupt();
+                    }
+                }
+            });
+            if lost {
+                return RunEnd::Lost;
+            }
+            match outcome {
+                CopyOutcome::Completed => RunEnd::Succeeded,
+                CopyOutcome::Cancelled => RunEnd::Cancelled,
+                CopyOutcome::Interrupted { .. } => RunEnd::Interrupted,
+                CopyOutcome::Paused { .. } => RunEnd::Paused,
+                CopyOutcome::Failed(error) => RunEnd::Failed(error.to_string()),
+            }
+        }
+    }));
+    let end = match end {
+        Ok(end) => end,
+        Err(panic) if runtime::is_cancel_unwind(panic.as_ref()) => std::panic::resume_unwind(panic),
+        Err(_) => RunEnd::Failed("the task panicked".to_string()),
+    };
+    finish(session, &task_id, &mut record, version, end, started);
+    if let Err(error) = task_db::release(session, &task_id) {
+        tracing::warn!(%task_id, %error, "cannot release the task");
+    }
+}
+
+fn run_sleep(duration_ms: u64, fail: bool, control: &CopyControl) -> RunEnd {
+    let deadline = Instant::now() + Duration::from_millis(duration_ms);
+    loop {
+        if control.is_cancelled() {
+            return RunEnd::Cancelled;
+        }
+        if control.is_interrupted() {
+            return RunEnd::Interrupted;
+        }
+        if control.is_pause_requested() {
+            return RunEnd::Paused;
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        runtime::sleep(left.min(SLEEP_STEP));
+    }
+    if fail {
+        RunEnd::Failed("the sleep task was asked to fail".to_string())
+    } else {
+        RunEnd::Succeeded
+    }
+}
+
+/// Writes the final state, fenced on the version this runner last wrote.
+fn finish(session: &ZkSession, task_id: &TaskId, record: &mut TaskRecord, version: i32, end: RunEnd, started: Instant) {
+    let state = match end {
+        RunEnd::Lost => {
+            tracing::warn!(%task_id, "task taken over by another owner; leaving its record alone");
+            return;
+        }
+        RunEnd::Succeeded => TaskState::Succeeded,
+        RunEnd::Cancelled => TaskState::Cancelled,
+        RunEnd::Paused => TaskState::Paused,
+        RunEnd::Interrupted => {
+            record.last_failed_ms = Some(now_ms());
+            TaskState::Interrupted
+        }
+        RunEnd::Failed(message) => {
+            record.attempts += 1;
+            record.last_failed_ms = Some(now_ms());
+            record.set_last_error(&message);
+            if record.attempts < MAX_ATTEMPTS {
+                TaskState::Pending
+            } else {
+                TaskState::Failed
+            }
+        }
+    };
+    if let Err(error) = record.transition_to(state) {
+        tracing::error!(%task_id, %error, "cannot record the task's end");
+        return;
+    }
+    match task_db::write_record(session, record, version) {
+        Ok(_) => tracing::info!(
+            %task_id,
+            state = %record.state,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            last_error = record.last_error.as_deref().unwrap_or(""),
+            "task ended"
+        ),
+        Err(error) => tracing::warn!(%task_id, %error, "cannot record the task's end"),
+    }
+}
