@@ -84,13 +84,22 @@ fn answer(result: Result<Response, Response>) -> Response {
     result.unwrap_or_else(|response| response)
 }
 
+/// How often a forwarded request is retried while the runner has not yet started the task (the
+/// dispatcher writes `Running` before its execute RPC reaches the runner).
+const FORWARD_ATTEMPTS: u32 = 10;
+
 /// Forwards a task operation to the runner that runs it (a blocking call, on the worker pool).
 fn forward(pool: &WorkerPool, runner_addr: String, path: &'static str, body: serde_json::Value) -> Result<Response, Response> {
-    match pool.run(move || post_json(&runner_addr, path, &body)) {
-        Ok(Ok(value)) => Ok(Response::json(202, &value)),
-        Ok(Err(error)) => Err(error_response(error)),
-        Err(error) => Err(Response::error(503, &error.to_string())),
+    for attempt in 1..=FORWARD_ATTEMPTS {
+        let (addr, body_now) = (runner_addr.clone(), body.clone());
+        match pool.run(move || post_json(&addr, path, &body_now)) {
+            Ok(Ok(value)) => return Ok(Response::json(202, &value)),
+            Ok(Err(error)) if error.status == 404 && attempt < FORWARD_ATTEMPTS => runtime::sleep(Duration::from_millis(200)),
+            Ok(Err(error)) => return Err(error_response(ApiError::new(if error.status == 404 { 409 } else { error.status }, error.message))),
+            Err(error) => return Err(Response::error(503, &error.to_string())),
+        }
     }
+    Err(Response::error(409, "the runner did not start the task; try again"))
 }
 
 /// Adds the dispatcher routes to `config`.
@@ -102,7 +111,7 @@ pub fn dispatcher_routes(
 ) -> ServerConfig {
     let roots = Arc::new(AllowedRoots::new(&allowed_roots).map_err(|error| error.to_string()));
     let a = access.clone();
-    let config = config.route(Method::Post, &format!("{PREFIX}/copy_volume/create"), move |request| {
+    let config = config.cpu_route(Method::Post, &format!("{PREFIX}/copy_volume/create"), move |request| {
         answer((|| {
             let body: CopyVolumeCreate = request.json()?;
             let args = CopyVolumeArgs {
@@ -125,7 +134,7 @@ pub fn dispatcher_routes(
         })())
     });
     let a = access.clone();
-    let config = config.route(Method::Post, &format!("{PREFIX}/sleep/create"), move |request| {
+    let config = config.cpu_route(Method::Post, &format!("{PREFIX}/sleep/create"), move |request| {
         answer((|| {
             let body: SleepCreate = request.json()?;
             let kind = TaskKind::Sleep(SleepArgs { duration_ms: body.duration_ms, fail: body.fail });
@@ -135,7 +144,7 @@ pub fn dispatcher_routes(
         })())
     });
     let a = access.clone();
-    let config = config.route(Method::Get, &format!("{PREFIX}/tasks/{{task_id}}"), move |request| {
+    let config = config.cpu_route(Method::Get, &format!("{PREFIX}/tasks/{{task_id}}"), move |request| {
         answer((|| {
             let task_id = task_id_param(request)?;
             let record = call(a.as_ref(), move |scheduler| scheduler.get(&task_id))?;
@@ -143,7 +152,7 @@ pub fn dispatcher_routes(
         })())
     });
     let a = access.clone();
-    let config = config.route(Method::Get, &format!("{PREFIX}/tasks"), move |request| {
+    let config = config.cpu_route(Method::Get, &format!("{PREFIX}/tasks"), move |request| {
         answer((|| {
             let mut filter = ListFilter::all();
             if let Some(date) = request.query_param("date").filter(|date| !date.is_empty()) {
@@ -177,7 +186,7 @@ pub fn dispatcher_routes(
     ] {
         let a = access.clone();
         let pool = pool.clone();
-        config = config.route(Method::Post, &format!("{PREFIX}/tasks/{{task_id}}/{verb}"), move |request| {
+        config = config.cpu_route(Method::Post, &format!("{PREFIX}/tasks/{{task_id}}/{verb}"), move |request| {
             answer((|| {
                 let task_id = task_id_param(request)?;
                 let id = task_id.clone();
@@ -191,7 +200,7 @@ pub fn dispatcher_routes(
         });
     }
     let a = access.clone();
-    let config = config.route(Method::Post, &format!("{PREFIX}/tasks/{{task_id}}/resume"), move |request| {
+    let config = config.cpu_route(Method::Post, &format!("{PREFIX}/tasks/{{task_id}}/resume"), move |request| {
         answer((|| {
             let task_id = task_id_param(request)?;
             let record = call(a.as_ref(), move |scheduler| scheduler.resume(&task_id))?;
@@ -200,7 +209,7 @@ pub fn dispatcher_routes(
     });
     let a = access.clone();
     let runtime_pool = pool.clone();
-    let config = config.route(Method::Post, &format!("{PREFIX}/tasks/{{task_id}}/runtime"), move |request| {
+    let config = config.cpu_route(Method::Post, &format!("{PREFIX}/tasks/{{task_id}}/runtime"), move |request| {
         answer((|| {
             let task_id = task_id_param(request)?;
             let window: RuntimeWindow = request.json()?;
@@ -217,7 +226,7 @@ pub fn dispatcher_routes(
         })())
     });
     let a = access.clone();
-    let config = config.route(Method::Get, &format!("{PREFIX}/runners"), move |_request| {
+    let config = config.cpu_route(Method::Get, &format!("{PREFIX}/runners"), move |_request| {
         answer((|| {
             let list = call(a.as_ref(), |scheduler| scheduler.runners())?;
             let runners: Vec<serde_json::Value> = list
@@ -237,7 +246,7 @@ pub fn dispatcher_routes(
     for (verb, runner_path) in [("drain", "/api/v1/runner/drain"), ("undrain", "/api/v1/runner/undrain")] {
         let a = access.clone();
         let pool = pool.clone();
-        config = config.route(Method::Post, &format!("{PREFIX}/runners/{{node_id}}/{verb}"), move |request| {
+        config = config.cpu_route(Method::Post, &format!("{PREFIX}/runners/{{node_id}}/{verb}"), move |request| {
             answer((|| {
                 let node_id = request.param("node_id").unwrap_or_default().to_string();
                 if !crate::task_db::layout::is_valid_node_id(&node_id) {
@@ -254,7 +263,7 @@ pub fn dispatcher_routes(
         });
     }
     let a = access;
-    config.route(Method::Get, &format!("{PREFIX}/cluster"), move |_request| Response::json(200, &a.cluster()))
+    config.cpu_route(Method::Get, &format!("{PREFIX}/cluster"), move |_request| Response::json(200, &a.cluster()))
 }
 
 /// Adds the runner routes to `config`; `runner` gives the node's runner while it runs.
@@ -266,7 +275,7 @@ pub fn runner_routes(config: ServerConfig, runner: Arc<dyn Fn() -> Option<Arc<Ta
     let with_runner = Arc::new(with_runner);
     let task_route = |config: ServerConfig, path: &str, op: fn(&TaskRunner, &str) -> Result<serde_json::Value, crate::runner::RunnerRefusal>| {
         let with_runner = with_runner.clone();
-        config.route(Method::Post, path, move |request| {
+        config.cpu_route(Method::Post, path, move |request| {
             with_runner(request, &|runner, request| {
                 let body: TaskRequest = match request.json() {
                     Ok(body) => body,
@@ -288,7 +297,7 @@ pub fn runner_routes(config: ServerConfig, runner: Arc<dyn Fn() -> Option<Arc<Ta
         runtime_window: Option<RuntimeWindow>,
     }
     let w = with_runner.clone();
-    let config = config.route(Method::Post, "/api/v1/runner/runtime", move |request| {
+    let config = config.cpu_route(Method::Post, "/api/v1/runner/runtime", move |request| {
         w(request, &|runner, request| {
             let body: RuntimeBody = match request.json() {
                 Ok(body) => body,
@@ -301,13 +310,13 @@ pub fn runner_routes(config: ServerConfig, runner: Arc<dyn Fn() -> Option<Arc<Ta
         })
     });
     let w = with_runner.clone();
-    let config = config.route(Method::Post, "/api/v1/runner/drain", move |request| {
+    let config = config.cpu_route(Method::Post, "/api/v1/runner/drain", move |request| {
         w(request, &|runner, _| Response::json(200, &runner.set_draining(true)))
     });
     let w = with_runner.clone();
-    let config = config.route(Method::Post, "/api/v1/runner/undrain", move |request| {
+    let config = config.cpu_route(Method::Post, "/api/v1/runner/undrain", move |request| {
         w(request, &|runner, _| Response::json(200, &runner.set_draining(false)))
     });
     let w = with_runner;
-    config.route(Method::Get, "/api/v1/runner", move |request| w(request, &|runner, _| Response::json(200, &runner.status())))
+    config.cpu_route(Method::Get, "/api/v1/runner", move |request| w(request, &|runner, _| Response::json(200, &runner.status())))
 }

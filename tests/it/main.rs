@@ -5,4 +5,5 @@ mod notify;
 mod packaging;
 mod quorum;
 mod task_db;
+mod tasks;
 mod zk_harness;

@@ -76,6 +76,8 @@ pub struct ClusterBuilder {
     sample_interval: Duration,
     start_timeout: Duration,
     binary: Option<PathBuf>,
+    /// Top-level TOML lines added to every node's config (`extra_config`).
+    extra_config: String,
 }
 
 impl Default for ClusterBuilder {
@@ -93,6 +95,7 @@ impl Default for ClusterBuilder {
             sample_interval: Duration::from_millis(20),
             start_timeout: Duration::from_secs(60),
             binary: None,
+            extra_config: String::new(),
         }
     }
 }
@@ -171,6 +174,17 @@ impl ClusterBuilder {
         self
     }
 
+    /// Adds top-level TOML lines (`key = value`, no section) to every node's config, e.g.
+    /// `runner_slots = 2` or `allowed_roots = ["/tmp/x"]`.
+    pub fn extra_config(mut self, toml_text: impl Into<String>) -> Self {
+        let mut text = toml_text.into();
+        if !text.is_empty() && !text.ends_with('\n') {
+            text.push('\n');
+        }
+        self.extra_config.push_str(&text);
+        self
+    }
+
     /// Starts ZooKeeper and every node (all at once), then waits until each answers its status,
     /// sees every member, and exactly one leads.
     pub fn start(self) -> Result<Cluster> {
@@ -233,6 +247,7 @@ impl ClusterBuilder {
             drain_deadline_ms = self.drain_deadline.as_millis(),
             guard = self.step_down_requires_healthy_peer,
         );
+        toml.push_str(&self.extra_config);
         match self.on_network_failure {
             OnNetworkFailure::Stay => toml.push_str("on_network_failure = \"stay\"\n"),
             OnNetworkFailure::Exit { start_limit_burst, start_limit_interval_sec } => toml.push_str(&format!(
