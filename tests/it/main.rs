@@ -2,6 +2,7 @@
 
 mod daemon;
 mod notify;
+mod netns;
 mod packaging;
 mod quorum;
 mod task_db;

@@ -2,3 +2,4 @@
 
 pub mod zk;
 pub mod cluster;
+pub mod netns;

@@ -1,0 +1,1491 @@
+//! A real cluster in Linux network namespaces: N `zbs-taskd` nodes, each in its own namespace
+//! with a management link (ZooKeeper, API, VIP) and a data link (the `probe` health source),
+//! ZooKeeper in a namespace of its own, and a client namespace, all wired through two bridges in
+//! a switch namespace. Nothing of it touches the host's interfaces.
+//!
+//! ```text
+//!   zbs-<pid>-<seq>-sw (switch)       mgmtbr (management, 10.213.1.0/24)   databr (data, 10.213.2.0/24)
+//!     ├── m1 ── mgmt0 of -n1 10.213.1.1        d1 ── data0 of -n1 10.213.2.1
+//!     ├── m2 ── mgmt0 of -n2 10.213.1.2        d2 ── data0 of -n2 10.213.2.2
+//!     ├── ...
+//!     ├── mzk ── mgmt0 of -zk 10.213.1.250 (ZooKeeper :2181)
+//!     └── mcl ── mgmt0 of -cl 10.213.1.200 (the client)
+//!   VIP 10.213.1.100/24 on the leader's mgmt0 (label mgmt0:vip)
+//! ```
+//!
+//! Node `i` (0-based) is `node-{i+1}` in namespace `<prefix>-n{i+1}`, with its files in
+//! `<dir>/n{i+1}/` (`taskd.toml`, `taskd.log`, `stderr.log`, `state/`, and a `core` file if it
+//! crashed: its core-size limit is raised and this machine's `core_pattern` is relative). Each
+//! daemon runs as `ip netns exec <ns> zbs-taskd --config ...`; `ip` execs the daemon, so the
+//! child's pid is the daemon's.
+//!
+//! The daemons listen on `0.0.0.0` (`management_address`): the dispatcher API binds the
+//! management address and nothing else, so bound to the node's own address it would not answer
+//! on the VIP, and clients reach the leader at the VIP. Each namespace is its own network, so the
+//! wildcard reaches nothing beyond it. The data address is the node's own (`10.213.2.x`), the one
+//! peers probe.
+//!
+//! The test process itself stays in the host's namespace. Whatever must talk to the cluster runs
+//! on a thread that entered a namespace with `setns(2)` ([`in_netns`]): status requests and the
+//! [`ClientLoop`] from the client namespace, the VIP checks over a netlink socket opened in each
+//! node's namespace (no process per check, so the [`HolderSampler`] can look every 50 ms).
+//!
+//! Dropping the cluster stops the client loop and the sampler, SIGTERMs every daemon (SIGKILL
+//! after a grace), stops ZooKeeper, then deletes every namespace it created, which destroys their
+//! veths and bridges; this runs on a panic too. A namespace named `zbs-<pid>-...` whose `<pid>`
+//! is no longer alive is a leftover of a crashed run and is deleted when the next cluster starts.
+//! On a panic the dir with the logs is kept and its path printed.
+
+use std::fs::{self, File, OpenOptions};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, ensure, Context, Result};
+use nix::sys::signal::kill;
+use nix::unistd::Pid;
+
+use crate::cluster::{daemon_binary, NodeStatus};
+
+pub use nix::sys::signal::Signal;
+
+/// The management subnet's first three octets; node `i` is `.{i+1}`.
+const MANAGEMENT_NET: [u8; 3] = [10, 213, 1];
+/// The data subnet's first three octets; node `i` is `.{i+1}`.
+const DATA_NET: [u8; 3] = [10, 213, 2];
+/// The VIP the leader holds.
+pub const VIP: Ipv4Addr = Ipv4Addr::new(10, 213, 1, 100);
+/// Its prefix length.
+pub const VIP_PREFIX: u8 = 24;
+/// ZooKeeper's address on the management network.
+pub const ZOOKEEPER_ADDRESS: Ipv4Addr = Ipv4Addr::new(10, 213, 1, 250);
+/// The client's address on the management network.
+pub const CLIENT_ADDRESS: Ipv4Addr = Ipv4Addr::new(10, 213, 1, 200);
+/// ZooKeeper's client port (each namespace is its own network: fixed ports are free).
+pub const ZOOKEEPER_PORT: u16 = 2181;
+/// The daemons' ports.
+pub const DISPATCHER_PORT: u16 = 10600;
+pub const RUNNER_PORT: u16 = 10601;
+pub const PROBE_PORT: u16 = 10602;
+/// The interface names inside a node's (and ZooKeeper's and the client's) namespace.
+pub const MANAGEMENT_INTERFACE: &str = "mgmt0";
+pub const DATA_INTERFACE: &str = "data0";
+/// The bridges in the switch namespace.
+const MANAGEMENT_BRIDGE: &str = "mgmtbr";
+const DATA_BRIDGE: &str = "databr";
+
+/// Where `ip netns add` puts its namespaces.
+const NETNS_DIR: &str = "/run/netns";
+/// Every namespace this harness creates starts with it.
+const NETNS_PREFIX: &str = "zbs-";
+
+/// How long a daemon gets to exit after SIGTERM when the cluster is dropped, before SIGKILL.
+const STOP_GRACE: Duration = Duration::from_secs(8);
+/// How long one status request may take.
+const STATUS_TIMEOUT: Duration = Duration::from_millis(1000);
+/// How often the `wait_*` helpers look again.
+const POLL_INTERVAL: Duration = Duration::from_millis(10);
+
+/// Why the harness cannot run here (not root, no `ip`, no ZooKeeper), or None when it can. Tests
+/// print it and return early.
+pub fn skip_reason() -> Option<String> {
+    // SAFETY: geteuid(2) cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        return Some("network-namespace tests need root".to_string());
+    }
+    match Command::new("ip").arg("-V").stdout(Stdio::null()).stderr(Stdio::null()).status() {
+        Ok(status) if status.success() => {}
+        _ => return Some("network-namespace tests need iproute2's `ip`".to_string()),
+    }
+    if !Path::new(crate::zk::DEFAULT_ZOOKEEPER_JAR).is_file() {
+        return Some(format!("no ZooKeeper server: {}", crate::zk::INSTALL_HINT));
+    }
+    None
+}
+
+/// Which of a node's two links.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Network {
+    /// ZooKeeper, API and VIP.
+    Management,
+    /// The data network the `probe` health source checks.
+    Data,
+}
+
+/// How a link is cut.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cut {
+    /// The node's interface is set down: its link state says so at once.
+    InterfaceDown,
+    /// The switch-side veth is detached from its bridge: the node's interface stays up, only
+    /// traffic stops (a silent cut, as a failed switch port or cable beyond the NIC).
+    Detach,
+}
+
+/// Settings for starting a cluster; every node gets the same ones.
+#[derive(Clone, Debug)]
+pub struct NetnsClusterBuilder {
+    n_nodes: usize,
+    session_timeout: Duration,
+    drain_deadline: Duration,
+    health_fall: u32,
+    health_rise: u32,
+    probe_interval: Duration,
+    probe_timeout: Duration,
+    step_down_requires_healthy_peer: bool,
+    log_level: String,
+    holder_sample_interval: Duration,
+    client_interval: Duration,
+    client_timeout: Duration,
+    start_timeout: Duration,
+    binary: Option<PathBuf>,
+}
+
+impl Default for NetnsClusterBuilder {
+    fn default() -> Self {
+        NetnsClusterBuilder {
+            n_nodes: 3,
+            session_timeout: Duration::from_millis(4000),
+            drain_deadline: Duration::from_millis(2000),
+            health_fall: 2,
+            health_rise: 3,
+            probe_interval: Duration::from_millis(100),
+            probe_timeout: Duration::from_millis(50),
+            step_down_requires_healthy_peer: true,
+            log_level: "info".to_string(),
+            holder_sample_interval: Duration::from_millis(50),
+            client_interval: Duration::from_millis(20),
+            client_timeout: Duration::from_millis(200),
+            start_timeout: Duration::from_secs(60),
+            binary: None,
+        }
+    }
+}
+
+impl NetnsClusterBuilder {
+    /// Three nodes, 4 s sessions, the `probe` source every 100 ms (50 ms timeout) with fall 2 /
+    /// rise 3, the whole-outage guard on, VIP samples every 50 ms, a client request every 20 ms.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets the number of daemons (1 to 99).
+    pub fn nodes(mut self, n_nodes: usize) -> Self {
+        self.n_nodes = n_nodes;
+        self
+    }
+
+    /// Sets `session_timeout_ms`.
+    pub fn session_timeout(mut self, session_timeout: Duration) -> Self {
+        self.session_timeout = session_timeout;
+        self
+    }
+
+    /// Sets `drain_deadline_ms`.
+    pub fn drain_deadline(mut self, drain_deadline: Duration) -> Self {
+        self.drain_deadline = drain_deadline;
+        self
+    }
+
+    /// Sets the health `fall` and `rise` rounds.
+    pub fn health_fall_rise(mut self, fall: u32, rise: u32) -> Self {
+        self.health_fall = fall;
+        self.health_rise = rise;
+        self
+    }
+
+    /// Sets the probe's round interval and timeout.
+    pub fn probe_timing(mut self, interval: Duration, timeout: Duration) -> Self {
+        self.probe_interval = interval;
+        self.probe_timeout = timeout;
+        self
+    }
+
+    /// Sets `step_down_requires_healthy_peer` (the whole-outage guard).
+    pub fn step_down_requires_healthy_peer(mut self, required: bool) -> Self {
+        self.step_down_requires_healthy_peer = required;
+        self
+    }
+
+    /// Sets the daemons' log filter.
+    pub fn log_level(mut self, level: impl Into<String>) -> Self {
+        self.log_level = level.into();
+        self
+    }
+
+    /// Sets how often the background sampler looks for the VIP in every node's namespace.
+    pub fn holder_sample_interval(mut self, interval: Duration) -> Self {
+        self.holder_sample_interval = interval;
+        self
+    }
+
+    /// Sets the client loop's request interval and per-request timeout.
+    pub fn client_timing(mut self, interval: Duration, timeout: Duration) -> Self {
+        self.client_interval = interval;
+        self.client_timeout = timeout;
+        self
+    }
+
+    /// Sets how long start-up may take: ZooKeeper, every node serving, one leader holding the VIP.
+    pub fn start_timeout(mut self, timeout: Duration) -> Self {
+        self.start_timeout = timeout;
+        self
+    }
+
+    /// Uses this `zbs-taskd` binary instead of the one next to the running executable.
+    pub fn binary(mut self, binary: impl Into<PathBuf>) -> Self {
+        self.binary = Some(binary.into());
+        self
+    }
+
+    /// Builds the namespaces and links, starts ZooKeeper and every node, the VIP sampler and the
+    /// client loop, and waits until every node serves and sees every member, one leads, and it
+    /// holds the VIP.
+    pub fn start(self) -> Result<NetnsCluster> {
+        ensure!((1..=99).contains(&self.n_nodes), "a cluster has 1 to 99 nodes, not {}", self.n_nodes);
+        if let Some(reason) = skip_reason() {
+            bail!("{reason}");
+        }
+        let binary = match &self.binary {
+            Some(binary) => binary.clone(),
+            None => daemon_binary()?,
+        };
+        remove_leftover_namespaces();
+        let dir = tempfile::Builder::new().prefix("zbs-netns-").tempdir().context("create the cluster's temp dir")?;
+        let topology = Topology::build(self.n_nodes)?;
+        let zookeeper = NsZooKeeper::start(&topology.zookeeper_ns, &dir.path().join("zookeeper"), self.start_timeout, &topology.client_ns)?;
+        let mut nodes = Vec::with_capacity(self.n_nodes);
+        for index in 0..self.n_nodes {
+            let spec = NodeSpec::plan(index, dir.path(), &topology)?;
+            fs::create_dir_all(&spec.state_dir).with_context(|| format!("create {}", spec.state_dir.display()))?;
+            fs::write(&spec.config_path, self.config_toml(&spec)).with_context(|| format!("write {}", spec.config_path.display()))?;
+            nodes.push(Node { spec, process: Mutex::new(NodeProcess::default()) });
+        }
+        let address_sockets = nodes
+            .iter()
+            .map(|node| AddressSocket::open_in(&node.spec.namespace).map(Mutex::new))
+            .collect::<Result<Vec<_>>>()?;
+        let address_sockets = Arc::new(address_sockets);
+        let holder_sampler = HolderSampler::start(address_sockets.clone(), self.holder_sample_interval);
+        let client = ClientLoop::start(&topology.client_ns, self.client_interval, self.client_timeout);
+        let cluster = NetnsCluster {
+            nodes,
+            binary,
+            address_sockets,
+            holder_sampler,
+            client,
+            keep_dir: AtomicBool::new(false),
+            dir: Some(dir),
+            zookeeper: Some(zookeeper),
+            start_timeout: self.start_timeout,
+            settings: self,
+            topology: Some(topology),
+        };
+        let started = (0..cluster.nodes.len()).try_for_each(|node| cluster.spawn(node).map(drop));
+        if let Err(error) = started.and_then(|()| cluster.wait_until_formed(cluster.start_timeout)) {
+            cluster.keep_dir.store(true, Ordering::Release);
+            return Err(error);
+        }
+        Ok(cluster)
+    }
+
+    fn config_toml(&self, spec: &NodeSpec) -> String {
+        format!(
+            "# Written by the zbs-taskd-rs network-namespace cluster fixture.\n\
+             node_id = \"{node_id}\"\n\
+             zookeeper_hosts = \"{ZOOKEEPER_ADDRESS}:{ZOOKEEPER_PORT}\"\n\
+             session_timeout_ms = {session_timeout_ms}\n\
+             management_address = \"0.0.0.0\"\n\
+             data_address = \"{data_address}\"\n\
+             dispatcher_port = {DISPATCHER_PORT}\n\
+             runner_port = {RUNNER_PORT}\n\
+             state_dir = \"{state_dir}\"\n\
+             drain_deadline_ms = {drain_deadline_ms}\n\
+             on_network_failure = \"stay\"\n\
+             step_down_requires_healthy_peer = {guard}\n\
+             [log]\n\
+             format = \"glog\"\n\
+             level = \"{level}\"\n\
+             file = \"{log}\"\n\
+             [health]\n\
+             source = \"probe\"\n\
+             fall = {fall}\n\
+             rise = {rise}\n\
+             [health.probe]\n\
+             port = {PROBE_PORT}\n\
+             interval_ms = {interval_ms}\n\
+             timeout_ms = {timeout_ms}\n\
+             track_interface = true\n\
+             interface = \"{DATA_INTERFACE}\"\n\
+             [vip]\n\
+             address = \"{VIP}/{VIP_PREFIX}\"\n\
+             interface = \"{MANAGEMENT_INTERFACE}\"\n",
+            node_id = spec.node_id,
+            session_timeout_ms = self.session_timeout.as_millis(),
+            data_address = spec.data_address,
+            state_dir = spec.state_dir.display(),
+            drain_deadline_ms = self.drain_deadline.as_millis(),
+            guard = self.step_down_requires_healthy_peer,
+            level = self.log_level,
+            log = spec.log_path.display(),
+            fall = self.health_fall,
+            rise = self.health_rise,
+            interval_ms = self.probe_interval.as_millis(),
+            timeout_ms = self.probe_timeout.as_millis(),
+        )
+    }
+}
+
+/// Where one node lives.
+#[derive(Clone, Debug)]
+pub struct NodeSpec {
+    pub index: usize,
+    pub node_id: String,
+    /// Its network namespace.
+    pub namespace: String,
+    /// Its address on the management network (`mgmt0`).
+    pub management_address: Ipv4Addr,
+    /// Its address on the data network (`data0`).
+    pub data_address: Ipv4Addr,
+    /// The switch-side veths of its two links.
+    pub management_port: String,
+    pub data_port: String,
+    pub dir: PathBuf,
+    pub config_path: PathBuf,
+    pub log_path: PathBuf,
+    pub stderr_path: PathBuf,
+    pub state_dir: PathBuf,
+}
+
+impl NodeSpec {
+    fn plan(index: usize, root: &Path, topology: &Topology) -> Result<NodeSpec> {
+        let dir = root.join(format!("n{}", index + 1));
+        fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+        Ok(NodeSpec {
+            index,
+            node_id: format!("node-{}", index + 1),
+            namespace: topology.node_ns[index].clone(),
+            management_address: node_address(MANAGEMENT_NET, index),
+            data_address: node_address(DATA_NET, index),
+            management_port: format!("m{}", index + 1),
+            data_port: format!("d{}", index + 1),
+            config_path: dir.join("taskd.toml"),
+            log_path: dir.join("taskd.log"),
+            stderr_path: dir.join("stderr.log"),
+            state_dir: dir.join("state"),
+            dir,
+        })
+    }
+
+    /// The status URL on the node's own management address.
+    pub fn status_url(&self) -> String {
+        format!("http://{}:{DISPATCHER_PORT}/api/v1/status", self.management_address)
+    }
+}
+
+fn node_address(net: [u8; 3], index: usize) -> Ipv4Addr {
+    Ipv4Addr::new(net[0], net[1], net[2], index as u8 + 1)
+}
+
+struct Node {
+    spec: NodeSpec,
+    process: Mutex<NodeProcess>,
+}
+
+#[derive(Default)]
+struct NodeProcess {
+    child: Option<Child>,
+    exit_status: Option<ExitStatus>,
+    n_starts: u32,
+}
+
+impl NodeProcess {
+    /// Reaps the child if it has exited; the pid of a running one.
+    fn reap(&mut self) -> Option<u32> {
+        let child = self.child.as_mut()?;
+        match child.try_wait() {
+            Ok(Some(status)) => {
+                self.exit_status = Some(status);
+                self.child = None;
+                None
+            }
+            _ => Some(child.id()),
+        }
+    }
+}
+
+/// ZooKeeper plus N `zbs-taskd` processes in network namespaces; see the module documentation.
+pub struct NetnsCluster {
+    settings: NetnsClusterBuilder,
+    nodes: Vec<Node>,
+    binary: PathBuf,
+    address_sockets: Arc<Vec<Mutex<AddressSocket>>>,
+    holder_sampler: HolderSampler,
+    client: ClientLoop,
+    start_timeout: Duration,
+    keep_dir: AtomicBool,
+    dir: Option<tempfile::TempDir>,
+    zookeeper: Option<NsZooKeeper>,
+    topology: Option<Topology>,
+}
+
+impl NetnsCluster {
+    /// A cluster with the [`NetnsClusterBuilder`] defaults.
+    pub fn start() -> Result<NetnsCluster> {
+        NetnsClusterBuilder::new().start()
+    }
+
+    /// The builder, to change the defaults.
+    pub fn builder() -> NetnsClusterBuilder {
+        NetnsClusterBuilder::new()
+    }
+
+    pub fn n_nodes(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Where the node lives.
+    pub fn node(&self, node: usize) -> &NodeSpec {
+        &self.nodes[node].spec
+    }
+
+    /// The cluster's temp dir.
+    pub fn dir(&self) -> &Path {
+        self.dir.as_ref().map(|dir| dir.path()).unwrap_or(Path::new("/"))
+    }
+
+    /// The settings the cluster was started with.
+    pub fn settings(&self) -> &NetnsClusterBuilder {
+        &self.settings
+    }
+
+    /// The session timeout the nodes were configured with.
+    pub fn session_timeout(&self) -> Duration {
+        self.settings.session_timeout
+    }
+
+    /// The `zbs-taskd` binary the nodes run.
+    pub fn binary(&self) -> &Path {
+        &self.binary
+    }
+
+    /// Keeps the dir when the cluster is dropped, even without a panic.
+    pub fn keep_dir_on_drop(&self) {
+        self.keep_dir.store(true, Ordering::Release);
+    }
+
+    /// The namespaces: switch, ZooKeeper, client.
+    pub fn switch_namespace(&self) -> &str {
+        &self.topology().switch_ns
+    }
+    pub fn zookeeper_namespace(&self) -> &str {
+        &self.topology().zookeeper_ns
+    }
+    pub fn client_namespace(&self) -> &str {
+        &self.topology().client_ns
+    }
+
+    fn topology(&self) -> &Topology {
+        self.topology.as_ref().expect("the topology lives until the cluster is dropped")
+    }
+
+    /// ZooKeeper's log.
+    pub fn zookeeper_log(&self) -> String {
+        self.zookeeper.as_ref().map(|zookeeper| read_lossy(&zookeeper.log_path)).unwrap_or_default()
+    }
+
+    /// The background VIP sampler.
+    pub fn holder_sampler(&self) -> &HolderSampler {
+        &self.holder_sampler
+    }
+
+    /// The client loop that keeps asking the VIP for a status.
+    pub fn client(&self) -> &ClientLoop {
+        &self.client
+    }
+
+    fn process(&self, node: usize) -> MutexGuard<'_, NodeProcess> {
+        self.nodes[node].process.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn spawn(&self, node: usize) -> Result<u32> {
+        let spec = &self.nodes[node].spec;
+        let mut process = self.process(node);
+        if let Some(pid) = process.reap() {
+            bail!("{} is still running (pid {pid})", spec.node_id);
+        }
+        let stderr = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&spec.stderr_path)
+            .with_context(|| format!("open {}", spec.stderr_path.display()))?;
+        let stdout = stderr.try_clone().context("duplicate the stderr file handle")?;
+        let mut command = Command::new("ip");
+        command
+            .args(["netns", "exec", &spec.namespace])
+            .arg(&self.binary)
+            .arg("--config")
+            .arg(&spec.config_path)
+            .current_dir(&spec.dir)
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("WATCHDOG_USEC")
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(stderr);
+        die_with_parent(&mut command, true);
+        let child = command.spawn().with_context(|| format!("start {} in {}", spec.node_id, spec.namespace))?;
+        let pid = child.id();
+        process.child = Some(child);
+        process.exit_status = None;
+        process.n_starts += 1;
+        Ok(pid)
+    }
+
+    fn wait_until_formed(&self, timeout: Duration) -> Result<()> {
+        let n_nodes = self.nodes.len();
+        self.wait_until(timeout, "every node serving, seeing every member, one leader holding the VIP", || {
+            let statuses = self.statuses();
+            let formed = statuses.iter().all(|status| status.as_ref().is_some_and(|status| status.members.len() == n_nodes && !status.stopping));
+            let leaders: Vec<usize> = (0..n_nodes).filter(|&node| statuses[node].as_ref().is_some_and(|status| status.leader)).collect();
+            formed && leaders.len() == 1 && self.vip_holders().ok().as_deref() == Some(&leaders[..])
+        })
+        .with_context(|| format!("form a cluster of {n_nodes} (its dir is kept: {})", self.dir().display()))?;
+        Ok(())
+    }
+
+    /// Starts a node whose process has exited; returns its pid (it does not wait for it to serve).
+    pub fn restart(&self, node: usize) -> Result<u32> {
+        self.spawn(node)
+    }
+
+    /// The node's status, asked from the client namespace at the node's own address.
+    pub fn status(&self, node: usize) -> Result<NodeStatus> {
+        let url = self.nodes[node].spec.status_url();
+        in_netns(self.client_namespace(), move || fetch_status(&status_agent(STATUS_TIMEOUT), &url))?
+            .with_context(|| format!("status of {}", self.nodes[node].spec.node_id))
+    }
+
+    /// The node's status, or None when it does not answer.
+    pub fn try_status(&self, node: usize) -> Option<NodeStatus> {
+        self.status(node).ok()
+    }
+
+    /// Every node's status (None when it does not answer), asked in parallel from one thread in
+    /// the client namespace.
+    pub fn statuses(&self) -> Vec<Option<NodeStatus>> {
+        let urls: Vec<String> = self.nodes.iter().map(|node| node.spec.status_url()).collect();
+        in_netns(self.client_namespace(), move || {
+            let agent = status_agent(STATUS_TIMEOUT);
+            urls.iter().map(|url| fetch_status(&agent, url).ok()).collect()
+        })
+        .unwrap_or_else(|_| vec![None; self.nodes.len()])
+    }
+
+    /// The one node whose status says leader; None when none or more than one does.
+    pub fn leader(&self) -> Option<usize> {
+        let leaders: Vec<usize> =
+            self.statuses().iter().enumerate().filter(|(_, status)| status.as_ref().is_some_and(|status| status.leader)).map(|(node, _)| node).collect();
+        match leaders.as_slice() {
+            [leader] => Some(*leader),
+            _ => None,
+        }
+    }
+
+    /// Waits until exactly one node says leader; returns it.
+    pub fn wait_for_leader(&self, timeout: Duration) -> Result<usize> {
+        let mut leader = None;
+        self.wait_until(timeout, "one leader", || {
+            leader = self.leader();
+            leader.is_some()
+        })?;
+        leader.ok_or_else(|| anyhow!("no leader"))
+    }
+
+    /// Waits until the node answers its status and is not stopping.
+    pub fn wait_serving(&self, node: usize, timeout: Duration) -> Result<NodeStatus> {
+        let mut last = None;
+        self.wait_until(timeout, &format!("{} serving", self.nodes[node].spec.node_id), || {
+            last = self.try_status(node).filter(|status| !status.stopping);
+            last.is_some()
+        })?;
+        last.ok_or_else(|| anyhow!("no status"))
+    }
+
+    /// Which nodes' namespaces hold the VIP now (netlink address dump in each, in node order).
+    pub fn vip_holders(&self) -> Result<Vec<usize>> {
+        vip_holders(&self.address_sockets)
+    }
+
+    /// Waits until exactly one node holds the VIP and it is not `except`; returns it.
+    pub fn wait_for_vip_holder(&self, except: Option<usize>, timeout: Duration) -> Result<usize> {
+        let mut holder = None;
+        self.wait_until(timeout, &format!("one VIP holder other than {except:?}"), || {
+            holder = match self.vip_holders().ok().as_deref() {
+                Some(&[node]) if Some(node) != except => Some(node),
+                _ => None,
+            };
+            holder.is_some()
+        })?;
+        holder.ok_or_else(|| anyhow!("no VIP holder"))
+    }
+
+    /// `ip -4 -o addr show` in the node's namespace, for messages and cross-checks.
+    pub fn ip_addresses(&self, node: usize) -> Result<String> {
+        ip(&["-n", &self.nodes[node].spec.namespace, "-4", "-o", "addr", "show"])
+    }
+
+    /// The MAC address of the node's management interface.
+    pub fn management_mac(&self, node: usize) -> Result<String> {
+        let text = ip(&["-n", &self.nodes[node].spec.namespace, "-o", "link", "show", MANAGEMENT_INTERFACE])?;
+        word_after(&text, "link/ether").ok_or_else(|| anyhow!("no MAC in {text:?}"))
+    }
+
+    /// The MAC the client's neighbour table has for the VIP, if it has one.
+    pub fn client_vip_neighbour(&self) -> Result<Option<String>> {
+        let text = ip(&["-n", self.client_namespace(), "neigh", "show", &VIP.to_string()])?;
+        Ok(word_after(&text, "lladdr"))
+    }
+
+    /// Cuts one of the node's links.
+    pub fn cut(&self, node: usize, network: Network, cut: Cut) -> Result<()> {
+        let spec = &self.nodes[node].spec;
+        let (interface, port) = match network {
+            Network::Management => (MANAGEMENT_INTERFACE, spec.management_port.as_str()),
+            Network::Data => (DATA_INTERFACE, spec.data_port.as_str()),
+        };
+        match cut {
+            Cut::InterfaceDown => ip(&["-n", &spec.namespace, "link", "set", interface, "down"]).map(drop),
+            Cut::Detach => ip(&["-n", self.switch_namespace(), "link", "set", port, "nomaster"]).map(drop),
+        }
+        .with_context(|| format!("cut the {network:?} link of {} ({cut:?})", spec.node_id))
+    }
+
+    /// Restores one of the node's links after either kind of cut: the interface up, the
+    /// switch-side veth back on its bridge.
+    pub fn restore(&self, node: usize, network: Network) -> Result<()> {
+        let spec = &self.nodes[node].spec;
+        let (interface, port, bridge) = match network {
+            Network::Management => (MANAGEMENT_INTERFACE, spec.management_port.as_str(), MANAGEMENT_BRIDGE),
+            Network::Data => (DATA_INTERFACE, spec.data_port.as_str(), DATA_BRIDGE),
+        };
+        ip(&["-n", self.switch_namespace(), "link", "set", port, "master", bridge])
+            .and_then(|_| ip(&["-n", &spec.namespace, "link", "set", interface, "up"]))
+            .map(drop)
+            .with_context(|| format!("restore the {network:?} link of {}", spec.node_id))
+    }
+
+    /// Cuts the node's data link by setting its interface down.
+    pub fn cut_data_link(&self, node: usize) -> Result<()> {
+        self.cut(node, Network::Data, Cut::InterfaceDown)
+    }
+
+    /// Cuts the node's data link silently: detached from the bridge, the interface stays up.
+    pub fn cut_data_link_silently(&self, node: usize) -> Result<()> {
+        self.cut(node, Network::Data, Cut::Detach)
+    }
+
+    /// Restores the node's data link.
+    pub fn restore_data_link(&self, node: usize) -> Result<()> {
+        self.restore(node, Network::Data)
+    }
+
+    /// Cuts the node's management link (ZooKeeper, API and clients unreachable) silently, so the
+    /// VIP's interface stays up and the daemon can only learn of it from ZooKeeper.
+    pub fn cut_management_link(&self, node: usize) -> Result<()> {
+        self.cut(node, Network::Management, Cut::Detach)
+    }
+
+    /// Restores the node's management link.
+    pub fn restore_management_link(&self, node: usize) -> Result<()> {
+        self.restore(node, Network::Management)
+    }
+
+    /// Polls `done` every 10 ms until it says true; an error naming `what` after `timeout`.
+    pub fn wait_until(&self, timeout: Duration, what: &str, mut done: impl FnMut() -> bool) -> Result<Duration> {
+        let started = Instant::now();
+        loop {
+            if done() {
+                return Ok(started.elapsed());
+            }
+            if started.elapsed() >= timeout {
+                bail!("timed out after {timeout:?} waiting for {what}");
+            }
+            thread::sleep(POLL_INTERVAL);
+        }
+    }
+
+    /// Sends `signal` to the node's running daemon.
+    pub fn signal(&self, node: usize, signal: Signal) -> Result<()> {
+        let pid = self.pid(node).ok_or_else(|| anyhow!("{} has no running process", self.nodes[node].spec.node_id))?;
+        kill(Pid::from_raw(pid as i32), signal).with_context(|| format!("send {signal} to pid {pid}"))
+    }
+
+    /// Waits for the node's process to exit and returns how it ended (not killed on timeout).
+    pub fn wait_exit(&self, node: usize, timeout: Duration) -> Result<ExitStatus> {
+        let started = Instant::now();
+        loop {
+            {
+                let mut process = self.process(node);
+                if process.reap().is_none() {
+                    return process.exit_status.ok_or_else(|| anyhow!("{} was never started", self.nodes[node].spec.node_id));
+                }
+            }
+            if started.elapsed() >= timeout {
+                bail!("{} did not exit within {timeout:?}", self.nodes[node].spec.node_id);
+            }
+            thread::sleep(POLL_INTERVAL);
+        }
+    }
+
+    /// SIGKILLs the node's process and reaps it; no-op when it is not running.
+    pub fn kill(&self, node: usize) -> Result<()> {
+        let mut process = self.process(node);
+        if process.reap().is_some() {
+            if let Some(child) = process.child.as_mut() {
+                child.kill().context("kill a node")?;
+                let status = child.wait().context("reap a killed node")?;
+                process.exit_status = Some(status);
+                process.child = None;
+            }
+        }
+        Ok(())
+    }
+
+    /// The pid of the node's running daemon; None once it has exited.
+    pub fn pid(&self, node: usize) -> Option<u32> {
+        self.process(node).reap()
+    }
+
+    /// True while the node's daemon runs.
+    pub fn is_running(&self, node: usize) -> bool {
+        self.pid(node).is_some()
+    }
+
+    /// How many times the node's daemon was started.
+    pub fn n_starts(&self, node: usize) -> u32 {
+        self.process(node).n_starts
+    }
+
+    /// The node's log file (every run, appended).
+    pub fn log(&self, node: usize) -> String {
+        read_lossy(&self.nodes[node].spec.log_path)
+    }
+
+    /// What the node's processes wrote to stderr and stdout.
+    pub fn stderr(&self, node: usize) -> String {
+        read_lossy(&self.nodes[node].spec.stderr_path)
+    }
+
+    /// Files named `core` or `core.*` in any node's dir or state dir.
+    pub fn core_files(&self) -> Vec<PathBuf> {
+        let mut found = Vec::new();
+        for node in &self.nodes {
+            for dir in [&node.spec.dir, &node.spec.state_dir] {
+                let Ok(entries) = fs::read_dir(dir) else { continue };
+                for entry in entries.flatten() {
+                    let name = entry.file_name().to_string_lossy().to_string();
+                    if name == "core" || name.starts_with("core.") {
+                        found.push(entry.path());
+                    }
+                }
+            }
+        }
+        found
+    }
+
+    /// Log lines of every node that name a crash or a self-join.
+    pub fn crash_lines(&self) -> Vec<String> {
+        const MARKERS: [&str; 4] = ["Resource deadlock", "SelfJoin", "panicked", "RUST_BACKTRACE"];
+        let mut lines = Vec::new();
+        for node in 0..self.nodes.len() {
+            for (what, text) in [("log", self.log(node)), ("stderr", self.stderr(node))] {
+                for line in text.lines().filter(|line| MARKERS.iter().any(|marker| line.contains(marker))) {
+                    lines.push(format!("{} {what}: {line}", self.nodes[node].spec.node_id));
+                }
+            }
+        }
+        lines
+    }
+
+    /// Stops every running node: SIGTERM to all at once, SIGKILL to those still running after `grace`.
+    pub fn stop_all(&self, grace: Duration) {
+        for node in 0..self.nodes.len() {
+            let _ = self.signal(node, Signal::SIGTERM);
+        }
+        let deadline = Instant::now() + grace;
+        for node in 0..self.nodes.len() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if self.wait_exit(node, left).is_err() {
+                eprintln!("netns fixture: {} did not stop within {grace:?}; killing it", self.nodes[node].spec.node_id);
+                let _ = self.kill(node);
+            }
+        }
+    }
+}
+
+impl Drop for NetnsCluster {
+    fn drop(&mut self) {
+        self.client.stop();
+        self.holder_sampler.stop();
+        self.stop_all(STOP_GRACE);
+        drop(self.zookeeper.take());
+        if thread::panicking() || self.keep_dir.load(Ordering::Acquire) {
+            if let Some(dir) = self.dir.take() {
+                let kept = dir.keep();
+                eprintln!("netns fixture: the nodes' dirs and logs are kept in {}", kept.display());
+            }
+        }
+        // Last: the namespaces, with their veths and bridges.
+        drop(self.topology.take());
+    }
+}
+
+/// The namespaces of one cluster and the links between them; deleting the namespaces (on drop)
+/// destroys every veth and bridge in them.
+struct Topology {
+    switch_ns: String,
+    zookeeper_ns: String,
+    client_ns: String,
+    node_ns: Vec<String>,
+    created: Vec<String>,
+}
+
+impl Topology {
+    fn build(n_nodes: usize) -> Result<Topology> {
+        static SEQUENCE: AtomicU32 = AtomicU32::new(0);
+        let prefix = format!("{NETNS_PREFIX}{}-{}", std::process::id(), SEQUENCE.fetch_add(1, Ordering::Relaxed));
+        let mut topology = Topology {
+            switch_ns: format!("{prefix}-sw"),
+            zookeeper_ns: format!("{prefix}-zk"),
+            client_ns: format!("{prefix}-cl"),
+            node_ns: (1..=n_nodes).map(|node| format!("{prefix}-n{node}")).collect(),
+            created: Vec::new(),
+        };
+        // On an error the partly built topology is dropped, which deletes what was created.
+        let mut all = vec![topology.switch_ns.clone(), topology.zookeeper_ns.clone(), topology.client_ns.clone()];
+        all.extend(topology.node_ns.iter().cloned());
+        for namespace in &all {
+            ip(&["netns", "add", namespace])?;
+            topology.created.push(namespace.clone());
+            ip(&["-n", namespace, "link", "set", "lo", "up"])?;
+        }
+        let switch = topology.switch_ns.clone();
+        for bridge in [MANAGEMENT_BRIDGE, DATA_BRIDGE] {
+            ip(&["-n", &switch, "link", "add", bridge, "type", "bridge"])?;
+            ip(&["-n", &switch, "link", "set", bridge, "up"])?;
+        }
+        let mut links: Vec<(String, &str, String, &str, Ipv4Addr)> = Vec::new();
+        for (index, namespace) in topology.node_ns.iter().enumerate() {
+            links.push((namespace.clone(), MANAGEMENT_INTERFACE, format!("m{}", index + 1), MANAGEMENT_BRIDGE, node_address(MANAGEMENT_NET, index)));
+            links.push((namespace.clone(), DATA_INTERFACE, format!("d{}", index + 1), DATA_BRIDGE, node_address(DATA_NET, index)));
+        }
+        links.push((topology.zookeeper_ns.clone(), MANAGEMENT_INTERFACE, "mzk".to_string(), MANAGEMENT_BRIDGE, ZOOKEEPER_ADDRESS));
+        links.push((topology.client_ns.clone(), MANAGEMENT_INTERFACE, "mcl".to_string(), MANAGEMENT_BRIDGE, CLIENT_ADDRESS));
+        for (namespace, interface, port, bridge, address) in links {
+            ip(&["-n", &switch, "link", "add", &port, "type", "veth", "peer", "name", interface, "netns", &namespace])?;
+            ip(&["-n", &switch, "link", "set", &port, "master", bridge, "up"])?;
+            ip(&["-n", &namespace, "addr", "add", &format!("{address}/24"), "dev", interface])?;
+            ip(&["-n", &namespace, "link", "set", interface, "up"])?;
+        }
+        Ok(topology)
+    }
+}
+
+impl Drop for Topology {
+    fn drop(&mut self) {
+        for namespace in self.created.iter().rev() {
+            if let Err(error) = ip(&["netns", "del", namespace]) {
+                eprintln!("netns fixture: cannot delete namespace {namespace}: {error:#}");
+            }
+        }
+    }
+}
+
+/// Deletes namespaces `zbs-<pid>-<seq>-<role>` whose `<pid>` no longer runs: leftovers of a run
+/// that crashed before its drop (its processes died with it: they get SIGKILL when their parent
+/// dies).
+fn remove_leftover_namespaces() {
+    let Ok(entries) = fs::read_dir(NETNS_DIR) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().to_string();
+        let Some(rest) = name.strip_prefix(NETNS_PREFIX) else { continue };
+        let mut parts = rest.splitn(3, '-');
+        let (Some(pid), Some(sequence), Some(_role)) = (parts.next(), parts.next(), parts.next()) else { continue };
+        let (Ok(pid), Ok(_)) = (pid.parse::<i32>(), sequence.parse::<u32>()) else { continue };
+        if pid <= 0 || pid as u32 == std::process::id() {
+            continue;
+        }
+        if kill(Pid::from_raw(pid), None) == Err(nix::errno::Errno::ESRCH) {
+            eprintln!("netns fixture: deleting namespace {name}, left by pid {pid} which is gone");
+            if let Err(error) = ip(&["netns", "del", &name]) {
+                eprintln!("netns fixture: cannot delete namespace {name}: {error:#}");
+            }
+        }
+    }
+}
+
+/// Runs `ip` with `args`; its stdout, or an error with its stderr.
+pub fn ip(args: &[&str]) -> Result<String> {
+    let output = Command::new("ip").args(args).stdin(Stdio::null()).output().with_context(|| format!("run ip {}", args.join(" ")))?;
+    ensure!(
+        output.status.success(),
+        "ip {} failed ({}): {}",
+        args.join(" "),
+        output.status,
+        String::from_utf8_lossy(&output.stderr).trim()
+    );
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+fn word_after(text: &str, key: &str) -> Option<String> {
+    let mut words = text.split_whitespace();
+    words.find(|word| *word == key)?;
+    words.next().map(str::to_string)
+}
+
+/// Moves the calling thread into the named network namespace (for good: use a thread of its own).
+pub fn enter_netns(namespace: &str) -> Result<()> {
+    let path = Path::new(NETNS_DIR).join(namespace);
+    let file = File::open(&path).with_context(|| format!("open {}", path.display()))?;
+    // SAFETY: setns(2) on a valid namespace fd; it changes only this thread's network namespace.
+    let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+    ensure!(rc == 0, "setns into {namespace}: {}", std::io::Error::last_os_error());
+    Ok(())
+}
+
+/// Runs `f` on a new thread inside the named network namespace and returns its result.
+pub fn in_netns<T: Send>(namespace: &str, f: impl FnOnce() -> T + Send) -> Result<T> {
+    thread::scope(|scope| {
+        scope
+            .spawn(|| -> Result<T> {
+                enter_netns(namespace)?;
+                Ok(f())
+            })
+            .join()
+            .map_err(|_| anyhow!("a thread in namespace {namespace} panicked"))?
+    })
+}
+
+/// Makes the child get SIGKILL when this process dies, and (`core`) lets it write a core file.
+fn die_with_parent(command: &mut Command, core: bool) {
+    let parent = nix::unistd::getpid();
+    // SAFETY: the closure runs between fork and exec and only calls getrlimit(2), setrlimit(2),
+    // prctl(2) and getppid(2), which are async-signal-safe.
+    unsafe {
+        command.pre_exec(move || {
+            if core {
+                let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+                if libc::getrlimit(libc::RLIMIT_CORE, &mut limit) == 0 {
+                    limit.rlim_cur = limit.rlim_max;
+                    libc::setrlimit(libc::RLIMIT_CORE, &limit);
+                }
+            }
+            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)?;
+            if nix::unistd::getppid() != parent {
+                return Err(std::io::Error::other("the process that started the cluster exited"));
+            }
+            Ok(())
+        });
+    }
+}
+
+/// A standalone ZooKeeper server in its namespace, listening on [`ZOOKEEPER_ADDRESS`].
+struct NsZooKeeper {
+    child: Option<Child>,
+    log_path: PathBuf,
+}
+
+impl NsZooKeeper {
+    fn start(namespace: &str, dir: &Path, timeout: Duration, client_ns: &str) -> Result<NsZooKeeper> {
+        let data_dir = dir.join("data");
+        fs::create_dir_all(&data_dir).with_context(|| format!("create {}", data_dir.display()))?;
+        let config_path = dir.join("zoo.cfg");
+        fs::write(
+            &config_path,
+            format!(
+                "# Written by the zbs-taskd-rs network-namespace cluster fixture.\n\
+                 tickTime=500\n\
+                 initLimit=10\n\
+                 syncLimit=5\n\
+                 dataDir={data}\n\
+                 clientPort={ZOOKEEPER_PORT}\n\
+                 clientPortAddress={ZOOKEEPER_ADDRESS}\n\
+                 minSessionTimeout=1000\n\
+                 maxSessionTimeout=30000\n\
+                 forceSync=no\n\
+                 maxClientCnxns=0\n\
+                 4lw.commands.whitelist=*\n\
+                 admin.enableServer=false\n\
+                 preAllocSize=4096\n",
+                data = data_dir.display()
+            ),
+        )
+        .with_context(|| format!("write {}", config_path.display()))?;
+        let log4j_path = dir.join("log4j.properties");
+        fs::write(
+            &log4j_path,
+            "log4j.rootLogger=INFO, CONSOLE\n\
+             log4j.appender.CONSOLE=org.apache.log4j.ConsoleAppender\n\
+             log4j.appender.CONSOLE.layout=org.apache.log4j.PatternLayout\n\
+             log4j.appender.CONSOLE.layout.ConversionPattern=%d{ISO8601} %-5p [%t:%C{1}@%L] %m%n\n",
+        )
+        .with_context(|| format!("write {}", log4j_path.display()))?;
+        let mut classpath = vec![crate::zk::DEFAULT_ZOOKEEPER_JAR.to_string()];
+        for jar in ["/usr/share/java/slf4j-log4j12.jar", "/usr/share/java/log4j-1.2.jar"] {
+            if Path::new(jar).is_file() {
+                classpath.push(jar.to_string());
+            }
+        }
+        classpath.push(dir.display().to_string());
+        let log_path = dir.join("zookeeper.log");
+        let log = OpenOptions::new().create(true).append(true).open(&log_path).with_context(|| format!("open {}", log_path.display()))?;
+        let log_for_stderr = log.try_clone().context("duplicate the log file handle")?;
+        let java = std::env::var_os("JAVA_HOME")
+            .map(|home| PathBuf::from(home).join("bin/java"))
+            .filter(|java| java.is_file())
+            .unwrap_or_else(|| PathBuf::from("java"));
+        let mut command = Command::new("ip");
+        command
+            .args(["netns", "exec", namespace])
+            .arg(java)
+            .args(["-Xmx256m", "-Xms32m", "-Xss512k", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-XX:-UsePerfData"])
+            .args(["-Djava.net.preferIPv4Stack=true", "-Djava.awt.headless=true", "-Dzookeeper.jmx.log4j.disable=true"])
+            .arg(format!("-Dlog4j.configuration=file:{}", log4j_path.display()))
+            .arg("-cp")
+            .arg(classpath.join(":"))
+            .arg("org.apache.zookeeper.server.ZooKeeperServerMain")
+            .arg(&config_path)
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log_for_stderr);
+        die_with_parent(&mut command, false);
+        let child = command.spawn().with_context(|| format!("start ZooKeeper in {namespace}"))?;
+        let mut zookeeper = NsZooKeeper { child: Some(child), log_path };
+        // `imok` comes as soon as the port is open; `srvr` with a `Mode:` once it serves.
+        let address = SocketAddr::V4(SocketAddrV4::new(ZOOKEEPER_ADDRESS, ZOOKEEPER_PORT));
+        let started = Instant::now();
+        loop {
+            let reply = in_netns(client_ns, || crate::zk::four_letter_word(address, "srvr", Duration::from_secs(2)))?;
+            if reply.is_ok_and(|reply| reply.contains("Mode:")) {
+                return Ok(zookeeper);
+            }
+            if let Some(child) = zookeeper.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    bail!("ZooKeeper exited ({status}) during start-up:\n{}", read_lossy(&zookeeper.log_path));
+                }
+            }
+            if started.elapsed() > timeout {
+                bail!("ZooKeeper did not serve within {timeout:?}:\n{}", read_lossy(&zookeeper.log_path));
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for NsZooKeeper {
+    fn drop(&mut self) {
+        let Some(mut child) = self.child.take() else { return };
+        let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(5) {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+/// A NETLINK_ROUTE socket opened inside one namespace: it keeps answering for that namespace,
+/// whichever thread uses it.
+struct AddressSocket {
+    fd: OwnedFd,
+    sequence: u32,
+}
+
+const NLMSG_HEADER_LEN: usize = 16;
+const IFADDRMSG_LEN: usize = 8;
+const IFA_ADDRESS: u16 = 1;
+const IFA_LOCAL: u16 = 2;
+
+impl AddressSocket {
+    fn open_in(namespace: &str) -> Result<AddressSocket> {
+        in_netns(namespace, AddressSocket::open)?.with_context(|| format!("open a netlink socket in {namespace}"))
+    }
+
+    fn open() -> Result<AddressSocket> {
+        // SAFETY: plain socket(2) and setsockopt(2) calls; the fd is owned at once.
+        unsafe {
+            let fd = libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC, libc::NETLINK_ROUTE);
+            ensure!(fd >= 0, "socket(AF_NETLINK): {}", std::io::Error::last_os_error());
+            let fd = OwnedFd::from_raw_fd(fd);
+            let timeout = libc::timeval { tv_sec: 1, tv_usec: 0 };
+            libc::setsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVTIMEO,
+                &timeout as *const libc::timeval as *const libc::c_void,
+                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+            );
+            Ok(AddressSocket { fd, sequence: 0 })
+        }
+    }
+
+    /// Every IPv4 address of the namespace (RTM_GETADDR dump).
+    fn ipv4_addresses(&mut self) -> Result<Vec<Ipv4Addr>> {
+        self.sequence = self.sequence.wrapping_add(1);
+        let sequence = self.sequence;
+        let mut request = [0u8; NLMSG_HEADER_LEN + IFADDRMSG_LEN];
+        request[0..4].copy_from_slice(&((NLMSG_HEADER_LEN + IFADDRMSG_LEN) as u32).to_ne_bytes());
+        request[4..6].copy_from_slice(&libc::RTM_GETADDR.to_ne_bytes());
+        request[6..8].copy_from_slice(&((libc::NLM_F_REQUEST | libc::NLM_F_DUMP) as u16).to_ne_bytes());
+        request[8..12].copy_from_slice(&sequence.to_ne_bytes());
+        request[NLMSG_HEADER_LEN] = libc::AF_INET as u8;
+        // SAFETY: sockaddr_nl is plain data; zeroed is a valid value (pid 0 = the kernel).
+        let mut kernel: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+        kernel.nl_family = libc::AF_NETLINK as libc::sa_family_t;
+        // SAFETY: the buffer and address are valid for the lengths given.
+        let sent = unsafe {
+            libc::sendto(
+                self.fd.as_raw_fd(),
+                request.as_ptr() as *const libc::c_void,
+                request.len(),
+                0,
+                &kernel as *const libc::sockaddr_nl as *const libc::sockaddr,
+                std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
+            )
+        };
+        ensure!(sent == request.len() as isize, "send RTM_GETADDR: {}", std::io::Error::last_os_error());
+        let mut addresses = Vec::new();
+        let mut buffer = vec![0u8; 64 * 1024];
+        loop {
+            // SAFETY: the buffer is valid for its length.
+            let received = unsafe { libc::recv(self.fd.as_raw_fd(), buffer.as_mut_ptr() as *mut libc::c_void, buffer.len(), 0) };
+            ensure!(received > 0, "receive the address dump: {}", std::io::Error::last_os_error());
+            let mut message = &buffer[..received as usize];
+            while message.len() >= NLMSG_HEADER_LEN {
+                let length = u32::from_ne_bytes(message[0..4].try_into()?) as usize;
+                let kind = u16::from_ne_bytes(message[4..6].try_into()?);
+                let message_sequence = u32::from_ne_bytes(message[8..12].try_into()?);
+                ensure!(length >= NLMSG_HEADER_LEN && length <= message.len(), "a malformed netlink message");
+                if message_sequence == sequence {
+                    match kind as i32 {
+                        libc::NLMSG_DONE => return Ok(addresses),
+                        libc::NLMSG_ERROR => bail!("the address dump failed"),
+                        _ if kind == libc::RTM_NEWADDR => parse_address(&message[NLMSG_HEADER_LEN..length], &mut addresses),
+                        _ => {}
+                    }
+                }
+                let aligned = (length + 3) & !3;
+                message = &message[aligned.min(message.len())..];
+            }
+        }
+    }
+}
+
+fn parse_address(payload: &[u8], addresses: &mut Vec<Ipv4Addr>) {
+    if payload.len() < IFADDRMSG_LEN || payload[0] != libc::AF_INET as u8 {
+        return;
+    }
+    let mut attributes = &payload[IFADDRMSG_LEN..];
+    while attributes.len() >= 4 {
+        let length = u16::from_ne_bytes([attributes[0], attributes[1]]) as usize;
+        let kind = u16::from_ne_bytes([attributes[2], attributes[3]]);
+        if length < 4 || length > attributes.len() {
+            return;
+        }
+        if (kind == IFA_LOCAL || kind == IFA_ADDRESS) && length == 8 {
+            let address = Ipv4Addr::new(attributes[4], attributes[5], attributes[6], attributes[7]);
+            if !addresses.contains(&address) {
+                addresses.push(address);
+            }
+        }
+        let aligned = (length + 3) & !3;
+        attributes = &attributes[aligned.min(attributes.len())..];
+    }
+}
+
+fn holds_vip(socket: &Mutex<AddressSocket>) -> Result<bool> {
+    let mut socket = socket.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    Ok(socket.ipv4_addresses()?.contains(&VIP))
+}
+
+fn vip_holders(sockets: &[Mutex<AddressSocket>]) -> Result<Vec<usize>> {
+    let mut holders = Vec::new();
+    for (node, socket) in sockets.iter().enumerate() {
+        if holds_vip(socket)? {
+            holders.push(node);
+        }
+    }
+    Ok(holders)
+}
+
+/// One look at every node's namespace.
+#[derive(Clone, Debug)]
+pub struct HolderSample {
+    pub at: Instant,
+    /// Nodes that held the VIP throughout the sweep: each namespace is read twice, in node order
+    /// and then in reverse, so that any two nodes' pairs of reads nest, and a node counts only
+    /// when both its reads show the VIP. Two nodes here held it at one instant.
+    pub holders: Vec<usize>,
+    /// Nodes that showed the VIP in at least one of their two reads.
+    pub seen: Vec<usize>,
+}
+
+/// A thread that looks for the VIP in every node's namespace every interval.
+pub struct HolderSampler {
+    samples: Arc<Mutex<Vec<HolderSample>>>,
+    errors: Arc<Mutex<Vec<String>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl HolderSampler {
+    fn start(sockets: Arc<Vec<Mutex<AddressSocket>>>, interval: Duration) -> HolderSampler {
+        let samples = Arc::new(Mutex::new(Vec::new()));
+        let errors = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (samples, errors, stop) = (samples.clone(), errors.clone(), stop.clone());
+            thread::Builder::new()
+                .name("netns-vip-sampler".to_string())
+                .spawn(move || {
+                    while !stop.load(Ordering::Acquire) {
+                        let started = Instant::now();
+                        match sweep(&sockets) {
+                            Ok(sample) => lock(&samples).push(sample),
+                            Err(error) => lock(&errors).push(format!("{error:#}")),
+                        }
+                        thread::sleep(interval.saturating_sub(started.elapsed()));
+                    }
+                })
+                .ok()
+        };
+        HolderSampler { samples, errors, stop, thread }
+    }
+
+    fn stop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+
+    /// Every sample so far, oldest first.
+    pub fn samples(&self) -> Vec<HolderSample> {
+        lock(&self.samples).clone()
+    }
+
+    /// Samples taken at or after `since`.
+    pub fn samples_since(&self, since: Instant) -> Vec<HolderSample> {
+        let samples = lock(&self.samples);
+        let start = samples.partition_point(|sample| sample.at < since);
+        samples[start..].to_vec()
+    }
+
+    /// Samples in which two or more nodes held the VIP at once.
+    pub fn two_holder_samples(&self) -> Vec<HolderSample> {
+        lock(&self.samples).iter().filter(|sample| sample.holders.len() > 1).cloned().collect()
+    }
+
+    /// Sampling errors (a netlink dump that failed), if any.
+    pub fn errors(&self) -> Vec<String> {
+        lock(&self.errors).clone()
+    }
+}
+
+impl Drop for HolderSampler {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn sweep(sockets: &[Mutex<AddressSocket>]) -> Result<HolderSample> {
+    let mut first = Vec::with_capacity(sockets.len());
+    for socket in sockets {
+        first.push(holds_vip(socket)?);
+    }
+    let mut second = vec![false; sockets.len()];
+    for (node, socket) in sockets.iter().enumerate().rev() {
+        second[node] = holds_vip(socket)?;
+    }
+    let holders = (0..sockets.len()).filter(|&node| first[node] && second[node]).collect();
+    let seen = (0..sockets.len()).filter(|&node| first[node] || second[node]).collect();
+    Ok(HolderSample { at: Instant::now(), holders, seen })
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// One request of the client loop.
+#[derive(Clone, Debug)]
+pub struct ClientSample {
+    /// When the request was sent.
+    pub sent: Instant,
+    /// When it was answered or failed.
+    pub at: Instant,
+    /// The node id that answered, None when the request failed.
+    pub answered_by: Option<String>,
+    /// Why it failed.
+    pub error: Option<String>,
+}
+
+impl ClientSample {
+    pub fn ok(&self) -> bool {
+        self.answered_by.is_some()
+    }
+}
+
+/// A period in which the client's requests failed: from the last answer before the first
+/// failure to the first answer after it.
+#[derive(Clone, Debug)]
+pub struct Outage {
+    pub from: Instant,
+    pub to: Instant,
+    pub n_failed: usize,
+}
+
+impl Outage {
+    pub fn duration(&self) -> Duration {
+        self.to.saturating_duration_since(self.from)
+    }
+}
+
+/// A thread in the client namespace that asks `http://<VIP>:<dispatcher port>/api/v1/status`
+/// every interval (a fresh connection each time) and keeps every outcome.
+pub struct ClientLoop {
+    samples: Arc<Mutex<Vec<ClientSample>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl ClientLoop {
+    fn start(namespace: &str, interval: Duration, timeout: Duration) -> ClientLoop {
+        let samples = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let namespace = namespace.to_string();
+        let thread = {
+            let (samples, stop) = (samples.clone(), stop.clone());
+            thread::Builder::new()
+                .name("netns-client".to_string())
+                .spawn(move || {
+                    if let Err(error) = enter_netns(&namespace) {
+                        eprintln!("netns fixture: the client loop cannot enter {namespace}: {error:#}");
+                        return;
+                    }
+                    let agent = status_agent(timeout);
+                    let url = format!("http://{VIP}:{DISPATCHER_PORT}/api/v1/status");
+                    while !stop.load(Ordering::Acquire) {
+                        let sent = Instant::now();
+                        let (answered_by, error) = match fetch_status(&agent, &url) {
+                            Ok(status) => (Some(status.node_id), None),
+                            Err(error) => (None, Some(format!("{error:#}"))),
+                        };
+                        lock(&samples).push(ClientSample { sent, at: Instant::now(), answered_by, error });
+                        thread::sleep(interval.saturating_sub(sent.elapsed()));
+                    }
+                })
+                .ok()
+        };
+        ClientLoop { samples, stop, thread }
+    }
+
+    fn stop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+
+    /// Every request so far, oldest first.
+    pub fn samples(&self) -> Vec<ClientSample> {
+        lock(&self.samples).clone()
+    }
+
+    /// Requests sent at or after `since`.
+    pub fn samples_since(&self, since: Instant) -> Vec<ClientSample> {
+        let samples = lock(&self.samples);
+        let start = samples.partition_point(|sample| sample.sent < since);
+        samples[start..].to_vec()
+    }
+
+    /// Failed requests sent at or after `since`.
+    pub fn failures_since(&self, since: Instant) -> usize {
+        self.samples_since(since).iter().filter(|sample| !sample.ok()).count()
+    }
+
+    /// The outages that began at or after `since`; one still going on ends at the last request.
+    pub fn outages_since(&self, since: Instant) -> Vec<Outage> {
+        let samples = lock(&self.samples);
+        let start = samples.partition_point(|sample| sample.sent < since);
+        let mut last_ok = samples[..start].iter().rev().find(|sample| sample.ok()).map(|sample| sample.at).unwrap_or(since);
+        let mut outages = Vec::new();
+        let mut current: Option<Outage> = None;
+        for sample in &samples[start..] {
+            if sample.ok() {
+                if let Some(mut outage) = current.take() {
+                    outage.to = sample.at;
+                    outages.push(outage);
+                }
+                last_ok = sample.at;
+            } else {
+                let outage = current.get_or_insert(Outage { from: last_ok, to: sample.at, n_failed: 0 });
+                outage.n_failed += 1;
+                outage.to = sample.at;
+            }
+        }
+        outages.extend(current);
+        outages
+    }
+
+    /// The longest outage that began at or after `since`.
+    pub fn longest_outage_since(&self, since: Instant) -> Option<Outage> {
+        self.outages_since(since).into_iter().max_by_key(Outage::duration)
+    }
+
+    /// Waits until a request sent at or after `since` was answered by `node_id`.
+    pub fn wait_answered_by(&self, node_id: &str, since: Instant, timeout: Duration) -> Result<Instant> {
+        let started = Instant::now();
+        loop {
+            if let Some(sample) = self.samples_since(since).iter().find(|sample| sample.answered_by.as_deref() == Some(node_id)) {
+                return Ok(sample.at);
+            }
+            if started.elapsed() >= timeout {
+                let last = self.samples().last().cloned();
+                bail!("the client got no answer from {node_id} at the VIP within {timeout:?} (last request: {last:?})");
+            }
+            thread::sleep(POLL_INTERVAL);
+        }
+    }
+}
+
+impl Drop for ClientLoop {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// An HTTP client that opens a fresh connection per request.
+fn status_agent(timeout: Duration) -> ureq::Agent {
+    ureq::AgentBuilder::new().timeout(timeout).max_idle_connections(0).max_idle_connections_per_host(0).build()
+}
+
+fn fetch_status(agent: &ureq::Agent, url: &str) -> Result<NodeStatus> {
+    let body = agent.get(url).call().with_context(|| format!("GET {url}"))?.into_string().context("read the status")?;
+    serde_json::from_str(&body).with_context(|| format!("parse the status {body:?}"))
+}
+
+fn read_lossy(path: &Path) -> String {
+    fs::read(path).map(|bytes| String::from_utf8_lossy(&bytes).into_owned()).unwrap_or_default()
+}
