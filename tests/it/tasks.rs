@@ -5,13 +5,14 @@
 
 use std::fs::File;
 use std::os::unix::fs::{FileExt, MetadataExt};
-use std::path::Path;
-use std::sync::{Mutex, MutexGuard};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use anyhow::{bail, ensure, Context, Result};
 use serde_json::{json, Value};
-use tests::cluster::{Cluster, ClusterBuilder};
+use tests::cluster::{daemon_binary, Cluster, ClusterBuilder, Signal};
 
 /// Generous bound for anything that should happen soon on a busy 2-core machine.
 const WAIT: Duration = Duration::from_secs(30);
@@ -109,6 +110,22 @@ fn wait_state(cluster: &Cluster, leader: usize, task_id: &str, state: &str, time
     }
 }
 
+/// Waits until `node`'s runner reports `task_id` among its running tasks (claimed, not only
+/// assigned).
+fn wait_claimed(cluster: &Cluster, node: usize, task_id: &str) -> Result<()> {
+    let spec = cluster.node(node);
+    let url = format!("http://{}:{}/api/v1/runner", spec.address, spec.runner_port);
+    cluster.wait_until(WAIT, "the runner claims the task", || {
+        agent()
+            .get(&url)
+            .call()
+            .ok()
+            .and_then(|response| response.into_json::<Value>().ok())
+            .is_some_and(|status| status["running"].as_array().into_iter().flatten().any(|id| id == task_id))
+    })?;
+    Ok(())
+}
+
 fn n_tasks(cluster: &Cluster, leader: usize) -> Result<usize> {
     let (status, answer) = request(cluster, leader, "GET", &format!("{PREFIX}/tasks"), None)?;
     ensure!(status == 200, "list: {status} {answer}");
@@ -139,6 +156,44 @@ fn sparse_file(path: &Path, len: u64, seed: u64) -> Result<()> {
 fn files_equal(a: &Path, b: &Path) -> Result<bool> {
     Ok(std::fs::read(a).with_context(|| format!("read {}", a.display()))?
         == std::fs::read(b).with_context(|| format!("read {}", b.display()))?)
+}
+
+/// The `zbs-task` binary next to `zbs-taskd`, built once per run.
+fn cli_binary() -> Result<PathBuf> {
+    static BUILT: OnceLock<std::result::Result<PathBuf, String>> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let daemon = daemon_binary().map_err(|error| format!("{error:#}"))?;
+            let profile_dir = daemon.parent().ok_or("the daemon binary has no dir")?.to_path_buf();
+            let mut command = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+            command.args(["build", "--quiet", "--package", "taskd", "--bin", "zbs-task"]);
+            command.current_dir(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".."));
+            if profile_dir.file_name().is_some_and(|name| name == "release") {
+                command.arg("--release");
+            }
+            if let Some(target_dir) = profile_dir.parent() {
+                command.env("CARGO_TARGET_DIR", target_dir);
+            }
+            let status = command.status().map_err(|error| format!("run cargo build: {error}"))?;
+            if !status.success() {
+                return Err(format!("cargo build of zbs-task failed ({status})"));
+            }
+            Ok(profile_dir.join("zbs-task"))
+        })
+        .clone()
+        .map_err(|error| anyhow::anyhow!(error))
+}
+
+/// Runs `zbs-task --server <node's dispatcher> args...`: (exit code, stdout).
+fn cli(cluster: &Cluster, node: usize, args: &[&str]) -> Result<(i32, String)> {
+    let spec = cluster.node(node);
+    let output = Command::new(cli_binary()?)
+        .arg("--server")
+        .arg(format!("{}:{}", spec.address, spec.dispatcher_port))
+        .args(args)
+        .output()
+        .context("run zbs-task")?;
+    Ok((output.status.code().unwrap_or(-1), String::from_utf8_lossy(&output.stdout).into_owned()))
 }
 
 #[test]
@@ -232,6 +287,28 @@ fn sleep_and_copy_tasks_complete_and_bad_requests_change_nothing() {
         let (status, answer) = request(cluster, leader, "POST", &format!("{PREFIX}/tasks/{long}/cancel"), Some("{}"))?;
         ensure!(status < 300, "cancel: {status} {answer}");
         wait_state(cluster, leader, &long, "cancelled", WAIT)?;
+
+        // The command-line client, pointed at a follower: it follows the 421 to the leader.
+        let (code, out) = cli(cluster, follower, &["--json", "task", "sleep", "50"])?;
+        ensure!(code == 0, "zbs-task task sleep: exit {code}: {out}");
+        let created: Value = serde_json::from_str(&out).context("zbs-task --json output")?;
+        let cli_task = created["task_id"].as_str().context("no task_id")?.to_string();
+        wait_state(cluster, leader, &cli_task, "succeeded", WAIT)?;
+        let (code, out) = cli(cluster, follower, &["task", "show", &cli_task])?;
+        ensure!(code == 0 && out.contains("succeeded"), "zbs-task task show: exit {code}: {out}");
+        let (code, out) = cli(cluster, leader, &["--json", "task", "list", "--state", "succeeded"])?;
+        let listed: Value = serde_json::from_str(&out).context("zbs-task task list --json output")?;
+        ensure!(code == 0 && listed.as_array().map_or(0, Vec::len) == 10, "zbs-task task list: exit {code}: {out}");
+        let (code, out) = cli(cluster, leader, &["runner", "list"])?;
+        ensure!(code == 0 && out.contains("node-1") && out.contains("node-3"), "zbs-task runner list: exit {code}: {out}");
+        let (code, out) = cli(cluster, leader, &["cluster", "show"])?;
+        ensure!(code == 0 && out.contains("leader"), "zbs-task cluster show: exit {code}: {out}");
+        let (code, _) = cli(cluster, leader, &["task", "show", "0000-none"])?;
+        ensure!(code == 3, "zbs-task task show of an unknown task: exit {code}, not 3");
+        let (code, _) = cli(cluster, leader, &["task", "frobnicate"])?;
+        ensure!(code == 2, "zbs-task with a bad command: exit {code}, not 2");
+        let (code, _) = cli(cluster, leader, &["task", "set_runtime", &cli_task, "25", "0", "1", "0"])?;
+        ensure!(code == 2, "zbs-task set_runtime with hour 25: exit {code}, not 2");
         Ok(())
     });
 }
@@ -257,6 +334,7 @@ fn a_killed_runners_task_is_rescheduled_and_finishes() {
             .find(|&node| format!("{}:{}", cluster.node(node).address, cluster.node(node).runner_port) == first_runner)
             .context("the runner is no node of the cluster")?;
         ensure!(victim != leader, "a drained runner got the task");
+        wait_claimed(cluster, victim, &task_id)?;
         cluster.kill(victim)?;
 
         let record = wait_state(cluster, leader, &task_id, "succeeded", WAIT)?;
@@ -265,6 +343,25 @@ fn a_killed_runners_task_is_rescheduled_and_finishes() {
         ensure!(record["attempts"] == json!(0), "an interruption counted as a failed attempt: {record}");
         ensure!(record["last_failed_ms"].is_u64(), "no last_failed_ms after the interruption: {record}");
         ensure!(cluster.log(leader).contains("task interrupted; rescheduling"), "the leader logged no interruption");
+
+        // SIGTERM of the last undrained runner: its task is recorded interrupted, then finishes
+        // on the leader's runner once that is undrained.
+        let task_id = submit(cluster, leader, "sleep/create", json!({ "duration_ms": 3000 }))?;
+        let record = wait_state(cluster, leader, &task_id, "running", WAIT)?;
+        let runner = record["runner_addr"].as_str().unwrap_or_default().to_string();
+        let stopped = (0..cluster.n_nodes())
+            .find(|&node| format!("{}:{}", cluster.node(node).address, cluster.node(node).runner_port) == runner)
+            .context("the runner is no node of the cluster")?;
+        ensure!(stopped != leader && stopped != victim, "task ran on {runner}, a drained or dead runner");
+        wait_claimed(cluster, stopped, &task_id)?;
+        cluster.signal(stopped, Signal::SIGTERM)?;
+        wait_state(cluster, leader, &task_id, "interrupted", WAIT)?;
+        ensure!(cluster.log(stopped).contains("1 running tasks interrupted"), "the stopped runner did not log its interruption");
+        let (status, answer) = request(cluster, leader, "POST", &format!("{PREFIX}/runners/{leader_id}/undrain"), Some("{}"))?;
+        ensure!(status < 300, "undrain: {status} {answer}");
+        let record = wait_state(cluster, leader, &task_id, "succeeded", WAIT)?;
+        let leader_runner = format!("{}:{}", cluster.node(leader).address, cluster.node(leader).runner_port);
+        ensure!(record["runner_addr"] == json!(leader_runner), "finished on {} instead of the leader", record["runner_addr"]);
         Ok(())
     });
 }
