@@ -37,7 +37,8 @@
 //! On a panic the dir with the logs is kept and its path printed.
 
 use std::fs::{self, File, OpenOptions};
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -1384,11 +1385,10 @@ impl ClientLoop {
                         eprintln!("netns fixture: the client loop cannot enter {namespace}: {error:#}");
                         return;
                     }
-                    let agent = status_agent(timeout);
-                    let url = format!("http://{VIP}:{DISPATCHER_PORT}/api/v1/status");
+                    let address = SocketAddr::V4(SocketAddrV4::new(VIP, DISPATCHER_PORT));
                     while !stop.load(Ordering::Acquire) {
                         let sent = Instant::now();
-                        let (answered_by, error) = match fetch_status(&agent, &url) {
+                        let (answered_by, error) = match get_status_within(address, timeout) {
                             Ok(status) => (Some(status.node_id), None),
                             Err(error) => (None, Some(format!("{error:#}"))),
                         };
@@ -1473,6 +1473,51 @@ impl ClientLoop {
 impl Drop for ClientLoop {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// `GET /api/v1/status` on a fresh connection, with `timeout` as a hard bound on the whole
+/// exchange (every connect, write and read gets only what is left of it), so that one request
+/// caught in a hand-over cannot hide the client's next ones.
+pub fn get_status_within(address: SocketAddr, timeout: Duration) -> Result<NodeStatus> {
+    let deadline = Instant::now() + timeout;
+    let left = || deadline.checked_duration_since(Instant::now()).filter(|left| !left.is_zero()).ok_or_else(|| anyhow!("timed out"));
+    let mut stream = TcpStream::connect_timeout(&address, left()?).with_context(|| format!("connect to {address}"))?;
+    stream.set_write_timeout(Some(left()?))?;
+    stream
+        .write_all(format!("GET /api/v1/status HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n").as_bytes())
+        .context("send the request")?;
+    let mut response = Vec::new();
+    let mut buffer = [0u8; 8192];
+    loop {
+        stream.set_read_timeout(Some(left()?))?;
+        let n_read = stream.read(&mut buffer).context("read the response")?;
+        if n_read == 0 {
+            break;
+        }
+        response.extend_from_slice(&buffer[..n_read]);
+        if let Some(status) = parse_status_response(&response)? {
+            return Ok(status);
+        }
+    }
+    parse_status_response(&response)?.ok_or_else(|| anyhow!("the connection closed before a whole response"))
+}
+
+/// The status in a complete HTTP response; None while it is incomplete.
+fn parse_status_response(response: &[u8]) -> Result<Option<NodeStatus>> {
+    let Some(header_end) = response.windows(4).position(|window| window == b"\r\n\r\n") else { return Ok(None) };
+    let head = String::from_utf8_lossy(&response[..header_end]);
+    let status_line = head.lines().next().unwrap_or_default();
+    ensure!(status_line.split_whitespace().nth(1) == Some("200"), "answer {status_line:?}");
+    let length = head.lines().find_map(|line| {
+        let (name, value) = line.split_once(':')?;
+        name.trim().eq_ignore_ascii_case("content-length").then(|| value.trim().parse::<usize>().ok()).flatten()
+    });
+    let body = &response[header_end + 4..];
+    match length {
+        Some(length) if body.len() < length => Ok(None),
+        Some(length) => Ok(Some(serde_json::from_slice(&body[..length]).context("parse the status")?)),
+        None => Ok(serde_json::from_slice(body).ok()),
     }
 }
 
