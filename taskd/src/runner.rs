@@ -11,7 +11,9 @@
 //! fenced on the version the runner last wrote. A fenced write means someone else owns the
 //! task now: the run stops and writes nothing more. Otherwise the final state is written
 //! (`Succeeded`; `Pending` with the error for a retry, `Failed` once out of attempts;
-//! `Cancelled`; `Paused`; `Interrupted`) and the owner child is released.
+//! `Cancelled`; `Paused` when asked to pause, `Pending` when its runtime window closed, so the
+//! dispatcher hands it out again once the window opens; `Interrupted`) and the owner child is
+//! released.
 //!
 //! # Stop
 //! `stop` (stage 6 of the server's shutdown) interrupts every task at its next safe point
@@ -404,7 +406,7 @@ fn run_task(inner: &Inner, session: &Arc<ZkSession>, stored: StoredRecord, contr
         Err(panic) if runtime::is_cancel_unwind(panic.as_ref()) => std::panic::resume_unwind(panic),
         Err(_) => RunEnd::Failed("the task panicked".to_string()),
     };
-    finish(session, &task_id, &mut record, version, end, started);
+    finish(session, &task_id, &mut record, version, end, control.is_pause_requested(), started);
     if let Err(error) = task_db::release(session, &task_id) {
         tracing::warn!(%task_id, %error, "cannot release the task");
     }
@@ -436,7 +438,15 @@ fn run_sleep(duration_ms: u64, fail: bool, control: &CopyControl) -> RunEnd {
 }
 
 /// Writes the final state, fenced on the version this runner last wrote.
-fn finish(session: &ZkSession, task_id: &TaskId, record: &mut TaskRecord, version: i32, end: RunEnd, started: Instant) {
+fn finish(
+    session: &ZkSession,
+    task_id: &TaskId,
+    record: &mut TaskRecord,
+    version: i32,
+    end: RunEnd,
+    pause_requested: bool,
+    started: Instant,
+) {
     let state = match end {
         RunEnd::Lost => {
             tracing::warn!(%task_id, "task taken over by another owner; leaving its record alone");
@@ -444,6 +454,9 @@ fn finish(session: &ZkSession, task_id: &TaskId, record: &mut TaskRecord, versio
         }
         RunEnd::Succeeded => TaskState::Succeeded,
         RunEnd::Cancelled => TaskState::Cancelled,
+        // Paused by its runtime window, not on request: it waits as `Pending`, and the
+        // dispatcher hands it out again once the window opens.
+        RunEnd::Paused if !pause_requested => TaskState::Pending,
         RunEnd::Paused => TaskState::Paused,
         RunEnd::Interrupted => {
             record.last_failed_ms = Some(now_ms());

@@ -422,7 +422,7 @@ impl Scheduler {
             };
             match fresh.record.state {
                 TaskState::Running => self.check_running(&fresh),
-                TaskState::Interrupted => due.push(fresh),
+                TaskState::Interrupted if fresh.record.runtime_window.is_none_or(|window| window.contains_now()) => due.push(fresh),
                 TaskState::Pending if retry_due(&fresh.record) => due.push(fresh),
                 _ => {}
             }
@@ -521,8 +521,12 @@ impl Scheduler {
     }
 }
 
-/// A `Pending` task whose earlier failure's back-off has passed (or that never failed).
+/// A `Pending` task inside its runtime window (if it has one) whose earlier failure's back-off
+/// has passed (or that never failed).
 fn retry_due(record: &TaskRecord) -> bool {
+    if record.runtime_window.is_some_and(|window| !window.contains_now()) {
+        return false;
+    }
     match (record.attempts, record.last_failed_ms) {
         (0, _) | (_, None) => true,
         (attempts, Some(failed_ms)) => {
