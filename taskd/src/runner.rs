@@ -488,3 +488,6 @@ fn finish(
         Err(error) => tracing::warn!(%task_id, %error, "cannot record the task's end"),
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -553,3 +553,6 @@ pub fn post_json(address: &str, path: &str, body: &serde_json::Value) -> Result<
         Err(error) => Err(ApiError::new(502, format!("cannot reach the runner at {address}: {error}"))),
     }
 }
+
+#[cfg(test)]
+mod tests;
