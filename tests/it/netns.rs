@@ -11,7 +11,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
-use tests::netns::{skip_reason, NetnsCluster, NetnsClusterBuilder, Signal};
+use tests::netns::{health_invalid, skip_reason, NetnsCluster, NetnsClusterBuilder, Signal};
 
 /// Generous bound for anything that should happen "soon" on a busy 2-core machine.
 const WAIT: Duration = Duration::from_secs(20);
@@ -224,15 +224,13 @@ fn cut_whole_data_network(cluster: &NetnsCluster, leader: usize) -> Result<()> {
     for node in (0..cluster.n_nodes()).filter(|&node| node != leader) {
         cluster.cut_data_link(node)?;
     }
-    cluster.wait_until(WAIT, "the leader seeing every follower unhealthy", || {
-        cluster.try_status(leader).is_some_and(|status| {
-            status.members.len() == cluster.n_nodes() && status.members.iter().filter(|member| member.healthy).count() <= 1
-        })
+    // Each follower publishes its health in ZooKeeper on the change; its own status says when.
+    cluster.wait_until(WAIT, "every follower's health invalid", || {
+        (0..cluster.n_nodes()).filter(|&node| node != leader).all(|node| cluster.try_status(node).is_some_and(|status| health_invalid(&status)))
     })?;
+    thread::sleep(Duration::from_millis(100));
     cluster.cut_data_link(leader)?;
-    cluster.wait_until(WAIT, "the leader's own health invalid", || {
-        cluster.try_status(leader).is_some_and(|status| status.health.get("valid") == Some(&serde_json::Value::Bool(false)))
-    })?;
+    cluster.wait_until(WAIT, "the leader's own health invalid", || cluster.try_status(leader).is_some_and(|status| health_invalid(&status)))?;
     Ok(())
 }
 

@@ -159,7 +159,7 @@ impl Default for NetnsClusterBuilder {
             probe_interval: Duration::from_millis(100),
             probe_timeout: Duration::from_millis(50),
             step_down_requires_healthy_peer: true,
-            log_level: "info".to_string(),
+            log_level: "info,may=warn".to_string(),
             holder_sample_interval: Duration::from_millis(50),
             client_interval: Duration::from_millis(20),
             client_timeout: Duration::from_millis(200),
@@ -246,8 +246,8 @@ impl NetnsClusterBuilder {
     }
 
     /// Builds the namespaces and links, starts ZooKeeper and every node, the VIP sampler and the
-    /// client loop, and waits until every node serves and sees every member, one leads, and it
-    /// holds the VIP.
+    /// client loop, and waits until every node serves and sees every member healthy, one leads,
+    /// and it holds the VIP.
     pub fn start(self) -> Result<NetnsCluster> {
         ensure!((1..=99).contains(&self.n_nodes), "a cluster has 1 to 99 nodes, not {}", self.n_nodes);
         if let Some(reason) = skip_reason() {
@@ -551,9 +551,15 @@ impl NetnsCluster {
 
     fn wait_until_formed(&self, timeout: Duration) -> Result<()> {
         let n_nodes = self.nodes.len();
-        self.wait_until(timeout, "every node serving, seeing every member, one leader holding the VIP", || {
+        self.wait_until(timeout, "every node serving, seeing every member healthy, one leader holding the VIP", || {
             let statuses = self.statuses();
-            let formed = statuses.iter().all(|status| status.as_ref().is_some_and(|status| status.members.len() == n_nodes && !status.stopping));
+            // Every node's own health valid as well: until it is proved (`rise` good rounds) a node
+            // is no candidate, and the leader would keep the VIP through a cut (whole-outage guard).
+            // Each node's own status is asked: the members' `healthy` in a status is the cached
+            // membership's and can be stale.
+            let formed = statuses.iter().all(|status| {
+                status.as_ref().is_some_and(|status| status.members.len() == n_nodes && !status.stopping && health_valid(status))
+            });
             let leaders: Vec<usize> = (0..n_nodes).filter(|&node| statuses[node].as_ref().is_some_and(|status| status.leader)).collect();
             formed && leaders.len() == 1 && self.vip_holders().ok().as_deref() == Some(&leaders[..])
         })
@@ -1519,6 +1525,17 @@ fn parse_status_response(response: &[u8]) -> Result<Option<NodeStatus>> {
         Some(length) => Ok(Some(serde_json::from_slice(&body[..length]).context("parse the status")?)),
         None => Ok(serde_json::from_slice(body).ok()),
     }
+}
+
+/// Whether a status says its node's data network is valid (`health.valid`).
+pub fn health_valid(status: &NodeStatus) -> bool {
+    status.health.get("valid").and_then(serde_json::Value::as_bool) == Some(true)
+}
+
+/// Whether a status says its node's data network is invalid (`health.state` is `Invalid`), which
+/// is not the same as not valid: a node starts `Unknown`.
+pub fn health_invalid(status: &NodeStatus) -> bool {
+    status.health.get("state").and_then(serde_json::Value::as_str) == Some("Invalid")
 }
 
 /// An HTTP client that opens a fresh connection per request.
