@@ -8,11 +8,11 @@ use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Mutex, MutexGuard, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use anyhow::{bail, ensure, Context, Result};
 use serde_json::{json, Value};
-use tests::cluster::{daemon_binary, Cluster, ClusterBuilder, Signal};
+use tests::cluster::{daemon_binary, glog_time, Cluster, ClusterBuilder, Signal};
 
 /// Generous bound for anything that should happen soon on a busy 2-core machine.
 const WAIT: Duration = Duration::from_secs(30);
@@ -362,6 +362,74 @@ fn a_killed_runners_task_is_rescheduled_and_finishes() {
         let record = wait_state(cluster, leader, &task_id, "succeeded", WAIT)?;
         let leader_runner = format!("{}:{}", cluster.node(leader).address, cluster.node(leader).runner_port);
         ensure!(record["runner_addr"] == json!(leader_runner), "finished on {} instead of the leader", record["runner_addr"]);
+        Ok(())
+    });
+}
+
+/// Every run of every task from the runners' logs: task id → (node, start, end); a run with no
+/// end line (a killed runner) lasts until now.
+fn runs(cluster: &Cluster) -> std::collections::BTreeMap<String, Vec<(usize, SystemTime, SystemTime)>> {
+    let mut runs: std::collections::BTreeMap<String, Vec<(usize, SystemTime, SystemTime)>> = Default::default();
+    for node in 0..cluster.n_nodes() {
+        let mut open: std::collections::BTreeMap<String, SystemTime> = Default::default();
+        for line in cluster.log(node).lines() {
+            let Some(at) = glog_time(line) else { continue };
+            let task_id = |line: &str| line.split("task_id=").nth(1).and_then(|rest| rest.split_whitespace().next()).map(str::to_string);
+            if line.contains("] task started ") {
+                if let Some(task_id) = task_id(line) {
+                    open.insert(task_id, at);
+                }
+            } else if line.contains("] task ended ") || line.contains("] task taken over") {
+                if let Some(task_id) = task_id(line) {
+                    let start = open.remove(&task_id).unwrap_or(at);
+                    runs.entry(task_id).or_default().push((node, start, at));
+                }
+            }
+        }
+        for (task_id, start) in open {
+            runs.entry(task_id).or_default().push((node, start, SystemTime::now()));
+        }
+    }
+    runs
+}
+
+#[test]
+fn sigterm_of_the_leader_mid_dispatch_loses_no_task_and_runs_none_twice_at_once() {
+    with_cluster(|cluster, _roots| {
+        let leader = leader(cluster)?;
+        let tasks: Vec<String> =
+            (0..8).map(|_| submit(cluster, leader, "sleep/create", json!({ "duration_ms": 1500 }))).collect::<Result<_>>()?;
+        // SIGTERM while the leader's own runner works on one of them.
+        let leader_runner = format!("{}:{}", cluster.node(leader).address, cluster.node(leader).runner_port);
+        let mut on_leader = None;
+        cluster.wait_until(WAIT, "a task runs on the leader's runner", || {
+            on_leader = tasks.iter().find(|task_id| {
+                show(cluster, leader, task_id).is_ok_and(|record| record["runner_addr"] == json!(leader_runner) && record["state"] == json!("running"))
+            });
+            on_leader.is_some()
+        })?;
+        let on_leader = on_leader.context("no task on the leader's runner")?.clone();
+        wait_claimed(cluster, leader, &on_leader)?;
+        cluster.signal(leader, Signal::SIGTERM)?;
+        let new_leader = cluster.wait_for_new_leader(leader, WAIT)?;
+        cluster.wait_until(WAIT, "the new dispatcher answers", || {
+            matches!(request(cluster, new_leader, "GET", &format!("{PREFIX}/tasks"), None), Ok((200, _)))
+        })?;
+        for task_id in &tasks {
+            wait_state(cluster, new_leader, task_id, "succeeded", Duration::from_secs(60))?;
+        }
+        let runs = runs(cluster);
+        let interrupted_run = runs.get(&on_leader).and_then(|runs| runs.iter().find(|run| run.0 == leader)).is_some();
+        ensure!(interrupted_run && runs[&on_leader].len() >= 2, "task {on_leader} was not run again after the leader stopped: {:?}", runs.get(&on_leader));
+        for task_id in &tasks {
+            let task_runs = runs.get(task_id).with_context(|| format!("no run of {task_id} in the logs"))?;
+            for (index, a) in task_runs.iter().enumerate() {
+                for b in &task_runs[index + 1..] {
+                    let overlap = a.1 < b.2 && b.1 < a.2;
+                    ensure!(!overlap, "task {task_id} ran on node {} and node {} at once: {task_runs:?}", a.0, b.0);
+                }
+            }
+        }
         Ok(())
     });
 }
