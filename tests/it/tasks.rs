@@ -394,7 +394,7 @@ fn runs(cluster: &Cluster) -> std::collections::BTreeMap<String, Vec<(usize, Sys
 }
 
 #[test]
-fn sigterm_of_the_leader_mid_dispatch_loses_no_task_and_runs_none_twice_at_once() {
+fn sigterm_of_the_leader_mid_dispatch_loses_no_task_and_runs_none_twice_at_once_despite_a_damaged_record() {
     with_cluster(|cluster, _roots| {
         let leader = leader(cluster)?;
         let tasks: Vec<String> =
@@ -409,6 +409,10 @@ fn sigterm_of_the_leader_mid_dispatch_loses_no_task_and_runs_none_twice_at_once(
             on_leader.is_some()
         })?;
         let on_leader = on_leader.context("no task on the leader's runner")?.clone();
+        // A damaged record the next leader finds when it rebuilds its cache.
+        let session = quorum::ZkSession::connect(&quorum::ZkConfig::new(cluster.zookeeper().connect_string(), Duration::from_secs(6)))?;
+        session.create_persistent("/zbs/taskd/db/damaged-record", b"{not a record")?;
+        drop(session);
         wait_claimed(cluster, leader, &on_leader)?;
         cluster.signal(leader, Signal::SIGTERM)?;
         let new_leader = cluster.wait_for_new_leader(leader, WAIT)?;
@@ -418,6 +422,13 @@ fn sigterm_of_the_leader_mid_dispatch_loses_no_task_and_runs_none_twice_at_once(
         for task_id in &tasks {
             wait_state(cluster, new_leader, task_id, "succeeded", Duration::from_secs(60))?;
         }
+        let (status, answer) = request(cluster, new_leader, "GET", &format!("{PREFIX}/tasks"), None)?;
+        ensure!(status == 200, "list: {status} {answer}");
+        let corrupt = answer["corrupt"].as_array().cloned().unwrap_or_default();
+        ensure!(
+            corrupt.iter().any(|entry| entry["path"] == json!("/zbs/taskd/db/damaged-record")),
+            "the damaged record is not reported: {answer}"
+        );
         let runs = runs(cluster);
         let interrupted_run = runs.get(&on_leader).and_then(|runs| runs.iter().find(|run| run.0 == leader)).is_some();
         ensure!(interrupted_run && runs[&on_leader].len() >= 2, "task {on_leader} was not run again after the leader stopped: {:?}", runs.get(&on_leader));
