@@ -261,7 +261,13 @@ fn sleep_and_copy_tasks_complete_and_bad_requests_change_nothing() {
         }
         ensure!(runners.len() >= 2, "six tasks with two slots per runner ran on only {runners:?}");
         for (task_id, source, destination) in &copies {
-            wait_state(cluster, leader, task_id, "succeeded", WAIT)?;
+            let record = wait_state(cluster, leader, task_id, "succeeded", WAIT)?;
+            let progress = &record["progress"];
+            ensure!(
+                progress["bytes_done"] == progress["bytes_total"] && progress["bytes_total"] == json!(std::fs::metadata(source)?.len()),
+                "copy {task_id}: final progress {progress}"
+            );
+            ensure!(progress["cur_extent"] == progress["n_extents"] && progress["n_extents"] == json!(1), "copy {task_id}: {progress}");
             ensure!(files_equal(source, destination)?, "copy {task_id}: {} differs from its source", destination.display());
             let meta = std::fs::metadata(destination)?;
             ensure!(meta.blocks() * 512 < meta.len() / 2, "copy {task_id}: the destination is not sparse ({} blocks)", meta.blocks());
@@ -296,6 +302,8 @@ fn sleep_and_copy_tasks_complete_and_bad_requests_change_nothing() {
         wait_state(cluster, leader, &cli_task, "succeeded", WAIT)?;
         let (code, out) = cli(cluster, follower, &["task", "show", &cli_task])?;
         ensure!(code == 0 && out.contains("succeeded"), "zbs-task task show: exit {code}: {out}");
+        let (code, out) = cli(cluster, follower, &["task", "watch", &cli_task])?;
+        ensure!(code == 0, "zbs-task task watch of a finished task: exit {code}: {out}");
         let (code, out) = cli(cluster, leader, &["--json", "task", "list", "--state", "succeeded"])?;
         let listed: Value = serde_json::from_str(&out).context("zbs-task task list --json output")?;
         ensure!(code == 0 && listed.as_array().map_or(0, Vec::len) == 10, "zbs-task task list: exit {code}: {out}");
