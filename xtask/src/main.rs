@@ -1,6 +1,7 @@
-//! `cargo xtask`: the project's developer commands (demo, tests, benchmarks and a local ZooKeeper now; dist, deploy and the local cluster in later issues).
+//! `cargo xtask`: the project's developer commands: demo, tests, benchmarks, a local ZooKeeper and a local cluster, dist and deploy.
 
 mod bench;
+mod cluster;
 mod demo;
 mod deploy;
 mod dist;
@@ -21,6 +22,9 @@ struct Cli {
 enum Command {
     /// Run a benchmark and write its JSON report under target/bench/.
     Bench(bench::BenchArgs),
+    /// A local cluster on loopback: ZooKeeper plus N zbs-taskd nodes under target/cluster/
+    /// (`up [--nodes N]`, `status`, `logs [node]`, `down`).
+    Cluster(cluster::ClusterArgs),
     /// Play the original crash and its fix with the runtime alone (the main job until the
     /// daemon lands).
     Demo(demo::DemoArgs),
@@ -45,6 +49,7 @@ fn main() -> Result<()> {
         .init();
     match Cli::parse().command {
         Command::Bench(args) => bench::run(args),
+        Command::Cluster(args) => cluster::run(args),
         Command::Demo(args) => demo::run(args),
         Command::Deploy(args) => deploy::run(args),
         Command::Dist(args) => dist::run(args),

@@ -1,0 +1,547 @@
+//! `cargo xtask cluster up|status|logs|down`: a local cluster for trying the daemon by hand: a
+//! real ZooKeeper plus N `zbs-taskd` processes on loopback, detached so that they outlive xtask.
+//!
+//! Everything lives in `target/cluster/`: `zk/` (the ZooKeeper of `tests::zk`, detached),
+//! `n<i>/` per node (`taskd.toml`, `health`, `taskd.log`, `stderr.log`, `state/`), and
+//! `cluster.json` with every pid, port and path. Node `i` is `node-i` on `127.0.0.i` with free
+//! ports. Its data-network health comes from the `file` source reading `n<i>/health`, so that
+//! writing `fail` there fails the node.
+//!
+//! `up` on a running cluster restarts the nodes whose process has exited. `down` signals only
+//! the recorded pids, and only while each is still a `zbs-taskd` running the recorded config;
+//! then it stops ZooKeeper the same way and removes `target/cluster/`.
+
+use std::fs::{self, OpenOptions};
+use std::net::{Ipv4Addr, SocketAddrV4, TcpListener};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context, Result};
+use clap::{Args, Subcommand};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use serde::{Deserialize, Serialize};
+use tests::cluster::{daemon_binary, NodeStatus};
+use tests::zk::{DetachedZooKeeper, ZooKeeperBuilder, DEFAULT_ZOOKEEPER_JAR};
+
+/// The state file in `target/cluster/`.
+const STATE_FILE: &str = "cluster.json";
+
+/// How long `up` waits for every node to serve and one to lead.
+const FORM_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The nodes' drain deadline; `down` waits a little longer than it before SIGKILL.
+const DRAIN_DEADLINE: Duration = Duration::from_secs(5);
+const STOP_GRACE: Duration = Duration::from_secs(20);
+
+#[derive(Args)]
+pub struct ClusterArgs {
+    #[command(subcommand)]
+    pub command: ClusterCommand,
+}
+
+#[derive(Subcommand)]
+pub enum ClusterCommand {
+    /// Start ZooKeeper and N nodes on 127.0.0.1..N (or restart the stopped nodes of a running cluster).
+    Up(UpArgs),
+    /// Each node's process, role and health, from its status API.
+    Status,
+    /// The last lines of one node's log (`1`, `node-1` or `zk`), or of every node's.
+    Logs(LogsArgs),
+    /// Stop what `up` started (only those pids) and remove target/cluster.
+    Down,
+}
+
+#[derive(Args)]
+pub struct UpArgs {
+    /// Number of zbs-taskd nodes (1 to 254).
+    #[arg(long, default_value_t = 3)]
+    pub nodes: usize,
+}
+
+#[derive(Args)]
+pub struct LogsArgs {
+    /// `1`, `node-1` or `zk`; every node when left out.
+    pub node: Option<String>,
+    /// How many lines from the end of each log.
+    #[arg(long, short = 'n', default_value_t = 40)]
+    pub lines: usize,
+}
+
+/// `target/cluster/cluster.json`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct ClusterState {
+    dir: PathBuf,
+    binary: PathBuf,
+    zookeeper_dir: PathBuf,
+    zookeeper_hosts: String,
+    nodes: Vec<NodeState>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct NodeState {
+    node_id: String,
+    /// 0 until the process was started.
+    pid: u32,
+    address: Ipv4Addr,
+    dispatcher_port: u16,
+    runner_port: u16,
+    dir: PathBuf,
+    config_path: PathBuf,
+    health_path: PathBuf,
+    log_path: PathBuf,
+    stderr_path: PathBuf,
+    state_dir: PathBuf,
+}
+
+impl NodeState {
+    fn status_url(&self) -> String {
+        format!("http://{}:{}/api/v1/status", self.address, self.dispatcher_port)
+    }
+
+    fn is_running(&self) -> Result<bool> {
+        is_our_daemon(self.pid, &self.config_path)
+    }
+}
+
+pub fn run(args: ClusterArgs) -> Result<()> {
+    let dir = cluster_dir();
+    match args.command {
+        ClusterCommand::Up(up_args) => up(&dir, up_args.nodes),
+        ClusterCommand::Status => status(&dir),
+        ClusterCommand::Logs(logs_args) => logs(&dir, logs_args),
+        ClusterCommand::Down => down(&dir),
+    }
+}
+
+/// `target/cluster/` of this workspace, or of `$CARGO_TARGET_DIR`.
+fn cluster_dir() -> PathBuf {
+    let target_dir = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| {
+        let xtask_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+        xtask_dir.parent().unwrap_or(xtask_dir).join("target")
+    });
+    target_dir.join("cluster")
+}
+
+fn load_state(dir: &Path) -> Result<Option<ClusterState>> {
+    let path = dir.join(STATE_FILE);
+    let text = match fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(error) => return Err(error).with_context(|| format!("read {}", path.display())),
+    };
+    serde_json::from_str(&text).map(Some).with_context(|| format!("parse {}", path.display()))
+}
+
+fn save_state(state: &ClusterState) -> Result<()> {
+    let path = state.dir.join(STATE_FILE);
+    let temp = path.with_extension("json.tmp");
+    fs::write(&temp, serde_json::to_string_pretty(state).context("encode the cluster state")?)
+        .with_context(|| format!("write {}", temp.display()))?;
+    fs::rename(&temp, &path).with_context(|| format!("rename {} to {}", temp.display(), path.display()))
+}
+
+fn up(dir: &Path, n_nodes: usize) -> Result<()> {
+    ensure!((1..=254).contains(&n_nodes), "a cluster has 1 to 254 nodes, not {n_nodes}");
+    if let Some(mut state) = load_state(dir)? {
+        if zookeeper_runs(&state)? {
+            let stopped: Vec<usize> =
+                (0..state.nodes.len()).filter(|&node| !state.nodes[node].is_running().unwrap_or(false)).collect();
+            if stopped.is_empty() {
+                println!("the cluster is already up ({} nodes); `cargo xtask cluster down` first for a new one", state.nodes.len());
+            } else {
+                for &node in &stopped {
+                    state.nodes[node].pid = spawn_node(&state.binary, &state.nodes[node])?;
+                    save_state(&state)?;
+                    println!("restarted {} (pid {})", state.nodes[node].node_id, state.nodes[node].pid);
+                }
+                wait_until_formed(&state)?;
+            }
+            return print_guide(&state);
+        }
+        println!("the recorded cluster's ZooKeeper is gone: cleaning up before a fresh start");
+        down(dir)?;
+    } else if dir.exists() {
+        fs::remove_dir_all(dir).with_context(|| format!("remove the leftover {}", dir.display()))?;
+    }
+
+    if !Path::new(DEFAULT_ZOOKEEPER_JAR).exists() {
+        crate::test::ensure_packages(&["zookeeper"]).context("ZooKeeper is needed for the local cluster")?;
+    }
+    let binary = daemon_binary().context("find or build zbs-taskd")?;
+    fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+    let dir = fs::canonicalize(dir).with_context(|| format!("resolve {}", dir.display()))?;
+    let zookeeper_dir = dir.join("zk");
+    let zookeeper = ZooKeeperBuilder::new().start_detached(&zookeeper_dir).context("start ZooKeeper")?;
+    let mut state = ClusterState {
+        dir: dir.clone(),
+        binary,
+        zookeeper_dir,
+        zookeeper_hosts: zookeeper.connect_string(),
+        nodes: Vec::new(),
+    };
+    save_state(&state)?;
+    for index in 0..n_nodes {
+        let node = plan_node(&dir, index)?;
+        fs::create_dir_all(&node.state_dir).with_context(|| format!("create {}", node.state_dir.display()))?;
+        fs::write(&node.health_path, "ok\n").with_context(|| format!("write {}", node.health_path.display()))?;
+        fs::write(&node.config_path, config_toml(&node, &state.zookeeper_hosts))
+            .with_context(|| format!("write {}", node.config_path.display()))?;
+        state.nodes.push(node);
+        // Recorded before and after the start, so that `down` finds whatever did start.
+        save_state(&state)?;
+        state.nodes[index].pid = spawn_node(&state.binary, &state.nodes[index])?;
+        save_state(&state)?;
+    }
+    if let Err(error) = wait_until_formed(&state) {
+        eprintln!("the nodes keep running; see `cargo xtask cluster logs`, stop them with `cargo xtask cluster down`");
+        return Err(error);
+    }
+    print_guide(&state)
+}
+
+fn zookeeper_runs(state: &ClusterState) -> Result<bool> {
+    let Some(zookeeper) = DetachedZooKeeper::load(&state.zookeeper_dir)? else { return Ok(false) };
+    for server in &zookeeper.servers {
+        if !server.is_running()? {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+fn plan_node(dir: &Path, index: usize) -> Result<NodeState> {
+    let address = Ipv4Addr::new(127, 0, 0, index as u8 + 1);
+    let ports = free_ports(address, 2)?;
+    let node_dir = dir.join(format!("n{}", index + 1));
+    fs::create_dir_all(&node_dir).with_context(|| format!("create {}", node_dir.display()))?;
+    Ok(NodeState {
+        node_id: format!("node-{}", index + 1),
+        pid: 0,
+        address,
+        dispatcher_port: ports[0],
+        runner_port: ports[1],
+        config_path: node_dir.join("taskd.toml"),
+        health_path: node_dir.join("health"),
+        log_path: node_dir.join("taskd.log"),
+        stderr_path: node_dir.join("stderr.log"),
+        state_dir: node_dir.join("state"),
+        dir: node_dir,
+    })
+}
+
+fn config_toml(node: &NodeState, zookeeper_hosts: &str) -> String {
+    format!(
+        "# Written by `cargo xtask cluster up`; see packaging/taskd.toml for every key.\n\
+         node_id = \"{node_id}\"\n\
+         zookeeper_hosts = \"{zookeeper_hosts}\"\n\
+         management_address = \"{address}\"\n\
+         data_address = \"{address}\"\n\
+         dispatcher_port = {dispatcher_port}\n\
+         runner_port = {runner_port}\n\
+         state_dir = \"{state_dir}\"\n\
+         drain_deadline_ms = {drain_deadline_ms}\n\
+         \n\
+         [log]\n\
+         format = \"glog\"\n\
+         level = \"info,may=warn\"\n\
+         file = \"{log}\"\n\
+         \n\
+         # Write `fail` into the health file to fail this node's data network, `ok` to heal it.\n\
+         [health]\n\
+         source = \"file\"\n\
+         fall = 2\n\
+         rise = 3\n\
+         \n\
+         [health.file]\n\
+         path = \"{health}\"\n\
+         interval_ms = 200\n",
+        node_id = node.node_id,
+        address = node.address,
+        dispatcher_port = node.dispatcher_port,
+        runner_port = node.runner_port,
+        state_dir = node.state_dir.display(),
+        drain_deadline_ms = DRAIN_DEADLINE.as_millis(),
+        log = node.log_path.display(),
+        health = node.health_path.display(),
+    )
+}
+
+/// Starts the node in a session of its own (so that it outlives xtask and its terminal), with
+/// stdout and stderr appended to its `stderr.log`; returns its pid.
+fn spawn_node(binary: &Path, node: &NodeState) -> Result<u32> {
+    let stderr = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&node.stderr_path)
+        .with_context(|| format!("open {}", node.stderr_path.display()))?;
+    let stdout = stderr.try_clone().context("duplicate the stderr file handle")?;
+    let mut command = Command::new(binary);
+    command
+        .arg("--config")
+        .arg(&node.config_path)
+        .current_dir(&node.dir)
+        .env_remove("NOTIFY_SOCKET")
+        .env_remove("WATCHDOG_USEC")
+        .env_remove("WATCHDOG_PID")
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(stdout)
+        .stderr(stderr);
+    // SAFETY: the closure runs between fork and exec and only calls setsid(2), which is async-signal-safe.
+    unsafe {
+        command.pre_exec(|| nix::unistd::setsid().map(drop).map_err(std::io::Error::from));
+    }
+    let child = command.spawn().with_context(|| format!("start {} with {}", node.node_id, binary.display()))?;
+    // Not waited for: the node is in its own session, and init reaps it once xtask has exited.
+    Ok(child.id())
+}
+
+fn wait_until_formed(state: &ClusterState) -> Result<()> {
+    let agent = status_agent();
+    let started = Instant::now();
+    let n_nodes = state.nodes.len();
+    loop {
+        let statuses: Vec<Option<NodeStatus>> = state.nodes.iter().map(|node| fetch_status(&agent, node).ok()).collect();
+        let all_serving = statuses.iter().all(|status| status.as_ref().is_some_and(|status| status.members.len() == n_nodes && !status.stopping));
+        let n_leaders = statuses.iter().flatten().filter(|status| status.leader).count();
+        if all_serving && n_leaders == 1 {
+            return Ok(());
+        }
+        for node in &state.nodes {
+            if !node.is_running()? {
+                bail!("{} (pid {}) exited during start-up; its stderr is {}", node.node_id, node.pid, node.stderr_path.display());
+            }
+        }
+        if started.elapsed() >= FORM_TIMEOUT {
+            bail!("the cluster did not form within {FORM_TIMEOUT:?} (every node serving, seeing {n_nodes} members, one leader)");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn print_guide(state: &ClusterState) -> Result<()> {
+    let agent = status_agent();
+    println!("ZooKeeper at {} (dir {})", state.zookeeper_hosts, state.zookeeper_dir.display());
+    let mut leader = None;
+    for node in &state.nodes {
+        let role = match fetch_status(&agent, node) {
+            Ok(status) => {
+                if status.leader {
+                    leader = Some(node);
+                }
+                status.role
+            }
+            Err(_) => "no answer".to_string(),
+        };
+        println!("{:<8} pid {:<7} {:<9} curl {}", node.node_id, node.pid, role, node.status_url());
+    }
+    let relative = |path: &Path| path.strip_prefix(std::env::current_dir().unwrap_or_default()).unwrap_or(path).display().to_string();
+    println!("\nstate: {}", relative(&state.dir.join(STATE_FILE)));
+    let mut tries: Vec<(String, String)> = vec![("cargo xtask cluster status".to_string(), "each node's role and health".to_string())];
+    if let Some(node) = state.nodes.first() {
+        tries.push((
+            format!("echo fail > {}", relative(&node.health_path)),
+            format!("fail {}'s data network (`echo ok >` heals it): a failed leader hands over", node.node_id),
+        ));
+    }
+    if let Some(leader) = leader {
+        tries.push((
+            format!("kill -TERM {}", leader.pid),
+            format!("SIGTERM the leader ({}): a new one is elected, it drains and exits 0", leader.node_id),
+        ));
+    }
+    tries.push(("cargo xtask cluster logs 1".to_string(), "node-1's glog lines (`logs zk` for ZooKeeper's)".to_string()));
+    tries.push(("cargo xtask cluster up".to_string(), "restart the nodes that have exited".to_string()));
+    tries.push(("cargo xtask cluster down".to_string(), format!("stop all of it and remove {}", relative(&state.dir))));
+    let width = tries.iter().map(|(command, _)| command.len()).max().unwrap_or(0);
+    println!("try:");
+    for (command, comment) in tries {
+        println!("  {command:<width$}  # {comment}");
+    }
+    Ok(())
+}
+
+fn status(dir: &Path) -> Result<()> {
+    let Some(state) = load_state(dir)? else {
+        println!("no cluster (no {} in {}); `cargo xtask cluster up` starts one", STATE_FILE, dir.display());
+        std::process::exit(3);
+    };
+    let zookeeper = if zookeeper_runs(&state)? { "running" } else { "NOT running" };
+    println!("ZooKeeper at {}: {zookeeper}", state.zookeeper_hosts);
+    let agent = status_agent();
+    let mut all_up = zookeeper == "running";
+    for node in &state.nodes {
+        let health_file = fs::read_to_string(&node.health_path).map(|text| text.trim().to_string()).unwrap_or_else(|_| "missing".to_string());
+        if !node.is_running()? {
+            all_up = false;
+            println!("{:<8} pid {:<7} not running (health file: {health_file})", node.node_id, node.pid);
+            continue;
+        }
+        match fetch_status(&agent, node) {
+            Ok(status) => {
+                let valid = status.health.get("valid").and_then(serde_json::Value::as_bool);
+                let health = match valid {
+                    Some(true) => "healthy",
+                    Some(false) => "UNHEALTHY",
+                    None => "health unknown",
+                };
+                println!(
+                    "{:<8} pid {:<7} {:<9} {health:<9} members {} {}(health file: {health_file}) {}",
+                    node.node_id,
+                    node.pid,
+                    status.role,
+                    status.members.len(),
+                    if status.stopping { "STOPPING " } else { "" },
+                    node.status_url()
+                );
+            }
+            Err(_) => {
+                all_up = false;
+                println!(
+                    "{:<8} pid {:<7} runs, API not answering: starting, or its service stopped and waits to rejoin (health file: {health_file}; see `cargo xtask cluster logs {}`)",
+                    node.node_id,
+                    node.pid,
+                    node.node_id
+                );
+            }
+        }
+    }
+    if !all_up {
+        std::process::exit(3);
+    }
+    Ok(())
+}
+
+fn logs(dir: &Path, args: LogsArgs) -> Result<()> {
+    let state = load_state(dir)?.with_context(|| format!("no cluster (no {STATE_FILE} in {})", dir.display()))?;
+    let selected: Vec<&NodeState> = match args.node.as_deref() {
+        None => state.nodes.iter().collect(),
+        Some("zk") => {
+            let zookeeper = DetachedZooKeeper::load(&state.zookeeper_dir)?.context("ZooKeeper's state is gone")?;
+            for server in &zookeeper.servers {
+                print_tail(&server.log_path, args.lines, &format!("zk-{}", server.id));
+            }
+            return Ok(());
+        }
+        Some(name) => {
+            let wanted = name.strip_prefix("node-").unwrap_or(name);
+            let node = state
+                .nodes
+                .iter()
+                .find(|node| node.node_id.strip_prefix("node-") == Some(wanted))
+                .with_context(|| format!("no node {name:?}: the cluster has node-1 to node-{}, and zk", state.nodes.len()))?;
+            print_stderr_extra(node, args.lines);
+            vec![node]
+        }
+    };
+    for node in selected {
+        print_tail(&node.log_path, args.lines, &node.node_id);
+    }
+    Ok(())
+}
+
+/// The daemon writes its glog lines to stderr too: show only what its log file lacks (a
+/// configuration error, a panic).
+fn print_stderr_extra(node: &NodeState, n_lines: usize) {
+    let read = |path: &Path| fs::read(path).map(|bytes| String::from_utf8_lossy(&bytes).into_owned()).unwrap_or_default();
+    let log = read(&node.log_path);
+    let stderr = read(&node.stderr_path);
+    let extra: Vec<&str> = stderr.lines().filter(|line| !log.contains(line)).collect();
+    if !extra.is_empty() {
+        println!("==> {} stderr, lines not in its log: {} <==", node.node_id, node.stderr_path.display());
+        for line in &extra[extra.len().saturating_sub(n_lines)..] {
+            println!("{line}");
+        }
+    }
+}
+
+fn print_tail(path: &Path, n_lines: usize, label: &str) {
+    let text = fs::read(path).map(|bytes| String::from_utf8_lossy(&bytes).into_owned()).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    println!("==> {label}: {} <==", path.display());
+    for line in &lines[lines.len().saturating_sub(n_lines)..] {
+        println!("{line}");
+    }
+}
+
+fn down(dir: &Path) -> Result<()> {
+    let Some(state) = load_state(dir)? else {
+        println!("no cluster (no {STATE_FILE} in {})", dir.display());
+        return Ok(());
+    };
+    let mut signalled = Vec::new();
+    for node in &state.nodes {
+        if node.is_running()? {
+            kill(Pid::from_raw(node.pid as i32), Signal::SIGTERM).with_context(|| format!("send SIGTERM to {} (pid {})", node.node_id, node.pid))?;
+            signalled.push(node);
+        } else if node.pid != 0 {
+            println!("{}: pid {} is not (or no longer) a zbs-taskd with {}; left alone", node.node_id, node.pid, node.config_path.display());
+        }
+    }
+    let deadline = Instant::now() + STOP_GRACE;
+    for node in signalled {
+        while node.is_running()? && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if node.is_running()? {
+            println!("{} (pid {}) did not stop within {STOP_GRACE:?}; sending SIGKILL", node.node_id, node.pid);
+            kill(Pid::from_raw(node.pid as i32), Signal::SIGKILL).with_context(|| format!("send SIGKILL to pid {}", node.pid))?;
+        } else {
+            println!("{} (pid {}) stopped", node.node_id, node.pid);
+        }
+    }
+    match DetachedZooKeeper::load(&state.zookeeper_dir)? {
+        Some(zookeeper) => {
+            let hosts = zookeeper.connect_string();
+            zookeeper.stop().context("stop ZooKeeper")?;
+            println!("ZooKeeper at {hosts} stopped");
+        }
+        None => println!("ZooKeeper: nothing recorded in {}", state.zookeeper_dir.display()),
+    }
+    fs::remove_dir_all(&state.dir).with_context(|| format!("remove {}", state.dir.display()))?;
+    println!("removed {}", state.dir.display());
+    Ok(())
+}
+
+/// Whether `pid` is a live `zbs-taskd` process with `config_path` on its command line (a zombie
+/// has an empty command line and counts as not running).
+fn is_our_daemon(pid: u32, config_path: &Path) -> Result<bool> {
+    if pid == 0 {
+        return Ok(false);
+    }
+    let cmdline_path = format!("/proc/{pid}/cmdline");
+    let cmdline = match fs::read(&cmdline_path) {
+        Ok(cmdline) => cmdline,
+        Err(error) if matches!(error.kind(), std::io::ErrorKind::NotFound) || error.raw_os_error() == Some(libc::ESRCH) => {
+            return Ok(false)
+        }
+        Err(error) => return Err(error).with_context(|| format!("read {cmdline_path}")),
+    };
+    let mut args = cmdline.split(|&byte| byte == 0).map(|arg| Path::new(std::ffi::OsStr::from_bytes(arg)));
+    let is_taskd = args.next().and_then(Path::file_name).is_some_and(|name| name == "zbs-taskd");
+    Ok(is_taskd && args.any(|arg| arg == config_path))
+}
+
+/// A fresh connection per request: a kept-alive idle connection would hold up a node's drain.
+fn status_agent() -> ureq::Agent {
+    ureq::AgentBuilder::new().timeout(Duration::from_secs(1)).max_idle_connections(0).max_idle_connections_per_host(0).build()
+}
+
+fn fetch_status(agent: &ureq::Agent, node: &NodeState) -> Result<NodeStatus> {
+    let url = node.status_url();
+    let body = agent.get(&url).call().with_context(|| format!("GET {url}"))?.into_string().context("read the status")?;
+    serde_json::from_str(&body).with_context(|| format!("parse the status {body:?}"))
+}
+
+/// `n` distinct TCP ports that were free on `address` a moment ago (all bound at once, then released).
+fn free_ports(address: Ipv4Addr, n: usize) -> Result<Vec<u16>> {
+    let listeners = (0..n)
+        .map(|_| TcpListener::bind(SocketAddrV4::new(address, 0)))
+        .collect::<std::io::Result<Vec<_>>>()
+        .with_context(|| format!("bind a free port on {address}"))?;
+    listeners.iter().map(|listener| Ok(listener.local_addr().context("read a bound port")?.port())).collect()
+}
