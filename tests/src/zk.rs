@@ -504,6 +504,11 @@ impl ZooKeeper {
         );
         process.signal(Signal::SIGSTOP)?;
         process.paused = true;
+        // SIGSTOP takes effect asynchronously: wait until every thread is stopped, or a request
+        // sent right after this call could still be answered.
+        if let Some(pid) = process.child.as_ref().map(Child::id) {
+            wait_all_threads_stopped(pid, Duration::from_secs(10))?;
+        }
         Ok(())
     }
 
@@ -1205,6 +1210,29 @@ fn connect_string(ports: impl Iterator<Item = u16>) -> String {
         .map(|port| format!("{LOOPBACK}:{port}"))
         .collect::<Vec<_>>()
         .join(",")
+}
+
+/// Waits until every thread of `pid` is in the stopped state (`T` in `/proc/<pid>/task/*/stat`).
+fn wait_all_threads_stopped(pid: u32, timeout: Duration) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).with_context(|| format!("list the threads of pid {pid}"))?;
+        let mut all_stopped = true;
+        for task in tasks.flatten() {
+            let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+            // The state follows the command name, which is in parentheses and may hold spaces.
+            let state = stat.rsplit_once(')').and_then(|(_, rest)| rest.trim_start().chars().next());
+            if !matches!(state, Some('T' | 't') | None) {
+                all_stopped = false;
+                break;
+            }
+        }
+        if all_stopped {
+            return Ok(());
+        }
+        ensure!(Instant::now() < deadline, "pid {pid} did not stop within {timeout:?} of SIGSTOP");
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }
 
 fn signal_pid(pid: u32, signal: Signal) -> Result<()> {
