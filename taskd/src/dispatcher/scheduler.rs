@@ -350,6 +350,11 @@ impl Scheduler {
             return;
         }
         match self.db.refresh(task_id) {
+            // The owner node existed and is gone: the runner released it or died. No claim grace.
+            Ok(Some(stored)) if stored.record.state == TaskState::Running && matches!(event, quorum::zk::NodeEvent::Deleted { .. }) => {
+                self.interrupt(task_id, "its runner's owner node vanished");
+                self.watch_owner_if_owned(&stored);
+            }
             Ok(Some(stored)) if stored.record.state == TaskState::Running => {
                 self.check_running(&stored);
             }
@@ -357,6 +362,15 @@ impl Scheduler {
             Err(error) => tracing::warn!(%task_id, %error, "cannot re-read a task after its owner changed"),
         }
         self.handle.request_check();
+    }
+
+    /// Re-arms the owner watch of a task `interrupt` left running (a new owner claimed it).
+    fn watch_owner_if_owned(&mut self, stored: &StoredRecord) {
+        if let Ok(Some(fresh)) = self.db.get(&stored.record.task_id) {
+            if fresh.record.state == TaskState::Running {
+                self.watch_owner(&fresh.record.task_id);
+            }
+        }
     }
 
     /// A running task: interrupted when its owner is gone (or never came); watched otherwise.
@@ -401,30 +415,44 @@ impl Scheduler {
         }
     }
 
-    /// The periodic check (see `# The check`).
+    /// The periodic check (see `# The check`). Only `Running` records are re-read from
+    /// ZooKeeper: every other change of an unfinished task is this dispatcher's own write, or a
+    /// runner's final write of a task the cache still shows `Running`.
     pub fn check(&mut self) {
-        let active: Vec<StoredRecord> = match self.db.list(&ListFilter::all()) {
-            Ok(all) => all.into_iter().filter(|stored| !stored.record.state.is_finished()).collect(),
-            Err(error) => {
-                tracing::warn!(%error, "cannot list the tasks");
-                return;
-            }
-        };
-        let mut due = Vec::new();
-        for stored in active {
-            let fresh = match self.db.refresh(&stored.record.task_id) {
-                Ok(Some(fresh)) => fresh,
-                Ok(None) => continue,
+        let mut due: Vec<StoredRecord> = Vec::new();
+        let mut seen = HashSet::new();
+        for state in [TaskState::Running, TaskState::Interrupted, TaskState::Pending] {
+            let listed = match self.db.list(&ListFilter::in_state(state)) {
+                Ok(listed) => listed,
                 Err(error) => {
-                    tracing::warn!(task_id = %stored.record.task_id, %error, "cannot re-read a task");
-                    continue;
+                    tracing::warn!(%error, %state, "cannot list the tasks");
+                    return;
                 }
             };
-            match fresh.record.state {
-                TaskState::Running => self.check_running(&fresh),
-                TaskState::Interrupted if fresh.record.runtime_window.is_none_or(|window| window.contains_now()) => due.push(fresh),
-                TaskState::Pending if retry_due(&fresh.record) => due.push(fresh),
-                _ => {}
+            for stored in listed {
+                // A runner's final write moves a task out of `Running` under this loop.
+                if !seen.insert(stored.record.task_id.clone()) {
+                    continue;
+                }
+                let fresh = if state == TaskState::Running {
+                    match self.db.refresh(&stored.record.task_id) {
+                        Ok(Some(fresh)) => fresh,
+                        Ok(None) => continue,
+                        Err(error) => {
+                            tracing::warn!(task_id = %stored.record.task_id, %error, "cannot re-read a task");
+                            continue;
+                        }
+                    }
+                } else {
+                    stored
+                };
+                let in_window = fresh.record.runtime_window.is_none_or(|window| window.contains_now());
+                match fresh.record.state {
+                    TaskState::Running => self.check_running(&fresh),
+                    TaskState::Interrupted if in_window => due.push(fresh),
+                    TaskState::Pending if retry_due(&fresh.record) => due.push(fresh),
+                    _ => {}
+                }
             }
         }
         if !due.is_empty() {
