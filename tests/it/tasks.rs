@@ -11,6 +11,7 @@ use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use anyhow::{bail, ensure, Context, Result};
+use chrono::Timelike;
 use serde_json::{json, Value};
 use tests::cluster::{daemon_binary, glog_time, Cluster, ClusterBuilder, Signal};
 
@@ -293,6 +294,36 @@ fn sleep_and_copy_tasks_complete_and_bad_requests_change_nothing() {
         let (status, answer) = request(cluster, leader, "POST", &format!("{PREFIX}/tasks/{long}/cancel"), Some("{}"))?;
         ensure!(status < 300, "cancel: {status} {answer}");
         wait_state(cluster, leader, &long, "cancelled", WAIT)?;
+        let refused_ops = [
+            (format!("tasks/{long}/resume"), "{}".to_string(), 409),
+            (format!("tasks/{long}/cancel"), "{}".to_string(), 409),
+            (format!("tasks/{long}/runtime"), json!({ "start_hour": 1, "start_min": 0, "end_hour": 2, "end_min": 0 }).to_string(), 409),
+            (format!("tasks/{long}/runtime"), json!({ "start_hour": 24, "start_min": 0, "end_hour": 2, "end_min": 0 }).to_string(), 400),
+        ];
+        for (path, body, expected) in &refused_ops {
+            let (status, answer) = request(cluster, leader, "POST", &format!("{PREFIX}/{path}"), Some(body))?;
+            ensure!(status == *expected, "POST {path} {body}: expected {expected}, got {status} {answer}");
+        }
+        ensure!(show(cluster, leader, &long)?["runtime_window"].is_null(), "a refused set_runtime changed the record");
+
+        // A copy outside its runtime window waits; set_runtime to the whole day lets it run.
+        let closed_hour = (chrono::Local::now().hour() + 2) % 24;
+        let window = json!({ "start_hour": closed_hour, "start_min": 0, "end_hour": closed_hour, "end_min": 1 });
+        let (_, source, _) = &copies[0];
+        let windowed = submit(
+            cluster,
+            leader,
+            "copy_volume/create",
+            json!({ "source": source, "destination": roots.join("dst-windowed"), "runtime_window": window }),
+        )?;
+        std::thread::sleep(Duration::from_secs(3));
+        let record = show(cluster, leader, &windowed)?;
+        ensure!(record["state"] == json!("pending") && record["runner_addr"].is_null(), "a copy ran outside its window: {record}");
+        let all_day = json!({ "start_hour": 0, "start_min": 0, "end_hour": 0, "end_min": 0 }).to_string();
+        let (status, answer) = request(cluster, leader, "POST", &format!("{PREFIX}/tasks/{windowed}/runtime"), Some(&all_day))?;
+        ensure!(status == 200, "set_runtime: {status} {answer}");
+        wait_state(cluster, leader, &windowed, "succeeded", WAIT)?;
+        ensure!(files_equal(source, &roots.join("dst-windowed"))?, "the windowed copy differs from its source");
 
         // The command-line client, pointed at a follower: it follows the 421 to the leader.
         let (code, out) = cli(cluster, follower, &["--json", "task", "sleep", "50"])?;
@@ -306,7 +337,7 @@ fn sleep_and_copy_tasks_complete_and_bad_requests_change_nothing() {
         ensure!(code == 0, "zbs-task task watch of a finished task: exit {code}: {out}");
         let (code, out) = cli(cluster, leader, &["--json", "task", "list", "--state", "succeeded"])?;
         let listed: Value = serde_json::from_str(&out).context("zbs-task task list --json output")?;
-        ensure!(code == 0 && listed.as_array().map_or(0, Vec::len) == 10, "zbs-task task list: exit {code}: {out}");
+        ensure!(code == 0 && listed.as_array().map_or(0, Vec::len) == 11, "zbs-task task list: exit {code}: {out}");
         let (code, out) = cli(cluster, leader, &["runner", "list"])?;
         ensure!(code == 0 && out.contains("node-1") && out.contains("node-3"), "zbs-task runner list: exit {code}: {out}");
         let (code, out) = cli(cluster, leader, &["cluster", "show"])?;
