@@ -549,6 +549,13 @@ impl NetnsCluster {
         Ok(pid)
     }
 
+    /// Waits until every node serves, sees every member and has a valid health of its own, one
+    /// node leads and it alone holds the VIP: the state after start-up, and before each trial of
+    /// a benchmark.
+    pub fn wait_formed(&self, timeout: Duration) -> Result<()> {
+        self.wait_until_formed(timeout)
+    }
+
     fn wait_until_formed(&self, timeout: Duration) -> Result<()> {
         let n_nodes = self.nodes.len();
         self.wait_until(timeout, "every node serving, seeing every member healthy, one leader holding the VIP", || {

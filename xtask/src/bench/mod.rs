@@ -2,6 +2,7 @@
 //! `target/bench/`. Benchmarks are measurements, never pass/fail tests.
 
 mod copy;
+mod failover;
 mod report;
 mod rpc;
 mod quorum;
@@ -18,6 +19,9 @@ pub struct BenchArgs {
     /// Which benchmark to run.
     #[arg(value_enum)]
     pub which: Which,
+    /// Trials per scenario (the failover benchmark).
+    #[arg(long, default_value_t = failover::DEFAULT_TRIALS)]
+    pub trials: usize,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -32,7 +36,9 @@ pub enum Which {
     Stepdown,
     /// CopyVolume on a 2 GiB sparse file next to `cp --sparse=always`.
     Copy,
-    /// Every benchmark above, one after the other.
+    /// VIP failover in a network-namespace cluster: data link down, silent cut, SIGTERM (root).
+    Failover,
+    /// Every benchmark above but failover, one after the other.
     All,
 }
 
@@ -43,6 +49,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         Which::Quorum => quorum::run(),
         Which::Stepdown => stepdown::run(),
         Which::Copy => copy::run(),
+        Which::Failover => failover::run(args.trials),
         Which::All => {
             runtime::run()?;
             rpc::run()?;
