@@ -115,7 +115,8 @@ fn leader_with_pid(cluster: &NetnsCluster) -> Result<(usize, u32)> {
     ensure!(status.leader, "{} holds the VIP but is not leader: {status:?}", cluster.node(leader).node_id);
     let pid = cluster.pid(leader).context("the leader's process is not running")?;
     ensure!(status.pid == pid, "the daemon reports pid {}, the harness started {pid}", status.pid);
-    wait_client_reaches(cluster, leader, Instant::now() - Duration::from_secs(60))?;
+    let long_ago = Instant::now().checked_sub(Duration::from_secs(60)).unwrap_or_else(Instant::now);
+    wait_client_reaches(cluster, leader, long_ago)?;
     Ok((leader, pid))
 }
 
