@@ -24,8 +24,8 @@ use clap::{Args, Subcommand};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
-use tests::cluster::{daemon_binary, NodeStatus};
-use tests::zk::{DetachedZooKeeper, ZooKeeperBuilder, DEFAULT_ZOOKEEPER_JAR};
+use ::tests::cluster::{daemon_binary, NodeStatus};
+use ::tests::zk::{DetachedZooKeeper, ZooKeeperBuilder, DEFAULT_ZOOKEEPER_JAR};
 
 /// The state file in `target/cluster/`.
 const STATE_FILE: &str = "cluster.json";
@@ -545,3 +545,6 @@ fn free_ports(address: Ipv4Addr, n: usize) -> Result<Vec<u16>> {
         .with_context(|| format!("bind a free port on {address}"))?;
     listeners.iter().map(|listener| Ok(listener.local_addr().context("read a bound port")?.port())).collect()
 }
+
+#[cfg(test)]
+mod tests;
