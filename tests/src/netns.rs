@@ -146,6 +146,8 @@ pub struct NetnsClusterBuilder {
     client_timeout: Duration,
     start_timeout: Duration,
     binary: Option<PathBuf>,
+    vip: bool,
+    track_interface: bool,
 }
 
 impl Default for NetnsClusterBuilder {
@@ -165,6 +167,8 @@ impl Default for NetnsClusterBuilder {
             client_timeout: Duration::from_millis(200),
             start_timeout: Duration::from_secs(60),
             binary: None,
+            vip: true,
+            track_interface: true,
         }
     }
 }
@@ -245,6 +249,20 @@ impl NetnsClusterBuilder {
         self
     }
 
+    /// Whether the daemons hold the VIP (default true). Without, they only serve their API (on
+    /// every address, the VIP included wherever it is) and something else, such as keepalived
+    /// ([`NetnsCluster::start_keepalived`]), can move the VIP.
+    pub fn vip(mut self, vip: bool) -> Self {
+        self.vip = vip;
+        self
+    }
+
+    /// Sets `health.probe.track_interface` (default true).
+    pub fn track_interface(mut self, track_interface: bool) -> Self {
+        self.track_interface = track_interface;
+        self
+    }
+
     /// Builds the namespaces and links, starts ZooKeeper and every node, the VIP sampler and the
     /// client loop, and waits until every node serves and sees every member healthy, one leads,
     /// and it holds the VIP.
@@ -285,6 +303,7 @@ impl NetnsClusterBuilder {
             dir: Some(dir),
             zookeeper: Some(zookeeper),
             start_timeout: self.start_timeout,
+            keepalived: (0..self.n_nodes).map(|_| Mutex::new(None)).collect(),
             settings: self,
             topology: Some(topology),
         };
@@ -322,11 +341,9 @@ impl NetnsClusterBuilder {
              port = {PROBE_PORT}\n\
              interval_ms = {interval_ms}\n\
              timeout_ms = {timeout_ms}\n\
-             track_interface = true\n\
+             track_interface = {track_interface}\n\
              interface = \"{DATA_INTERFACE}\"\n\
-             [vip]\n\
-             address = \"{VIP}/{VIP_PREFIX}\"\n\
-             interface = \"{MANAGEMENT_INTERFACE}\"\n",
+             {vip}",
             node_id = spec.node_id,
             session_timeout_ms = self.session_timeout.as_millis(),
             data_address = spec.data_address,
@@ -339,6 +356,12 @@ impl NetnsClusterBuilder {
             rise = self.health_rise,
             interval_ms = self.probe_interval.as_millis(),
             timeout_ms = self.probe_timeout.as_millis(),
+            track_interface = self.track_interface,
+            vip = if self.vip {
+                format!("[vip]\naddress = \"{VIP}/{VIP_PREFIX}\"\ninterface = \"{MANAGEMENT_INTERFACE}\"\n")
+            } else {
+                String::new()
+            },
         )
     }
 }
@@ -434,6 +457,7 @@ pub struct NetnsCluster {
     dir: Option<tempfile::TempDir>,
     zookeeper: Option<NsZooKeeper>,
     topology: Option<Topology>,
+    keepalived: Vec<Mutex<Option<Child>>>,
 }
 
 impl NetnsCluster {
@@ -568,7 +592,7 @@ impl NetnsCluster {
                 status.as_ref().is_some_and(|status| status.members.len() == n_nodes && !status.stopping && health_valid(status))
             });
             let leaders: Vec<usize> = (0..n_nodes).filter(|&node| statuses[node].as_ref().is_some_and(|status| status.leader)).collect();
-            formed && leaders.len() == 1 && self.vip_holders().ok().as_deref() == Some(&leaders[..])
+            formed && leaders.len() == 1 && (!self.settings.vip || self.vip_holders().ok().as_deref() == Some(&leaders[..]))
         })
         .with_context(|| format!("form a cluster of {n_nodes} (its dir is kept: {})", self.dir().display()))?;
         Ok(())
@@ -828,6 +852,102 @@ impl NetnsCluster {
         lines
     }
 
+    /// Starts keepalived in every node's namespace as the VIP's keeper (for a cluster built with
+    /// `vip(false)`): VRRP on the management interface (`advert_int 1`, equal priorities, so no
+    /// fail-back), `track_interface` on the data interface, and a `vrrp_script` that pings the
+    /// peers' data addresses (interval 1, fall 2, rise 2; a failure is FAULT). Its log is the
+    /// node's `keepalived.log`.
+    pub fn start_keepalived(&self) -> Result<()> {
+        ensure!(!self.settings.vip, "keepalived and the daemons would both hold the VIP: build the cluster with vip(false)");
+        for node in 0..self.nodes.len() {
+            self.start_keepalived_on(node)?;
+        }
+        Ok(())
+    }
+
+    /// Starts keepalived on one node (it must not run there).
+    pub fn start_keepalived_on(&self, node: usize) -> Result<u32> {
+        let spec = &self.nodes[node].spec;
+        let mut slot = lock(&self.keepalived[node]);
+        if let Some(child) = slot.as_mut() {
+            if child.try_wait().ok().flatten().is_none() {
+                bail!("keepalived already runs on {}", spec.node_id);
+            }
+        }
+        let peers: Vec<String> = (0..self.nodes.len())
+            .filter(|&other| other != node)
+            .map(|other| format!("ping -c1 -W1 {} >/dev/null 2>&1", self.nodes[other].spec.data_address))
+            .collect();
+        let script = spec.dir.join("check-data-peers.sh");
+        fs::write(&script, format!("#!/bin/sh\n{}\n", peers.join(" || "))).with_context(|| format!("write {}", script.display()))?;
+        fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .with_context(|| format!("make {} executable", script.display()))?;
+        let config = spec.dir.join("keepalived.conf");
+        fs::write(
+            &config,
+            format!(
+                "global_defs {{\n  router_id {node_id}\n}}\n\
+                 vrrp_script data_peers {{\n  script \"{script}\"\n  interval 1\n  timeout 1\n  fall 2\n  rise 2\n}}\n\
+                 vrrp_instance VI_1 {{\n  state BACKUP\n  interface {MANAGEMENT_INTERFACE}\n  virtual_router_id 51\n  priority 100\n  advert_int 1\n\
+                 \x20 track_interface {{\n    {DATA_INTERFACE}\n  }}\n  track_script {{\n    data_peers\n  }}\n\
+                 \x20 virtual_ipaddress {{\n    {VIP}/{VIP_PREFIX} dev {MANAGEMENT_INTERFACE} label {MANAGEMENT_INTERFACE}:vip\n  }}\n}}\n",
+                node_id = spec.node_id,
+                script = script.display(),
+            ),
+        )
+        .with_context(|| format!("write {}", config.display()))?;
+        let log_path = spec.dir.join("keepalived.log");
+        let log = OpenOptions::new().create(true).append(true).open(&log_path).with_context(|| format!("open {}", log_path.display()))?;
+        let log_for_stderr = log.try_clone().context("duplicate the log file handle")?;
+        let mut command = Command::new("ip");
+        command
+            .args(["netns", "exec", &spec.namespace, "keepalived", "--dont-fork", "--log-console", "--log-detail", "--vrrp"])
+            .arg("--use-file")
+            .arg(&config)
+            .arg("--pid")
+            .arg(spec.dir.join("keepalived.pid"))
+            .arg("--vrrp_pid")
+            .arg(spec.dir.join("keepalived-vrrp.pid"))
+            .current_dir(&spec.dir)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log_for_stderr);
+        die_with_parent(&mut command, false);
+        let child = command.spawn().with_context(|| format!("start keepalived on {}", spec.node_id))?;
+        let pid = child.id();
+        *slot = Some(child);
+        Ok(pid)
+    }
+
+    /// Sends `signal` to the node's keepalived, without waiting.
+    pub fn signal_keepalived(&self, node: usize, signal: Signal) -> Result<()> {
+        let slot = lock(&self.keepalived[node]);
+        let child = slot.as_ref().ok_or_else(|| anyhow!("keepalived does not run on {}", self.nodes[node].spec.node_id))?;
+        kill(Pid::from_raw(child.id() as i32), signal).with_context(|| format!("send {signal} to keepalived"))
+    }
+
+    /// Sends `signal` to the node's keepalived and waits (up to 10 s, then SIGKILL) for it to
+    /// exit; no-op when it does not run.
+    pub fn stop_keepalived(&self, node: usize, signal: Signal) -> Result<()> {
+        let mut slot = lock(&self.keepalived[node]);
+        let Some(mut child) = slot.take() else { return Ok(()) };
+        if child.try_wait().ok().flatten().is_some() {
+            return Ok(());
+        }
+        // It may be exiting already (a signal sent before): then the signal finds no process.
+        let _ = kill(Pid::from_raw(child.id() as i32), signal);
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(10) {
+            if child.try_wait().ok().flatten().is_some() {
+                return Ok(());
+            }
+            thread::sleep(POLL_INTERVAL);
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        bail!("keepalived on {} did not exit within 10 s of {signal}", self.nodes[node].spec.node_id)
+    }
+
     /// Stops every running node: SIGTERM to all at once, SIGKILL to those still running after `grace`.
     pub fn stop_all(&self, grace: Duration) {
         for node in 0..self.nodes.len() {
@@ -848,6 +968,9 @@ impl Drop for NetnsCluster {
     fn drop(&mut self) {
         self.client.stop();
         self.holder_sampler.stop();
+        for node in 0..self.keepalived.len() {
+            let _ = self.stop_keepalived(node, Signal::SIGTERM);
+        }
         self.stop_all(STOP_GRACE);
         drop(self.zookeeper.take());
         if thread::panicking() || self.keep_dir.load(Ordering::Acquire) {

@@ -17,8 +17,13 @@
 //! that its re-entry back-off does not grow over the trials; after a SIGTERM trial it is started
 //! again. Every trial begins from a formed cluster: every node healthy, one leader holding the VIP.
 //!
-//! keepalived is not run here (the side-by-side comparison): its keys are absent from the
-//! report and a note says so.
+//! Then the same trials run with **keepalived** as the VIP's keeper, in a second cluster of the
+//! same shape whose daemons hold no VIP (they only answer at whichever node has it): VRRP on the
+//! management network, `advert_int 1`, `track_interface` on the data link, a `vrrp_script` that
+//! pings the peers' data addresses (interval 1, fall 2, rise 2, FAULT on failure); SIGTERM goes to
+//! keepalived. Its results are the `keepalived_*` keys and `*_ratio` = ours / keepalived (p50 of
+//! the client's unavailability). When keepalived is not installed, that part is skipped and a
+//! note says so.
 
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
@@ -37,6 +42,16 @@ const CLIENT_TIMEOUT: Duration = Duration::from_millis(100);
 const WAIT: Duration = Duration::from_secs(30);
 /// How long after the old node rejoined the client is still watched for a fail-back.
 const FAILBACK_WINDOW: Duration = Duration::from_secs(1);
+
+/// What moves the VIP.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Keeper {
+    Taskd,
+    Keepalived,
+}
+
+/// How long keepalived is given after a restore to settle (rise 2 × interval 1 s, and a margin).
+const KEEPALIVED_SETTLE: Duration = Duration::from_secs(4);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Scenario {
@@ -77,30 +92,38 @@ pub fn run(trials: usize) -> Result<()> {
         .start()
         .context("start the network-namespace cluster")?;
     eprintln!("failover bench: {N_NODES} nodes from {} in {}", cluster.binary().display(), cluster.dir().display());
+    let results = measure_all(&cluster, Keeper::Taskd, trials)?;
+    let vip_on_two_nodes_samples = cluster.holder_sampler().two_holder_samples().len();
+    let vip_samples = cluster.holder_sampler().samples().len();
+    let core_files = cluster.core_files().len();
+    let crash_lines = cluster.crash_lines().len();
+    let settings = format!("{:?}", cluster.settings());
+    drop(cluster);
 
-    let mut results = Vec::new();
-    for scenario in Scenario::ALL {
-        let mut scenario_trials = Vec::with_capacity(trials);
-        for index in 0..trials {
-            let trial = match run_trial(&cluster, scenario) {
-                Ok(trial) => trial,
-                Err(error) => {
-                    cluster.keep_dir_on_drop();
-                    return Err(error.context(format!("{} trial {}", scenario.key(), index + 1)));
-                }
-            };
-            eprintln!(
-                "failover bench: {} trial {:>2}: VIP up after {:>7.1} ms, client unavailable {:>7.1} ms, fail-back failures {}",
-                scenario.key(),
-                index + 1,
-                trial.vip_up_ms,
-                trial.unavailable_ms,
-                trial.failback_failed_requests
-            );
-            scenario_trials.push(trial);
-        }
-        results.push((scenario, scenario_trials));
-    }
+    let keepalived_installed = std::process::Command::new("keepalived")
+        .arg("--version")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success());
+    let keepalived_results = if keepalived_installed {
+        let cluster = NetnsCluster::builder()
+            .nodes(N_NODES)
+            .session_timeout(SESSION_TIMEOUT)
+            .client_timing(CLIENT_INTERVAL, CLIENT_TIMEOUT)
+            .vip(false)
+            // The daemons only answer at the VIP here: they must not stop their API for the
+            // cuts, which only keepalived should react to.
+            .health_fall_rise(1000, 3)
+            .track_interface(false)
+            .start()
+            .context("start the network-namespace cluster for keepalived")?;
+        cluster.start_keepalived()?;
+        eprintln!("failover bench: keepalived on {N_NODES} nodes in {}", cluster.dir().display());
+        Some(measure_all(&cluster, Keeper::Keepalived, trials)?)
+    } else {
+        None
+    };
 
     let mut report = Report::new("failover");
     let mut failback_failed_requests = 0;
@@ -118,18 +141,44 @@ pub fn run(trials: usize) -> Result<()> {
     }
     report.set("failback_failed_requests", failback_failed_requests as f64);
     report.set("trials", trials as f64);
-    report.set("vip_on_two_nodes_samples", cluster.holder_sampler().two_holder_samples().len() as f64);
-    report.set("vip_samples", cluster.holder_sampler().samples().len() as f64);
-    report.set("core_files", cluster.core_files().len() as f64);
-    report.set("crash_lines", cluster.crash_lines().len() as f64);
+    report.set("vip_on_two_nodes_samples", vip_on_two_nodes_samples as f64);
+    report.set("vip_samples", vip_samples as f64);
+    report.set("core_files", core_files as f64);
+    report.set("crash_lines", crash_lines as f64);
     report.set("n_nodes", N_NODES as f64);
     report.set("session_timeout_ms", SESSION_TIMEOUT.as_millis() as f64);
-    let settings = cluster.settings();
     report.note(format!(
-        "3 zbs-taskd release processes in network namespaces, standalone ZooKeeper in its own; probe health source (fall/rise and timing: {settings:?})"
+        "3 zbs-taskd release processes in network namespaces, standalone ZooKeeper in its own; probe health source (fall/rise and timing: {settings})"
     ));
     report.note("client: GET http://<VIP>/api/v1/status every 10 ms from a client namespace, 100 ms bound per request");
-    report.note("keepalived was not run: it is not installed here; the keepalived_* keys are absent");
+    match &keepalived_results {
+        Some(keepalived_results) => {
+            let mut keepalived_failback = 0;
+            for (scenario, scenario_trials) in keepalived_results {
+                let key = scenario.key();
+                let mut unavailable: Vec<f64> = scenario_trials.iter().map(|trial| trial.unavailable_ms).collect();
+                let mut vip_up: Vec<f64> = scenario_trials.iter().map(|trial| trial.vip_up_ms).collect();
+                let keepalived_p50 = percentile(&mut unavailable, 0.5);
+                report.set(&format!("keepalived_{key}_unavailable_ms_p50"), keepalived_p50);
+                report.set(&format!("keepalived_{key}_unavailable_ms_p99"), percentile(&mut unavailable, 0.99));
+                report.set(&format!("keepalived_{key}_vip_up_ms_p50"), percentile(&mut vip_up, 0.5));
+                report.set(&format!("keepalived_{key}_vip_up_ms_p99"), percentile(&mut vip_up, 0.99));
+                if let Some(ours) = report.results.get(&format!("{key}_unavailable_ms_p50")).copied() {
+                    report.set(&format!("{key}_unavailable_ratio"), if keepalived_p50 > 0.0 { ours / keepalived_p50 } else { f64::NAN });
+                }
+                if let (Some(ours), Some(theirs)) = (
+                    report.results.get(&format!("{key}_vip_up_ms_p50")).copied(),
+                    report.results.get(&format!("keepalived_{key}_vip_up_ms_p50")).copied(),
+                ) {
+                    report.set(&format!("{key}_vip_up_ratio"), if theirs > 0.0 { ours / theirs } else { f64::NAN });
+                }
+                keepalived_failback += scenario_trials.iter().map(|trial| trial.failback_failed_requests).sum::<usize>();
+            }
+            report.set("keepalived_failback_failed_requests", keepalived_failback as f64);
+            report.note("keepalived: VRRP advert_int 1, equal priorities, track_interface data0, vrrp_script pinging the peers' data addresses (interval 1, fall 2, rise 2)");
+        }
+        None => report.note("keepalived was not run: it is not installed here (apt-get install keepalived); the keepalived_* keys are absent"),
+    }
     report.write()?;
     let plot = bench_dir().join("failover.svg");
     std::fs::write(&plot, svg_plot(&results)).with_context(|| format!("write {}", plot.display()))?;
@@ -137,17 +186,45 @@ pub fn run(trials: usize) -> Result<()> {
     Ok(())
 }
 
-fn run_trial(cluster: &NetnsCluster, scenario: Scenario) -> Result<Trial> {
+fn measure_all(cluster: &NetnsCluster, keeper: Keeper, trials: usize) -> Result<Vec<(Scenario, Vec<Trial>)>> {
+    let mut results = Vec::new();
+    for scenario in Scenario::ALL {
+        let mut scenario_trials = Vec::with_capacity(trials);
+        for index in 0..trials {
+            let trial = match run_trial(cluster, keeper, scenario) {
+                Ok(trial) => trial,
+                Err(error) => {
+                    cluster.keep_dir_on_drop();
+                    return Err(error.context(format!("{keeper:?} {} trial {}", scenario.key(), index + 1)));
+                }
+            };
+            eprintln!(
+                "failover bench: {keeper:?} {} trial {:>2}: VIP up after {:>7.1} ms, client unavailable {:>7.1} ms, fail-back failures {}",
+                scenario.key(),
+                index + 1,
+                trial.vip_up_ms,
+                trial.unavailable_ms,
+                trial.failback_failed_requests
+            );
+            scenario_trials.push(trial);
+        }
+        results.push((scenario, scenario_trials));
+    }
+    Ok(results)
+}
+
+fn run_trial(cluster: &NetnsCluster, keeper: Keeper, scenario: Scenario) -> Result<Trial> {
     cluster.wait_formed(WAIT)?;
     let old = cluster.wait_for_vip_holder(None, WAIT)?;
     let old_id = cluster.node(old).node_id.clone();
     cluster.client().wait_answered_by(&old_id, Instant::now(), WAIT)?;
 
     let injected_at = Instant::now();
-    match scenario {
-        Scenario::LinkCut => cluster.cut_data_link(old)?,
-        Scenario::SilentCut => cluster.cut_data_link_silently(old)?,
-        Scenario::Sigterm => cluster.signal(old, Signal::SIGTERM)?,
+    match (scenario, keeper) {
+        (Scenario::LinkCut, _) => cluster.cut_data_link(old)?,
+        (Scenario::SilentCut, _) => cluster.cut_data_link_silently(old)?,
+        (Scenario::Sigterm, Keeper::Taskd) => cluster.signal(old, Signal::SIGTERM)?,
+        (Scenario::Sigterm, Keeper::Keepalived) => cluster.signal_keepalived(old, Signal::SIGTERM)?,
     }
     let new = loop {
         if let Some(new) = cluster.vip_holders()?.into_iter().find(|&node| node != old) {
@@ -163,6 +240,21 @@ fn run_trial(cluster: &NetnsCluster, scenario: Scenario) -> Result<Trial> {
     let unavailable = cluster.client().longest_outage_since(injected_at).map(|outage| outage.duration()).unwrap_or_default();
 
     let restored_at = Instant::now();
+    if keeper == Keeper::Keepalived {
+        match scenario {
+            Scenario::LinkCut | Scenario::SilentCut => cluster.restore_data_link(old)?,
+            Scenario::Sigterm => {
+                cluster.stop_keepalived(old, Signal::SIGTERM)?;
+                cluster.start_keepalived_on(old)?;
+            }
+        }
+        std::thread::sleep(KEEPALIVED_SETTLE);
+        return Ok(Trial {
+            vip_up_ms: vip_up.as_secs_f64() * 1000.0,
+            unavailable_ms: unavailable.as_secs_f64() * 1000.0,
+            failback_failed_requests: cluster.client().failures_since(restored_at),
+        });
+    }
     match scenario {
         Scenario::LinkCut | Scenario::SilentCut => {
             cluster.restore_data_link(old)?;
