@@ -5,8 +5,9 @@ use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
-/// Debian packages the integration tests use: a real ZooKeeper server (which pulls in Java).
-const TEST_PACKAGES: &[&str] = &["zookeeper"];
+/// Debian packages the integration tests use: a real ZooKeeper server (which pulls in Java),
+/// `ip` for the network-namespace tests and `systemd-analyze` for the unit file.
+const TEST_PACKAGES: &[&str] = &["zookeeper", "iproute2", "systemd"];
 
 pub fn run() -> Result<()> {
     ensure_packages(TEST_PACKAGES)?;
