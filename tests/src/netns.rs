@@ -874,12 +874,18 @@ impl NetnsCluster {
                 bail!("keepalived already runs on {}", spec.node_id);
             }
         }
-        let peers: Vec<String> = (0..self.nodes.len())
-            .filter(|&other| other != node)
-            .map(|other| format!("ping -c1 -W1 {} >/dev/null 2>&1", self.nodes[other].spec.data_address))
-            .collect();
+        // The peers are pinged in parallel, so that one unreachable peer does not make the script
+        // take its ping's timeout before the next peer is asked: good when any peer answers.
+        let mut text = String::from("#!/bin/sh\n");
+        let mut waits = Vec::new();
+        for (position, other) in (0..self.nodes.len()).filter(|&other| other != node).enumerate() {
+            text.push_str(&format!("ping -c1 -W1 {} >/dev/null 2>&1 &\np{position}=$!\n", self.nodes[other].spec.data_address));
+            waits.push(format!("wait $p{position} && exit 0"));
+        }
+        text.push_str(&waits.join("\n"));
+        text.push_str("\nexit 1\n");
         let script = spec.dir.join("check-data-peers.sh");
-        fs::write(&script, format!("#!/bin/sh\n{}\n", peers.join(" || "))).with_context(|| format!("write {}", script.display()))?;
+        fs::write(&script, text).with_context(|| format!("write {}", script.display()))?;
         fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
             .with_context(|| format!("make {} executable", script.display()))?;
         let config = spec.dir.join("keepalived.conf");
@@ -887,7 +893,7 @@ impl NetnsCluster {
             &config,
             format!(
                 "global_defs {{\n  router_id {node_id}\n}}\n\
-                 vrrp_script data_peers {{\n  script \"{script}\"\n  interval 1\n  timeout 1\n  fall 2\n  rise 2\n}}\n\
+                 vrrp_script data_peers {{\n  script \"{script}\"\n  interval 1\n  timeout 2\n  fall 2\n  rise 2\n}}\n\
                  vrrp_instance VI_1 {{\n  state BACKUP\n  interface {MANAGEMENT_INTERFACE}\n  virtual_router_id 51\n  priority 100\n  advert_int 1\n\
                  \x20 track_interface {{\n    {DATA_INTERFACE}\n  }}\n  track_script {{\n    data_peers\n  }}\n\
                  \x20 virtual_ipaddress {{\n    {VIP}/{VIP_PREFIX} dev {MANAGEMENT_INTERFACE} label {MANAGEMENT_INTERFACE}:vip\n  }}\n}}\n",
