@@ -19,8 +19,13 @@ use super::wait_group::DoneOnDrop;
 use super::RpcError;
 use crate::context::panic_message;
 
-/// How often a waiting connection looks at the drain flag (its read timeout).
-const POLL_INTERVAL: Duration = Duration::from_millis(50);
+// Read timeouts are long on purpose. `may`'s IO timer (io_timeout) races with its selector:
+// a timer that expires at the moment a read completes borrows the socket's timer cell on two
+// threads at once and panics the worker ("RefCell already borrowed" in
+// `EventData::fast_schedule`, then memory corruption). A 50 ms poll made that a matter of
+// minutes under steady traffic; with the idle or request timeout as the read timeout a timer
+// only fires on a connection that has been silent for that long. The drain does not wait for
+// timers either: it shuts the read side of idle connections down (`wake_if_idle`).
 /// Bytes read per `read` call.
 const READ_CHUNK: usize = 16 * 1024;
 /// At most this much is read and thrown away while lingering before a close.
@@ -77,6 +82,18 @@ pub(crate) struct ConnectionShared {
 impl ConnectionShared {
     fn set(&self, activity: Activity) {
         *self.activity.lock() = activity;
+    }
+
+    /// Wakes a connection blocked waiting for its next request, when the drain begins: the read
+    /// side is shut down, so its read returns end-of-file and it closes (bytes already queued
+    /// are still read first, and answered 503). A connection that is reading, handling or
+    /// writing is left to finish; it sees the drain flag before it reads again.
+    pub(crate) fn wake_if_idle(&self) {
+        let activity = self.activity.lock();
+        if matches!(*activity, Activity::Idle) {
+            // SAFETY of the fd: called with the registry locked, as `cut`; shutdown does not close it.
+            unsafe { libc::shutdown(self.fd, libc::SHUT_RD) };
+        }
     }
 
     /// Logs what the connection is doing and shuts its socket down; its coroutine then ends
@@ -237,7 +254,8 @@ enum Next {
 /// Serves requests until the connection should close; returns the stream unclosed.
 fn serve(mut stream: may::net::TcpStream, connection: &ConnectionShared, cycle: &Cycle, shared: &Shared) -> may::net::TcpStream {
     let _ = stream.set_nodelay(true);
-    if stream.set_read_timeout(Some(POLL_INTERVAL)).is_err() || stream.set_write_timeout(Some(shared.write_timeout)).is_err() {
+    let read_timeout = shared.idle_timeout.min(shared.request_timeout);
+    if stream.set_read_timeout(Some(read_timeout)).is_err() || stream.set_write_timeout(Some(shared.write_timeout)).is_err() {
         return stream;
     }
     let mut buffer: Vec<u8> = Vec::with_capacity(READ_CHUNK);
@@ -325,6 +343,11 @@ fn read_request(
             }
         }
         if connection.cut.load(Ordering::Acquire) {
+            return ReadOutcome::Closed;
+        }
+        // Between requests, a drain closes the connection (its `Idle` was set before this
+        // load, so a drain that missed it in `wake_if_idle` is seen here).
+        if request_started.is_none() && buffer.is_empty() && cycle.draining.load(Ordering::Acquire) {
             return ReadOutcome::Closed;
         }
         let start = buffer.len();
@@ -444,6 +467,8 @@ fn linger(
         buffer.clear();
     }
     let deadline = Instant::now() + shared.linger;
+    // Bounded by the linger time (a closing connection; see the note on read timeouts).
+    let _ = stream.set_read_timeout(Some(shared.linger.max(Duration::from_millis(1))));
     let mut n_read = 0usize;
     loop {
         if connection.cut.load(Ordering::Acquire) {

@@ -257,6 +257,13 @@ impl Cycle {
         self.accept_exited.done();
     }
 
+    /// Wakes every connection that waits for its next request, so the drain need not wait.
+    fn wake_idle_connections(&self) {
+        for connection in self.connections.lock().values() {
+            connection.wake_if_idle();
+        }
+    }
+
     /// Shuts down the sockets of every connection still open and logs what each was doing.
     fn cut_connections(&self, server: &str, why: &str) -> usize {
         let connections = self.connections.lock();
@@ -823,6 +830,7 @@ impl Inner {
         }
         let _ = self.status.transition(ServerStatus::Stopping, ServerStatus::DrainingUntilStopped);
         cycle.draining.store(true, Ordering::Release);
+        cycle.wake_idle_connections();
         let deadline = started + self.config.workers_join_timeout;
         *cycle.drain_deadline.lock() = Some(deadline);
         let n_at_start = cycle.live_connections.count();
