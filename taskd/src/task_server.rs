@@ -127,7 +127,7 @@ impl TaskServer {
         };
         let inner = Arc::new_cyclic(|weak: &std::sync::Weak<Inner>| {
             let dispatcher_server = Server::new(api_routes(
-                ServerConfig::new("dispatcher", config.dispatcher_address()),
+                ServerConfig::new("dispatcher", dispatcher_bind_address(&config)),
                 true,
                 weak.clone(),
                 &config,
@@ -287,6 +287,22 @@ impl Drop for TaskServer {
     }
 }
 
+/// Where the dispatcher API listens: with a VIP, on every address of the node (the VIP comes
+/// and goes with leadership, and clients reach the leader through it); otherwise on the
+/// management address only.
+fn dispatcher_bind_address(config: &Config) -> SocketAddr {
+    if config.vip.is_some() {
+        let any: std::net::IpAddr = if config.management_address.is_ipv6() {
+            std::net::Ipv6Addr::UNSPECIFIED.into()
+        } else {
+            std::net::Ipv4Addr::UNSPECIFIED.into()
+        };
+        SocketAddr::new(any, config.dispatcher_port)
+    } else {
+        config.dispatcher_address()
+    }
+}
+
 fn log_stage(number: u32, stage: &str, started: Instant) {
     tracing::info!("stop stage {number}: {stage} ({:.1} ms)", started.elapsed().as_secs_f64() * 1000.0);
 }
@@ -345,7 +361,9 @@ impl Inner {
             }
             return;
         }
-        if self.published_health.is_healthy() {
+        // The published flag turns bad at once but good again only at the dispatcher's next
+        // check; a health that has recovered meanwhile is no reason to stop.
+        if self.published_health.is_healthy() || !self.health.is_invalid() {
             self.warned_no_healthy_peer.store(false, Ordering::Release);
             return;
         }

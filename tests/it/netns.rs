@@ -242,7 +242,6 @@ fn cut_whole_data_network(cluster: &NetnsCluster, leader: usize) -> Result<()> {
 /// tick, sees a healthy member and stops the service "for a failed data network" (see the
 /// report of the netns work; `TaskServer::poll_health` in taskd/src/task_server.rs).
 #[test]
-#[ignore = "daemon bug: after a whole outage the leader steps down on the dispatcher's stale health flag"]
 fn whole_outage_recovery_keeps_the_vip_on_the_leader() {
     with_cluster("whole_outage_recovery", NetnsCluster::builder(), |cluster| {
         let (leader, leader_pid) = leader_with_pid(cluster)?;

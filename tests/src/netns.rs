@@ -19,9 +19,9 @@
 //! daemon runs as `ip netns exec <ns> zbs-taskd --config ...`; `ip` execs the daemon, so the
 //! child's pid is the daemon's.
 //!
-//! The daemons listen on `0.0.0.0` (`management_address`): the dispatcher API binds the
-//! management address and nothing else, so bound to the node's own address it would not answer
-//! on the VIP, and clients reach the leader at the VIP. Each namespace is its own network, so the
+//! The daemons listen on `0.0.0.0` (`management_address`): with a `[vip]` the dispatcher API
+//! binds every address itself, but the keepalived comparison runs the daemons without one and
+//! its clients still reach the leader at keepalived's VIP. Each namespace is its own network, so the
 //! wildcard reaches nothing beyond it. The data address is the node's own (`10.213.2.x`), the one
 //! peers probe.
 //!
