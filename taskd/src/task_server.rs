@@ -542,6 +542,7 @@ fn api_routes(
         let runner_inner = inner.clone();
         runner_routes(config, Arc::new(move || runner_inner.upgrade().and_then(|inner| inner.runner.lock().clone())))
     };
+    let config = if dispatcher && debug_hooks_enabled() { debug_routes(config, inner.clone()) } else { config };
     let status_inner = inner.clone();
     config
         .worker_pool(pool.clone())
@@ -552,6 +553,30 @@ fn api_routes(
             Some(inner) => Response::json(200, &status_json(&inner)),
             None => Response::error(503, "server stopping"),
         })
+}
+
+/// The environment variable that enables the test-only debug routes; they do not exist
+/// without it.
+pub const DEBUG_HOOKS_ENV: &str = "ZBS_TASKD_DEBUG_HOOKS";
+
+fn debug_hooks_enabled() -> bool {
+    std::env::var(DEBUG_HOOKS_ENV).is_ok_and(|value| value == "1")
+}
+
+/// `POST /debug/v1/wedge-loop?ms=N`: blocks the server loop's thread for N ms (at most 60 s), so
+/// a test can see that a hung loop stops the systemd watchdog pings.
+fn debug_routes(config: ServerConfig, inner: std::sync::Weak<Inner>) -> ServerConfig {
+    config.route(Method::Post, "/debug/v1/wedge-loop", move |request| {
+        let Some(ms) = request.query_param("ms").and_then(|ms| ms.parse::<u64>().ok()).filter(|ms| *ms <= 60_000) else {
+            return Response::error(400, "ms must be a number of milliseconds up to 60000");
+        };
+        let Some(inner) = inner.upgrade() else { return Response::error(503, "server stopping") };
+        tracing::warn!(ms, "debug hook: wedging the server loop");
+        match inner.loop_context.sched(move || std::thread::sleep(Duration::from_millis(ms))) {
+            Ok(()) => Response::json(202, &serde_json::json!({ "wedged_ms": ms })),
+            Err(_) => Response::error(503, "server stopping"),
+        }
+    })
 }
 
 fn status_json(inner: &Inner) -> serde_json::Value {

@@ -310,11 +310,10 @@ fn ready_then_watchdog_pings_then_stopping_on_sigterm() {
     });
 }
 
-/// The hook this test needs from the daemon (not there yet): with `ZBS_TASKD_DEBUG_HOOKS=1` in
-/// its environment, `POST /debug/v1/wedge-loop?ms=N` on the dispatcher API schedules a closure on
-/// the server's event loop that blocks that loop's thread for N ms, and answers 202 at once.
+/// With `ZBS_TASKD_DEBUG_HOOKS=1` in its environment, `POST /debug/v1/wedge-loop?ms=N` on the
+/// dispatcher API schedules a closure on the server's event loop that blocks that loop's thread
+/// for N ms, and answers 202 at once.
 #[test]
-#[ignore = "needs the wedge hook"]
 fn a_wedged_event_loop_stops_the_watchdog_pings() {
     with_daemon(&[("ZBS_TASKD_DEBUG_HOOKS", "1")], |daemon| {
         daemon.socket.wait_for("READY=1", WAIT)?;
