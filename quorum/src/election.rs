@@ -257,7 +257,9 @@ impl Election {
                 self.needs_evaluation = true;
                 self.retry_at = None;
             }
-            ZkSessionState::Expired | ZkSessionState::Closed | ZkSessionState::AuthFailed => self.on_session_lost(state),
+            ZkSessionState::Expired | ZkSessionState::Closed | ZkSessionState::AuthFailed => {
+                self.on_session_lost(state)
+            }
         }
     }
 
@@ -354,8 +356,7 @@ impl Election {
     /// Connected by the last message and by the client's own latest state: a request sent while
     /// disconnected would wait for the reconnection, and the driver must stay free to step down.
     fn is_connected_now(&self) -> bool {
-        self.connected
-            && self.session.as_ref().is_some_and(|session| session.state() == ZkSessionState::SyncConnected)
+        self.connected && self.session.as_ref().is_some_and(|session| session.state() == ZkSessionState::SyncConnected)
     }
 
     fn step_down_deadline(&self) -> Option<Instant> {
@@ -378,7 +379,11 @@ impl Election {
         match self.evaluate_once(&session) {
             Ok(()) => {
                 self.retry_at = None;
-                tracing::debug!(elapsed_us = started.elapsed().as_micros() as u64, leader = self.leader, "election evaluated");
+                tracing::debug!(
+                    elapsed_us = started.elapsed().as_micros() as u64,
+                    leader = self.leader,
+                    "election evaluated"
+                );
             }
             Err(error) => {
                 self.needs_evaluation = true;
@@ -495,7 +500,11 @@ impl Election {
         self.step_down("a member with a higher priority has joined");
         let results = session.multi(&[
             ZkOp::Delete { path: own_node.path.clone(), expected_version: None },
-            ZkOp::Create { path: self.own_prefix(), data: self.member_info.encode(), kind: NodeKind::EphemeralSequential },
+            ZkOp::Create {
+                path: self.own_prefix(),
+                data: self.member_info.encode(),
+                kind: NodeKind::EphemeralSequential,
+            },
         ])?;
         let created_path = results.into_iter().find_map(|result| match result {
             ZkOpResult::Created { path } => Some(path),
@@ -587,7 +596,9 @@ impl Election {
             // session (closed below, or expired).
             match session.delete(&own_node.path, None) {
                 Ok(()) | Err(ZkError::NoNode { .. }) => {}
-                Err(error) => tracing::warn!(%error, "could not delete the election node; closing the session removes it"),
+                Err(error) => {
+                    tracing::warn!(%error, "could not delete the election node; closing the session removes it")
+                }
             }
         }
         self.shared.set_sequence(None);
@@ -620,7 +631,9 @@ impl Election {
 fn own_node_from(path: String, sequence: Option<i64>) -> Result<OwnNode, ZkError> {
     match sequence {
         Some(sequence) => Ok(OwnNode { path, sequence }),
-        None => Err(ZkError::CorruptData { path, reason: "a sequential create returned no sequence number".to_string() }),
+        None => {
+            Err(ZkError::CorruptData { path, reason: "a sequential create returned no sequence number".to_string() })
+        }
     }
 }
 

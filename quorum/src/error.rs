@@ -65,9 +65,7 @@ impl ZkError {
             ClientError::SessionExpired | ClientError::SessionMoved => ZkError::SessionExpired { operation, path },
             ClientError::ClientClosed => ZkError::SessionClosed { operation, path },
             ClientError::BadArguments(detail) => ZkError::BadArguments { operation, path, detail: detail.to_string() },
-            ClientError::InvalidAcl => {
-                ZkError::BadArguments { operation, path, detail: "invalid ACL".to_string() }
-            }
+            ClientError::InvalidAcl => ZkError::BadArguments { operation, path, detail: "invalid ACL".to_string() },
             // The client reports a silent server ("no response from connection") as a custom
             // error, not as ConnectionLoss (DESIGN section 6); both mean the same to callers.
             error @ (ClientError::ConnectionLoss | ClientError::Custom(_) | ClientError::Timeout) => {

@@ -46,7 +46,8 @@ impl MemberInfo {
 
     /// Decodes an election node's data; `path` names the node in the error.
     pub fn decode(path: &str, data: &[u8]) -> Result<MemberInfo, ZkError> {
-        serde_json::from_slice(data).map_err(|error| ZkError::CorruptData { path: path.to_string(), reason: error.to_string() })
+        serde_json::from_slice(data)
+            .map_err(|error| ZkError::CorruptData { path: path.to_string(), reason: error.to_string() })
     }
 }
 
@@ -92,7 +93,11 @@ pub fn sorted_member_nodes(service_path: &str, names: &[String]) -> Vec<(i64, St
 /// Reads the data of the election nodes `nodes` (sorted `(sequence, name)` pairs under
 /// `service_path`) in one pipelined round trip. Nodes gone meanwhile are left out; nodes with
 /// corrupt data are left out with a warning naming the node.
-pub fn read_member_nodes(session: &ZkSession, service_path: &str, nodes: Vec<(i64, String)>) -> Result<Vec<Member>, ZkError> {
+pub fn read_member_nodes(
+    session: &ZkSession,
+    service_path: &str,
+    nodes: Vec<(i64, String)>,
+) -> Result<Vec<Member>, ZkError> {
     let paths: Vec<String> = nodes.iter().map(|(_, node_name)| format!("{service_path}/{node_name}")).collect();
     let replies = session.get_data_of_each(&paths)?;
     let mut members = Vec::with_capacity(nodes.len());

@@ -25,7 +25,13 @@ fn member_nodes_are_sorted_by_sequence_and_strangers_skipped() {
 
 #[test]
 fn member_info_round_trips_and_corrupt_data_is_an_error() {
-    let info = MemberInfo { id: "node-1".into(), address: "127.0.0.1:10600".into(), priority: 3, healthy: false, data_address: None };
+    let info = MemberInfo {
+        id: "node-1".into(),
+        address: "127.0.0.1:10600".into(),
+        priority: 3,
+        healthy: false,
+        data_address: None,
+    };
     assert_eq!(MemberInfo::decode("/p/member-1", &info.encode()), Ok(info));
     for corrupt in [&b"not json"[..], b"", b"{\"id\": 5}", b"\xff\xfe", b"[1,2,3]"] {
         match MemberInfo::decode("/p/member-1", corrupt) {

@@ -15,7 +15,9 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use zookeeper_client::{Acls, Client, CreateMode, CreateOptions, EventType, OneshotWatcher, SessionState, StateWatcher};
+use zookeeper_client::{
+    Acls, Client, CreateMode, CreateOptions, EventType, OneshotWatcher, SessionState, StateWatcher,
+};
 
 use crate::error::{Result, ZkError};
 
@@ -175,12 +177,22 @@ pub enum ZkOpResult {
 /// What a one-shot watch saw.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NodeEvent {
-    Created { path: String },
-    Deleted { path: String },
-    DataChanged { path: String },
-    ChildrenChanged { path: String },
+    Created {
+        path: String,
+    },
+    Deleted {
+        path: String,
+    },
+    DataChanged {
+        path: String,
+    },
+    ChildrenChanged {
+        path: String,
+    },
     /// The session ended (expired or closed) before the node changed: the watch is gone.
-    SessionEnded { state: ZkSessionState },
+    SessionEnded {
+        state: ZkSessionState,
+    },
 }
 
 /// A one-shot watch set by `exists_and_watch`, `get_data_and_watch` or `children_and_watch`.

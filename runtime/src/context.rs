@@ -342,11 +342,7 @@ pub(crate) fn try_yield_current() -> bool {
 
 /// Parks the running context coroutine (token semantics, see `park`).
 pub(crate) fn park_current(state: &Arc<CoroutineState>) {
-    if state
-        .state
-        .compare_exchange(NOTIFIED, RUNNING, Ordering::AcqRel, Ordering::Acquire)
-        .is_ok()
-    {
+    if state.state.compare_exchange(NOTIFIED, RUNNING, Ordering::AcqRel, Ordering::Acquire).is_ok() {
         return;
     }
     switch_out(YieldReason::Park);
@@ -358,11 +354,7 @@ pub(crate) fn park_current_until(state: &Arc<CoroutineState>, deadline: Instant)
     with_worker(|worker| {
         let sequence = worker.timer_sequence.get();
         worker.timer_sequence.set(sequence + 1);
-        worker.timers.borrow_mut().push(TimerEntry {
-            deadline,
-            sequence,
-            coroutine: Arc::downgrade(state),
-        });
+        worker.timers.borrow_mut().push(TimerEntry { deadline, sequence, coroutine: Arc::downgrade(state) });
     });
     park_current(state);
 }
@@ -455,7 +447,8 @@ impl Worker {
 
     fn take_injected(&self) {
         // A push that lands after the swap sets the flag again, so it is taken next round.
-        if !self.shared.has_injected.load(Ordering::Relaxed) || !self.shared.has_injected.swap(false, Ordering::Acquire) {
+        if !self.shared.has_injected.load(Ordering::Relaxed) || !self.shared.has_injected.swap(false, Ordering::Acquire)
+        {
             return;
         }
         while let Some(runnable) = self.shared.injected.pop() {

@@ -84,11 +84,7 @@ pub enum ExitCounterError {
     NotARegularFile { path: PathBuf },
     /// A system call on the file failed.
     #[error("{action} exit counter file {path}: {source}")]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        source: io::Error,
-    },
+    Io { action: &'static str, path: PathBuf, source: io::Error },
 }
 
 /// Result of exit counter operations.
@@ -127,12 +123,7 @@ impl ExitCounter {
         if path.file_name().is_none() {
             return Err(ExitCounterError::NotAFileName { path });
         }
-        let counter = ExitCounter {
-            mapped: Mutex::new(MappedFile::open(&path)?),
-            path,
-            window,
-            limit,
-        };
+        let counter = ExitCounter { mapped: Mutex::new(MappedFile::open(&path)?), path, window, limit };
         // Validate (and create or repair) now, so that problems show at start-up.
         counter.with_ring(now_ms(), |_ring| ())?;
         Ok(counter)
@@ -251,13 +242,9 @@ impl MappedFile {
             .mode(FILE_MODE)
             .open(path)
             .map_err(|source| open_error(path, source))?;
-        let metadata = file
-            .metadata()
-            .map_err(|source| io_error("inspect", path, source))?;
+        let metadata = file.metadata().map_err(|source| io_error("inspect", path, source))?;
         if !metadata.is_file() {
-            return Err(ExitCounterError::NotARegularFile {
-                path: path.to_path_buf(),
-            });
+            return Err(ExitCounterError::NotARegularFile { path: path.to_path_buf() });
         }
         Ok(MappedFile { file, map: None })
     }
@@ -269,21 +256,14 @@ impl MappedFile {
             Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(false),
             Err(source) => return Err(io_error("inspect", path, source)),
         };
-        let open = self
-            .file
-            .metadata()
-            .map_err(|source| io_error("inspect", path, source))?;
+        let open = self.file.metadata().map_err(|source| io_error("inspect", path, source))?;
         Ok(at_path.dev() == open.dev() && at_path.ino() == open.ino())
     }
 
     /// The mapped bytes and the ring they hold, after making sure the file has the right size
     /// and valid content, recreating it when not. Must be called with the file lock held.
     fn validated(&mut self, path: &Path) -> Result<(&mut [u8], Ring)> {
-        let len = self
-            .file
-            .metadata()
-            .map_err(|source| io_error("inspect", path, source))?
-            .len();
+        let len = self.file.metadata().map_err(|source| io_error("inspect", path, source))?.len();
         if len != FILE_LEN as u64 {
             if len == 0 {
                 tracing::debug!(path = %path.display(), "creating exit counter file");
@@ -292,9 +272,7 @@ impl MappedFile {
             }
             // Unmap before resizing: touching a mapping beyond the end of the file faults.
             self.map = None;
-            self.file
-                .set_len(FILE_LEN as u64)
-                .map_err(|source| io_error("resize", path, source))?;
+            self.file.set_len(FILE_LEN as u64).map_err(|source| io_error("resize", path, source))?;
             let map = self.map_file(path)?;
             let ring = Ring::empty();
             ring.encode(map);
@@ -320,8 +298,7 @@ impl MappedFile {
         // SAFETY: the mapping is only touched with the file lock held and after checking that
         // the file has its full size; every process using the file follows the same protocol,
         // and the bytes are treated as untrusted input, never as references.
-        let map = unsafe { MmapMut::map_mut(&self.file) }
-            .map_err(|source| io_error("map", path, source))?;
+        let map = unsafe { MmapMut::map_mut(&self.file) }.map_err(|source| io_error("map", path, source))?;
         Ok(self.map.insert(map))
     }
 }
@@ -373,41 +350,28 @@ impl std::fmt::Display for Corruption {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Corruption::WrongSize { len } => {
-                write!(
-                    f,
-                    "it is {len} bytes long, expected {FILE_LEN} (truncated or not ours)"
-                )
+                write!(f, "it is {len} bytes long, expected {FILE_LEN} (truncated or not ours)")
             }
             Corruption::BadMagic => write!(f, "it does not start with the magic bytes ZBSEXITC"),
             Corruption::UnsupportedVersion { version } => {
-                write!(
-                    f,
-                    "its layout version is {version}, expected {LAYOUT_VERSION}"
-                )
+                write!(f, "its layout version is {version}, expected {LAYOUT_VERSION}")
             }
             Corruption::WrongSlotCount { slot_count } => {
                 write!(f, "it declares {slot_count} slots, expected {SLOT_COUNT}")
             }
             Corruption::NextSlotOutOfRange { next_slot } => {
-                write!(
-                    f,
-                    "its next slot index {next_slot} is not below {SLOT_COUNT}"
-                )
+                write!(f, "its next slot index {next_slot} is not below {SLOT_COUNT}")
             }
             Corruption::NonZeroReserved => write!(f, "its reserved header field is not zero"),
-            Corruption::ChecksumMismatch { stored, computed } => write!(
-                f,
-                "its checksum {stored:#018x} does not match its content ({computed:#018x})"
-            ),
+            Corruption::ChecksumMismatch { stored, computed } => {
+                write!(f, "its checksum {stored:#018x} does not match its content ({computed:#018x})")
+            }
         }
     }
 }
 
 fn warn_corrupt(path: &Path, problem: &Corruption) {
-    tracing::warn!(
-        "exit counter file {} is corrupt: {problem}; recreating it with no recorded exits",
-        path.display()
-    );
+    tracing::warn!("exit counter file {} is corrupt: {problem}; recreating it with no recorded exits", path.display());
 }
 
 /// The decoded content of a counter file.
@@ -421,19 +385,13 @@ struct Ring {
 
 impl Ring {
     fn empty() -> Ring {
-        Ring {
-            next_slot: 0,
-            total_exits: 0,
-            slots: [0; SLOT_COUNT],
-        }
+        Ring { next_slot: 0, total_exits: 0, slots: [0; SLOT_COUNT] }
     }
 
     /// Reads a ring from `bytes`, which must be [`FILE_LEN`] long.
     fn decode(bytes: &[u8]) -> std::result::Result<Ring, Corruption> {
         if bytes.len() != FILE_LEN {
-            return Err(Corruption::WrongSize {
-                len: bytes.len() as u64,
-            });
+            return Err(Corruption::WrongSize { len: bytes.len() as u64 });
         }
         if bytes[..MAGIC.len()] != MAGIC {
             return Err(Corruption::BadMagic);
@@ -462,11 +420,7 @@ impl Ring {
         for (index, slot) in slots.iter_mut().enumerate() {
             *slot = read_u64(bytes, SLOTS_OFFSET + 8 * index);
         }
-        Ok(Ring {
-            next_slot: next_slot as usize,
-            total_exits: read_u64(bytes, TOTAL_EXITS_OFFSET),
-            slots,
-        })
+        Ok(Ring { next_slot: next_slot as usize, total_exits: read_u64(bytes, TOTAL_EXITS_OFFSET), slots })
     }
 
     /// Writes the ring into `bytes`, which must be [`FILE_LEN`] long.
@@ -493,11 +447,7 @@ impl Ring {
 
     /// Exits less than `window_ms` before `now_ms`.
     fn count_since(&self, now_ms: u64, window_ms: u64) -> u32 {
-        let recent = self
-            .slots
-            .iter()
-            .filter(|&&time| time != 0 && now_ms.saturating_sub(time) < window_ms)
-            .count();
+        let recent = self.slots.iter().filter(|&&time| time != 0 && now_ms.saturating_sub(time) < window_ms).count();
         recent as u32
     }
 
@@ -518,12 +468,7 @@ fn checksum(bytes: &[u8]) -> u64 {
     const PRIME: u64 = 0x0000_0100_0000_01b3;
     let (before, rest) = bytes.split_at(CHECKSUM_OFFSET.min(bytes.len()));
     let after = rest.get(8..).unwrap_or(&[]);
-    before
-        .iter()
-        .chain(after)
-        .fold(OFFSET_BASIS, |hash, &byte| {
-            (hash ^ u64::from(byte)).wrapping_mul(PRIME)
-        })
+    before.iter().chain(after).fold(OFFSET_BASIS, |hash, &byte| (hash ^ u64::from(byte)).wrapping_mul(PRIME))
 }
 
 fn read_u32(bytes: &[u8], offset: usize) -> u32 {
@@ -547,18 +492,12 @@ fn write_u64(bytes: &mut [u8], offset: usize, value: u64) {
 }
 
 fn now_ms() -> u64 {
-    let since_epoch = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or(Duration::ZERO);
+    let since_epoch = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
     u64::try_from(since_epoch.as_millis()).unwrap_or(u64::MAX)
 }
 
 fn io_error(action: &'static str, path: &Path, source: io::Error) -> ExitCounterError {
-    ExitCounterError::Io {
-        action,
-        path: path.to_path_buf(),
-        source,
-    }
+    ExitCounterError::Io { action, path: path.to_path_buf(), source }
 }
 
 fn open_error(path: &Path, source: io::Error) -> ExitCounterError {
@@ -568,10 +507,7 @@ fn open_error(path: &Path, source: io::Error) -> ExitCounterError {
             _ => PathBuf::from("."),
         };
         if !directory.is_dir() {
-            return ExitCounterError::MissingDirectory {
-                path: path.to_path_buf(),
-                directory,
-            };
+            return ExitCounterError::MissingDirectory { path: path.to_path_buf(), directory };
         }
     }
     io_error("open", path, source)

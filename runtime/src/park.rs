@@ -146,9 +146,7 @@ impl Unparker {
     /// True when this handle belongs to the context coroutine or plain thread running now.
     pub fn is_current(&self) -> bool {
         match &self.target {
-            Target::Context(state) => {
-                context::current_coroutine().is_some_and(|current| Arc::ptr_eq(&current, state))
-            }
+            Target::Context(state) => context::current_coroutine().is_some_and(|current| Arc::ptr_eq(&current, state)),
             // `may` gives its coroutine handles no identity to compare; no caller of this
             // function holds the unparker of a `may` coroutine.
             Target::May(_) => false,

@@ -52,9 +52,7 @@ impl StopFlag {
     /// A flag no signal handler sets, for tests and for embedding the daemon in a process that
     /// handles signals itself. It does not share state with the installed flag.
     pub fn new_unregistered() -> StopFlag {
-        StopFlag {
-            flag: Arc::new(AtomicBool::new(false)),
-        }
+        StopFlag { flag: Arc::new(AtomicBool::new(false)) }
     }
 
     /// Whether a stop has been requested.
@@ -103,32 +101,21 @@ impl StopFlag {
 /// registers nothing more. If registration fails, the handlers registered so far are removed
 /// and the error is returned; a later call tries again.
 pub fn install_stop_flag() -> io::Result<StopFlag> {
-    let mut installed = INSTALLED_FLAG
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner);
+    let mut installed = INSTALLED_FLAG.lock().unwrap_or_else(PoisonError::into_inner);
     if let Some(flag) = installed.as_ref() {
-        return Ok(StopFlag {
-            flag: Arc::clone(flag),
-        });
+        return Ok(StopFlag { flag: Arc::clone(flag) });
     }
 
     let stop_requested = Arc::new(AtomicBool::new(false));
     let mut registered = Vec::with_capacity(4);
-    for (signal, forced_exit_status) in [
-        (SIGTERM, FORCED_EXIT_STATUS_SIGTERM),
-        (SIGINT, FORCED_EXIT_STATUS_SIGINT),
-    ] {
+    for (signal, forced_exit_status) in [(SIGTERM, FORCED_EXIT_STATUS_SIGTERM), (SIGINT, FORCED_EXIT_STATUS_SIGINT)] {
         // signal-hook runs a signal's actions in registration order, so the conditional exit
         // must come first: on the first delivery it still sees `false`, then the flag is set.
-        let registration = flag::register_conditional_shutdown(
-            signal,
-            forced_exit_status,
-            Arc::clone(&stop_requested),
-        )
-        .and_then(|shutdown_id| {
-            registered.push(shutdown_id);
-            flag::register(signal, Arc::clone(&stop_requested))
-        });
+        let registration = flag::register_conditional_shutdown(signal, forced_exit_status, Arc::clone(&stop_requested))
+            .and_then(|shutdown_id| {
+                registered.push(shutdown_id);
+                flag::register(signal, Arc::clone(&stop_requested))
+            });
         match registration {
             Ok(flag_id) => registered.push(flag_id),
             Err(error) => {
@@ -141,7 +128,5 @@ pub fn install_stop_flag() -> io::Result<StopFlag> {
     }
 
     *installed = Some(Arc::clone(&stop_requested));
-    Ok(StopFlag {
-        flag: stop_requested,
-    })
+    Ok(StopFlag { flag: stop_requested })
 }

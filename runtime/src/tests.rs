@@ -17,9 +17,7 @@ fn within_deadline<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send +
     std::thread::spawn(move || {
         let _ = sender.send(f());
     });
-    receiver
-        .recv_timeout(GENEROUS)
-        .unwrap_or_else(|_| panic!("{what} did not finish within {GENEROUS:?}: hung"))
+    receiver.recv_timeout(GENEROUS).unwrap_or_else(|_| panic!("{what} did not finish within {GENEROUS:?}: hung"))
 }
 
 #[test]
@@ -165,7 +163,8 @@ fn sync_point_done_after_the_waiter_is_gone_is_harmless() {
 
 #[test]
 fn co_mutex_keeps_an_exact_count_under_yields_inside_the_lock() {
-    let contexts = [ThreadContext::new("ctx-lock-a").expect("context"), ThreadContext::new("ctx-lock-b").expect("context")];
+    let contexts =
+        [ThreadContext::new("ctx-lock-a").expect("context"), ThreadContext::new("ctx-lock-b").expect("context")];
     let counter = Arc::new(CoMutex::new(0u64));
     let finished = Arc::new(AtomicUsize::new(0));
     let all_done = SyncPoint::new();
@@ -251,8 +250,9 @@ fn repeating_timer_keeps_a_fixed_rate_and_stops_on_cancel() {
     let ticks = Arc::new(Mutex::new(Vec::<Instant>::new()));
     let ticks_inner = ticks.clone();
     let start = Instant::now();
-    let timer = TimerHandle::new(&context, move || ticks_inner.lock().push(Instant::now()), Duration::from_millis(50), true)
-        .expect("timer");
+    let timer =
+        TimerHandle::new(&context, move || ticks_inner.lock().push(Instant::now()), Duration::from_millis(50), true)
+            .expect("timer");
     std::thread::sleep(Duration::from_millis(1_025));
     timer.cancel();
     let n_at_cancel = ticks.lock().len();
@@ -273,9 +273,14 @@ fn dropping_a_timer_handle_cancels_it() {
     let context = ThreadContext::new("ctx-timerdrop").expect("context");
     let fired = Arc::new(AtomicUsize::new(0));
     let fired_inner = fired.clone();
-    let timer = TimerHandle::new(&context, move || {
-        fired_inner.fetch_add(1, Ordering::AcqRel);
-    }, Duration::from_millis(100), false)
+    let timer = TimerHandle::new(
+        &context,
+        move || {
+            fired_inner.fetch_add(1, Ordering::AcqRel);
+        },
+        Duration::from_millis(100),
+        false,
+    )
     .expect("timer");
     drop(timer);
     std::thread::sleep(Duration::from_millis(300));
@@ -287,9 +292,14 @@ fn one_shot_timer_fires_once() {
     let context = ThreadContext::new("ctx-oneshot").expect("context");
     let fired = Arc::new(AtomicUsize::new(0));
     let fired_inner = fired.clone();
-    let timer = TimerHandle::new(&context, move || {
-        fired_inner.fetch_add(1, Ordering::AcqRel);
-    }, Duration::from_millis(20), false)
+    let timer = TimerHandle::new(
+        &context,
+        move || {
+            fired_inner.fetch_add(1, Ordering::AcqRel);
+        },
+        Duration::from_millis(20),
+        false,
+    )
     .expect("timer");
     let deadline = Instant::now() + GENEROUS;
     while !timer.is_finished() && Instant::now() < deadline {
@@ -305,11 +315,16 @@ fn cancel_waits_for_a_running_tick_and_cancel_inside_a_tick_returns() {
     let in_tick = SyncPoint::new();
     let tick_finished = Arc::new(AtomicBool::new(false));
     let (in_tick_inner, finished_inner) = (in_tick.clone(), tick_finished.clone());
-    let timer = TimerHandle::new(&context, move || {
-        in_tick_inner.done();
-        sleep(Duration::from_millis(100)); // Parks the timer coroutine mid-tick.
-        finished_inner.store(true, Ordering::Release);
-    }, Duration::from_millis(1), true)
+    let timer = TimerHandle::new(
+        &context,
+        move || {
+            in_tick_inner.done();
+            sleep(Duration::from_millis(100)); // Parks the timer coroutine mid-tick.
+            finished_inner.store(true, Ordering::Release);
+        },
+        Duration::from_millis(1),
+        true,
+    )
     .expect("timer");
     within_deadline("first tick", {
         let in_tick = in_tick.clone();
@@ -322,12 +337,17 @@ fn cancel_waits_for_a_running_tick_and_cancel_inside_a_tick_returns() {
     let slot: Arc<Mutex<Option<TimerHandle>>> = Arc::new(Mutex::new(None));
     let cancelled_itself = SyncPoint::new();
     let (slot_inner, cancelled_inner) = (slot.clone(), cancelled_itself.clone());
-    let self_cancelling = TimerHandle::new(&context, move || {
-        if let Some(timer) = slot_inner.lock().as_ref() {
-            timer.cancel();
-            cancelled_inner.done();
-        }
-    }, Duration::from_millis(5), true)
+    let self_cancelling = TimerHandle::new(
+        &context,
+        move || {
+            if let Some(timer) = slot_inner.lock().as_ref() {
+                timer.cancel();
+                cancelled_inner.done();
+            }
+        },
+        Duration::from_millis(5),
+        true,
+    )
     .expect("timer");
     *slot.lock() = Some(self_cancelling);
     within_deadline("self cancel", move || cancelled_itself.wait());
@@ -338,13 +358,21 @@ fn timers_on_a_stopped_context_do_not_fire() {
     let context = ThreadContext::new("ctx-stopped").expect("context");
     let fired = Arc::new(AtomicUsize::new(0));
     let fired_inner = fired.clone();
-    let armed = TimerHandle::new(&context, move || {
-        fired_inner.fetch_add(1, Ordering::AcqRel);
-    }, Duration::from_millis(50), true)
+    let armed = TimerHandle::new(
+        &context,
+        move || {
+            fired_inner.fetch_add(1, Ordering::AcqRel);
+        },
+        Duration::from_millis(50),
+        true,
+    )
     .expect("timer");
     context.stop();
     context.join().expect("join");
-    assert!(TimerHandle::new(&context, || {}, Duration::from_millis(1), false).is_err(), "a stopped context refuses timers");
+    assert!(
+        TimerHandle::new(&context, || {}, Duration::from_millis(1), false).is_err(),
+        "a stopped context refuses timers"
+    );
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!(fired.load(Ordering::Acquire), 0);
     drop(armed); // Cancelling a timer whose coroutine was unwound returns at once.

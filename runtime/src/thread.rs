@@ -47,12 +47,7 @@ impl<T: Send + 'static> Thread<T> {
             let _finished = FinishOnDrop(finished_by_thread);
             f()
         })?;
-        Ok(Thread {
-            name: name.to_string(),
-            id: handle.thread().id(),
-            handle: Mutex::new(Some(handle)),
-            finished,
-        })
+        Ok(Thread { name: name.to_string(), id: handle.thread().id(), handle: Mutex::new(Some(handle)), finished })
     }
 }
 

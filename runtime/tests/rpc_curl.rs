@@ -7,7 +7,8 @@ use std::process::Command;
 use runtime::rpc::{Method, Response, Server, ServerConfig};
 
 fn curl(args: &[&str]) -> Option<(String, String)> {
-    let output = Command::new("curl").args(["--silent", "--show-error", "--max-time", "20"]).args(args).output().ok()?;
+    let output =
+        Command::new("curl").args(["--silent", "--show-error", "--max-time", "20"]).args(args).output().ok()?;
     Some((String::from_utf8_lossy(&output.stdout).to_string(), String::from_utf8_lossy(&output.stderr).to_string()))
 }
 
@@ -31,7 +32,8 @@ fn curl_talks_to_the_server() {
     let (out, _) = curl(&[&format!("{base}/hello")]).expect("curl");
     assert_eq!(out, r#"{"hello":"world"}"#);
 
-    let (out, _) = curl(&["-H", "Content-Type: application/json", "-d", r#"{"a":1}"#, &format!("{base}/echo")]).expect("curl");
+    let (out, _) =
+        curl(&["-H", "Content-Type: application/json", "-d", r#"{"a":1}"#, &format!("{base}/echo")]).expect("curl");
     assert_eq!(out, r#"{"a":1}"#);
 
     // Over 1 KiB curl sends `Expect: 100-continue` and waits for the interim answer.

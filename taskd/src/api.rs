@@ -89,13 +89,25 @@ fn answer(result: Result<Response, Response>) -> Response {
 const FORWARD_ATTEMPTS: u32 = 10;
 
 /// Forwards a task operation to the runner that runs it (a blocking call, on the worker pool).
-fn forward(pool: &WorkerPool, runner_addr: String, path: &'static str, body: serde_json::Value) -> Result<Response, Response> {
+fn forward(
+    pool: &WorkerPool,
+    runner_addr: String,
+    path: &'static str,
+    body: serde_json::Value,
+) -> Result<Response, Response> {
     for attempt in 1..=FORWARD_ATTEMPTS {
         let (addr, body_now) = (runner_addr.clone(), body.clone());
         match pool.run(move || post_json(&addr, path, &body_now)) {
             Ok(Ok(value)) => return Ok(Response::json(202, &value)),
-            Ok(Err(error)) if error.status == 404 && attempt < FORWARD_ATTEMPTS => runtime::sleep(Duration::from_millis(200)),
-            Ok(Err(error)) => return Err(error_response(ApiError::new(if error.status == 404 { 409 } else { error.status }, error.message))),
+            Ok(Err(error)) if error.status == 404 && attempt < FORWARD_ATTEMPTS => {
+                runtime::sleep(Duration::from_millis(200))
+            }
+            Ok(Err(error)) => {
+                return Err(error_response(ApiError::new(
+                    if error.status == 404 { 409 } else { error.status },
+                    error.message,
+                )))
+            }
             Err(error) => return Err(Response::error(503, &error.to_string())),
         }
     }
@@ -124,7 +136,9 @@ pub fn dispatcher_routes(
             // The runners check again when the copy starts; refusing here changes nothing.
             match roots.as_ref() {
                 Ok(roots) => {
-                    roots.check(&args.source, &args.destination).map_err(|error| Response::error(400, &error.to_string()))?;
+                    roots
+                        .check(&args.source, &args.destination)
+                        .map_err(|error| Response::error(400, &error.to_string()))?;
                 }
                 Err(reason) => return Err(Response::error(400, &format!("allowed roots unusable: {reason}"))),
             }
@@ -156,12 +170,15 @@ pub fn dispatcher_routes(
         answer((|| {
             let mut filter = ListFilter::all();
             if let Some(date) = request.query_param("date").filter(|date| !date.is_empty()) {
-                let date = NaiveDate::parse_from_str(date, "%Y-%m-%d")
-                    .map_err(|error| Response::error(400, &format!("invalid `date` {date:?} (expected YYYY-MM-DD): {error}")))?;
+                let date = NaiveDate::parse_from_str(date, "%Y-%m-%d").map_err(|error| {
+                    Response::error(400, &format!("invalid `date` {date:?} (expected YYYY-MM-DD): {error}"))
+                })?;
                 filter = ListFilter::created_on(date);
             }
             if let Some(state) = request.query_param("state").filter(|state| !state.is_empty()) {
-                let state: TaskState = state.parse().map_err(|error: crate::task::UnknownState| Response::error(400, &error.to_string()))?;
+                let state: TaskState = state
+                    .parse()
+                    .map_err(|error: crate::task::UnknownState| Response::error(400, &error.to_string()))?;
                 filter = filter.with_state(state);
             }
             let limit = match request.query_param("limit") {
@@ -173,9 +190,12 @@ pub fn dispatcher_routes(
                 None => MAX_LIST,
             };
             filter = filter.with_limit(limit);
-            let (tasks, corrupt) = call(a.as_ref(), move |scheduler| Ok((scheduler.list(&filter)?, scheduler.corrupt())))?;
-            let corrupt: Vec<serde_json::Value> =
-                corrupt.into_iter().map(|(path, reason)| serde_json::json!({ "path": path, "reason": reason })).collect();
+            let (tasks, corrupt) =
+                call(a.as_ref(), move |scheduler| Ok((scheduler.list(&filter)?, scheduler.corrupt())))?;
+            let corrupt: Vec<serde_json::Value> = corrupt
+                .into_iter()
+                .map(|(path, reason)| serde_json::json!({ "path": path, "reason": reason }))
+                .collect();
             Ok(Response::json(200, &serde_json::json!({ "tasks": tasks, "corrupt": corrupt })))
         })())
     });
@@ -229,11 +249,8 @@ pub fn dispatcher_routes(
     let config = config.cpu_route(Method::Get, &format!("{PREFIX}/runners"), move |_request| {
         answer((|| {
             let list = call(a.as_ref(), |scheduler| scheduler.runners())?;
-            let runners: Vec<serde_json::Value> = list
-                .runners
-                .iter()
-                .map(|runner| serde_json::to_value(&runner.info).unwrap_or_default())
-                .collect();
+            let runners: Vec<serde_json::Value> =
+                list.runners.iter().map(|runner| serde_json::to_value(&runner.info).unwrap_or_default()).collect();
             let corrupt: Vec<serde_json::Value> = list
                 .corrupt
                 .iter()
@@ -267,27 +284,33 @@ pub fn dispatcher_routes(
 }
 
 /// Adds the runner routes to `config`; `runner` gives the node's runner while it runs.
-pub fn runner_routes(config: ServerConfig, runner: Arc<dyn Fn() -> Option<Arc<TaskRunner>> + Send + Sync>) -> ServerConfig {
+pub fn runner_routes(
+    config: ServerConfig,
+    runner: Arc<dyn Fn() -> Option<Arc<TaskRunner>> + Send + Sync>,
+) -> ServerConfig {
     let with_runner = move |request: &Request, act: &dyn Fn(&TaskRunner, &Request) -> Response| match runner() {
         Some(runner) => act(&runner, request),
         None => Response::error(503, "the runner is not running"),
     };
     let with_runner = Arc::new(with_runner);
-    let task_route = |config: ServerConfig, path: &str, op: fn(&TaskRunner, &str) -> Result<serde_json::Value, crate::runner::RunnerRefusal>| {
-        let with_runner = with_runner.clone();
-        config.cpu_route(Method::Post, path, move |request| {
-            with_runner(request, &|runner, request| {
-                let body: TaskRequest = match request.json() {
-                    Ok(body) => body,
-                    Err(response) => return response,
-                };
-                match op(runner, &body.task_id) {
-                    Ok(value) => Response::json(200, &value),
-                    Err(refusal) => Response::error(refusal.status, &refusal.message),
-                }
+    let task_route =
+        |config: ServerConfig,
+         path: &str,
+         op: fn(&TaskRunner, &str) -> Result<serde_json::Value, crate::runner::RunnerRefusal>| {
+            let with_runner = with_runner.clone();
+            config.cpu_route(Method::Post, path, move |request| {
+                with_runner(request, &|runner, request| {
+                    let body: TaskRequest = match request.json() {
+                        Ok(body) => body,
+                        Err(response) => return response,
+                    };
+                    match op(runner, &body.task_id) {
+                        Ok(value) => Response::json(200, &value),
+                        Err(refusal) => Response::error(refusal.status, &refusal.message),
+                    }
+                })
             })
-        })
-    };
+        };
     let config = task_route(config, "/api/v1/runner/execute", TaskRunner::execute);
     let config = task_route(config, "/api/v1/runner/cancel", TaskRunner::cancel);
     let config = task_route(config, "/api/v1/runner/pause", TaskRunner::pause);
@@ -318,5 +341,7 @@ pub fn runner_routes(config: ServerConfig, runner: Arc<dyn Fn() -> Option<Arc<Ta
         w(request, &|runner, _| Response::json(200, &runner.set_draining(false)))
     });
     let w = with_runner;
-    config.cpu_route(Method::Get, "/api/v1/runner", move |request| w(request, &|runner, _| Response::json(200, &runner.status())))
+    config.cpu_route(Method::Get, "/api/v1/runner", move |request| {
+        w(request, &|runner, _| Response::json(200, &runner.status()))
+    })
 }

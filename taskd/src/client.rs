@@ -55,7 +55,9 @@ impl Client {
             };
             match result {
                 Ok(response) => {
-                    return response.into_json().map_err(|error| ClientError::Transport(format!("bad answer from {url}: {error}")))
+                    return response
+                        .into_json()
+                        .map_err(|error| ClientError::Transport(format!("bad answer from {url}: {error}")))
                 }
                 Err(ureq::Error::Status(status, response)) => {
                     let value: Value = response.into_json().unwrap_or(Value::Null);

@@ -270,13 +270,19 @@ impl Config {
             node_id,
             zookeeper_hosts,
             session_timeout: Duration::from_millis(session_timeout_ms),
-            management_address: cli.management_address.or(file.management_address).unwrap_or(IpAddr::from([127, 0, 0, 1])),
+            management_address: cli
+                .management_address
+                .or(file.management_address)
+                .unwrap_or(IpAddr::from([127, 0, 0, 1])),
             data_address: cli.data_address.or(file.data_address).unwrap_or(IpAddr::from([127, 0, 0, 1])),
             dispatcher_port: cli.dispatcher_port.or(file.dispatcher_port).unwrap_or(10_600),
             runner_port: cli.runner_port.or(file.runner_port).unwrap_or(10_601),
             state_dir: cli.state_dir.clone().or(file.state_dir).unwrap_or_else(|| PathBuf::from("/var/lib/zbs-taskd")),
             drain_deadline: Duration::from_millis(drain_deadline_ms),
-            on_network_failure: cli.on_network_failure.or(file.on_network_failure).unwrap_or(NetworkFailureAction::Stay),
+            on_network_failure: cli
+                .on_network_failure
+                .or(file.on_network_failure)
+                .unwrap_or(NetworkFailureAction::Stay),
             step_down_requires_healthy_peer: cli
                 .step_down_requires_healthy_peer
                 .or(file.step_down_requires_healthy_peer)
@@ -412,7 +418,8 @@ fn merge_health(mut health: HealthConfig, cli: &CommandLine) -> HealthConfig {
 }
 
 fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+    let text =
+        std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
     parse_file(&text, path)
 }
 

@@ -107,9 +107,13 @@ pub enum CopyOutcome {
     Completed,
     Cancelled,
     /// Stopped by `interrupt` (runner shutdown); extents before `at_extent` are done.
-    Interrupted { at_extent: u64 },
+    Interrupted {
+        at_extent: u64,
+    },
     /// Stopped at an extent boundary by `pause` or the runtime window.
-    Paused { at_extent: u64 },
+    Paused {
+        at_extent: u64,
+    },
     Failed(CopyError),
 }
 

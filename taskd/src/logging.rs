@@ -117,10 +117,7 @@ mod tests {
 
     #[test]
     fn the_prefix_matches_glog() {
-        let time = chrono::Local
-            .with_ymd_and_hms(2026, 1, 18, 20, 17, 43)
-            .single()
-            .expect("a valid local time")
+        let time = chrono::Local.with_ymd_and_hms(2026, 1, 18, 20, 17, 43).single().expect("a valid local time")
             + chrono::Duration::microseconds(26_106);
         let mut line = String::new();
         write_glog_prefix(&mut line, Level::INFO, time, 4351, "taskd/src/task_server.rs", 698).expect("format");

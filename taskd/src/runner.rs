@@ -168,7 +168,10 @@ impl TaskRunner {
         {
             return Err(RunnerRefusal::new(
                 409,
-                format!("task {task_id} is {} and assigned to {:?}, not to this runner", stored.record.state, stored.record.runner_addr),
+                format!(
+                    "task {task_id} is {} and assigned to {:?}, not to this runner",
+                    stored.record.state, stored.record.runner_addr
+                ),
             ));
         }
         let owner = OwnerInfo { runner_id: inner.config.node_id.clone(), address: inner.config.address.clone() };
@@ -222,14 +225,20 @@ impl TaskRunner {
     }
 
     /// Applies a new runtime window to a running task (set_runtime).
-    pub fn set_runtime_window(&self, task_id: &str, window: Option<crate::task::RuntimeWindow>) -> Result<serde_json::Value, RunnerRefusal> {
+    pub fn set_runtime_window(
+        &self,
+        task_id: &str,
+        window: Option<crate::task::RuntimeWindow>,
+    ) -> Result<serde_json::Value, RunnerRefusal> {
         self.with_task(task_id, |control| control.set_runtime_window(window))
     }
 
     fn with_task(&self, task_id: &str, act: impl FnOnce(&CopyControl)) -> Result<serde_json::Value, RunnerRefusal> {
         let task_id = TaskId::parse(task_id).map_err(|error| RunnerRefusal::new(400, error.to_string()))?;
         let running = self.inner.running.lock();
-        let task = running.get(&task_id).ok_or_else(|| RunnerRefusal::new(404, format!("task {task_id} is not running here")))?;
+        let task = running
+            .get(&task_id)
+            .ok_or_else(|| RunnerRefusal::new(404, format!("task {task_id} is not running here")))?;
         act(&task.control);
         Ok(serde_json::json!({ "task_id": task_id, "ok": true }))
     }

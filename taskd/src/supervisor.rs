@@ -150,7 +150,11 @@ impl Supervisor {
         };
         match counter.try_record_exit() {
             Ok(Some(n_exits)) => {
-                tracing::warn!(n_exits, window_sec = self.config.start_limit_interval.as_secs(), "exiting for the network failure (exit mode)");
+                tracing::warn!(
+                    n_exits,
+                    window_sec = self.config.start_limit_interval.as_secs(),
+                    "exiting for the network failure (exit mode)"
+                );
                 true
             }
             Ok(None) => {

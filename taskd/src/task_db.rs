@@ -180,7 +180,9 @@ impl TaskDb {
         for name in &names {
             match TaskId::parse(name) {
                 Ok(task_id) => ids.push(task_id),
-                Err(error) => corrupt.push(CorruptRecord { path: format!("{DB_ROOT}/{name}"), reason: error.to_string() }),
+                Err(error) => {
+                    corrupt.push(CorruptRecord { path: format!("{DB_ROOT}/{name}"), reason: error.to_string() })
+                }
             }
         }
         let mut loaded_ids = BTreeSet::new();
@@ -414,13 +416,18 @@ impl TaskDb {
         let mut candidates = Vec::new();
         for state in TaskState::ALL.into_iter().filter(|state| state.is_finished()) {
             let filter = ListFilter { state: Some(state), created_before_ms: Some(cutoff_ms), ..ListFilter::default() };
-            candidates.extend(self.cache.list(&filter)?.into_iter().filter(|stored| last_activity_ms(&stored.record) < cutoff_ms));
+            candidates.extend(
+                self.cache.list(&filter)?.into_iter().filter(|stored| last_activity_ms(&stored.record) < cutoff_ms),
+            );
         }
         let mut report = PurgeReport::default();
         for batch in candidates.chunks(self.config.purge_batch) {
             let operations: Vec<ZkOp> = batch
                 .iter()
-                .map(|stored| ZkOp::Delete { path: task_path(&stored.record.task_id), expected_version: Some(stored.version) })
+                .map(|stored| ZkOp::Delete {
+                    path: task_path(&stored.record.task_id),
+                    expected_version: Some(stored.version),
+                })
                 .collect();
             match self.session.multi(&operations) {
                 Ok(_) => {

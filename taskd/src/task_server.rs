@@ -109,7 +109,11 @@ pub struct TaskServer {
 
 impl TaskServer {
     /// Builds the server; nothing runs until `initialize` and `start`.
-    pub fn new(config: Arc<Config>, health_monitor: Arc<HealthMonitor>, notifier: Notifier) -> Result<TaskServer, ServerError> {
+    pub fn new(
+        config: Arc<Config>,
+        health_monitor: Arc<HealthMonitor>,
+        notifier: Notifier,
+    ) -> Result<TaskServer, ServerError> {
         let member = MemberInfo {
             id: config.node_id.clone(),
             address: config.dispatcher_address().to_string(),
@@ -192,7 +196,12 @@ impl TaskServer {
         self.quorum_server.initialize(Handler { inner: self.inner.clone() })?;
         let mut timers = self.timers.lock();
         let poller = self.inner.clone();
-        timers.push(TimerHandle::new(&self.inner.loop_context, move || poller.poll_health(), HEALTH_POLL_INTERVAL, true)?);
+        timers.push(TimerHandle::new(
+            &self.inner.loop_context,
+            move || poller.poll_health(),
+            HEALTH_POLL_INTERVAL,
+            true,
+        )?);
         // Publish every health change in the quorum at once (not at the next poll), so the
         // whole-outage guard of the leader sees the members' current health.
         let weak = Arc::downgrade(&self.inner);
@@ -416,12 +425,16 @@ impl Inner {
             }
             wake_for_vip();
         };
-        match TaskDispatcher::start(self.health.clone(), self.published_health.clone(), wake, self.vip.clone(), on_vip_failure) {
+        match TaskDispatcher::start(
+            self.health.clone(),
+            self.published_health.clone(),
+            wake,
+            self.vip.clone(),
+            on_vip_failure,
+        ) {
             Ok(mut started) => {
-                let setup = SchedulerSetup {
-                    quorum: self.quorum.clone(),
-                    cache_dir: self.config.state_dir.join("task-cache"),
-                };
+                let setup =
+                    SchedulerSetup { quorum: self.quorum.clone(), cache_dir: self.config.state_dir.join("task-cache") };
                 match started.start_scheduling(setup) {
                     Ok(handle) => *self.scheduler.lock() = Some(handle),
                     Err(error) => tracing::error!(%error, "cannot start task scheduling"),
@@ -567,7 +580,8 @@ fn debug_hooks_enabled() -> bool {
 /// a test can see that a hung loop stops the systemd watchdog pings.
 fn debug_routes(config: ServerConfig, inner: std::sync::Weak<Inner>) -> ServerConfig {
     config.route(Method::Post, "/debug/v1/wedge-loop", move |request| {
-        let Some(ms) = request.query_param("ms").and_then(|ms| ms.parse::<u64>().ok()).filter(|ms| *ms <= 60_000) else {
+        let Some(ms) = request.query_param("ms").and_then(|ms| ms.parse::<u64>().ok()).filter(|ms| *ms <= 60_000)
+        else {
             return Response::error(400, "ms must be a number of milliseconds up to 60000");
         };
         let Some(inner) = inner.upgrade() else { return Response::error(503, "server stopping") };

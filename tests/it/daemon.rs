@@ -42,11 +42,14 @@ fn with_cluster(builder: ClusterBuilder, scenario: impl FnOnce(&Cluster) -> Resu
 /// Checks that the node's log has `stop stage 1:` to `stop stage 8:`, in order, in its last stop.
 fn assert_stop_stages_in_order(cluster: &Cluster, node: usize) -> Result<()> {
     let log = cluster.log(node);
-    let last_stop = log.rfind("stop stage 1:").with_context(|| format!("node {node} logged no stop stage 1:\n{log}"))?;
+    let last_stop =
+        log.rfind("stop stage 1:").with_context(|| format!("node {node} logged no stop stage 1:\n{log}"))?;
     let mut at = last_stop;
     for stage in 1..=8 {
         let needle = format!("stop stage {stage}:");
-        let found = log[at..].find(&needle).with_context(|| format!("node {node}: no `{needle}` after stage {}:\n{}", stage - 1, &log[last_stop..]))?;
+        let found = log[at..]
+            .find(&needle)
+            .with_context(|| format!("node {node}: no `{needle}` after stage {}:\n{}", stage - 1, &log[last_stop..]))?;
         at += found + needle.len();
     }
     Ok(())
@@ -95,7 +98,9 @@ fn failed_health_hands_over_and_keeps_the_process() {
         cluster.set_health(old, true)?;
         let rejoined = cluster
             .wait_until(WAIT, "the old leader to answer as a follower", || {
-                cluster.try_status(old).is_some_and(|status| status.role == "follower" && !status.stopping && status.members.len() == 3)
+                cluster
+                    .try_status(old)
+                    .is_some_and(|status| status.role == "follower" && !status.stopping && status.members.len() == 3)
             })
             .with_context(|| format!("log of node {old}:\n{}", cluster.log(old)))?;
         eprintln!("node {old} rejoined as a follower {rejoined:?} after its health said ok");
@@ -125,7 +130,11 @@ fn signal_on_the_leader(signal: Signal) {
         let status = cluster.wait_exit(old, WAIT)?;
         ensure!(status.code() == Some(0), "pid {old_pid} ended with {status} after {signal}, not exit code 0");
         assert_stop_stages_in_order(cluster, old)?;
-        ensure!(cluster.log(old).contains("stopped on a signal; exiting"), "the old leader did not log its exit:\n{}", cluster.log(old));
+        ensure!(
+            cluster.log(old).contains("stopped on a signal; exiting"),
+            "the old leader did not log its exit:\n{}",
+            cluster.log(old)
+        );
         let survivors = cluster.wait_until(WAIT, "the new leader to see two members", || {
             cluster.try_status(new).is_some_and(|status| status.members.len() == 2)
         });
@@ -157,17 +166,24 @@ fn whole_outage_keeps_the_leader() {
             cluster.set_health(node, false)?;
         }
         cluster.wait_until(WAIT, "ZooKeeper to show both followers unhealthy", || {
-            cluster.members_in_zookeeper().is_ok_and(|members| {
-                members.len() == 3 && members.iter().filter(|member| !member.healthy).count() == 2
-            })
+            cluster
+                .members_in_zookeeper()
+                .is_ok_and(|members| members.len() == 3 && members.iter().filter(|member| !member.healthy).count() == 2)
         })?;
         let failed = Instant::now();
         cluster.set_health(leader, false)?;
         wait_for_log(cluster, leader, "keeping leadership (whole-outage guard)", WAIT)?;
         thread::sleep(NO_FLAP_WINDOW);
         let status = cluster.status(leader)?;
-        ensure!(status.leader && status.pid == leader_pid && status.sequence == sequence, "the leader gave way: {status:?}");
-        ensure!(!cluster.log(leader).contains("stop stage 1:"), "the leader stopped its service:\n{}", cluster.log(leader));
+        ensure!(
+            status.leader && status.pid == leader_pid && status.sequence == sequence,
+            "the leader gave way: {status:?}"
+        );
+        ensure!(
+            !cluster.log(leader).contains("stop stage 1:"),
+            "the leader stopped its service:\n{}",
+            cluster.log(leader)
+        );
         for &node in &followers {
             ensure!(!cluster.sampler().led_since(node, failed), "node {node} led during the whole outage");
         }
@@ -178,7 +194,8 @@ fn whole_outage_keeps_the_leader() {
         let healthy = followers[0];
         let recovered = Instant::now();
         cluster.set_health(healthy, true)?;
-        cluster.wait_until(WAIT, &format!("the healthy node {healthy} to lead"), || cluster.leader() == Some(healthy))?;
+        cluster
+            .wait_until(WAIT, &format!("the healthy node {healthy} to lead"), || cluster.leader() == Some(healthy))?;
         let unhealthy = followers[1];
         let interim: Vec<Instant> = cluster
             .sampler()
@@ -188,7 +205,10 @@ fn whole_outage_keeps_the_leader() {
             .map(|observation| observation.at)
             .collect();
         if let (Some(first), Some(last)) = (interim.first(), interim.last()) {
-            eprintln!("note: the unhealthy node {unhealthy} led for {:?} before the healthy node {healthy}", *last - *first);
+            eprintln!(
+                "note: the unhealthy node {unhealthy} led for {:?} before the healthy node {healthy}",
+                *last - *first
+            );
         }
         ensure!(cluster.pid(leader) == Some(leader_pid), "the old leader's process did not stay");
         let settled = Instant::now();
@@ -238,7 +258,8 @@ fn exit_mode_exits_75_until_the_start_limit_then_stays_up() {
         ensure!(n_exits == 2, "{n_exits} exits logged, not 2");
 
         cluster.set_health(0, true)?;
-        cluster.wait_until(WAIT, "the node to lead again", || cluster.try_status(0).is_some_and(|status| status.leader))?;
+        cluster
+            .wait_until(WAIT, "the node to lead again", || cluster.try_status(0).is_some_and(|status| status.leader))?;
         ensure!(cluster.pid(0) == Some(pid), "the node restarted instead of rejoining");
         assert_no_crash(cluster)
     });
@@ -255,7 +276,8 @@ fn run_with_bad_config(dir: &Path, toml: Option<&str>, args: &[&str]) -> Result<
     }
     let stderr_path = dir.join("stderr.log");
     let stderr = std::fs::File::create(&stderr_path)?;
-    let mut child = command.args(args).current_dir(dir).stdin(Stdio::null()).stdout(Stdio::null()).stderr(stderr).spawn()?;
+    let mut child =
+        command.args(args).current_dir(dir).stdin(Stdio::null()).stdout(Stdio::null()).stderr(stderr).spawn()?;
     let started = Instant::now();
     let status = loop {
         if let Some(status) = child.try_wait()? {
@@ -276,16 +298,24 @@ fn bad_config_exits_78_naming_the_key() {
     let dir = tempfile::Builder::new().prefix("zbs-bad-config-").tempdir().expect("temp dir");
     let state_dir = dir.path().join("state");
     // Valid except for what each case adds; port 9 is never contacted, the daemon stops first.
-    let base = format!(
-        "node_id = \"node-1\"\nzookeeper_hosts = \"127.0.0.1:9\"\nstate_dir = \"{}\"\n",
-        state_dir.display()
-    );
+    let base =
+        format!("node_id = \"node-1\"\nzookeeper_hosts = \"127.0.0.1:9\"\nstate_dir = \"{}\"\n", state_dir.display());
     let missing = dir.path().join("no-such-dir/taskd.toml");
     let missing = missing.to_str().expect("utf-8 temp path");
     let cases: Vec<(&str, Option<String>, Vec<&str>, &str)> = vec![
         ("unknown key", Some(format!("{base}bogus_key = 1\n")), vec![], "`bogus_key`"),
-        ("session timeout out of range", Some(format!("{base}session_timeout_ms = 10\n")), vec![], "session_timeout_ms"),
-        ("session timeout not a number", Some(format!("{base}session_timeout_ms = \"fast\"\n")), vec![], "session_timeout_ms"),
+        (
+            "session timeout out of range",
+            Some(format!("{base}session_timeout_ms = 10\n")),
+            vec![],
+            "session_timeout_ms",
+        ),
+        (
+            "session timeout not a number",
+            Some(format!("{base}session_timeout_ms = \"fast\"\n")),
+            vec![],
+            "session_timeout_ms",
+        ),
         ("unknown key in a section", Some(format!("{base}[health]\nfal = 2\n")), vec![], "`fal`"),
         ("bad flag value", Some(base.clone()), vec!["--dispatcher-port", "abc"], "--dispatcher-port"),
         ("flag out of range", Some(base.clone()), vec!["--session-timeout-ms", "10"], "session_timeout_ms"),
@@ -326,11 +356,16 @@ fn a_failed_test_keeps_the_dirs_and_stops_every_daemon_gracefully() {
         let alive = nix::sys::signal::kill(nix::unistd::Pid::from_raw(*pid as i32), None).is_ok();
         assert!(!alive, "pid {pid} still runs after a failed test");
     }
-    let logs: Vec<String> = (1..=2).map(|node| std::fs::read_to_string(dir.join(format!("n{node}/taskd.log"))).unwrap_or_default()).collect();
+    let logs: Vec<String> = (1..=2)
+        .map(|node| std::fs::read_to_string(dir.join(format!("n{node}/taskd.log"))).unwrap_or_default())
+        .collect();
     let _ = std::fs::remove_dir_all(&dir);
     let _ = std::fs::remove_dir_all(&zookeeper_dir);
     for (node, log) in logs.iter().enumerate() {
         // SIGTERM from the fixture's drop, not the SIGKILL of the parent-death signal.
-        assert!(log.contains("zbs-taskd exiting code=0"), "node {node}'s log was not kept or it did not stop gracefully:\n{log}");
+        assert!(
+            log.contains("zbs-taskd exiting code=0"),
+            "node {node}'s log was not kept or it did not stop gracefully:\n{log}"
+        );
     }
 }

@@ -1,8 +1,8 @@
 //! The one integration-test binary: every scenario against real components lives in a module here.
 
 mod daemon;
-mod notify;
 mod netns;
+mod notify;
 mod packaging;
 mod quorum;
 mod task_db;

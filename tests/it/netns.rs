@@ -62,7 +62,12 @@ fn assert_never_two_holders(cluster: &NetnsCluster) -> Result<()> {
     }
     ensure!(sampler.samples().len() > 10, "the VIP sampler took only {} samples", sampler.samples().len());
     let doubles = sampler.two_holder_samples();
-    ensure!(doubles.is_empty(), "the VIP was in two namespaces at once in {} samples, first: {:?}", doubles.len(), doubles.first());
+    ensure!(
+        doubles.is_empty(),
+        "the VIP was in two namespaces at once in {} samples, first: {:?}",
+        doubles.len(),
+        doubles.first()
+    );
     Ok(())
 }
 
@@ -89,14 +94,24 @@ fn wait_client_neighbour_is(cluster: &NetnsCluster, node: usize) -> Result<()> {
 /// The common outcome of a failover that keeps the old leader's process: another node holds the
 /// VIP (and the client reaches it there), the old process lives on with its pid and released the
 /// VIP, no core, no moment with two holders. Returns the new holder.
-fn assert_failover_keeps_process(cluster: &NetnsCluster, old: usize, old_pid: u32, cut_at: Instant, what: &str) -> Result<usize> {
+fn assert_failover_keeps_process(
+    cluster: &NetnsCluster,
+    old: usize,
+    old_pid: u32,
+    cut_at: Instant,
+    what: &str,
+) -> Result<usize> {
     let new = cluster.wait_for_vip_holder(Some(old), WAIT).with_context(|| format!("the VIP moving after {what}"))?;
     let moved_after = cut_at.elapsed();
     let new_status = cluster.status(new)?;
     ensure!(new_status.leader, "{} holds the VIP but is not leader: {new_status:?}", cluster.node(new).node_id);
     wait_client_reaches(cluster, new, cut_at)?;
     wait_client_neighbour_is(cluster, new)?;
-    ensure!(cluster.pid(old) == Some(old_pid), "the old leader's process changed: pid {:?}, was {old_pid}", cluster.pid(old));
+    ensure!(
+        cluster.pid(old) == Some(old_pid),
+        "the old leader's process changed: pid {:?}, was {old_pid}",
+        cluster.pid(old)
+    );
     let holders = cluster.vip_holders()?;
     ensure!(holders == [new], "VIP holders {holders:?}, expected only {new}:\n{}", cluster.ip_addresses(old)?);
     let outage = cluster.client().longest_outage_since(cut_at);
@@ -140,7 +155,9 @@ fn data_link_down_moves_the_vip_and_the_old_leader_rejoins_without_preempting() 
         cluster.restore_data_link(old)?;
         let n_nodes = cluster.n_nodes();
         cluster.wait_until(WAIT, "the old leader serving again as a follower seeing every member", || {
-            cluster.try_status(old).is_some_and(|status| !status.stopping && !status.leader && status.members.len() == n_nodes)
+            cluster
+                .try_status(old)
+                .is_some_and(|status| !status.stopping && !status.leader && status.members.len() == n_nodes)
         })?;
         thread::sleep(HOLD_WINDOW);
         let holders = cluster.vip_holders()?;
@@ -148,12 +165,19 @@ fn data_link_down_moves_the_vip_and_the_old_leader_rejoins_without_preempting() 
         ensure!(cluster.status(new)?.leader, "the new leader lost its leadership after the restore");
         ensure!(cluster.pid(old) == Some(old_pid), "the old leader's process changed after the restore");
         let since_restore = cluster.client().samples_since(restored_at);
-        let answered_by_others: Vec<_> =
-            since_restore.iter().filter_map(|sample| sample.answered_by.clone()).filter(|id| *id != cluster.node(new).node_id).collect();
+        let answered_by_others: Vec<_> = since_restore
+            .iter()
+            .filter_map(|sample| sample.answered_by.clone())
+            .filter(|id| *id != cluster.node(new).node_id)
+            .collect();
         ensure!(answered_by_others.is_empty(), "after the restore the VIP answered from {answered_by_others:?}");
         let n_failed = since_restore.iter().filter(|sample| !sample.ok()).count();
         // A request can time out on a busy machine; a fail-back would fail many in a row.
-        ensure!(n_failed <= 2, "{n_failed} of {} client requests failed after the restore (a second interruption)", since_restore.len());
+        ensure!(
+            n_failed <= 2,
+            "{n_failed} of {} client requests failed after the restore (a second interruption)",
+            since_restore.len()
+        );
         assert_no_crash(cluster)?;
         assert_never_two_holders(cluster)
     });
@@ -168,7 +192,14 @@ fn silent_data_cut_moves_the_vip_and_keeps_the_old_process() {
         let cut_at = Instant::now();
         cluster.cut_data_link_silently(old)?;
         assert_failover_keeps_process(cluster, old, old_pid, cut_at, "silent data cut")?;
-        let link = tests::netns::ip(&["-n", &cluster.node(old).namespace, "-o", "link", "show", tests::netns::DATA_INTERFACE])?;
+        let link = tests::netns::ip(&[
+            "-n",
+            &cluster.node(old).namespace,
+            "-o",
+            "link",
+            "show",
+            tests::netns::DATA_INTERFACE,
+        ])?;
         ensure!(link.contains("state UP"), "the silent cut should leave the data interface up: {link}");
         Ok(())
     });
@@ -213,11 +244,17 @@ fn whole_data_network_outage_keeps_the_vip_on_the_leader() {
         let watch_from = Instant::now();
         while watch_from.elapsed() < HOLD_WINDOW {
             let holders = cluster.vip_holders()?;
-            ensure!(holders == [leader], "during the whole outage the VIP holders are {holders:?}, expected [{leader}]");
+            ensure!(
+                holders == [leader],
+                "during the whole outage the VIP holders are {holders:?}, expected [{leader}]"
+            );
             thread::sleep(Duration::from_millis(100));
         }
         let status = cluster.status(leader)?;
-        ensure!(status.leader && status.pid == leader_pid && !status.stopping, "the leader gave way in a whole outage: {status:?}");
+        ensure!(
+            status.leader && status.pid == leader_pid && !status.stopping,
+            "the leader gave way in a whole outage: {status:?}"
+        );
         let log = cluster.log(leader);
         ensure!(log.contains("whole-outage guard"), "the leader did not log the whole-outage guard:\n{log}");
         ensure!(cluster.client().failures_since(cut_at) <= 2, "the client lost the VIP during the whole outage");
@@ -233,11 +270,15 @@ fn cut_whole_data_network(cluster: &NetnsCluster, leader: usize) -> Result<()> {
     }
     // Each follower publishes its health in ZooKeeper on the change; its own status says when.
     cluster.wait_until(WAIT, "every follower's health invalid", || {
-        (0..cluster.n_nodes()).filter(|&node| node != leader).all(|node| cluster.try_status(node).is_some_and(|status| health_invalid(&status)))
+        (0..cluster.n_nodes())
+            .filter(|&node| node != leader)
+            .all(|node| cluster.try_status(node).is_some_and(|status| health_invalid(&status)))
     })?;
     thread::sleep(Duration::from_millis(100));
     cluster.cut_data_link(leader)?;
-    cluster.wait_until(WAIT, "the leader's own health invalid", || cluster.try_status(leader).is_some_and(|status| health_invalid(&status)))?;
+    cluster.wait_until(WAIT, "the leader's own health invalid", || {
+        cluster.try_status(leader).is_some_and(|status| health_invalid(&status))
+    })?;
     Ok(())
 }
 
@@ -290,8 +331,15 @@ fn sigkill_moves_the_vip_after_the_session_and_a_restart_removes_the_leftover() 
             cluster.session_timeout()
         );
         let holders = cluster.vip_holders()?;
-        ensure!(holders.contains(&old), "the killed leader's namespace should still hold its leftover VIP: {holders:?}");
-        eprintln!("sigkill: VIP on {} {:.0} ms after the kill", cluster.node(new).node_id, moved_after.as_secs_f64() * 1000.0);
+        ensure!(
+            holders.contains(&old),
+            "the killed leader's namespace should still hold its leftover VIP: {holders:?}"
+        );
+        eprintln!(
+            "sigkill: VIP on {} {:.0} ms after the kill",
+            cluster.node(new).node_id,
+            moved_after.as_secs_f64() * 1000.0
+        );
 
         let restarted_at = Instant::now();
         cluster.restart(old)?;
@@ -300,7 +348,10 @@ fn sigkill_moves_the_vip_after_the_session_and_a_restart_removes_the_leftover() 
         })?;
         cluster.wait_serving(old, WAIT)?;
         let log = cluster.log(old);
-        ensure!(log.contains("removed a leftover vip at start"), "the restarted node did not log the leftover's removal:\n{log}");
+        ensure!(
+            log.contains("removed a leftover vip at start"),
+            "the restarted node did not log the leftover's removal:\n{log}"
+        );
         thread::sleep(Duration::from_secs(1));
         ensure!(cluster.vip_holders()? == [new], "the VIP holders changed after the restart");
         let doubles_after_restart: Vec<_> = cluster
@@ -324,7 +375,11 @@ fn management_cut_removes_the_vip_before_another_node_takes_it() {
         let cut_at = Instant::now();
         cluster.cut_management_link(old)?;
         let new = cluster.wait_for_vip_holder(Some(old), cluster.session_timeout() + WAIT)?;
-        eprintln!("management cut: VIP on {} {:.0} ms after the cut", cluster.node(new).node_id, cut_at.elapsed().as_secs_f64() * 1000.0);
+        eprintln!(
+            "management cut: VIP on {} {:.0} ms after the cut",
+            cluster.node(new).node_id,
+            cut_at.elapsed().as_secs_f64() * 1000.0
+        );
         // The sampler looks every 50 ms: wait until it has seen the new holder too.
         cluster.wait_until(WAIT, "the VIP sampler seeing the new holder", || {
             cluster.holder_sampler().samples_since(cut_at).iter().any(|sample| sample.seen.contains(&new))
@@ -346,7 +401,9 @@ fn management_cut_removes_the_vip_before_another_node_takes_it() {
         cluster.restore_management_link(old)?;
         let n_nodes = cluster.n_nodes();
         cluster.wait_until(cluster.session_timeout() + WAIT, "the cut-off node rejoining as a follower", || {
-            cluster.try_status(old).is_some_and(|status| !status.stopping && !status.leader && status.members.len() == n_nodes)
+            cluster
+                .try_status(old)
+                .is_some_and(|status| !status.stopping && !status.leader && status.members.len() == n_nodes)
         })?;
         ensure!(cluster.vip_holders()? == [new], "the VIP moved when the cut-off node came back");
         ensure!(cluster.pid(old) == Some(old_pid), "the cut-off leader's process changed after the restore");

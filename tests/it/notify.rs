@@ -58,7 +58,11 @@ impl NotifySocket {
                         let at = Instant::now();
                         let text = String::from_utf8_lossy(&buffer[..length]).into_owned();
                         let mut messages = messages.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-                        messages.extend(text.lines().filter(|line| !line.is_empty()).map(|line| Message { at, line: line.to_string() }));
+                        messages.extend(
+                            text.lines()
+                                .filter(|line| !line.is_empty())
+                                .map(|line| Message { at, line: line.to_string() }),
+                        );
                     }
                 })
                 .context("start the notify reader thread")?
@@ -93,7 +97,8 @@ impl NotifySocket {
     fn lines(&self) -> Vec<String> {
         let messages = self.messages();
         let n_pings = messages.iter().filter(|message| message.line == "WATCHDOG=1").count();
-        let mut lines: Vec<String> = messages.into_iter().filter(|message| message.line != "WATCHDOG=1").map(|message| message.line).collect();
+        let mut lines: Vec<String> =
+            messages.into_iter().filter(|message| message.line != "WATCHDOG=1").map(|message| message.line).collect();
         lines.push(format!("({n_pings} x WATCHDOG=1)"));
         lines
     }
@@ -238,7 +243,8 @@ impl NotifiedDaemon {
 
     /// The daemon's log and stderr, for a failure message.
     fn logs(&self) -> String {
-        let read = |path: &Path| fs::read(path).map(|bytes| String::from_utf8_lossy(&bytes).into_owned()).unwrap_or_default();
+        let read =
+            |path: &Path| fs::read(path).map(|bytes| String::from_utf8_lossy(&bytes).into_owned()).unwrap_or_default();
         format!(
             "notify lines: {:?}\n--- taskd.log ---\n{}\n--- stderr ---\n{}\n(ZooKeeper at {}, dir {})",
             self.socket.lines(),
@@ -289,10 +295,18 @@ fn ready_then_watchdog_pings_then_stopping_on_sigterm() {
         thread::sleep(window);
         let n_pings = daemon.socket.count_between("WATCHDOG=1", ready_at, ready_at + window);
         ensure!(n_pings >= 3, "only {n_pings} WATCHDOG=1 in the {window:?} after READY=1");
-        let pings: Vec<Instant> =
-            daemon.socket.messages().into_iter().filter(|message| message.line == "WATCHDOG=1").map(|message| message.at).collect();
+        let pings: Vec<Instant> = daemon
+            .socket
+            .messages()
+            .into_iter()
+            .filter(|message| message.line == "WATCHDOG=1")
+            .map(|message| message.at)
+            .collect();
         let longest_gap = pings.windows(2).map(|pair| pair[1] - pair[0]).max().unwrap_or_default();
-        eprintln!("notify test: {} pings so far, longest gap {longest_gap:?} (WATCHDOG_USEC {WATCHDOG_USEC})", pings.len());
+        eprintln!(
+            "notify test: {} pings so far, longest gap {longest_gap:?} (WATCHDOG_USEC {WATCHDOG_USEC})",
+            pings.len()
+        );
 
         let signalled = Instant::now();
         daemon.signal(Signal::SIGTERM)?;

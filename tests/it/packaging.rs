@@ -52,7 +52,10 @@ fn default_config_documents_the_real_defaults() {
     let documented = Config::from_toml(&text, &command_line())
         .unwrap_or_else(|error| panic!("packaging/taskd.toml with its defaults uncommented: {error}\n{text}"));
     let defaults = Config::from_toml("", &command_line()).expect("the empty configuration is valid");
-    assert_eq!(documented, defaults, "a value shown as the default in packaging/taskd.toml is not the daemon's default");
+    assert_eq!(
+        documented, defaults,
+        "a value shown as the default in packaging/taskd.toml is not the daemon's default"
+    );
 }
 
 /// The commented-out `[vip]` example, uncommented, is a valid VIP whose other values are the
@@ -69,7 +72,8 @@ fn default_config_vip_example_is_valid_and_shows_the_defaults() {
         })
         .collect::<Vec<_>>()
         .join("\n");
-    let documented = Config::from_toml(&example, &command_line()).unwrap_or_else(|error| panic!("the [vip] example: {error}\n{example}"));
+    let documented = Config::from_toml(&example, &command_line())
+        .unwrap_or_else(|error| panic!("the [vip] example: {error}\n{example}"));
     let vip = documented.vip.clone().expect("the example turns the VIP on");
     let minimal = format!("[vip]\naddress = {:?}\ninterface = {:?}\n", vip.address, vip.interface);
     let defaults = Config::from_toml(&minimal, &command_line()).expect("a minimal [vip] section is valid");
@@ -109,7 +113,10 @@ fn default_config_documents_every_flag() {
         // `--health-file` sets `health.file.path`.
         .filter(|id| !documented.contains(id) && !documented.contains(&format!("{id}_path")))
         .collect();
-    assert!(missing.is_empty(), "flags whose key packaging/taskd.toml does not document: {missing:?} (documented: {documented:?})");
+    assert!(
+        missing.is_empty(),
+        "flags whose key packaging/taskd.toml does not document: {missing:?} (documented: {documented:?})"
+    );
 }
 
 /// `Key=Value` lines of the unit, by key (a key given twice keeps its last value).
@@ -145,8 +152,16 @@ fn unit_matches_the_daemon_defaults() {
     assert_eq!(get("Restart"), "on-failure");
     assert_eq!(get("KillMode"), "mixed");
     assert_eq!(get("ExecStart"), format!("/usr/bin/zbs-taskd --config {DEFAULT_CONFIG_PATH}"));
-    assert_eq!(get("StartLimitBurst").parse::<u32>().ok(), Some(defaults.start_limit_burst), "StartLimitBurst vs start_limit_burst");
-    assert_eq!(systemd_duration(get("StartLimitIntervalSec")), defaults.start_limit_interval, "StartLimitIntervalSec vs start_limit_interval_sec");
+    assert_eq!(
+        get("StartLimitBurst").parse::<u32>().ok(),
+        Some(defaults.start_limit_burst),
+        "StartLimitBurst vs start_limit_burst"
+    );
+    assert_eq!(
+        systemd_duration(get("StartLimitIntervalSec")),
+        defaults.start_limit_interval,
+        "StartLimitIntervalSec vs start_limit_interval_sec"
+    );
     let stop_timeout = systemd_duration(get("TimeoutStopSec"));
     assert!(
         stop_timeout >= defaults.drain_deadline + defaults.session_timeout,
@@ -166,9 +181,15 @@ fn unit_matches_the_daemon_defaults() {
         }
     }
     let writable: Vec<&str> = get("ReadWritePaths").split_whitespace().collect();
-    assert!(writable.contains(&defaults.state_dir.to_string_lossy().as_ref()), "the state dir is not writable: {writable:?}");
+    assert!(
+        writable.contains(&defaults.state_dir.to_string_lossy().as_ref()),
+        "the state dir is not writable: {writable:?}"
+    );
     let health_dir = defaults.health.file.path.parent().expect("the health file has a dir");
-    assert!(writable.contains(&health_dir.to_string_lossy().as_ref()), "the health file's dir is not writable: {writable:?}");
+    assert!(
+        writable.contains(&health_dir.to_string_lossy().as_ref()),
+        "the health file's dir is not writable: {writable:?}"
+    );
     assert_eq!(Path::new("/var/lib").join(get("StateDirectory")), defaults.state_dir);
     assert_eq!(Path::new("/run").join(get("RuntimeDirectory")), health_dir);
 }
@@ -191,11 +212,15 @@ fn systemd_analyze_verifies_the_unit() {
     let dir = tempfile::tempdir().expect("create a temp dir");
     let path = dir.path().join("zbs-taskd.service");
     std::fs::write(&path, unit).expect("write the unit copy");
-    let output = Command::new(&analyze).args(["verify", "--man=no"]).arg(&path).output().expect("run systemd-analyze verify");
+    let output =
+        Command::new(&analyze).args(["verify", "--man=no"]).arg(&path).output().expect("run systemd-analyze verify");
     let stderr = String::from_utf8_lossy(&output.stderr);
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "systemd-analyze verify failed ({}):\n{stdout}{stderr}", output.status);
-    assert!(stderr.trim().is_empty() && stdout.trim().is_empty(), "systemd-analyze verify complained:\n{stdout}{stderr}");
+    assert!(
+        stderr.trim().is_empty() && stdout.trim().is_empty(),
+        "systemd-analyze verify complained:\n{stdout}{stderr}"
+    );
 }
 
 fn find_in_path(program: &str) -> Option<PathBuf> {

@@ -12,9 +12,7 @@ use quorum::zk::NodeEvent;
 use quorum::{ZkConfig, ZkSession};
 use taskd::task::{SleepArgs, TaskId, TaskKind, TaskRecord, TaskState};
 use taskd::task_db::layout::{owner_path, task_path, DB_ROOT, RUNNERS_ROOT};
-use taskd::task_db::{
-    self, DbError, ListFilter, OwnerInfo, RunnerInfo, StoredRecord, TaskDb, TaskDbConfig,
-};
+use taskd::task_db::{self, DbError, ListFilter, OwnerInfo, RunnerInfo, StoredRecord, TaskDb, TaskDbConfig};
 use tests::zk::ZooKeeper;
 
 const SESSION_TIMEOUT: Duration = Duration::from_secs(4);
@@ -203,9 +201,16 @@ fn corrupt_and_future_schema_records_are_reported_and_the_others_load() -> Resul
     reported.sort();
     assert_eq!(
         reported,
-        ["/zbs/taskd/db/empty", "/zbs/taskd/db/future", "/zbs/taskd/db/garbage", "/zbs/taskd/db/impostor", "/zbs/taskd/db/not.a.task"]
+        [
+            "/zbs/taskd/db/empty",
+            "/zbs/taskd/db/future",
+            "/zbs/taskd/db/garbage",
+            "/zbs/taskd/db/impostor",
+            "/zbs/taskd/db/not.a.task"
+        ]
     );
-    let future_reason = &db.corrupt().iter().find(|corrupt| corrupt.path.ends_with("/future")).context("future")?.reason;
+    let future_reason =
+        &db.corrupt().iter().find(|corrupt| corrupt.path.ends_with("/future")).context("future")?.reason;
     assert!(future_reason.contains("newer"), "{future_reason}");
     assert_eq!(db.list(&ListFilter::all())?.len(), good.len(), "every good record loaded");
     assert_eq!(db.len(), good.len() + 5, "damaged znodes still count towards the cap");
@@ -254,7 +259,9 @@ fn task_owners_vanish_with_their_session_and_runners_register() -> Result<()> {
     let (owner, watch) = task_db::watch_owner(&dispatcher, &task_id)?;
     let owner = owner.context("runner a owns the task")?;
     assert_eq!((owner.info, owner.session_id), (Some(info_a.clone()), runner_a.session_id()));
-    assert!(dispatcher.exists(&owner_path(&task_id))?.is_some_and(|stat| stat.ephemeral_owner == runner_a.session_id()));
+    assert!(dispatcher
+        .exists(&owner_path(&task_id))?
+        .is_some_and(|stat| stat.ephemeral_owner == runner_a.session_id()));
 
     // Runners register; the dispatcher lists and watches them.
     let runner_info = |node_id: &str, free_slots| RunnerInfo {
@@ -269,7 +276,8 @@ fn task_owners_vanish_with_their_session_and_runners_register() -> Result<()> {
     task_db::register_runner(&runner_b, &runner_info("node-b", 4))?;
     dispatcher.create_persistent(&format!("{RUNNERS_ROOT}/broken"), b"[]")?;
     let version_a = task_db::update_runner(&runner_a, &runner_info("node-a", 3), version_a)?;
-    assert!(task_db::update_runner(&runner_a, &runner_info("node-a", 2), version_a - 1).is_err_and(|error| error.is_fenced()));
+    assert!(task_db::update_runner(&runner_a, &runner_info("node-a", 2), version_a - 1)
+        .is_err_and(|error| error.is_fenced()));
     let listed = task_db::list_runners(&dispatcher)?;
     let names: Vec<&str> = listed.runners.iter().map(|runner| runner.info.node_id.as_str()).collect();
     assert_eq!(names, ["node-a", "node-b"]);
@@ -288,7 +296,8 @@ fn task_owners_vanish_with_their_session_and_runners_register() -> Result<()> {
     assert_eq!(event, NodeEvent::ChildrenChanged { path: RUNNERS_ROOT.to_string() });
     eprintln!("owner and registration gone {:?} after the runner's session closed", started.elapsed());
     assert_eq!(task_db::owner_of(&dispatcher, &task_id)?, None);
-    let names: Vec<String> = task_db::list_runners(&dispatcher)?.runners.into_iter().map(|runner| runner.info.node_id).collect();
+    let names: Vec<String> =
+        task_db::list_runners(&dispatcher)?.runners.into_iter().map(|runner| runner.info.node_id).collect();
     assert_eq!(names, ["node-b"]);
 
     // Runner b can take over now, and releases cleanly.

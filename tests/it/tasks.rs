@@ -206,9 +206,21 @@ fn sleep_and_copy_tasks_complete_and_bad_requests_change_nothing() {
         // Refused input: nothing is created.
         let outside = tempfile::NamedTempFile::new()?;
         let refused = [
-            ("POST", "copy_volume/create".to_string(), json!({ "source": outside.path(), "destination": roots.join("x") }).to_string()),
-            ("POST", "copy_volume/create".to_string(), json!({ "source": "/etc/passwd", "destination": "/tmp/stolen" }).to_string()),
-            ("POST", "copy_volume/create".to_string(), json!({ "source": "relative", "destination": "/tmp/x" }).to_string()),
+            (
+                "POST",
+                "copy_volume/create".to_string(),
+                json!({ "source": outside.path(), "destination": roots.join("x") }).to_string(),
+            ),
+            (
+                "POST",
+                "copy_volume/create".to_string(),
+                json!({ "source": "/etc/passwd", "destination": "/tmp/stolen" }).to_string(),
+            ),
+            (
+                "POST",
+                "copy_volume/create".to_string(),
+                json!({ "source": "relative", "destination": "/tmp/x" }).to_string(),
+            ),
             ("POST", "copy_volume/create".to_string(), "{not json".to_string()),
             ("POST", "sleep/create".to_string(), json!({ "duration_ms": 10, "bogus": 1 }).to_string()),
             ("POST", "sleep/create".to_string(), json!({ "duration_ms": 999_999_999_999u64 }).to_string()),
@@ -233,11 +245,15 @@ fn sleep_and_copy_tasks_complete_and_bad_requests_change_nothing() {
         let (status, answer) = request(cluster, follower, "GET", &format!("{PREFIX}/tasks"), None)?;
         ensure!(status == 421, "follower answered {status} {answer}");
         let spec = cluster.node(leader);
-        ensure!(answer["leader"] == json!(format!("{}:{}", spec.address, spec.dispatcher_port)), "follower's leader: {answer}");
+        ensure!(
+            answer["leader"] == json!(format!("{}:{}", spec.address, spec.dispatcher_port)),
+            "follower's leader: {answer}"
+        );
 
         // Sleep tasks complete; a failing one is retried, then stays failed with its error.
-        let sleeps: Vec<String> =
-            (0..6).map(|_| submit(cluster, leader, "sleep/create", json!({ "duration_ms": 300 }))).collect::<Result<_>>()?;
+        let sleeps: Vec<String> = (0..6)
+            .map(|_| submit(cluster, leader, "sleep/create", json!({ "duration_ms": 300 })))
+            .collect::<Result<_>>()?;
         let failing = submit(cluster, leader, "sleep/create", json!({ "duration_ms": 10, "fail": true }))?;
 
         // CopyVolume over sparse files.
@@ -265,13 +281,25 @@ fn sleep_and_copy_tasks_complete_and_bad_requests_change_nothing() {
             let record = wait_state(cluster, leader, task_id, "succeeded", WAIT)?;
             let progress = &record["progress"];
             ensure!(
-                progress["bytes_done"] == progress["bytes_total"] && progress["bytes_total"] == json!(std::fs::metadata(source)?.len()),
+                progress["bytes_done"] == progress["bytes_total"]
+                    && progress["bytes_total"] == json!(std::fs::metadata(source)?.len()),
                 "copy {task_id}: final progress {progress}"
             );
-            ensure!(progress["cur_extent"] == progress["n_extents"] && progress["n_extents"] == json!(1), "copy {task_id}: {progress}");
-            ensure!(files_equal(source, destination)?, "copy {task_id}: {} differs from its source", destination.display());
+            ensure!(
+                progress["cur_extent"] == progress["n_extents"] && progress["n_extents"] == json!(1),
+                "copy {task_id}: {progress}"
+            );
+            ensure!(
+                files_equal(source, destination)?,
+                "copy {task_id}: {} differs from its source",
+                destination.display()
+            );
             let meta = std::fs::metadata(destination)?;
-            ensure!(meta.blocks() * 512 < meta.len() / 2, "copy {task_id}: the destination is not sparse ({} blocks)", meta.blocks());
+            ensure!(
+                meta.blocks() * 512 < meta.len() / 2,
+                "copy {task_id}: the destination is not sparse ({} blocks)",
+                meta.blocks()
+            );
         }
         let record = wait_state(cluster, leader, &failing, "failed", WAIT)?;
         ensure!(record["attempts"] == json!(3), "failing task: {record}");
@@ -297,8 +325,16 @@ fn sleep_and_copy_tasks_complete_and_bad_requests_change_nothing() {
         let refused_ops = [
             (format!("tasks/{long}/resume"), "{}".to_string(), 409),
             (format!("tasks/{long}/cancel"), "{}".to_string(), 409),
-            (format!("tasks/{long}/runtime"), json!({ "start_hour": 1, "start_min": 0, "end_hour": 2, "end_min": 0 }).to_string(), 409),
-            (format!("tasks/{long}/runtime"), json!({ "start_hour": 24, "start_min": 0, "end_hour": 2, "end_min": 0 }).to_string(), 400),
+            (
+                format!("tasks/{long}/runtime"),
+                json!({ "start_hour": 1, "start_min": 0, "end_hour": 2, "end_min": 0 }).to_string(),
+                409,
+            ),
+            (
+                format!("tasks/{long}/runtime"),
+                json!({ "start_hour": 24, "start_min": 0, "end_hour": 2, "end_min": 0 }).to_string(),
+                400,
+            ),
         ];
         for (path, body, expected) in &refused_ops {
             let (status, answer) = request(cluster, leader, "POST", &format!("{PREFIX}/{path}"), Some(body))?;
@@ -318,9 +354,13 @@ fn sleep_and_copy_tasks_complete_and_bad_requests_change_nothing() {
         )?;
         std::thread::sleep(Duration::from_secs(3));
         let record = show(cluster, leader, &windowed)?;
-        ensure!(record["state"] == json!("pending") && record["runner_addr"].is_null(), "a copy ran outside its window: {record}");
+        ensure!(
+            record["state"] == json!("pending") && record["runner_addr"].is_null(),
+            "a copy ran outside its window: {record}"
+        );
         let all_day = json!({ "start_hour": 0, "start_min": 0, "end_hour": 0, "end_min": 0 }).to_string();
-        let (status, answer) = request(cluster, leader, "POST", &format!("{PREFIX}/tasks/{windowed}/runtime"), Some(&all_day))?;
+        let (status, answer) =
+            request(cluster, leader, "POST", &format!("{PREFIX}/tasks/{windowed}/runtime"), Some(&all_day))?;
         ensure!(status == 200, "set_runtime: {status} {answer}");
         wait_state(cluster, leader, &windowed, "succeeded", WAIT)?;
         ensure!(files_equal(source, &roots.join("dst-windowed"))?, "the windowed copy differs from its source");
@@ -339,7 +379,10 @@ fn sleep_and_copy_tasks_complete_and_bad_requests_change_nothing() {
         let listed: Value = serde_json::from_str(&out).context("zbs-task task list --json output")?;
         ensure!(code == 0 && listed.as_array().map_or(0, Vec::len) == 11, "zbs-task task list: exit {code}: {out}");
         let (code, out) = cli(cluster, leader, &["runner", "list"])?;
-        ensure!(code == 0 && out.contains("node-1") && out.contains("node-3"), "zbs-task runner list: exit {code}: {out}");
+        ensure!(
+            code == 0 && out.contains("node-1") && out.contains("node-3"),
+            "zbs-task runner list: exit {code}: {out}"
+        );
         let (code, out) = cli(cluster, leader, &["cluster", "show"])?;
         ensure!(code == 0 && out.contains("leader"), "zbs-task cluster show: exit {code}: {out}");
         let (code, _) = cli(cluster, leader, &["task", "show", "0000-none"])?;
@@ -358,11 +401,16 @@ fn a_killed_runners_task_is_rescheduled_and_finishes() {
         let leader = leader(cluster)?;
         // Keep the leader's own runner out of it, so the kill does not also move the dispatcher.
         let leader_id = cluster.node(leader).node_id.clone();
-        let (status, answer) = request(cluster, leader, "POST", &format!("{PREFIX}/runners/{leader_id}/drain"), Some("{}"))?;
+        let (status, answer) =
+            request(cluster, leader, "POST", &format!("{PREFIX}/runners/{leader_id}/drain"), Some("{}"))?;
         ensure!(status < 300, "drain: {status} {answer}");
         cluster.wait_until(WAIT, "the leader's runner shows drained", || {
             request(cluster, leader, "GET", &format!("{PREFIX}/runners"), None).is_ok_and(|(_, answer)| {
-                answer["runners"].as_array().into_iter().flatten().any(|runner| runner["node_id"] == json!(leader_id) && runner["draining"] == json!(true))
+                answer["runners"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|runner| runner["node_id"] == json!(leader_id) && runner["draining"] == json!(true))
             })
         })?;
 
@@ -395,12 +443,20 @@ fn a_killed_runners_task_is_rescheduled_and_finishes() {
         wait_claimed(cluster, stopped, &task_id)?;
         cluster.signal(stopped, Signal::SIGTERM)?;
         wait_state(cluster, leader, &task_id, "interrupted", WAIT)?;
-        ensure!(cluster.log(stopped).contains("1 running tasks interrupted"), "the stopped runner did not log its interruption");
-        let (status, answer) = request(cluster, leader, "POST", &format!("{PREFIX}/runners/{leader_id}/undrain"), Some("{}"))?;
+        ensure!(
+            cluster.log(stopped).contains("1 running tasks interrupted"),
+            "the stopped runner did not log its interruption"
+        );
+        let (status, answer) =
+            request(cluster, leader, "POST", &format!("{PREFIX}/runners/{leader_id}/undrain"), Some("{}"))?;
         ensure!(status < 300, "undrain: {status} {answer}");
         let record = wait_state(cluster, leader, &task_id, "succeeded", WAIT)?;
         let leader_runner = format!("{}:{}", cluster.node(leader).address, cluster.node(leader).runner_port);
-        ensure!(record["runner_addr"] == json!(leader_runner), "finished on {} instead of the leader", record["runner_addr"]);
+        ensure!(
+            record["runner_addr"] == json!(leader_runner),
+            "finished on {} instead of the leader",
+            record["runner_addr"]
+        );
         Ok(())
     });
 }
@@ -413,7 +469,9 @@ fn runs(cluster: &Cluster) -> std::collections::BTreeMap<String, Vec<(usize, Sys
         let mut open: std::collections::BTreeMap<String, SystemTime> = Default::default();
         for line in cluster.log(node).lines() {
             let Some(at) = glog_time(line) else { continue };
-            let task_id = |line: &str| line.split("task_id=").nth(1).and_then(|rest| rest.split_whitespace().next()).map(str::to_string);
+            let task_id = |line: &str| {
+                line.split("task_id=").nth(1).and_then(|rest| rest.split_whitespace().next()).map(str::to_string)
+            };
             if line.contains("] task started ") {
                 if let Some(task_id) = task_id(line) {
                     open.insert(task_id, at);
@@ -436,20 +494,26 @@ fn runs(cluster: &Cluster) -> std::collections::BTreeMap<String, Vec<(usize, Sys
 fn sigterm_of_the_leader_mid_dispatch_loses_no_task_and_runs_none_twice_at_once_despite_a_damaged_record() {
     with_cluster(|cluster, _roots| {
         let leader = leader(cluster)?;
-        let tasks: Vec<String> =
-            (0..8).map(|_| submit(cluster, leader, "sleep/create", json!({ "duration_ms": 1500 }))).collect::<Result<_>>()?;
+        let tasks: Vec<String> = (0..8)
+            .map(|_| submit(cluster, leader, "sleep/create", json!({ "duration_ms": 1500 })))
+            .collect::<Result<_>>()?;
         // SIGTERM while the leader's own runner works on one of them.
         let leader_runner = format!("{}:{}", cluster.node(leader).address, cluster.node(leader).runner_port);
         let mut on_leader = None;
         cluster.wait_until(WAIT, "a task runs on the leader's runner", || {
             on_leader = tasks.iter().find(|task_id| {
-                show(cluster, leader, task_id).is_ok_and(|record| record["runner_addr"] == json!(leader_runner) && record["state"] == json!("running"))
+                show(cluster, leader, task_id).is_ok_and(|record| {
+                    record["runner_addr"] == json!(leader_runner) && record["state"] == json!("running")
+                })
             });
             on_leader.is_some()
         })?;
         let on_leader = on_leader.context("no task on the leader's runner")?.clone();
         // A damaged record the next leader finds when it rebuilds its cache.
-        let session = quorum::ZkSession::connect(&quorum::ZkConfig::new(cluster.zookeeper().connect_string(), Duration::from_secs(6)))?;
+        let session = quorum::ZkSession::connect(&quorum::ZkConfig::new(
+            cluster.zookeeper().connect_string(),
+            Duration::from_secs(6),
+        ))?;
         session.create_persistent("/zbs/taskd/db/damaged-record", b"{not a record")?;
         drop(session);
         wait_claimed(cluster, leader, &on_leader)?;
@@ -470,7 +534,11 @@ fn sigterm_of_the_leader_mid_dispatch_loses_no_task_and_runs_none_twice_at_once_
         );
         let runs = runs(cluster);
         let interrupted_run = runs.get(&on_leader).and_then(|runs| runs.iter().find(|run| run.0 == leader)).is_some();
-        ensure!(interrupted_run && runs[&on_leader].len() >= 2, "task {on_leader} was not run again after the leader stopped: {:?}", runs.get(&on_leader));
+        ensure!(
+            interrupted_run && runs[&on_leader].len() >= 2,
+            "task {on_leader} was not run again after the leader stopped: {:?}",
+            runs.get(&on_leader)
+        );
         for task_id in &tasks {
             let task_runs = runs.get(task_id).with_context(|| format!("no run of {task_id} in the logs"))?;
             for (index, a) in task_runs.iter().enumerate() {

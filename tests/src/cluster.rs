@@ -497,7 +497,8 @@ impl Cluster {
                 Ok(())
             });
         }
-        let child = command.spawn().with_context(|| format!("start {} with {}", spec.node_id, self.binary.display()))?;
+        let child =
+            command.spawn().with_context(|| format!("start {} with {}", spec.node_id, self.binary.display()))?;
         let pid = child.id();
         process.child = Some(child);
         process.exit_status = None;
@@ -509,7 +510,9 @@ impl Cluster {
         let n_nodes = self.nodes.len();
         self.wait_until(timeout, "every node serving, seeing every member, one leader", || {
             let statuses: Vec<Option<NodeStatus>> = (0..n_nodes).map(|node| self.try_status(node)).collect();
-            statuses.iter().all(|status| status.as_ref().is_some_and(|status| status.members.len() == n_nodes && !status.stopping))
+            statuses
+                .iter()
+                .all(|status| status.as_ref().is_some_and(|status| status.members.len() == n_nodes && !status.stopping))
                 && statuses.iter().flatten().filter(|status| status.leader).count() == 1
         })
         .with_context(|| format!("form a cluster of {n_nodes} (its dir is kept: {})", self.dir().display()))?;
@@ -545,9 +548,8 @@ impl Cluster {
 
     /// The one node whose status says leader; None when none or more than one does.
     pub fn leader(&self) -> Option<usize> {
-        let leaders: Vec<usize> = (0..self.nodes.len())
-            .filter(|&node| self.try_status(node).is_some_and(|status| status.leader))
-            .collect();
+        let leaders: Vec<usize> =
+            (0..self.nodes.len()).filter(|&node| self.try_status(node).is_some_and(|status| status.leader)).collect();
         match leaders.as_slice() {
             [leader] => Some(*leader),
             _ => None,
@@ -722,7 +724,10 @@ impl Cluster {
         for node in 0..self.nodes.len() {
             let left = deadline.saturating_duration_since(Instant::now());
             if self.wait_exit(node, left).is_err() {
-                eprintln!("cluster fixture: {} did not stop within {grace:?}; killing it", self.nodes[node].spec.node_id);
+                eprintln!(
+                    "cluster fixture: {} did not stop within {grace:?}; killing it",
+                    self.nodes[node].spec.node_id
+                );
                 let _ = self.kill(node);
             }
         }
@@ -807,7 +812,8 @@ impl Sampler {
                                 sequence: status.sequence,
                                 stopping: status.stopping,
                             });
-                            let observation = Observation { at: Instant::now(), unix_micros: unix_micros(), node, status };
+                            let observation =
+                                Observation { at: Instant::now(), unix_micros: unix_micros(), node, status };
                             observations.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).push(observation);
                         }
                         thread::sleep(interval);
@@ -824,7 +830,11 @@ impl Sampler {
     /// A sampler without a thread, holding these observations; for the fixture's own tests.
     #[cfg(test)]
     fn from_observations(observations: Vec<Observation>) -> Sampler {
-        Sampler { observations: Arc::new(Mutex::new(observations)), stop: Arc::new(AtomicBool::new(true)), thread: None }
+        Sampler {
+            observations: Arc::new(Mutex::new(observations)),
+            stop: Arc::new(AtomicBool::new(true)),
+            thread: None,
+        }
     }
 
     fn stop(&mut self) {
@@ -862,7 +872,12 @@ impl Sampler {
             for (first, last) in leadership_spans(&observations, node) {
                 for other in &observations {
                     if other.node != node && other.is_leader() && other.at > first && other.at < last {
-                        overlaps.push(Overlap { node, other: other.node, at: other.at, unix_micros: other.unix_micros });
+                        overlaps.push(Overlap {
+                            node,
+                            other: other.node,
+                            at: other.at,
+                            unix_micros: other.unix_micros,
+                        });
                     }
                 }
             }
@@ -912,7 +927,9 @@ fn leadership_spans(observations: &[Observation], node: usize) -> Vec<(Instant, 
     let mut current: Option<(Instant, Instant, u32, Option<i64>)> = None;
     for observation in observations.iter().filter(|observation| observation.node == node) {
         match (&observation.status, &mut current) {
-            (Some(status), Some((_, last, pid, sequence))) if status.leader && status.pid == *pid && status.sequence == *sequence => {
+            (Some(status), Some((_, last, pid, sequence)))
+                if status.leader && status.pid == *pid && status.sequence == *sequence =>
+            {
                 *last = observation.at;
             }
             (Some(status), _) if status.leader => {
@@ -947,7 +964,8 @@ fn fetch_status(agent: &ureq::Agent, url: &str) -> Result<NodeStatus> {
 
 fn write_health(path: &Path, ok: bool) -> Result<()> {
     let temp = path.with_extension("tmp");
-    fs::write(&temp, if ok { "ok\n" } else { "fail injected by the test\n" }).with_context(|| format!("write {}", temp.display()))?;
+    fs::write(&temp, if ok { "ok\n" } else { "fail injected by the test\n" })
+        .with_context(|| format!("write {}", temp.display()))?;
     fs::rename(&temp, path).with_context(|| format!("rename {} to {}", temp.display(), path.display()))
 }
 
@@ -972,7 +990,8 @@ pub fn glog_time(line: &str) -> Option<SystemTime> {
     let now = chrono::Local::now();
     let year = chrono::Datelike::year(&now);
     for year in [year, year - 1] {
-        let naive = chrono::NaiveDateTime::parse_from_str(&format!("{year}{month_day} {time}"), "%Y%m%d %H:%M:%S%.f").ok()?;
+        let naive =
+            chrono::NaiveDateTime::parse_from_str(&format!("{year}{month_day} {time}"), "%Y%m%d %H:%M:%S%.f").ok()?;
         let local = chrono::Local.from_local_datetime(&naive).earliest()?;
         if local <= now + chrono::Duration::days(1) {
             return Some(SystemTime::from(local));
@@ -994,7 +1013,10 @@ fn free_ports(address: Ipv4Addr, n: usize) -> Result<Vec<u16>> {
 /// or older than the sources (see the module documentation).
 pub fn daemon_binary() -> Result<PathBuf> {
     static BINARY: OnceLock<std::result::Result<PathBuf, String>> = OnceLock::new();
-    BINARY.get_or_init(|| find_or_build_binary().map_err(|error| format!("{error:#}"))).clone().map_err(|error| anyhow!(error))
+    BINARY
+        .get_or_init(|| find_or_build_binary().map_err(|error| format!("{error:#}")))
+        .clone()
+        .map_err(|error| anyhow!(error))
 }
 
 fn find_or_build_binary() -> Result<PathBuf> {

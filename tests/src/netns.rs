@@ -278,12 +278,18 @@ impl NetnsClusterBuilder {
         remove_leftover_namespaces();
         let dir = tempfile::Builder::new().prefix("zbs-netns-").tempdir().context("create the cluster's temp dir")?;
         let topology = Topology::build(self.n_nodes)?;
-        let zookeeper = NsZooKeeper::start(&topology.zookeeper_ns, &dir.path().join("zookeeper"), self.start_timeout, &topology.client_ns)?;
+        let zookeeper = NsZooKeeper::start(
+            &topology.zookeeper_ns,
+            &dir.path().join("zookeeper"),
+            self.start_timeout,
+            &topology.client_ns,
+        )?;
         let mut nodes = Vec::with_capacity(self.n_nodes);
         for index in 0..self.n_nodes {
             let spec = NodeSpec::plan(index, dir.path(), &topology)?;
             fs::create_dir_all(&spec.state_dir).with_context(|| format!("create {}", spec.state_dir.display()))?;
-            fs::write(&spec.config_path, self.config_toml(&spec)).with_context(|| format!("write {}", spec.config_path.display()))?;
+            fs::write(&spec.config_path, self.config_toml(&spec))
+                .with_context(|| format!("write {}", spec.config_path.display()))?;
             nodes.push(Node { spec, process: Mutex::new(NodeProcess::default()) });
         }
         let address_sockets = nodes
@@ -589,10 +595,15 @@ impl NetnsCluster {
             // Each node's own status is asked: the members' `healthy` in a status is the cached
             // membership's and can be stale.
             let formed = statuses.iter().all(|status| {
-                status.as_ref().is_some_and(|status| status.members.len() == n_nodes && !status.stopping && health_valid(status))
+                status
+                    .as_ref()
+                    .is_some_and(|status| status.members.len() == n_nodes && !status.stopping && health_valid(status))
             });
-            let leaders: Vec<usize> = (0..n_nodes).filter(|&node| statuses[node].as_ref().is_some_and(|status| status.leader)).collect();
-            formed && leaders.len() == 1 && (!self.settings.vip || self.vip_holders().ok().as_deref() == Some(&leaders[..]))
+            let leaders: Vec<usize> =
+                (0..n_nodes).filter(|&node| statuses[node].as_ref().is_some_and(|status| status.leader)).collect();
+            formed
+                && leaders.len() == 1
+                && (!self.settings.vip || self.vip_holders().ok().as_deref() == Some(&leaders[..]))
         })
         .with_context(|| format!("form a cluster of {n_nodes} (its dir is kept: {})", self.dir().display()))?;
         Ok(())
@@ -628,8 +639,13 @@ impl NetnsCluster {
 
     /// The one node whose status says leader; None when none or more than one does.
     pub fn leader(&self) -> Option<usize> {
-        let leaders: Vec<usize> =
-            self.statuses().iter().enumerate().filter(|(_, status)| status.as_ref().is_some_and(|status| status.leader)).map(|(node, _)| node).collect();
+        let leaders: Vec<usize> = self
+            .statuses()
+            .iter()
+            .enumerate()
+            .filter(|(_, status)| status.as_ref().is_some_and(|status| status.leader))
+            .map(|(node, _)| node)
+            .collect();
         match leaders.as_slice() {
             [leader] => Some(*leader),
             _ => None,
@@ -772,7 +788,9 @@ impl NetnsCluster {
             {
                 let mut process = self.process(node);
                 if process.reap().is_none() {
-                    return process.exit_status.ok_or_else(|| anyhow!("{} was never started", self.nodes[node].spec.node_id));
+                    return process
+                        .exit_status
+                        .ok_or_else(|| anyhow!("{} was never started", self.nodes[node].spec.node_id));
                 }
             }
             if started.elapsed() >= timeout {
@@ -858,7 +876,10 @@ impl NetnsCluster {
     /// peers' data addresses (interval 1, fall 2, rise 2; a failure is FAULT). Its log is the
     /// node's `keepalived.log`.
     pub fn start_keepalived(&self) -> Result<()> {
-        ensure!(!self.settings.vip, "keepalived and the daemons would both hold the VIP: build the cluster with vip(false)");
+        ensure!(
+            !self.settings.vip,
+            "keepalived and the daemons would both hold the VIP: build the cluster with vip(false)"
+        );
         for node in 0..self.nodes.len() {
             self.start_keepalived_on(node)?;
         }
@@ -879,7 +900,10 @@ impl NetnsCluster {
         let mut text = String::from("#!/bin/sh\n");
         let mut waits = Vec::new();
         for (position, other) in (0..self.nodes.len()).filter(|&other| other != node).enumerate() {
-            text.push_str(&format!("ping -c1 -W1 {} >/dev/null 2>&1 &\np{position}=$!\n", self.nodes[other].spec.data_address));
+            text.push_str(&format!(
+                "ping -c1 -W1 {} >/dev/null 2>&1 &\np{position}=$!\n",
+                self.nodes[other].spec.data_address
+            ));
             waits.push(format!("wait $p{position} && exit 0"));
         }
         text.push_str(&waits.join("\n"));
@@ -903,11 +927,24 @@ impl NetnsCluster {
         )
         .with_context(|| format!("write {}", config.display()))?;
         let log_path = spec.dir.join("keepalived.log");
-        let log = OpenOptions::new().create(true).append(true).open(&log_path).with_context(|| format!("open {}", log_path.display()))?;
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .with_context(|| format!("open {}", log_path.display()))?;
         let log_for_stderr = log.try_clone().context("duplicate the log file handle")?;
         let mut command = Command::new("ip");
         command
-            .args(["netns", "exec", &spec.namespace, "keepalived", "--dont-fork", "--log-console", "--log-detail", "--vrrp"])
+            .args([
+                "netns",
+                "exec",
+                &spec.namespace,
+                "keepalived",
+                "--dont-fork",
+                "--log-console",
+                "--log-detail",
+                "--vrrp",
+            ])
             .arg("--use-file")
             .arg(&config)
             .arg("--pid")
@@ -928,7 +965,8 @@ impl NetnsCluster {
     /// Sends `signal` to the node's keepalived, without waiting.
     pub fn signal_keepalived(&self, node: usize, signal: Signal) -> Result<()> {
         let slot = lock(&self.keepalived[node]);
-        let child = slot.as_ref().ok_or_else(|| anyhow!("keepalived does not run on {}", self.nodes[node].spec.node_id))?;
+        let child =
+            slot.as_ref().ok_or_else(|| anyhow!("keepalived does not run on {}", self.nodes[node].spec.node_id))?;
         kill(Pid::from_raw(child.id() as i32), signal).with_context(|| format!("send {signal} to keepalived"))
     }
 
@@ -1026,11 +1064,35 @@ impl Topology {
         }
         let mut links: Vec<(String, &str, String, &str, Ipv4Addr)> = Vec::new();
         for (index, namespace) in topology.node_ns.iter().enumerate() {
-            links.push((namespace.clone(), MANAGEMENT_INTERFACE, format!("m{}", index + 1), MANAGEMENT_BRIDGE, node_address(MANAGEMENT_NET, index)));
-            links.push((namespace.clone(), DATA_INTERFACE, format!("d{}", index + 1), DATA_BRIDGE, node_address(DATA_NET, index)));
+            links.push((
+                namespace.clone(),
+                MANAGEMENT_INTERFACE,
+                format!("m{}", index + 1),
+                MANAGEMENT_BRIDGE,
+                node_address(MANAGEMENT_NET, index),
+            ));
+            links.push((
+                namespace.clone(),
+                DATA_INTERFACE,
+                format!("d{}", index + 1),
+                DATA_BRIDGE,
+                node_address(DATA_NET, index),
+            ));
         }
-        links.push((topology.zookeeper_ns.clone(), MANAGEMENT_INTERFACE, "mzk".to_string(), MANAGEMENT_BRIDGE, ZOOKEEPER_ADDRESS));
-        links.push((topology.client_ns.clone(), MANAGEMENT_INTERFACE, "mcl".to_string(), MANAGEMENT_BRIDGE, CLIENT_ADDRESS));
+        links.push((
+            topology.zookeeper_ns.clone(),
+            MANAGEMENT_INTERFACE,
+            "mzk".to_string(),
+            MANAGEMENT_BRIDGE,
+            ZOOKEEPER_ADDRESS,
+        ));
+        links.push((
+            topology.client_ns.clone(),
+            MANAGEMENT_INTERFACE,
+            "mcl".to_string(),
+            MANAGEMENT_BRIDGE,
+            CLIENT_ADDRESS,
+        ));
         for (namespace, interface, port, bridge, address) in links {
             ip(&["-n", &switch, "link", "add", &port, "type", "veth", "peer", "name", interface, "netns", &namespace])?;
             ip(&["-n", &switch, "link", "set", &port, "master", bridge, "up"])?;
@@ -1076,7 +1138,11 @@ fn remove_leftover_namespaces() {
 
 /// Runs `ip` with `args`; its stdout, or an error with its stderr.
 pub fn ip(args: &[&str]) -> Result<String> {
-    let output = Command::new("ip").args(args).stdin(Stdio::null()).output().with_context(|| format!("run ip {}", args.join(" ")))?;
+    let output = Command::new("ip")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("run ip {}", args.join(" ")))?;
     ensure!(
         output.status.success(),
         "ip {} failed ({}): {}",
@@ -1188,7 +1254,11 @@ impl NsZooKeeper {
         }
         classpath.push(dir.display().to_string());
         let log_path = dir.join("zookeeper.log");
-        let log = OpenOptions::new().create(true).append(true).open(&log_path).with_context(|| format!("open {}", log_path.display()))?;
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .with_context(|| format!("open {}", log_path.display()))?;
         let log_for_stderr = log.try_clone().context("duplicate the log file handle")?;
         let java = std::env::var_os("JAVA_HOME")
             .map(|home| PathBuf::from(home).join("bin/java"))
@@ -1198,7 +1268,14 @@ impl NsZooKeeper {
         command
             .args(["netns", "exec", namespace])
             .arg(java)
-            .args(["-Xmx256m", "-Xms32m", "-Xss512k", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-XX:-UsePerfData"])
+            .args([
+                "-Xmx256m",
+                "-Xms32m",
+                "-Xss512k",
+                "-XX:+UseSerialGC",
+                "-XX:TieredStopAtLevel=1",
+                "-XX:-UsePerfData",
+            ])
             .args(["-Djava.net.preferIPv4Stack=true", "-Djava.awt.headless=true", "-Dzookeeper.jmx.log4j.disable=true"])
             .arg(format!("-Dlog4j.configuration=file:{}", log4j_path.display()))
             .arg("-cp")
@@ -1313,7 +1390,8 @@ impl AddressSocket {
         let mut buffer = vec![0u8; 64 * 1024];
         loop {
             // SAFETY: the buffer is valid for its length.
-            let received = unsafe { libc::recv(self.fd.as_raw_fd(), buffer.as_mut_ptr() as *mut libc::c_void, buffer.len(), 0) };
+            let received =
+                unsafe { libc::recv(self.fd.as_raw_fd(), buffer.as_mut_ptr() as *mut libc::c_void, buffer.len(), 0) };
             ensure!(received > 0, "receive the address dump: {}", std::io::Error::last_os_error());
             let mut message = &buffer[..received as usize];
             while message.len() >= NLMSG_HEADER_LEN {
@@ -1325,7 +1403,9 @@ impl AddressSocket {
                     match kind as i32 {
                         libc::NLMSG_DONE => return Ok(addresses),
                         libc::NLMSG_ERROR => bail!("the address dump failed"),
-                        _ if kind == libc::RTM_NEWADDR => parse_address(&message[NLMSG_HEADER_LEN..length], &mut addresses),
+                        _ if kind == libc::RTM_NEWADDR => {
+                            parse_address(&message[NLMSG_HEADER_LEN..length], &mut addresses)
+                        }
                         _ => {}
                     }
                 }
@@ -1571,7 +1651,8 @@ impl ClientLoop {
     pub fn outages_since(&self, since: Instant) -> Vec<Outage> {
         let samples = lock(&self.samples);
         let start = samples.partition_point(|sample| sample.sent < since);
-        let mut last_ok = samples[..start].iter().rev().find(|sample| sample.ok()).map(|sample| sample.at).unwrap_or(since);
+        let mut last_ok =
+            samples[..start].iter().rev().find(|sample| sample.ok()).map(|sample| sample.at).unwrap_or(since);
         let mut outages = Vec::new();
         let mut current: Option<Outage> = None;
         for sample in &samples[start..] {
@@ -1600,7 +1681,9 @@ impl ClientLoop {
     pub fn wait_answered_by(&self, node_id: &str, since: Instant, timeout: Duration) -> Result<Instant> {
         let started = Instant::now();
         loop {
-            if let Some(sample) = self.samples_since(since).iter().find(|sample| sample.answered_by.as_deref() == Some(node_id)) {
+            if let Some(sample) =
+                self.samples_since(since).iter().find(|sample| sample.answered_by.as_deref() == Some(node_id))
+            {
                 return Ok(sample.at);
             }
             if started.elapsed() >= timeout {
@@ -1623,7 +1706,12 @@ impl Drop for ClientLoop {
 /// caught in a hand-over cannot hide the client's next ones.
 pub fn get_status_within(address: SocketAddr, timeout: Duration) -> Result<NodeStatus> {
     let deadline = Instant::now() + timeout;
-    let left = || deadline.checked_duration_since(Instant::now()).filter(|left| !left.is_zero()).ok_or_else(|| anyhow!("timed out"));
+    let left = || {
+        deadline
+            .checked_duration_since(Instant::now())
+            .filter(|left| !left.is_zero())
+            .ok_or_else(|| anyhow!("timed out"))
+    };
     let mut stream = TcpStream::connect_timeout(&address, left()?).with_context(|| format!("connect to {address}"))?;
     stream.set_write_timeout(Some(left()?))?;
     stream

@@ -34,10 +34,7 @@ use serde::{Deserialize, Serialize};
 pub const DEFAULT_ZOOKEEPER_JAR: &str = "/usr/share/java/zookeeper.jar";
 
 /// The slf4j binding and log4j jars (pulled in by `libzookeeper-java`) that make the server write a log.
-const LOGGING_JARS: [&str; 2] = [
-    "/usr/share/java/slf4j-log4j12.jar",
-    "/usr/share/java/log4j-1.2.jar",
-];
+const LOGGING_JARS: [&str; 2] = ["/usr/share/java/slf4j-log4j12.jar", "/usr/share/java/log4j-1.2.jar"];
 
 /// What to tell a developer or CI whose machine lacks the server or a JRE.
 pub const INSTALL_HINT: &str =
@@ -171,18 +168,12 @@ impl ZooKeeperBuilder {
     /// binary killed by a signal leaks no JVM: call it on the thread that owns the fixture.
     pub fn start(self) -> Result<ZooKeeper> {
         let launcher = Launcher::new(self)?;
-        let dir = tempfile::Builder::new()
-            .prefix("zbs-zk-")
-            .tempdir()
-            .context("create a temp dir for ZooKeeper")?;
+        let dir = tempfile::Builder::new().prefix("zbs-zk-").tempdir().context("create a temp dir for ZooKeeper")?;
         let (specs, children) = match launcher.launch_all(dir.path(), Detach::No) {
             Ok(launched) => launched,
             Err(error) => {
                 let kept = dir.keep();
-                return Err(error.context(format!(
-                    "start ZooKeeper (its dir is kept in {})",
-                    kept.display()
-                )));
+                return Err(error.context(format!("start ZooKeeper (its dir is kept in {})", kept.display())));
             }
         };
         let servers = specs
@@ -190,17 +181,10 @@ impl ZooKeeperBuilder {
             .zip(children)
             .map(|(spec, child)| Server {
                 spec,
-                process: Mutex::new(ServerProcess {
-                    child: Some(child),
-                    paused: false,
-                }),
+                process: Mutex::new(ServerProcess { child: Some(child), paused: false }),
             })
             .collect();
-        Ok(ZooKeeper {
-            launcher,
-            servers,
-            dir: Some(dir),
-        })
+        Ok(ZooKeeper { launcher, servers, dir: Some(dir) })
     }
 
     /// Starts the servers in `dir` in their own session, so that they outlive this process, and records them there.
@@ -209,8 +193,7 @@ impl ZooKeeperBuilder {
     pub fn start_detached(self, dir: &Path) -> Result<DetachedZooKeeper> {
         let launcher = Launcher::new(self)?;
         if dir.exists() {
-            let mut entries =
-                fs::read_dir(dir).with_context(|| format!("list {}", dir.display()))?;
+            let mut entries = fs::read_dir(dir).with_context(|| format!("list {}", dir.display()))?;
             ensure!(entries.next().is_none(), "{} is not empty", dir.display());
         }
         fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
@@ -263,10 +246,7 @@ impl ServerMode {
     /// Reads the mode from a `srvr` or `stat` reply; an error if the server does not serve requests.
     pub fn from_srvr_reply(reply: &str) -> Result<ServerMode> {
         let Some(mode) = reply.lines().find_map(|line| line.strip_prefix("Mode:")) else {
-            bail!(
-                "the server reports no mode (not serving requests?): {:?}",
-                reply.trim()
-            );
+            bail!("the server reports no mode (not serving requests?): {:?}", reply.trim());
         };
         match mode.trim() {
             "standalone" => Ok(ServerMode::Standalone),
@@ -288,28 +268,17 @@ pub fn four_letter_word(addr: SocketAddr, word: &str, timeout: Duration) -> Resu
         "{word:?} is not a four-letter word"
     );
     let deadline = Instant::now() + timeout;
-    let mut stream = TcpStream::connect_timeout(&addr, timeout)
-        .with_context(|| format!("connect to ZooKeeper at {addr}"))?;
-    stream
-        .set_write_timeout(Some(timeout))
-        .context("set the write timeout")?;
-    stream
-        .write_all(word.as_bytes())
-        .with_context(|| format!("send {word:?} to {addr}"))?;
+    let mut stream =
+        TcpStream::connect_timeout(&addr, timeout).with_context(|| format!("connect to ZooKeeper at {addr}"))?;
+    stream.set_write_timeout(Some(timeout)).context("set the write timeout")?;
+    stream.write_all(word.as_bytes()).with_context(|| format!("send {word:?} to {addr}"))?;
     let mut reply = Vec::new();
     let mut buffer = [0u8; 4096];
     loop {
         let remaining = deadline.saturating_duration_since(Instant::now());
-        ensure!(
-            !remaining.is_zero(),
-            "{addr} did not answer {word:?} within {timeout:?}"
-        );
-        stream
-            .set_read_timeout(Some(remaining))
-            .context("set the read timeout")?;
-        let n_read = stream
-            .read(&mut buffer)
-            .with_context(|| format!("read the answer to {word:?} from {addr}"))?;
+        ensure!(!remaining.is_zero(), "{addr} did not answer {word:?} within {timeout:?}");
+        stream.set_read_timeout(Some(remaining)).context("set the read timeout")?;
+        let n_read = stream.read(&mut buffer).with_context(|| format!("read the answer to {word:?} from {addr}"))?;
         if n_read == 0 {
             break;
         }
@@ -367,10 +336,7 @@ impl ZooKeeper {
 
     /// Every server's client port, in index order.
     pub fn client_ports(&self) -> Vec<u16> {
-        self.servers
-            .iter()
-            .map(|server| server.spec.client_port)
-            .collect()
+        self.servers.iter().map(|server| server.spec.client_port).collect()
     }
 
     /// Server `server`'s client address.
@@ -411,12 +377,8 @@ impl ZooKeeper {
     /// Server `server`'s mode, from `srvr`.
     pub fn mode(&self, server: usize) -> Result<ServerMode> {
         let reply = self.four_letter_word(server, "srvr")?;
-        ServerMode::from_srvr_reply(&reply).with_context(|| {
-            format!(
-                "read the mode of ZooKeeper server {}",
-                self.server(server).spec.id
-            )
-        })
+        ServerMode::from_srvr_reply(&reply)
+            .with_context(|| format!("read the mode of ZooKeeper server {}", self.server(server).spec.id))
     }
 
     /// The index of the one running server that reports itself leader, if exactly one does.
@@ -487,9 +449,7 @@ impl ZooKeeper {
         let Some(child) = process.child.as_mut() else {
             bail!("ZooKeeper server {} is not running", server.spec.id);
         };
-        child
-            .kill()
-            .with_context(|| format!("kill ZooKeeper server {}", server.spec.id))?;
+        child.kill().with_context(|| format!("kill ZooKeeper server {}", server.spec.id))?;
         process.wait_or_kill(STOP_GRACE)
     }
 
@@ -497,11 +457,7 @@ impl ZooKeeper {
     pub fn pause_server(&self, server: usize) -> Result<()> {
         let server = self.server(server);
         let mut process = server.lock();
-        ensure!(
-            process.state() == ServerState::Running,
-            "ZooKeeper server {} is not running",
-            server.spec.id
-        );
+        ensure!(process.state() == ServerState::Running, "ZooKeeper server {} is not running", server.spec.id);
         process.signal(Signal::SIGSTOP)?;
         process.paused = true;
         // SIGSTOP takes effect asynchronously: wait until every thread is stopped, or a request
@@ -516,11 +472,7 @@ impl ZooKeeper {
     pub fn resume_server(&self, server: usize) -> Result<()> {
         let server = self.server(server);
         let mut process = server.lock();
-        ensure!(
-            process.state() == ServerState::Paused,
-            "ZooKeeper server {} is not paused",
-            server.spec.id
-        );
+        ensure!(process.state() == ServerState::Paused, "ZooKeeper server {} is not paused", server.spec.id);
         process.signal(Signal::SIGCONT)?;
         process.paused = false;
         Ok(())
@@ -532,18 +484,13 @@ impl ZooKeeper {
     /// also serves requests; a lone server of an ensemble cannot serve, so it is not waited for.
     /// Like [`ZooKeeperBuilder::start`], the new process dies with the calling thread.
     pub fn start_server(&self, index: usize) -> Result<()> {
-        let n_running_others = (0..self.n_servers())
-            .filter(|&other| other != index && self.state(other) == ServerState::Running)
-            .count();
+        let n_running_others =
+            (0..self.n_servers()).filter(|&other| other != index && self.state(other) == ServerState::Running).count();
         let quorum = self.n_servers() / 2 + 1;
         let require_serving = n_running_others + 1 >= quorum;
         let server = self.server(index);
         let mut process = server.lock();
-        ensure!(
-            process.state() == ServerState::Stopped,
-            "ZooKeeper server {} still has a process",
-            server.spec.id
-        );
+        ensure!(process.state() == ServerState::Stopped, "ZooKeeper server {} still has a process", server.spec.id);
         process.child = Some(self.launcher.spawn(&server.spec, Detach::No)?);
         process.paused = false;
         let deadline = Instant::now() + self.launcher.settings.start_timeout;
@@ -564,10 +511,7 @@ impl ZooKeeper {
     fn server(&self, server: usize) -> &Server {
         match self.servers.get(server) {
             Some(found) => found,
-            None => panic!(
-                "no ZooKeeper server {server}: the fixture has {}",
-                self.servers.len()
-            ),
+            None => panic!("no ZooKeeper server {server}: the fixture has {}", self.servers.len()),
         }
     }
 }
@@ -658,8 +602,7 @@ impl DetachedZooKeeper {
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(error) => return Err(error).with_context(|| format!("read {}", path.display())),
         };
-        let detached =
-            serde_json::from_str(&text).with_context(|| format!("parse {}", path.display()))?;
+        let detached = serde_json::from_str(&text).with_context(|| format!("parse {}", path.display()))?;
         Ok(Some(detached))
     }
 
@@ -715,13 +658,8 @@ pub fn is_zookeeper_process(pid: u32, config_path: &Path) -> Result<bool> {
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(false),
         Err(error) => return Err(error).with_context(|| format!("read {cmdline_path}")),
     };
-    let mut args = cmdline
-        .split(|&byte| byte == 0)
-        .map(|arg| Path::new(std::ffi::OsStr::from_bytes(arg)));
-    let is_java = args
-        .next()
-        .and_then(|program| program.file_name())
-        .is_some_and(|name| name == "java");
+    let mut args = cmdline.split(|&byte| byte == 0).map(|arg| Path::new(std::ffi::OsStr::from_bytes(arg)));
+    let is_java = args.next().and_then(|program| program.file_name()).is_some_and(|name| name == "java");
     Ok(is_java && args.any(|arg| arg == config_path))
 }
 
@@ -784,12 +722,7 @@ impl ServerSpec {
         Ok(serving)
     }
 
-    fn wait_ready(
-        &self,
-        child: &mut Child,
-        deadline: Instant,
-        require_serving: bool,
-    ) -> Result<()> {
+    fn wait_ready(&self, child: &mut Child, deadline: Instant, require_serving: bool) -> Result<()> {
         while !self.readiness(child, require_serving)? {
             ensure!(
                 Instant::now() < deadline,
@@ -813,9 +746,7 @@ struct Server {
 impl Server {
     fn lock(&self) -> MutexGuard<'_, ServerProcess> {
         // A panic while holding the lock leaves the state consistent (it is a pid and a flag).
-        self.process
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.process.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -902,14 +833,8 @@ struct Launcher {
 impl Launcher {
     /// Checks the settings and that Java and the ZooKeeper package are installed.
     fn new(settings: ZooKeeperBuilder) -> Result<Launcher> {
-        ensure!(
-            settings.n_servers >= 1,
-            "a ZooKeeper needs at least one server"
-        );
-        ensure!(
-            settings.tick_time >= Duration::from_millis(1),
-            "tickTime must be at least 1 ms"
-        );
+        ensure!(settings.n_servers >= 1, "a ZooKeeper needs at least one server");
+        ensure!(settings.tick_time >= Duration::from_millis(1), "tickTime must be at least 1 ms");
         ensure!(
             settings.min_session_timeout <= settings.max_session_timeout,
             "minSessionTimeout {:?} exceeds maxSessionTimeout {:?}",
@@ -937,27 +862,12 @@ impl Launcher {
             .status();
         match version {
             Ok(status) if status.success() => {}
-            Ok(status) => bail!(
-                "`{} -version` failed ({status}): {INSTALL_HINT}",
-                java.display()
-            ),
-            Err(error) => bail!(
-                "cannot run Java at {}: {error}; {INSTALL_HINT}",
-                java.display()
-            ),
+            Ok(status) => bail!("`{} -version` failed ({status}): {INSTALL_HINT}", java.display()),
+            Err(error) => bail!("cannot run Java at {}: {error}; {INSTALL_HINT}", java.display()),
         }
         let mut classpath = vec![settings.zookeeper_jar.display().to_string()];
-        classpath.extend(
-            LOGGING_JARS
-                .iter()
-                .filter(|jar| Path::new(jar).is_file())
-                .map(|jar| jar.to_string()),
-        );
-        Ok(Launcher {
-            java,
-            classpath: classpath.join(":"),
-            settings,
-        })
+        classpath.extend(LOGGING_JARS.iter().filter(|jar| Path::new(jar).is_file()).map(|jar| jar.to_string()));
+        Ok(Launcher { java, classpath: classpath.join(":"), settings })
     }
 
     /// Picks ports, writes configs, starts every server and waits until all serve.
@@ -976,10 +886,7 @@ impl Launcher {
                 Err(error) if attempt < PORT_ATTEMPTS && specs.iter().any(lost_a_port) => {
                     eprintln!("ZooKeeper fixture: a port was taken, trying fresh ports: {error:#}");
                     for spec in &specs {
-                        let _ = fs::rename(
-                            &spec.dir,
-                            root.join(format!("attempt-{attempt}-server-{}", spec.id)),
-                        );
+                        let _ = fs::rename(&spec.dir, root.join(format!("attempt-{attempt}-server-{}", spec.id)));
                     }
                     attempt += 1;
                 }
@@ -1064,18 +971,15 @@ impl Launcher {
         );
         if all.len() > 1 {
             for peer in all {
-                config.push_str(&format!(
-                    "server.{}={LOOPBACK}:{}:{}\n",
-                    peer.id, peer.quorum_port, peer.election_port
-                ));
+                config
+                    .push_str(&format!("server.{}={LOOPBACK}:{}:{}\n", peer.id, peer.quorum_port, peer.election_port));
             }
             let myid_path = spec.data_dir().join("myid");
             fs::write(&myid_path, format!("{}\n", spec.id))
                 .with_context(|| format!("write {}", myid_path.display()))?;
         }
         let config_path = spec.config_path();
-        fs::write(&config_path, config)
-            .with_context(|| format!("write {}", config_path.display()))?;
+        fs::write(&config_path, config).with_context(|| format!("write {}", config_path.display()))?;
         let log4j_path = spec.config_dir().join("log4j.properties");
         fs::write(
             &log4j_path,
@@ -1112,19 +1016,12 @@ impl Launcher {
             .arg("-XX:-UsePerfData")
             .arg("-Djava.net.preferIPv4Stack=true")
             .arg("-Djava.awt.headless=true")
-            .arg(format!(
-                "-Dlog4j.configuration=file:{}",
-                log4j_config.display()
-            ))
+            .arg(format!("-Dlog4j.configuration=file:{}", log4j_config.display()))
             .arg("-Dzookeeper.jmx.log4j.disable=true")
             // Peers are on loopback: a connect that takes a second is a paused peer, not a slow network.
             .arg("-Dzookeeper.cnxTimeout=1000")
             .arg("-cp")
-            .arg(format!(
-                "{}:{}",
-                self.classpath,
-                spec.config_dir().display()
-            ))
+            .arg(format!("{}:{}", self.classpath, spec.config_dir().display()))
             .arg(main_class)
             .arg(spec.config_path())
             .current_dir(&spec.dir)
@@ -1147,8 +1044,7 @@ impl Launcher {
                 // getppid(2), which are async-signal-safe.
                 unsafe {
                     command.pre_exec(move || {
-                        nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)
-                            .map_err(std::io::Error::from)?;
+                        nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)?;
                         // The parent may have died before the prctl: then nobody would stop us.
                         if nix::unistd::getppid() != parent {
                             return Err(std::io::Error::other("the test process exited"));
@@ -1158,13 +1054,7 @@ impl Launcher {
                 }
             }
         }
-        command.spawn().with_context(|| {
-            format!(
-                "start ZooKeeper server {} with {}",
-                spec.id,
-                self.java.display()
-            )
-        })
+        command.spawn().with_context(|| format!("start ZooKeeper server {} with {}", spec.id, self.java.display()))
     }
 }
 
@@ -1195,10 +1085,7 @@ fn free_loopback_ports(n_ports: usize) -> Result<Vec<u16>> {
         .map(|_| TcpListener::bind(SocketAddrV4::new(LOOPBACK, 0)))
         .collect::<std::io::Result<Vec<_>>>()
         .context("bind a free loopback port")?;
-    listeners
-        .iter()
-        .map(|listener| Ok(listener.local_addr().context("read a bound port")?.port()))
-        .collect()
+    listeners.iter().map(|listener| Ok(listener.local_addr().context("read a bound port")?.port())).collect()
 }
 
 fn client_addr(port: u16) -> SocketAddr {
@@ -1206,17 +1093,15 @@ fn client_addr(port: u16) -> SocketAddr {
 }
 
 fn connect_string(ports: impl Iterator<Item = u16>) -> String {
-    ports
-        .map(|port| format!("{LOOPBACK}:{port}"))
-        .collect::<Vec<_>>()
-        .join(",")
+    ports.map(|port| format!("{LOOPBACK}:{port}")).collect::<Vec<_>>().join(",")
 }
 
 /// Waits until every thread of `pid` is in the stopped state (`T` in `/proc/<pid>/task/*/stat`).
 fn wait_all_threads_stopped(pid: u32, timeout: Duration) -> Result<()> {
     let deadline = Instant::now() + timeout;
     loop {
-        let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).with_context(|| format!("list the threads of pid {pid}"))?;
+        let tasks =
+            std::fs::read_dir(format!("/proc/{pid}/task")).with_context(|| format!("list the threads of pid {pid}"))?;
         let mut all_stopped = true;
         for task in tasks.flatten() {
             let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();

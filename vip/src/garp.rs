@@ -61,15 +61,12 @@ impl PacketSocket {
             return Err(io::Error::last_os_error());
         }
         // SAFETY: `fd` is a fresh descriptor nobody else owns.
-        Ok(PacketSocket {
-            fd: unsafe { OwnedFd::from_raw_fd(fd) },
-        })
+        Ok(PacketSocket { fd: unsafe { OwnedFd::from_raw_fd(fd) } })
     }
 
     /// Sends one frame out of the interface with index `ifindex` to the broadcast address.
     pub(crate) fn send(&self, ifindex: u32, frame: &[u8; FRAME_LEN]) -> io::Result<()> {
-        let ifindex =
-            i32::try_from(ifindex).map_err(|_| io::Error::from_raw_os_error(libc::ENODEV))?;
+        let ifindex = i32::try_from(ifindex).map_err(|_| io::Error::from_raw_os_error(libc::ENODEV))?;
         // SAFETY: sockaddr_ll is plain data; all zero is a valid starting value.
         let mut address: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
         address.sll_family = libc::AF_PACKET as u16;
@@ -133,11 +130,7 @@ pub(crate) struct AnnounceSchedule {
 }
 
 impl AnnounceSchedule {
-    pub(crate) fn new(
-        burst: u32,
-        second_burst_after: Option<Duration>,
-        refresh: Option<Duration>,
-    ) -> AnnounceSchedule {
+    pub(crate) fn new(burst: u32, second_burst_after: Option<Duration>, refresh: Option<Duration>) -> AnnounceSchedule {
         AnnounceSchedule {
             burst,
             second_burst_after,

@@ -11,8 +11,7 @@ use std::os::fd::AsRawFd;
 use std::time::Duration;
 
 use netlink_packet_core::{
-    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL,
-    NLM_F_REQUEST,
+    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REQUEST,
 };
 use netlink_packet_route::address::{AddressAttribute, AddressMessage, AddressScope};
 use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkLayerType, LinkMessage};
@@ -79,19 +78,13 @@ impl RouteSocket {
         let mut socket = Socket::new(NETLINK_ROUTE)?;
         socket.bind_auto()?;
         set_receive_timeout(&socket, ANSWER_TIMEOUT)?;
-        Ok(RouteSocket {
-            socket,
-            sequence: 0,
-            buffer: vec![0; RECEIVE_BUFFER_LEN],
-        })
+        Ok(RouteSocket { socket, sequence: 0, buffer: vec![0; RECEIVE_BUFFER_LEN] })
     }
 
     /// The link called `name`; `None` when there is none.
     pub(crate) fn link(&mut self, name: &str) -> io::Result<Option<Link>> {
         let mut request = LinkMessage::default();
-        request
-            .attributes
-            .push(LinkAttribute::IfName(name.to_string()));
+        request.attributes.push(LinkAttribute::IfName(name.to_string()));
         let answers = match self.transact(RouteNetlinkMessage::GetLink(request), NLM_F_ACK) {
             Ok(answers) => answers,
             Err(error) if error.raw_os_error() == Some(libc::ENODEV) => return Ok(None),
@@ -130,31 +123,18 @@ impl RouteSocket {
             // IFA_LOCAL is the interface's own address; IFA_ADDRESS differs from it only on
             // point-to-point links, where it names the peer.
             if let Some(ip) = local.or(peer) {
-                addresses.push(Address {
-                    ip,
-                    prefix_len: address.header.prefix_len,
-                    label,
-                });
+                addresses.push(Address { ip, prefix_len: address.header.prefix_len, label });
             }
         }
         Ok(addresses)
     }
 
     /// Adds `vip` with `label` to the interface; `Ok(false)` when the kernel already has it.
-    pub(crate) fn add_address(
-        &mut self,
-        index: u32,
-        vip: VipAddress,
-        label: &str,
-    ) -> io::Result<bool> {
+    pub(crate) fn add_address(&mut self, index: u32, vip: VipAddress, label: &str) -> io::Result<bool> {
         let mut request = address_request(index, vip);
-        request
-            .attributes
-            .push(AddressAttribute::Label(label.to_string()));
+        request.attributes.push(AddressAttribute::Label(label.to_string()));
         if let Some(broadcast) = vip.broadcast() {
-            request
-                .attributes
-                .push(AddressAttribute::Broadcast(broadcast));
+            request.attributes.push(AddressAttribute::Broadcast(broadcast));
         }
         let flags = NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL;
         match self.transact(RouteNetlinkMessage::NewAddress(request), flags) {
@@ -177,15 +157,10 @@ impl RouteSocket {
 
     /// Sends one request and collects its answers: up to `Done` for a dump, up to the
     /// acknowledgement otherwise. A negative acknowledgement is the kernel's error.
-    fn transact(
-        &mut self,
-        request: RouteNetlinkMessage,
-        flags: u16,
-    ) -> io::Result<Vec<RouteNetlinkMessage>> {
+    fn transact(&mut self, request: RouteNetlinkMessage, flags: u16) -> io::Result<Vec<RouteNetlinkMessage>> {
         self.sequence = self.sequence.wrapping_add(1);
         let sequence = self.sequence;
-        let mut packet =
-            NetlinkMessage::new(NetlinkHeader::default(), NetlinkPayload::from(request));
+        let mut packet = NetlinkMessage::new(NetlinkHeader::default(), NetlinkPayload::from(request));
         packet.header.flags = NLM_F_REQUEST | flags;
         packet.header.sequence_number = sequence;
         packet.finalize();
@@ -200,10 +175,7 @@ impl RouteSocket {
                     Ok(length) => break length.min(self.buffer.len()),
                     Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
                     Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
-                        return Err(io::Error::new(
-                            io::ErrorKind::TimedOut,
-                            "the kernel did not answer in time",
-                        ));
+                        return Err(io::Error::new(io::ErrorKind::TimedOut, "the kernel did not answer in time"));
                     }
                     Err(error) => return Err(error),
                 }
@@ -211,9 +183,8 @@ impl RouteSocket {
             let mut offset = 0;
             while offset < length {
                 let message: NetlinkMessage<RouteNetlinkMessage> =
-                    NetlinkMessage::deserialize(&self.buffer[offset..length]).map_err(|error| {
-                        io::Error::new(io::ErrorKind::InvalidData, error.to_string())
-                    })?;
+                    NetlinkMessage::deserialize(&self.buffer[offset..length])
+                        .map_err(|error| io::Error::new(io::ErrorKind::InvalidData, error.to_string()))?;
                 let message_length = message.header.length as usize;
                 if message.header.sequence_number == sequence {
                     match message.payload {
@@ -225,10 +196,7 @@ impl RouteSocket {
                             }
                         }
                         NetlinkPayload::Overrun(_) => {
-                            return Err(io::Error::new(
-                                io::ErrorKind::InvalidData,
-                                "netlink overrun",
-                            ));
+                            return Err(io::Error::new(io::ErrorKind::InvalidData, "netlink overrun"));
                         }
                         NetlinkPayload::InnerMessage(inner) => answers.push(inner),
                         _ => {}
@@ -249,23 +217,16 @@ fn address_request(index: u32, vip: VipAddress) -> AddressMessage {
     request.header.prefix_len = vip.prefix_len;
     request.header.scope = AddressScope::Universe;
     request.header.index = index;
-    request
-        .attributes
-        .push(AddressAttribute::Local(IpAddr::V4(vip.ip)));
-    request
-        .attributes
-        .push(AddressAttribute::Address(IpAddr::V4(vip.ip)));
+    request.attributes.push(AddressAttribute::Local(IpAddr::V4(vip.ip)));
+    request.attributes.push(AddressAttribute::Address(IpAddr::V4(vip.ip)));
     request
 }
 
 fn link_of(message: &LinkMessage) -> Link {
-    let mac = message
-        .attributes
-        .iter()
-        .find_map(|attribute| match attribute {
-            LinkAttribute::Address(bytes) => <[u8; 6]>::try_from(bytes.as_slice()).ok(),
-            _ => None,
-        });
+    let mac = message.attributes.iter().find_map(|attribute| match attribute {
+        LinkAttribute::Address(bytes) => <[u8; 6]>::try_from(bytes.as_slice()).ok(),
+        _ => None,
+    });
     Link {
         index: message.header.index,
         flags: message.header.flags,

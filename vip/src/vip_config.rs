@@ -113,47 +113,30 @@ impl VipConfig {
         check_interface_name(&self.interface)?;
         self.effective_label()?;
         if self.garp_burst == 0 || self.garp_burst > MAX_BURST {
-            return Err(bad(
-                "vip.garp_burst",
-                format!("must be from 1 to {MAX_BURST}, not {}", self.garp_burst),
-            ));
+            return Err(bad("vip.garp_burst", format!("must be from 1 to {MAX_BURST}, not {}", self.garp_burst)));
         }
         if self.garp_second_burst_after_ms > MAX_DELAY_MS {
             return Err(bad(
                 "vip.garp_second_burst_after_ms",
-                format!(
-                    "must be at most {MAX_DELAY_MS} (0 = none), not {}",
-                    self.garp_second_burst_after_ms
-                ),
+                format!("must be at most {MAX_DELAY_MS} (0 = none), not {}", self.garp_second_burst_after_ms),
             ));
         }
-        if self.garp_refresh_ms != 0
-            && !(MIN_REFRESH_MS..=MAX_DELAY_MS).contains(&self.garp_refresh_ms)
-        {
+        if self.garp_refresh_ms != 0 && !(MIN_REFRESH_MS..=MAX_DELAY_MS).contains(&self.garp_refresh_ms) {
             return Err(bad(
                 "vip.garp_refresh_ms",
-                format!(
-                    "must be 0 (none) or from {MIN_REFRESH_MS} to {MAX_DELAY_MS}, not {}",
-                    self.garp_refresh_ms
-                ),
+                format!("must be 0 (none) or from {MIN_REFRESH_MS} to {MAX_DELAY_MS}, not {}", self.garp_refresh_ms),
             ));
         }
         if !(MIN_SYNC_INTERVAL_MS..=MAX_SYNC_INTERVAL_MS).contains(&self.sync_interval_ms) {
             return Err(bad(
                 "vip.sync_interval_ms",
-                format!(
-                    "must be from {MIN_SYNC_INTERVAL_MS} to {MAX_SYNC_INTERVAL_MS}, not {}",
-                    self.sync_interval_ms
-                ),
+                format!("must be from {MIN_SYNC_INTERVAL_MS} to {MAX_SYNC_INTERVAL_MS}, not {}", self.sync_interval_ms),
             ));
         }
         if self.transient_failure_limit == 0 || self.transient_failure_limit > MAX_FAILURE_LIMIT {
             return Err(bad(
                 "vip.transient_failure_limit",
-                format!(
-                    "must be from 1 to {MAX_FAILURE_LIMIT}, not {}",
-                    self.transient_failure_limit
-                ),
+                format!("must be from 1 to {MAX_FAILURE_LIMIT}, not {}", self.transient_failure_limit),
             ));
         }
         if self.retry_backoff_ms == 0 || self.retry_backoff_ms > self.sync_interval_ms {
@@ -170,9 +153,7 @@ impl VipConfig {
 
     /// The parsed `address`.
     pub fn vip(&self) -> VipResult<VipAddress> {
-        self.address
-            .parse::<VipAddress>()
-            .map_err(|message| bad("vip.address", message))
+        self.address.parse::<VipAddress>().map_err(|message| bad("vip.address", message))
     }
 
     /// The label the VIP gets: `label`, or `<interface>:vip`, checked.
@@ -182,11 +163,7 @@ impl VipConfig {
             None => format!("{}:vip", self.interface),
         };
         let prefix = format!("{}:", self.interface);
-        let key = if self.label.is_some() {
-            "vip.label"
-        } else {
-            "vip.label (default <interface>:vip)"
-        };
+        let key = if self.label.is_some() { "vip.label" } else { "vip.label (default <interface>:vip)" };
         if !label.starts_with(&prefix) || label.len() == prefix.len() {
             return Err(bad(
                 key,
@@ -199,22 +176,15 @@ impl VipConfig {
                 format!("{label:?} is longer than the kernel's {MAX_LABEL_LEN} bytes; set a shorter vip.label"),
             ));
         }
-        if label
-            .chars()
-            .any(|c| c.is_whitespace() || c == '/' || c.is_control())
-        {
-            return Err(bad(
-                key,
-                format!("{label:?} must not contain spaces, '/' or control characters"),
-            ));
+        if label.chars().any(|c| c.is_whitespace() || c == '/' || c.is_control()) {
+            return Err(bad(key, format!("{label:?} must not contain spaces, '/' or control characters")));
         }
         Ok(label)
     }
 
     /// `garp_second_burst_after_ms` as a delay; `None` when off.
     pub fn second_burst_after(&self) -> Option<Duration> {
-        (self.garp_second_burst_after_ms != 0)
-            .then(|| Duration::from_millis(self.garp_second_burst_after_ms))
+        (self.garp_second_burst_after_ms != 0).then(|| Duration::from_millis(self.garp_second_burst_after_ms))
     }
 
     /// `garp_refresh_ms` as an interval; `None` when off.
@@ -233,9 +203,7 @@ fn check_interface_name(interface: &str) -> VipResult<()> {
         || interface.len() > MAX_LABEL_LEN
         || interface == "."
         || interface == ".."
-        || interface
-            .chars()
-            .any(|c| c.is_whitespace() || c == '/' || c == ':' || c.is_control());
+        || interface.chars().any(|c| c.is_whitespace() || c == '/' || c == ':' || c.is_control());
     if bad_name {
         return Err(bad(
             "vip.interface",
@@ -285,36 +253,24 @@ impl FromStr for VipAddress {
     /// (unspecified, loopback, multicast, broadcast, its subnet's network or broadcast address).
     fn from_str(text: &str) -> Result<VipAddress, String> {
         let Some((ip_text, prefix_text)) = text.trim().split_once('/') else {
-            return Err(format!(
-                "{text:?} needs a prefix length, like \"10.0.0.100/24\""
-            ));
+            return Err(format!("{text:?} needs a prefix length, like \"10.0.0.100/24\""));
         };
         let ip = match ip_text.parse::<IpAddr>() {
             Ok(IpAddr::V4(ip)) => ip,
-            Ok(IpAddr::V6(_)) => {
-                return Err(format!("{text:?} is IPv6; only IPv4 VIPs are supported"))
-            }
+            Ok(IpAddr::V6(_)) => return Err(format!("{text:?} is IPv6; only IPv4 VIPs are supported")),
             Err(_) => return Err(format!("{ip_text:?} is not an IPv4 address")),
         };
         let prefix_len = match prefix_text.parse::<u8>() {
             Ok(len @ 1..=32) => len,
-            _ => {
-                return Err(format!(
-                    "prefix length {prefix_text:?} must be a number from 1 to 32"
-                ))
-            }
+            _ => return Err(format!("prefix length {prefix_text:?} must be a number from 1 to 32")),
         };
         if ip.is_unspecified() || ip.is_loopback() || ip.is_multicast() || ip.is_broadcast() {
-            return Err(format!(
-                "{ip} cannot be a VIP (unspecified, loopback, multicast or broadcast)"
-            ));
+            return Err(format!("{ip} cannot be a VIP (unspecified, loopback, multicast or broadcast)"));
         }
         let vip = VipAddress { ip, prefix_len };
         let host_bits = u32::from(ip) & !mask(prefix_len);
         if prefix_len <= 30 && (host_bits == 0 || host_bits == !mask(prefix_len)) {
-            return Err(format!(
-                "{vip} is the network or broadcast address of its subnet"
-            ));
+            return Err(format!("{vip} is the network or broadcast address of its subnet"));
         }
         Ok(vip)
     }

@@ -79,9 +79,7 @@ impl VipError {
     pub fn is_permanent(&self) -> bool {
         match self {
             VipError::BadRequest(_) | VipError::NotFound(_) => true,
-            VipError::NetLink { source, .. } | VipError::Socket { source, .. } => {
-                is_privilege_error(source)
-            }
+            VipError::NetLink { source, .. } | VipError::Socket { source, .. } => is_privilege_error(source),
             VipError::ArpBroadcastFailed { .. } | VipError::Interface(_) => false,
         }
     }
@@ -135,9 +133,7 @@ impl VipRetry {
         VipRetry {
             limit: config.transient_failure_limit.max(1),
             first_backoff: Duration::from_millis(config.retry_backoff_ms.max(1)),
-            max_backoff: config
-                .sync_interval()
-                .max(Duration::from_millis(config.retry_backoff_ms.max(1))),
+            max_backoff: config.sync_interval().max(Duration::from_millis(config.retry_backoff_ms.max(1))),
             failures_in_a_row: 0,
         }
     }
@@ -156,9 +152,7 @@ impl VipRetry {
                     return VipVerdict::StepDown;
                 }
                 let doublings = (self.failures_in_a_row - 1).min(20);
-                VipVerdict::RetryAfter(
-                    (self.first_backoff * 2u32.pow(doublings)).min(self.max_backoff),
-                )
+                VipVerdict::RetryAfter((self.first_backoff * 2u32.pow(doublings)).min(self.max_backoff))
             }
         }
     }

@@ -114,24 +114,13 @@ impl VipServer {
         let vip = config.vip()?;
         let label = config.effective_label()?;
         let netlink = RouteSocket::open().map_err(VipError::socket("open the rtnetlink socket"))?;
-        let packet =
-            PacketSocket::open().map_err(VipError::socket("open the AF_PACKET socket for ARP"))?;
-        let schedule = AnnounceSchedule::new(
-            config.garp_burst,
-            config.second_burst_after(),
-            config.refresh_interval(),
-        );
+        let packet = PacketSocket::open().map_err(VipError::socket("open the AF_PACKET socket for ARP"))?;
+        let schedule = AnnounceSchedule::new(config.garp_burst, config.second_burst_after(), config.refresh_interval());
         Ok(VipServer {
             config: config.clone(),
             vip,
             label,
-            inner: Mutex::new(Inner {
-                netlink,
-                packet,
-                schedule,
-                active: false,
-                no_arp_logged: false,
-            }),
+            inner: Mutex::new(Inner { netlink, packet, schedule, active: false, no_arp_logged: false }),
         })
     }
 
@@ -180,12 +169,7 @@ impl VipServer {
         let mut inner = self.inner.lock();
         let link = match self.read_link(&mut inner)? {
             Some(link) => link,
-            None => {
-                return Err(VipError::NotFound(format!(
-                    "interface {} does not exist",
-                    self.config.interface
-                )))
-            }
+            None => return Err(VipError::NotFound(format!("interface {} does not exist", self.config.interface))),
         };
         self.check_usable(&link)?;
         let addresses = self.read_addresses(&mut inner, &link)?;
@@ -228,18 +212,11 @@ impl VipServer {
         let interface = &self.config.interface;
         let link = match self.read_link(&mut inner)? {
             Some(link) => link,
-            None => {
-                return Err(VipError::Interface(format!(
-                    "interface {interface} disappeared while leader"
-                )))
-            }
+            None => return Err(VipError::Interface(format!("interface {interface} disappeared while leader"))),
         };
         self.check_usable(&link)?;
         let addresses = self.read_addresses(&mut inner, &link)?;
-        let mut report = SyncReport {
-            active: true,
-            ..SyncReport::default()
-        };
+        let mut report = SyncReport { active: true, ..SyncReport::default() };
         let present = self.find_vip(&addresses)?;
         if !self.has_subnet_address(&addresses) {
             return Err(VipError::Interface(self.no_subnet_message()));
@@ -297,35 +274,22 @@ impl VipServer {
             return Ok(false);
         };
         let addresses = self.read_addresses(&mut inner, &link)?;
-        Ok(addresses
-            .iter()
-            .any(|address| address.ip == self.vip.ip && address.prefix_len == self.vip.prefix_len))
+        Ok(addresses.iter().any(|address| address.ip == self.vip.ip && address.prefix_len == self.vip.prefix_len))
     }
 
     fn read_link(&self, inner: &mut Inner) -> VipResult<Option<Link>> {
         let interface = &self.config.interface;
-        inner
-            .netlink
-            .link(interface)
-            .map_err(VipError::netlink(format!("read link {interface}")))
+        inner.netlink.link(interface).map_err(VipError::netlink(format!("read link {interface}")))
     }
 
     fn read_addresses(&self, inner: &mut Inner, link: &Link) -> VipResult<Vec<Address>> {
         let interface = &self.config.interface;
-        inner
-            .netlink
-            .addresses(link.index)
-            .map_err(VipError::netlink(format!(
-                "read the addresses of {interface}"
-            )))
+        inner.netlink.addresses(link.index).map_err(VipError::netlink(format!("read the addresses of {interface}")))
     }
 
     fn check_usable(&self, link: &Link) -> VipResult<()> {
         match link.unusable_reason() {
-            Some(reason) => Err(VipError::Interface(format!(
-                "interface {} {reason}",
-                self.config.interface
-            ))),
+            Some(reason) => Err(VipError::Interface(format!("interface {} {reason}", self.config.interface))),
             None => Ok(()),
         }
     }
@@ -351,8 +315,7 @@ impl VipServer {
     /// Whether another address of the interface has a subnet that contains the VIP.
     fn has_subnet_address(&self, addresses: &[Address]) -> bool {
         addresses.iter().any(|address| {
-            address.ip != self.vip.ip
-                && VipAddress::same_subnet(address.ip, address.prefix_len, self.vip.ip)
+            address.ip != self.vip.ip && VipAddress::same_subnet(address.ip, address.prefix_len, self.vip.ip)
         })
     }
 
@@ -367,18 +330,14 @@ impl VipServer {
         let context = format!("add {} to {}", self.vip, self.config.interface);
         match inner.netlink.add_address(link.index, self.vip, &self.label) {
             Ok(_) => Ok(()),
-            Err(error) if error.raw_os_error() == Some(libc::ENODEV) => {
-                Err(VipError::Interface(format!(
-                    "interface {} disappeared while the VIP was being added",
-                    self.config.interface
-                )))
-            }
-            Err(error) if error.raw_os_error() == Some(libc::EINVAL) => {
-                Err(VipError::BadRequest(format!(
-                    "the kernel refused {} with label {:?} on {}: {error}",
-                    self.vip, self.label, self.config.interface
-                )))
-            }
+            Err(error) if error.raw_os_error() == Some(libc::ENODEV) => Err(VipError::Interface(format!(
+                "interface {} disappeared while the VIP was being added",
+                self.config.interface
+            ))),
+            Err(error) if error.raw_os_error() == Some(libc::EINVAL) => Err(VipError::BadRequest(format!(
+                "the kernel refused {} with label {:?} on {}: {error}",
+                self.vip, self.label, self.config.interface
+            ))),
             Err(error) => Err(VipError::netlink(context)(error)),
         }
     }
@@ -388,10 +347,7 @@ impl VipServer {
             return Ok(false);
         };
         let context = format!("delete {} from {}", self.vip, self.config.interface);
-        inner
-            .netlink
-            .delete_address(link.index, self.vip)
-            .map_err(VipError::netlink(context))
+        inner.netlink.delete_address(link.index, self.vip).map_err(VipError::netlink(context))
     }
 
     /// Sends every announcement due at `now`; returns the number of frames sent.
@@ -411,10 +367,7 @@ impl VipServer {
         let mut sent = 0;
         while let Some(announcement) = inner.schedule.due(now) {
             for _ in 0..announcement.frames() {
-                inner
-                    .packet
-                    .send(link.index, &frame)
-                    .map_err(|source| self.arp_failed(source))?;
+                inner.packet.send(link.index, &frame).map_err(|source| self.arp_failed(source))?;
                 sent += 1;
             }
             inner.schedule.sent(announcement, now);
@@ -424,11 +377,7 @@ impl VipServer {
     }
 
     fn arp_failed(&self, source: std::io::Error) -> VipError {
-        VipError::ArpBroadcastFailed {
-            interface: self.config.interface.clone(),
-            vip: self.vip.ip,
-            source,
-        }
+        VipError::ArpBroadcastFailed { interface: self.config.interface.clone(), vip: self.vip.ip, source }
     }
 }
 

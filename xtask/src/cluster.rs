@@ -19,13 +19,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use ::tests::cluster::{daemon_binary, NodeStatus};
+use ::tests::zk::{DetachedZooKeeper, ZooKeeperBuilder, DEFAULT_ZOOKEEPER_JAR};
 use anyhow::{bail, ensure, Context, Result};
 use clap::{Args, Subcommand};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
-use ::tests::cluster::{daemon_binary, NodeStatus};
-use ::tests::zk::{DetachedZooKeeper, ZooKeeperBuilder, DEFAULT_ZOOKEEPER_JAR};
 
 /// The state file in `target/cluster/`.
 const STATE_FILE: &str = "cluster.json";
@@ -151,7 +151,10 @@ fn up(dir: &Path, n_nodes: usize) -> Result<()> {
             let stopped: Vec<usize> =
                 (0..state.nodes.len()).filter(|&node| !state.nodes[node].is_running().unwrap_or(false)).collect();
             if stopped.is_empty() {
-                println!("the cluster is already up ({} nodes); `cargo xtask cluster down` first for a new one", state.nodes.len());
+                println!(
+                    "the cluster is already up ({} nodes); `cargo xtask cluster down` first for a new one",
+                    state.nodes.len()
+                );
             } else {
                 for &node in &stopped {
                     state.nodes[node].pid = spawn_node(&state.binary, &state.nodes[node])?;
@@ -305,15 +308,23 @@ fn wait_until_formed(state: &ClusterState) -> Result<()> {
     let started = Instant::now();
     let n_nodes = state.nodes.len();
     loop {
-        let statuses: Vec<Option<NodeStatus>> = state.nodes.iter().map(|node| fetch_status(&agent, node).ok()).collect();
-        let all_serving = statuses.iter().all(|status| status.as_ref().is_some_and(|status| status.members.len() == n_nodes && !status.stopping));
+        let statuses: Vec<Option<NodeStatus>> =
+            state.nodes.iter().map(|node| fetch_status(&agent, node).ok()).collect();
+        let all_serving = statuses
+            .iter()
+            .all(|status| status.as_ref().is_some_and(|status| status.members.len() == n_nodes && !status.stopping));
         let n_leaders = statuses.iter().flatten().filter(|status| status.leader).count();
         if all_serving && n_leaders == 1 {
             return Ok(());
         }
         for node in &state.nodes {
             if !node.is_running()? {
-                bail!("{} (pid {}) exited during start-up; its stderr is {}", node.node_id, node.pid, node.stderr_path.display());
+                bail!(
+                    "{} (pid {}) exited during start-up; its stderr is {}",
+                    node.node_id,
+                    node.pid,
+                    node.stderr_path.display()
+                );
             }
         }
         if started.elapsed() >= FORM_TIMEOUT {
@@ -339,9 +350,12 @@ fn print_guide(state: &ClusterState) -> Result<()> {
         };
         println!("{:<8} pid {:<7} {:<9} curl {}", node.node_id, node.pid, role, node.status_url());
     }
-    let relative = |path: &Path| path.strip_prefix(std::env::current_dir().unwrap_or_default()).unwrap_or(path).display().to_string();
+    let relative = |path: &Path| {
+        path.strip_prefix(std::env::current_dir().unwrap_or_default()).unwrap_or(path).display().to_string()
+    };
     println!("\nstate: {}", relative(&state.dir.join(STATE_FILE)));
-    let mut tries: Vec<(String, String)> = vec![("cargo xtask cluster status".to_string(), "each node's role and health".to_string())];
+    let mut tries: Vec<(String, String)> =
+        vec![("cargo xtask cluster status".to_string(), "each node's role and health".to_string())];
     if let Some(node) = state.nodes.first() {
         tries.push((
             format!("echo fail > {}", relative(&node.health_path)),
@@ -354,7 +368,10 @@ fn print_guide(state: &ClusterState) -> Result<()> {
             format!("SIGTERM the leader ({}): a new one is elected, it drains and exits 0", leader.node_id),
         ));
     }
-    tries.push(("cargo xtask cluster logs 1".to_string(), "node-1's glog lines (`logs zk` for ZooKeeper's)".to_string()));
+    tries.push((
+        "cargo xtask cluster logs 1".to_string(),
+        "node-1's glog lines (`logs zk` for ZooKeeper's)".to_string(),
+    ));
     tries.push(("cargo xtask cluster up".to_string(), "restart the nodes that have exited".to_string()));
     tries.push(("cargo xtask cluster down".to_string(), format!("stop all of it and remove {}", relative(&state.dir))));
     let width = tries.iter().map(|(command, _)| command.len()).max().unwrap_or(0);
@@ -375,7 +392,9 @@ fn status(dir: &Path) -> Result<()> {
     let agent = status_agent();
     let mut all_up = zookeeper == "running";
     for node in &state.nodes {
-        let health_file = fs::read_to_string(&node.health_path).map(|text| text.trim().to_string()).unwrap_or_else(|_| "missing".to_string());
+        let health_file = fs::read_to_string(&node.health_path)
+            .map(|text| text.trim().to_string())
+            .unwrap_or_else(|_| "missing".to_string());
         if !node.is_running()? {
             all_up = false;
             println!("{:<8} pid {:<7} not running (health file: {health_file})", node.node_id, node.pid);
@@ -429,11 +448,10 @@ fn logs(dir: &Path, args: LogsArgs) -> Result<()> {
         }
         Some(name) => {
             let wanted = name.strip_prefix("node-").unwrap_or(name);
-            let node = state
-                .nodes
-                .iter()
-                .find(|node| node.node_id.strip_prefix("node-") == Some(wanted))
-                .with_context(|| format!("no node {name:?}: the cluster has node-1 to node-{}, and zk", state.nodes.len()))?;
+            let node =
+                state.nodes.iter().find(|node| node.node_id.strip_prefix("node-") == Some(wanted)).with_context(
+                    || format!("no node {name:?}: the cluster has node-1 to node-{}, and zk", state.nodes.len()),
+                )?;
             print_stderr_extra(node, args.lines);
             vec![node]
         }
@@ -447,7 +465,8 @@ fn logs(dir: &Path, args: LogsArgs) -> Result<()> {
 /// The daemon writes its glog lines to stderr too: show only what its log file lacks (a
 /// configuration error, a panic).
 fn print_stderr_extra(node: &NodeState, n_lines: usize) {
-    let read = |path: &Path| fs::read(path).map(|bytes| String::from_utf8_lossy(&bytes).into_owned()).unwrap_or_default();
+    let read =
+        |path: &Path| fs::read(path).map(|bytes| String::from_utf8_lossy(&bytes).into_owned()).unwrap_or_default();
     let log = read(&node.log_path);
     let stderr = read(&node.stderr_path);
     let extra: Vec<&str> = stderr.lines().filter(|line| !log.contains(line)).collect();
@@ -476,10 +495,16 @@ fn down(dir: &Path) -> Result<()> {
     let mut signalled = Vec::new();
     for node in &state.nodes {
         if node.is_running()? {
-            kill(Pid::from_raw(node.pid as i32), Signal::SIGTERM).with_context(|| format!("send SIGTERM to {} (pid {})", node.node_id, node.pid))?;
+            kill(Pid::from_raw(node.pid as i32), Signal::SIGTERM)
+                .with_context(|| format!("send SIGTERM to {} (pid {})", node.node_id, node.pid))?;
             signalled.push(node);
         } else if node.pid != 0 {
-            println!("{}: pid {} is not (or no longer) a zbs-taskd with {}; left alone", node.node_id, node.pid, node.config_path.display());
+            println!(
+                "{}: pid {} is not (or no longer) a zbs-taskd with {}; left alone",
+                node.node_id,
+                node.pid,
+                node.config_path.display()
+            );
         }
     }
     let deadline = Instant::now() + STOP_GRACE;
@@ -489,7 +514,8 @@ fn down(dir: &Path) -> Result<()> {
         }
         if node.is_running()? {
             println!("{} (pid {}) did not stop within {STOP_GRACE:?}; sending SIGKILL", node.node_id, node.pid);
-            kill(Pid::from_raw(node.pid as i32), Signal::SIGKILL).with_context(|| format!("send SIGKILL to pid {}", node.pid))?;
+            kill(Pid::from_raw(node.pid as i32), Signal::SIGKILL)
+                .with_context(|| format!("send SIGKILL to pid {}", node.pid))?;
         } else {
             println!("{} (pid {}) stopped", node.node_id, node.pid);
         }
@@ -516,7 +542,9 @@ fn is_our_daemon(pid: u32, config_path: &Path) -> Result<bool> {
     let cmdline_path = format!("/proc/{pid}/cmdline");
     let cmdline = match fs::read(&cmdline_path) {
         Ok(cmdline) => cmdline,
-        Err(error) if matches!(error.kind(), std::io::ErrorKind::NotFound) || error.raw_os_error() == Some(libc::ESRCH) => {
+        Err(error)
+            if matches!(error.kind(), std::io::ErrorKind::NotFound) || error.raw_os_error() == Some(libc::ESRCH) =>
+        {
             return Ok(false)
         }
         Err(error) => return Err(error).with_context(|| format!("read {cmdline_path}")),
@@ -528,12 +556,17 @@ fn is_our_daemon(pid: u32, config_path: &Path) -> Result<bool> {
 
 /// A fresh connection per request: a kept-alive idle connection would hold up a node's drain.
 fn status_agent() -> ureq::Agent {
-    ureq::AgentBuilder::new().timeout(Duration::from_secs(1)).max_idle_connections(0).max_idle_connections_per_host(0).build()
+    ureq::AgentBuilder::new()
+        .timeout(Duration::from_secs(1))
+        .max_idle_connections(0)
+        .max_idle_connections_per_host(0)
+        .build()
 }
 
 fn fetch_status(agent: &ureq::Agent, node: &NodeState) -> Result<NodeStatus> {
     let url = node.status_url();
-    let body = agent.get(&url).call().with_context(|| format!("GET {url}"))?.into_string().context("read the status")?;
+    let body =
+        agent.get(&url).call().with_context(|| format!("GET {url}"))?.into_string().context("read the status")?;
     serde_json::from_str(&body).with_context(|| format!("parse the status {body:?}"))
 }
 

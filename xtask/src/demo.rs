@@ -76,7 +76,10 @@ fn serve(round: usize, n_health_checks: Arc<AtomicUsize>, self_join: SyncPoint<R
     let _health_source = TimerHandle::new(
         dispatcher.as_ref(),
         move || {
-            println!("          dispatcher (thread {:?}): data network unreachable, publishing the flag", std::thread::current().name());
+            println!(
+                "          dispatcher (thread {:?}): data network unreachable, publishing the flag",
+                std::thread::current().name()
+            );
             healthy.store(false, Ordering::Release);
         },
         Duration::from_millis(600),
@@ -98,7 +101,10 @@ fn serve(round: usize, n_health_checks: Arc<AtomicUsize>, self_join: SyncPoint<R
         move || {
             n_health_checks.fetch_add(1, Ordering::AcqRel);
             if !network_healthy.load(Ordering::Acquire) && !loop_handle.is_stopped() {
-                println!("          server loop (thread {:?}): flag seen; stopping dispatcher, then unlooping", std::thread::current().name());
+                println!(
+                    "          server loop (thread {:?}): flag seen; stopping dispatcher, then unlooping",
+                    std::thread::current().name()
+                );
                 dispatcher_for_stop.stop();
                 match dispatcher_for_stop.join() {
                     Ok(()) => println!("          server loop: dispatcher joined from the server thread"),

@@ -122,7 +122,9 @@ pub fn report(actions: &[Action], dry_run: bool, out: &mut impl Write) -> Result
     let (install, keep) = if dry_run { ("would install", "would keep") } else { ("install", "keep") };
     for action in actions {
         match action {
-            Action::Install { source, target, mode } => writeln!(out, "{install} {source} -> {} ({mode:04o})", target.display())?,
+            Action::Install { source, target, mode } => {
+                writeln!(out, "{install} {source} -> {} ({mode:04o})", target.display())?
+            }
             Action::Keep { source, target } => {
                 writeln!(out, "{keep} {} (exists; the shipped {source} is not written over it)", target.display())?
             }
@@ -136,13 +138,17 @@ pub fn report(actions: &[Action], dry_run: bool, out: &mut impl Write) -> Result
 pub fn apply(files: &[PayloadFile], actions: &[Action]) -> Result<()> {
     for action in actions {
         let Action::Install { source, target, mode } = action else { continue };
-        let file = files.iter().find(|file| &file.path == source).with_context(|| format!("{source} is not in the payload"))?;
+        let file = files
+            .iter()
+            .find(|file| &file.path == source)
+            .with_context(|| format!("{source} is not in the payload"))?;
         let parent = target.parent().with_context(|| format!("{} has no parent dir", target.display()))?;
         fs::create_dir_all(parent).with_context(|| format!("create {}", parent.display()))?;
         let file_name = target.file_name().map(|name| name.to_string_lossy().into_owned()).unwrap_or_default();
         let temp = parent.join(format!(".{file_name}.deploy-tmp"));
         fs::write(&temp, &file.contents).with_context(|| format!("write {}", temp.display()))?;
-        fs::set_permissions(&temp, fs::Permissions::from_mode(*mode)).with_context(|| format!("chmod {}", temp.display()))?;
+        fs::set_permissions(&temp, fs::Permissions::from_mode(*mode))
+            .with_context(|| format!("chmod {}", temp.display()))?;
         fs::rename(&temp, target).with_context(|| format!("rename {} to {}", temp.display(), target.display()))?;
     }
     Ok(())

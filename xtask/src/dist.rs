@@ -64,12 +64,14 @@ impl Workspace {
             .output()
             .context("run cargo metadata")?;
         ensure!(output.status.success(), "cargo metadata failed: {}", String::from_utf8_lossy(&output.stderr));
-        let metadata: serde_json::Value = serde_json::from_slice(&output.stdout).context("parse cargo metadata's output")?;
+        let metadata: serde_json::Value =
+            serde_json::from_slice(&output.stdout).context("parse cargo metadata's output")?;
         let text = |value: &serde_json::Value, what: &str| -> Result<String> {
             value.as_str().map(str::to_string).with_context(|| format!("cargo metadata has no {what}"))
         };
         let packages = metadata["packages"].as_array().context("cargo metadata lists no packages")?;
-        let taskd = packages.iter().find(|package| package["name"] == "taskd").context("the workspace has no taskd package")?;
+        let taskd =
+            packages.iter().find(|package| package["name"] == "taskd").context("the workspace has no taskd package")?;
         let binaries = taskd["targets"]
             .as_array()
             .context("taskd has no targets")?
@@ -111,11 +113,8 @@ pub fn build(build: bool) -> Result<PathBuf> {
             .context("run cargo build --release")?;
         ensure!(status.success(), "cargo build --release of taskd failed ({status})");
     }
-    let binaries: Vec<(String, PathBuf)> = workspace
-        .binaries
-        .iter()
-        .map(|name| (name.clone(), workspace.target_dir.join("release").join(name)))
-        .collect();
+    let binaries: Vec<(String, PathBuf)> =
+        workspace.binaries.iter().map(|name| (name.clone(), workspace.target_dir.join("release").join(name))).collect();
     let files = payload(&binaries, &workspace.root.join("packaging"))?;
     let out_dir = workspace.target_dir.join("dist");
     let tarball = write_tarball(&workspace.dist_name(), &files, &out_dir)?;
@@ -159,7 +158,9 @@ fn cli_definition(binary: &str) -> Option<clap::Command> {
 /// The man page (section 1) and bash, zsh and fish completions of one binary.
 fn cli_docs(name: &str, command: clap::Command) -> Result<Vec<PayloadFile>> {
     let mut man = Vec::new();
-    clap_mangen::Man::new(command.clone()).render(&mut man).with_context(|| format!("render the man page of {name}"))?;
+    clap_mangen::Man::new(command.clone())
+        .render(&mut man)
+        .with_context(|| format!("render the man page of {name}"))?;
     let mut files = vec![PayloadFile::new(format!("usr/share/man/man1/{name}.1"), man, 0o644)];
     use clap_complete::Shell;
     for (shell, path) in [
@@ -204,11 +205,12 @@ pub fn sha256_path(tarball: &Path) -> PathBuf {
 /// `<name>.tar.gz.sha256`, each through a temp file renamed into place.
 pub fn write_tarball(name: &str, files: &[PayloadFile], out_dir: &Path) -> Result<PathBuf> {
     fs::create_dir_all(out_dir).with_context(|| format!("create {}", out_dir.display()))?;
-    let mtime = std::env::var("SOURCE_DATE_EPOCH")
-        .ok()
-        .and_then(|epoch| epoch.parse::<u64>().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|elapsed| elapsed.as_secs()).unwrap_or(0)
+    let mtime =
+        std::env::var("SOURCE_DATE_EPOCH").ok().and_then(|epoch| epoch.parse::<u64>().ok()).unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|elapsed| elapsed.as_secs())
+                .unwrap_or(0)
         });
     let sums = PayloadFile::new(CHECKSUMS, checksums(files), 0o644);
     let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
@@ -226,7 +228,14 @@ pub fn write_tarball(name: &str, files: &[PayloadFile], out_dir: &Path) -> Resul
                     append(&mut builder, &format!("{name}/{parent}/"), tar::EntryType::Directory, 0o755, mtime, &[])?;
                 }
             }
-            append(&mut builder, &format!("{name}/{}", file.path), tar::EntryType::Regular, file.mode, mtime, &file.contents)?;
+            append(
+                &mut builder,
+                &format!("{name}/{}", file.path),
+                tar::EntryType::Regular,
+                file.mode,
+                mtime,
+                &file.contents,
+            )?;
         }
         builder.finish().context("finish the tar stream")?;
     }
@@ -311,7 +320,10 @@ pub fn verify_checksums(sums: &str, files: &[PayloadFile]) -> Result<()> {
     let mut listed = Vec::new();
     for line in sums.lines().filter(|line| !line.trim().is_empty()) {
         let (digest, path) = line.split_once("  ").with_context(|| format!("bad {CHECKSUMS} line {line:?}"))?;
-        let file = files.iter().find(|file| file.path == path).with_context(|| format!("{CHECKSUMS} lists {path}, which is missing"))?;
+        let file = files
+            .iter()
+            .find(|file| file.path == path)
+            .with_context(|| format!("{CHECKSUMS} lists {path}, which is missing"))?;
         ensure!(sha256_hex(&file.contents) == digest, "{path}: checksum mismatch");
         listed.push(path);
     }

@@ -57,48 +57,31 @@ pub fn run(args: ZkArgs) -> Result<()> {
 
 /// `target/zk/` of this workspace, or of `$CARGO_TARGET_DIR`.
 fn zk_dir() -> PathBuf {
-    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            let xtask_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
-            xtask_dir.parent().unwrap_or(xtask_dir).join("target")
-        });
+    let target_dir = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| {
+        let xtask_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+        xtask_dir.parent().unwrap_or(xtask_dir).join("target")
+    });
     target_dir.join("zk")
 }
 
 fn start(dir: PathBuf, args: StartArgs) -> Result<()> {
     if let Some(existing) = DetachedZooKeeper::load(&dir)? {
         if running(&existing)? {
-            println!(
-                "ZooKeeper is already running at {} (dir {})",
-                existing.connect_string(),
-                existing.dir.display()
-            );
+            println!("ZooKeeper is already running at {} (dir {})", existing.connect_string(), existing.dir.display());
             return Ok(());
         }
-        println!(
-            "removing the dir of a ZooKeeper that no longer runs: {}",
-            existing.dir.display()
-        );
+        println!("removing the dir of a ZooKeeper that no longer runs: {}", existing.dir.display());
         existing.stop().context("clean up the previous ZooKeeper")?;
     } else if dir.exists() {
-        std::fs::remove_dir_all(&dir)
-            .with_context(|| format!("remove the leftover {}", dir.display()))?;
+        std::fs::remove_dir_all(&dir).with_context(|| format!("remove the leftover {}", dir.display()))?;
     }
     let started = ZooKeeperBuilder::new()
         .servers(args.servers)
         .tick_time(Duration::from_millis(args.tick_ms))
-        .session_timeout_bounds(
-            Duration::from_millis(args.min_session_ms),
-            Duration::from_millis(args.max_session_ms),
-        )
+        .session_timeout_bounds(Duration::from_millis(args.min_session_ms), Duration::from_millis(args.max_session_ms))
         .force_sync(args.force_sync)
         .start_detached(&dir)?;
-    let pids: Vec<String> = started
-        .servers
-        .iter()
-        .map(|server| server.pid.to_string())
-        .collect();
+    let pids: Vec<String> = started.servers.iter().map(|server| server.pid.to_string()).collect();
     println!(
         "ZooKeeper is running at {} (pid {}, dir {})",
         started.connect_string(),
@@ -135,10 +118,7 @@ fn status(dir: PathBuf) -> Result<()> {
         println!("ZooKeeper is running at {}", detached.connect_string());
         Ok(())
     } else {
-        println!(
-            "ZooKeeper is not running (fully) at {}",
-            detached.connect_string()
-        );
+        println!("ZooKeeper is not running (fully) at {}", detached.connect_string());
         std::process::exit(3);
     }
 }
@@ -151,10 +131,7 @@ fn stop(dir: PathBuf) -> Result<()> {
     let connect_string = detached.connect_string();
     let detached_dir = detached.dir.clone();
     detached.stop()?;
-    println!(
-        "ZooKeeper at {connect_string} stopped; removed {}",
-        detached_dir.display()
-    );
+    println!("ZooKeeper at {connect_string} stopped; removed {}", detached_dir.display());
     Ok(())
 }
 

@@ -29,26 +29,17 @@ fn child_path(test_name: &str) -> Option<PathBuf> {
     if role != test_name {
         return None;
     }
-    Some(PathBuf::from(
-        std::env::var_os(CHILD_PATH_ENV).expect("child without a counter path"),
-    ))
+    Some(PathBuf::from(std::env::var_os(CHILD_PATH_ENV).expect("child without a counter path")))
 }
 
 /// Starts the test `test_name` of this module in a fresh copy of the test binary, acting as a
 /// child on the counter file `path`.
 fn spawn_child(test_name: &str, path: &Path, start_file: Option<&Path>) -> Child {
-    let module = module_path!()
-        .split_once("::")
-        .map_or(module_path!(), |(_crate, rest)| rest);
+    let module = module_path!().split_once("::").map_or(module_path!(), |(_crate, rest)| rest);
     let test_binary = std::env::current_exe().expect("locate the test binary");
     let mut command = Command::new(test_binary);
     command
-        .args([
-            "--exact",
-            &format!("{module}::{test_name}"),
-            "--nocapture",
-            "--test-threads=1",
-        ])
+        .args(["--exact", &format!("{module}::{test_name}"), "--nocapture", "--test-threads=1"])
         .env(CHILD_ROLE_ENV, test_name)
         .env(CHILD_PATH_ENV, path)
         .stdout(Stdio::piped())
@@ -67,10 +58,7 @@ fn assert_child_succeeded(output: &Output, marker: &str) {
         String::from_utf8_lossy(&output.stderr)
     );
     assert!(output.status.success(), "child failed: {description}");
-    assert!(
-        stdout.contains(marker),
-        "child did not run its part: {description}"
-    );
+    assert!(stdout.contains(marker), "child did not run its part: {description}");
 }
 
 fn file_len(path: &Path) -> u64 {
@@ -127,22 +115,14 @@ impl Subscriber for WarningCapture {
 /// Opens `path` under a warning capture; returns the counter and the warnings.
 fn open_capturing(path: &Path, window: Duration, limit: u32) -> (ExitCounter, Vec<String>) {
     let capture = WarningCapture::default();
-    let counter = capture
-        .during(|| ExitCounter::open(path, window, limit))
-        .expect("open counter");
+    let counter = capture.during(|| ExitCounter::open(path, window, limit)).expect("open counter");
     (counter, capture.warnings())
 }
 
 fn assert_one_warning_naming(warnings: &[String], path: &Path, problem: &str) {
     assert_eq!(warnings.len(), 1, "expected one warning, got {warnings:?}");
-    assert!(
-        warnings[0].contains(&path.display().to_string()),
-        "no path in {warnings:?}"
-    );
-    assert!(
-        warnings[0].contains(problem),
-        "no {problem:?} in {warnings:?}"
-    );
+    assert!(warnings[0].contains(&path.display().to_string()), "no path in {warnings:?}");
+    assert!(warnings[0].contains(problem), "no {problem:?} in {warnings:?}");
 }
 
 #[test]
@@ -150,10 +130,7 @@ fn a_new_file_counts_from_zero_and_is_created_with_its_full_size() {
     let dir = tempfile::tempdir().expect("create a temp dir");
     let path = dir.path().join("exits");
     let (counter, warnings) = open_capturing(&path, HOUR, 3);
-    assert!(
-        warnings.is_empty(),
-        "a missing file is not a problem: {warnings:?}"
-    );
+    assert!(warnings.is_empty(), "a missing file is not a problem: {warnings:?}");
     assert_eq!(file_len(&path), FILE_LEN as u64);
     assert_eq!(counter.path(), path);
     assert_eq!(counter.recent_exits().unwrap(), 0);
@@ -167,15 +144,9 @@ fn record_exit_counts_up_to_the_limit() {
     let counter = ExitCounter::open(dir.path().join("exits"), HOUR, 3).unwrap();
     assert_eq!(counter.record_exit().unwrap(), 1);
     assert_eq!(counter.record_exit().unwrap(), 2);
-    assert!(
-        counter.may_exit().unwrap(),
-        "a third exit stays within a limit of 3"
-    );
+    assert!(counter.may_exit().unwrap(), "a third exit stays within a limit of 3");
     assert_eq!(counter.record_exit().unwrap(), 3);
-    assert!(
-        !counter.may_exit().unwrap(),
-        "a fourth exit would exceed a limit of 3"
-    );
+    assert!(!counter.may_exit().unwrap(), "a fourth exit would exceed a limit of 3");
     assert_eq!(counter.recent_exits().unwrap(), 3);
     assert_eq!(counter.total_exits().unwrap(), 3);
 }
@@ -251,14 +222,8 @@ fn exits_in_the_future_count_for_one_window_from_now() {
     // The clock is set back an hour: the exit still counts, and expires one window later.
     let after_clock_step_ms = before_clock_step_ms - HOUR.as_millis() as u64;
     assert_eq!(counter.recent_exits_at(after_clock_step_ms).unwrap(), 1);
-    assert_eq!(
-        counter.recent_exits_at(after_clock_step_ms + 999).unwrap(),
-        1
-    );
-    assert_eq!(
-        counter.recent_exits_at(after_clock_step_ms + 1000).unwrap(),
-        0
-    );
+    assert_eq!(counter.recent_exits_at(after_clock_step_ms + 999).unwrap(), 1);
+    assert_eq!(counter.recent_exits_at(after_clock_step_ms + 1000).unwrap(), 0);
 }
 
 #[test]
@@ -281,11 +246,8 @@ fn threads_recording_at_once_lose_no_update() {
     let threads: Vec<_> = (0..4)
         .map(|index| {
             // Two threads share one counter, two open their own: both kinds of exclusion.
-            let counter = if index % 2 == 0 {
-                Arc::clone(&shared)
-            } else {
-                Arc::new(ExitCounter::open(&path, HOUR, 5).unwrap())
-            };
+            let counter =
+                if index % 2 == 0 { Arc::clone(&shared) } else { Arc::new(ExitCounter::open(&path, HOUR, 5).unwrap()) };
             thread::Builder::new()
                 .name(format!("exit-recorder-{index}"))
                 .spawn(move || {
@@ -309,19 +271,14 @@ fn another_process_sees_recorded_exits() {
     if let Some(path) = child_path(NAME) {
         let counter = ExitCounter::open(&path, HOUR, 5).expect("open the counter in the child");
         counter.record_exit().expect("record an exit in the child");
-        assert_eq!(
-            counter.record_exit().expect("record an exit in the child"),
-            2
-        );
+        assert_eq!(counter.record_exit().expect("record an exit in the child"), 2);
         println!("{MARKER}");
         return;
     }
     let dir = tempfile::tempdir().expect("create a temp dir");
     let path = dir.path().join("exits");
     let counter = ExitCounter::open(&path, HOUR, 5).unwrap();
-    let output = spawn_child(NAME, &path, None)
-        .wait_with_output()
-        .expect("wait for the child");
+    let output = spawn_child(NAME, &path, None).wait_with_output().expect("wait for the child");
     assert_child_succeeded(&output, MARKER);
     // Both the counter opened before the child ran and a fresh one see the child's exits.
     assert_eq!(counter.recent_exits().unwrap(), 2);
@@ -339,10 +296,7 @@ fn processes_recording_at_once_lose_no_update() {
         let counter = ExitCounter::open(&path, HOUR, 5).expect("open the counter in the child");
         let deadline = Instant::now() + Duration::from_secs(60);
         while !start_file.exists() {
-            assert!(
-                Instant::now() < deadline,
-                "the parent never created the start file"
-            );
+            assert!(Instant::now() < deadline, "the parent never created the start file");
             // Spin rather than sleep, so that both children start within microseconds.
             std::hint::spin_loop();
         }
@@ -355,9 +309,7 @@ fn processes_recording_at_once_lose_no_update() {
     let dir = tempfile::tempdir().expect("create a temp dir");
     let path = dir.path().join("exits");
     let start_file = dir.path().join("start");
-    let children: Vec<_> = (0..2)
-        .map(|_| spawn_child(NAME, &path, Some(&start_file)))
-        .collect();
+    let children: Vec<_> = (0..2).map(|_| spawn_child(NAME, &path, Some(&start_file))).collect();
     fs::write(&start_file, b"go").expect("create the start file");
     for child in children {
         let output = child.wait_with_output().expect("wait for a child");
@@ -365,11 +317,7 @@ fn processes_recording_at_once_lose_no_update() {
     }
     let counter = ExitCounter::open(&path, HOUR, 5).unwrap();
     assert_eq!(counter.total_exits().unwrap(), 2 * EXITS_PER_CHILD);
-    assert_eq!(
-        counter.recent_exits().unwrap(),
-        SLOT_COUNT as u32,
-        "the ring holds the latest"
-    );
+    assert_eq!(counter.recent_exits().unwrap(), SLOT_COUNT as u32, "the ring holds the latest");
 }
 
 #[test]
@@ -380,12 +328,7 @@ fn a_truncated_file_is_recreated_on_open() {
     counter.record_exit().unwrap();
     counter.record_exit().unwrap();
     drop(counter);
-    fs::OpenOptions::new()
-        .write(true)
-        .open(&path)
-        .unwrap()
-        .set_len(17)
-        .unwrap();
+    fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(17).unwrap();
 
     let (counter, warnings) = open_capturing(&path, HOUR, 5);
     assert_one_warning_naming(&warnings, &path, "17 bytes long");
@@ -401,12 +344,7 @@ fn a_file_truncated_while_open_is_recreated_without_a_fault() {
     let path = dir.path().join("exits");
     let counter = ExitCounter::open(&path, HOUR, 5).unwrap();
     counter.record_exit().unwrap();
-    fs::OpenOptions::new()
-        .write(true)
-        .open(&path)
-        .unwrap()
-        .set_len(0)
-        .unwrap();
+    fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(0).unwrap();
     // Reading the old mapping past the new end of the file would raise SIGBUS.
     assert_eq!(counter.recent_exits().unwrap(), 0);
     assert_eq!(counter.record_exit().unwrap(), 1);
@@ -436,11 +374,7 @@ fn garbage_of_the_right_size_is_recreated() {
     assert_eq!(counter.total_exits().unwrap(), 0);
     assert_eq!(counter.record_exit().unwrap(), 1);
     let reopened = ExitCounter::open(&path, HOUR, 5).unwrap();
-    assert_eq!(
-        reopened.recent_exits().unwrap(),
-        1,
-        "the recreated file is valid"
-    );
+    assert_eq!(reopened.recent_exits().unwrap(), 1, "the recreated file is valid");
 }
 
 #[test]
@@ -472,11 +406,7 @@ fn a_removed_file_is_recreated_by_the_next_operation() {
     assert_eq!(recent, 1);
     assert_one_warning_naming(&capture.warnings(), &path, "removed or replaced");
     let reopened = ExitCounter::open(&path, HOUR, 5).unwrap();
-    assert_eq!(
-        reopened.recent_exits().unwrap(),
-        1,
-        "the exit went to the new file"
-    );
+    assert_eq!(reopened.recent_exits().unwrap(), 1, "the exit went to the new file");
 }
 
 #[test]
@@ -497,42 +427,25 @@ fn a_missing_directory_is_a_clear_error() {
     let path = missing_directory.join("exits");
     let error = ExitCounter::open(&path, HOUR, 5).unwrap_err();
     match &error {
-        ExitCounterError::MissingDirectory {
-            path: error_path,
-            directory,
-        } => {
+        ExitCounterError::MissingDirectory { path: error_path, directory } => {
             assert_eq!(error_path, &path);
             assert_eq!(directory, &missing_directory);
         }
         other => panic!("expected MissingDirectory, got {other:?}"),
     }
     let message = error.to_string();
-    assert!(
-        message.contains(&missing_directory.display().to_string()),
-        "{message}"
-    );
+    assert!(message.contains(&missing_directory.display().to_string()), "{message}");
     assert!(message.contains("does not exist"), "{message}");
-    assert!(
-        !missing_directory.exists(),
-        "the directory must not be created"
-    );
+    assert!(!missing_directory.exists(), "the directory must not be created");
 }
 
 #[test]
 fn a_directory_at_the_path_is_an_error() {
     let dir = tempfile::tempdir().expect("create a temp dir");
     let error = ExitCounter::open(dir.path(), HOUR, 5).unwrap_err();
-    assert!(
-        error
-            .to_string()
-            .contains(&dir.path().display().to_string()),
-        "{error}"
-    );
+    assert!(error.to_string().contains(&dir.path().display().to_string()), "{error}");
     let error = ExitCounter::open("", HOUR, 5).unwrap_err();
-    assert!(
-        matches!(error, ExitCounterError::NotAFileName { .. }),
-        "{error:?}"
-    );
+    assert!(matches!(error, ExitCounterError::NotAFileName { .. }), "{error:?}");
 }
 
 #[test]
@@ -540,10 +453,7 @@ fn settings_that_describe_no_policy_are_rejected() {
     let dir = tempfile::tempdir().expect("create a temp dir");
     let path = dir.path().join("exits");
     let error = ExitCounter::open(&path, Duration::ZERO, 5).unwrap_err();
-    assert!(
-        matches!(error, ExitCounterError::InvalidSettings { .. }),
-        "{error:?}"
-    );
+    assert!(matches!(error, ExitCounterError::InvalidSettings { .. }), "{error:?}");
     let error = ExitCounter::open(&path, HOUR, SLOT_COUNT as u32 + 1).unwrap_err();
     assert!(error.to_string().contains("limit"), "{error}");
     assert!(!path.exists(), "rejected settings must not create the file");
@@ -566,26 +476,13 @@ fn ring_encoding_round_trips_and_each_header_problem_is_named() {
         write_u64(&mut bytes, CHECKSUM_OFFSET, sum);
         Ring::decode(&bytes).unwrap_err()
     };
-    assert_eq!(
-        corrupt(VERSION_OFFSET, 2),
-        Corruption::UnsupportedVersion { version: 2 }
-    );
-    assert_eq!(
-        corrupt(SLOT_COUNT_OFFSET, 8),
-        Corruption::WrongSlotCount { slot_count: 8 }
-    );
+    assert_eq!(corrupt(VERSION_OFFSET, 2), Corruption::UnsupportedVersion { version: 2 });
+    assert_eq!(corrupt(SLOT_COUNT_OFFSET, 8), Corruption::WrongSlotCount { slot_count: 8 });
     assert_eq!(
         corrupt(NEXT_SLOT_OFFSET, SLOT_COUNT as u32),
-        Corruption::NextSlotOutOfRange {
-            next_slot: SLOT_COUNT as u32
-        }
+        Corruption::NextSlotOutOfRange { next_slot: SLOT_COUNT as u32 }
     );
     assert_eq!(corrupt(RESERVED_OFFSET, 1), Corruption::NonZeroReserved);
     assert_eq!(corrupt(0, 0), Corruption::BadMagic);
-    assert_eq!(
-        Ring::decode(&bytes[..FILE_LEN - 1]),
-        Err(Corruption::WrongSize {
-            len: FILE_LEN as u64 - 1
-        })
-    );
+    assert_eq!(Ring::decode(&bytes[..FILE_LEN - 1]), Err(Corruption::WrongSize { len: FILE_LEN as u64 - 1 }));
 }

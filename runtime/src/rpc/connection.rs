@@ -235,7 +235,12 @@ impl Drop for Deregister<'_> {
     }
 }
 
-fn run_connection(stream: may::net::TcpStream, connection: &Arc<ConnectionShared>, cycle: &Arc<Cycle>, shared: &Shared) {
+fn run_connection(
+    stream: may::net::TcpStream,
+    connection: &Arc<ConnectionShared>,
+    cycle: &Arc<Cycle>,
+    shared: &Shared,
+) {
     mark_connection_coroutine(shared.server_id);
     // Also runs if a handler's panic escaped: the count must drop whatever happens.
     let deregister = Deregister { cycle, id: connection.id };
@@ -252,10 +257,17 @@ enum Next {
 }
 
 /// Serves requests until the connection should close; returns the stream unclosed.
-fn serve(mut stream: may::net::TcpStream, connection: &ConnectionShared, cycle: &Cycle, shared: &Shared) -> may::net::TcpStream {
+fn serve(
+    mut stream: may::net::TcpStream,
+    connection: &ConnectionShared,
+    cycle: &Cycle,
+    shared: &Shared,
+) -> may::net::TcpStream {
     let _ = stream.set_nodelay(true);
     let read_timeout = shared.idle_timeout.min(shared.request_timeout);
-    if stream.set_read_timeout(Some(read_timeout)).is_err() || stream.set_write_timeout(Some(shared.write_timeout)).is_err() {
+    if stream.set_read_timeout(Some(read_timeout)).is_err()
+        || stream.set_write_timeout(Some(shared.write_timeout)).is_err()
+    {
         return stream;
     }
     let mut buffer: Vec<u8> = Vec::with_capacity(READ_CHUNK);
@@ -369,7 +381,9 @@ fn read_request(
                     connection.set(Activity::Reading { since: Instant::now() });
                 }
             }
-            Err(error) if matches!(error.kind(), ErrorKind::TimedOut | ErrorKind::WouldBlock | ErrorKind::Interrupted) => {
+            Err(error)
+                if matches!(error.kind(), ErrorKind::TimedOut | ErrorKind::WouldBlock | ErrorKind::Interrupted) =>
+            {
                 buffer.truncate(start);
                 match request_started {
                     None => {
@@ -505,7 +519,9 @@ fn linger(
                 buffer.truncate(start + n);
                 n_read += n;
             }
-            Err(error) if matches!(error.kind(), ErrorKind::TimedOut | ErrorKind::WouldBlock | ErrorKind::Interrupted) => {
+            Err(error)
+                if matches!(error.kind(), ErrorKind::TimedOut | ErrorKind::WouldBlock | ErrorKind::Interrupted) =>
+            {
                 buffer.truncate(start);
             }
             Err(_) => return,

@@ -175,9 +175,7 @@ impl Response {
     /// `{"error": message}` with `status`: how every error of the framework is answered.
     pub fn error(status: u16, message: &str) -> Response {
         let body = serde_json::json!({ "error": message, "status": status });
-        Response::new(status)
-            .with_header("Content-Type", "application/json")
-            .with_body(body.to_string().into_bytes())
+        Response::new(status).with_header("Content-Type", "application/json").with_body(body.to_string().into_bytes())
     }
 
     /// A plain-text body.
@@ -229,7 +227,11 @@ impl Response {
         }
         out.extend_from_slice(b"Content-Length: ");
         out.extend_from_slice(self.body.len().to_string().as_bytes());
-        out.extend_from_slice(if keep_alive { b"\r\nConnection: keep-alive\r\n\r\n" } else { b"\r\nConnection: close\r\n\r\n" });
+        out.extend_from_slice(if keep_alive {
+            b"\r\nConnection: keep-alive\r\n\r\n"
+        } else {
+            b"\r\nConnection: close\r\n\r\n"
+        });
         if !head_only {
             out.extend_from_slice(&self.body);
         }
@@ -337,7 +339,8 @@ pub(crate) fn parse(buffer: &[u8], limits: &Limits, peer_addr: SocketAddr) -> Re
         return Err(HttpError::HeadersTooLarge { limit: limits.max_header_bytes });
     }
     let method_token = parsed.method.unwrap_or("");
-    let method = Method::parse(method_token).ok_or_else(|| HttpError::UnknownMethod(method_token.chars().take(32).collect()))?;
+    let method =
+        Method::parse(method_token).ok_or_else(|| HttpError::UnknownMethod(method_token.chars().take(32).collect()))?;
     let version = parsed.version.unwrap_or(1);
     if version > 1 {
         return Err(HttpError::Version(version));
@@ -357,9 +360,8 @@ pub(crate) fn parse(buffer: &[u8], limits: &Limits, peer_addr: SocketAddr) -> Re
             .map_err(|_| HttpError::Malformed(format!("header {} is not UTF-8", header.name)))?
             .trim();
         if header.name.eq_ignore_ascii_case("content-length") {
-            let length: usize = value
-                .parse()
-                .map_err(|_| HttpError::Malformed(format!("bad Content-Length {value:?}")))?;
+            let length: usize =
+                value.parse().map_err(|_| HttpError::Malformed(format!("bad Content-Length {value:?}")))?;
             if content_length.is_some_and(|previous| previous != length) {
                 return Err(HttpError::Malformed("conflicting Content-Length headers".to_string()));
             }

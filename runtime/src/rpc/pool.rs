@@ -84,8 +84,8 @@ impl WorkerPool {
         let index = self.next.fetch_add(1, Ordering::Relaxed) % self.handles.len();
         let scheduled = self.handles[index].sched(move || {
             let guard = guard;
-            let outcome = catch_unwind(AssertUnwindSafe(job))
-                .map_err(|panic| RpcError::JobPanicked(panic_message(&panic)));
+            let outcome =
+                catch_unwind(AssertUnwindSafe(job)).map_err(|panic| RpcError::JobPanicked(panic_message(&panic)));
             guard.answer.done_with(outcome);
         });
         if scheduled.is_err() {

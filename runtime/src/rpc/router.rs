@@ -41,9 +41,14 @@ struct Pattern {
 
 /// The result of looking a request up.
 pub(crate) enum Lookup<'a> {
-    Found { route: &'a Route, params: HashMap<String, String> },
+    Found {
+        route: &'a Route,
+        params: HashMap<String, String>,
+    },
     /// The path exists, not with this method; the allowed methods go in an `Allow` header.
-    MethodNotAllowed { allowed: Vec<Method> },
+    MethodNotAllowed {
+        allowed: Vec<Method>,
+    },
     NotFound,
 }
 

@@ -442,7 +442,10 @@ impl Server {
 
     /// fbthrift's `stopAcceptingAndJoinOutstandingRequests`.
     pub fn stop_accepting_and_join_outstanding_requests(&self) {
-        self.inner.exclusive("stop_accepting_and_join_outstanding_requests", Inner::stop_accepting_and_join_outstanding_requests);
+        self.inner.exclusive(
+            "stop_accepting_and_join_outstanding_requests",
+            Inner::stop_accepting_and_join_outstanding_requests,
+        );
     }
 
     /// fbthrift's `stopCPUWorkers`.
@@ -593,8 +596,7 @@ impl Inner {
         let address = self.config.address;
         // std's bind sets SO_REUSEADDR but not SO_REUSEPORT (which may's bind sets): a second
         // daemon on the same port must fail, not share the port.
-        let std_listener =
-            std::net::TcpListener::bind(address).map_err(|source| RpcError::Bind { address, source })?;
+        let std_listener = std::net::TcpListener::bind(address).map_err(|source| RpcError::Bind { address, source })?;
         let local_addr = std_listener.local_addr().map_err(|source| RpcError::Bind { address, source })?;
         let listener = {
             use std::os::fd::{FromRawFd, IntoRawFd};
@@ -687,9 +689,7 @@ impl Inner {
                 *self.serve_thread.lock() = Some(thread);
                 Err(RpcError::SelfJoin(format!("join of the serving thread of server {}", self.name())))
             }
-            Err(JoinError::Panicked(message)) => {
-                Err(RpcError::ServeThread { name: self.name().to_string(), message })
-            }
+            Err(JoinError::Panicked(message)) => Err(RpcError::ServeThread { name: self.name().to_string(), message }),
         }
     }
 

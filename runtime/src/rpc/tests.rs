@@ -153,11 +153,8 @@ fn serves_json_routes_with_keep_alive() {
     assert_eq!(server.n_connections(), 1, "every request went over the one keep-alive connection");
 
     // A maintained client library works too.
-    let text = ureq::get(&format!("http://{address}/hello"))
-        .call()
-        .expect("ureq call")
-        .into_string()
-        .expect("ureq body");
+    let text =
+        ureq::get(&format!("http://{address}/hello")).call().expect("ureq call").into_string().expect("ureq body");
     let body: serde_json::Value = serde_json::from_str(&text).expect("ureq json");
     assert_eq!(body, serde_json::json!({ "hello": "world" }));
 
@@ -171,7 +168,9 @@ fn each_flag_combination_follows_fbthrift_order() {
     let head = ["pre_start", "pre_serve", "cleanup", "stop_listening"];
     let drain = ["stop_accepting_and_join_outstanding_requests", "stop_requested"];
     let cpu_io = ["stop_cpu_workers", "post_stop", "stop_workers"];
-    let joined = |parts: &[&[&str]]| -> Vec<String> { parts.iter().flat_map(|part| part.iter().map(|s| s.to_string())).collect() };
+    let joined = |parts: &[&[&str]]| -> Vec<String> {
+        parts.iter().flat_map(|part| part.iter().map(|s| s.to_string())).collect()
+    };
     let cases: [(bool, bool, Vec<String>); 4] = [
         (true, true, joined(&[&head, &drain, &cpu_io, &["shutdown"]])),
         (true, false, joined(&[&head, &drain, &cpu_io, &["shutdown"]])),
@@ -251,9 +250,7 @@ fn stop_during_500_in_flight_requests_answers_every_one() {
 
     let handle = server.handle();
     let stopper = std::thread::spawn(move || handle.stop());
-    wait_for("the drain to begin", Duration::from_secs(30), || {
-        server.status() == ServerStatus::DrainingUntilStopped
-    });
+    wait_for("the drain to begin", Duration::from_secs(30), || server.status() == ServerStatus::DrainingUntilStopped);
     let refused = TcpStream::connect(address);
     assert!(refused.is_err(), "a new connection after stop listening must be refused");
 
@@ -302,7 +299,10 @@ fn a_request_running_at_the_deadline_is_cut() {
     server.join().expect("join");
     let elapsed = started.elapsed();
     assert!(elapsed >= join_timeout, "the stop waited for the deadline ({elapsed:?})");
-    assert!(elapsed < join_timeout + Duration::from_secs(5), "the stop completed soon after the deadline ({elapsed:?})");
+    assert!(
+        elapsed < join_timeout + Duration::from_secs(5),
+        "the stop completed soon after the deadline ({elapsed:?})"
+    );
     assert_eq!(server.status(), ServerStatus::NotRunning);
     assert!(client.join().expect("client").is_err(), "the cut request gets no response");
 
@@ -358,10 +358,17 @@ fn the_deadline_logs_the_requests_it_cuts() {
     assert_eq!(server.status(), ServerStatus::NotRunning);
     assert!(client.join().expect("client").is_err());
     let text = String::from_utf8_lossy(&log.0.lock()).to_string();
-    let line = text.lines().find(|line| line.contains("request still running")).unwrap_or_else(|| panic!("no cut logged in:\n{text}"));
+    let line = text
+        .lines()
+        .find(|line| line.contains("request still running"))
+        .unwrap_or_else(|| panic!("no cut logged in:\n{text}"));
     assert!(line.contains("method=POST") && line.contains("path=\"/stuck/7\"") && line.contains("age_ms="), "{line}");
-    for stage in ["stop_listening", "stop_accepting_and_join_outstanding_requests", "stop_cpu_workers", "stop_workers"] {
-        assert!(text.contains(&format!("stage=\"{stage}\"")) && text.contains("elapsed_ms="), "{stage} logged with its duration:\n{text}");
+    for stage in ["stop_listening", "stop_accepting_and_join_outstanding_requests", "stop_cpu_workers", "stop_workers"]
+    {
+        assert!(
+            text.contains(&format!("stage=\"{stage}\"")) && text.contains("elapsed_ms="),
+            "{stage} logged with its duration:\n{text}"
+        );
     }
     gate.done();
 }
@@ -371,10 +378,13 @@ fn two_servers_share_the_pools_and_stop_independently() {
     let pool = WorkerPool::new("rpc-test-shared", 2).expect("pool");
     let cpu_route = |config: ServerConfig| {
         config.cpu_route(Method::Post, "/sum", |request| match request.json::<Vec<u64>>() {
-            Ok(numbers) => Response::json(200, &serde_json::json!({
-                "sum": numbers.iter().sum::<u64>(),
-                "on_pool": crate::current_context().map(|context| context.name().to_string()),
-            })),
+            Ok(numbers) => Response::json(
+                200,
+                &serde_json::json!({
+                    "sum": numbers.iter().sum::<u64>(),
+                    "on_pool": crate::current_context().map(|context| context.name().to_string()),
+                }),
+            ),
             Err(response) => response,
         })
     };
@@ -461,7 +471,11 @@ fn concurrent_stops_from_threads_and_a_signal_flag_run_each_stage_once() {
     server.join().expect("join");
     server.shutdown();
     let events = events.lock().clone();
-    let stages: Vec<&str> = events.iter().map(String::as_str).filter(|event| event.starts_with("stop_") && *event != "stop_requested").collect();
+    let stages: Vec<&str> = events
+        .iter()
+        .map(String::as_str)
+        .filter(|event| event.starts_with("stop_") && *event != "stop_requested")
+        .collect();
     assert_eq!(
         stages,
         ["stop_listening", "stop_accepting_and_join_outstanding_requests", "stop_cpu_workers", "stop_workers"],
@@ -486,7 +500,8 @@ fn restart_after_cleanup_serves_again() {
     assert_eq!(n_serve, 3);
 
     // With a server-owned pool too (no shared pool given), and with serve() on this thread.
-    let server = Arc::new(Server::new(echo_config("restart-serve").cpu_route(Method::Get, "/cpu", |_| Response::json(200, &1))));
+    let server =
+        Arc::new(Server::new(echo_config("restart-serve").cpu_route(Method::Get, "/cpu", |_| Response::json(200, &1))));
     for _ in 0..2 {
         let serving = {
             let server = server.clone();

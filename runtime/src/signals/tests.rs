@@ -29,17 +29,10 @@ fn is_child(test_name: &str) -> bool {
 /// Re-runs the test `test_name` of this module in a fresh copy of the test binary, acting as
 /// the child.
 fn run_as_child(test_name: &str) -> Output {
-    let module = module_path!()
-        .split_once("::")
-        .map_or(module_path!(), |(_crate, rest)| rest);
+    let module = module_path!().split_once("::").map_or(module_path!(), |(_crate, rest)| rest);
     let test_binary = std::env::current_exe().expect("locate the test binary");
     Command::new(test_binary)
-        .args([
-            "--exact",
-            &format!("{module}::{test_name}"),
-            "--nocapture",
-            "--test-threads=1",
-        ])
+        .args(["--exact", &format!("{module}::{test_name}"), "--nocapture", "--test-threads=1"])
         .env(CHILD_ROLE_ENV, test_name)
         .output()
         .expect("run the test binary as a child")
@@ -57,12 +50,7 @@ fn describe(output: &Output) -> String {
 fn send_sigterm_to_self() {
     // SAFETY: kill and getpid have no memory-safety preconditions.
     let result = unsafe { libc::kill(libc::getpid(), libc::SIGTERM) };
-    assert_eq!(
-        result,
-        0,
-        "kill(getpid(), SIGTERM) failed: {}",
-        std::io::Error::last_os_error()
-    );
+    assert_eq!(result, 0, "kill(getpid(), SIGTERM) failed: {}", std::io::Error::last_os_error());
 }
 
 fn print_marker(marker: &str) {
@@ -95,11 +83,7 @@ fn wait_timeout_returns_false_after_the_timeout() {
     let timeout = Duration::from_millis(50);
     let started = Instant::now();
     assert!(!flag.wait_timeout(timeout));
-    assert!(
-        started.elapsed() >= timeout,
-        "returned after {:?}",
-        started.elapsed()
-    );
+    assert!(started.elapsed() >= timeout, "returned after {:?}", started.elapsed());
 }
 
 #[test]
@@ -131,25 +115,14 @@ fn sigterm_sets_the_installed_flag() {
         let flag = install_stop_flag().expect("install the stop flag");
         assert!(!flag.is_set(), "flag set before any signal");
         send_sigterm_to_self();
-        assert!(
-            flag.wait_timeout(SIGNAL_DELIVERY_TIMEOUT),
-            "SIGTERM did not set the flag"
-        );
+        assert!(flag.wait_timeout(SIGNAL_DELIVERY_TIMEOUT), "SIGTERM did not set the flag");
         print_marker(CHILD_OK_MARKER);
         return;
     }
     let output = run_as_child(NAME);
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "child failed: {}",
-        describe(&output)
-    );
-    assert!(
-        stdout.contains(CHILD_OK_MARKER),
-        "child did not check the flag: {}",
-        describe(&output)
-    );
+    assert!(output.status.success(), "child failed: {}", describe(&output));
+    assert!(stdout.contains(CHILD_OK_MARKER), "child did not check the flag: {}", describe(&output));
 }
 
 #[test]
@@ -158,10 +131,7 @@ fn second_sigterm_exits_at_once_with_the_documented_status() {
     if is_child(NAME) {
         let flag = install_stop_flag().expect("install the stop flag");
         send_sigterm_to_self();
-        assert!(
-            flag.wait_timeout(SIGNAL_DELIVERY_TIMEOUT),
-            "first SIGTERM did not set the flag"
-        );
+        assert!(flag.wait_timeout(SIGNAL_DELIVERY_TIMEOUT), "first SIGTERM did not set the flag");
         print_marker(CHILD_OK_MARKER);
         send_sigterm_to_self();
         // The handler should have ended the process; give a slow delivery time to arrive.
@@ -171,22 +141,9 @@ fn second_sigterm_exits_at_once_with_the_documented_status() {
     }
     let output = run_as_child(NAME);
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        stdout.contains(CHILD_OK_MARKER),
-        "first SIGTERM not handled: {}",
-        describe(&output)
-    );
-    assert!(
-        !stdout.contains(CHILD_SURVIVED_MARKER),
-        "child survived: {}",
-        describe(&output)
-    );
-    assert_eq!(
-        output.status.code(),
-        Some(FORCED_EXIT_STATUS_SIGTERM),
-        "{}",
-        describe(&output)
-    );
+    assert!(stdout.contains(CHILD_OK_MARKER), "first SIGTERM not handled: {}", describe(&output));
+    assert!(!stdout.contains(CHILD_SURVIVED_MARKER), "child survived: {}", describe(&output));
+    assert_eq!(output.status.code(), Some(FORCED_EXIT_STATUS_SIGTERM), "{}", describe(&output));
     assert_eq!(FORCED_EXIT_STATUS_SIGTERM, 143);
 }
 
@@ -204,22 +161,9 @@ fn sigterm_after_set_exits_at_once() {
     }
     let output = run_as_child(NAME);
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        stdout.contains(CHILD_OK_MARKER),
-        "child did not start: {}",
-        describe(&output)
-    );
-    assert!(
-        !stdout.contains(CHILD_SURVIVED_MARKER),
-        "child survived: {}",
-        describe(&output)
-    );
-    assert_eq!(
-        output.status.code(),
-        Some(FORCED_EXIT_STATUS_SIGTERM),
-        "{}",
-        describe(&output)
-    );
+    assert!(stdout.contains(CHILD_OK_MARKER), "child did not start: {}", describe(&output));
+    assert!(!stdout.contains(CHILD_SURVIVED_MARKER), "child survived: {}", describe(&output));
+    assert_eq!(output.status.code(), Some(FORCED_EXIT_STATUS_SIGTERM), "{}", describe(&output));
 }
 
 #[test]
@@ -228,17 +172,11 @@ fn installing_twice_shares_one_flag() {
     if is_child(NAME) {
         let first = install_stop_flag().expect("install the stop flag");
         let second = install_stop_flag().expect("install the stop flag again");
-        assert!(
-            Arc::ptr_eq(&first.flag, &second.flag),
-            "two installs made two flags"
-        );
+        assert!(Arc::ptr_eq(&first.flag, &second.flag), "two installs made two flags");
         // One SIGTERM sets both, and it is a first signal: two installs did not register two
         // flag setters ahead of a second conditional exit, which would end the process here.
         send_sigterm_to_self();
-        assert!(
-            first.wait_timeout(SIGNAL_DELIVERY_TIMEOUT),
-            "SIGTERM did not set the flag"
-        );
+        assert!(first.wait_timeout(SIGNAL_DELIVERY_TIMEOUT), "SIGTERM did not set the flag");
         assert!(second.is_set());
         thread::sleep(Duration::from_millis(200));
         print_marker(CHILD_OK_MARKER);
@@ -246,16 +184,8 @@ fn installing_twice_shares_one_flag() {
     }
     let output = run_as_child(NAME);
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "child failed: {}",
-        describe(&output)
-    );
-    assert!(
-        stdout.contains(CHILD_OK_MARKER),
-        "child did not check the flag: {}",
-        describe(&output)
-    );
+    assert!(output.status.success(), "child failed: {}", describe(&output));
+    assert!(stdout.contains(CHILD_OK_MARKER), "child did not check the flag: {}", describe(&output));
 }
 
 #[test]
@@ -265,24 +195,13 @@ fn the_unregistered_flag_ignores_signals() {
         let unregistered = StopFlag::new_unregistered();
         let installed = install_stop_flag().expect("install the stop flag");
         send_sigterm_to_self();
-        assert!(
-            installed.wait_timeout(SIGNAL_DELIVERY_TIMEOUT),
-            "SIGTERM did not set the flag"
-        );
+        assert!(installed.wait_timeout(SIGNAL_DELIVERY_TIMEOUT), "SIGTERM did not set the flag");
         assert!(!unregistered.is_set(), "a signal set the unregistered flag");
         print_marker(CHILD_OK_MARKER);
         return;
     }
     let output = run_as_child(NAME);
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "child failed: {}",
-        describe(&output)
-    );
-    assert!(
-        stdout.contains(CHILD_OK_MARKER),
-        "child did not check the flag: {}",
-        describe(&output)
-    );
+    assert!(output.status.success(), "child failed: {}", describe(&output));
+    assert!(stdout.contains(CHILD_OK_MARKER), "child did not check the flag: {}", describe(&output));
 }

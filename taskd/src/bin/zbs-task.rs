@@ -59,7 +59,9 @@ enum TaskCommand {
         #[arg(long)]
         fail: bool,
     },
-    Show { task_id: String },
+    Show {
+        task_id: String,
+    },
     List {
         #[arg(long)]
         state: Option<TaskState>,
@@ -67,14 +69,28 @@ enum TaskCommand {
         #[arg(long)]
         date: Option<String>,
     },
-    Cancel { task_id: String },
-    Pause { task_id: String },
-    Resume { task_id: String },
+    Cancel {
+        task_id: String,
+    },
+    Pause {
+        task_id: String,
+    },
+    Resume {
+        task_id: String,
+    },
     /// The daily window the task may run in; `0 0 0 0` lifts it.
     #[command(name = "set_runtime")]
-    SetRuntime { task_id: String, start_hour: u32, start_min: u32, end_hour: u32, end_min: u32 },
+    SetRuntime {
+        task_id: String,
+        start_hour: u32,
+        start_min: u32,
+        end_hour: u32,
+        end_min: u32,
+    },
     /// A live progress bar until the task ends.
-    Watch { task_id: String },
+    Watch {
+        task_id: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -154,7 +170,10 @@ fn run(cli: &Cli, client: &Client) -> Result<(), Failure> {
                 if cli.json {
                     print_json(&value);
                 } else {
-                    println!("{:<16} {:<24} {:>5} {:>5} {:<8} {:<7}", "NODE", "ADDRESS", "SLOTS", "FREE", "DRAINING", "HEALTHY");
+                    println!(
+                        "{:<16} {:<24} {:>5} {:>5} {:<8} {:<7}",
+                        "NODE", "ADDRESS", "SLOTS", "FREE", "DRAINING", "HEALTHY"
+                    );
                     for runner in value.get("runners").and_then(Value::as_array).into_iter().flatten() {
                         println!(
                             "{:<16} {:<24} {:>5} {:>5} {:<8} {:<7}",
@@ -176,7 +195,11 @@ fn run(cli: &Cli, client: &Client) -> Result<(), Failure> {
             if cli.json {
                 print_json(&value);
             } else {
-                println!("node:   {} ({})", value["node_id"].as_str().unwrap_or("?"), value["role"].as_str().unwrap_or("?"));
+                println!(
+                    "node:   {} ({})",
+                    value["node_id"].as_str().unwrap_or("?"),
+                    value["role"].as_str().unwrap_or("?")
+                );
                 println!("vip:    {}", value["vip"].as_str().unwrap_or("-"));
                 println!("health: {}", value["health"]["state"].as_str().unwrap_or("?"));
                 println!("{:<16} {:<24} {:>8} {:<7}", "MEMBER", "ADDRESS", "SEQUENCE", "HEALTHY");
@@ -249,7 +272,13 @@ fn print_record(record: &TaskRecord) {
         record.progress.speed_bytes_per_s
     );
     if let Some(window) = &record.runtime_window {
-        println!("runtime:       {:02}:{:02}-{:02}:{:02}", window.start_hour(), window.start_min(), window.end_hour(), window.end_min());
+        println!(
+            "runtime:       {:02}:{:02}-{:02}:{:02}",
+            window.start_hour(),
+            window.start_min(),
+            window.end_hour(),
+            window.end_min()
+        );
     }
     if let Some(error) = &record.last_error {
         println!("last_error:    {error}");

@@ -8,7 +8,9 @@ use taskd::supervisor::{Supervisor, EXIT_START_FAILURE};
 fn main() {
     let command_line = match CommandLine::try_parse() {
         Ok(command_line) => command_line,
-        Err(error) if matches!(error.kind(), clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion) => {
+        Err(error)
+            if matches!(error.kind(), clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion) =>
+        {
             let _ = error.print();
             std::process::exit(0);
         }

@@ -108,7 +108,8 @@ fn the_health_section_is_read_and_its_flags_win() {
     let config = parse(text).expect("valid");
     assert_eq!(config.health.source, SourceKind::File);
     assert_eq!(config.health.fall, 2);
-    let flags = CommandLine::try_parse_from(["zbs-taskd", "--health-rise", "7", "--health-file", "/tmp/other"]).expect("flags");
+    let flags =
+        CommandLine::try_parse_from(["zbs-taskd", "--health-rise", "7", "--health-file", "/tmp/other"]).expect("flags");
     let config = Config::from_toml(text, &flags).expect("valid");
     assert_eq!(config.health.rise, 7);
     assert_eq!(config.health.file.path, PathBuf::from("/tmp/other"));
@@ -125,7 +126,8 @@ fn the_vip_is_optional_and_validated() {
     let vip = config.vip.expect("a vip");
     assert_eq!(vip.address, "10.0.0.100/24");
     assert_eq!(vip.interface, "eth0");
-    let flags = CommandLine::try_parse_from(["zbs-taskd", "--vip-address", "10.1.0.9/16", "--vip-interface", "eth1"]).expect("flags");
+    let flags = CommandLine::try_parse_from(["zbs-taskd", "--vip-address", "10.1.0.9/16", "--vip-interface", "eth1"])
+        .expect("flags");
     let vip = Config::from_toml("", &flags).expect("valid").vip.expect("a vip from the flags");
     assert_eq!((vip.address.as_str(), vip.interface.as_str()), ("10.1.0.9/16", "eth1"));
     let flags = CommandLine::try_parse_from(["zbs-taskd", "--vip-address", "10.1.0.9/16"]).expect("flags");

@@ -93,20 +93,27 @@ impl Copier<'_> {
             }
             if self.control.stats().bytes_written > written_before {
                 let files = files.clone();
-                self.on_context(move || files.destination.sync_data())?
-                    .map_err(|source| CopyError::Io { operation: "sync destination", offset: end, source })?;
+                self.on_context(move || files.destination.sync_data())?.map_err(|source| CopyError::Io {
+                    operation: "sync destination",
+                    offset: end,
+                    source,
+                })?;
             }
             let elapsed = started.elapsed().as_secs_f64();
             let done_this_run = end - self.spec.start_extent * extent_size;
             let speed = if elapsed > 0.0 { (done_this_run as f64 / elapsed) as u64 } else { 0 };
             let progress = progress_at(extent + 1, n_extents, files.len, extent_size, speed);
-            catch_unwind(AssertUnwindSafe(|| on_extent(&progress)))
-                .map_err(|panic| CopyError::Panicked(format!("in the progress callback: {}", caller_panic_message(panic))))?;
+            catch_unwind(AssertUnwindSafe(|| on_extent(&progress))).map_err(|panic| {
+                CopyError::Panicked(format!("in the progress callback: {}", caller_panic_message(panic)))
+            })?;
         }
         // Persist the length too, which `sync_data` after a data-less copy may not have.
         let files = files.clone();
-        self.on_context(move || files.destination.sync_all())?
-            .map_err(|source| CopyError::Io { operation: "sync destination", offset: 0, source })?;
+        self.on_context(move || files.destination.sync_all())?.map_err(|source| CopyError::Io {
+            operation: "sync destination",
+            offset: 0,
+            source,
+        })?;
         Ok(CopyOutcome::Completed)
     }
 
@@ -233,10 +240,11 @@ impl ExtentJob {
                 return Ok(());
             };
             let data = &mut buffer[..block.len as usize];
-            self.files
-                .source
-                .read_exact_at(data, block.offset)
-                .map_err(|source| CopyError::Io { operation: "read source", offset: block.offset, source })?;
+            self.files.source.read_exact_at(data, block.offset).map_err(|source| CopyError::Io {
+                operation: "read source",
+                offset: block.offset,
+                source,
+            })?;
             self.control.count_read(block.len);
             if self.files.write_zeros {
                 self.write(data, block.offset)?;
@@ -252,10 +260,11 @@ impl ExtentJob {
     }
 
     fn write(&self, data: &[u8], offset: u64) -> Result<(), CopyError> {
-        self.files
-            .destination
-            .write_all_at(data, offset)
-            .map_err(|source| CopyError::Io { operation: "write destination", offset, source })?;
+        self.files.destination.write_all_at(data, offset).map_err(|source| CopyError::Io {
+            operation: "write destination",
+            offset,
+            source,
+        })?;
         self.control.count_written(data.len() as u64);
         Ok(())
     }
@@ -309,25 +318,35 @@ fn open_files(spec: &CopySpec) -> Result<Files, CopyError> {
     if source_metadata.dev() == destination_metadata.dev() && source_metadata.ino() == destination_metadata.ino() {
         return Err(changed("destination", destination_path, "it is now the source itself"));
     }
-    let len = source
-        .seek(SeekFrom::End(0))
-        .map_err(|source| CopyError::Io { operation: "measure source", offset: 0, source })?;
+    let len = source.seek(SeekFrom::End(0)).map_err(|source| CopyError::Io {
+        operation: "measure source",
+        offset: 0,
+        source,
+    })?;
     let write_zeros = if destination_metadata.file_type().is_block_device() {
         let mut device = &destination;
-        let device_len = device
-            .seek(SeekFrom::End(0))
-            .map_err(|source| CopyError::Io { operation: "measure destination", offset: 0, source })?;
+        let device_len = device.seek(SeekFrom::End(0)).map_err(|source| CopyError::Io {
+            operation: "measure destination",
+            offset: 0,
+            source,
+        })?;
         if device_len < len {
-            return Err(CopyError::DestinationTooSmall { path: destination_path.to_path_buf(), len: device_len, needed: len });
+            return Err(CopyError::DestinationTooSmall {
+                path: destination_path.to_path_buf(),
+                len: device_len,
+                needed: len,
+            });
         }
         true
     } else if destination_metadata.is_file() {
         // A fresh copy empties the file first, so that every block it skips reads as zeros.
         // A resumed copy keeps what earlier runs wrote.
         let set_len = |len| {
-            destination
-                .set_len(len)
-                .map_err(|source| CopyError::Io { operation: "set destination length", offset: len, source })
+            destination.set_len(len).map_err(|source| CopyError::Io {
+                operation: "set destination length",
+                offset: len,
+                source,
+            })
         };
         if spec.start_extent == 0 {
             set_len(0)?;

@@ -69,7 +69,8 @@ impl AllowedRoots {
         let mut canonical = Vec::new();
         for root in roots {
             let root = root.as_ref();
-            let resolved = fs::canonicalize(root).map_err(|source| PathError::BadRoot { path: root.to_path_buf(), source })?;
+            let resolved =
+                fs::canonicalize(root).map_err(|source| PathError::BadRoot { path: root.to_path_buf(), source })?;
             if !resolved.is_dir() {
                 return Err(PathError::RootNotDirectory(root.to_path_buf()));
             }
@@ -138,7 +139,10 @@ impl AllowedRoots {
             Err(source) => return Err(PathError::DestinationUnreadable { path: destination.to_path_buf(), source }),
         }
         if destination_resolved == source_resolved {
-            return Err(PathError::SameFile { source_path: source.to_path_buf(), destination: destination.to_path_buf() });
+            return Err(PathError::SameFile {
+                source_path: source.to_path_buf(),
+                destination: destination.to_path_buf(),
+            });
         }
         Ok(CopyPaths { source: source_resolved, destination: destination_resolved })
     }

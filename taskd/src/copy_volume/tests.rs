@@ -3,8 +3,8 @@
 //! interrupt, pause and runtime windows, caught panics, and the path rules.
 
 use std::fs::{self, File};
-use std::os::unix::fs::{FileExt, MetadataExt};
 use std::ops::Range;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -80,16 +80,16 @@ fn spec(paths: CopyPaths, io_depth: u32) -> CopySpec {
 fn data_map(path: &Path) -> Vec<(u64, u64)> {
     let file = File::open(path).expect("open for the data map");
     let len = file.metadata().expect("metadata").len();
-    sparse::data_blocks(&file, 0..len, 4096)
-        .expect("data blocks")
-        .into_iter()
-        .fold(Vec::new(), |mut ranges: Vec<(u64, u64)>, block| {
+    sparse::data_blocks(&file, 0..len, 4096).expect("data blocks").into_iter().fold(
+        Vec::new(),
+        |mut ranges: Vec<(u64, u64)>, block| {
             match ranges.last_mut() {
                 Some(last) if last.1 == block.offset => last.1 = block.offset + block.len,
                 _ => ranges.push((block.offset, block.offset + block.len)),
             }
             ranges
-        })
+        },
+    )
 }
 
 fn allocated_bytes(path: &Path) -> u64 {
@@ -167,7 +167,8 @@ fn holes_and_zero_blocks_become_holes_in_the_destination() {
     assert!(matches!(outcome, CopyOutcome::Completed), "{outcome:?}");
     let destination = sandbox.root().join("dst");
     assert_same_content(&source, &destination);
-    let expected: Vec<(u64, u64)> = vec![(0, BLOCK), (MIB + 3 * BLOCK, MIB + 5 * BLOCK), (4 * MIB, 5 * MIB), (6 * MIB - BLOCK, 6 * MIB)];
+    let expected: Vec<(u64, u64)> =
+        vec![(0, BLOCK), (MIB + 3 * BLOCK, MIB + 5 * BLOCK), (4 * MIB, 5 * MIB), (6 * MIB - BLOCK, 6 * MIB)];
     assert_eq!(data_map(&destination), expected);
     assert_eq!(control.stats().bytes_written, MIB + 4 * BLOCK);
     // Progress arrives once per extent, holes included, in order.
@@ -485,9 +486,15 @@ mod paths_rules {
         let source_link = check(&sandbox, &sandbox.root().join("link-to-secret"), &sandbox.root().join("dst"));
         assert!(matches!(source_link, Err(PathError::OutsideRoots { role: "source", .. })), "{source_link:?}");
         let destination_link = check(&sandbox, &sandbox.root().join("src"), &sandbox.root().join("link-to-victim"));
-        assert!(matches!(destination_link, Err(PathError::OutsideRoots { role: "destination", .. })), "{destination_link:?}");
+        assert!(
+            matches!(destination_link, Err(PathError::OutsideRoots { role: "destination", .. })),
+            "{destination_link:?}"
+        );
         let directory_link = check(&sandbox, &sandbox.root().join("src"), &sandbox.root().join("link-to-outside/new"));
-        assert!(matches!(directory_link, Err(PathError::OutsideRoots { role: "destination", .. })), "{directory_link:?}");
+        assert!(
+            matches!(directory_link, Err(PathError::OutsideRoots { role: "destination", .. })),
+            "{directory_link:?}"
+        );
         // A dangling symlink as destination would create a file wherever it points.
         symlink(sandbox.outside().join("not-yet"), sandbox.root().join("dangling")).expect("symlink");
         let dangling = check(&sandbox, &sandbox.root().join("src"), &sandbox.root().join("dangling"));
@@ -495,7 +502,8 @@ mod paths_rules {
         assert!(!sandbox.outside().join("not-yet").exists());
         // A symlink that stays inside the root is fine, and resolved.
         symlink(sandbox.root().join("src"), sandbox.root().join("link-to-src")).expect("symlink");
-        let inside = check(&sandbox, &sandbox.root().join("link-to-src"), &sandbox.root().join("dst")).expect("accepted");
+        let inside =
+            check(&sandbox, &sandbox.root().join("link-to-src"), &sandbox.root().join("dst")).expect("accepted");
         assert_eq!(inside.source(), fs::canonicalize(sandbox.root().join("src")).expect("canonical"));
     }
 
@@ -528,7 +536,9 @@ mod paths_rules {
         assert!(matches!(onto_directory, Err(PathError::NotAVolume { role: "destination", .. })), "{onto_directory:?}");
         let root_itself = check(&sandbox, &sandbox.root().join("src"), &sandbox.root());
         assert!(root_itself.is_err(), "{root_itself:?}");
-        let none = AllowedRoots::new(Vec::<PathBuf>::new()).expect("empty is allowed").check(&sandbox.root().join("src"), &sandbox.root().join("dst"));
+        let none = AllowedRoots::new(Vec::<PathBuf>::new())
+            .expect("empty is allowed")
+            .check(&sandbox.root().join("src"), &sandbox.root().join("dst"));
         assert!(matches!(none, Err(PathError::NoAllowedRoots)), "{none:?}");
         assert!(matches!(AllowedRoots::new([sandbox.root().join("src")]), Err(PathError::RootNotDirectory(_))));
         assert!(matches!(AllowedRoots::new([sandbox.root().join("nope")]), Err(PathError::BadRoot { .. })));
@@ -590,7 +600,10 @@ mod block_devices {
         assert_eq!(control.stats().bytes_written, len);
         let source_bytes = fs::read(sandbox.root().join("src")).expect("read the source");
         let mut device_bytes = vec![0u8; len as usize];
-        File::open(&device.path).expect("open the device").read_exact_at(&mut device_bytes, 0).expect("read the device");
+        File::open(&device.path)
+            .expect("open the device")
+            .read_exact_at(&mut device_bytes, 0)
+            .expect("read the device");
         assert!(source_bytes == device_bytes, "the device differs from the source");
     }
 

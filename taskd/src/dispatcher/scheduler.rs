@@ -118,7 +118,11 @@ pub struct SchedulerSetup {
 
 /// Starts the worker coroutine on `context`; it opens the database and then serves jobs until the
 /// context stops.
-pub fn start(context: &ContextHandle, caller: ContextHandle, setup: SchedulerSetup) -> Result<SchedulerHandle, runtime::SchedError> {
+pub fn start(
+    context: &ContextHandle,
+    caller: ContextHandle,
+    setup: SchedulerSetup,
+) -> Result<SchedulerHandle, runtime::SchedError> {
     let handle = SchedulerHandle::new();
     let worker_handle = handle.clone();
     let own_context = context.clone();
@@ -186,7 +190,9 @@ impl From<DbError> for ApiError {
     fn from(error: DbError) -> ApiError {
         let status = match &error {
             DbError::NotFound { .. } => 404,
-            DbError::Transition(_) | DbError::Rejected { .. } | DbError::Conflict { .. } | DbError::Exists { .. } => 409,
+            DbError::Transition(_) | DbError::Rejected { .. } | DbError::Conflict { .. } | DbError::Exists { .. } => {
+                409
+            }
             DbError::Full { .. } => 507,
             DbError::Zk { .. } => 503,
             _ => 500,
@@ -220,7 +226,11 @@ pub struct Scheduler {
 
 impl Scheduler {
     /// Submits a new task: validated, persisted, answered at once; a check follows.
-    pub fn create(&mut self, kind: TaskKind, window: Option<crate::task::RuntimeWindow>) -> Result<TaskRecord, ApiError> {
+    pub fn create(
+        &mut self,
+        kind: TaskKind,
+        window: Option<crate::task::RuntimeWindow>,
+    ) -> Result<TaskRecord, ApiError> {
         kind.validate().map_err(|error| ApiError::new(400, error.to_string()))?;
         let mut record = TaskRecord::new(TaskId::generate(), kind, now_ms());
         record.runtime_window = window;
@@ -254,7 +264,8 @@ impl Scheduler {
     pub fn stop_task(&mut self, task_id: &TaskId, to: TaskState) -> Result<TaskAction, ApiError> {
         let current = self.get(task_id)?;
         if current.state == TaskState::Running {
-            let runner_addr = current.runner_addr.clone().ok_or_else(|| ApiError::new(500, "a running task without a runner"))?;
+            let runner_addr =
+                current.runner_addr.clone().ok_or_else(|| ApiError::new(500, "a running task without a runner"))?;
             return Ok(TaskAction::Forward { runner_addr });
         }
         let stored = self.db.read_modify_write(task_id, |record| {
@@ -276,10 +287,17 @@ impl Scheduler {
     }
 
     /// Sets the runtime window; a running task's runner is told too (the handler forwards).
-    pub fn set_runtime(&mut self, task_id: &TaskId, window: crate::task::RuntimeWindow) -> Result<TaskAction, ApiError> {
+    pub fn set_runtime(
+        &mut self,
+        task_id: &TaskId,
+        window: crate::task::RuntimeWindow,
+    ) -> Result<TaskAction, ApiError> {
         let stored = self.db.read_modify_write(task_id, |record| {
             if record.state.is_finished() {
-                return Err(DbError::Rejected { task_id: record.task_id.clone(), reason: format!("the task is {}", record.state) });
+                return Err(DbError::Rejected {
+                    task_id: record.task_id.clone(),
+                    reason: format!("the task is {}", record.state),
+                });
             }
             record.runtime_window = Some(window);
             Ok(())
@@ -351,7 +369,10 @@ impl Scheduler {
         }
         match self.db.refresh(task_id) {
             // The owner node existed and is gone: the runner released it or died. No claim grace.
-            Ok(Some(stored)) if stored.record.state == TaskState::Running && matches!(event, quorum::zk::NodeEvent::Deleted { .. }) => {
+            Ok(Some(stored))
+                if stored.record.state == TaskState::Running
+                    && matches!(event, quorum::zk::NodeEvent::Deleted { .. }) =>
+            {
                 self.interrupt(task_id, "its runner's owner node vanished");
                 self.watch_owner_if_owned(&stored);
             }
@@ -383,8 +404,10 @@ impl Scheduler {
                 return;
             }
         };
-        let claim_late =
-            stored.record.schedule_time_ms.is_none_or(|at| now_ms().saturating_sub(at) > CLAIM_GRACE.as_millis() as u64);
+        let claim_late = stored
+            .record
+            .schedule_time_ms
+            .is_none_or(|at| now_ms().saturating_sub(at) > CLAIM_GRACE.as_millis() as u64);
         if owner.is_none() && claim_late {
             self.interrupt(task_id, "its runner is gone");
         } else {
@@ -499,7 +522,10 @@ impl Scheduler {
         let addr = runner_addr.clone();
         let written = self.db.read_modify_write(task_id, |record| {
             if !matches!(record.state, TaskState::Pending | TaskState::Interrupted) {
-                return Err(DbError::Rejected { task_id: record.task_id.clone(), reason: format!("the task is {}", record.state) });
+                return Err(DbError::Rejected {
+                    task_id: record.task_id.clone(),
+                    reason: format!("the task is {}", record.state),
+                });
             }
             record.runner_addr = Some(addr.clone());
             record.schedule_time_ms = Some(now_ms());
@@ -569,7 +595,9 @@ fn retry_due(record: &TaskRecord) -> bool {
 pub fn post_json(address: &str, path: &str, body: &serde_json::Value) -> Result<serde_json::Value, ApiError> {
     let agent = ureq::AgentBuilder::new().timeout(RUNNER_RPC_TIMEOUT).build();
     match agent.post(&format!("http://{address}{path}")).send_json(body) {
-        Ok(response) => response.into_json().map_err(|error| ApiError::new(502, format!("bad answer from {address}: {error}"))),
+        Ok(response) => {
+            response.into_json().map_err(|error| ApiError::new(502, format!("bad answer from {address}: {error}")))
+        }
         Err(ureq::Error::Status(status, response)) => {
             let message = response
                 .into_json::<serde_json::Value>()

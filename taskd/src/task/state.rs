@@ -88,7 +88,9 @@ impl fmt::Display for TaskState {
 
 /// A state name that is not one of `TaskState::ALL`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown task state `{0}` (expected one of pending, running, paused, succeeded, failed, cancelled, interrupted)")]
+#[error(
+    "unknown task state `{0}` (expected one of pending, running, paused, succeeded, failed, cancelled, interrupted)"
+)]
 pub struct UnknownState(pub String);
 
 impl FromStr for TaskState {

@@ -81,7 +81,10 @@ fn the_transition_table_matches_the_life_cycle() {
 #[test]
 fn a_refused_transition_changes_nothing() {
     let mut record = TaskRecord::new(TaskId::generate(), copy_kind(), 1);
-    assert_eq!(record.transition_to(TaskState::Succeeded), Err(TransitionError { from: TaskState::Pending, to: TaskState::Succeeded }));
+    assert_eq!(
+        record.transition_to(TaskState::Succeeded),
+        Err(TransitionError { from: TaskState::Pending, to: TaskState::Succeeded })
+    );
     assert_eq!(record.state, TaskState::Pending);
     record.transition_to(TaskState::Running).expect("dispatch");
     record.transition_to(TaskState::Succeeded).expect("finish");
@@ -264,7 +267,9 @@ fn corrupt_records_are_errors_never_panics() {
         assert!(text.contains(from), "{from} not in {text}");
         inputs.push(text.replace(from, to).into_bytes());
     }
-    inputs.push(text.replace(TaskRecord::decode(&good).expect("decode").task_id.as_str(), "../../zookeeper").into_bytes());
+    inputs.push(
+        text.replace(TaskRecord::decode(&good).expect("decode").task_id.as_str(), "../../zookeeper").into_bytes(),
+    );
     for cut in (0..good.len()).step_by(7) {
         inputs.push(good[..cut].to_vec());
     }

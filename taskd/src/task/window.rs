@@ -34,8 +34,10 @@ pub enum WindowError {
 impl RuntimeWindow {
     /// A validated window; the arguments are in the order of `zbs-task task set_runtime`.
     pub fn new(start_hour: u32, start_min: u32, end_hour: u32, end_min: u32) -> Result<RuntimeWindow, WindowError> {
-        let hour = |field, value: u32| if value < 24 { Ok(value as u8) } else { Err(WindowError::Hour { field, value }) };
-        let minute = |field, value: u32| if value < 60 { Ok(value as u8) } else { Err(WindowError::Minute { field, value }) };
+        let hour =
+            |field, value: u32| if value < 24 { Ok(value as u8) } else { Err(WindowError::Hour { field, value }) };
+        let minute =
+            |field, value: u32| if value < 60 { Ok(value as u8) } else { Err(WindowError::Minute { field, value }) };
         Ok(RuntimeWindow {
             start_hour: hour("start_hour", start_hour)?,
             start_min: minute("start_min", start_min)?,

@@ -30,8 +30,11 @@ impl RecordCache {
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
             Err(source) => return Err(DbError::CacheDir { context: "remove the old cache", path: display, source }),
         }
-        std::fs::create_dir_all(dir)
-            .map_err(|source| DbError::CacheDir { context: "create the cache directory", path: display.clone(), source })?;
+        std::fs::create_dir_all(dir).map_err(|source| DbError::CacheDir {
+            context: "create the cache directory",
+            path: display.clone(),
+            source,
+        })?;
         let options = Options { create_if_missing: true, error_if_exists: false, ..Options::default() };
         let mut db = DB::open(dir, options).map_err(DbError::cache("open the LevelDB cache"))?;
         db.put(keys::SENTINEL_KEY, &[]).map_err(DbError::cache("write the cache's sentinel"))?;

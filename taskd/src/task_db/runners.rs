@@ -48,7 +48,8 @@ impl RunnerInfo {
 
     fn encode(&self) -> Result<Vec<u8>> {
         self.validate()?;
-        serde_json::to_vec(self).map_err(|error| DbError::BadRunner { node_id: self.node_id.clone(), reason: error.to_string() })
+        serde_json::to_vec(self)
+            .map_err(|error| DbError::BadRunner { node_id: self.node_id.clone(), reason: error.to_string() })
     }
 
     /// Reads a registration; a bad one names its reason.
@@ -115,7 +116,10 @@ pub fn register_runner(session: &ZkSession, info: &RunnerInfo) -> Result<i32> {
             None => {}
         }
     }
-    Err(DbError::BadRunner { node_id: info.node_id.clone(), reason: "another session keeps registering this node id".to_string() })
+    Err(DbError::BadRunner {
+        node_id: info.node_id.clone(),
+        reason: "another session keeps registering this node id".to_string(),
+    })
 }
 
 /// Rewrites this runner's registration if it is still at `expected_version`; returns the new
@@ -124,7 +128,9 @@ pub fn update_runner(session: &ZkSession, info: &RunnerInfo, expected_version: i
     let data = info.encode()?;
     match session.set_data(&runner_path(&info.node_id), &data, Some(expected_version)) {
         Ok(stat) => Ok(stat.version),
-        Err(ZkError::BadVersion { .. }) => Err(DbError::Fenced { what: "runner", id: info.node_id.clone(), expected_version }),
+        Err(ZkError::BadVersion { .. }) => {
+            Err(DbError::Fenced { what: "runner", id: info.node_id.clone(), expected_version })
+        }
         Err(ZkError::NoNode { .. }) => Err(DbError::NotFound { what: "runner", id: info.node_id.clone() }),
         Err(source) => Err(DbError::Zk { context: "update a runner registration", source }),
     }
@@ -158,8 +164,7 @@ pub fn list_runners(session: &ZkSession) -> Result<RunnerList> {
 /// Follow it with `list_runners` (or `read_runners`) and watch again.
 pub fn watch_runners(session: &ZkSession) -> Result<(Vec<String>, NodeWatch)> {
     session.ensure_path(RUNNERS_ROOT).map_err(DbError::zk("create the runners directory"))?;
-    let (mut names, watch) =
-        session.children_and_watch(RUNNERS_ROOT).map_err(DbError::zk("watch the runners"))?;
+    let (mut names, watch) = session.children_and_watch(RUNNERS_ROOT).map_err(DbError::zk("watch the runners"))?;
     names.sort();
     Ok((names, watch))
 }

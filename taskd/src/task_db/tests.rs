@@ -15,7 +15,8 @@ fn id(text: &str) -> TaskId {
 }
 
 fn record(task_id: &str, created_ms: u64, state: TaskState) -> TaskRecord {
-    let mut record = TaskRecord::new(id(task_id), TaskKind::Sleep(SleepArgs { duration_ms: 10, fail: false }), created_ms);
+    let mut record =
+        TaskRecord::new(id(task_id), TaskKind::Sleep(SleepArgs { duration_ms: 10, fail: false }), created_ms);
     record.state = state;
     record
 }

@@ -41,7 +41,12 @@ fn three_members_elect_exactly_one_leader_the_lowest_sequence() -> Result<()> {
         let ids: Vec<String> = handle.read_members()?.into_iter().map(|member| member.info.id).collect();
         assert_eq!(ids.len(), 3, "{ids:?}");
     }
-    let leaders: Vec<&str> = members.iter().zip(&handles).filter(|(_, handle)| handle.is_leader()).map(|(member, _)| member.id.as_str()).collect();
+    let leaders: Vec<&str> = members
+        .iter()
+        .zip(&handles)
+        .filter(|(_, handle)| handle.is_leader())
+        .map(|(member, _)| member.id.as_str())
+        .collect();
     assert_eq!(leaders, vec![leader.as_str()], "handles and events disagree on the leader");
     let lowest = members
         .iter()
@@ -77,7 +82,9 @@ fn stop_from_the_event_handler_on_the_loop_and_run_on_a_callers_thread() -> Resu
             kind: match event {
                 Event::RoleChanged { leader: true, sequence } => Kind::Leader(sequence),
                 Event::RoleChanged { leader: false, sequence } => Kind::Follower(sequence),
-                Event::MembersChanged(members) => Kind::Members(members.into_iter().map(|member| member.info.id).collect()),
+                Event::MembersChanged(members) => {
+                    Kind::Members(members.into_iter().map(|member| member.info.id).collect())
+                }
                 Event::SessionLost => Kind::SessionLost,
                 Event::Stopped => Kind::Stopped,
             },
@@ -116,7 +123,9 @@ fn stop_of_the_leader_hands_over_through_the_watch() -> Result<()> {
     for id in ["a", "b", "c"] {
         members.push(InProcessMember::start(&log, member_config(&zookeeper.connect_string(), &path, id, 0))?);
         // Start in order so that the sequence order is a, b, c.
-        log.wait_for(WAIT, "the member to join", |record| record.member == id && matches!(record.kind, Kind::Members(_) | Kind::Leader(_)))?;
+        log.wait_for(WAIT, "the member to join", |record| {
+            record.member == id && matches!(record.kind, Kind::Members(_) | Kind::Leader(_))
+        })?;
     }
     assert_eq!(log.wait_for_single_leader(WAIT, &[])?, "a");
     for round in 0..2 {
@@ -133,7 +142,8 @@ fn stop_of_the_leader_hands_over_through_the_watch() -> Result<()> {
             log.describe()
         );
         assert!(old.server.wait_stopped(WAIT), "the old leader did not finish stopping");
-        let stopped = log.wait_for(WAIT, "Stopped", |record| record.member == old.id && record.kind == Kind::Stopped)?;
+        let stopped =
+            log.wait_for(WAIT, "Stopped", |record| record.member == old.id && record.kind == Kind::Stopped)?;
         let last = log.records().into_iter().rfind(|record| record.member == old.id);
         assert_eq!(last.map(|record| record.kind), Some(Kind::Stopped), "Stopped must be the last event");
         let _ = stopped;
@@ -157,10 +167,14 @@ fn a_member_with_higher_priority_takes_over_cleanly() -> Result<()> {
     let a = InProcessMember::start(&log, member_config(&connect, &path, "a", 0))?;
     assert_eq!(log.wait_for_single_leader(WAIT, &[])?, "a");
     let b = InProcessMember::start(&log, member_config(&connect, &path, "b", 0))?;
-    log.wait_for(WAIT, "a to see b", |record| record.member == "a" && matches!(&record.kind, Kind::Members(ids) if ids.len() == 2))?;
+    log.wait_for(WAIT, "a to see b", |record| {
+        record.member == "a" && matches!(&record.kind, Kind::Members(ids) if ids.len() == 2)
+    })?;
     let preferred = InProcessMember::start(&log, member_config(&connect, &path, "p", 10))?;
-    let taken_over = log.wait_for(WAIT, "p to lead", |record| record.member == "p" && matches!(record.kind, Kind::Leader(_)))?;
-    let a_stepped_down = log.wait_for(WAIT, "a to step down", |record| record.member == "a" && matches!(record.kind, Kind::Follower(_)))?;
+    let taken_over =
+        log.wait_for(WAIT, "p to lead", |record| record.member == "p" && matches!(record.kind, Kind::Leader(_)))?;
+    let a_stepped_down = log
+        .wait_for(WAIT, "a to step down", |record| record.member == "a" && matches!(record.kind, Kind::Follower(_)))?;
     assert!(
         a_stepped_down.at_micros <= taken_over.at_micros,
         "p led before a stepped down; events:\n{}",
@@ -173,7 +187,9 @@ fn a_member_with_higher_priority_takes_over_cleanly() -> Result<()> {
     );
     // A later member with a priority between keeps p leading.
     let q = InProcessMember::start(&log, member_config(&connect, &path, "q", 5))?;
-    log.wait_for(WAIT, "p to see q", |record| record.member == "p" && matches!(&record.kind, Kind::Members(ids) if ids.len() == 4))?;
+    log.wait_for(WAIT, "p to see q", |record| {
+        record.member == "p" && matches!(&record.kind, Kind::Members(ids) if ids.len() == 4)
+    })?;
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(log.current_leaders(), vec!["p".to_string()]);
     // When p leaves, the highest remaining priority (q) leads.

@@ -9,8 +9,8 @@ use anyhow::Result;
 use tests::zk::ZooKeeper;
 
 use super::fixture::{
-    assert_never_two_leaders, member_config, member_config_with_timeout, serialize, service_path, unix_micros, EventLog, InProcessMember, Kind,
-    ProcessMember, SESSION_TIMEOUT, WAIT,
+    assert_never_two_leaders, member_config, member_config_with_timeout, serialize, service_path, unix_micros,
+    EventLog, InProcessMember, Kind, ProcessMember, SESSION_TIMEOUT, WAIT,
 };
 
 /// Starts process members in order, each after the previous one has joined, so that the
@@ -35,9 +35,8 @@ fn sigkill_of_the_leader_process_hands_over_only_after_the_session_timeout() -> 
     let mut members = start_processes(&log, &zookeeper.connect_string(), &path, &["a", "b", "c"])?;
     assert_eq!(log.wait_for_single_leader(WAIT, &[])?, "a");
     let killed_at = members[0].kill()?;
-    let new_leader = log.wait_for(WAIT, "a new leader", |record| {
-        record.member != "a" && matches!(record.kind, Kind::Leader(_))
-    })?;
+    let new_leader =
+        log.wait_for(WAIT, "a new leader", |record| record.member != "a" && matches!(record.kind, Kind::Leader(_)))?;
     assert_eq!(new_leader.member, "b");
     let hand_over = Duration::from_micros(new_leader.at_micros.saturating_sub(killed_at));
     // The dead leader's node lives until the server expires its session: no early take-over.
@@ -74,7 +73,9 @@ fn paused_zookeeper_makes_the_leader_step_down_before_anyone_else_leads() -> Res
     zookeeper.pause_server(0)?;
     thread::sleep(SESSION_TIMEOUT * 2);
     let stepped_down = log.records().into_iter().find(|record| {
-        record.member == "a" && record.at_micros > paused_at && matches!(record.kind, Kind::Follower(_) | Kind::SessionLost)
+        record.member == "a"
+            && record.at_micros > paused_at
+            && matches!(record.kind, Kind::Follower(_) | Kind::SessionLost)
     });
     zookeeper.resume_server(0)?;
     let Some(stepped_down) = stepped_down else {
@@ -86,10 +87,8 @@ fn paused_zookeeper_makes_the_leader_step_down_before_anyone_else_leads() -> Res
         "the leader stepped down {step_down_after:?} after the freeze: not before its session could expire"
     );
     log.wait_for_single_leader(WAIT, &[])?;
-    let first_new_leader = log
-        .records()
-        .into_iter()
-        .find(|record| record.at_micros > paused_at && matches!(record.kind, Kind::Leader(_)));
+    let first_new_leader =
+        log.records().into_iter().find(|record| record.at_micros > paused_at && matches!(record.kind, Kind::Leader(_)));
     if let Some(first_new_leader) = first_new_leader {
         assert!(
             first_new_leader.at_micros > stepped_down.at_micros,
@@ -120,7 +119,8 @@ fn a_leader_disconnected_within_its_session_steps_down_then_leads_again() -> Res
     let connect = zookeeper.connect_string();
     let mut members = Vec::new();
     for id in ["a", "b", "c"] {
-        members.push(InProcessMember::start(&log, member_config_with_timeout(&connect, &path, id, 0, session_timeout))?);
+        members
+            .push(InProcessMember::start(&log, member_config_with_timeout(&connect, &path, id, 0, session_timeout))?);
         log.wait_for(WAIT, "the member to join", |record| {
             record.member == id && matches!(record.kind, Kind::Members(_) | Kind::Leader(_))
         })?;
@@ -200,14 +200,17 @@ fn a_leader_frozen_past_its_session_rejoins_as_a_follower() -> Result<()> {
     // Freeze the leader's whole process (like a long GC pause) past its session timeout.
     members[0].pause()?;
     let paused_at = unix_micros();
-    let b_leads = log.wait_for(WAIT, "b to lead", |record| record.member == "b" && matches!(record.kind, Kind::Leader(_)));
+    let b_leads =
+        log.wait_for(WAIT, "b to lead", |record| record.member == "b" && matches!(record.kind, Kind::Leader(_)));
     members[0].resume()?;
     let b_leads = b_leads?;
     assert!(b_leads.at_micros > paused_at);
     // Back, the old leader learns its session expired, steps down and rejoins at the tail.
     log.wait_for(WAIT, "a to lose its session", |record| record.member == "a" && record.kind == Kind::SessionLost)?;
     log.wait_for(WAIT, "a to rejoin", |record| {
-        record.member == "b" && record.at_micros > b_leads.at_micros && matches!(&record.kind, Kind::Members(ids) if ids.len() == 3)
+        record.member == "b"
+            && record.at_micros > b_leads.at_micros
+            && matches!(&record.kind, Kind::Members(ids) if ids.len() == 3)
     })?;
     thread::sleep(Duration::from_millis(500));
     assert_eq!(log.current_leaders(), vec!["b".to_string()], "events:\n{}", log.describe());

@@ -103,7 +103,14 @@ impl EventLog {
         let start = records.first().map(|record| record.at_micros).unwrap_or(0);
         records
             .iter()
-            .map(|record| format!("{:>10.3} ms  {:<4} {:?}", (record.at_micros - start) as f64 / 1000.0, record.member, record.kind))
+            .map(|record| {
+                format!(
+                    "{:>10.3} ms  {:<4} {:?}",
+                    (record.at_micros - start) as f64 / 1000.0,
+                    record.member,
+                    record.kind
+                )
+            })
             .collect::<Vec<_>>()
             .join("\n")
     }
@@ -143,7 +150,8 @@ pub struct LeaderInterval {
 pub fn leadership_intervals(records: &[Record], ended_by_kill: &[(String, u64)]) -> Vec<LeaderInterval> {
     let mut intervals: Vec<LeaderInterval> = Vec::new();
     for record in records {
-        let open = intervals.iter_mut().find(|interval| interval.member == record.member && interval.end_micros.is_none());
+        let open =
+            intervals.iter_mut().find(|interval| interval.member == record.member && interval.end_micros.is_none());
         match (&record.kind, open) {
             (Kind::Leader(_), None) => intervals.push(LeaderInterval {
                 member: record.member.clone(),
@@ -157,7 +165,9 @@ pub fn leadership_intervals(records: &[Record], ended_by_kill: &[(String, u64)])
         }
     }
     for (member, killed_at) in ended_by_kill {
-        for interval in intervals.iter_mut().filter(|interval| &interval.member == member && interval.end_micros.is_none()) {
+        for interval in
+            intervals.iter_mut().filter(|interval| &interval.member == member && interval.end_micros.is_none())
+        {
             interval.end_micros = Some(*killed_at);
         }
     }
@@ -172,11 +182,7 @@ pub fn assert_never_two_leaders(log: &EventLog, ended_by_kill: &[(String, u64)])
             let first_end = first.end_micros.unwrap_or(u64::MAX);
             let second_end = second.end_micros.unwrap_or(u64::MAX);
             let overlap = first.start_micros < second_end && second.start_micros < first_end;
-            assert!(
-                !overlap,
-                "two leaders at once: {first:?} and {second:?}; events:\n{}",
-                log.describe()
-            );
+            assert!(!overlap, "two leaders at once: {first:?} and {second:?}; events:\n{}", log.describe());
         }
     }
 }
@@ -256,7 +262,8 @@ impl ProcessMember {
         let log_dir = std::env::temp_dir().join("zbs-quorum-tests");
         std::fs::create_dir_all(&log_dir).context("create the members' log dir")?;
         let stderr_path = log_dir.join(format!("{}-{id}.log", std::process::id()));
-        let stderr = std::fs::File::create(&stderr_path).with_context(|| format!("create {}", stderr_path.display()))?;
+        let stderr =
+            std::fs::File::create(&stderr_path).with_context(|| format!("create {}", stderr_path.display()))?;
         let mut child = Command::new(env!("CARGO_BIN_EXE_quorum-member"))
             .args(["--zk", connect_string, "--path", service_path, "--id", id])
             .args(["--session-timeout-ms", &SESSION_TIMEOUT.as_millis().to_string()])
@@ -347,9 +354,9 @@ fn parse_line(line: &str) -> Option<Record> {
     let kind = match (words.next()?, words.next()) {
         ("role", Some("leader")) => Kind::Leader(words.next()?.parse().ok()?),
         ("role", Some("follower")) => Kind::Follower(words.next()?.parse().ok()?),
-        ("members", Some(_count)) => Kind::Members(
-            words.next().map(|ids| ids.split(',').map(str::to_string).collect()).unwrap_or_default(),
-        ),
+        ("members", Some(_count)) => {
+            Kind::Members(words.next().map(|ids| ids.split(',').map(str::to_string).collect()).unwrap_or_default())
+        }
         ("session-lost", None) => Kind::SessionLost,
         ("stopped", None) => Kind::Stopped,
         _ => return None,

@@ -71,7 +71,8 @@ fn glog_headers_parse_as_local_time_with_microseconds() {
     assert_eq!((local.hour(), local.minute(), local.second()), (22, 27, 52));
     assert_eq!(local.nanosecond(), 483_311_000);
     assert_eq!(local.date_naive(), now.date_naive());
-    let expected = Local.from_local_datetime(&now.date_naive().and_hms_micro_opt(22, 27, 52, 483_311).expect("a time")).earliest();
+    let expected =
+        Local.from_local_datetime(&now.date_naive().and_hms_micro_opt(22, 27, 52, 483_311).expect("a time")).earliest();
     assert_eq!(Some(parsed), expected.map(SystemTime::from));
     assert_eq!(glog_time("zbs-taskd: invalid value for `session_timeout_ms`"), None);
     assert_eq!(glog_time("I11x3 22:27:52.483311 1 a.rs:1] x"), None);

@@ -40,10 +40,7 @@ fn takeover_burst_second_burst_and_refreshes() {
     assert_eq!(schedule.due(t0 + 3 * SECOND), Some(Announcement::Refresh));
     schedule.sent(Announcement::Refresh, t0 + 3 * SECOND);
     assert_eq!(schedule.due(t0 + 4 * SECOND), None);
-    assert_eq!(
-        schedule.due(t0 + 5 * SECOND),
-        Some(Announcement::SecondBurst(5))
-    );
+    assert_eq!(schedule.due(t0 + 5 * SECOND), Some(Announcement::SecondBurst(5)));
     schedule.sent(Announcement::SecondBurst(5), t0 + 5 * SECOND);
     // The burst restarted the refresh period; no second burst ever again.
     assert_eq!(schedule.due(t0 + 7 * SECOND), None);
@@ -62,16 +59,9 @@ fn an_unsent_burst_stays_owed_and_zero_switches_off() {
     let t0 = Instant::now();
     schedule.start();
     // The caller failed to send it: still owed later.
-    assert_eq!(
-        schedule.due(t0 + 10 * SECOND),
-        Some(Announcement::FirstBurst(3))
-    );
+    assert_eq!(schedule.due(t0 + 10 * SECOND), Some(Announcement::FirstBurst(3)));
     schedule.sent(Announcement::FirstBurst(3), t0 + 10 * SECOND);
-    assert_eq!(
-        schedule.due(t0 + 1000 * SECOND),
-        None,
-        "no second burst, no refresh"
-    );
+    assert_eq!(schedule.due(t0 + 1000 * SECOND), None, "no second burst, no refresh");
     assert_eq!(Announcement::FirstBurst(3).frames(), 3);
     assert_eq!(Announcement::Refresh.frames(), 1);
 }

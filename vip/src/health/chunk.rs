@@ -65,8 +65,12 @@ pub(crate) fn start_chunk_source(shared: Arc<Shared>, config: &ChunkConfig, stop
         let sample = check_chunk(&agent, &url);
         if last_sample.as_ref() != Some(&sample) {
             match &sample {
-                HealthSample::Good | HealthSample::Alone => tracing::info!(%url, "chunk service reports sec_valid = true"),
-                HealthSample::Bad(reason) | HealthSample::Down(reason) => tracing::warn!(%url, %reason, "chunk service health check failed"),
+                HealthSample::Good | HealthSample::Alone => {
+                    tracing::info!(%url, "chunk service reports sec_valid = true")
+                }
+                HealthSample::Bad(reason) | HealthSample::Down(reason) => {
+                    tracing::warn!(%url, %reason, "chunk service health check failed")
+                }
             }
             last_sample = Some(sample.clone());
         }

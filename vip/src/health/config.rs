@@ -151,11 +151,7 @@ pub struct FileConfig {
 
 impl Default for FileConfig {
     fn default() -> FileConfig {
-        FileConfig {
-            path: PathBuf::from("/run/zbs/taskd.health"),
-            interval_ms: 200,
-            on_missing: MissingFile::Fail,
-        }
+        FileConfig { path: PathBuf::from("/run/zbs/taskd.health"), interval_ms: 200, on_missing: MissingFile::Fail }
     }
 }
 
@@ -181,11 +177,7 @@ pub struct ChunkConfig {
 
 impl Default for ChunkConfig {
     fn default() -> ChunkConfig {
-        ChunkConfig {
-            url: None,
-            interval_ms: 200,
-            timeout_ms: 150,
-        }
+        ChunkConfig { url: None, interval_ms: 200, timeout_ms: 150 }
     }
 }
 
@@ -259,12 +251,7 @@ impl ChunkConfig {
     /// Checks the chunk settings.
     pub fn validate(&self) -> Result<()> {
         match &self.url {
-            None => {
-                return Err(HealthError::config(
-                    "health.chunk.url",
-                    "is required when health.source = \"chunk\"",
-                ))
-            }
+            None => return Err(HealthError::config("health.chunk.url", "is required when health.source = \"chunk\"")),
             Some(url) if !url.starts_with("http://") && !url.starts_with("https://") => {
                 return Err(HealthError::config(
                     "health.chunk.url",
@@ -293,10 +280,7 @@ fn check_rounds(key: &str, value: u32) -> Result<()> {
 
 fn check_interval(key: &str, value: u64) -> Result<()> {
     if value == 0 || value > MAX_INTERVAL_MS {
-        return Err(HealthError::config(
-            key,
-            format!("must be from 1 to {MAX_INTERVAL_MS} milliseconds, not {value}"),
-        ));
+        return Err(HealthError::config(key, format!("must be from 1 to {MAX_INTERVAL_MS} milliseconds, not {value}")));
     }
     Ok(())
 }

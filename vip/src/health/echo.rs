@@ -74,11 +74,7 @@ impl EchoResponder {
     ///
     /// [`local_addr`]: EchoResponder::local_addr
     pub fn start(addr: SocketAddr) -> Result<EchoResponder> {
-        let bind_error = |source| HealthError::Bind {
-            what: "echo responder",
-            addr,
-            source,
-        };
+        let bind_error = |source| HealthError::Bind { what: "echo responder", addr, source };
         let socket = UdpSocket::bind(addr).map_err(bind_error)?;
         socket.set_nonblocking(true).map_err(bind_error)?;
         let local_addr = socket.local_addr().map_err(bind_error)?;
@@ -87,11 +83,7 @@ impl EchoResponder {
         let thread = Thread::spawn("zbs-health-echo", move || answer_probes(&socket, &thread_stop))
             .map_err(HealthError::io("start the echo responder thread"))?;
         tracing::debug!(%local_addr, "health echo responder started");
-        Ok(EchoResponder {
-            local_addr,
-            stop,
-            thread: Some(thread),
-        })
+        Ok(EchoResponder { local_addr, stop, thread: Some(thread) })
     }
 
     /// The address it answers on.

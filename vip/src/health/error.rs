@@ -58,10 +58,7 @@ pub enum HealthError {
 
 impl HealthError {
     pub(crate) fn config(key: impl Into<String>, message: impl Into<String>) -> HealthError {
-        HealthError::Config {
-            key: key.into(),
-            message: message.into(),
-        }
+        HealthError::Config { key: key.into(), message: message.into() }
     }
 
     pub(crate) fn io(context: &'static str) -> impl FnOnce(io::Error) -> HealthError {

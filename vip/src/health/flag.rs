@@ -54,10 +54,7 @@ impl Shared {
     pub(crate) fn new(fall: u32, rise: u32) -> Arc<Shared> {
         Arc::new(Shared {
             state: AtomicU8::new(HealthState::Unknown.to_u8()),
-            model: Mutex::new(Model {
-                hysteresis: Hysteresis::new(fall, rise),
-                since: Instant::now(),
-            }),
+            model: Mutex::new(Model { hysteresis: Hysteresis::new(fall, rise), since: Instant::now() }),
             changed: Condvar::new(),
             subscribers: Mutex::new(BTreeMap::new()),
             next_subscriber: AtomicU64::new(0),
@@ -164,10 +161,7 @@ impl HealthFlag {
     {
         let id = self.shared.next_subscriber.fetch_add(1, Ordering::Relaxed);
         self.shared.subscribers.lock().insert(id, Arc::new(callback));
-        Subscription {
-            shared: self.shared.clone(),
-            id,
-        }
+        Subscription { shared: self.shared.clone(), id }
     }
 
     /// Calls `callback` with the reason whenever the state turns invalid (see [`subscribe`]).

@@ -12,9 +12,7 @@ use std::net::IpAddr;
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
-use netlink_packet_core::{
-    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_DUMP, NLM_F_REQUEST,
-};
+use netlink_packet_core::{NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_DUMP, NLM_F_REQUEST};
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
 use netlink_packet_route::RouteNetlinkMessage;
@@ -46,17 +44,13 @@ impl LinkWatcher {
         F: FnMut(LinkDown) + Send + 'static,
     {
         let mut socket = Socket::new(NETLINK_ROUTE).map_err(HealthError::netlink("open a socket"))?;
-        socket
-            .bind(&SocketAddr::new(0, RTMGRP_LINK))
-            .map_err(HealthError::netlink("subscribe to link changes"))?;
+        socket.bind(&SocketAddr::new(0, RTMGRP_LINK)).map_err(HealthError::netlink("subscribe to link changes"))?;
         // Room for a burst of notifications on a host with many interfaces; a smaller default
         // only means an occasional full re-read (ENOBUFS), so a failure here is not fatal.
         if let Err(error) = socket.set_rx_buf_sz(1 << 20) {
             tracing::debug!(%error, "cannot enlarge the netlink receive buffer");
         }
-        socket
-            .set_non_blocking(true)
-            .map_err(HealthError::netlink("make the socket non-blocking"))?;
+        socket.set_non_blocking(true).map_err(HealthError::netlink("make the socket non-blocking"))?;
         let stop = StopSignal::new().map_err(HealthError::io("create the link watcher's stop event"))?;
         let mut state = WatchState::new(interface.to_string(), report);
         state.request_dump(&socket).map_err(HealthError::netlink("ask for the links"))?;
@@ -66,10 +60,7 @@ impl LinkWatcher {
         let thread_stop = stop.clone();
         let thread = Thread::spawn("zbs-health-link", move || state.follow(&socket, &thread_stop))
             .map_err(HealthError::io("start the link watcher thread"))?;
-        Ok(LinkWatcher {
-            thread: Some(thread),
-            stop,
-        })
+        Ok(LinkWatcher { thread: Some(thread), stop })
     }
 
     /// Stops following and joins the thread. Idempotent.
@@ -404,11 +395,7 @@ fn align4(length: usize) -> usize {
 }
 
 fn wait_readable(socket: &Socket, timeout: Duration) {
-    let mut fds = [libc::pollfd {
-        fd: socket.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    }];
+    let mut fds = [libc::pollfd { fd: socket.as_raw_fd(), events: libc::POLLIN, revents: 0 }];
     let timeout_ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
     // SAFETY: `fds` is a live array of one pollfd. The result only decides when to read again.
     unsafe {

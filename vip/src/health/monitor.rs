@@ -104,11 +104,7 @@ impl HealthMonitor {
         if config.respond {
             self.echo = Some(EchoResponder::start(own_probe_addr)?);
         }
-        let settings = ProberSettings {
-            bind_ip: data_ip,
-            interval: config.interval(),
-            timeout: config.timeout(),
-        };
+        let settings = ProberSettings { bind_ip: data_ip, interval: config.interval(), timeout: config.timeout() };
         let thread = start_prober(self.shared.clone(), self.peers.clone(), settings, self.stop.clone())?;
         self.rounds = Some(thread);
         Ok(())
@@ -184,10 +180,6 @@ impl Drop for HealthMonitor {
 
 impl std::fmt::Debug for HealthMonitor {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        formatter
-            .debug_struct("HealthMonitor")
-            .field("source", &self.source)
-            .field("state", &self.state())
-            .finish()
+        formatter.debug_struct("HealthMonitor").field("source", &self.source).field("state", &self.state()).finish()
     }
 }

@@ -53,21 +53,12 @@ pub(crate) fn start_prober(
     stop: StopSignal,
 ) -> Result<Thread<()>> {
     let addr = SocketAddr::new(settings.bind_ip, 0);
-    let bind_error = |source| HealthError::Bind {
-        what: "prober",
-        addr,
-        source,
-    };
+    let bind_error = |source| HealthError::Bind { what: "prober", addr, source };
     // Bound to the data address so probes leave from it and the peers answer to it.
     let socket = UdpSocket::bind(addr).map_err(bind_error)?;
     socket.set_nonblocking(true).map_err(bind_error)?;
-    let mut prober = Prober {
-        socket,
-        nonce: random_nonce(),
-        round: 0,
-        timeout: settings.timeout,
-        reachable: HashMap::new(),
-    };
+    let mut prober =
+        Prober { socket, nonce: random_nonce(), round: 0, timeout: settings.timeout, reachable: HashMap::new() };
     spawn_rounds("zbs-health-prb", shared, settings.interval, stop, move |stop| {
         let peer_list = peers.lock().clone();
         prober.run_round(&peer_list?, stop)
@@ -92,12 +83,7 @@ impl Prober {
         }
         self.round += 1;
         let deadline = Instant::now() + self.timeout;
-        let request = Probe {
-            is_reply: false,
-            round: self.round,
-            nonce: self.nonce,
-        }
-        .encode();
+        let request = Probe { is_reply: false, round: self.round, nonce: self.nonce }.encode();
         let mut first_error: Option<String> = None;
         for peer in peers {
             if let Err(error) = self.socket.send_to(&request, peer) {
@@ -143,7 +129,11 @@ impl Prober {
                     let Some(reply) = Probe::decode(&buffer[..length]) else { continue };
                     // Answers to earlier rounds, or from addresses that are not peers, prove
                     // nothing about this round.
-                    if reply.is_reply && reply.round == self.round && reply.nonce == self.nonce && waiting_for.contains(&from) {
+                    if reply.is_reply
+                        && reply.round == self.round
+                        && reply.nonce == self.nonce
+                        && waiting_for.contains(&from)
+                    {
                         answered.insert(from);
                     }
                 }

@@ -41,12 +41,7 @@ impl StopSignal {
         }
         // SAFETY: `fd` was just created and is owned by nobody else.
         let event = unsafe { OwnedFd::from_raw_fd(fd) };
-        Ok(StopSignal {
-            inner: Arc::new(Inner {
-                event,
-                stopped: AtomicBool::new(false),
-            }),
-        })
+        Ok(StopSignal { inner: Arc::new(Inner { event, stopped: AtomicBool::new(false) }) })
     }
 
     /// Raises the signal; every waiter wakes, now and later.
@@ -97,16 +92,8 @@ impl StopSignal {
             // Rounded up so a sub-millisecond remainder does not become a busy 0 ms poll.
             let timeout_ms = remaining.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
             let mut fds = [
-                libc::pollfd {
-                    fd: self.inner.event.as_raw_fd(),
-                    events: libc::POLLIN,
-                    revents: 0,
-                },
-                libc::pollfd {
-                    fd: fd.unwrap_or(-1),
-                    events: libc::POLLIN,
-                    revents: 0,
-                },
+                libc::pollfd { fd: self.inner.event.as_raw_fd(), events: libc::POLLIN, revents: 0 },
+                libc::pollfd { fd: fd.unwrap_or(-1), events: libc::POLLIN, revents: 0 },
             ];
             // SAFETY: `fds` is a live array of two pollfd; a negative fd is ignored by poll.
             let n_ready = unsafe { libc::poll(fds.as_mut_ptr(), 2, timeout_ms) };

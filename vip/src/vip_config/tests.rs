@@ -18,8 +18,7 @@ fn bad_request(result: Result<(), VipError>) -> String {
 #[test]
 fn defaults_from_json_match_keepalived_and_kube_vip() {
     let parsed: VipConfig =
-        serde_json::from_str(r#"{"address": "10.0.0.100/24", "interface": "eth0"}"#)
-            .expect("parse");
+        serde_json::from_str(r#"{"address": "10.0.0.100/24", "interface": "eth0"}"#).expect("parse");
     assert_eq!(parsed, config());
     assert_eq!(parsed.garp_burst, 5);
     assert_eq!(parsed.garp_second_burst_after_ms, 5000);
@@ -29,29 +28,16 @@ fn defaults_from_json_match_keepalived_and_kube_vip() {
     assert_eq!(parsed.retry_backoff_ms, 100);
     parsed.validate().expect("the defaults are valid");
     assert_eq!(parsed.effective_label().expect("label"), "eth0:vip");
-    assert_eq!(
-        parsed.vip().expect("vip"),
-        VipAddress {
-            ip: "10.0.0.100".parse().expect("ip"),
-            prefix_len: 24
-        }
-    );
+    assert_eq!(parsed.vip().expect("vip"), VipAddress { ip: "10.0.0.100".parse().expect("ip"), prefix_len: 24 });
 }
 
 #[test]
 fn unknown_and_missing_keys_are_refused() {
-    let unknown = serde_json::from_str::<VipConfig>(
-        r#"{"address": "10.0.0.100/24", "interface": "eth0", "garp_brust": 3}"#,
-    );
-    assert!(unknown
-        .expect_err("unknown key")
-        .to_string()
-        .contains("garp_brust"));
+    let unknown =
+        serde_json::from_str::<VipConfig>(r#"{"address": "10.0.0.100/24", "interface": "eth0", "garp_brust": 3}"#);
+    assert!(unknown.expect_err("unknown key").to_string().contains("garp_brust"));
     let missing = serde_json::from_str::<VipConfig>(r#"{"address": "10.0.0.100/24"}"#);
-    assert!(missing
-        .expect_err("missing key")
-        .to_string()
-        .contains("interface"));
+    assert!(missing.expect_err("missing key").to_string().contains("interface"));
 }
 
 #[test]
@@ -79,9 +65,7 @@ fn bad_addresses_name_vip_address() {
     for good in ["10.0.0.1/31", "10.0.0.7/32", "192.168.1.254/24"] {
         let mut config = config();
         config.address = good.to_string();
-        config
-            .validate()
-            .unwrap_or_else(|error| panic!("{good}: {error}"));
+        config.validate().unwrap_or_else(|error| panic!("{good}: {error}"));
     }
 }
 
@@ -117,14 +101,10 @@ fn other_keys_are_named() {
         ("vip.interface", |c| c.interface = String::new()),
         ("vip.interface", |c| c.interface = "eth0:1".into()),
         ("vip.garp_burst", |c| c.garp_burst = 0),
-        ("vip.garp_second_burst_after_ms", |c| {
-            c.garp_second_burst_after_ms = 10_000_000
-        }),
+        ("vip.garp_second_burst_after_ms", |c| c.garp_second_burst_after_ms = 10_000_000),
         ("vip.garp_refresh_ms", |c| c.garp_refresh_ms = 5),
         ("vip.sync_interval_ms", |c| c.sync_interval_ms = 0),
-        ("vip.transient_failure_limit", |c| {
-            c.transient_failure_limit = 0
-        }),
+        ("vip.transient_failure_limit", |c| c.transient_failure_limit = 0),
         ("vip.retry_backoff_ms", |c| c.retry_backoff_ms = 5000),
     ];
     for (key, change) in cases {
@@ -147,32 +127,10 @@ fn subnets_and_broadcast() {
     let vip: VipAddress = "10.0.0.100/24".parse().expect("vip");
     assert_eq!(vip.to_string(), "10.0.0.100/24");
     assert_eq!(vip.broadcast(), Some("10.0.0.255".parse().expect("ip")));
-    assert_eq!(
-        "10.0.0.100/32"
-            .parse::<VipAddress>()
-            .expect("vip")
-            .broadcast(),
-        None
-    );
+    assert_eq!("10.0.0.100/32".parse::<VipAddress>().expect("vip").broadcast(), None);
     let ip = |text: &str| text.parse().expect("ip");
-    assert!(VipAddress::same_subnet(
-        ip("10.0.0.5"),
-        24,
-        ip("10.0.0.100")
-    ));
-    assert!(!VipAddress::same_subnet(
-        ip("10.0.1.5"),
-        24,
-        ip("10.0.0.100")
-    ));
-    assert!(VipAddress::same_subnet(
-        ip("10.0.1.5"),
-        16,
-        ip("10.0.0.100")
-    ));
-    assert!(!VipAddress::same_subnet(
-        ip("10.0.0.5"),
-        32,
-        ip("10.0.0.100")
-    ));
+    assert!(VipAddress::same_subnet(ip("10.0.0.5"), 24, ip("10.0.0.100")));
+    assert!(!VipAddress::same_subnet(ip("10.0.1.5"), 24, ip("10.0.0.100")));
+    assert!(VipAddress::same_subnet(ip("10.0.1.5"), 16, ip("10.0.0.100")));
+    assert!(!VipAddress::same_subnet(ip("10.0.0.5"), 32, ip("10.0.0.100")));
 }

@@ -7,10 +7,7 @@ use super::{VipError, VipRetry, VipVerdict};
 use crate::VipConfig;
 
 fn transient() -> VipError {
-    VipError::NetLink {
-        context: "add 10.0.0.100/24 to eth0".into(),
-        source: io::Error::from_raw_os_error(libc::EBUSY),
-    }
+    VipError::NetLink { context: "add 10.0.0.100/24 to eth0".into(), source: io::Error::from_raw_os_error(libc::EBUSY) }
 }
 
 #[test]
@@ -22,10 +19,7 @@ fn configuration_and_privilege_errors_are_permanent() {
         source: io::Error::from_raw_os_error(libc::EPERM),
     };
     assert!(denied.is_permanent());
-    let denied = VipError::NetLink {
-        context: "add".into(),
-        source: io::Error::from_raw_os_error(libc::EACCES),
-    };
+    let denied = VipError::NetLink { context: "add".into(), source: io::Error::from_raw_os_error(libc::EACCES) };
     assert!(denied.is_permanent());
 
     assert!(!transient().is_permanent());
@@ -36,10 +30,8 @@ fn configuration_and_privilege_errors_are_permanent() {
         source: io::Error::from_raw_os_error(libc::ENETDOWN),
     };
     assert!(!arp.is_permanent());
-    let socket = VipError::Socket {
-        context: "open the rtnetlink socket",
-        source: io::Error::from_raw_os_error(libc::EMFILE),
-    };
+    let socket =
+        VipError::Socket { context: "open the rtnetlink socket", source: io::Error::from_raw_os_error(libc::EMFILE) };
     assert!(!socket.is_permanent());
 }
 
@@ -68,7 +60,6 @@ fn transient_failures_back_off_then_step_down() {
     assert_eq!(retry.record(&failed), VipVerdict::RetryAfter(ms(100)));
 
     // A permanent error stops the service at once, whatever the streak.
-    let permanent: Result<(), VipError> =
-        Err(VipError::NotFound("interface eth9 does not exist".into()));
+    let permanent: Result<(), VipError> = Err(VipError::NotFound("interface eth9 does not exist".into()));
     assert_eq!(retry.record(&permanent), VipVerdict::StopService);
 }

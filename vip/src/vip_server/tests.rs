@@ -37,13 +37,8 @@ impl Lab {
             return None;
         }
         static NEXT: AtomicU32 = AtomicU32::new(0);
-        let lab = Lab {
-            namespace: format!(
-                "zbs-vip-test-{}-{}",
-                std::process::id(),
-                NEXT.fetch_add(1, Ordering::Relaxed)
-            ),
-        };
+        let lab =
+            Lab { namespace: format!("zbs-vip-test-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed)) };
         if let Err(error) = run_ip(&["netns", "add", &lab.namespace]) {
             eprintln!("skipped {test}: cannot create a network namespace: {error}");
             return None;
@@ -74,23 +69,10 @@ impl Lab {
     /// The IPv4 addresses of `zbsv0`, one `address/prefix label[ (secondary)]` line each.
     fn addresses(&self) -> Vec<String> {
         let output = Command::new("ip")
-            .args([
-                "-n",
-                &self.namespace,
-                "-4",
-                "-o",
-                "addr",
-                "show",
-                "dev",
-                "zbsv0",
-            ])
+            .args(["-n", &self.namespace, "-4", "-o", "addr", "show", "dev", "zbsv0"])
             .output()
             .expect("run ip");
-        assert!(
-            output.status.success(),
-            "ip addr show: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
+        assert!(output.status.success(), "ip addr show: {}", String::from_utf8_lossy(&output.stderr));
         String::from_utf8_lossy(&output.stdout)
             .lines()
             .filter_map(|line| {
@@ -98,15 +80,8 @@ impl Lab {
                 //  valid_lft forever preferred_lft forever"
                 let words: Vec<&str> = line.split_whitespace().collect();
                 let at = words.iter().position(|word| *word == "inet")?;
-                let label = words
-                    .iter()
-                    .find(|word| word.ends_with('\\'))?
-                    .trim_end_matches('\\');
-                let secondary = if words.contains(&"secondary") {
-                    " (secondary)"
-                } else {
-                    ""
-                };
+                let label = words.iter().find(|word| word.ends_with('\\'))?.trim_end_matches('\\');
+                let secondary = if words.contains(&"secondary") { " (secondary)" } else { "" };
                 Some(format!("{} {label}{secondary}", words.get(at + 1)?))
             })
             .collect()
@@ -114,10 +89,7 @@ impl Lab {
 
     /// The `zbsv0` lines that carry the VIP's address.
     fn vip_lines(&self) -> Vec<String> {
-        self.addresses()
-            .into_iter()
-            .filter(|line| line.starts_with("10.214.0.100/"))
-            .collect()
+        self.addresses().into_iter().filter(|line| line.starts_with("10.214.0.100/")).collect()
     }
 
     /// Runs `f` on a fresh thread that has entered the namespace; what `f` opens (sockets)
@@ -143,9 +115,7 @@ impl Lab {
 
     /// An ARP capture on the peer end, `zbsv1`.
     fn capture(&self) -> Capture {
-        let fd = self
-            .run_inside(|| Capture::open("zbsv1"))
-            .expect("open the capture socket");
+        let fd = self.run_inside(|| Capture::open("zbsv1")).expect("open the capture socket");
         let capture = Capture { fd };
         // Anything queued before the test acts is not the test's.
         capture.frames(Duration::from_millis(20));
@@ -156,19 +126,13 @@ impl Lab {
 impl Drop for Lab {
     fn drop(&mut self) {
         if let Err(error) = run_ip(&["netns", "del", &self.namespace]) {
-            eprintln!(
-                "cannot remove network namespace {}: {error}",
-                self.namespace
-            );
+            eprintln!("cannot remove network namespace {}: {error}", self.namespace);
         }
     }
 }
 
 fn run_ip(args: &[&str]) -> Result<(), String> {
-    let output = Command::new("ip")
-        .args(args)
-        .output()
-        .map_err(|error| error.to_string())?;
+    let output = Command::new("ip").args(args).output().map_err(|error| error.to_string())?;
     if output.status.success() {
         Ok(())
     } else {
@@ -221,25 +185,14 @@ impl Capture {
         let mut frames = Vec::new();
         let mut buffer = [0u8; 2048];
         loop {
-            let mut poll = libc::pollfd {
-                fd: self.fd.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            };
+            let mut poll = libc::pollfd { fd: self.fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
             // SAFETY: one valid pollfd.
             let ready = unsafe { libc::poll(&mut poll, 1, quiet.as_millis() as i32) };
             if ready <= 0 {
                 return frames;
             }
             // SAFETY: `buffer` is writable for its length.
-            let length = unsafe {
-                libc::recv(
-                    self.fd.as_raw_fd(),
-                    buffer.as_mut_ptr().cast(),
-                    buffer.len(),
-                    0,
-                )
-            };
+            let length = unsafe { libc::recv(self.fd.as_raw_fd(), buffer.as_mut_ptr().cast(), buffer.len(), 0) };
             if length < 42 {
                 continue;
             }
@@ -254,19 +207,11 @@ impl Capture {
 
 /// Asserts that `frames` are `count` gratuitous ARPs for the VIP from the interface's MAC.
 fn assert_garps(frames: &[Vec<u8>], count: usize, step: &str) {
-    assert_eq!(
-        frames.len(),
-        count,
-        "{step}: gratuitous ARPs seen on the peer"
-    );
+    assert_eq!(frames.len(), count, "{step}: gratuitous ARPs seen on the peer");
     for frame in frames {
         assert_eq!(&frame[0..6], &[0xff; 6], "{step}: broadcast destination");
         assert_eq!(frame[6..12], INTERFACE_MAC, "{step}: source MAC");
-        assert_eq!(
-            frame[14..22],
-            [0, 1, 8, 0, 6, 4, 0, 1],
-            "{step}: Ethernet/IPv4 ARP request"
-        );
+        assert_eq!(frame[14..22], [0, 1, 8, 0, 6, 4, 0, 1], "{step}: Ethernet/IPv4 ARP request");
         assert_eq!(frame[22..28], INTERFACE_MAC, "{step}: sender MAC");
         assert_eq!(frame[28..32], VIP_IP.octets(), "{step}: sender IP");
         assert_eq!(frame[38..42], VIP_IP.octets(), "{step}: target IP");
@@ -290,10 +235,7 @@ fn config_sync_clean_and_leftover() {
     assert!(server.has_vip().expect("has_vip"));
     assert!(server.is_active());
     // Idempotent: a second call finds it and adds no second address.
-    assert_eq!(
-        server.config_vip().expect("config_vip again"),
-        VipPresence::AlreadyPresent
-    );
+    assert_eq!(server.config_vip().expect("config_vip again"), VipPresence::AlreadyPresent);
     assert_eq!(lab.vip_lines(), ["10.214.0.100/24 zbsv0:vip (secondary)"]);
     let report = server.sync_vip().expect("sync_vip");
     assert!(report.active && !report.re_added, "{report:?}");
@@ -308,10 +250,7 @@ fn config_sync_clean_and_leftover() {
     // Release: gone, and a late sync tick does not bring it back.
     assert!(server.clean_vip().expect("clean_vip"));
     assert!(lab.vip_lines().is_empty(), "{:?}", lab.addresses());
-    assert!(
-        !server.clean_vip().expect("clean_vip again"),
-        "absent is fine"
-    );
+    assert!(!server.clean_vip().expect("clean_vip again"), "absent is fine");
     let report = server.sync_vip().expect("sync_vip after clean");
     assert!(!report.active && !report.re_added, "{report:?}");
     assert!(lab.vip_lines().is_empty(), "{:?}", lab.addresses());
@@ -361,17 +300,13 @@ fn gratuitous_arp_bursts_and_refreshes() {
 
     // A re-added VIP is announced again with a whole burst.
     lab.ip("addr del 10.214.0.100/24 dev zbsv0");
-    let report = server
-        .sync_vip_at(t0 + second * 19 / 2)
-        .expect("sync after removal");
+    let report = server.sync_vip_at(t0 + second * 19 / 2).expect("sync after removal");
     assert!(report.re_added && report.arp_frames_sent == 3, "{report:?}");
     assert_garps(&capture.frames(quiet), 3, "burst after re-add");
 
     // Released: silence, however much time passes.
     server.clean_vip().expect("clean_vip");
-    let report = server
-        .sync_vip_at(t0 + second * 60)
-        .expect("sync after clean");
+    let report = server.sync_vip_at(t0 + second * 60).expect("sync after clean");
     assert_eq!(report.arp_frames_sent, 0);
     assert_garps(&capture.frames(quiet), 0, "after clean");
 }
@@ -403,87 +338,50 @@ fn bad_configurations_add_nothing() {
         config
     };
 
-    let error = expect_error(
-        lab.server(with(|c| c.address = "not-an-address/24".into())),
-        "BadRequest",
-    );
-    assert!(
-        error.is_permanent() && error.to_string().contains("vip.address"),
-        "{error}"
-    );
-    let error = expect_error(
-        lab.server(with(|c| c.address = "10.214.0.100/33".into())),
-        "BadRequest",
-    );
+    let error = expect_error(lab.server(with(|c| c.address = "not-an-address/24".into())), "BadRequest");
+    assert!(error.is_permanent() && error.to_string().contains("vip.address"), "{error}");
+    let error = expect_error(lab.server(with(|c| c.address = "10.214.0.100/33".into())), "BadRequest");
     assert!(error.to_string().contains("vip.address"), "{error}");
-    let error = expect_error(
-        lab.server(with(|c| c.label = Some("eth0:vip".into()))),
-        "BadRequest",
-    );
+    let error = expect_error(lab.server(with(|c| c.label = Some("eth0:vip".into()))), "BadRequest");
     assert!(error.to_string().contains("vip.label"), "{error}");
 
     // No such interface: permanent, and a later sync does not add anything either.
-    let missing = lab
-        .server(with(|c| c.interface = "zbsv-nosuch".into()))
-        .expect("server");
+    let missing = lab.server(with(|c| c.interface = "zbsv-nosuch".into())).expect("server");
     let error = expect_error(missing.config_vip(), "NotFound");
-    assert!(
-        error.is_permanent() && error.to_string().contains("zbsv-nosuch"),
-        "{error}"
-    );
+    assert!(error.is_permanent() && error.to_string().contains("zbsv-nosuch"), "{error}");
     assert!(!missing.sync_vip().expect("sync").active);
     assert!(!missing.has_vip().expect("has_vip"));
     assert!(!missing.remove_leftover().expect("nothing to remove"));
 
     // No address of zbsv0 is in the VIP's subnet: the VIP would become a primary address.
-    let elsewhere = lab
-        .server(with(|c| c.address = "10.215.0.100/24".into()))
-        .expect("server");
+    let elsewhere = lab.server(with(|c| c.address = "10.215.0.100/24".into())).expect("server");
     let error = expect_error(elsewhere.config_vip(), "NotFound");
-    assert!(
-        error.is_permanent() && error.to_string().contains("subnet"),
-        "{error}"
-    );
+    assert!(error.is_permanent() && error.to_string().contains("subnet"), "{error}");
 
     // The VIP's address is already there with another prefix: a conflict, left untouched.
     lab.ip("addr add 10.214.0.100/32 dev zbsv0");
     let server = lab.server(config()).expect("server");
     let error = expect_error(server.config_vip(), "BadRequest");
     assert!(error.to_string().contains("another prefix"), "{error}");
-    assert!(
-        !server.clean_vip().expect("clean_vip"),
-        "the /32 is not the VIP"
-    );
+    assert!(!server.clean_vip().expect("clean_vip"), "the /32 is not the VIP");
     assert_eq!(lab.vip_lines(), ["10.214.0.100/32 zbsv0"]);
     lab.ip("addr del 10.214.0.100/32 dev zbsv0");
 
     // Down, or without carrier: transient, nothing added.
     lab.ip("link set zbsv0 down");
     let error = expect_error(server.config_vip(), "Interface");
-    assert!(
-        !error.is_permanent() && error.to_string().contains("down"),
-        "{error}"
-    );
+    assert!(!error.is_permanent() && error.to_string().contains("down"), "{error}");
     lab.ip("link set zbsv0 up");
     lab.ip("link set zbsv1 down");
     let error = expect_error(server.config_vip(), "Interface");
-    assert!(
-        !error.is_permanent() && error.to_string().contains("carrier"),
-        "{error}"
-    );
+    assert!(!error.is_permanent() && error.to_string().contains("carrier"), "{error}");
     assert!(lab.vip_lines().is_empty(), "{:?}", lab.addresses());
     lab.ip("link set zbsv1 up");
 
     // Nothing anywhere in the namespace carries the VIP after all of that.
-    let output = Command::new("ip")
-        .args(["-n", &lab.namespace, "-4", "-o", "addr", "show"])
-        .output()
-        .expect("run ip");
+    let output = Command::new("ip").args(["-n", &lab.namespace, "-4", "-o", "addr", "show"]).output().expect("run ip");
     let all = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        !all.contains("10.214.0.100") && !all.contains("10.215.0.100"),
-        "{all}"
-    );
+    assert!(!all.contains("10.214.0.100") && !all.contains("10.215.0.100"), "{all}");
 }
 
 #[test]
@@ -498,18 +396,12 @@ fn an_interface_that_vanishes_while_leader_is_transient() {
     lab.ip("addr del 10.214.0.1/24 dev zbsv0");
     let before = lab.vip_lines();
     let error = expect_error(server.sync_vip(), "Interface");
-    assert!(
-        !error.is_permanent() && error.to_string().contains("subnet"),
-        "{error}"
-    );
+    assert!(!error.is_permanent() && error.to_string().contains("subnet"), "{error}");
     assert_eq!(lab.vip_lines(), before, "the VIP is never added alone");
     // The interface goes.
     lab.ip("link del zbsv0");
     let error = expect_error(server.sync_vip(), "Interface");
-    assert!(
-        !error.is_permanent() && error.to_string().contains("disappeared"),
-        "{error}"
-    );
+    assert!(!error.is_permanent() && error.to_string().contains("disappeared"), "{error}");
     assert!(!server.clean_vip().expect("clean_vip with no interface"));
 }
 

@@ -61,12 +61,7 @@ fn measure(work: &Path) -> Result<Report> {
 
         remove_if_present(&theirs)?;
         let started = Instant::now();
-        let status = Command::new("cp")
-            .arg("--sparse=always")
-            .arg(&source)
-            .arg(&theirs)
-            .status()
-            .context("run cp")?;
+        let status = Command::new("cp").arg("--sparse=always").arg(&source).arg(&theirs).status().context("run cp")?;
         if !status.success() {
             bail!("cp --sparse=always failed ({status})");
         }
@@ -97,7 +92,9 @@ fn measure(work: &Path) -> Result<Report> {
     report.set("rounds", ROUNDS as f64);
     report.set("io_depth", f64::from(IO_DEPTH));
     report.note("MiB/s of the volume's length (2 GiB) per second, median of the rounds; source in the page cache");
-    report.note("copy: 256 MiB extents, 256 KiB blocks, data synced after each extent; cp: cp --sparse=always then fsync");
+    report.note(
+        "copy: 256 MiB extents, 256 KiB blocks, data synced after each extent; cp: cp --sparse=always then fsync",
+    );
     report.note("both copies are compared with the source (cmp) after the last round");
     Ok(report)
 }

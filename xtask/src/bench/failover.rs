@@ -239,9 +239,14 @@ fn run_trial(cluster: &NetnsCluster, keeper: Keeper, scenario: Scenario) -> Resu
     // Any node but the old one: keepalived can move the VIP twice (two backups become master at
     // once and the lower address yields).
     cluster.wait_until(WAIT, "the client answered by a node other than the old holder", || {
-        cluster.client().samples_since(injected_at).iter().any(|sample| sample.answered_by.as_ref().is_some_and(|id| *id != old_id))
+        cluster
+            .client()
+            .samples_since(injected_at)
+            .iter()
+            .any(|sample| sample.answered_by.as_ref().is_some_and(|id| *id != old_id))
     })?;
-    let unavailable = cluster.client().longest_outage_since(injected_at).map(|outage| outage.duration()).unwrap_or_default();
+    let unavailable =
+        cluster.client().longest_outage_since(injected_at).map(|outage| outage.duration()).unwrap_or_default();
 
     let restored_at = Instant::now();
     if keeper == Keeper::Keepalived {
@@ -264,7 +269,10 @@ fn run_trial(cluster: &NetnsCluster, keeper: Keeper, scenario: Scenario) -> Resu
             cluster.restore_data_link(old)?;
             cluster.wait_until(WAIT, "the old holder rejoining as a follower", || {
                 cluster.try_status(old).is_some_and(|status| {
-                    !status.stopping && !status.leader && status.members.len() == N_NODES && tests::netns::health_valid(&status)
+                    !status.stopping
+                        && !status.leader
+                        && status.members.len() == N_NODES
+                        && tests::netns::health_valid(&status)
                 })
             })?;
             std::thread::sleep(FAILBACK_WINDOW);
@@ -295,27 +303,44 @@ fn svg_plot(results: &[(Scenario, Vec<Trial>)]) -> String {
     let mut columns: Vec<(String, Vec<f64>)> = Vec::new();
     for (scenario, trials) in results {
         columns.push((format!("{} vip up", scenario.key()), trials.iter().map(|trial| trial.vip_up_ms).collect()));
-        columns.push((format!("{} unavailable", scenario.key()), trials.iter().map(|trial| trial.unavailable_ms).collect()));
+        columns.push((
+            format!("{} unavailable", scenario.key()),
+            trials.iter().map(|trial| trial.unavailable_ms).collect(),
+        ));
     }
     let max = columns.iter().flat_map(|(_, values)| values.iter().copied()).fold(1.0_f64, f64::max) * 1.1;
     let plot_height = HEIGHT - BOTTOM - TOP;
     let column_width = (WIDTH - LEFT - 20.0) / columns.len().max(1) as f64;
     let y = |value: f64| TOP + plot_height * (1.0 - value / max);
     let mut svg = String::new();
-    let _ = writeln!(svg, r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" font-family="sans-serif" font-size="11">"#);
+    let _ = writeln!(
+        svg,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" font-family="sans-serif" font-size="11">"#
+    );
     let _ = writeln!(svg, r#"<text x="{LEFT}" y="18" font-size="13">zbs-taskd VIP failover, per trial (ms)</text>"#);
     let _ = writeln!(svg, r#"<line x1="{LEFT}" y1="{TOP}" x2="{LEFT}" y2="{}" stroke="black"/>"#, HEIGHT - BOTTOM);
     for tick in 0..=4 {
         let value = max * tick as f64 / 4.0;
-        let _ = writeln!(svg, r#"<text x="{}" y="{:.1}" text-anchor="end">{value:.0}</text>"#, LEFT - 4.0, y(value) + 4.0);
-        let _ = writeln!(svg, r##"<line x1="{LEFT}" y1="{0:.1}" x2="{1}" y2="{0:.1}" stroke="#ddd"/>"##, y(value), WIDTH - 20.0);
+        let _ =
+            writeln!(svg, r#"<text x="{}" y="{:.1}" text-anchor="end">{value:.0}</text>"#, LEFT - 4.0, y(value) + 4.0);
+        let _ = writeln!(
+            svg,
+            r##"<line x1="{LEFT}" y1="{0:.1}" x2="{1}" y2="{0:.1}" stroke="#ddd"/>"##,
+            y(value),
+            WIDTH - 20.0
+        );
     }
     for (index, (label, values)) in columns.iter().enumerate() {
         let center = LEFT + column_width * (index as f64 + 0.5);
         let color = if index % 2 == 0 { "#1f77b4" } else { "#d62728" };
         for (trial, value) in values.iter().enumerate() {
             let jitter = (trial as f64 / values.len().max(1) as f64 - 0.5) * column_width * 0.5;
-            let _ = writeln!(svg, r#"<circle cx="{:.1}" cy="{:.1}" r="3" fill="{color}" fill-opacity="0.7"/>"#, center + jitter, y(*value));
+            let _ = writeln!(
+                svg,
+                r#"<circle cx="{:.1}" cy="{:.1}" r="3" fill="{color}" fill-opacity="0.7"/>"#,
+                center + jitter,
+                y(*value)
+            );
         }
         let _ = writeln!(
             svg,

@@ -3,16 +3,14 @@
 
 mod copy;
 mod failover;
+mod quorum;
 mod report;
 mod rpc;
-mod quorum;
 mod runtime;
 mod stepdown;
 
 use anyhow::Result;
 use clap::{Args, ValueEnum};
-
-
 
 #[derive(Args)]
 pub struct BenchArgs {

@@ -94,7 +94,13 @@ struct RoleChange {
     at: Instant,
 }
 
-fn start_member(connect: &str, path: &str, index: usize, roles: &Sender<RoleChange>, joined: &Sender<usize>) -> Result<QuorumServer> {
+fn start_member(
+    connect: &str,
+    path: &str,
+    index: usize,
+    roles: &Sender<RoleChange>,
+    joined: &Sender<usize>,
+) -> Result<QuorumServer> {
     let config = QuorumConfig::new(
         ZkConfig::new(connect, SESSION_TIMEOUT),
         path,
@@ -221,7 +227,13 @@ impl Drop for MemberProcess {
 /// A line of a member: (member index, is a leader line, unix µs, is a join line).
 type MemberLine = (usize, bool, u64, bool);
 
-fn start_process(binary: &PathBuf, connect: &str, path: &str, index: usize, lines: &Sender<MemberLine>) -> Result<MemberProcess> {
+fn start_process(
+    binary: &PathBuf,
+    connect: &str,
+    path: &str,
+    index: usize,
+    lines: &Sender<MemberLine>,
+) -> Result<MemberProcess> {
     let mut child = Command::new(binary)
         .args(["--zk", connect, "--path", path, "--id", &format!("bench-{index}")])
         .args(["--session-timeout-ms", &SESSION_TIMEOUT.as_millis().to_string()])

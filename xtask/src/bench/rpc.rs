@@ -24,7 +24,8 @@ const WARM_UP: Duration = Duration::from_millis(500);
 const MAX_REQUESTS_PER_CONNECTION: usize = 500_000;
 const N_DRAIN_REQUESTS: usize = 1_000;
 
-const ECHO_BODY: &str = r#"{"task_id":"3f6c1a2e","type":"copy_volume","args":{"src":"/dev/zbs/a","dst":"/dev/zbs/b","io_depth":8}}"#;
+const ECHO_BODY: &str =
+    r#"{"task_id":"3f6c1a2e","type":"copy_volume","args":{"src":"/dev/zbs/a","dst":"/dev/zbs/b","io_depth":8}}"#;
 
 pub fn run() -> Result<()> {
     runtime::rpc::configure_io_pool();
@@ -256,9 +257,10 @@ fn drain_round() -> Result<Drain> {
     let last_handler_end: Arc<Mutex<Option<Instant>>> = Arc::default();
     let config = {
         let (entered, gate, last_handler_end) = (entered.clone(), gate.clone(), last_handler_end.clone());
-        ServerConfig::new("bench-drain", loopback(0))
-            .workers_join_timeout(Duration::from_secs(30))
-            .route(Method::Get, "/slow/{ms}", move |request| {
+        ServerConfig::new("bench-drain", loopback(0)).workers_join_timeout(Duration::from_secs(30)).route(
+            Method::Get,
+            "/slow/{ms}",
+            move |request| {
                 let sleep_ms: u64 = request.param("ms").and_then(|ms| ms.parse().ok()).unwrap_or(100);
                 entered.fetch_add(1, Ordering::SeqCst);
                 gate.wait();
@@ -270,7 +272,8 @@ fn drain_round() -> Result<Drain> {
                 }
                 drop(last);
                 Response::json(200, &serde_json::json!({ "slept_ms": sleep_ms }))
-            })
+            },
+        )
     };
     let server = Server::new(config);
     let address = server.serve_in_background("bench-drain").context("start the drain server")?;

@@ -53,7 +53,9 @@ pub fn run() -> Result<()> {
 
     report.note(format!("each figure is the median of {REPEATS} runs; rtt percentiles are over all round trips"));
     report.note(format!("spawn_run: sched + run of an empty coroutine, in batches of {SPAWN_BATCH} from a coroutine (ctx: on the same context; may: go! + join)"));
-    report.note("comutex_contended: 8 coroutines on 2 contexts, each lock held across one yield; std: 2 threads, no yield");
+    report.note(
+        "comutex_contended: 8 coroutines on 2 contexts, each lock held across one yield; std: 2 threads, no yield",
+    );
     report.write()?;
     Ok(())
 }

@@ -59,8 +59,14 @@ pub fn run() -> Result<()> {
         report.set(&format!("{name}_p99"), percentile(&mut samples, 0.99));
         report.set(&format!("{name}_max"), percentile(&mut samples, 1.0));
     };
-    set_percentiles("health_fail_to_new_leader_ms", health_rounds.iter().map(|round| round.new_leader_logged).collect());
-    set_percentiles("health_fail_to_new_leader_polled_ms", health_rounds.iter().map(|round| round.new_leader_polled).collect());
+    set_percentiles(
+        "health_fail_to_new_leader_ms",
+        health_rounds.iter().map(|round| round.new_leader_logged).collect(),
+    );
+    set_percentiles(
+        "health_fail_to_new_leader_polled_ms",
+        health_rounds.iter().map(|round| round.new_leader_polled).collect(),
+    );
     set_percentiles("health_fail_to_stop_ms", health_rounds.iter().map(|round| round.old_leader_stopping).collect());
     set_percentiles(
         "health_stop_to_new_leader_ms",
@@ -68,7 +74,10 @@ pub fn run() -> Result<()> {
     );
     set_percentiles("sigterm_to_stop_ms", sigterm_rounds.iter().map(|round| round.old_leader_stopping).collect());
     set_percentiles("sigterm_to_new_leader_ms", sigterm_rounds.iter().map(|round| round.new_leader_logged).collect());
-    set_percentiles("sigterm_to_new_leader_polled_ms", sigterm_rounds.iter().map(|round| round.new_leader_polled).collect());
+    set_percentiles(
+        "sigterm_to_new_leader_polled_ms",
+        sigterm_rounds.iter().map(|round| round.new_leader_polled).collect(),
+    );
     set_percentiles("sigterm_to_exit_ms", sigterm_to_exit);
     report.set("rounds", ROUNDS as f64);
     report.set("core_files", core_files.len() as f64);
@@ -132,8 +141,11 @@ fn millis_between(earlier: SystemTime, later: SystemTime) -> f64 {
 fn wait_ready(cluster: &Cluster) -> Result<usize> {
     let n_nodes = cluster.n_nodes();
     cluster.wait_until(WAIT, "every member serving and healthy in ZooKeeper", || {
-        (0..n_nodes).all(|node| cluster.try_status(node).is_some_and(|status| !status.stopping && status.members.len() == n_nodes))
-            && cluster.members_in_zookeeper().is_ok_and(|members| members.len() == n_nodes && members.iter().all(|member| member.healthy))
+        (0..n_nodes).all(|node| {
+            cluster.try_status(node).is_some_and(|status| !status.stopping && status.members.len() == n_nodes)
+        }) && cluster
+            .members_in_zookeeper()
+            .is_ok_and(|members| members.len() == n_nodes && members.iter().all(|member| member.healthy))
     })?;
     cluster.wait_for_leader(WAIT)
 }
@@ -167,7 +179,8 @@ fn wait_for_log_line(cluster: &Cluster, node: usize, needle: &str, since: System
 /// daemons' periodic reads (the health file's, the supervisor's signal check) and not at one
 /// phase fixed by the previous round's timing.
 fn jitter(period: Duration) {
-    let nanos = SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |elapsed| elapsed.subsec_nanos() as u64);
+    let nanos =
+        SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |elapsed| elapsed.subsec_nanos() as u64);
     // A multiplicative hash of the clock's low bits: spread enough for a phase.
     let spread = nanos.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 20;
     std::thread::sleep(Duration::from_nanos(spread % period.as_nanos().max(1) as u64));

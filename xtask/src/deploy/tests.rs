@@ -45,7 +45,12 @@ fn deploy_into_a_temp_root_produces_the_layout() {
     let installed = list_tree(&root_path);
     let expected: Vec<String> = files.iter().map(|file| file.path.clone()).collect();
     assert_eq!(installed, expected, "no temp file or extra file may be left");
-    for must in ["usr/bin/zbs-taskd", "etc/zbs/taskd.toml", "lib/systemd/system/zbs-taskd.service", "usr/share/man/man1/zbs-taskd.1"] {
+    for must in [
+        "usr/bin/zbs-taskd",
+        "etc/zbs/taskd.toml",
+        "lib/systemd/system/zbs-taskd.service",
+        "usr/share/man/man1/zbs-taskd.1",
+    ] {
         assert!(installed.iter().any(|path| path == must), "{must} is missing: {installed:?}");
     }
     for file in &files {
@@ -68,7 +73,10 @@ fn an_existing_configuration_is_kept_and_the_rest_replaced() {
     fs::write(&binary, "old binary").expect("write an old binary");
 
     let actions = plan(&files, root.path());
-    assert!(actions.contains(&Action::Keep { source: "etc/zbs/taskd.toml".to_string(), target: config.clone() }), "{actions:?}");
+    assert!(
+        actions.contains(&Action::Keep { source: "etc/zbs/taskd.toml".to_string(), target: config.clone() }),
+        "{actions:?}"
+    );
     apply(&files, &actions).expect("deploy");
     assert_eq!(fs::read_to_string(&config).expect("read the config"), "node_id = \"operator-set\"\n");
     assert_eq!(fs::read(&binary).expect("read the binary"), b"stand-in binary");

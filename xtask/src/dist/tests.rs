@@ -43,7 +43,8 @@ fn man_page_and_completions_come_from_the_daemon_flags() {
     let dir = tempfile::tempdir().expect("temp dir");
     let files = sample_payload(dir.path());
     let text = |path: &str| {
-        String::from_utf8_lossy(&files.iter().find(|file| file.path == path).expect("the file is shipped").contents).into_owned()
+        String::from_utf8_lossy(&files.iter().find(|file| file.path == path).expect("the file is shipped").contents)
+            .into_owned()
     };
     let man = text("usr/share/man/man1/zbs-taskd.1");
     assert!(man.contains(".TH zbs-taskd"), "not a man page:\n{man}");
@@ -71,7 +72,9 @@ fn tarball_round_trips_and_its_checksums_verify() {
 /// `tar x` plus `sha256sum -c`, the way a packager checks the tarball, when both are installed.
 #[test]
 fn unpacked_tarball_passes_sha256sum_check() {
-    let have = |tool: &str| std::process::Command::new(tool).arg("--version").output().is_ok_and(|output| output.status.success());
+    let have = |tool: &str| {
+        std::process::Command::new(tool).arg("--version").output().is_ok_and(|output| output.status.success())
+    };
     if !have("tar") || !have("sha256sum") {
         eprintln!("SKIPPED unpacked_tarball_passes_sha256sum_check: tar or sha256sum (coreutils) is missing");
         return;
@@ -81,22 +84,30 @@ fn unpacked_tarball_passes_sha256sum_check() {
     let tarball = write_tarball("zbs-taskd-9.9.9-test", &files, &dir.path().join("dist")).expect("write the tarball");
     let unpack = dir.path().join("unpack");
     std::fs::create_dir(&unpack).expect("create the unpack dir");
-    let status = std::process::Command::new("tar").arg("xzf").arg(&tarball).current_dir(&unpack).status().expect("run tar");
+    let status =
+        std::process::Command::new("tar").arg("xzf").arg(&tarball).current_dir(&unpack).status().expect("run tar");
     assert!(status.success(), "tar xzf failed");
     let output = std::process::Command::new("sha256sum")
         .args(["--check", "--strict", CHECKSUMS])
         .current_dir(unpack.join("zbs-taskd-9.9.9-test"))
         .output()
         .expect("run sha256sum");
-    assert!(output.status.success(), "sha256sum -c failed:\n{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
-    let metadata = std::fs::metadata(unpack.join("zbs-taskd-9.9.9-test/usr/bin/zbs-taskd")).expect("the binary was unpacked");
+    assert!(
+        output.status.success(),
+        "sha256sum -c failed:\n{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let metadata =
+        std::fs::metadata(unpack.join("zbs-taskd-9.9.9-test/usr/bin/zbs-taskd")).expect("the binary was unpacked");
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(metadata.permissions().mode() & 0o777, 0o755);
 }
 
 #[test]
 fn checksums_catch_a_changed_a_missing_and_an_unlisted_file() {
-    let files = vec![PayloadFile::new("usr/bin/a", b"one".to_vec(), 0o755), PayloadFile::new("etc/b", b"two".to_vec(), 0o644)];
+    let files =
+        vec![PayloadFile::new("usr/bin/a", b"one".to_vec(), 0o755), PayloadFile::new("etc/b", b"two".to_vec(), 0o644)];
     let sums = checksums(&files);
     verify_checksums(&sums, &files).expect("the sums of the same files verify");
 
@@ -120,7 +131,11 @@ fn unsafe_paths_are_refused() {
         assert!(!is_safe_relative(path), "{path:?} passed");
     }
     assert!(is_safe_relative("usr/bin/zbs-taskd"));
-    let error = write_tarball("t", &[PayloadFile::new("../evil", b"x".to_vec(), 0o644)], &tempfile::tempdir().expect("temp dir").path().join("d"))
-        .expect_err("an unsafe path is not packaged");
+    let error = write_tarball(
+        "t",
+        &[PayloadFile::new("../evil", b"x".to_vec(), 0o644)],
+        &tempfile::tempdir().expect("temp dir").path().join("d"),
+    )
+    .expect_err("an unsafe path is not packaged");
     assert!(error.to_string().contains("refusing to package"), "{error}");
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 
-use super::{chunk_agent, check_chunk};
+use super::{check_chunk, chunk_agent};
 use crate::health::{HealthConfig, HealthMonitor, HealthSample, HealthState, SourceKind};
 
 const PATIENCE: Duration = Duration::from_secs(20);
@@ -17,7 +17,10 @@ const PATIENCE: Duration = Duration::from_secs(20);
 /// What the fake chunk service answers.
 #[derive(Clone)]
 enum Reply {
-    Http { status: u16, body: String },
+    Http {
+        status: u16,
+        body: String,
+    },
     /// Reads the request and never answers.
     Silent,
 }
@@ -48,12 +51,7 @@ impl FakeChunk {
                 answer(stream, &reply);
             }
         });
-        FakeChunk {
-            addr,
-            reply,
-            stopping,
-            thread: Some(thread),
-        }
+        FakeChunk { addr, reply, stopping, thread: Some(thread) }
     }
 
     fn url(&self) -> String {
@@ -142,12 +140,7 @@ fn sec_valid_decides_and_every_failure_is_a_bad_round_with_a_reason() {
 #[test]
 fn the_chunk_source_drives_the_state() {
     let chunk = FakeChunk::start(ok(r#"{"sec_valid": true}"#));
-    let mut config = HealthConfig {
-        source: SourceKind::Chunk,
-        fall: 3,
-        rise: 2,
-        ..HealthConfig::default()
-    };
+    let mut config = HealthConfig { source: SourceKind::Chunk, fall: 3, rise: 2, ..HealthConfig::default() };
     config.chunk.url = Some(chunk.url());
     config.chunk.interval_ms = 50;
     config.chunk.timeout_ms = 50;

@@ -62,12 +62,7 @@ fn readings_and_their_samples() {
 }
 
 fn file_monitor(path: &Path, on_missing: MissingFile) -> HealthMonitor {
-    let mut config = HealthConfig {
-        source: SourceKind::File,
-        fall: 3,
-        rise: 2,
-        ..HealthConfig::default()
-    };
+    let mut config = HealthConfig { source: SourceKind::File, fall: 3, rise: 2, ..HealthConfig::default() };
     config.file.path = path.to_path_buf();
     config.file.interval_ms = 50;
     config.file.on_missing = on_missing;

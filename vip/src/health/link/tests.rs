@@ -36,10 +36,7 @@ fn a_loopback_address_is_carried_by_lo() {
 
 #[test]
 fn a_missing_interface_is_invalid_at_once() {
-    let mut config = HealthConfig {
-        source: SourceKind::Probe,
-        ..HealthConfig::default()
-    };
+    let mut config = HealthConfig { source: SourceKind::Probe, ..HealthConfig::default() };
     config.probe.respond = false;
     config.probe.interface = Some("zbsh-nosuch".into());
     let monitor = HealthMonitor::start(&config, IpAddr::V4(Ipv4Addr::new(127, 0, 0, 80))).expect("start");
@@ -69,9 +66,7 @@ impl VethLab {
             eprintln!("skipped: the `ip` command (iproute2) is not installed");
             return None;
         }
-        let lab = VethLab {
-            namespace: format!("zbs-health-test-{}", std::process::id()),
-        };
+        let lab = VethLab { namespace: format!("zbs-health-test-{}", std::process::id()) };
         if let Err(error) = run_ip(&["netns", "add", &lab.namespace]) {
             eprintln!("skipped: cannot create a network namespace: {error}");
             return None;
@@ -148,12 +143,7 @@ fn link_down_no_carrier_and_removal_are_invalid_at_once() {
     let Some(lab) = VethLab::create() else { return };
     let (monitor, _responder) = lab.run_inside(|| {
         let responder = EchoResponder::start(SocketAddr::new(IpAddr::V4(PEER_IP), 0)).expect("responder");
-        let mut config = HealthConfig {
-            source: SourceKind::Probe,
-            fall: 3,
-            rise: 2,
-            ..HealthConfig::default()
-        };
+        let mut config = HealthConfig { source: SourceKind::Probe, fall: 3, rise: 2, ..HealthConfig::default() };
         // Slow rounds: the fall path would need seconds, so an invalid state with the link's
         // reason can only come from the link watcher.
         config.probe.interval_ms = 1000;
@@ -183,10 +173,7 @@ fn link_down_no_carrier_and_removal_are_invalid_at_once() {
         eprintln!("`{command}` → invalid in {:?}", started.elapsed());
         assert_eq!(change.reason, expected, "after `{command}`");
         let status = flag.status();
-        assert!(
-            status.rounds < rounds_before + 3,
-            "invalid before `fall` rounds could have passed: {status:?}"
-        );
+        assert!(status.rounds < rounds_before + 3, "invalid before `fall` rounds could have passed: {status:?}");
         assert_eq!(status.link_down.as_deref(), Some(expected));
         lab.ip(restore);
         let change = next_change_to(&changes, HealthState::Valid);

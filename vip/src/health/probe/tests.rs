@@ -21,12 +21,7 @@ fn responder(last_byte: u8) -> EchoResponder {
 }
 
 fn probe_config(fall: u32, rise: u32) -> HealthConfig {
-    let mut config = HealthConfig {
-        source: SourceKind::Probe,
-        fall,
-        rise,
-        ..HealthConfig::default()
-    };
+    let mut config = HealthConfig { source: SourceKind::Probe, fall, rise, ..HealthConfig::default() };
     config.probe.interval_ms = 100;
     // Loopback answers in microseconds; 80 ms leaves room for a busy machine.
     config.probe.timeout_ms = 80;
