@@ -30,14 +30,20 @@ pub struct Supervisor {
     stop_flag: StopFlag,
     notifier: Notifier,
     backoff: ReentryBackoff,
+    /// Half of `WATCHDOG_USEC`, read once; `None` without a systemd watchdog.
+    watchdog_interval: Option<Duration>,
+    last_watchdog_ping: std::cell::Cell<Option<Instant>>,
 }
 
 impl Supervisor {
     pub fn new(config: Config, stop_flag: StopFlag) -> Supervisor {
+        let notifier = Notifier::from_env();
         Supervisor {
             config: Arc::new(config),
             stop_flag,
-            notifier: Notifier::from_env(),
+            watchdog_interval: notifier.watchdog_interval(),
+            last_watchdog_ping: std::cell::Cell::new(None),
+            notifier,
             backoff: ReentryBackoff::new(Duration::from_secs(1), Duration::from_secs(30), Duration::from_secs(300)),
         }
     }
@@ -199,8 +205,12 @@ impl Supervisor {
     }
 
     /// Between servers no loop pings the watchdog, so the supervisor does.
+    /// The waits poll every few milliseconds; the pings go out at the watchdog's own interval.
     fn ping_watchdog(&self) {
-        if self.notifier.watchdog_interval().is_some() {
+        let Some(interval) = self.watchdog_interval else { return };
+        let now = Instant::now();
+        if self.last_watchdog_ping.get().is_none_or(|last| now.duration_since(last) >= interval) {
+            self.last_watchdog_ping.set(Some(now));
             self.notifier.watchdog();
         }
     }
