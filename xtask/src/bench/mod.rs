@@ -8,6 +8,7 @@ mod report;
 mod rpc;
 mod runtime;
 mod stepdown;
+mod tasks;
 
 use anyhow::Result;
 use clap::{Args, ValueEnum};
@@ -34,6 +35,8 @@ pub enum Which {
     Stepdown,
     /// CopyVolume on a 2 GiB sparse file next to `cp --sparse=always`.
     Copy,
+    /// Task Center: submit throughput and latency, cache queries, copy throughput, dispatcher memory.
+    Tasks,
     /// VIP failover in a network-namespace cluster: data link down, silent cut, SIGTERM (root).
     Failover,
     /// Every benchmark above but failover, one after the other.
@@ -47,6 +50,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         Which::Quorum => quorum::run(),
         Which::Stepdown => stepdown::run(),
         Which::Copy => copy::run(),
+        Which::Tasks => tasks::run(),
         Which::Failover => failover::run(args.trials),
         Which::All => {
             runtime::run()?;
