@@ -32,4 +32,6 @@ pub use thread_context::ThreadContext;
 pub use timer::TimerHandle;
 
 #[cfg(test)]
+mod test_child;
+#[cfg(test)]
 mod tests;

@@ -11,13 +11,18 @@ use crate::*;
 
 const GENEROUS: Duration = Duration::from_secs(20);
 
-/// Runs `f` on a fresh thread and fails the test if it has not returned within `GENEROUS`.
+/// Runs `f` on a fresh thread and fails the test if it has not returned within `GENEROUS`. The
+/// thread is joined when it answers in time; a hung one is left behind only because the test
+/// is failing anyway.
 fn within_deadline<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
     let (sender, receiver) = crossbeam::channel::bounded(1);
-    std::thread::spawn(move || {
+    let runner = std::thread::spawn(move || {
         let _ = sender.send(f());
     });
-    receiver.recv_timeout(GENEROUS).unwrap_or_else(|_| panic!("{what} did not finish within {GENEROUS:?}: hung"))
+    let value =
+        receiver.recv_timeout(GENEROUS).unwrap_or_else(|_| panic!("{what} did not finish within {GENEROUS:?}: hung"));
+    runner.join().expect("the deadline thread ended without panicking");
+    value
 }
 
 #[test]
@@ -451,14 +456,19 @@ fn event_loop_refuses_to_nest() {
     assert_eq!(*result.lock(), Some(Err(RunError::Nested)));
 }
 
-/// A future that completes when another thread says so, to check wake-ups.
+/// A future that completes when another thread says so, to check wake-ups. The future joins
+/// that thread once it has its value, so no thread outlives the test.
 fn future_done_by_thread(delay: Duration) -> impl std::future::Future<Output = u32> {
     let (sender, receiver) = futures::channel::oneshot::channel();
-    std::thread::spawn(move || {
+    let completer = std::thread::spawn(move || {
         std::thread::sleep(delay);
         let _ = sender.send(7);
     });
-    async move { receiver.await.unwrap_or(0) }
+    async move {
+        let value = receiver.await.unwrap_or(0);
+        completer.join().expect("the completing thread ended without panicking");
+        value
+    }
 }
 
 #[test]
@@ -478,8 +488,9 @@ fn primitives_work_from_all_three_kinds_of_caller() {
             assert!(start.elapsed() >= Duration::from_millis(20));
             let point = SyncPoint::<u64>::new();
             let point_other = point.clone();
-            std::thread::spawn(move || point_other.done_with(41));
+            let signaller = std::thread::spawn(move || point_other.done_with(41));
             let sum = point.wait_and_reset() + *mutex.lock();
+            signaller.join().expect("the signalling thread ended without panicking");
             results.lock().push((kind, observed_kind, value, sum));
         }
     };

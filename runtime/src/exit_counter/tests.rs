@@ -4,7 +4,7 @@
 use std::fmt::Debug;
 use std::fs;
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::Child;
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -14,9 +14,10 @@ use tracing::span;
 use tracing::{Event, Level, Metadata, Subscriber};
 
 use super::*;
+use crate::test_child::{assert_succeeded_with, ChildTests};
 
-/// Set in a re-executed test binary to make the named test act as a child process.
-const CHILD_ROLE_ENV: &str = "RUNTIME_EXIT_COUNTER_TEST_CHILD";
+/// The tests that run as re-executed children sharing one counter file.
+const CHILDREN: ChildTests = ChildTests::new("RUNTIME_EXIT_COUNTER_TEST_CHILD", module_path!());
 /// The counter file a child opens.
 const CHILD_PATH_ENV: &str = "RUNTIME_EXIT_COUNTER_TEST_PATH";
 /// A file whose appearance tells children to start, so that they really run concurrently.
@@ -25,8 +26,7 @@ const CHILD_START_ENV: &str = "RUNTIME_EXIT_COUNTER_TEST_START";
 const HOUR: Duration = Duration::from_secs(3600);
 
 fn child_path(test_name: &str) -> Option<PathBuf> {
-    let role = std::env::var(CHILD_ROLE_ENV).ok()?;
-    if role != test_name {
+    if !CHILDREN.is_child(test_name) {
         return None;
     }
     Some(PathBuf::from(std::env::var_os(CHILD_PATH_ENV).expect("child without a counter path")))
@@ -35,30 +35,12 @@ fn child_path(test_name: &str) -> Option<PathBuf> {
 /// Starts the test `test_name` of this module in a fresh copy of the test binary, acting as a
 /// child on the counter file `path`.
 fn spawn_child(test_name: &str, path: &Path, start_file: Option<&Path>) -> Child {
-    let module = module_path!().split_once("::").map_or(module_path!(), |(_crate, rest)| rest);
-    let test_binary = std::env::current_exe().expect("locate the test binary");
-    let mut command = Command::new(test_binary);
-    command
-        .args(["--exact", &format!("{module}::{test_name}"), "--nocapture", "--test-threads=1"])
-        .env(CHILD_ROLE_ENV, test_name)
-        .env(CHILD_PATH_ENV, path)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    let mut command = CHILDREN.command(test_name);
+    command.env(CHILD_PATH_ENV, path);
     if let Some(start_file) = start_file {
         command.env(CHILD_START_ENV, start_file);
     }
     command.spawn().expect("start the test binary as a child")
-}
-
-fn assert_child_succeeded(output: &Output, marker: &str) {
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let description = format!(
-        "status {:?}\n--- stdout\n{stdout}\n--- stderr\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(output.status.success(), "child failed: {description}");
-    assert!(stdout.contains(marker), "child did not run its part: {description}");
 }
 
 fn file_len(path: &Path) -> u64 {
@@ -279,7 +261,7 @@ fn another_process_sees_recorded_exits() {
     let path = dir.path().join("exits");
     let counter = ExitCounter::open(&path, HOUR, 5).unwrap();
     let output = spawn_child(NAME, &path, None).wait_with_output().expect("wait for the child");
-    assert_child_succeeded(&output, MARKER);
+    assert_succeeded_with(&output, MARKER);
     // Both the counter opened before the child ran and a fresh one see the child's exits.
     assert_eq!(counter.recent_exits().unwrap(), 2);
     let reopened = ExitCounter::open(&path, HOUR, 5).unwrap();
@@ -313,7 +295,7 @@ fn processes_recording_at_once_lose_no_update() {
     fs::write(&start_file, b"go").expect("create the start file");
     for child in children {
         let output = child.wait_with_output().expect("wait for a child");
-        assert_child_succeeded(&output, MARKER);
+        assert_succeeded_with(&output, MARKER);
     }
     let counter = ExitCounter::open(&path, HOUR, 5).unwrap();
     assert_eq!(counter.total_exits().unwrap(), 2 * EXITS_PER_CHILD);

@@ -2,15 +2,15 @@
 //! installing handlers changes the whole test process.
 
 use std::io::Write;
-use std::process::{Command, Output};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use super::*;
+use crate::test_child::{assert_succeeded_with, describe, ChildTests};
 
-/// Set in a re-executed test binary to make the named test act as the signalled process.
-const CHILD_ROLE_ENV: &str = "RUNTIME_SIGNALS_TEST_CHILD";
+/// The tests that run as a re-executed child: the signalled process.
+const CHILDREN: ChildTests = ChildTests::new("RUNTIME_SIGNALS_TEST_CHILD", module_path!());
 
 /// Printed by a child once it has checked what it was asked to check.
 const CHILD_OK_MARKER: &str = "signals-child: flag set by SIGTERM";
@@ -21,31 +21,6 @@ const CHILD_SURVIVED_MARKER: &str = "signals-child: survived the second SIGTERM"
 /// How long a child waits for a signal it sent itself before giving up. Generous: delivery is
 /// immediate in practice, and a loaded machine must not make the test flaky.
 const SIGNAL_DELIVERY_TIMEOUT: Duration = Duration::from_secs(10);
-
-fn is_child(test_name: &str) -> bool {
-    std::env::var(CHILD_ROLE_ENV).is_ok_and(|role| role == test_name)
-}
-
-/// Re-runs the test `test_name` of this module in a fresh copy of the test binary, acting as
-/// the child.
-fn run_as_child(test_name: &str) -> Output {
-    let module = module_path!().split_once("::").map_or(module_path!(), |(_crate, rest)| rest);
-    let test_binary = std::env::current_exe().expect("locate the test binary");
-    Command::new(test_binary)
-        .args(["--exact", &format!("{module}::{test_name}"), "--nocapture", "--test-threads=1"])
-        .env(CHILD_ROLE_ENV, test_name)
-        .output()
-        .expect("run the test binary as a child")
-}
-
-fn describe(output: &Output) -> String {
-    format!(
-        "status {:?}\n--- stdout\n{}\n--- stderr\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
 
 fn send_sigterm_to_self() {
     // SAFETY: kill and getpid have no memory-safety preconditions.
@@ -111,7 +86,7 @@ fn wait_timeout_accepts_an_unrepresentable_timeout() {
 #[test]
 fn sigterm_sets_the_installed_flag() {
     const NAME: &str = "sigterm_sets_the_installed_flag";
-    if is_child(NAME) {
+    if CHILDREN.is_child(NAME) {
         let flag = install_stop_flag().expect("install the stop flag");
         assert!(!flag.is_set(), "flag set before any signal");
         send_sigterm_to_self();
@@ -119,16 +94,14 @@ fn sigterm_sets_the_installed_flag() {
         print_marker(CHILD_OK_MARKER);
         return;
     }
-    let output = run_as_child(NAME);
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "child failed: {}", describe(&output));
-    assert!(stdout.contains(CHILD_OK_MARKER), "child did not check the flag: {}", describe(&output));
+    let output = CHILDREN.run(NAME);
+    assert_succeeded_with(&output, CHILD_OK_MARKER);
 }
 
 #[test]
 fn second_sigterm_exits_at_once_with_the_documented_status() {
     const NAME: &str = "second_sigterm_exits_at_once_with_the_documented_status";
-    if is_child(NAME) {
+    if CHILDREN.is_child(NAME) {
         let flag = install_stop_flag().expect("install the stop flag");
         send_sigterm_to_self();
         assert!(flag.wait_timeout(SIGNAL_DELIVERY_TIMEOUT), "first SIGTERM did not set the flag");
@@ -139,7 +112,7 @@ fn second_sigterm_exits_at_once_with_the_documented_status() {
         print_marker(CHILD_SURVIVED_MARKER);
         return;
     }
-    let output = run_as_child(NAME);
+    let output = CHILDREN.run(NAME);
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(stdout.contains(CHILD_OK_MARKER), "first SIGTERM not handled: {}", describe(&output));
     assert!(!stdout.contains(CHILD_SURVIVED_MARKER), "child survived: {}", describe(&output));
@@ -150,7 +123,7 @@ fn second_sigterm_exits_at_once_with_the_documented_status() {
 #[test]
 fn sigterm_after_set_exits_at_once() {
     const NAME: &str = "sigterm_after_set_exits_at_once";
-    if is_child(NAME) {
+    if CHILDREN.is_child(NAME) {
         let flag = install_stop_flag().expect("install the stop flag");
         flag.set();
         print_marker(CHILD_OK_MARKER);
@@ -159,7 +132,7 @@ fn sigterm_after_set_exits_at_once() {
         print_marker(CHILD_SURVIVED_MARKER);
         return;
     }
-    let output = run_as_child(NAME);
+    let output = CHILDREN.run(NAME);
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(stdout.contains(CHILD_OK_MARKER), "child did not start: {}", describe(&output));
     assert!(!stdout.contains(CHILD_SURVIVED_MARKER), "child survived: {}", describe(&output));
@@ -169,7 +142,7 @@ fn sigterm_after_set_exits_at_once() {
 #[test]
 fn installing_twice_shares_one_flag() {
     const NAME: &str = "installing_twice_shares_one_flag";
-    if is_child(NAME) {
+    if CHILDREN.is_child(NAME) {
         let first = install_stop_flag().expect("install the stop flag");
         let second = install_stop_flag().expect("install the stop flag again");
         assert!(Arc::ptr_eq(&first.flag, &second.flag), "two installs made two flags");
@@ -182,16 +155,14 @@ fn installing_twice_shares_one_flag() {
         print_marker(CHILD_OK_MARKER);
         return;
     }
-    let output = run_as_child(NAME);
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "child failed: {}", describe(&output));
-    assert!(stdout.contains(CHILD_OK_MARKER), "child did not check the flag: {}", describe(&output));
+    let output = CHILDREN.run(NAME);
+    assert_succeeded_with(&output, CHILD_OK_MARKER);
 }
 
 #[test]
 fn the_unregistered_flag_ignores_signals() {
     const NAME: &str = "the_unregistered_flag_ignores_signals";
-    if is_child(NAME) {
+    if CHILDREN.is_child(NAME) {
         let unregistered = StopFlag::new_unregistered();
         let installed = install_stop_flag().expect("install the stop flag");
         send_sigterm_to_self();
@@ -200,8 +171,6 @@ fn the_unregistered_flag_ignores_signals() {
         print_marker(CHILD_OK_MARKER);
         return;
     }
-    let output = run_as_child(NAME);
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "child failed: {}", describe(&output));
-    assert!(stdout.contains(CHILD_OK_MARKER), "child did not check the flag: {}", describe(&output));
+    let output = CHILDREN.run(NAME);
+    assert_succeeded_with(&output, CHILD_OK_MARKER);
 }
