@@ -3,6 +3,7 @@
 //! and the `zbs-taskd` binary. Tasks, runners and the `zbs-task` client come in later issues.
 
 pub mod api;
+pub mod cli;
 pub mod client;
 pub mod config;
 pub mod copy_volume;

@@ -5,7 +5,8 @@
 //! The tarball holds one top dir, `zbs-taskd-<version>-<arch>/`; its `SHA256SUMS` lists every
 //! other file relative to that dir, so `sha256sum -c SHA256SUMS` checks an unpacked copy.
 //! The man page and the shell completions are generated from the daemon's clap definition
-//! (`taskd::config::CommandLine`), so they cannot drift from the flags.
+//! (`taskd::config::CommandLine`) and the client's (`taskd::cli::Cli`), so they cannot drift
+//! from the flags.
 
 use std::fmt::Write as _;
 use std::fs;
@@ -151,6 +152,7 @@ pub fn payload(binaries: &[(String, PathBuf)], packaging_dir: &Path) -> Result<V
 fn cli_definition(binary: &str) -> Option<clap::Command> {
     match binary {
         "zbs-taskd" => Some(taskd::config::CommandLine::command()),
+        "zbs-task" => Some(taskd::cli::Cli::command()),
         _ => None,
     }
 }

@@ -4,106 +4,15 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::Parser;
 use serde_json::Value;
+use taskd::cli::*;
 use taskd::client::{Client, ClientError};
 use taskd::task::{RuntimeWindow, TaskKind, TaskRecord, TaskState};
 
 const EXIT_FAILED: u8 = 1;
 const EXIT_USAGE: u8 = 2;
 const EXIT_NOT_FOUND: u8 = 3;
-
-#[derive(Parser)]
-#[command(name = "zbs-task", version, about = "Client of the zbs Task Center")]
-struct Cli {
-    /// The dispatcher (the VIP or any node: a follower names the leader), `host:port`.
-    #[arg(long, global = true, default_value = "127.0.0.1:10600")]
-    server: String,
-    /// Print JSON instead of tables.
-    #[arg(long, global = true)]
-    json: bool,
-    /// Request timeout in seconds.
-    #[arg(long, global = true, default_value_t = 15)]
-    timeout_sec: u64,
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Tasks: create, show, list, cancel, pause, resume, set_runtime, watch.
-    #[command(subcommand)]
-    Task(TaskCommand),
-    /// Runners: list, drain, undrain.
-    #[command(subcommand)]
-    Runner(RunnerCommand),
-    /// The cluster: leader, members, health, VIP.
-    #[command(subcommand)]
-    Cluster(ClusterCommand),
-}
-
-#[derive(Subcommand)]
-enum TaskCommand {
-    /// Copy a volume (file or block device) to a destination.
-    #[command(name = "copy_volume")]
-    CopyVolume {
-        source: String,
-        destination: String,
-        #[arg(long)]
-        io_depth: Option<u32>,
-    },
-    /// A test task that sleeps for `ms` milliseconds.
-    Sleep {
-        ms: u64,
-        /// Fail at the end instead of succeeding.
-        #[arg(long)]
-        fail: bool,
-    },
-    Show {
-        task_id: String,
-    },
-    List {
-        #[arg(long)]
-        state: Option<TaskState>,
-        /// YYYY-MM-DD, local time.
-        #[arg(long)]
-        date: Option<String>,
-    },
-    Cancel {
-        task_id: String,
-    },
-    Pause {
-        task_id: String,
-    },
-    Resume {
-        task_id: String,
-    },
-    /// The daily window the task may run in; `0 0 0 0` lifts it.
-    #[command(name = "set_runtime")]
-    SetRuntime {
-        task_id: String,
-        start_hour: u32,
-        start_min: u32,
-        end_hour: u32,
-        end_min: u32,
-    },
-    /// A live progress bar until the task ends.
-    Watch {
-        task_id: String,
-    },
-}
-
-#[derive(Subcommand)]
-enum RunnerCommand {
-    List,
-    Drain { node_id: String },
-    Undrain { node_id: String },
-}
-
-#[derive(Subcommand)]
-enum ClusterCommand {
-    Show,
-}
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {

@@ -139,3 +139,22 @@ fn unsafe_paths_are_refused() {
     .expect_err("an unsafe path is not packaged");
     assert!(error.to_string().contains("refusing to package"), "{error}");
 }
+
+#[test]
+fn the_client_gets_its_man_page_and_completions_from_its_clap_definition() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let binary = dir.path().join("zbs-task");
+    std::fs::write(&binary, b"\x7fELF stand-in for zbs-task").expect("write the stand-in binary");
+    let files = payload(&[("zbs-task".to_string(), binary)], &packaging_dir()).expect("build the payload");
+    let text = |path: &str| {
+        String::from_utf8_lossy(&files.iter().find(|file| file.path == path).expect("the file is shipped").contents)
+            .into_owned()
+    };
+    let man = text("usr/share/man/man1/zbs-task.1");
+    assert!(man.contains(".TH zbs-task"), "not a man page:\n{man}");
+    assert!(man.contains("Client of the zbs Task Center"), "the man page lacks the about line:\n{man}");
+    let bash = text("usr/share/bash-completion/completions/zbs-task");
+    assert!(bash.contains("copy_volume") && bash.contains("set_runtime"), "bash completion lacks subcommands");
+    assert!(text("usr/share/zsh/vendor-completions/_zbs-task").contains("#compdef zbs-task"));
+    assert!(text("usr/share/fish/vendor_completions.d/zbs-task.fish").contains("undrain"));
+}
