@@ -91,6 +91,30 @@ fn wait_client_neighbour_is(cluster: &NetnsCluster, node: usize) -> Result<()> {
     Ok(())
 }
 
+/// The daemons' takeover burst (`vip.garp_burst`'s default).
+const TAKEOVER_BURST: usize = 5;
+
+/// Waits until the switch has seen the takeover burst of gratuitous ARPs for the VIP from the
+/// node's MAC since `since`, and checks that the watcher read without error.
+fn assert_announced(cluster: &NetnsCluster, node: usize, since: Instant) -> Result<usize> {
+    let mut seen = 0;
+    cluster
+        .wait_until(WAIT, &format!("{TAKEOVER_BURST} gratuitous ARPs from {}", cluster.node(node).node_id), || {
+            seen = cluster.vip_announcements_since(node, since).unwrap_or(0);
+            seen >= TAKEOVER_BURST
+        })
+        .with_context(|| {
+            format!(
+                "the switch saw {seen} announcements of the VIP from {}; every ARP since: {:?}",
+                cluster.node(node).node_id,
+                cluster.arp_watcher().frames_since(since)
+            )
+        })?;
+    let errors = cluster.arp_watcher().errors();
+    ensure!(errors.is_empty(), "the ARP watcher failed: {errors:?}");
+    Ok(seen)
+}
+
 /// The common outcome of a failover that keeps the old leader's process: another node holds the
 /// VIP (and the client reaches it there), the old process lives on with its pid and released the
 /// VIP, no core, no moment with two holders. Returns the new holder.
@@ -106,6 +130,7 @@ fn assert_failover_keeps_process(
     let new_status = cluster.status(new)?;
     ensure!(new_status.leader, "{} holds the VIP but is not leader: {new_status:?}", cluster.node(new).node_id);
     wait_client_reaches(cluster, new, cut_at)?;
+    let announcements = assert_announced(cluster, new, cut_at)?;
     wait_client_neighbour_is(cluster, new)?;
     ensure!(
         cluster.pid(old) == Some(old_pid),
@@ -116,7 +141,7 @@ fn assert_failover_keeps_process(
     ensure!(holders == [new], "VIP holders {holders:?}, expected only {new}:\n{}", cluster.ip_addresses(old)?);
     let outage = cluster.client().longest_outage_since(cut_at);
     eprintln!(
-        "{what}: VIP on {} {:.0} ms after the cut; client outage {:?} ms",
+        "{what}: VIP on {} {:.0} ms after the cut; client outage {:?} ms; {announcements} gratuitous ARPs seen",
         cluster.node(new).node_id,
         moved_after.as_secs_f64() * 1000.0,
         outage.map(|outage| outage.duration().as_millis())
@@ -217,11 +242,12 @@ fn sigterm_moves_the_vip_and_removes_it_from_the_old_leader() {
         let status = cluster.wait_exit(old, WAIT)?;
         ensure!(status.success(), "the SIGTERM-ed leader exited with {status}");
         wait_client_reaches(cluster, new, signalled_at)?;
+        let announcements = assert_announced(cluster, new, signalled_at)?;
         wait_client_neighbour_is(cluster, new)?;
         let holders = cluster.vip_holders()?;
         ensure!(holders == [new], "VIP holders {holders:?}, expected only {new}:\n{}", cluster.ip_addresses(old)?);
         eprintln!(
-            "sigterm: VIP on {} {:.0} ms after the signal; client outage {:?} ms",
+            "sigterm: VIP on {} {:.0} ms after the signal; client outage {:?} ms; {announcements} gratuitous ARPs seen",
             cluster.node(new).node_id,
             moved_after.as_secs_f64() * 1000.0,
             cluster.client().longest_outage_since(signalled_at).map(|outage| outage.duration().as_millis())

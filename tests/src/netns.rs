@@ -299,8 +299,10 @@ impl NetnsClusterBuilder {
         let address_sockets = Arc::new(address_sockets);
         let holder_sampler = HolderSampler::start(address_sockets.clone(), self.holder_sample_interval);
         let client = ClientLoop::start(&topology.client_ns, self.client_interval, self.client_timeout);
+        let arp_watcher = ArpWatcher::start(&topology.switch_ns, MANAGEMENT_BRIDGE)?;
         let cluster = NetnsCluster {
             nodes,
+            arp_watcher,
             binary,
             address_sockets,
             holder_sampler,
@@ -458,6 +460,7 @@ pub struct NetnsCluster {
     address_sockets: Arc<Vec<Mutex<AddressSocket>>>,
     holder_sampler: HolderSampler,
     client: ClientLoop,
+    arp_watcher: ArpWatcher,
     start_timeout: Duration,
     keep_dir: AtomicBool,
     dir: Option<tempfile::TempDir>,
@@ -539,6 +542,19 @@ impl NetnsCluster {
     /// The client loop that keeps asking the VIP for a status.
     pub fn client(&self) -> &ClientLoop {
         &self.client
+    }
+
+    /// The ARP frames seen on the switch's management bridge.
+    pub fn arp_watcher(&self) -> &ArpWatcher {
+        &self.arp_watcher
+    }
+
+    /// How many gratuitous ARPs announcing the VIP at the node's management MAC the switch saw
+    /// since `since`.
+    pub fn vip_announcements_since(&self, node: usize, since: Instant) -> Result<usize> {
+        let mac = self.management_mac(node)?;
+        let mac = vip::arp_capture::parse_mac(&mac).ok_or_else(|| anyhow!("not a MAC: {mac:?}"))?;
+        Ok(self.arp_watcher.frames_since(since).iter().filter(|seen| seen.frame.announces(VIP, mac)).count())
     }
 
     fn process(&self, node: usize) -> MutexGuard<'_, NodeProcess> {
@@ -1012,6 +1028,7 @@ impl Drop for NetnsCluster {
     fn drop(&mut self) {
         self.client.stop();
         self.holder_sampler.stop();
+        self.arp_watcher.stop();
         for node in 0..self.keepalived.len() {
             let _ = self.stop_keepalived(node, Signal::SIGTERM);
         }
@@ -1549,6 +1566,79 @@ fn sweep(sockets: &[Mutex<AddressSocket>]) -> Result<HolderSample> {
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// One ARP frame the switch saw.
+#[derive(Clone, Debug)]
+pub struct SeenArp {
+    pub at: Instant,
+    pub frame: vip::arp_capture::ArpFrame,
+}
+
+/// A thread in the switch namespace that reads every ARP frame on a bridge (an `AF_PACKET`
+/// socket bound to it: broadcasts from any port reach the bridge itself) and keeps them.
+pub struct ArpWatcher {
+    frames: Arc<Mutex<Vec<SeenArp>>>,
+    errors: Arc<Mutex<Vec<String>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl ArpWatcher {
+    /// Opens the socket before it returns, so that nothing sent after it is missed.
+    fn start(namespace: &str, bridge: &str) -> Result<ArpWatcher> {
+        let capture = in_netns(namespace, || {
+            vip::arp_capture::ArpCapture::open(bridge, Duration::from_millis(100))
+                .with_context(|| format!("capture ARP on {bridge} in {namespace}"))
+        })??;
+        let frames = Arc::new(Mutex::new(Vec::new()));
+        let errors = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (frames, errors, stop) = (frames.clone(), errors.clone(), stop.clone());
+            thread::Builder::new()
+                .name("netns-arp-watcher".to_string())
+                .spawn(move || {
+                    while !stop.load(Ordering::Acquire) {
+                        match capture.recv() {
+                            Ok(Some(frame)) => lock(&frames).push(SeenArp { at: Instant::now(), frame }),
+                            Ok(None) => {}
+                            Err(error) => {
+                                lock(&errors).push(format!("{error:#}"));
+                                return;
+                            }
+                        }
+                    }
+                })
+                .context("start the ARP watcher thread")?
+        };
+        Ok(ArpWatcher { frames, errors, stop, thread: Some(thread) })
+    }
+
+    fn stop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+
+    /// Frames seen at or after `since`, oldest first.
+    pub fn frames_since(&self, since: Instant) -> Vec<SeenArp> {
+        let frames = lock(&self.frames);
+        let start = frames.partition_point(|seen| seen.at < since);
+        frames[start..].to_vec()
+    }
+
+    /// Read errors, if any (the watcher stops at the first).
+    pub fn errors(&self) -> Vec<String> {
+        lock(&self.errors).clone()
+    }
+}
+
+impl Drop for ArpWatcher {
+    fn drop(&mut self) {
+        self.stop();
+    }
 }
 
 /// One request of the client loop.
