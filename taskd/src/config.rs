@@ -5,10 +5,14 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+mod tasks;
+
 use clap::{Parser, ValueEnum};
 use serde::Deserialize;
 use vip::health::{HealthConfig, MissingFile, SourceKind};
 use vip::VipConfig;
+
+pub use tasks::TasksConfig;
 
 /// Where the daemon looks for its file when `--config` is not given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/zbs/taskd.toml";
@@ -158,6 +162,24 @@ pub struct CommandLine {
     /// [default: none, so every copy is refused].
     #[arg(long, value_name = "DIR,...", value_delimiter = ',')]
     pub allowed_roots: Option<Vec<PathBuf>>,
+    /// Failed runs after which a task stays failed, 1..=100 [default: 3].
+    #[arg(long)]
+    pub tasks_max_attempts: Option<u32>,
+    /// Seconds after their last activity that finished tasks are purged [default: 604800, 7 days].
+    #[arg(long)]
+    pub tasks_retention_sec: Option<u64>,
+    /// Milliseconds a runner has to claim a task it was handed [default: 10000].
+    #[arg(long)]
+    pub tasks_claim_grace_ms: Option<u64>,
+    /// CopyVolume extent (the unit of progress, pause and resume) in MiB, 1..=4096 [default: 256].
+    #[arg(long)]
+    pub tasks_copy_extent_mib: Option<u64>,
+    /// CopyVolume block (the unit of IO and of cancel) in KiB, a multiple of 4 [default: 256].
+    #[arg(long)]
+    pub tasks_copy_block_kib: Option<u64>,
+    /// The most MiB per second one copy reads; 0 is unlimited [default: 0].
+    #[arg(long)]
+    pub tasks_copy_max_mib_per_s: Option<u64>,
 }
 
 /// The file's shape: every key optional, unknown keys refused.
@@ -181,6 +203,8 @@ struct FileConfig {
     exit_limit: FileExitLimit,
     #[serde(default)]
     log: FileLog,
+    #[serde(default)]
+    tasks: tasks::FileTasks,
     #[serde(default)]
     health: HealthConfig,
     vip: Option<VipConfig>,
@@ -225,6 +249,8 @@ pub struct Config {
     pub runner_slots: u32,
     /// Where CopyVolume tasks may read and write; empty refuses every copy.
     pub allowed_roots: Vec<PathBuf>,
+    /// The `[tasks]` table: retries, retention, claim grace, copy sizes.
+    pub tasks: TasksConfig,
 }
 
 /// Where and how the daemon logs.
@@ -264,7 +290,9 @@ impl Config {
             cli.start_limit_interval_sec.or(file.exit_limit.start_limit_interval_sec).unwrap_or(10);
         let health = merge_health(file.health, cli);
         let vip = merge_vip(file.vip, cli)?;
+        let tasks = TasksConfig::merge(file.tasks, cli)?;
         let config = Config {
+            tasks,
             health,
             vip,
             node_id,

@@ -33,6 +33,7 @@
 //! is caught and fails this copy with [`CopyError::Panicked`]; the daemon goes on.
 
 mod engine;
+mod pace;
 mod paths;
 mod sparse;
 
@@ -61,6 +62,26 @@ pub struct CopySpec {
     pub extent_size: u64,
     /// Bytes per block: the unit of IO and of cancel. A multiple of 4096.
     pub block_size: u64,
+    /// The most bytes per second the copy reads; `None` is unlimited.
+    pub max_bytes_per_s: Option<u64>,
+}
+
+/// A runner's copy settings (the `[tasks]` table): extent and block sizes and the rate limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CopySettings {
+    pub extent_size: u64,
+    pub block_size: u64,
+    pub max_bytes_per_s: Option<u64>,
+}
+
+impl Default for CopySettings {
+    fn default() -> CopySettings {
+        CopySettings {
+            extent_size: CopySpec::DEFAULT_EXTENT_SIZE,
+            block_size: CopySpec::DEFAULT_BLOCK_SIZE,
+            max_bytes_per_s: None,
+        }
+    }
 }
 
 impl CopySpec {
@@ -75,14 +96,35 @@ impl CopySpec {
             start_extent: 0,
             extent_size: CopySpec::DEFAULT_EXTENT_SIZE,
             block_size: CopySpec::DEFAULT_BLOCK_SIZE,
+            max_bytes_per_s: None,
         }
     }
 
-    /// The copy a CopyVolume task asks for, its paths checked against `roots`, resuming at
-    /// `start_extent` (the record's `progress.cur_extent`).
-    pub fn for_task(args: &CopyVolumeArgs, roots: &AllowedRoots, start_extent: u64) -> Result<CopySpec, PathError> {
+    /// The copy a CopyVolume task asks for, its paths checked against `roots`, with this
+    /// runner's `settings`. A task that made progress resumes at `progress.cur_extent` in the
+    /// extent size it was started with (`progress.extent_size`; records without one were
+    /// written with the old fixed 256 MiB), whatever this runner's own setting, so that a
+    /// reschedule to a differently configured runner never skips or misaligns data; the block
+    /// size then becomes one that divides that extent.
+    pub fn for_task(
+        args: &CopyVolumeArgs,
+        roots: &AllowedRoots,
+        progress: &Progress,
+        settings: &CopySettings,
+    ) -> Result<CopySpec, PathError> {
         let paths = roots.check(&args.source, &args.destination)?;
-        Ok(CopySpec { start_extent, ..CopySpec::new(paths, args.io_depth) })
+        let (extent_size, block_size) = match (progress.cur_extent, progress.extent_size) {
+            (0, _) => (settings.extent_size, settings.block_size),
+            (_, 0) => (CopySpec::DEFAULT_EXTENT_SIZE, gcd(CopySpec::DEFAULT_EXTENT_SIZE, settings.block_size)),
+            (_, recorded) => (recorded, gcd(recorded, settings.block_size)),
+        };
+        Ok(CopySpec {
+            start_extent: progress.cur_extent,
+            extent_size,
+            block_size,
+            max_bytes_per_s: settings.max_bytes_per_s,
+            ..CopySpec::new(paths, args.io_depth)
+        })
     }
 
     fn validate(&self) -> Result<(), CopyError> {
@@ -98,6 +140,13 @@ impl CopySpec {
         }
         Ok(())
     }
+}
+
+fn gcd(mut a: u64, mut b: u64) -> u64 {
+    while b != 0 {
+        (a, b) = (b, a % b);
+    }
+    a
 }
 
 /// How a copy ended. `at_extent` is where a later run resumes (`CopySpec::start_extent`).
@@ -281,6 +330,7 @@ fn progress_at(cur_extent: u64, n_extents: u64, len: u64, extent_size: u64, spee
     Progress {
         cur_extent,
         n_extents,
+        extent_size,
         bytes_done: cur_extent.saturating_mul(extent_size).min(len),
         bytes_total: len,
         speed_bytes_per_s,

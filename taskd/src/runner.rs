@@ -15,6 +15,14 @@
 //! dispatcher hands it out again once the window opens; `Interrupted`) and the owner child is
 //! released.
 //!
+//! # Drain
+//! A drain is kept in ZooKeeper twice: the registration's `draining` flag (what the dispatcher
+//! schedules by; it dies with the session) and a persistent marker per node
+//! (`task_db::set_drained`), which the runner reads before it first registers, so a drained
+//! node stays drained across a restart until someone undrains it. Until that read succeeds the
+//! runner neither registers nor accepts a task. Drain and undrain write the marker under a
+//! coroutine mutex, so two requests can never leave it different from the flag.
+//!
 //! # Stop
 //! `stop` (stage 6 of the server's shutdown) interrupts every task at its next safe point
 //! (a block of a copy, a step of a sleep), waits for them up to the drain deadline — each
@@ -27,18 +35,15 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use parking_lot::Mutex;
 use quorum::{QuorumHandle, ZkSession};
-use runtime::{SyncPoint, ThreadContext, TimerHandle};
+use runtime::{CoMutex, SyncPoint, ThreadContext, TimerHandle};
 use serde::{Deserialize, Serialize};
 
-use crate::copy_volume::{copy_volume, AllowedRoots, CopyControl, CopyOutcome, CopySpec};
+use crate::copy_volume::{copy_volume, AllowedRoots, CopyControl, CopyOutcome, CopySettings, CopySpec};
 use crate::task::{TaskId, TaskKind, TaskRecord, TaskState};
 use crate::task_db::{self, DbError, OwnerInfo, RunnerInfo, StoredRecord};
 
 /// The runner's thread name (at most 15 bytes).
 pub const RUNNER_THREAD_NAME: &str = "zbs-task-runner";
-
-/// Failed runs after which a task stays `Failed` (the first run counts).
-pub const MAX_ATTEMPTS: u32 = 3;
 
 /// How often the runner checks its registration (re-registers after a new session, publishes
 /// changed free slots).
@@ -89,6 +94,21 @@ pub struct RunnerConfig {
     pub slots: u32,
     pub allowed_roots: Vec<std::path::PathBuf>,
     pub drain_deadline: Duration,
+    /// Failed runs after which a task stays `Failed` (the first run counts).
+    pub max_attempts: u32,
+    /// Extent and block sizes and the rate limit of new copies.
+    pub copy: CopySettings,
+}
+
+/// The drain flag against its persistent marker (see `# Drain`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DrainMarker {
+    /// Not read yet: the runner neither registers nor accepts tasks.
+    Unknown,
+    /// The marker says what `draining` says.
+    Synced,
+    /// `draining` changed and the marker is not written yet.
+    Dirty,
 }
 
 struct Inner {
@@ -99,6 +119,7 @@ struct Inner {
     healthy: Arc<dyn Fn() -> bool + Send + Sync>,
     running: Mutex<HashMap<TaskId, RunningTask>>,
     draining: AtomicBool,
+    drain_marker: CoMutex<DrainMarker>,
     stopping: AtomicBool,
     /// The session and node version of the current registration, and what it published.
     registration: Mutex<Option<(i64, i32, RunnerInfo)>>,
@@ -131,6 +152,7 @@ impl TaskRunner {
             healthy: Arc::new(healthy),
             running: Mutex::new(HashMap::new()),
             draining: AtomicBool::new(false),
+            drain_marker: CoMutex::new(DrainMarker::Unknown),
             stopping: AtomicBool::new(false),
             registration: Mutex::new(None),
         });
@@ -147,6 +169,9 @@ impl TaskRunner {
         let task_id = TaskId::parse(task_id).map_err(|error| RunnerRefusal::new(400, error.to_string()))?;
         if inner.stopping.load(Ordering::Acquire) {
             return Err(RunnerRefusal::new(503, "the runner is stopping"));
+        }
+        if *inner.drain_marker.lock() == DrainMarker::Unknown {
+            return Err(RunnerRefusal::new(503, "the runner is starting (its drain state is not read yet)"));
         }
         if inner.draining.load(Ordering::Acquire) {
             return Err(RunnerRefusal::new(503, "the runner is draining"));
@@ -243,12 +268,20 @@ impl TaskRunner {
         Ok(serde_json::json!({ "task_id": task_id, "ok": true }))
     }
 
-    /// Drain (no new tasks; running ones finish) or undrain; published in the registration.
+    /// Drain (no new tasks; running ones finish) or undrain: persisted in the node's drain
+    /// marker before the answer when ZooKeeper is reachable (`persisted`), otherwise as soon as
+    /// it is; published in the registration.
     pub fn set_draining(&self, draining: bool) -> serde_json::Value {
-        self.inner.draining.store(draining, Ordering::Release);
+        let persisted = {
+            let mut marker = self.inner.drain_marker.lock();
+            self.inner.draining.store(draining, Ordering::Release);
+            *marker = DrainMarker::Dirty;
+            self.inner.sync_drain_marker(&mut marker)
+        };
+        tracing::info!(node_id = %self.inner.config.node_id, draining, persisted, "runner drain changed");
         let inner = self.inner.clone();
         let _ = self.context.sched(move || inner.keep_registered());
-        serde_json::json!({ "node_id": self.inner.config.node_id, "draining": draining })
+        serde_json::json!({ "node_id": self.inner.config.node_id, "draining": draining, "persisted": persisted })
     }
 
     /// The runner's state for `GET /api/v1/runner`.
@@ -324,12 +357,49 @@ impl Inner {
         }
     }
 
+    /// Brings the drain flag and its persistent marker together: reads the marker the first
+    /// time (a restarted runner takes the drain it had), writes it after a change. False while
+    /// ZooKeeper cannot be reached; the caller holds the marker's lock.
+    fn sync_drain_marker(&self, marker: &mut DrainMarker) -> bool {
+        let Some(session) = self.session() else { return *marker == DrainMarker::Synced };
+        let node_id = &self.config.node_id;
+        let result = match *marker {
+            DrainMarker::Synced => return true,
+            DrainMarker::Unknown => task_db::is_drained(&session, node_id).map(|drained| {
+                if drained {
+                    tracing::info!(%node_id, "this runner was drained before the restart; it stays drained");
+                }
+                self.draining.store(drained, Ordering::Release);
+            }),
+            DrainMarker::Dirty => {
+                task_db::set_drained(&session, node_id, self.draining.load(Ordering::Acquire), now_ms())
+            }
+        };
+        match result {
+            Ok(()) => {
+                *marker = DrainMarker::Synced;
+                true
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot read or write this runner's drain marker; retrying");
+                false
+            }
+        }
+    }
+
     /// Registers with the current session, or rewrites the registration when it changed.
     fn keep_registered(&self) {
         if self.stopping.load(Ordering::Acquire) {
             return;
         }
         let Some(session) = self.session() else { return };
+        {
+            let mut marker = self.drain_marker.lock();
+            // Never register before the drain is known: the dispatcher would hand out tasks.
+            if !self.sync_drain_marker(&mut marker) && *marker == DrainMarker::Unknown {
+                return;
+            }
+        }
         let info = self.info();
         let current = self.registration.lock().clone();
         let result = match current {
@@ -360,7 +430,10 @@ enum RunEnd {
     Succeeded,
     Failed(String),
     Cancelled,
+    /// Paused on request.
     Paused,
+    /// Stopped at an extent boundary because its runtime window closed.
+    WindowClosed,
     Interrupted,
     /// A fenced write: another owner took over; write nothing more.
     Lost,
@@ -379,10 +452,18 @@ fn run_task(inner: &Inner, session: &Arc<ZkSession>, stored: StoredRecord, contr
                 Ok(roots) => roots,
                 Err(reason) => return RunEnd::Failed(format!("allowed roots unusable: {reason}")),
             };
-            let spec = match CopySpec::for_task(&args, roots, record.progress.cur_extent) {
+            let spec = match CopySpec::for_task(&args, roots, &record.progress, &inner.config.copy) {
                 Ok(spec) => spec,
                 Err(error) => return RunEnd::Failed(error.to_string()),
             };
+            // Tests and operators read how much a resumed copy redoes from this line.
+            tracing::info!(
+                %task_id,
+                start_extent = spec.start_extent,
+                extent_size = spec.extent_size,
+                block_size = spec.block_size,
+                "copy started"
+            );
             let mut lost = false;
             let outcome = copy_volume(&spec, control, |progress| {
                 if lost {
@@ -415,7 +496,11 @@ fn run_task(inner: &Inner, session: &Arc<ZkSession>, stored: StoredRecord, contr
         Err(panic) if runtime::is_cancel_unwind(panic.as_ref()) => std::panic::resume_unwind(panic),
         Err(_) => RunEnd::Failed("the task panicked".to_string()),
     };
-    finish(session, &task_id, &mut record, version, end, control.is_pause_requested(), started);
+    let end = match end {
+        RunEnd::Paused if !control.is_pause_requested() => RunEnd::WindowClosed,
+        end => end,
+    };
+    finish(session, &task_id, &mut record, version, end, inner.config.max_attempts, started);
     if let Err(error) = task_db::release(session, &task_id) {
         tracing::warn!(%task_id, %error, "cannot release the task");
     }
@@ -453,7 +538,7 @@ fn finish(
     record: &mut TaskRecord,
     version: i32,
     end: RunEnd,
-    pause_requested: bool,
+    max_attempts: u32,
     started: Instant,
 ) {
     let state = match end {
@@ -465,7 +550,7 @@ fn finish(
         RunEnd::Cancelled => TaskState::Cancelled,
         // Paused by its runtime window, not on request: it waits as `Pending`, and the
         // dispatcher hands it out again once the window opens.
-        RunEnd::Paused if !pause_requested => TaskState::Pending,
+        RunEnd::WindowClosed => TaskState::Pending,
         RunEnd::Paused => TaskState::Paused,
         RunEnd::Interrupted => {
             record.last_failed_ms = Some(now_ms());
@@ -475,7 +560,7 @@ fn finish(
             record.attempts += 1;
             record.last_failed_ms = Some(now_ms());
             record.set_last_error(&message);
-            if record.attempts < MAX_ATTEMPTS {
+            if record.attempts < max_attempts {
                 TaskState::Pending
             } else {
                 TaskState::Failed

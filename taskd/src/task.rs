@@ -225,6 +225,10 @@ pub struct Progress {
     /// The next extent to copy: the number of finished extents.
     pub cur_extent: u64,
     pub n_extents: u64,
+    /// The bytes per extent the copy was started with, so a resumed copy (perhaps on a runner
+    /// configured otherwise) uses the same extents; 0 in records written before it was kept,
+    /// which used 256 MiB.
+    pub extent_size: u64,
     /// Bytes of the volume behind `cur_extent` (copied or skipped as holes / zeros).
     pub bytes_done: u64,
     /// The volume's length.

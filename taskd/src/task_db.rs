@@ -55,8 +55,8 @@ pub use filter::ListFilter;
 pub use owner::{claim, owner_of, release, watch_owner, Owner, OwnerInfo};
 pub use records::{read_record, write_record, CorruptRecord};
 pub use runners::{
-    list_runners, read_runners, register_runner, unregister_runner, update_runner, watch_runners, RegisteredRunner,
-    RunnerInfo, RunnerList, MAX_RUNNER_BYTES,
+    is_drained, list_runners, read_runners, register_runner, set_drained, unregister_runner, update_runner,
+    watch_runners, RegisteredRunner, RunnerInfo, RunnerList, MAX_RUNNER_BYTES,
 };
 
 /// A task record with the znode version it was read or written at (for the next fenced write).

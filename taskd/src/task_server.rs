@@ -37,6 +37,7 @@ use vip::VipServer;
 
 use crate::api::{dispatcher_routes, runner_routes, DispatcherAccess};
 use crate::config::Config;
+use crate::copy_volume::CopySettings;
 use crate::dispatcher::{release_vip, NetworkHealthFlag, SchedulerHandle, SchedulerSetup, TaskDispatcher, VipFailure};
 use crate::notify::Notifier;
 use crate::runner::{RunnerConfig, TaskRunner};
@@ -231,6 +232,12 @@ impl TaskServer {
             slots: config.runner_slots,
             allowed_roots: config.allowed_roots.clone(),
             drain_deadline: config.drain_deadline,
+            max_attempts: config.tasks.max_attempts,
+            copy: CopySettings {
+                extent_size: config.tasks.copy_extent_bytes,
+                block_size: config.tasks.copy_block_bytes,
+                max_bytes_per_s: config.tasks.copy_max_bytes_per_s,
+            },
         };
         let health = self.inner.health.clone();
         match TaskRunner::start(runner_config, self.inner.quorum.clone(), move || health.is_valid()) {
@@ -433,8 +440,12 @@ impl Inner {
             on_vip_failure,
         ) {
             Ok(mut started) => {
-                let setup =
-                    SchedulerSetup { quorum: self.quorum.clone(), cache_dir: self.config.state_dir.join("task-cache") };
+                let setup = SchedulerSetup {
+                    quorum: self.quorum.clone(),
+                    cache_dir: self.config.state_dir.join("task-cache"),
+                    claim_grace: self.config.tasks.claim_grace,
+                    retention: self.config.tasks.retention,
+                };
                 match started.start_scheduling(setup) {
                     Ok(handle) => *self.scheduler.lock() = Some(handle),
                     Err(error) => tracing::error!(%error, "cannot start task scheduling"),

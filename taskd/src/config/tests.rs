@@ -136,3 +136,47 @@ fn the_vip_is_optional_and_validated() {
     let message = error_text(parse("[vip]\naddress = \"10.0.0.300/24\"\ninterface = \"eth0\"\n"));
     assert!(message.contains("vip.address"), "{message}");
 }
+
+#[test]
+fn the_tasks_table_has_defaults_file_values_flags_and_named_errors() {
+    let defaults = parse("").expect("valid").tasks;
+    assert_eq!(defaults, TasksConfig::default());
+    assert_eq!(defaults.max_attempts, 3);
+    assert_eq!(defaults.retention, Duration::from_secs(7 * 24 * 3600));
+    assert_eq!(defaults.claim_grace, Duration::from_secs(10));
+    assert_eq!((defaults.copy_extent_bytes, defaults.copy_block_bytes), (256 << 20, 256 << 10));
+    assert_eq!(defaults.copy_max_bytes_per_s, None);
+
+    let text = "[tasks]\nmax_attempts = 5\nretention_sec = 3600\nclaim_grace_ms = 2000\ncopy_extent_mib = 4\n\
+                copy_block_kib = 64\ncopy_max_mib_per_s = 8\n";
+    let tasks = parse(text).expect("valid").tasks;
+    assert_eq!(tasks.max_attempts, 5);
+    assert_eq!(tasks.retention, Duration::from_secs(3600));
+    assert_eq!(tasks.claim_grace, Duration::from_millis(2000));
+    assert_eq!((tasks.copy_extent_bytes, tasks.copy_block_bytes), (4 << 20, 64 << 10));
+    assert_eq!(tasks.copy_max_bytes_per_s, Some(8 << 20));
+    // The inline form works too (one line, as test fixtures write it).
+    let inline = parse("tasks = { copy_extent_mib = 1, copy_block_kib = 128 }").expect("valid").tasks;
+    assert_eq!((inline.copy_extent_bytes, inline.copy_block_bytes), (1 << 20, 128 << 10));
+
+    let flags = CommandLine::try_parse_from(["zbs-taskd", "--tasks-max-attempts", "1", "--tasks-copy-extent-mib", "1"])
+        .expect("flags");
+    let tasks = Config::from_toml(text, &flags).expect("valid").tasks;
+    assert_eq!((tasks.max_attempts, tasks.copy_extent_bytes), (1, 1 << 20));
+    assert_eq!(tasks.claim_grace, Duration::from_millis(2000), "keys without a flag keep the file's value");
+
+    for (text, key) in [
+        ("[tasks]\nmax_attempts = 0", "tasks.max_attempts"),
+        ("[tasks]\nretention_sec = 5", "tasks.retention_sec"),
+        ("[tasks]\nclaim_grace_ms = 10", "tasks.claim_grace_ms"),
+        ("[tasks]\ncopy_extent_mib = 0", "tasks.copy_extent_mib"),
+        ("[tasks]\ncopy_block_kib = 6", "tasks.copy_block_kib"),
+        ("[tasks]\ncopy_extent_mib = 1\ncopy_block_kib = 2048", "tasks.copy_block_kib"),
+        ("[tasks]\ncopy_block_kib = 100", "tasks.copy_block_kib"),
+        ("[tasks]\ncopy_max_mib_per_s = 99999999", "tasks.copy_max_mib_per_s"),
+        ("[tasks]\nmax_atempts = 3", "max_atempts"),
+    ] {
+        let message = error_text(parse(text));
+        assert!(message.contains(key), "{text:?} gave {message:?}, which does not name {key}");
+    }
+}

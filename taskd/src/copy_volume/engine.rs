@@ -13,6 +13,7 @@ use std::time::Instant;
 use parking_lot::Mutex;
 use runtime::{SyncPoint, ThreadContext};
 
+use super::pace::Pacer;
 use super::sparse::{self, Block};
 use super::{progress_at, CopyControl, CopyError, CopyOutcome, CopySpec, CANCEL, INTERRUPT, RUN};
 use crate::task::Progress;
@@ -34,7 +35,8 @@ where
         Ok(context) => context,
         Err(error) => return CopyOutcome::Failed(CopyError::Context(error)),
     };
-    let copier = Copier { spec, control, context: &context };
+    let pacer = spec.max_bytes_per_s.map(|rate| Arc::new(Pacer::new(rate)));
+    let copier = Copier { spec, control, context: &context, pacer };
     let outcome = match catch_unwind(AssertUnwindSafe(|| copier.run(&mut on_extent))) {
         Ok(Ok(outcome)) => outcome,
         Ok(Err(error)) => CopyOutcome::Failed(error),
@@ -59,6 +61,8 @@ struct Copier<'a> {
     spec: &'a CopySpec,
     control: &'a CopyControl,
     context: &'a ThreadContext,
+    /// The rate limit of this run, shared by every extent's block coroutines.
+    pacer: Option<Arc<Pacer>>,
 }
 
 impl Copier<'_> {
@@ -148,6 +152,7 @@ impl Copier<'_> {
         let job = Arc::new(ExtentJob {
             files: files.clone(),
             control: self.control.clone(),
+            pacer: self.pacer.clone(),
             blocks,
             block_size,
             next_block: AtomicUsize::new(0),
@@ -201,6 +206,7 @@ enum ExtentEnd {
 struct ExtentJob {
     files: Arc<Files>,
     control: CopyControl,
+    pacer: Option<Arc<Pacer>>,
     blocks: Vec<Block>,
     block_size: u64,
     next_block: AtomicUsize,
@@ -239,6 +245,13 @@ impl ExtentJob {
             let Some(block) = self.blocks.get(index).copied() else {
                 return Ok(());
             };
+            if let Some(pacer) = &self.pacer {
+                let due = pacer.reserve(block.len);
+                if !Pacer::wait_until(due, || self.control.stop_requested() != RUN) {
+                    self.stopped.store(true, Ordering::Release);
+                    return Ok(());
+                }
+            }
             let data = &mut buffer[..block.len as usize];
             self.files.source.read_exact_at(data, block.offset).map_err(|source| CopyError::Io {
                 operation: "read source",

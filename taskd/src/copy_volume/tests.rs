@@ -73,7 +73,7 @@ fn random_regions(len: u64, count: usize, seed: u64) -> Vec<(u64, u64)> {
 }
 
 fn spec(paths: CopyPaths, io_depth: u32) -> CopySpec {
-    CopySpec { paths, io_depth, start_extent: 0, extent_size: EXTENT, block_size: BLOCK }
+    CopySpec { paths, io_depth, start_extent: 0, extent_size: EXTENT, block_size: BLOCK, max_bytes_per_s: None }
 }
 
 /// The data ranges of a file as `SEEK_DATA`/`SEEK_HOLE` report them.
@@ -393,11 +393,49 @@ fn a_task_s_arguments_become_a_checked_spec() {
         destination: sandbox.root().join("dst"),
         io_depth: 7,
     };
-    let spec = CopySpec::for_task(&args, &sandbox.roots(), 3).expect("accepted");
-    assert_eq!((spec.io_depth, spec.start_extent), (7, 3));
-    assert_eq!((spec.extent_size, spec.block_size), (256 << 20, 256 << 10));
+    let settings = CopySettings { extent_size: 4 * MIB, block_size: 128 << 10, max_bytes_per_s: Some(MIB) };
+    // A fresh copy takes the runner's settings.
+    let spec = CopySpec::for_task(&args, &sandbox.roots(), &Progress::default(), &settings).expect("accepted");
+    assert_eq!((spec.io_depth, spec.start_extent), (7, 0));
+    assert_eq!((spec.extent_size, spec.block_size, spec.max_bytes_per_s), (4 * MIB, 128 << 10, Some(MIB)));
+    // A resumed one keeps the extent it was started with; the block is made to divide it.
+    let started = Progress { cur_extent: 3, extent_size: 192 << 10, ..Progress::default() };
+    let spec = CopySpec::for_task(&args, &sandbox.roots(), &started, &settings).expect("accepted");
+    assert_eq!((spec.start_extent, spec.extent_size, spec.block_size), (3, 192 << 10, 64 << 10));
+    // A record from before the extent size was kept used 256 MiB.
+    let old = Progress { cur_extent: 3, ..Progress::default() };
+    let spec = CopySpec::for_task(&args, &sandbox.roots(), &old, &settings).expect("accepted");
+    assert_eq!((spec.extent_size, spec.block_size), (256 << 20, 128 << 10));
     let escaping = crate::task::CopyVolumeArgs { destination: sandbox.outside().join("dst"), ..args };
-    assert!(matches!(CopySpec::for_task(&escaping, &sandbox.roots(), 0), Err(PathError::OutsideRoots { .. })));
+    let refused = CopySpec::for_task(&escaping, &sandbox.roots(), &Progress::default(), &settings);
+    assert!(matches!(refused, Err(PathError::OutsideRoots { .. })));
+}
+
+#[test]
+fn a_rate_limit_paces_the_copy_and_a_cancel_still_stops_it_at_once() {
+    let sandbox = Sandbox::new();
+    sparse_file(&sandbox.root().join("src"), 2 * MIB, &[(0, 2 * MIB)], 23);
+    let paced = CopySpec { max_bytes_per_s: Some(4 * MIB), ..spec(sandbox.paths("src", "dst"), 4) };
+    let started = std::time::Instant::now();
+    let (outcome, _) = run_copy(&paced, &CopyControl::new());
+    assert!(matches!(outcome, CopyOutcome::Completed), "{outcome:?}");
+    // 2 MiB at 4 MiB/s: the last block may start after 2 MiB - one block of reservations.
+    let least = std::time::Duration::from_secs_f64((2 * MIB - BLOCK) as f64 / (4 * MIB) as f64);
+    assert!(started.elapsed() >= least, "a 4 MiB/s copy of 2 MiB took only {:?}", started.elapsed());
+    assert_eq!(fs::read(sandbox.root().join("src")).ok(), fs::read(sandbox.root().join("dst")).ok());
+
+    let slow = CopySpec { max_bytes_per_s: Some(64 << 10), ..spec(sandbox.paths("src", "dst2"), 4) };
+    let control = CopyControl::new();
+    let canceller = control.clone();
+    let cancel_at = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        canceller.cancel();
+        std::time::Instant::now()
+    });
+    let (outcome, _) = run_copy(&slow, &control);
+    let cancelled_at = cancel_at.join().expect("the cancelling thread");
+    assert!(matches!(outcome, CopyOutcome::Cancelled), "{outcome:?}");
+    assert!(cancelled_at.elapsed() < std::time::Duration::from_secs(2), "a paced copy ignored the cancel");
 }
 
 #[test]

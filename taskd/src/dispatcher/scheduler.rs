@@ -7,7 +7,7 @@
 //! Re-reads the unfinished records (runners write progress and ends with their own sessions);
 //! makes sure every `Running` task's owner child is watched, and marks `Interrupted` (with
 //! `last_failed_ms`, not a failed attempt) a `Running` task whose owner vanished or never
-//! appeared within `CLAIM_GRACE`; then hands due tasks (`Interrupted`, and `Pending` ones whose
+//! appeared within the claim grace (`[tasks] claim_grace_ms`); then hands due tasks (`Interrupted`, and `Pending` ones whose
 //! retry back-off has passed) to the least-loaded healthy, non-draining runner with a free slot,
 //! in the original's `ExecuteTask` order: set `runner_addr` and `schedule_time` → write the record
 //! (fenced, state `Running`) → watch the owner child → call the runner's execute RPC on the
@@ -30,19 +30,13 @@ use crate::task_db::{self, DbError, ListFilter, StoredRecord, TaskDb, TaskDbConf
 /// How often the dispatcher looks for waiting tasks (the original: every 2 s).
 pub const CHECK_INTERVAL: Duration = Duration::from_secs(2);
 
-/// How long a runner has to claim a task it was handed before the task is interrupted.
-pub const CLAIM_GRACE: Duration = Duration::from_secs(10);
-
 /// How long a runner that refused or did not answer is skipped.
 const RUNNER_BACKOFF: Duration = Duration::from_secs(5);
 
 /// The first retry waits this long; each further one twice as long.
 const RETRY_BASE: Duration = Duration::from_secs(1);
 
-/// Finished tasks are purged this long after their last activity.
-const RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
-
-/// How often the purge runs.
+/// How often the purge runs at most; a shorter retention purges more often (a quarter of it).
 const PURGE_INTERVAL: Duration = Duration::from_secs(600);
 
 /// Timeout of one runner RPC.
@@ -114,6 +108,10 @@ impl SchedulerHandle {
 pub struct SchedulerSetup {
     pub quorum: QuorumHandle,
     pub cache_dir: PathBuf,
+    /// How long a runner has to claim a task it was handed before the task is interrupted.
+    pub claim_grace: Duration,
+    /// Finished tasks are purged this long after their last activity.
+    pub retention: Duration,
 }
 
 /// Starts the worker coroutine on `context`; it opens the database and then serves jobs until the
@@ -150,6 +148,8 @@ fn worker(handle: SchedulerHandle, context: ContextHandle, caller: ContextHandle
         watched: HashSet::new(),
         runner_backoff: HashMap::new(),
         last_purge: Instant::now(),
+        claim_grace: setup.claim_grace,
+        retention: setup.retention,
     };
     handle.shared.ready.store(true, Ordering::Release);
     scheduler.watch_runners();
@@ -222,6 +222,8 @@ pub struct Scheduler {
     /// Runners skipped until then (refused or did not answer).
     runner_backoff: HashMap<String, Instant>,
     last_purge: Instant,
+    claim_grace: Duration,
+    retention: Duration,
 }
 
 impl Scheduler {
@@ -407,7 +409,7 @@ impl Scheduler {
         let claim_late = stored
             .record
             .schedule_time_ms
-            .is_none_or(|at| now_ms().saturating_sub(at) > CLAIM_GRACE.as_millis() as u64);
+            .is_none_or(|at| now_ms().saturating_sub(at) > self.claim_grace.as_millis() as u64);
         if owner.is_none() && claim_late {
             self.interrupt(task_id, "its runner is gone");
         } else {
@@ -481,9 +483,9 @@ impl Scheduler {
         if !due.is_empty() {
             self.dispatch(due);
         }
-        if self.last_purge.elapsed() >= PURGE_INTERVAL {
+        if self.last_purge.elapsed() >= PURGE_INTERVAL.min(self.retention / 4) {
             self.last_purge = Instant::now();
-            if let Err(error) = self.db.purge_finished(RETENTION) {
+            if let Err(error) = self.db.purge_finished(self.retention) {
                 tracing::warn!(%error, "cannot purge finished tasks");
             }
         }

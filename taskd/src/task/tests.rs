@@ -174,6 +174,7 @@ fn full_record() -> TaskRecord {
     record.progress = Progress {
         cur_extent: 3,
         n_extents: 400,
+        extent_size: 256 << 20,
         bytes_done: 3 << 28,
         bytes_total: 100 << 30,
         speed_bytes_per_s: 512 << 20,
@@ -211,6 +212,7 @@ fn the_largest_record_stays_well_under_4_kib() {
     record.progress = Progress {
         cur_extent: u64::MAX,
         n_extents: u64::MAX,
+        extent_size: u64::MAX,
         bytes_done: u64::MAX,
         bytes_total: u64::MAX,
         speed_bytes_per_s: u64::MAX,

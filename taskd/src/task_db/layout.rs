@@ -5,6 +5,8 @@
 //! /zbs/taskd/db/<task_id>          persistent, a TaskRecord (JSON, schema-versioned, ≤ 4 KiB)
 //! /zbs/taskd/db/<task_id>/owner    ephemeral of the runner's session, an OwnerInfo (≤ ~300 B)
 //! /zbs/taskd/runners/<node_id>     ephemeral of the runner's session, a RunnerInfo (≤ ~400 B)
+//! /zbs/taskd/drained/<node_id>     persistent while the node's runner is drained (≤ ~100 B), so
+//!                                  a drain outlives the daemon's restart; undrain deletes it
 //! ```
 //!
 //! # Sizes
@@ -31,6 +33,9 @@ pub const DB_ROOT: &str = "/zbs/taskd/db";
 
 /// The parent of every runner registration.
 pub const RUNNERS_ROOT: &str = "/zbs/taskd/runners";
+
+/// The parent of the persistent drain markers, one per drained node.
+pub const DRAINED_ROOT: &str = "/zbs/taskd/drained";
 
 /// The name of a task's ephemeral owner child.
 pub const OWNER_NODE: &str = "owner";
@@ -66,6 +71,11 @@ pub fn owner_path(task_id: &TaskId) -> String {
 /// The znode of a runner's registration.
 pub fn runner_path(node_id: &str) -> String {
     format!("{RUNNERS_ROOT}/{node_id}")
+}
+
+/// The persistent marker of a drained node's runner.
+pub fn drained_path(node_id: &str) -> String {
+    format!("{DRAINED_ROOT}/{node_id}")
 }
 
 /// What a child named `name` adds to a `getChildren` reply.

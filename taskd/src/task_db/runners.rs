@@ -1,13 +1,18 @@
 //! Runner registration: every runner keeps an ephemeral node `/zbs/taskd/runners/<node_id>`
 //! (created with its own session) holding a small JSON `RunnerInfo`; the dispatcher lists and
 //! watches the directory. Updates are conditional on the node's version, like task records.
+//!
+//! A drain must outlive the runner's session (an operator drains a node to take it down; its
+//! restart must not hand it tasks again), so beside the ephemeral registration's `draining`
+//! flag a drained node has a persistent marker `/zbs/taskd/drained/<node_id>` ([`set_drained`],
+//! [`is_drained`]) that the runner reads before it first registers.
 
 use quorum::zk::NodeWatch;
 use quorum::{ZkError, ZkSession};
 use serde::{Deserialize, Serialize};
 
 use super::error::{DbError, Result};
-use super::layout::{is_valid_node_id, runner_path, MAX_ADDRESS_LEN, RUNNERS_ROOT};
+use super::layout::{drained_path, is_valid_node_id, runner_path, DRAINED_ROOT, MAX_ADDRESS_LEN, RUNNERS_ROOT};
 use super::records::CorruptRecord;
 
 /// The most bytes a runner's registration may hold (far below ZooKeeper's ~1 MB).
@@ -196,4 +201,30 @@ pub fn read_runners(session: &ZkSession, node_ids: &[String]) -> Result<RunnerLi
         }
     }
     Ok(list)
+}
+
+/// Records (`true`) or clears (`false`) the persistent drain marker of `node_id`; idempotent.
+pub fn set_drained(session: &ZkSession, node_id: &str, drained: bool, now_ms: u64) -> Result<()> {
+    if !is_valid_node_id(node_id) {
+        return Err(DbError::BadRunner { node_id: node_id.to_string(), reason: "not a valid node id".to_string() });
+    }
+    let path = drained_path(node_id);
+    if drained {
+        session.ensure_path(DRAINED_ROOT).map_err(DbError::zk("create the drained directory"))?;
+        let data = serde_json::json!({ "node_id": node_id, "since_ms": now_ms }).to_string();
+        match session.create_persistent(&path, data.as_bytes()) {
+            Ok(_) | Err(ZkError::NodeExists { .. }) => Ok(()),
+            Err(source) => Err(DbError::Zk { context: "record a drain", source }),
+        }
+    } else {
+        match session.delete(&path, None) {
+            Ok(()) | Err(ZkError::NoNode { .. }) => Ok(()),
+            Err(source) => Err(DbError::Zk { context: "clear a drain", source }),
+        }
+    }
+}
+
+/// True when `node_id` has a persistent drain marker.
+pub fn is_drained(session: &ZkSession, node_id: &str) -> Result<bool> {
+    Ok(session.exists(&drained_path(node_id)).map_err(DbError::zk("read a drain marker"))?.is_some())
 }
