@@ -11,6 +11,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
+mod bad_vip_config;
+
 use tests::netns::{health_invalid, skip_reason, NetnsCluster, NetnsClusterBuilder, Signal};
 
 /// Generous bound for anything that should happen "soon" on a busy 2-core machine.

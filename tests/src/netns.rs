@@ -147,6 +147,7 @@ pub struct NetnsClusterBuilder {
     start_timeout: Duration,
     binary: Option<PathBuf>,
     vip: bool,
+    vip_setting: Option<(String, String)>,
     track_interface: bool,
 }
 
@@ -168,6 +169,7 @@ impl Default for NetnsClusterBuilder {
             start_timeout: Duration::from_secs(60),
             binary: None,
             vip: true,
+            vip_setting: None,
             track_interface: true,
         }
     }
@@ -257,6 +259,16 @@ impl NetnsClusterBuilder {
         self
     }
 
+    /// Writes `vip.address` and `vip.interface` as given instead of [`VIP`]/[`VIP_PREFIX`] on
+    /// [`MANAGEMENT_INTERFACE`], unchecked, so a test can hand the daemons a bad configuration.
+    /// Clusters started this way are launched ([`NetnsClusterBuilder::launch`]): they may never
+    /// form.
+    pub fn vip_setting(mut self, address: impl Into<String>, interface: impl Into<String>) -> Self {
+        self.vip = true;
+        self.vip_setting = Some((address.into(), interface.into()));
+        self
+    }
+
     /// Sets `health.probe.track_interface` (default true).
     pub fn track_interface(mut self, track_interface: bool) -> Self {
         self.track_interface = track_interface;
@@ -267,6 +279,17 @@ impl NetnsClusterBuilder {
     /// client loop, and waits until every node serves and sees every member healthy, one leads,
     /// and it holds the VIP.
     pub fn start(self) -> Result<NetnsCluster> {
+        let cluster = self.launch()?;
+        if let Err(error) = cluster.wait_until_formed(cluster.start_timeout) {
+            cluster.keep_dir.store(true, Ordering::Release);
+            return Err(error);
+        }
+        Ok(cluster)
+    }
+
+    /// What [`NetnsClusterBuilder::start`] does, without waiting for the cluster to form: every
+    /// daemon has been spawned when it returns.
+    pub fn launch(self) -> Result<NetnsCluster> {
         ensure!((1..=99).contains(&self.n_nodes), "a cluster has 1 to 99 nodes, not {}", self.n_nodes);
         if let Some(reason) = skip_reason() {
             bail!("{reason}");
@@ -315,8 +338,7 @@ impl NetnsClusterBuilder {
             settings: self,
             topology: Some(topology),
         };
-        let started = (0..cluster.nodes.len()).try_for_each(|node| cluster.spawn(node).map(drop));
-        if let Err(error) = started.and_then(|()| cluster.wait_until_formed(cluster.start_timeout)) {
+        if let Err(error) = (0..cluster.nodes.len()).try_for_each(|node| cluster.spawn(node).map(drop)) {
             cluster.keep_dir.store(true, Ordering::Release);
             return Err(error);
         }
@@ -365,10 +387,14 @@ impl NetnsClusterBuilder {
             interval_ms = self.probe_interval.as_millis(),
             timeout_ms = self.probe_timeout.as_millis(),
             track_interface = self.track_interface,
-            vip = if self.vip {
-                format!("[vip]\naddress = \"{VIP}/{VIP_PREFIX}\"\ninterface = \"{MANAGEMENT_INTERFACE}\"\n")
-            } else {
-                String::new()
+            vip = match (&self.vip_setting, self.vip) {
+                (Some((address, interface)), _) => {
+                    format!("[vip]\naddress = {address:?}\ninterface = {interface:?}\n")
+                }
+                (None, true) => {
+                    format!("[vip]\naddress = \"{VIP}/{VIP_PREFIX}\"\ninterface = \"{MANAGEMENT_INTERFACE}\"\n")
+                }
+                (None, false) => String::new(),
             },
         )
     }

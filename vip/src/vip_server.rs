@@ -169,7 +169,12 @@ impl VipServer {
         let mut inner = self.inner.lock();
         let link = match self.read_link(&mut inner)? {
             Some(link) => link,
-            None => return Err(VipError::NotFound(format!("interface {} does not exist", self.config.interface))),
+            None => {
+                return Err(VipError::NotFound(format!(
+                    "vip.interface: interface {:?} does not exist on this node",
+                    self.config.interface
+                )))
+            }
         };
         self.check_usable(&link)?;
         let addresses = self.read_addresses(&mut inner, &link)?;
@@ -321,7 +326,7 @@ impl VipServer {
 
     fn no_subnet_message(&self) -> String {
         format!(
-            "interface {} has no IPv4 address in a subnet that contains the VIP {} (the VIP is added beside the node's own address, never alone)",
+            "vip.interface: interface {} has no IPv4 address in a subnet that contains the VIP {} (the VIP is added beside the node's own address, never alone)",
             self.config.interface, self.vip
         )
     }
