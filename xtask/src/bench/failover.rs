@@ -25,7 +25,6 @@
 //! the client's unavailability). When keepalived is not installed, that part is skipped and a
 //! note says so.
 
-use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -293,13 +292,9 @@ fn run_trial(cluster: &NetnsCluster, keeper: Keeper, scenario: Scenario) -> Resu
     })
 }
 
-/// Per-trial times as an SVG scatter plot: one column per scenario and measure.
+/// Per-trial times as an SVG scatter plot (plotters): one column per scenario and measure, the
+/// median marked. A drawing error (none is expected on a string backend) gives an SVG saying so.
 fn svg_plot(results: &[(Scenario, Vec<Trial>)]) -> String {
-    const WIDTH: f64 = 720.0;
-    const HEIGHT: f64 = 420.0;
-    const LEFT: f64 = 60.0;
-    const BOTTOM: f64 = 60.0;
-    const TOP: f64 = 30.0;
     let mut columns: Vec<(String, Vec<f64>)> = Vec::new();
     for (scenario, trials) in results {
         columns.push((format!("{} vip up", scenario.key()), trials.iter().map(|trial| trial.vip_up_ms).collect()));
@@ -308,47 +303,10 @@ fn svg_plot(results: &[(Scenario, Vec<Trial>)]) -> String {
             trials.iter().map(|trial| trial.unavailable_ms).collect(),
         ));
     }
-    let max = columns.iter().flat_map(|(_, values)| values.iter().copied()).fold(1.0_f64, f64::max) * 1.1;
-    let plot_height = HEIGHT - BOTTOM - TOP;
-    let column_width = (WIDTH - LEFT - 20.0) / columns.len().max(1) as f64;
-    let y = |value: f64| TOP + plot_height * (1.0 - value / max);
-    let mut svg = String::new();
-    let _ = writeln!(
-        svg,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" font-family="sans-serif" font-size="11">"#
-    );
-    let _ = writeln!(svg, r#"<text x="{LEFT}" y="18" font-size="13">zbs-taskd VIP failover, per trial (ms)</text>"#);
-    let _ = writeln!(svg, r#"<line x1="{LEFT}" y1="{TOP}" x2="{LEFT}" y2="{}" stroke="black"/>"#, HEIGHT - BOTTOM);
-    for tick in 0..=4 {
-        let value = max * tick as f64 / 4.0;
-        let _ =
-            writeln!(svg, r#"<text x="{}" y="{:.1}" text-anchor="end">{value:.0}</text>"#, LEFT - 4.0, y(value) + 4.0);
-        let _ = writeln!(
-            svg,
-            r##"<line x1="{LEFT}" y1="{0:.1}" x2="{1}" y2="{0:.1}" stroke="#ddd"/>"##,
-            y(value),
-            WIDTH - 20.0
-        );
-    }
-    for (index, (label, values)) in columns.iter().enumerate() {
-        let center = LEFT + column_width * (index as f64 + 0.5);
-        let color = if index % 2 == 0 { "#1f77b4" } else { "#d62728" };
-        for (trial, value) in values.iter().enumerate() {
-            let jitter = (trial as f64 / values.len().max(1) as f64 - 0.5) * column_width * 0.5;
-            let _ = writeln!(
-                svg,
-                r#"<circle cx="{:.1}" cy="{:.1}" r="3" fill="{color}" fill-opacity="0.7"/>"#,
-                center + jitter,
-                y(*value)
-            );
-        }
-        let _ = writeln!(
-            svg,
-            r#"<text x="{center:.1}" y="{:.1}" text-anchor="middle">{}</text>"#,
-            HEIGHT - BOTTOM + 16.0 + if index % 2 == 0 { 0.0 } else { 14.0 },
-            label
-        );
-    }
-    svg.push_str("</svg>\n");
-    svg
+    super::plot::trial_scatter("zbs-taskd VIP failover, per trial", "ms", &columns).unwrap_or_else(|error| {
+        format!(
+            "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"720\" height=\"40\"><text x=\"10\" y=\"25\">{}</text></svg>\n",
+            format!("{error:#}").replace('&', "&amp;").replace('<', "&lt;")
+        )
+    })
 }

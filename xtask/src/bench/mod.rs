@@ -1,8 +1,11 @@
 //! `cargo xtask bench`: runs one benchmark (or all) and writes its JSON report under
-//! `target/bench/`. Benchmarks are measurements, never pass/fail tests.
+//! `target/bench/`. Benchmarks are measurements, never pass/fail tests. `bench all` runs every
+//! one and then writes `target/bench/report.md` (`bench report` rewrites it from the JSON files
+//! alone).
 
 mod copy;
 mod failover;
+mod plot;
 mod quorum;
 mod report;
 mod rpc;
@@ -39,8 +42,11 @@ pub enum Which {
     Tasks,
     /// VIP failover in a network-namespace cluster: data link down, silent cut, SIGTERM (root).
     Failover,
-    /// Every benchmark above but failover, one after the other.
+    /// Every benchmark above, one after the other (failover only as root with keepalived
+    /// installed), then `report`.
     All,
+    /// Write target/bench/report.md and its plots from the JSON reports already there.
+    Report,
 }
 
 pub fn run(args: BenchArgs) -> Result<()> {
@@ -52,12 +58,66 @@ pub fn run(args: BenchArgs) -> Result<()> {
         Which::Copy => copy::run(),
         Which::Tasks => tasks::run(),
         Which::Failover => failover::run(args.trials),
-        Which::All => {
-            runtime::run()?;
-            rpc::run()?;
-            quorum::run()?;
-            copy::run()?;
-            stepdown::run()
+        Which::All => all(args.trials),
+        Which::Report => write_report(&[]),
+    }
+}
+
+/// Runs every benchmark, goes on past one that fails (saying so), then writes the report. Fails
+/// at the end when any benchmark did.
+fn all(trials: usize) -> Result<()> {
+    let mut skipped: Vec<(String, String)> = Vec::new();
+    let mut failed = Vec::new();
+    let runs: [(&str, &dyn Fn() -> Result<()>); 6] = [
+        ("runtime", &runtime::run),
+        ("rpc", &rpc::run),
+        ("quorum", &quorum::run),
+        ("stepdown", &stepdown::run),
+        ("copy", &copy::run),
+        ("tasks", &tasks::run),
+    ];
+    for (name, run) in runs {
+        println!("\n=== bench {name}");
+        if let Err(error) = run() {
+            eprintln!("bench {name} failed: {error:#}");
+            failed.push(name);
+            skipped.push((name.to_string(), format!("the last `bench all` failed here: {error}")));
         }
     }
+    match failover_unavailable() {
+        Some(why) => {
+            println!("\n=== bench failover: skipped ({why})");
+            skipped.push(("failover".to_string(), why));
+        }
+        None => {
+            println!("\n=== bench failover");
+            if let Err(error) = failover::run(trials) {
+                eprintln!("bench failover failed: {error:#}");
+                failed.push("failover");
+            }
+        }
+    }
+    write_report(&skipped)?;
+    anyhow::ensure!(failed.is_empty(), "these benchmarks failed: {}", failed.join(", "));
+    Ok(())
+}
+
+/// Why the failover benchmark cannot run here, if it cannot: it needs root (network
+/// namespaces) and keepalived (its side-by-side peer).
+fn failover_unavailable() -> Option<String> {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        return Some("needs root for its network namespaces".to_string());
+    }
+    let keepalived = ["/usr/sbin/keepalived", "/sbin/keepalived", "/usr/bin/keepalived"];
+    if !keepalived.iter().any(|path| std::path::Path::new(path).is_file()) {
+        return Some("keepalived is not installed (`apt-get install keepalived`)".to_string());
+    }
+    None
+}
+
+fn write_report(skipped: &[(String, String)]) -> Result<()> {
+    let path = report::summary::write(&report::bench_dir(), skipped)?;
+    println!("report: {}", path.display());
+    Ok(())
 }

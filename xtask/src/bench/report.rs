@@ -1,26 +1,40 @@
 //! The JSON report every benchmark writes: one object with a flat `results` map of numbers,
-//! plus where and when it was measured.
+//! plus where and when it was measured. `summary` turns the JSON files into
+//! `target/bench/report.md`.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+
+pub mod summary;
 
 /// A benchmark's results, written to `target/bench/<name>.json`.
-#[derive(Serialize)]
+#[derive(Serialize, Deserialize)]
 pub struct Report {
     pub benchmark: String,
     pub measured_at_unix: u64,
     pub machine: Machine,
+    /// NaN (written as `null` by serde_json) reads back as NaN.
+    #[serde(deserialize_with = "results_with_nulls")]
     pub results: BTreeMap<String, f64>,
+    #[serde(default)]
     pub notes: Vec<String>,
 }
 
-#[derive(Serialize)]
+fn results_with_nulls<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<BTreeMap<String, f64>, D::Error> {
+    let results = BTreeMap::<String, Option<f64>>::deserialize(deserializer)?;
+    Ok(results.into_iter().map(|(key, value)| (key, value.unwrap_or(f64::NAN))).collect())
+}
+
+#[derive(Serialize, Deserialize)]
 pub struct Machine {
     pub n_cpus: usize,
     pub kernel: String,
+    /// `/proc/cpuinfo`'s model name (absent in reports written before it was recorded).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub cpu_model: String,
 }
 
 impl Report {
@@ -36,6 +50,7 @@ impl Report {
                 kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
                     .map(|release| release.trim().to_string())
                     .unwrap_or_default(),
+                cpu_model: cpu_model(),
             },
             results: BTreeMap::new(),
             notes: Vec::new(),
@@ -67,6 +82,16 @@ impl Report {
         println!("report: {}", path.display());
         Ok(path)
     }
+}
+
+/// The first `model name` of `/proc/cpuinfo`, or empty.
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|line| line.strip_prefix("model name").and_then(|rest| rest.split_once(':')))
+        .map(|(_, model)| model.trim().to_string())
+        .unwrap_or_default()
 }
 
 /// `target/bench/` of the workspace, wherever cargo runs xtask from.
