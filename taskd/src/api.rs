@@ -7,12 +7,13 @@
 //! refused with a 4xx JSON error (`{"error": ..., "status": ...}`) before anything changes.
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use chrono::NaiveDate;
 use runtime::rpc::{Method, Request, Response, ServerConfig, WorkerPool};
 use serde::Deserialize;
+use vip::{StoredVip, VipServer, VipStoreError};
 
 use crate::copy_volume::AllowedRoots;
 use crate::dispatcher::scheduler::{post_json, ApiError, SchedulerHandle, TaskAction};
@@ -36,6 +37,99 @@ pub trait DispatcherAccess: Send + Sync + 'static {
     fn scheduler(&self) -> Result<SchedulerHandle, Response>;
     /// Leader, members, health, VIP: for `cluster show`.
     fn cluster(&self) -> serde_json::Value;
+    /// The node's VIP server, for `vip show|set`; None without a `[vip]`. By default the one
+    /// the current task server registered with [`serve_vip`].
+    fn vip(&self) -> Option<Arc<VipServer>> {
+        served_vip()
+    }
+}
+
+/// The VIP server of this process's current task server. A process runs one task server at a
+/// time (the supervisor rebuilds it after a stop), which registers its VIP server where it builds
+/// it; held weakly, so it never outlives its server.
+static SERVED_VIP: Mutex<Weak<VipServer>> = Mutex::new(Weak::new());
+
+/// Registers the VIP server the `vip` routes act on (see [`DispatcherAccess::vip`]).
+pub fn serve_vip(vip: &Arc<VipServer>) {
+    *SERVED_VIP.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::downgrade(vip);
+}
+
+fn served_vip() -> Option<Arc<VipServer>> {
+    SERVED_VIP.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).upgrade()
+}
+
+/// `POST /api/v2/task_center/vip/set`: a new VIP (`address` and `interface`), or `clear` to go
+/// back to the configuration file's `[vip]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VipSet {
+    pub address: Option<String>,
+    pub interface: Option<String>,
+    #[serde(default)]
+    pub clear: bool,
+}
+
+impl VipSet {
+    /// The VIP to store (None for `clear`), checked against the file's `[vip]`; a 400 naming
+    /// what is wrong.
+    fn stored(self, base: &vip::VipConfig) -> Result<Option<StoredVip>, Response> {
+        match (self.clear, self.address, self.interface) {
+            (true, None, None) => Ok(None),
+            (true, _, _) => Err(Response::error(400, "`clear` takes no `address` or `interface`")),
+            (false, Some(address), Some(interface)) => {
+                let stored = StoredVip::new(address, interface);
+                stored.validate(base).map_err(|error| Response::error(400, &error.to_string()))?;
+                Ok(Some(stored))
+            }
+            (false, _, _) => Err(Response::error(400, "give both `address` and `interface`, or `clear`: true")),
+        }
+    }
+}
+
+/// What `vip show` answers: the VIP served now, where it comes from, and both sources.
+fn vip_json(vip: &VipServer) -> serde_json::Value {
+    let base = vip.base_config();
+    let (stored, store_error) = match vip.store().map(|store| store.read()) {
+        Some(Ok(stored)) => (stored, None),
+        Some(Err(error)) => (None, Some(error.to_string())),
+        None => (None, None),
+    };
+    let config = vip.config();
+    let source = if config.address == base.address && config.interface == base.interface { "config" } else { "stored" };
+    serde_json::json!({
+        "address": vip.vip().to_string(),
+        "interface": config.interface,
+        "label": vip.label(),
+        "source": source,
+        "held": vip.is_active(),
+        "configured": { "address": base.address, "interface": base.interface },
+        "stored": stored,
+        "store_error": store_error,
+    })
+}
+
+/// Stores `stored` and makes the leader's VIP server serve it at once; when the new VIP cannot be
+/// held here the previous one is stored and served again, and the answer is a 409.
+fn set_vip(vip: &VipServer, stored: Option<StoredVip>) -> Result<Response, Response> {
+    let store = vip.store().ok_or_else(|| Response::error(503, "this node has no vip store"))?;
+    let unavailable = |error: VipStoreError| Response::error(503, &format!("cannot store the vip: {error}"));
+    let previous = store.read().map_err(unavailable)?;
+    store.write(stored.as_ref()).map_err(unavailable)?;
+    match vip.refresh_stored_now() {
+        Ok(change) => {
+            tracing::info!(vip = %vip.vip(), ?change, "vip set through the api");
+            Ok(Response::json(200, &vip_json(vip)))
+        }
+        Err(error) => {
+            tracing::warn!(%error, "the vip set through the api cannot be held here; restoring the previous one");
+            let restored = store.write(previous.as_ref()).map_err(VipStoreError::from);
+            let restored = restored.and_then(|()| vip.refresh_stored_now().map(drop));
+            if let Err(restore_error) = restored {
+                tracing::error!(%restore_error, "cannot restore the previous vip");
+            }
+            Err(Response::error(409, &format!("the new vip cannot be held on the leader: {error}; nothing changed")))
+        }
+    }
 }
 
 /// `POST /api/v2/task_center/copy_volume/create`.
@@ -279,6 +373,30 @@ pub fn dispatcher_routes(
             })())
         });
     }
+    let a = access.clone();
+    let vip_pool = pool.clone();
+    let config = config.cpu_route(Method::Get, &format!("{PREFIX}/vip"), move |_request| {
+        answer((|| {
+            let vip = a.vip().ok_or_else(|| Response::error(404, "no [vip] is configured on this node"))?;
+            // The stored VIP is read from ZooKeeper: a blocking call, on the worker pool.
+            vip_pool
+                .run(move || vip_json(&vip))
+                .map(|json| Response::json(200, &json))
+                .map_err(|error| Response::error(503, &error.to_string()))
+        })())
+    });
+    let a = access.clone();
+    let vip_pool = pool;
+    let config = config.cpu_route(Method::Post, &format!("{PREFIX}/vip/set"), move |request| {
+        answer((|| {
+            let body: VipSet = request.json()?;
+            let vip = a.vip().ok_or_else(|| Response::error(404, "no [vip] is configured on this node"))?;
+            let stored = body.stored(vip.base_config())?;
+            // Only the leader changes the VIP (a follower answers 421 with the leader's address).
+            a.scheduler()?;
+            vip_pool.run(move || set_vip(&vip, stored)).map_err(|error| Response::error(503, &error.to_string()))?
+        })())
+    });
     let a = access;
     config.cpu_route(Method::Get, &format!("{PREFIX}/cluster"), move |_request| Response::json(200, &a.cluster()))
 }

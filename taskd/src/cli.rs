@@ -33,6 +33,9 @@ pub enum Command {
     /// The cluster: leader, members, health, VIP.
     #[command(subcommand)]
     Cluster(ClusterCommand),
+    /// The VIP: show it, or set one (kept in ZooKeeper, over the configuration file's `[vip]`).
+    #[command(subcommand)]
+    Vip(VipCommand),
 }
 
 #[derive(Subcommand)]
@@ -96,4 +99,24 @@ pub enum RunnerCommand {
 #[derive(Subcommand)]
 pub enum ClusterCommand {
     Show,
+}
+
+#[derive(Subcommand)]
+pub enum VipCommand {
+    /// The VIP served now, where it comes from (configuration file or stored), and whether the
+    /// answering node holds it.
+    Show,
+    /// Sets the VIP, like `10.0.0.100/24 eth0`; the leader moves to it within a second. `--clear`
+    /// goes back to the configuration file's `[vip]`.
+    Set {
+        /// The VIP with its prefix length.
+        #[arg(required_unless_present = "clear", conflicts_with = "clear")]
+        address: Option<String>,
+        /// The interface that carries it on every node.
+        #[arg(required_unless_present = "clear", conflicts_with = "clear")]
+        interface: Option<String>,
+        /// Remove the stored VIP: the configuration file's applies again.
+        #[arg(long)]
+        clear: bool,
+    },
 }

@@ -131,4 +131,18 @@ impl Client {
     pub fn cluster(&self) -> Result<Value> {
         self.request("GET", &format!("{PREFIX}/cluster"), None)
     }
+
+    /// `GET /vip`: the VIP served now and its sources.
+    pub fn vip(&self) -> Result<Value> {
+        self.request("GET", &format!("{PREFIX}/vip"), None)
+    }
+
+    /// `POST /vip/set`: a new VIP, or `None` to clear the stored one.
+    pub fn set_vip(&self, vip: Option<(&str, &str)>) -> Result<Value> {
+        let body = match vip {
+            Some((address, interface)) => json!({ "address": address, "interface": interface }),
+            None => json!({ "clear": true }),
+        };
+        self.request("POST", &format!("{PREFIX}/vip/set"), Some(&body))
+    }
 }

@@ -20,7 +20,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use runtime::{ThreadContext, TimerHandle};
 use vip::health::{HealthFlag, Subscription};
-use vip::{VipRetry, VipServer, VipVerdict};
+use vip::{Retarget, VipRetry, VipServer, VipStoreError, VipVerdict};
 
 pub use scheduler::{SchedulerHandle, SchedulerSetup};
 
@@ -189,13 +189,15 @@ impl TaskDispatcher {
 }
 
 /// Binds the VIP (ConfigVIP) and keeps it (SyncVIP) on the dispatcher's context; failures go
-/// through `VipRetry`, whose verdict the server's loop acts on.
+/// through `VipRetry`, whose verdict the server's loop acts on. Before each, the VIP stored in
+/// ZooKeeper (`zbs-task vip set`) is read, so a new leader takes the stored VIP and a leader
+/// moves to a newly set one within one `sync_interval_ms`.
 fn start_vip(
     context: &ThreadContext,
     vip: Arc<VipServer>,
     on_failure: Arc<dyn Fn(VipFailure) + Send + Sync>,
 ) -> std::io::Result<TimerHandle> {
-    let retry = Arc::new(Mutex::new(VipRetry::new(vip.config())));
+    let retry = Arc::new(Mutex::new(VipRetry::new(&vip.config())));
     let report = move |retry: &Mutex<VipRetry>, result: &vip::VipResult<()>| {
         let verdict = retry.lock().record(result);
         let message = match result {
@@ -214,6 +216,9 @@ fn start_vip(
     let (config_vip, config_retry, config_report) = (vip.clone(), retry.clone(), report.clone());
     context
         .sched(move || {
+            if let Err(error) = refresh_stored_vip(&config_vip) {
+                config_report(&config_retry, &Err(error));
+            }
             let result = config_vip.config_vip().map(|presence| {
                 tracing::info!(vip = %config_vip.vip(), ?presence, "vip bound on takeover");
             });
@@ -224,6 +229,10 @@ fn start_vip(
     TimerHandle::new(
         context,
         move || {
+            if let Err(error) = refresh_stored_vip(&vip) {
+                report(&retry, &Err(error));
+                return;
+            }
             let result = vip.sync_vip().map(|report| {
                 if report.re_added {
                     tracing::warn!(vip = %vip.vip(), "the vip had disappeared; added it back");
@@ -235,6 +244,24 @@ fn start_vip(
         true,
     )
     .map_err(|error| std::io::Error::other(error.to_string()))
+}
+
+/// Serves the stored VIP if it changed. Only a stored VIP that cannot be taken here is an error
+/// for the retry policy; an unreadable store (no session, ZooKeeper slow) keeps the current VIP,
+/// and an invalid stored VIP is logged once by the server and ignored.
+fn refresh_stored_vip(vip: &VipServer) -> vip::VipResult<()> {
+    match vip.refresh_stored() {
+        Ok(Retarget::Moved) => {
+            tracing::info!(vip = %vip.vip(), interface = %vip.interface(), "the leader moved to the stored vip");
+            Ok(())
+        }
+        Ok(Retarget::Changed | Retarget::Unchanged) | Err(VipStoreError::Corrupt(_)) => Ok(()),
+        Err(VipStoreError::Vip(error)) => Err(error),
+        Err(error) => {
+            tracing::debug!(%error, "cannot read the stored vip; keeping the current one");
+            Ok(())
+        }
+    }
 }
 
 /// Releases the VIP; idempotent, logged.

@@ -126,8 +126,16 @@ impl TaskServer {
         let quorum_server = QuorumServer::new(QuorumConfig::new(zk, QUORUM_PATH, member))?;
         let worker_pool = WorkerPool::with_default_size("taskd-workers")?;
         // Sockets of the VIP server belong to this thread's network namespace: the supervisor's.
+        // The VIP stored in ZooKeeper (`zbs-task vip set`) overrides the file's; the `vip` routes
+        // act on this server.
         let vip = match &config.vip {
-            Some(vip_config) => Some(Arc::new(VipServer::new(vip_config)?)),
+            Some(vip_config) => {
+                let quorum = quorum_server.handle();
+                let store = vip::VipStore::new(move || quorum.session());
+                let vip = Arc::new(VipServer::new(vip_config)?.with_store(store));
+                crate::api::serve_vip(&vip);
+                Some(vip)
+            }
             None => None,
         };
         let inner = Arc::new_cyclic(|weak: &std::sync::Weak<Inner>| {

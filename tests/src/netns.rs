@@ -578,9 +578,41 @@ impl NetnsCluster {
     /// How many gratuitous ARPs announcing the VIP at the node's management MAC the switch saw
     /// since `since`.
     pub fn vip_announcements_since(&self, node: usize, since: Instant) -> Result<usize> {
+        self.announcements_since(node, VIP, since)
+    }
+
+    /// How many gratuitous ARPs announcing `address` at the node's management MAC the switch saw
+    /// since `since`.
+    pub fn announcements_since(&self, node: usize, address: Ipv4Addr, since: Instant) -> Result<usize> {
         let mac = self.management_mac(node)?;
         let mac = vip::arp_capture::parse_mac(&mac).ok_or_else(|| anyhow!("not a MAC: {mac:?}"))?;
-        Ok(self.arp_watcher.frames_since(since).iter().filter(|seen| seen.frame.announces(VIP, mac)).count())
+        Ok(self.arp_watcher.frames_since(since).iter().filter(|seen| seen.frame.announces(address, mac)).count())
+    }
+
+    /// Sends an HTTP request with an optional JSON body from the client namespace; the status
+    /// and the JSON answer (`null` when the body is not JSON), 4xx and 5xx included.
+    pub fn http(&self, method: &str, url: &str, body: Option<&serde_json::Value>) -> Result<(u16, serde_json::Value)> {
+        let (method, url, body) = (method.to_string(), url.to_string(), body.cloned());
+        in_netns(self.client_namespace(), move || -> Result<(u16, serde_json::Value)> {
+            let request = status_agent(Duration::from_secs(10)).request(&method, &url);
+            let response = match body {
+                Some(body) => request.send_json(body),
+                None => request.call(),
+            };
+            let response = match response {
+                Ok(response) => response,
+                Err(ureq::Error::Status(_, response)) => response,
+                Err(error) => bail!("{method} {url}: {error}"),
+            };
+            let status = response.status();
+            let text = response.into_string().with_context(|| format!("read the answer to {method} {url}"))?;
+            Ok((status, serde_json::from_str(&text).unwrap_or(serde_json::Value::Null)))
+        })?
+    }
+
+    /// The dispatcher API's URL of `path` at the node's own management address.
+    pub fn api_url(&self, node: usize, path: &str) -> String {
+        format!("http://{}:{DISPATCHER_PORT}{path}", self.nodes[node].spec.management_address)
     }
 
     fn process(&self, node: usize) -> MutexGuard<'_, NodeProcess> {
@@ -717,6 +749,17 @@ impl NetnsCluster {
     /// Which nodes' namespaces hold the VIP now (netlink address dump in each, in node order).
     pub fn vip_holders(&self) -> Result<Vec<usize>> {
         vip_holders(&self.address_sockets)
+    }
+
+    /// Which nodes' namespaces have `address` now (a VIP set at run time, say).
+    pub fn address_holders(&self, address: Ipv4Addr) -> Result<Vec<usize>> {
+        let mut holders = Vec::new();
+        for (node, socket) in self.address_sockets.iter().enumerate() {
+            if lock(socket).ipv4_addresses()?.contains(&address) {
+                holders.push(node);
+            }
+        }
+        Ok(holders)
     }
 
     /// Waits until exactly one node holds the VIP and it is not `except`; returns it.

@@ -9,7 +9,9 @@ mod netlink;
 mod vip_config;
 mod vip_error;
 mod vip_server;
+mod vip_store;
 
 pub use vip_config::{VipAddress, VipConfig};
 pub use vip_error::{VipError, VipResult, VipRetry, VipVerdict};
-pub use vip_server::{SyncReport, VipPresence, VipServer};
+pub use vip_server::{Retarget, SyncReport, VipPresence, VipServer};
+pub use vip_store::{StoredVip, VipStore, VipStoreError, STORED_VIP_VERSION, VIP_ZNODE};

@@ -58,6 +58,7 @@
 //! Every method is a few short blocking system calls (no sleep), safe on a coroutine context;
 //! they serialise on an internal mutex that is never held across a park.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use parking_lot::Mutex;
@@ -66,6 +67,7 @@ use crate::garp::{garp_frame, AnnounceSchedule, PacketSocket};
 use crate::netlink::{Address, Link, RouteSocket};
 use crate::vip_config::{VipAddress, VipConfig};
 use crate::vip_error::{VipError, VipResult};
+use crate::vip_store::{StorePoller, StoredVip, VipStore, VipStoreError};
 
 /// Whether `config_vip` found the VIP already on the interface.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,10 +91,43 @@ pub struct SyncReport {
 
 /// The VIP service of one node. See the module documentation.
 pub struct VipServer {
+    /// The configuration file's `[vip]`.
+    base: VipConfig,
+    /// The VIP served now: the file's, or the stored one ([`VipServer::refresh_stored`]). Locked
+    /// after `inner` when both are.
+    target: parking_lot::RwLock<Arc<Target>>,
+    inner: Mutex<Inner>,
+    store: Option<VipStore>,
+    poller: Option<StorePoller>,
+    /// The last stored VIP that could not be used, so it is logged once.
+    refused_stored: Mutex<Option<StoredVip>>,
+}
+
+/// One VIP: its configuration, parsed address and label.
+#[derive(Debug, PartialEq, Eq)]
+struct Target {
     config: VipConfig,
     vip: VipAddress,
     label: String,
-    inner: Mutex<Inner>,
+}
+
+impl Target {
+    fn new(config: &VipConfig) -> VipResult<Target> {
+        config.validate()?;
+        Ok(Target { vip: config.vip()?, label: config.effective_label()?, config: config.clone() })
+    }
+}
+
+/// What [`VipServer::retarget`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retarget {
+    /// The VIP was already this one.
+    Unchanged,
+    /// The VIP changed while not holding it: the next takeover binds the new one.
+    Changed,
+    /// The VIP changed while leader: the old address was released, the new one added and
+    /// announced.
+    Moved,
 }
 
 struct Inner {
@@ -110,33 +145,158 @@ impl VipServer {
     /// calling thread's network namespace ([`VipError::Socket`]; permanent without
     /// `CAP_NET_ADMIN`/`CAP_NET_RAW`). Touches no interface.
     pub fn new(config: &VipConfig) -> VipResult<VipServer> {
-        config.validate()?;
-        let vip = config.vip()?;
-        let label = config.effective_label()?;
+        let target = Target::new(config)?;
         let netlink = RouteSocket::open().map_err(VipError::socket("open the rtnetlink socket"))?;
         let packet = PacketSocket::open().map_err(VipError::socket("open the AF_PACKET socket for ARP"))?;
         let schedule = AnnounceSchedule::new(config.garp_burst, config.second_burst_after(), config.refresh_interval());
         Ok(VipServer {
-            config: config.clone(),
-            vip,
-            label,
+            base: config.clone(),
+            target: parking_lot::RwLock::new(Arc::new(target)),
             inner: Mutex::new(Inner { netlink, packet, schedule, active: false, no_arp_logged: false }),
+            store: None,
+            poller: None,
+            refused_stored: Mutex::new(None),
         })
     }
 
-    /// The configuration this server was built with.
-    pub fn config(&self) -> &VipConfig {
-        &self.config
+    /// Lets the VIP stored in ZooKeeper ([`VIP_ZNODE`](crate::VIP_ZNODE)) override the file's
+    /// address and interface; see [`VipServer::refresh_stored`].
+    /// A thread reads the store every `sync_interval_ms`.
+    pub fn with_store(mut self, store: VipStore) -> VipServer {
+        self.poller = Some(StorePoller::start(store.clone(), self.base.sync_interval()));
+        self.store = Some(store);
+        self
+    }
+
+    /// The store of the run-time VIP, when there is one.
+    pub fn store(&self) -> Option<&VipStore> {
+        self.store.as_ref()
+    }
+
+    /// The configuration file's `[vip]`.
+    pub fn base_config(&self) -> &VipConfig {
+        &self.base
+    }
+
+    /// The configuration of the VIP served now (the file's, or the stored one over it).
+    pub fn config(&self) -> VipConfig {
+        self.target().config.clone()
     }
 
     /// The VIP.
     pub fn vip(&self) -> VipAddress {
-        self.vip
+        self.target().vip
+    }
+
+    /// The interface that carries it.
+    pub fn interface(&self) -> String {
+        self.target().config.interface.clone()
     }
 
     /// The label the VIP carries on the interface.
-    pub fn label(&self) -> &str {
-        &self.label
+    pub fn label(&self) -> String {
+        self.target().label.clone()
+    }
+
+    fn target(&self) -> Arc<Target> {
+        self.target.read().clone()
+    }
+
+    /// Serves the stored VIP (or the file's when none is stored) through
+    /// [`VipServer::retarget`], as last read by the store's poller thread (never waits on
+    /// ZooKeeper). A stored VIP that is not valid is logged once and ignored: the current VIP
+    /// stays ([`VipStoreError::Corrupt`]); one that cannot be taken here is
+    /// [`VipStoreError::Vip`]. Without a store, or before the first read, does nothing.
+    pub fn refresh_stored(&self) -> Result<Retarget, VipStoreError> {
+        let Some(latest) = self.poller.as_ref().and_then(StorePoller::latest) else {
+            return Ok(Retarget::Unchanged);
+        };
+        self.serve_stored(latest)
+    }
+
+    /// Reads the store now (blocking on ZooKeeper) and serves what it holds, as
+    /// [`VipServer::refresh_stored`]: for the API, right after it wrote the store.
+    pub fn refresh_stored_now(&self) -> Result<Retarget, VipStoreError> {
+        let Some(store) = &self.store else { return Ok(Retarget::Unchanged) };
+        let latest = match store.read() {
+            Ok(stored) => {
+                if let Some(poller) = &self.poller {
+                    poller.record(stored.clone());
+                }
+                Ok(stored)
+            }
+            Err(VipStoreError::Corrupt(message)) => Err(message),
+            Err(error) => return Err(error),
+        };
+        self.serve_stored(latest)
+    }
+
+    fn serve_stored(&self, latest: Result<Option<StoredVip>, String>) -> Result<Retarget, VipStoreError> {
+        let stored = match latest {
+            Ok(stored) => stored,
+            Err(message) => {
+                let mut refused = self.refused_stored.lock();
+                if refused.is_none() {
+                    tracing::error!(%message, "the stored vip is unreadable; keeping the current one");
+                    *refused = Some(StoredVip::new("", ""));
+                }
+                return Err(VipStoreError::Corrupt(message));
+            }
+        };
+        let desired = match &stored {
+            Some(stored) => match stored.validate(&self.base) {
+                Ok(()) => stored.apply_to(&self.base),
+                Err(error) => {
+                    let mut refused = self.refused_stored.lock();
+                    if refused.as_ref() != Some(stored) {
+                        tracing::error!(%error, ?stored, "the stored vip is not valid; keeping the current one");
+                        *refused = Some(stored.clone());
+                    }
+                    return Err(VipStoreError::Corrupt(error.to_string()));
+                }
+            },
+            None => self.base.clone(),
+        };
+        *self.refused_stored.lock() = None;
+        self.retarget(&desired).map_err(VipStoreError::Vip)
+    }
+
+    /// Serves `config`'s VIP from now on. While leader the old address is deleted first, then
+    /// the new one is added and announced with a takeover burst (as `config_vip`); otherwise only
+    /// the next takeover binds it. [`VipError::BadRequest`] for an invalid configuration (nothing
+    /// changes); the errors of `clean_vip` and `config_vip` while leader.
+    pub fn retarget(&self, config: &VipConfig) -> VipResult<Retarget> {
+        let new_target = Target::new(config)?;
+        let mut inner = self.inner.lock();
+        let old = self.target();
+        if *old == new_target {
+            return Ok(Retarget::Unchanged);
+        }
+        let new_target = Arc::new(new_target);
+        if !inner.active {
+            *self.target.write() = new_target.clone();
+            tracing::info!(old = %old.vip, new = %new_target.vip, interface = %new_target.config.interface, "the vip changed");
+            return Ok(Retarget::Changed);
+        }
+        inner.active = false;
+        inner.schedule.stop();
+        let removed = old.delete(&mut inner)?;
+        *self.target.write() = new_target.clone();
+        tracing::info!(
+            old = %old.vip,
+            new = %new_target.vip,
+            interface = %new_target.config.interface,
+            removed,
+            "the vip moves to a new address while leader"
+        );
+        if let Err(error) = new_target.config_vip(&mut inner, Instant::now()) {
+            // Still leader: the next `sync_vip` keeps trying, and its errors go through the
+            // retry policy like any other.
+            inner.active = true;
+            inner.schedule.start();
+            return Err(error);
+        }
+        Ok(Retarget::Moved)
     }
 
     /// Whether this server holds the VIP as leader (between `config_vip` and `clean_vip`).
@@ -167,34 +327,7 @@ impl VipServer {
     pub fn config_vip(&self) -> VipResult<VipPresence> {
         let now = Instant::now();
         let mut inner = self.inner.lock();
-        let link = match self.read_link(&mut inner)? {
-            Some(link) => link,
-            None => {
-                return Err(VipError::NotFound(format!(
-                    "vip.interface: interface {:?} does not exist on this node",
-                    self.config.interface
-                )))
-            }
-        };
-        self.check_usable(&link)?;
-        let addresses = self.read_addresses(&mut inner, &link)?;
-        let present = self.find_vip(&addresses)?;
-        if !self.has_subnet_address(&addresses) {
-            return Err(VipError::NotFound(self.no_subnet_message()));
-        }
-        let presence = if present {
-            VipPresence::AlreadyPresent
-        } else {
-            self.add(&mut inner, &link)?;
-            tracing::info!(vip = %self.vip, interface = %self.config.interface, label = %self.label, "VIP added");
-            VipPresence::Added
-        };
-        if !inner.active {
-            inner.active = true;
-            inner.schedule.start();
-        }
-        self.announce(&mut inner, &link, now)?;
-        Ok(presence)
+        self.target().config_vip(&mut inner, now)
     }
 
     /// The leader's periodic check (every `sync_interval_ms`): re-adds the VIP if someone
@@ -211,33 +344,7 @@ impl VipServer {
 
     pub(crate) fn sync_vip_at(&self, now: Instant) -> VipResult<SyncReport> {
         let mut inner = self.inner.lock();
-        if !inner.active {
-            return Ok(SyncReport::default());
-        }
-        let interface = &self.config.interface;
-        let link = match self.read_link(&mut inner)? {
-            Some(link) => link,
-            None => return Err(VipError::Interface(format!("interface {interface} disappeared while leader"))),
-        };
-        self.check_usable(&link)?;
-        let addresses = self.read_addresses(&mut inner, &link)?;
-        let mut report = SyncReport { active: true, ..SyncReport::default() };
-        let present = self.find_vip(&addresses)?;
-        if !self.has_subnet_address(&addresses) {
-            return Err(VipError::Interface(self.no_subnet_message()));
-        }
-        if !present {
-            self.add(&mut inner, &link)?;
-            tracing::warn!(
-                vip = %self.vip,
-                %interface,
-                "the VIP was missing from the interface (removed by someone else?); re-added it"
-            );
-            report.re_added = true;
-            inner.schedule.start();
-        }
-        report.arp_frames_sent = self.announce(&mut inner, &link, now)?;
-        Ok(report)
+        self.target().sync_vip_at(&mut inner, now)
     }
 
     /// Releases the VIP: deletes it from the interface and stops announcing. Idempotent: an
@@ -246,9 +353,10 @@ impl VipServer {
         let mut inner = self.inner.lock();
         inner.active = false;
         inner.schedule.stop();
-        let removed = self.delete(&mut inner)?;
+        let target = self.target();
+        let removed = target.delete(&mut inner)?;
         if removed {
-            tracing::info!(vip = %self.vip, interface = %self.config.interface, "VIP released");
+            tracing::info!(vip = %target.vip, interface = %target.config.interface, "VIP released");
         }
         Ok(removed)
     }
@@ -261,11 +369,12 @@ impl VipServer {
         let mut inner = self.inner.lock();
         inner.active = false;
         inner.schedule.stop();
-        let removed = self.delete(&mut inner)?;
+        let target = self.target();
+        let removed = target.delete(&mut inner)?;
         if removed {
             tracing::warn!(
-                vip = %self.vip,
-                interface = %self.config.interface,
+                vip = %target.vip,
+                interface = %target.config.interface,
                 "removed a leftover VIP from this node, which is not leader"
             );
         }
@@ -275,11 +384,75 @@ impl VipServer {
     /// Whether the VIP (its address with its prefix) is on the interface now.
     pub fn has_vip(&self) -> VipResult<bool> {
         let mut inner = self.inner.lock();
-        let Some(link) = self.read_link(&mut inner)? else {
+        let target = self.target();
+        let Some(link) = target.read_link(&mut inner)? else {
             return Ok(false);
         };
-        let addresses = self.read_addresses(&mut inner, &link)?;
-        Ok(addresses.iter().any(|address| address.ip == self.vip.ip && address.prefix_len == self.vip.prefix_len))
+        let addresses = target.read_addresses(&mut inner, &link)?;
+        Ok(addresses.iter().any(|address| address.ip == target.vip.ip && address.prefix_len == target.vip.prefix_len))
+    }
+}
+
+impl Target {
+    fn config_vip(&self, inner: &mut Inner, now: Instant) -> VipResult<VipPresence> {
+        let link = match self.read_link(inner)? {
+            Some(link) => link,
+            None => {
+                return Err(VipError::NotFound(format!(
+                    "vip.interface: interface {:?} does not exist on this node",
+                    self.config.interface
+                )))
+            }
+        };
+        self.check_usable(&link)?;
+        let addresses = self.read_addresses(inner, &link)?;
+        let present = self.find_vip(&addresses)?;
+        if !self.has_subnet_address(&addresses) {
+            return Err(VipError::NotFound(self.no_subnet_message()));
+        }
+        let presence = if present {
+            VipPresence::AlreadyPresent
+        } else {
+            self.add(inner, &link)?;
+            tracing::info!(vip = %self.vip, interface = %self.config.interface, label = %self.label, "VIP added");
+            VipPresence::Added
+        };
+        if !inner.active {
+            inner.active = true;
+            inner.schedule.start();
+        }
+        self.announce(inner, &link, now)?;
+        Ok(presence)
+    }
+
+    fn sync_vip_at(&self, inner: &mut Inner, now: Instant) -> VipResult<SyncReport> {
+        if !inner.active {
+            return Ok(SyncReport::default());
+        }
+        let interface = &self.config.interface;
+        let link = match self.read_link(inner)? {
+            Some(link) => link,
+            None => return Err(VipError::Interface(format!("interface {interface} disappeared while leader"))),
+        };
+        self.check_usable(&link)?;
+        let addresses = self.read_addresses(inner, &link)?;
+        let mut report = SyncReport { active: true, ..SyncReport::default() };
+        let present = self.find_vip(&addresses)?;
+        if !self.has_subnet_address(&addresses) {
+            return Err(VipError::Interface(self.no_subnet_message()));
+        }
+        if !present {
+            self.add(inner, &link)?;
+            tracing::warn!(
+                vip = %self.vip,
+                %interface,
+                "the VIP was missing from the interface (removed by someone else?); re-added it"
+            );
+            report.re_added = true;
+            inner.schedule.start();
+        }
+        report.arp_frames_sent = self.announce(inner, &link, now)?;
+        Ok(report)
     }
 
     fn read_link(&self, inner: &mut Inner) -> VipResult<Option<Link>> {
@@ -394,19 +567,20 @@ impl Drop for VipServer {
         if !self.inner.get_mut().active {
             return;
         }
-        tracing::warn!(vip = %self.vip, "VipServer dropped while holding the VIP; releasing it");
+        tracing::warn!(vip = %self.vip(), "VipServer dropped while holding the VIP; releasing it");
         if let Err(error) = self.clean_vip() {
-            tracing::error!(vip = %self.vip, %error, "cannot release the VIP");
+            tracing::error!(vip = %self.vip(), %error, "cannot release the VIP");
         }
     }
 }
 
 impl std::fmt::Debug for VipServer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let target = self.target();
         f.debug_struct("VipServer")
-            .field("vip", &self.vip)
-            .field("interface", &self.config.interface)
-            .field("label", &self.label)
+            .field("vip", &target.vip)
+            .field("interface", &target.config.interface)
+            .field("label", &target.label)
             .finish_non_exhaustive()
     }
 }

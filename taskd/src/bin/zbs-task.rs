@@ -123,8 +123,42 @@ fn run(cli: &Cli, client: &Client) -> Result<(), Failure> {
                 }
             }
         }
+        Command::Vip(command) => {
+            let value = match command {
+                VipCommand::Show => client.vip()?,
+                VipCommand::Set { clear: true, .. } => client.set_vip(None)?,
+                VipCommand::Set { address, interface, .. } => {
+                    let (Some(address), Some(interface)) = (address, interface) else {
+                        return Err(Failure::Usage("vip set needs an address and an interface, or --clear".into()));
+                    };
+                    client.set_vip(Some((address, interface)))?
+                }
+            };
+            print_vip(cli, &value);
+        }
     }
     Ok(())
+}
+
+fn print_vip(cli: &Cli, value: &Value) {
+    if cli.json {
+        return print_json(value);
+    }
+    let text = |value: &Value| value.as_str().unwrap_or("-").to_string();
+    println!("vip:        {} on {} ({})", text(&value["address"]), text(&value["interface"]), text(&value["source"]));
+    println!("held here:  {}", value["held"].as_bool().unwrap_or(false));
+    println!("configured: {} on {}", text(&value["configured"]["address"]), text(&value["configured"]["interface"]));
+    match value["stored"].as_object() {
+        Some(stored) => println!(
+            "stored:     {} on {}",
+            stored.get("address").and_then(Value::as_str).unwrap_or("?"),
+            stored.get("interface").and_then(Value::as_str).unwrap_or("?")
+        ),
+        None => println!("stored:     -"),
+    }
+    if let Some(error) = value["store_error"].as_str() {
+        println!("store:      unreadable ({error})");
+    }
 }
 
 fn print_json(value: &Value) {

@@ -429,3 +429,41 @@ fn a_dropped_leader_releases_the_vip() {
     drop(lab.server(config()).expect("server"));
     assert_eq!(lab.vip_lines().len(), 1);
 }
+
+#[test]
+fn retarget_moves_a_held_vip_and_only_records_an_idle_one() {
+    use super::Retarget;
+    let Some(lab) = Lab::create("retarget_moves_a_held_vip_and_only_records_an_idle_one") else {
+        return;
+    };
+    let server = lab.server(config()).expect("server");
+    let moved = VipConfig::new("10.214.0.101/24", "zbsv0");
+
+    // Not leader: the new VIP is only recorded; nothing is added.
+    assert_eq!(server.retarget(&moved).expect("retarget idle"), Retarget::Changed);
+    assert_eq!(server.vip().to_string(), "10.214.0.101/24");
+    assert!(vip_lines_of_any(&lab).is_empty(), "{:?}", lab.addresses());
+    assert_eq!(server.retarget(&config()).expect("retarget back"), Retarget::Changed);
+
+    // Leader: the old address goes, the new one comes, in one call.
+    assert_eq!(server.config_vip().expect("config_vip"), VipPresence::Added);
+    assert_eq!(vip_lines_of_any(&lab), ["10.214.0.100/24 zbsv0:vip (secondary)"]);
+    assert_eq!(server.retarget(&moved).expect("retarget held"), Retarget::Moved);
+    assert_eq!(vip_lines_of_any(&lab), ["10.214.0.101/24 zbsv0:vip (secondary)"]);
+    assert!(server.is_active());
+    assert_eq!(server.retarget(&moved).expect("same again"), Retarget::Unchanged);
+
+    // A bad one changes nothing.
+    let error = server.retarget(&VipConfig::new("10.214.0.300/24", "zbsv0")).expect_err("a bad address");
+    assert!(matches!(error, VipError::BadRequest(_)), "{error:?}");
+    assert_eq!(vip_lines_of_any(&lab), ["10.214.0.101/24 zbsv0:vip (secondary)"]);
+
+    assert!(server.clean_vip().expect("clean_vip"));
+    assert!(vip_lines_of_any(&lab).is_empty(), "{:?}", lab.addresses());
+    assert_eq!(lab.addresses(), ["10.214.0.1/24 zbsv0"]);
+}
+
+/// The lines of either VIP the retarget test uses.
+fn vip_lines_of_any(lab: &Lab) -> Vec<String> {
+    lab.addresses().into_iter().filter(|line| line.starts_with("10.214.0.10")).collect()
+}

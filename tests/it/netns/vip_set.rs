@@ -1,0 +1,115 @@
+//! The VIP set at run time through the dispatcher API (`zbs-task vip set`): stored in ZooKeeper,
+//! applied by the leader at once (the old address released, the new one added and announced),
+//! taken by the next leader after a failover, refused with a 4xx (and nothing changed) when it
+//! is bad, and cleared back to the configuration file's `[vip]`.
+
+use std::net::Ipv4Addr;
+use std::time::Instant;
+
+use anyhow::{ensure, Context, Result};
+use serde_json::json;
+use tests::netns::{NetnsCluster, Signal, MANAGEMENT_INTERFACE, VIP};
+
+use super::{assert_no_crash, with_cluster, TAKEOVER_BURST, WAIT};
+
+const SET_VIP: Ipv4Addr = Ipv4Addr::new(10, 213, 1, 101);
+const VIP_PATH: &str = "/api/v2/task_center/vip";
+const SET_PATH: &str = "/api/v2/task_center/vip/set";
+
+#[test]
+fn a_vip_set_through_the_api_moves_at_once_survives_failover_and_refuses_bad_input() {
+    with_cluster("vip_set", NetnsCluster::builder(), |cluster| {
+        let leader = cluster.wait_for_vip_holder(None, WAIT)?;
+        let follower = (leader + 1) % cluster.n_nodes();
+
+        // Set on the leader: it answers with the new VIP, held, from the store.
+        let set_at = Instant::now();
+        let body = json!({ "address": format!("{SET_VIP}/24"), "interface": MANAGEMENT_INTERFACE });
+        let (status, answer) = cluster.http("POST", &cluster.api_url(leader, SET_PATH), Some(&body))?;
+        ensure!(status == 200, "set answered {status}: {answer}");
+        ensure!(
+            answer["address"] == format!("{SET_VIP}/24") && answer["source"] == "stored" && answer["held"] == true,
+            "set answered {answer}"
+        );
+        wait_only_holder(cluster, SET_VIP, leader)?;
+        let moved_after = set_at.elapsed();
+        ensure!(cluster.address_holders(VIP)?.is_empty(), "the old VIP is still held: {:?}", cluster.vip_holders()?);
+        wait_announced(cluster, leader, SET_VIP, set_at)?;
+        eprintln!("vip set: {SET_VIP} on the leader {:.0} ms after the request", moved_after.as_secs_f64() * 1000.0);
+
+        // Any node shows it (a follower reads the store).
+        let (status, shown) = cluster.http("GET", &cluster.api_url(follower, VIP_PATH), None)?;
+        ensure!(status == 200, "show answered {status}: {shown}");
+        ensure!(
+            shown["stored"]["address"] == format!("{SET_VIP}/24") && shown["held"] == false,
+            "a follower shows {shown}"
+        );
+        // A follower does not change the VIP: it names the leader.
+        let (status, answer) = cluster.http("POST", &cluster.api_url(follower, SET_PATH), Some(&body))?;
+        ensure!(status == 421, "a follower answered the set with {status}: {answer}");
+
+        // Bad input: a 4xx and nothing changes.
+        for (bad, expected) in [
+            (json!({ "address": "10.213.1.300/24", "interface": MANAGEMENT_INTERFACE }), 400),
+            (json!({ "address": "10.213.1.102/33", "interface": MANAGEMENT_INTERFACE }), 400),
+            (json!({ "address": "10.213.1.102/24" }), 400),
+            (json!({ "address": "10.213.1.102/24", "interface": "eth9" }), 409),
+            (json!({ "address": "10.213.1.102/24", "interface": MANAGEMENT_INTERFACE, "clear": true }), 400),
+            (json!({ "vip": "10.213.1.102/24" }), 400),
+        ] {
+            let (status, answer) = cluster.http("POST", &cluster.api_url(leader, SET_PATH), Some(&bad))?;
+            ensure!(status == expected, "{bad} answered {status}, not {expected}: {answer}");
+            ensure!(answer["error"].as_str().is_some_and(|error| !error.is_empty()), "{bad}: no error: {answer}");
+        }
+        ensure!(cluster.address_holders(SET_VIP)? == [leader], "a refused set moved the VIP");
+        ensure!(cluster.address_holders(Ipv4Addr::new(10, 213, 1, 102))?.is_empty(), "a refused VIP was added");
+        let (_, shown) = cluster.http("GET", &cluster.api_url(leader, VIP_PATH), None)?;
+        ensure!(shown["stored"]["address"] == format!("{SET_VIP}/24"), "a refused set changed the store: {shown}");
+
+        // The next leader takes the stored VIP, not the file's.
+        let signalled_at = Instant::now();
+        cluster.signal(leader, Signal::SIGTERM)?;
+        let mut new = None;
+        cluster.wait_until(WAIT, "another node holding the stored VIP", || {
+            new = cluster.address_holders(SET_VIP).ok().and_then(|holders| match holders[..] {
+                [node] if node != leader => Some(node),
+                _ => None,
+            });
+            new.is_some()
+        })?;
+        let new = new.context("no new holder")?;
+        ensure!(cluster.address_holders(VIP)?.is_empty(), "the file's VIP came back after the failover");
+        wait_announced(cluster, new, SET_VIP, signalled_at)?;
+        cluster.wait_exit(leader, WAIT)?;
+
+        // Clear: the leader goes back to the file's VIP.
+        let (status, answer) =
+            cluster.http("POST", &cluster.api_url(new, SET_PATH), Some(&json!({ "clear": true })))?;
+        ensure!(status == 200 && answer["source"] == "config", "clear answered {status}: {answer}");
+        wait_only_holder(cluster, VIP, new)?;
+        ensure!(cluster.address_holders(SET_VIP)?.is_empty(), "the cleared VIP is still held");
+        assert_no_crash(cluster)
+    });
+}
+
+fn wait_only_holder(cluster: &NetnsCluster, address: Ipv4Addr, node: usize) -> Result<()> {
+    let mut holders = Vec::new();
+    cluster
+        .wait_until(WAIT, &format!("{address} on {} only", cluster.node(node).node_id), || {
+            holders = cluster.address_holders(address).unwrap_or_default();
+            holders == [node]
+        })
+        .with_context(|| format!("{address} is on {holders:?}"))
+        .map(drop)
+}
+
+fn wait_announced(cluster: &NetnsCluster, node: usize, address: Ipv4Addr, since: Instant) -> Result<()> {
+    let mut seen = 0;
+    cluster
+        .wait_until(WAIT, &format!("{TAKEOVER_BURST} announcements of {address}"), || {
+            seen = cluster.announcements_since(node, address, since).unwrap_or(0);
+            seen >= TAKEOVER_BURST
+        })
+        .with_context(|| format!("the switch saw {seen} announcements of {address}"))
+        .map(drop)
+}
