@@ -118,7 +118,7 @@ pub fn run(args: ClusterArgs) -> Result<()> {
 }
 
 /// `target/cluster/` of this workspace, or of `$CARGO_TARGET_DIR`.
-fn cluster_dir() -> PathBuf {
+pub fn cluster_dir() -> PathBuf {
     let target_dir = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| {
         let xtask_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
         xtask_dir.parent().unwrap_or(xtask_dir).join("target")
@@ -144,7 +144,7 @@ fn save_state(state: &ClusterState) -> Result<()> {
     fs::rename(&temp, &path).with_context(|| format!("rename {} to {}", temp.display(), path.display()))
 }
 
-fn up(dir: &Path, n_nodes: usize) -> Result<()> {
+pub fn up(dir: &Path, n_nodes: usize) -> Result<()> {
     ensure!((1..=254).contains(&n_nodes), "a cluster has 1 to 254 nodes, not {n_nodes}");
     if let Some(mut state) = load_state(dir)? {
         if zookeeper_runs(&state)? {
@@ -535,7 +535,7 @@ fn down(dir: &Path) -> Result<()> {
 
 /// Whether `pid` is a live `zbs-taskd` process with `config_path` on its command line (a zombie
 /// has an empty command line and counts as not running).
-fn is_our_daemon(pid: u32, config_path: &Path) -> Result<bool> {
+pub fn is_our_daemon(pid: u32, config_path: &Path) -> Result<bool> {
     if pid == 0 {
         return Ok(false);
     }

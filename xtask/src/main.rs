@@ -25,8 +25,8 @@ enum Command {
     /// A local cluster on loopback: ZooKeeper plus N zbs-taskd nodes under target/cluster/
     /// (`up [--nodes N]`, `status`, `logs [node]`, `down`).
     Cluster(cluster::ClusterArgs),
-    /// Play the original crash and its fix with the runtime alone (the main job until the
-    /// daemon lands).
+    /// Start the local cluster and copy a sparse demo volume with a CopyVolume task, with a
+    /// progress bar (`--crash-only`: the runtime demo of the original crash, no cluster).
     Demo(demo::DemoArgs),
     /// Install the dist tarball's files into a root directory (never `/` without --yes).
     Deploy(deploy::DeployArgs),
