@@ -168,6 +168,21 @@ fn unit_matches_the_daemon_defaults() {
         "TimeoutStopSec {stop_timeout:?} leaves no room for the drain deadline {:?} and closing the session",
         defaults.drain_deadline
     );
+    assert_eq!(get("KillSignal"), "SIGTERM", "the daemon's orderly stop starts on SIGTERM");
+    // A crash loop must be able to reach the start limit (else StartLimitBurst means nothing and
+    // the daemon's exit counter guards a limit systemd never applies), without spinning.
+    let restart_delay = systemd_duration(get("RestartSec"));
+    assert!(restart_delay >= Duration::from_millis(100), "RestartSec {restart_delay:?} restarts in a busy loop");
+    assert!(
+        restart_delay * defaults.start_limit_burst < defaults.start_limit_interval,
+        "RestartSec {restart_delay:?} × StartLimitBurst {} does not fit in StartLimitIntervalSec {:?}",
+        defaults.start_limit_burst,
+        defaults.start_limit_interval
+    );
+    // Hardening the daemon runs under (the notify test runs it unconfined; these are what it
+    // must tolerate in production: no privilege gain, a read-only /usr, /boot and /etc).
+    assert_eq!(get("NoNewPrivileges"), "yes");
+    assert_eq!(get("ProtectSystem"), "strict");
     let watchdog = systemd_duration(get("WatchdogSec"));
     assert!(watchdog >= Duration::from_secs(2), "WatchdogSec {watchdog:?} is too tight for a busy machine");
     assert!(

@@ -1,20 +1,31 @@
-//! `cargo xtask test`: installs what the tests need (when run as root) and runs every test of
-//! the workspace, exactly as CI's `.ci/run` does.
+//! `cargo xtask test`: everything CI runs (`.ci/run` is only this command): installs what the
+//! tests need (when run as root), checks formatting (when the toolchain has rustfmt) and runs
+//! every test of the workspace.
 
 use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
 /// Debian packages the integration tests use: a real ZooKeeper server (which pulls in Java),
-/// `ip` for the network-namespace tests and `systemd-analyze` for the unit file.
-const TEST_PACKAGES: &[&str] = &["zookeeper", "iproute2", "systemd"];
+/// `ip` for the network-namespace tests, `ps`/`pgrep` (procps) and `systemd-analyze` for the
+/// unit file.
+const TEST_PACKAGES: &[&str] = &["zookeeper", "iproute2", "procps", "systemd"];
 
 pub fn run() -> Result<()> {
     ensure_packages(TEST_PACKAGES)?;
-    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string()))
-        .args(["test", "--workspace", "--no-fail-fast"])
-        .status()
-        .context("run cargo test")?;
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+    let has_rustfmt =
+        Command::new(&cargo).args(["fmt", "--version"]).output().is_ok_and(|output| output.status.success());
+    if has_rustfmt {
+        let status = Command::new(&cargo).args(["fmt", "--all", "--", "--check"]).status().context("run cargo fmt")?;
+        if !status.success() {
+            bail!("cargo fmt --all -- --check: the tree is not formatted as rustfmt.toml says ({status})");
+        }
+    } else {
+        eprintln!("test: this toolchain has no rustfmt; formatting not checked");
+    }
+    let status =
+        Command::new(&cargo).args(["test", "--workspace", "--no-fail-fast"]).status().context("run cargo test")?;
     if !status.success() {
         bail!("cargo test --workspace failed ({status})");
     }
