@@ -8,9 +8,10 @@
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::NaiveDate;
+use quorum::{Member, QuorumHandle, ZkSessionState};
 use runtime::rpc::{Method, Request, Response, ServerConfig, WorkerPool};
 use serde::Deserialize;
 use vip::{StoredVip, VipServer, VipStoreError};
@@ -56,6 +57,80 @@ pub fn serve_vip(vip: &Arc<VipServer>) {
 
 fn served_vip() -> Option<Arc<VipServer>> {
     SERVED_VIP.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).upgrade()
+}
+
+/// The quorum handle of this process's current task server, registered where it is built, so
+/// that the cluster route can read the members' health from ZooKeeper (see [`serve_quorum`]).
+static SERVED_QUORUM: Mutex<Option<QuorumHandle>> = Mutex::new(None);
+
+/// How long one read of the members from ZooKeeper answers the cluster route: requests in a
+/// burst share it, and it is never older than this.
+pub const MEMBERS_TTL: Duration = Duration::from_millis(500);
+
+/// The last read of the members, and when it was made.
+static MEMBERS_READ: Mutex<Option<(Instant, Vec<Member>)>> = Mutex::new(None);
+
+/// Registers the quorum whose members the cluster route reads. The cached membership of a node
+/// changes only when members come and go, not when a member publishes new health, so the route
+/// reads the members' data itself (at most [`MEMBERS_TTL`] old).
+pub fn serve_quorum(quorum: QuorumHandle) {
+    *SERVED_QUORUM.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(quorum);
+    *MEMBERS_READ.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = None;
+}
+
+/// The members as ZooKeeper holds them, read at most [`MEMBERS_TTL`] ago; None without a
+/// connected session (a read on a failing connection would wait for the operation timeout).
+/// Blocks: call it on the worker pool.
+fn fresh_members() -> Option<Vec<Member>> {
+    let quorum = SERVED_QUORUM.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()?;
+    let mut read = MEMBERS_READ.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some((at, members)) = read.as_ref() {
+        if at.elapsed() < MEMBERS_TTL {
+            return Some(members.clone());
+        }
+    }
+    let connected = quorum.session().is_some_and(|session| session.state() == ZkSessionState::SyncConnected);
+    if !connected {
+        return None;
+    }
+    match quorum.read_members() {
+        Ok(members) => {
+            *read = Some((Instant::now(), members.clone()));
+            Some(members)
+        }
+        Err(error) => {
+            tracing::warn!(%error, "cannot read the members for the cluster route; answering the cached ones");
+            None
+        }
+    }
+}
+
+/// `cluster` with its members (and their health) replaced by a fresh read when there is one;
+/// `members_source` says which (`zookeeper` or `cache`).
+fn with_fresh_members(mut cluster: serde_json::Value, members: Option<Vec<Member>>) -> serde_json::Value {
+    let Some(object) = cluster.as_object_mut() else { return cluster };
+    match members {
+        Some(mut members) => {
+            members.sort_by_key(|member| member.sequence);
+            let members: Vec<serde_json::Value> = members
+                .iter()
+                .map(|member| {
+                    serde_json::json!({
+                        "id": member.info.id,
+                        "address": member.info.address,
+                        "sequence": member.sequence,
+                        "healthy": member.info.healthy,
+                    })
+                })
+                .collect();
+            object.insert("members".to_string(), serde_json::json!(members));
+            object.insert("members_source".to_string(), serde_json::json!("zookeeper"));
+        }
+        None => {
+            object.insert("members_source".to_string(), serde_json::json!("cache"));
+        }
+    }
+    cluster
 }
 
 /// `POST /api/v2/task_center/vip/set`: a new VIP (`address` and `interface`), or `clear` to go
@@ -386,7 +461,8 @@ pub fn dispatcher_routes(
         })())
     });
     let a = access.clone();
-    let vip_pool = pool;
+    let vip_pool = pool.clone();
+    let cluster_pool = pool;
     let config = config.cpu_route(Method::Post, &format!("{PREFIX}/vip/set"), move |request| {
         answer((|| {
             let body: VipSet = request.json()?;
@@ -398,7 +474,10 @@ pub fn dispatcher_routes(
         })())
     });
     let a = access;
-    config.cpu_route(Method::Get, &format!("{PREFIX}/cluster"), move |_request| Response::json(200, &a.cluster()))
+    config.cpu_route(Method::Get, &format!("{PREFIX}/cluster"), move |_request| {
+        let members = cluster_pool.run(fresh_members).ok().flatten();
+        Response::json(200, &with_fresh_members(a.cluster(), members))
+    })
 }
 
 /// Adds the runner routes to `config`; `runner` gives the node's runner while it runs.

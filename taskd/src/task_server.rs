@@ -125,6 +125,8 @@ impl TaskServer {
         let zk = ZkConfig::new(config.zookeeper_hosts.clone(), config.session_timeout);
         let quorum_server = QuorumServer::new(QuorumConfig::new(zk, QUORUM_PATH, member))?;
         let worker_pool = WorkerPool::with_default_size("taskd-workers")?;
+        // The cluster route reads the members' health through this quorum.
+        crate::api::serve_quorum(quorum_server.handle());
         // Sockets of the VIP server belong to this thread's network namespace: the supervisor's.
         // The VIP stored in ZooKeeper (`zbs-task vip set`) overrides the file's; the `vip` routes
         // act on this server.
