@@ -470,8 +470,10 @@ fn run_task(inner: &Inner, session: &Arc<ZkSession>, stored: StoredRecord, contr
                     return;
                 }
                 record.progress = *progress;
-                match task_db::write_record(session, &record, version) {
-                    Ok(written) => version = written.version,
+                match write_as_owner(session, &mut record, &mut version, control) {
+                    Ok(()) => {
+                        tracing::debug!(%task_id, cur_extent = progress.cur_extent, "copy progress recorded");
+                    }
                     Err(error) => {
                         tracing::warn!(%task_id, %error, "progress write refused; stopping the copy");
                         lost = true;
@@ -500,7 +502,7 @@ fn run_task(inner: &Inner, session: &Arc<ZkSession>, stored: StoredRecord, contr
         RunEnd::Paused if !control.is_pause_requested() => RunEnd::WindowClosed,
         end => end,
     };
-    finish(session, &task_id, &mut record, version, end, inner.config.max_attempts, started);
+    finish(session, &mut record, version, end, inner.config.max_attempts, control, started);
     if let Err(error) = task_db::release(session, &task_id) {
         tracing::warn!(%task_id, %error, "cannot release the task");
     }
@@ -531,16 +533,66 @@ fn run_sleep(duration_ms: u64, fail: bool, control: &CopyControl) -> RunEnd {
     }
 }
 
+/// Writes `record` fenced on `version` (then the written version). A fenced write is not
+/// always a lost task: the dispatcher also writes a running task's record (`set_runtime`). So
+/// when the stored record still says `Running` on this runner and this session holds the
+/// owner child — which no one else can hold while this session lives — the runner takes the
+/// fields it does not own (the runtime window, applied to `control` too) and writes again on
+/// the new version. Anything else is `Fenced`: another owner took over, or the task changed
+/// for good.
+fn write_as_owner(
+    session: &ZkSession,
+    record: &mut TaskRecord,
+    version: &mut i32,
+    control: &CopyControl,
+) -> Result<(), DbError> {
+    let mut last_error = None;
+    for _ in 0..3 {
+        match task_db::write_record(session, record, *version) {
+            Ok(written) => {
+                *version = written.version;
+                return Ok(());
+            }
+            Err(fenced @ DbError::Fenced { .. }) => {
+                let Some(current) = task_db::read_record(session, &record.task_id)? else {
+                    return Err(DbError::NotFound { what: "task", id: record.task_id.to_string() });
+                };
+                let still_ours = current.record.state == TaskState::Running
+                    && current.record.runner_addr == record.runner_addr
+                    && task_db::owner_of(session, &record.task_id)?
+                        .is_some_and(|owner| owner.session_id == session.session_id());
+                if !still_ours {
+                    return Err(fenced);
+                }
+                if current.record.runtime_window != record.runtime_window {
+                    tracing::info!(
+                        task_id = %record.task_id,
+                        window = ?current.record.runtime_window.map(|window| window.to_string()),
+                        "the task's runtime window changed; taking it"
+                    );
+                    record.runtime_window = current.record.runtime_window;
+                    control.set_runtime_window(record.runtime_window);
+                }
+                *version = current.version;
+                last_error = Some(fenced);
+            }
+            Err(error) => return Err(error),
+        }
+    }
+    Err(last_error.unwrap_or(DbError::Conflict { task_id: record.task_id.clone(), attempts: 3 }))
+}
+
 /// Writes the final state, fenced on the version this runner last wrote.
 fn finish(
     session: &ZkSession,
-    task_id: &TaskId,
     record: &mut TaskRecord,
     version: i32,
     end: RunEnd,
     max_attempts: u32,
+    control: &CopyControl,
     started: Instant,
 ) {
+    let task_id = &record.task_id.clone();
     let state = match end {
         RunEnd::Lost => {
             tracing::warn!(%task_id, "task taken over by another owner; leaving its record alone");
@@ -571,8 +623,9 @@ fn finish(
         tracing::error!(%task_id, %error, "cannot record the task's end");
         return;
     }
-    match task_db::write_record(session, record, version) {
-        Ok(_) => tracing::info!(
+    let mut version = version;
+    match write_as_owner(session, record, &mut version, control) {
+        Ok(()) => tracing::info!(
             %task_id,
             state = %record.state,
             elapsed_ms = started.elapsed().as_millis() as u64,

@@ -1,7 +1,11 @@
 //! The Task Center end to end: three real `zbs-taskd` processes around one ZooKeeper, driven
 //! through the dispatcher API on the leader — Sleep and CopyVolume tasks complete (copies equal
 //! to their sources, holes kept), a runner killed mid-task has its task rescheduled elsewhere,
-//! and bad requests are refused with a 4xx that changes nothing.
+//! and bad requests are refused with a 4xx that changes nothing. The submodules run copies at
+//! scale and through failures (`copies`) and the operations on running copies (`operations`).
+
+mod copies;
+mod operations;
 
 use std::fs::File;
 use std::os::unix::fs::{FileExt, MetadataExt};
@@ -26,18 +30,28 @@ fn serialize() -> MutexGuard<'static, ()> {
 }
 
 /// A cluster whose runners may copy under `roots` (and 2 s sessions, so a killed runner's
-/// owner nodes vanish soon).
-fn start_cluster(roots: &Path) -> Result<Cluster> {
+/// owner nodes vanish soon), with two slots per runner unless `extra` (more config lines) says
+/// otherwise, and the log filter `log_level`.
+fn start_cluster(roots: &Path, extra: &str, log_level: &str) -> Result<Cluster> {
+    let slots = if extra.contains("runner_slots") { "" } else { "runner_slots = 2\n" };
     ClusterBuilder::new()
         .session_timeout(Duration::from_millis(2000))
-        .extra_config(format!("allowed_roots = [\"{}\"]\nrunner_slots = 2", roots.display()))
+        .log_level(log_level)
+        .extra_config(format!("allowed_roots = [\"{}\"]\n{slots}{extra}", roots.display()))
         .start()
 }
 
 fn with_cluster(scenario: impl FnOnce(&Cluster, &Path) -> Result<()>) {
+    with_tuned_cluster("", "info", scenario)
+}
+
+/// `with_cluster` with more top-level config lines (e.g. `tasks = { copy_extent_mib = 1 }`:
+/// the fixture appends top-level keys after its own, so a table must be written inline) and a
+/// log filter.
+fn with_tuned_cluster(extra: &str, log_level: &str, scenario: impl FnOnce(&Cluster, &Path) -> Result<()>) {
     let _serial = serialize();
     let roots = tempfile::Builder::new().prefix("zbs-tasks-").tempdir().expect("create the copy root");
-    let cluster = start_cluster(roots.path()).expect("start the cluster");
+    let cluster = start_cluster(roots.path(), extra, log_level).expect("start the cluster");
     if let Err(error) = scenario(&cluster, roots.path()) {
         cluster.keep_dir_on_drop();
         panic!("{error:?}\n(cluster dir: {})", cluster.dir().display());
@@ -116,7 +130,7 @@ fn wait_state(cluster: &Cluster, leader: usize, task_id: &str, state: &str, time
 fn wait_claimed(cluster: &Cluster, node: usize, task_id: &str) -> Result<()> {
     let spec = cluster.node(node);
     let url = format!("http://{}:{}/api/v1/runner", spec.address, spec.runner_port);
-    cluster.wait_until(WAIT, "the runner claims the task", || {
+    poll_until(WAIT, "the runner claims the task", || {
         agent()
             .get(&url)
             .call()
@@ -550,4 +564,122 @@ fn sigterm_of_the_leader_mid_dispatch_loses_no_task_and_runs_none_twice_at_once_
         }
         Ok(())
     });
+}
+
+/// Polls `done` every 100 ms until it says true; an error naming `what` after `timeout`. Each
+/// try is usually an HTTP request on a new connection, so this polls ten times less often than
+/// the fixture's `wait_until`.
+fn poll_until(timeout: Duration, what: &str, mut done: impl FnMut() -> bool) -> Result<()> {
+    let deadline = std::time::Instant::now() + timeout;
+    while !done() {
+        if std::time::Instant::now() > deadline {
+            bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(())
+}
+
+/// The runner address the dispatcher writes in `runner_addr` for `node`.
+fn runner_addr(cluster: &Cluster, node: usize) -> String {
+    format!("{}:{}", cluster.node(node).address, cluster.node(node).runner_port)
+}
+
+/// The node whose runner listens at `addr`.
+fn node_of_runner(cluster: &Cluster, addr: &str) -> Result<usize> {
+    (0..cluster.n_nodes())
+        .find(|&node| runner_addr(cluster, node) == addr)
+        .with_context(|| format!("no runner at {addr}"))
+}
+
+/// The registration of `node_id` in the dispatcher's runner list, if it is registered.
+fn registration(cluster: &Cluster, leader: usize, node_id: &str) -> Result<Option<Value>> {
+    let (status, answer) = request(cluster, leader, "GET", &format!("{PREFIX}/runners"), None)?;
+    ensure!(status == 200, "runners: {status} {answer}");
+    Ok(answer["runners"].as_array().into_iter().flatten().find(|runner| runner["node_id"] == json!(node_id)).cloned())
+}
+
+/// Drains (`true`) or undrains `node_id` through the leader and waits until its registration
+/// shows it.
+fn set_drained(cluster: &Cluster, leader: usize, node_id: &str, drained: bool) -> Result<()> {
+    let verb = if drained { "drain" } else { "undrain" };
+    let (status, answer) = request(cluster, leader, "POST", &format!("{PREFIX}/runners/{node_id}/{verb}"), Some("{}"))?;
+    ensure!(status < 300, "{verb} {node_id}: {status} {answer}");
+    ensure!(answer["persisted"] == json!(true), "{verb} {node_id} was not persisted: {answer}");
+    poll_until(WAIT, &format!("{node_id}'s registration shows draining = {drained}"), || {
+        registration(cluster, leader, node_id)
+            .is_ok_and(|runner| runner.is_some_and(|runner| runner["draining"] == json!(drained)))
+    })?;
+    Ok(())
+}
+
+/// A file of `len` bytes of pseudo-random data (no holes, no zero pages).
+fn dense_file(path: &Path, len: u64, seed: u64) -> Result<()> {
+    let mut state = seed | 1;
+    let data: Vec<u8> = (0..len / 8)
+        .flat_map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state.to_le_bytes()
+        })
+        .collect();
+    std::fs::write(path, &data).with_context(|| format!("write {}", path.display()))?;
+    File::open(path)?.sync_all()?;
+    Ok(())
+}
+
+/// The data ranges of a file as `SEEK_DATA`/`SEEK_HOLE` report them, adjacent ones merged.
+fn data_map(path: &Path) -> Result<Vec<(u64, u64)>> {
+    use std::os::fd::AsRawFd;
+    let file = File::open(path).with_context(|| format!("open {}", path.display()))?;
+    let len = file.metadata()?.len() as i64;
+    let fd = file.as_raw_fd();
+    let mut ranges: Vec<(u64, u64)> = Vec::new();
+    let mut offset = 0i64;
+    while offset < len {
+        // SAFETY: lseek on a descriptor this function owns; it only moves the file offset.
+        let data = unsafe { libc::lseek(fd, offset, libc::SEEK_DATA) };
+        if data < 0 {
+            break; // ENXIO: no data after `offset`.
+        }
+        // SAFETY: as above.
+        let hole = unsafe { libc::lseek(fd, data, libc::SEEK_HOLE) };
+        ensure!(hole > data, "SEEK_HOLE of {} at {data} answered {hole}", path.display());
+        match ranges.last_mut() {
+            Some(last) if last.1 == data as u64 => last.1 = hole as u64,
+            _ => ranges.push((data as u64, hole as u64)),
+        }
+        offset = hole;
+    }
+    Ok(ranges)
+}
+
+/// The destination has the source's bytes and its holes: the same `SEEK_DATA` map.
+fn ensure_same_copy(source: &Path, destination: &Path) -> Result<()> {
+    ensure!(
+        files_equal(source, destination)?,
+        "{} differs from its source {}",
+        destination.display(),
+        source.display()
+    );
+    let (source_map, destination_map) = (data_map(source)?, data_map(destination)?);
+    ensure!(
+        source_map == destination_map,
+        "{}'s data map {destination_map:?} is not its source's {source_map:?}",
+        destination.display()
+    );
+    Ok(())
+}
+
+/// The values of `field=` on `node`'s log lines about `task_id` that contain `message`.
+fn logged_numbers(cluster: &Cluster, node: usize, task_id: &str, message: &str, field: &str) -> Vec<u64> {
+    let task = format!("task_id={task_id} ");
+    let key = format!("{field}=");
+    cluster
+        .log(node)
+        .lines()
+        .filter(|line| line.contains(message) && (line.contains(&task) || line.ends_with(&task[..task.len() - 1])))
+        .filter_map(|line| line.split(&key).nth(1)?.split_whitespace().next()?.parse().ok())
+        .collect()
 }
