@@ -5,21 +5,25 @@
 //!
 //! # Phases, in order
 //! 1. **Idle RSS** of the leader once its dispatcher answers and the three runners registered.
-//! 2. **Raw ZooKeeper creates** ([`raw_zk`]): `CLIENTS` threads on one `ZkSession` create
-//!    persistent nodes holding an encoded Sleep record, before and after the submit phase
-//!    (the mean is `raw_zk_create_per_s`); plus one thread alone (`raw_zk_create_serial_per_s`),
-//!    the floor of anything that creates one node per round trip.
-//! 3. **Submit throughput** ([`load`]): every runner drained first (the drain API), so that the
-//!    submits measure the submit path alone (validate, fenced create in ZooKeeper, cache put,
-//!    answer; plus the check each submit asks for, which finds no runner) and not dispatch
-//!    competing on the dispatcher's one worker; `CLIENTS` keep-alive clients, closed loop. An
-//!    acknowledged submit is a 201, which the dispatcher sends after the ZooKeeper create
-//!    returned. Then the runners are undrained and the backlog runs to its end.
-//! 4. **Submit-to-running latency** ([`latency`]): open-loop Sleep submits (10 ms tasks) at
-//!    200/s for 10 s with 64 slots per runner (nothing queues). The end of each sample is the
-//!    runner's own `task started` glog line (microseconds, local clock, same machine as the
-//!    client's wall clock read just before the send); the leader's `task submitted` and
-//!    `task dispatched` lines split the time into persist, dispatch and start.
+//! 2. **Submit-to-running latency, fresh database** ([`latency`]): 1,000 open-loop Sleep submits
+//!    (10 ms tasks) at 200/s with 64 slots per runner (nothing queues), keys `fresh_*`. The end
+//!    of each sample is the runner's own `task started` glog line (microseconds, local clock,
+//!    same machine as the client's wall clock read just before the send); the leader's
+//!    `task submitted` and `task dispatched` lines split it into persist, dispatch and start.
+//! 3. **Submit throughput against raw ZooKeeper creates**: every runner drained first (the drain
+//!    API), so that the submits measure the submit path (HTTP, validation, the ZooKeeper create,
+//!    the cache put, the answer; plus the check each submit asks for, which finds no free
+//!    runner) and not dispatch work competing on the dispatcher's one worker. An acknowledged
+//!    submit is a 201, sent after the ZooKeeper create returned. `CLIENTS` keep-alive clients,
+//!    closed loop ([`load`]). The reference ([`raw_zk`]): `CLIENTS` threads on one `ZkSession`
+//!    creating persistent nodes that hold an encoded Sleep record under UUID names. After a raw
+//!    warm-up (ZooKeeper's JIT), raw and submit rounds alternate and each rate is a total over
+//!    its rounds; one thread alone gives `raw_zk_create_serial_per_s`, the ceiling of anything
+//!    that waits for one create per round trip. The machine's CPU share during each kind of
+//!    round is kept ([`machine`]). Then the runners are undrained and the backlog runs.
+//! 4. **Submit-to-running latency after that history**: 2,000 submits at 200/s (10 s), the
+//!    headline `submit_to_running_ms_*`: a daemon that has run a few thousand tasks is the usual
+//!    case, and the fresh numbers show how much the history costs.
 //! 5. **Cache queries**: `show` of finished tasks (the API answers finished ones from the LevelDB
 //!    cache; an unfinished one is re-read from ZooKeeper, so it is not what is timed here) in a
 //!    pseudo-random order, and `list` of every task and of the first 100, with thousands of
@@ -32,13 +36,18 @@
 //!
 //! # Caveats
 //! Two cores shared with whatever else runs: the daemons, ZooKeeper's JVM and the client threads
-//! compete for them, so absolute numbers move between runs; the ratios measured in one run are
+//! compete for them, so absolute numbers move between runs (the `cpu_busy_*` and
+//! `*_latency_cpu_busy` keys show how loaded the machine was); the ratios measured in one run are
 //! the meaningful part. Log lines are written at `info` (one per submit, dispatch, start, end).
+//! `*_latency_zk_requests_per_task` counts every ZooKeeper request (dispatcher and runners)
+//! during a latency phase, divided by its tasks. `ZBS_BENCH_KEEP_DIR=1` keeps the cluster's dir
+//! (the daemons' logs) for a closer look.
 
 mod api;
 mod copy;
 mod latency;
 mod load;
+mod machine;
 mod raw_zk;
 
 use std::fs;
@@ -49,6 +58,7 @@ use anyhow::{ensure, Context, Result};
 use tests::cluster::Cluster;
 
 use self::api::Api;
+use self::machine::CpuSample;
 use super::report::{bench_dir, percentile, Report};
 
 const N_NODES: usize = 3;
@@ -56,11 +66,13 @@ const N_NODES: usize = 3;
 const RUNNER_SLOTS: u32 = 64;
 /// Concurrent clients of the submit and raw-create phases.
 const CLIENTS: usize = 4;
-const N_RAW_CREATES: usize = 2_000;
+const N_RAW_WARM_UP: usize = 1_000;
 const N_RAW_SERIAL_CREATES: usize = 500;
-const N_SUBMITS: usize = 2_000;
+const N_THROUGHPUT_ROUNDS: usize = 2;
+const N_SUBMITS_PER_ROUND: usize = 1_000;
 const LATENCY_RATE_PER_S: f64 = 200.0;
 const N_LATENCY_SUBMITS: usize = 2_000;
+const N_FRESH_LATENCY_SUBMITS: usize = 1_000;
 const LATENCY_SENDERS: usize = 16;
 const LATENCY_SLEEP_MS: u64 = 10;
 const N_SHOWS: usize = 2_000;
@@ -123,35 +135,23 @@ fn measure(cluster: &Cluster, work: &Path, report: &mut Report) -> Result<()> {
     let leader_pid = cluster.pid(leader).context("the leader has no process")?;
     report.set("rss_mib_idle", rss_mib(leader_pid)?);
 
-    phase("raw ZooKeeper creates");
-    let connect = cluster.zookeeper().connect_string();
-    let raw_before = raw_zk::creates_per_s(&connect, N_RAW_CREATES, CLIENTS)?;
-    let raw_serial = raw_zk::creates_per_s(&connect, N_RAW_SERIAL_CREATES, 1)?;
+    phase("submit-to-running latency at 200/s, fresh database");
+    latency_phase(cluster, &api, N_FRESH_LATENCY_SUBMITS, "fresh_", report)?;
 
-    phase("submit throughput (runners drained)");
+    phase("submit throughput and raw ZooKeeper creates (runners drained)");
     let node_ids: Vec<String> = (0..N_NODES).map(|node| cluster.node(node).node_id.clone()).collect();
     set_all_draining(cluster, &api, &node_ids, true)?;
-    let submitted = load::submit_sleeps(&api, N_SUBMITS, CLIENTS, 0)?;
+    throughput_phase(cluster, &api, report)?;
     ensure!(api.list("state=running&limit=1")?.is_empty(), "a task started while every runner was drained");
-    let raw_after = raw_zk::creates_per_s(&connect, N_RAW_CREATES, CLIENTS)?;
-    let raw = (raw_before + raw_after) / 2.0;
-    report.set("raw_zk_create_per_s", raw);
-    report.set("raw_zk_create_per_s_before", raw_before);
-    report.set("raw_zk_create_per_s_after", raw_after);
-    report.set("raw_zk_create_serial_per_s", raw_serial);
-    report.set("submit_per_s", submitted.per_s());
-    report.set("submit_vs_raw_ratio", submitted.per_s() / raw);
-    report.set("submit_per_s_first_500", submitted.per_s_between(0, 500));
-    report.set("submit_per_s_last_500", submitted.per_s_between(N_SUBMITS - 500, N_SUBMITS - 1));
     report.set("rss_mib_after_submits", rss_mib(leader_pid)?);
 
     phase("backlog runs");
     set_all_draining(cluster, &api, &node_ids, false)?;
     let backlog = load::wait_idle(&api, IDLE_TIMEOUT)?;
-    report.set("backlog_run_per_s", N_SUBMITS as f64 / backlog.as_secs_f64());
+    report.set("backlog_run_per_s", (N_SUBMITS_PER_ROUND * N_THROUGHPUT_ROUNDS) as f64 / backlog.as_secs_f64());
 
-    phase("submit-to-running latency at 200/s");
-    latency_phase(cluster, &api, report)?;
+    phase("submit-to-running latency at 200/s, after the backlog");
+    latency_phase(cluster, &api, N_LATENCY_SUBMITS, "", report)?;
 
     phase("cache show and list");
     cache_phase(&api, report)?;
@@ -202,9 +202,48 @@ fn set_all_draining(cluster: &Cluster, api: &Api, node_ids: &[String], draining:
     Ok(())
 }
 
-fn latency_phase(cluster: &Cluster, api: &Api, report: &mut Report) -> Result<()> {
-    let sent = latency::open_loop(api, N_LATENCY_SUBMITS, LATENCY_RATE_PER_S, LATENCY_SENDERS, LATENCY_SLEEP_MS)?;
+/// Raw creates and submits in alternating rounds (after a raw warm-up of ZooKeeper's JIT), so
+/// that both see the same machine; the rates are totals over the rounds.
+fn throughput_phase(cluster: &Cluster, api: &Api, report: &mut Report) -> Result<()> {
+    let connect = cluster.zookeeper().connect_string();
+    raw_zk::time_creates(&connect, N_RAW_WARM_UP, CLIENTS)?;
+    let serial = raw_zk::time_creates(&connect, N_RAW_SERIAL_CREATES, 1)?;
+    let (mut raw_time, mut submit_time) = (Duration::ZERO, Duration::ZERO);
+    let (mut raw_cpu, mut submit_cpu) = (0.0, 0.0);
+    let mut submit_round_rates = Vec::new();
+    for _ in 0..N_THROUGHPUT_ROUNDS {
+        let before = CpuSample::now()?;
+        raw_time += raw_zk::time_creates(&connect, N_SUBMITS_PER_ROUND, CLIENTS)?;
+        let between = CpuSample::now()?;
+        let submitted = load::submit_sleeps(api, N_SUBMITS_PER_ROUND, CLIENTS, 0)?;
+        let after = CpuSample::now()?;
+        submit_time += submitted.elapsed;
+        submit_round_rates.push(submitted.per_s());
+        raw_cpu += between.busy_since(&before) / N_THROUGHPUT_ROUNDS as f64;
+        submit_cpu += after.busy_since(&between) / N_THROUGHPUT_ROUNDS as f64;
+    }
+    let n = (N_SUBMITS_PER_ROUND * N_THROUGHPUT_ROUNDS) as f64;
+    let (raw, submit) = (n / raw_time.as_secs_f64(), n / submit_time.as_secs_f64());
+    report.set("raw_zk_create_per_s", raw);
+    report.set("raw_zk_create_serial_per_s", N_RAW_SERIAL_CREATES as f64 / serial.as_secs_f64());
+    report.set("submit_per_s", submit);
+    report.set("submit_vs_raw_ratio", submit / raw);
+    report.set("submit_per_s_round_min", submit_round_rates.iter().copied().fold(f64::INFINITY, f64::min));
+    report.set("submit_per_s_round_max", submit_round_rates.iter().copied().fold(0.0, f64::max));
+    report.set("cpu_busy_raw_creates", raw_cpu);
+    report.set("cpu_busy_submits", submit_cpu);
+    Ok(())
+}
+
+/// Open-loop submits at `LATENCY_RATE_PER_S`; sets `{prefix}submit_to_running_ms_*` and the
+/// breakdown `{prefix}latency_*`.
+fn latency_phase(cluster: &Cluster, api: &Api, n: usize, prefix: &str, report: &mut Report) -> Result<()> {
+    let packets_before = machine::zk_packets_received(cluster.zookeeper())?;
+    let cpu_before = CpuSample::now()?;
+    let sent = latency::open_loop(api, n, LATENCY_RATE_PER_S, LATENCY_SENDERS, LATENCY_SLEEP_MS)?;
+    let cpu = CpuSample::now()?.busy_since(&cpu_before);
     load::wait_idle(api, IDLE_TIMEOUT)?;
+    let packets = machine::zk_packets_received(cluster.zookeeper())?.saturating_sub(packets_before);
     let submitted = latency::task_times(cluster, "task submitted");
     let dispatched = latency::task_times(cluster, "task dispatched");
     let started = latency::task_times(cluster, "task started");
@@ -226,9 +265,9 @@ fn latency_phase(cluster: &Cluster, api: &Api, report: &mut Report) -> Result<()
     }
     ensure!(missing * 100 <= sent.len(), "{missing} of {} latency tasks have no log lines", sent.len());
     let mut set_percentiles = |name: &str, samples: &mut Vec<f64>| {
-        report.set(&format!("{name}_p50"), percentile(samples, 0.5));
-        report.set(&format!("{name}_p99"), percentile(samples, 0.99));
-        report.set(&format!("{name}_max"), percentile(samples, 1.0));
+        report.set(&format!("{prefix}{name}_p50"), percentile(samples, 0.5));
+        report.set(&format!("{prefix}{name}_p99"), percentile(samples, 0.99));
+        report.set(&format!("{prefix}{name}_max"), percentile(samples, 1.0));
     };
     set_percentiles("submit_to_running_ms", &mut to_running);
     set_percentiles("latency_submit_to_persisted_ms", &mut to_persisted);
@@ -237,9 +276,11 @@ fn latency_phase(cluster: &Cluster, api: &Api, report: &mut Report) -> Result<()
     let mut acks: Vec<f64> = sent.iter().map(|sample| sample.ack.as_secs_f64() * 1000.0).collect();
     set_percentiles("latency_submit_ack_ms", &mut acks);
     let lag_max = sent.iter().map(|sample| sample.lag).max().unwrap_or_default();
-    report.set("latency_send_lag_ms_max", lag_max.as_secs_f64() * 1000.0);
+    report.set(&format!("{prefix}latency_send_lag_ms_max"), lag_max.as_secs_f64() * 1000.0);
+    report.set(&format!("{prefix}latency_samples"), to_running.len() as f64);
+    report.set(&format!("{prefix}latency_cpu_busy"), cpu);
+    report.set(&format!("{prefix}latency_zk_requests_per_task"), packets as f64 / sent.len() as f64);
     report.set("latency_rate_per_s", LATENCY_RATE_PER_S);
-    report.set("latency_samples", to_running.len() as f64);
     Ok(())
 }
 
@@ -305,18 +346,18 @@ fn add_notes(report: &mut Report) {
          no fsync); 2 cores shared by the daemons, ZooKeeper and the client",
     );
     report.note(format!(
-        "submit_per_s: {N_SUBMITS} Sleep submits from {CLIENTS} keep-alive clients (closed loop), every runner \
-         drained, so nothing is dispatched; acknowledged = the 201 sent after the ZooKeeper create returned"
-    ));
-    report.note(format!(
-        "raw_zk_create_per_s: persistent creates of an encoded Sleep record (same size) under UUID names through \
-         zookeeper-client (quorum::ZkSession), one session shared by {CLIENTS} threads, mean of a run before and \
-         one after the submits; raw_zk_create_serial_per_s: one thread, one create per round trip"
+        "submit_per_s: Sleep submits from {CLIENTS} keep-alive clients (closed loop), every runner drained so \
+         nothing is dispatched; acknowledged = the 201 sent after the ZooKeeper create returned; \
+         raw_zk_create_per_s: persistent creates of an encoded Sleep record (same size) under UUID names through \
+         zookeeper-client (quorum::ZkSession), one session shared by {CLIENTS} threads; after {N_RAW_WARM_UP} \
+         warm-up creates, {N_THROUGHPUT_ROUNDS} alternating rounds of {N_SUBMITS_PER_ROUND} each, rates are totals; \
+         raw_zk_create_serial_per_s: one thread, one create per round trip"
     ));
     report.note(
-        "submit_to_running_ms: open-loop Sleep(10 ms) submits at 200/s for 10 s from 16 threads; from the client's \
-         wall clock just before the send to the runner's `task started` glog line (after its claim, µs resolution, \
-         same machine); latency_* split it at the leader's `task submitted` and `task dispatched` lines",
+        "submit_to_running_ms: open-loop Sleep(10 ms) submits at 200/s for 10 s from 16 threads, after ~4,000 \
+         tasks ran (fresh_*: 1,000 submits on a fresh database); from the client's wall clock just before the send \
+         to the runner's `task started` glog line (after its claim, µs resolution, same machine); latency_* split \
+         it at the leader's `task submitted` and `task dispatched` lines",
     );
     report.note(
         "cache_show_us: GET /tasks/<id> of finished tasks (answered from the LevelDB cache; unfinished ones are \

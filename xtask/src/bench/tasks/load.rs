@@ -14,26 +14,18 @@ pub struct Submitted {
     pub task_ids: Vec<String>,
     /// From the first request to the last acknowledgement.
     pub elapsed: Duration,
-    /// Acknowledgement times after the start, in submit order of completion.
-    pub acked_at: Vec<Duration>,
 }
 
 impl Submitted {
     pub fn per_s(&self) -> f64 {
         self.task_ids.len() as f64 / self.elapsed.as_secs_f64()
     }
-
-    /// Acknowledged submits per second between the `from`-th and `to`-th acknowledgement.
-    pub fn per_s_between(&self, from: usize, to: usize) -> f64 {
-        let (from, to) = (from.min(self.acked_at.len() - 1), to.min(self.acked_at.len() - 1));
-        (to - from) as f64 / (self.acked_at[to] - self.acked_at[from]).as_secs_f64()
-    }
 }
 
 /// Submits `n` Sleep tasks of `duration_ms` from `clients` threads.
 pub fn submit_sleeps(api: &Api, n: usize, clients: usize, duration_ms: u64) -> Result<Submitted> {
     let next = AtomicUsize::new(0);
-    let done: Mutex<(Vec<String>, Vec<Duration>)> = Mutex::new((Vec::with_capacity(n), Vec::with_capacity(n)));
+    let done: Mutex<Vec<String>> = Mutex::new(Vec::with_capacity(n));
     let started = Instant::now();
     let failures: Vec<anyhow::Error> = std::thread::scope(|scope| {
         let workers: Vec<_> = (0..clients)
@@ -43,9 +35,7 @@ pub fn submit_sleeps(api: &Api, n: usize, clients: usize, duration_ms: u64) -> R
                 scope.spawn(move || -> Result<()> {
                     while next.fetch_add(1, Ordering::Relaxed) < n {
                         let task_id = client.submit_sleep(duration_ms)?;
-                        let mut done = done.lock();
-                        done.0.push(task_id);
-                        done.1.push(started.elapsed());
+                        done.lock().push(task_id);
                     }
                     Ok(())
                 })
@@ -64,8 +54,7 @@ pub fn submit_sleeps(api: &Api, n: usize, clients: usize, duration_ms: u64) -> R
     if let Some(error) = failures.into_iter().next() {
         return Err(error.context("submit Sleep tasks"));
     }
-    let (task_ids, acked_at) = done.into_inner();
-    Ok(Submitted { task_ids, elapsed, acked_at })
+    Ok(Submitted { task_ids: done.into_inner(), elapsed })
 }
 
 /// Waits until no task is pending, running or interrupted; returns how long that took.
