@@ -19,11 +19,10 @@
 //! test binary, `target/release` for xtask), built once per process with `cargo build` when it
 //! is missing or older than the sources; `ZBS_TASKD_BIN` overrides it.
 
-use std::fs::{self, OpenOptions};
+use std::fs;
 use std::net::{Ipv4Addr, SocketAddrV4, TcpListener};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::thread::{self, JoinHandle};
@@ -31,10 +30,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use chrono::TimeZone;
-use nix::sys::signal::kill;
-use nix::unistd::Pid;
 use serde::Deserialize;
 
+use crate::daemon::{DaemonFiles, Daemons};
 use crate::zk::ZooKeeper;
 
 /// The signals [`Cluster::signal`] sends, re-exported so that users need no `nix` of their own.
@@ -45,9 +43,6 @@ const STOP_GRACE: Duration = Duration::from_secs(8);
 
 /// How long one status request may take before it counts as no answer.
 const STATUS_TIMEOUT: Duration = Duration::from_millis(1000);
-
-/// How often the `wait_*` helpers look again.
-const POLL_INTERVAL: Duration = Duration::from_millis(10);
 
 /// The environment variable that names a `zbs-taskd` binary to use instead of building one.
 pub const BINARY_ENV: &str = "ZBS_TASKD_BIN";
@@ -207,7 +202,8 @@ impl ClusterBuilder {
         let agent = status_agent();
         let sampler = Sampler::start(specs.iter().map(NodeSpec::status_url).collect(), self.sample_interval);
         let cluster = Cluster {
-            nodes: specs.into_iter().map(|spec| Node { spec, process: Mutex::new(NodeProcess::default()) }).collect(),
+            daemons: Daemons::new("cluster fixture", specs.iter().map(NodeSpec::daemon_files).collect()),
+            nodes: specs.into_iter().map(|spec| Node { spec }).collect(),
             binary,
             agent,
             sampler,
@@ -355,28 +351,16 @@ pub struct MemberStatus {
 
 struct Node {
     spec: NodeSpec,
-    process: Mutex<NodeProcess>,
 }
 
-#[derive(Default)]
-struct NodeProcess {
-    child: Option<Child>,
-    /// How the last process of this node ended, once reaped.
-    exit_status: Option<ExitStatus>,
-    n_starts: u32,
-}
-
-impl NodeProcess {
-    /// Reaps the child if it has exited; the pid of a running one.
-    fn reap(&mut self) -> Option<u32> {
-        let child = self.child.as_mut()?;
-        match child.try_wait() {
-            Ok(Some(status)) => {
-                self.exit_status = Some(status);
-                self.child = None;
-                None
-            }
-            _ => Some(child.id()),
+impl NodeSpec {
+    fn daemon_files(&self) -> DaemonFiles {
+        DaemonFiles {
+            node_id: self.node_id.clone(),
+            dir: self.dir.clone(),
+            state_dir: self.state_dir.clone(),
+            log_path: self.log_path.clone(),
+            stderr_path: self.stderr_path.clone(),
         }
     }
 }
@@ -385,6 +369,7 @@ impl NodeProcess {
 pub struct Cluster {
     settings: ClusterBuilder,
     nodes: Vec<Node>,
+    daemons: Daemons,
     binary: PathBuf,
     agent: ureq::Agent,
     sampler: Sampler,
@@ -450,60 +435,12 @@ impl Cluster {
         &self.sampler
     }
 
-    fn process(&self, node: usize) -> MutexGuard<'_, NodeProcess> {
-        self.nodes[node].process.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
     /// Starts the node's process (which must not be running), with its config; stderr and
     /// stdout are appended to its `stderr.log`.
     fn spawn(&self, node: usize) -> Result<u32> {
-        let spec = &self.nodes[node].spec;
-        let mut process = self.process(node);
-        if let Some(pid) = process.reap() {
-            bail!("{} is still running (pid {pid})", spec.node_id);
-        }
-        let stderr = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&spec.stderr_path)
-            .with_context(|| format!("open {}", spec.stderr_path.display()))?;
-        let stdout = stderr.try_clone().context("duplicate the stderr file handle")?;
         let mut command = Command::new(&self.binary);
-        command
-            .arg("--config")
-            .arg(&spec.config_path)
-            .current_dir(&spec.dir)
-            .env_remove("NOTIFY_SOCKET")
-            .env_remove("WATCHDOG_USEC")
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(stdout)
-            .stderr(stderr);
-        let parent = nix::unistd::getpid();
-        // SAFETY: the closure runs between fork and exec and only calls getrlimit(2),
-        // setrlimit(2), prctl(2) and getppid(2), which are async-signal-safe.
-        unsafe {
-            command.pre_exec(move || {
-                // Let a crash leave a core file in the node's dir, so that "no core" is checkable.
-                let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-                if libc::getrlimit(libc::RLIMIT_CORE, &mut limit) == 0 {
-                    limit.rlim_cur = limit.rlim_max;
-                    libc::setrlimit(libc::RLIMIT_CORE, &limit);
-                }
-                nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)?;
-                if nix::unistd::getppid() != parent {
-                    return Err(std::io::Error::other("the process that started the cluster exited"));
-                }
-                Ok(())
-            });
-        }
-        let child =
-            command.spawn().with_context(|| format!("start {} with {}", spec.node_id, self.binary.display()))?;
-        let pid = child.id();
-        process.child = Some(child);
-        process.exit_status = None;
-        process.n_starts += 1;
-        Ok(pid)
+        command.arg("--config").arg(&self.nodes[node].spec.config_path);
+        self.daemons.spawn(node, command)
     }
 
     fn wait_until_formed(&self, timeout: Duration) -> Result<()> {
@@ -577,17 +514,8 @@ impl Cluster {
     }
 
     /// Polls `done` every 10 ms until it says true; an error naming `what` after `timeout`.
-    pub fn wait_until(&self, timeout: Duration, what: &str, mut done: impl FnMut() -> bool) -> Result<Duration> {
-        let started = Instant::now();
-        loop {
-            if done() {
-                return Ok(started.elapsed());
-            }
-            if started.elapsed() >= timeout {
-                bail!("timed out after {timeout:?} waiting for {what}");
-            }
-            thread::sleep(POLL_INTERVAL);
-        }
+    pub fn wait_until(&self, timeout: Duration, what: &str, done: impl FnMut() -> bool) -> Result<Duration> {
+        crate::daemon::wait_until(timeout, what, done)
     }
 
     /// Writes `ok` or `fail` into the node's health file (to a temp name, then renamed over it,
@@ -598,46 +526,22 @@ impl Cluster {
 
     /// Sends `signal` to the node's running process.
     pub fn signal(&self, node: usize, signal: Signal) -> Result<()> {
-        let pid = self.pid(node).ok_or_else(|| anyhow!("{} has no running process", self.nodes[node].spec.node_id))?;
-        kill(Pid::from_raw(pid as i32), signal).with_context(|| format!("send {signal} to pid {pid}"))
+        self.daemons.signal(node, signal)
     }
 
     /// Waits for the node's process to exit and returns how it ended (it is not killed on timeout).
     pub fn wait_exit(&self, node: usize, timeout: Duration) -> Result<ExitStatus> {
-        let started = Instant::now();
-        loop {
-            {
-                let mut process = self.process(node);
-                if process.reap().is_none() {
-                    return process
-                        .exit_status
-                        .ok_or_else(|| anyhow!("{} was never started", self.nodes[node].spec.node_id));
-                }
-            }
-            if started.elapsed() >= timeout {
-                bail!("{} did not exit within {timeout:?}", self.nodes[node].spec.node_id);
-            }
-            thread::sleep(POLL_INTERVAL);
-        }
+        self.daemons.wait_exit(node, timeout)
     }
 
     /// SIGKILLs the node's process and reaps it; no-op when it is not running.
     pub fn kill(&self, node: usize) -> Result<()> {
-        let mut process = self.process(node);
-        if process.reap().is_some() {
-            if let Some(child) = process.child.as_mut() {
-                child.kill().context("kill a node")?;
-                let status = child.wait().context("reap a killed node")?;
-                process.exit_status = Some(status);
-                process.child = None;
-            }
-        }
-        Ok(())
+        self.daemons.kill(node)
     }
 
     /// The pid of the node's running process; None once it has exited.
     pub fn pid(&self, node: usize) -> Option<u32> {
-        self.process(node).reap()
+        self.daemons.pid(node)
     }
 
     /// True while the node's process runs.
@@ -647,17 +551,17 @@ impl Cluster {
 
     /// How many times the node's process was started.
     pub fn n_starts(&self, node: usize) -> u32 {
-        self.process(node).n_starts
+        self.daemons.n_starts(node)
     }
 
     /// The node's log file (glog lines of every run, appended).
     pub fn log(&self, node: usize) -> String {
-        read_lossy(&self.nodes[node].spec.log_path)
+        self.daemons.log(node)
     }
 
     /// What the node's processes wrote to stderr and stdout (every run, appended).
     pub fn stderr(&self, node: usize) -> String {
-        read_lossy(&self.nodes[node].spec.stderr_path)
+        self.daemons.stderr(node)
     }
 
     /// The wall-clock times of the node's log lines that contain `needle`, from their glog
@@ -668,33 +572,12 @@ impl Cluster {
 
     /// Files named `core` or `core.*` in any node's dir or state dir.
     pub fn core_files(&self) -> Vec<PathBuf> {
-        let mut found = Vec::new();
-        for node in &self.nodes {
-            for dir in [&node.spec.dir, &node.spec.state_dir] {
-                let Ok(entries) = fs::read_dir(dir) else { continue };
-                for entry in entries.flatten() {
-                    let name = entry.file_name().to_string_lossy().to_string();
-                    if name == "core" || name.starts_with("core.") {
-                        found.push(entry.path());
-                    }
-                }
-            }
-        }
-        found
+        self.daemons.core_files()
     }
 
     /// Log lines of every node that name a crash or a self-join: the original daemon's failure.
     pub fn crash_lines(&self) -> Vec<String> {
-        const MARKERS: [&str; 4] = ["Resource deadlock", "SelfJoin", "panicked", "RUST_BACKTRACE"];
-        let mut lines = Vec::new();
-        for node in 0..self.nodes.len() {
-            for (what, text) in [("log", self.log(node)), ("stderr", self.stderr(node))] {
-                for line in text.lines().filter(|line| MARKERS.iter().any(|marker| line.contains(marker))) {
-                    lines.push(format!("{} {what}: {line}", self.nodes[node].spec.node_id));
-                }
-            }
-        }
-        lines
+        self.daemons.crash_lines()
     }
 
     /// The members as ZooKeeper holds them now (each one's published health included), read
@@ -717,20 +600,7 @@ impl Cluster {
 
     /// Stops every running node: SIGTERM to all at once, SIGKILL to those still running after `grace`.
     pub fn stop_all(&self, grace: Duration) {
-        for node in 0..self.nodes.len() {
-            let _ = self.signal(node, Signal::SIGTERM);
-        }
-        let deadline = Instant::now() + grace;
-        for node in 0..self.nodes.len() {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if self.wait_exit(node, left).is_err() {
-                eprintln!(
-                    "cluster fixture: {} did not stop within {grace:?}; killing it",
-                    self.nodes[node].spec.node_id
-                );
-                let _ = self.kill(node);
-            }
-        }
+        self.daemons.stop_all(grace)
     }
 }
 
@@ -967,10 +837,6 @@ fn write_health(path: &Path, ok: bool) -> Result<()> {
     fs::write(&temp, if ok { "ok\n" } else { "fail injected by the test\n" })
         .with_context(|| format!("write {}", temp.display()))?;
     fs::rename(&temp, path).with_context(|| format!("rename {} to {}", temp.display(), path.display()))
-}
-
-fn read_lossy(path: &Path) -> String {
-    fs::read(path).map(|bytes| String::from_utf8_lossy(&bytes).into_owned()).unwrap_or_default()
 }
 
 fn unix_micros() -> u64 {

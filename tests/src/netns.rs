@@ -13,6 +13,10 @@
 //!   VIP 10.213.1.100/24 on the leader's mgmt0 (label mgmt0:vip)
 //! ```
 //!
+//! ZooKeeper is the [`crate::zk`] fixture placed in its namespace
+//! ([`crate::zk::ZooKeeperBuilder::in_netns`]); the daemons are [`crate::daemon::Daemons`], the
+//! same process handling as the loopback [`crate::cluster`].
+//!
 //! Node `i` (0-based) is `node-{i+1}` in namespace `<prefix>-n{i+1}`, with its files in
 //! `<dir>/n{i+1}/` (`taskd.toml`, `taskd.log`, `stderr.log`, `state/`, and a `core` file if it
 //! crashed: its core-size limit is raised and this machine's `core_pattern` is relative). Each
@@ -40,7 +44,6 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -53,6 +56,8 @@ use nix::sys::signal::kill;
 use nix::unistd::Pid;
 
 use crate::cluster::{daemon_binary, NodeStatus};
+use crate::daemon::{die_with_parent, read_lossy, DaemonFiles, Daemons};
+use crate::zk::ZooKeeper;
 
 pub use nix::sys::signal::Signal;
 
@@ -301,19 +306,18 @@ impl NetnsClusterBuilder {
         remove_leftover_namespaces();
         let dir = tempfile::Builder::new().prefix("zbs-netns-").tempdir().context("create the cluster's temp dir")?;
         let topology = Topology::build(self.n_nodes)?;
-        let zookeeper = NsZooKeeper::start(
-            &topology.zookeeper_ns,
-            &dir.path().join("zookeeper"),
-            self.start_timeout,
-            &topology.client_ns,
-        )?;
+        let zookeeper = ZooKeeper::builder()
+            .in_netns(&topology.zookeeper_ns, ZOOKEEPER_ADDRESS, ZOOKEEPER_PORT)
+            .start_timeout(self.start_timeout)
+            .start()
+            .context("start ZooKeeper in its namespace")?;
         let mut nodes = Vec::with_capacity(self.n_nodes);
         for index in 0..self.n_nodes {
             let spec = NodeSpec::plan(index, dir.path(), &topology)?;
             fs::create_dir_all(&spec.state_dir).with_context(|| format!("create {}", spec.state_dir.display()))?;
             fs::write(&spec.config_path, self.config_toml(&spec))
                 .with_context(|| format!("write {}", spec.config_path.display()))?;
-            nodes.push(Node { spec, process: Mutex::new(NodeProcess::default()) });
+            nodes.push(Node { spec });
         }
         let address_sockets = nodes
             .iter()
@@ -324,6 +328,7 @@ impl NetnsClusterBuilder {
         let client = ClientLoop::start(&topology.client_ns, self.client_interval, self.client_timeout);
         let arp_watcher = ArpWatcher::start(&topology.switch_ns, MANAGEMENT_BRIDGE)?;
         let cluster = NetnsCluster {
+            daemons: Daemons::new("netns fixture", nodes.iter().map(|node| node.spec.daemon_files()).collect()),
             nodes,
             arp_watcher,
             binary,
@@ -453,27 +458,16 @@ fn node_address(net: [u8; 3], index: usize) -> Ipv4Addr {
 
 struct Node {
     spec: NodeSpec,
-    process: Mutex<NodeProcess>,
 }
 
-#[derive(Default)]
-struct NodeProcess {
-    child: Option<Child>,
-    exit_status: Option<ExitStatus>,
-    n_starts: u32,
-}
-
-impl NodeProcess {
-    /// Reaps the child if it has exited; the pid of a running one.
-    fn reap(&mut self) -> Option<u32> {
-        let child = self.child.as_mut()?;
-        match child.try_wait() {
-            Ok(Some(status)) => {
-                self.exit_status = Some(status);
-                self.child = None;
-                None
-            }
-            _ => Some(child.id()),
+impl NodeSpec {
+    fn daemon_files(&self) -> DaemonFiles {
+        DaemonFiles {
+            node_id: self.node_id.clone(),
+            dir: self.dir.clone(),
+            state_dir: self.state_dir.clone(),
+            log_path: self.log_path.clone(),
+            stderr_path: self.stderr_path.clone(),
         }
     }
 }
@@ -482,6 +476,7 @@ impl NodeProcess {
 pub struct NetnsCluster {
     settings: NetnsClusterBuilder,
     nodes: Vec<Node>,
+    daemons: Daemons,
     binary: PathBuf,
     address_sockets: Arc<Vec<Mutex<AddressSocket>>>,
     holder_sampler: HolderSampler,
@@ -490,7 +485,7 @@ pub struct NetnsCluster {
     start_timeout: Duration,
     keep_dir: AtomicBool,
     dir: Option<tempfile::TempDir>,
-    zookeeper: Option<NsZooKeeper>,
+    zookeeper: Option<ZooKeeper>,
     topology: Option<Topology>,
     keepalived: Vec<Mutex<Option<Child>>>,
 }
@@ -557,7 +552,7 @@ impl NetnsCluster {
 
     /// ZooKeeper's log.
     pub fn zookeeper_log(&self) -> String {
-        self.zookeeper.as_ref().map(|zookeeper| read_lossy(&zookeeper.log_path)).unwrap_or_default()
+        self.zookeeper.as_ref().map(|zookeeper| read_lossy(&zookeeper.log_path(0))).unwrap_or_default()
     }
 
     /// The background VIP sampler.
@@ -615,42 +610,11 @@ impl NetnsCluster {
         format!("http://{}:{DISPATCHER_PORT}{path}", self.nodes[node].spec.management_address)
     }
 
-    fn process(&self, node: usize) -> MutexGuard<'_, NodeProcess> {
-        self.nodes[node].process.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
     fn spawn(&self, node: usize) -> Result<u32> {
         let spec = &self.nodes[node].spec;
-        let mut process = self.process(node);
-        if let Some(pid) = process.reap() {
-            bail!("{} is still running (pid {pid})", spec.node_id);
-        }
-        let stderr = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&spec.stderr_path)
-            .with_context(|| format!("open {}", spec.stderr_path.display()))?;
-        let stdout = stderr.try_clone().context("duplicate the stderr file handle")?;
         let mut command = Command::new("ip");
-        command
-            .args(["netns", "exec", &spec.namespace])
-            .arg(&self.binary)
-            .arg("--config")
-            .arg(&spec.config_path)
-            .current_dir(&spec.dir)
-            .env_remove("NOTIFY_SOCKET")
-            .env_remove("WATCHDOG_USEC")
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(stdout)
-            .stderr(stderr);
-        die_with_parent(&mut command, true);
-        let child = command.spawn().with_context(|| format!("start {} in {}", spec.node_id, spec.namespace))?;
-        let pid = child.id();
-        process.child = Some(child);
-        process.exit_status = None;
-        process.n_starts += 1;
-        Ok(pid)
+        command.args(["netns", "exec", &spec.namespace]).arg(&self.binary).arg("--config").arg(&spec.config_path);
+        self.daemons.spawn(node, command)
     }
 
     /// Waits until every node serves, sees every member and has a valid health of its own, one
@@ -847,61 +811,28 @@ impl NetnsCluster {
     }
 
     /// Polls `done` every 10 ms until it says true; an error naming `what` after `timeout`.
-    pub fn wait_until(&self, timeout: Duration, what: &str, mut done: impl FnMut() -> bool) -> Result<Duration> {
-        let started = Instant::now();
-        loop {
-            if done() {
-                return Ok(started.elapsed());
-            }
-            if started.elapsed() >= timeout {
-                bail!("timed out after {timeout:?} waiting for {what}");
-            }
-            thread::sleep(POLL_INTERVAL);
-        }
+    pub fn wait_until(&self, timeout: Duration, what: &str, done: impl FnMut() -> bool) -> Result<Duration> {
+        crate::daemon::wait_until(timeout, what, done)
     }
 
     /// Sends `signal` to the node's running daemon.
     pub fn signal(&self, node: usize, signal: Signal) -> Result<()> {
-        let pid = self.pid(node).ok_or_else(|| anyhow!("{} has no running process", self.nodes[node].spec.node_id))?;
-        kill(Pid::from_raw(pid as i32), signal).with_context(|| format!("send {signal} to pid {pid}"))
+        self.daemons.signal(node, signal)
     }
 
     /// Waits for the node's process to exit and returns how it ended (not killed on timeout).
     pub fn wait_exit(&self, node: usize, timeout: Duration) -> Result<ExitStatus> {
-        let started = Instant::now();
-        loop {
-            {
-                let mut process = self.process(node);
-                if process.reap().is_none() {
-                    return process
-                        .exit_status
-                        .ok_or_else(|| anyhow!("{} was never started", self.nodes[node].spec.node_id));
-                }
-            }
-            if started.elapsed() >= timeout {
-                bail!("{} did not exit within {timeout:?}", self.nodes[node].spec.node_id);
-            }
-            thread::sleep(POLL_INTERVAL);
-        }
+        self.daemons.wait_exit(node, timeout)
     }
 
     /// SIGKILLs the node's process and reaps it; no-op when it is not running.
     pub fn kill(&self, node: usize) -> Result<()> {
-        let mut process = self.process(node);
-        if process.reap().is_some() {
-            if let Some(child) = process.child.as_mut() {
-                child.kill().context("kill a node")?;
-                let status = child.wait().context("reap a killed node")?;
-                process.exit_status = Some(status);
-                process.child = None;
-            }
-        }
-        Ok(())
+        self.daemons.kill(node)
     }
 
     /// The pid of the node's running daemon; None once it has exited.
     pub fn pid(&self, node: usize) -> Option<u32> {
-        self.process(node).reap()
+        self.daemons.pid(node)
     }
 
     /// True while the node's daemon runs.
@@ -911,48 +842,27 @@ impl NetnsCluster {
 
     /// How many times the node's daemon was started.
     pub fn n_starts(&self, node: usize) -> u32 {
-        self.process(node).n_starts
+        self.daemons.n_starts(node)
     }
 
     /// The node's log file (every run, appended).
     pub fn log(&self, node: usize) -> String {
-        read_lossy(&self.nodes[node].spec.log_path)
+        self.daemons.log(node)
     }
 
     /// What the node's processes wrote to stderr and stdout.
     pub fn stderr(&self, node: usize) -> String {
-        read_lossy(&self.nodes[node].spec.stderr_path)
+        self.daemons.stderr(node)
     }
 
     /// Files named `core` or `core.*` in any node's dir or state dir.
     pub fn core_files(&self) -> Vec<PathBuf> {
-        let mut found = Vec::new();
-        for node in &self.nodes {
-            for dir in [&node.spec.dir, &node.spec.state_dir] {
-                let Ok(entries) = fs::read_dir(dir) else { continue };
-                for entry in entries.flatten() {
-                    let name = entry.file_name().to_string_lossy().to_string();
-                    if name == "core" || name.starts_with("core.") {
-                        found.push(entry.path());
-                    }
-                }
-            }
-        }
-        found
+        self.daemons.core_files()
     }
 
     /// Log lines of every node that name a crash or a self-join.
     pub fn crash_lines(&self) -> Vec<String> {
-        const MARKERS: [&str; 4] = ["Resource deadlock", "SelfJoin", "panicked", "RUST_BACKTRACE"];
-        let mut lines = Vec::new();
-        for node in 0..self.nodes.len() {
-            for (what, text) in [("log", self.log(node)), ("stderr", self.stderr(node))] {
-                for line in text.lines().filter(|line| MARKERS.iter().any(|marker| line.contains(marker))) {
-                    lines.push(format!("{} {what}: {line}", self.nodes[node].spec.node_id));
-                }
-            }
-        }
-        lines
+        self.daemons.crash_lines()
     }
 
     /// Starts keepalived in every node's namespace as the VIP's keeper (for a cluster built with
@@ -1079,17 +989,7 @@ impl NetnsCluster {
 
     /// Stops every running node: SIGTERM to all at once, SIGKILL to those still running after `grace`.
     pub fn stop_all(&self, grace: Duration) {
-        for node in 0..self.nodes.len() {
-            let _ = self.signal(node, Signal::SIGTERM);
-        }
-        let deadline = Instant::now() + grace;
-        for node in 0..self.nodes.len() {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if self.wait_exit(node, left).is_err() {
-                eprintln!("netns fixture: {} did not stop within {grace:?}; killing it", self.nodes[node].spec.node_id);
-                let _ = self.kill(node);
-            }
-        }
+        self.daemons.stop_all(grace)
     }
 }
 
@@ -1266,150 +1166,6 @@ pub fn in_netns<T: Send>(namespace: &str, f: impl FnOnce() -> T + Send) -> Resul
             .join()
             .map_err(|_| anyhow!("a thread in namespace {namespace} panicked"))?
     })
-}
-
-/// Makes the child get SIGKILL when this process dies, and (`core`) lets it write a core file.
-fn die_with_parent(command: &mut Command, core: bool) {
-    let parent = nix::unistd::getpid();
-    // SAFETY: the closure runs between fork and exec and only calls getrlimit(2), setrlimit(2),
-    // prctl(2) and getppid(2), which are async-signal-safe.
-    unsafe {
-        command.pre_exec(move || {
-            if core {
-                let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-                if libc::getrlimit(libc::RLIMIT_CORE, &mut limit) == 0 {
-                    limit.rlim_cur = limit.rlim_max;
-                    libc::setrlimit(libc::RLIMIT_CORE, &limit);
-                }
-            }
-            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)?;
-            if nix::unistd::getppid() != parent {
-                return Err(std::io::Error::other("the process that started the cluster exited"));
-            }
-            Ok(())
-        });
-    }
-}
-
-/// A standalone ZooKeeper server in its namespace, listening on [`ZOOKEEPER_ADDRESS`].
-struct NsZooKeeper {
-    child: Option<Child>,
-    log_path: PathBuf,
-}
-
-impl NsZooKeeper {
-    fn start(namespace: &str, dir: &Path, timeout: Duration, client_ns: &str) -> Result<NsZooKeeper> {
-        let data_dir = dir.join("data");
-        fs::create_dir_all(&data_dir).with_context(|| format!("create {}", data_dir.display()))?;
-        let config_path = dir.join("zoo.cfg");
-        fs::write(
-            &config_path,
-            format!(
-                "# Written by the zbs-taskd-rs network-namespace cluster fixture.\n\
-                 tickTime=500\n\
-                 initLimit=10\n\
-                 syncLimit=5\n\
-                 dataDir={data}\n\
-                 clientPort={ZOOKEEPER_PORT}\n\
-                 clientPortAddress={ZOOKEEPER_ADDRESS}\n\
-                 minSessionTimeout=1000\n\
-                 maxSessionTimeout=30000\n\
-                 forceSync=no\n\
-                 maxClientCnxns=0\n\
-                 4lw.commands.whitelist=*\n\
-                 admin.enableServer=false\n\
-                 preAllocSize=4096\n",
-                data = data_dir.display()
-            ),
-        )
-        .with_context(|| format!("write {}", config_path.display()))?;
-        let log4j_path = dir.join("log4j.properties");
-        fs::write(
-            &log4j_path,
-            "log4j.rootLogger=INFO, CONSOLE\n\
-             log4j.appender.CONSOLE=org.apache.log4j.ConsoleAppender\n\
-             log4j.appender.CONSOLE.layout=org.apache.log4j.PatternLayout\n\
-             log4j.appender.CONSOLE.layout.ConversionPattern=%d{ISO8601} %-5p [%t:%C{1}@%L] %m%n\n",
-        )
-        .with_context(|| format!("write {}", log4j_path.display()))?;
-        let mut classpath = vec![crate::zk::DEFAULT_ZOOKEEPER_JAR.to_string()];
-        for jar in ["/usr/share/java/slf4j-log4j12.jar", "/usr/share/java/log4j-1.2.jar"] {
-            if Path::new(jar).is_file() {
-                classpath.push(jar.to_string());
-            }
-        }
-        classpath.push(dir.display().to_string());
-        let log_path = dir.join("zookeeper.log");
-        let log = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log_path)
-            .with_context(|| format!("open {}", log_path.display()))?;
-        let log_for_stderr = log.try_clone().context("duplicate the log file handle")?;
-        let java = std::env::var_os("JAVA_HOME")
-            .map(|home| PathBuf::from(home).join("bin/java"))
-            .filter(|java| java.is_file())
-            .unwrap_or_else(|| PathBuf::from("java"));
-        let mut command = Command::new("ip");
-        command
-            .args(["netns", "exec", namespace])
-            .arg(java)
-            .args([
-                "-Xmx256m",
-                "-Xms32m",
-                "-Xss512k",
-                "-XX:+UseSerialGC",
-                "-XX:TieredStopAtLevel=1",
-                "-XX:-UsePerfData",
-            ])
-            .args(["-Djava.net.preferIPv4Stack=true", "-Djava.awt.headless=true", "-Dzookeeper.jmx.log4j.disable=true"])
-            .arg(format!("-Dlog4j.configuration=file:{}", log4j_path.display()))
-            .arg("-cp")
-            .arg(classpath.join(":"))
-            .arg("org.apache.zookeeper.server.ZooKeeperServerMain")
-            .arg(&config_path)
-            .current_dir(dir)
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(log_for_stderr);
-        die_with_parent(&mut command, false);
-        let child = command.spawn().with_context(|| format!("start ZooKeeper in {namespace}"))?;
-        let mut zookeeper = NsZooKeeper { child: Some(child), log_path };
-        // `imok` comes as soon as the port is open; `srvr` with a `Mode:` once it serves.
-        let address = SocketAddr::V4(SocketAddrV4::new(ZOOKEEPER_ADDRESS, ZOOKEEPER_PORT));
-        let started = Instant::now();
-        loop {
-            let reply = in_netns(client_ns, || crate::zk::four_letter_word(address, "srvr", Duration::from_secs(2)))?;
-            if reply.is_ok_and(|reply| reply.contains("Mode:")) {
-                return Ok(zookeeper);
-            }
-            if let Some(child) = zookeeper.child.as_mut() {
-                if let Ok(Some(status)) = child.try_wait() {
-                    bail!("ZooKeeper exited ({status}) during start-up:\n{}", read_lossy(&zookeeper.log_path));
-                }
-            }
-            if started.elapsed() > timeout {
-                bail!("ZooKeeper did not serve within {timeout:?}:\n{}", read_lossy(&zookeeper.log_path));
-            }
-            thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
-impl Drop for NsZooKeeper {
-    fn drop(&mut self) {
-        let Some(mut child) = self.child.take() else { return };
-        let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
-        let started = Instant::now();
-        while started.elapsed() < Duration::from_secs(5) {
-            if let Ok(Some(_)) = child.try_wait() {
-                return;
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-    }
 }
 
 /// A NETLINK_ROUTE socket opened inside one namespace: it keeps answering for that namespace,
@@ -1929,8 +1685,4 @@ fn status_agent(timeout: Duration) -> ureq::Agent {
 fn fetch_status(agent: &ureq::Agent, url: &str) -> Result<NodeStatus> {
     let body = agent.get(url).call().with_context(|| format!("GET {url}"))?.into_string().context("read the status")?;
     serde_json::from_str(&body).with_context(|| format!("parse the status {body:?}"))
-}
-
-fn read_lossy(path: &Path) -> String {
-    fs::read(path).map(|bytes| String::from_utf8_lossy(&bytes).into_owned()).unwrap_or_default()
 }

@@ -73,6 +73,15 @@ pub struct ZooKeeperBuilder {
     keep_dir: bool,
     java: Option<PathBuf>,
     zookeeper_jar: PathBuf,
+    netns: Option<Placement>,
+}
+
+/// Where a server runs inside a network namespace ([`ZooKeeperBuilder::in_netns`]).
+#[derive(Clone, Debug)]
+struct Placement {
+    namespace: String,
+    address: Ipv4Addr,
+    client_port: u16,
 }
 
 impl Default for ZooKeeperBuilder {
@@ -90,6 +99,7 @@ impl Default for ZooKeeperBuilder {
             keep_dir: false,
             java: None,
             zookeeper_jar: PathBuf::from(DEFAULT_ZOOKEEPER_JAR),
+            netns: None,
         }
     }
 }
@@ -159,6 +169,15 @@ impl ZooKeeperBuilder {
     /// Uses this server jar instead of Debian's [`DEFAULT_ZOOKEEPER_JAR`].
     pub fn zookeeper_jar(mut self, zookeeper_jar: impl Into<PathBuf>) -> Self {
         self.zookeeper_jar = zookeeper_jar.into();
+        self
+    }
+
+    /// Runs the (single) server inside the network namespace `namespace` (`ip netns exec`),
+    /// listening on `address:client_port` there; the fixture's own checks (`ruok`, `srvr`) are
+    /// made from a thread inside that namespace. For [`crate::netns`]: each namespace is its own
+    /// network, so the fixed port is free.
+    pub fn in_netns(mut self, namespace: impl Into<String>, address: Ipv4Addr, client_port: u16) -> Self {
+        self.netns = Some(Placement { namespace: namespace.into(), address, client_port });
         self
     }
 
@@ -326,7 +345,7 @@ impl ZooKeeper {
 
     /// The client connect string, `127.0.0.1:port,...`, of every server.
     pub fn connect_string(&self) -> String {
-        connect_string(self.servers.iter().map(|server| server.spec.client_port))
+        self.servers.iter().map(|server| server.spec.client_addr().to_string()).collect::<Vec<_>>().join(",")
     }
 
     /// Server `server`'s client port.
@@ -341,7 +360,7 @@ impl ZooKeeper {
 
     /// Server `server`'s client address.
     pub fn client_addr(&self, server: usize) -> SocketAddr {
-        client_addr(self.client_port(server))
+        self.servers[server].spec.client_addr()
     }
 
     /// Server `server`'s process id, if it has a process.
@@ -371,7 +390,7 @@ impl ZooKeeper {
 
     /// Sends a four-letter word to server `server`, waiting at most [`FOUR_LETTER_WORD_TIMEOUT`].
     pub fn four_letter_word(&self, server: usize, word: &str) -> Result<String> {
-        four_letter_word(self.client_addr(server), word, FOUR_LETTER_WORD_TIMEOUT)
+        self.servers[server].spec.four_letter_word(word)
     }
 
     /// Server `server`'s mode, from `srvr`.
@@ -674,6 +693,10 @@ enum Detach {
 #[derive(Clone, Debug)]
 struct ServerSpec {
     id: u32,
+    /// Where it listens for clients: loopback, or its address in its namespace.
+    address: Ipv4Addr,
+    /// The namespace it runs in, if not the test's own.
+    namespace: Option<String>,
     client_port: u16,
     quorum_port: u16,
     election_port: u16,
@@ -698,7 +721,18 @@ impl ServerSpec {
     }
 
     fn client_addr(&self) -> SocketAddr {
-        client_addr(self.client_port)
+        SocketAddr::V4(SocketAddrV4::new(self.address, self.client_port))
+    }
+
+    /// A four-letter word to the server, from inside its namespace when it has one.
+    fn four_letter_word(&self, word: &str) -> Result<String> {
+        let address = self.client_addr();
+        match &self.namespace {
+            Some(namespace) => {
+                crate::netns::in_netns(namespace, || four_letter_word(address, word, FOUR_LETTER_WORD_TIMEOUT))?
+            }
+            None => four_letter_word(address, word, FOUR_LETTER_WORD_TIMEOUT),
+        }
     }
 
     /// One look: `Ok(true)` once ready, an error if the process has exited.
@@ -711,14 +745,13 @@ impl ServerSpec {
                 log_tail(&self.log_path())
             );
         }
-        if !answers_imok(self.client_addr()) {
+        if !matches!(self.four_letter_word("ruok"), Ok(reply) if reply == "imok") {
             return Ok(false);
         }
         if !require_serving {
             return Ok(true);
         }
-        let serving = four_letter_word(self.client_addr(), "srvr", FOUR_LETTER_WORD_TIMEOUT)
-            .is_ok_and(|reply| ServerMode::from_srvr_reply(&reply).is_ok());
+        let serving = self.four_letter_word("srvr").is_ok_and(|reply| ServerMode::from_srvr_reply(&reply).is_ok());
         Ok(serving)
     }
 
@@ -897,10 +930,24 @@ impl Launcher {
 
     fn plan(&self, root: &Path) -> Result<Vec<ServerSpec>> {
         let n_servers = self.settings.n_servers;
+        if let Some(placement) = &self.settings.netns {
+            ensure!(n_servers == 1, "a ZooKeeper in a network namespace has one server, not {n_servers}");
+            return Ok(vec![ServerSpec {
+                id: 1,
+                address: placement.address,
+                namespace: Some(placement.namespace.clone()),
+                client_port: placement.client_port,
+                quorum_port: 0,
+                election_port: 0,
+                dir: root.join("server-1"),
+            }]);
+        }
         let ports = free_loopback_ports(3 * n_servers)?;
         Ok((0..n_servers)
             .map(|index| ServerSpec {
                 id: index as u32 + 1,
+                address: LOOPBACK,
+                namespace: None,
                 client_port: ports[3 * index],
                 quorum_port: ports[3 * index + 1],
                 election_port: ports[3 * index + 2],
@@ -952,7 +999,7 @@ impl Launcher {
              syncLimit={sync}\n\
              dataDir={data}\n\
              clientPort={client_port}\n\
-             clientPortAddress={LOOPBACK}\n\
+             clientPortAddress={client_address}\n\
              minSessionTimeout={min_session}\n\
              maxSessionTimeout={max_session}\n\
              forceSync={force_sync}\n\
@@ -965,6 +1012,7 @@ impl Launcher {
             sync = settings.sync_limit_ticks,
             data = spec.data_dir().display(),
             client_port = spec.client_port,
+            client_address = spec.address,
             min_session = settings.min_session_timeout.as_millis(),
             max_session = settings.max_session_timeout.as_millis(),
             force_sync = if settings.force_sync { "yes" } else { "no" },
@@ -1005,7 +1053,14 @@ impl Launcher {
             "org.apache.zookeeper.server.quorum.QuorumPeerMain"
         };
         let log4j_config = spec.config_dir().join("log4j.properties");
-        let mut command = Command::new(&self.java);
+        let mut command = match &spec.namespace {
+            Some(namespace) => {
+                let mut command = Command::new("ip");
+                command.args(["netns", "exec", namespace]).arg(&self.java);
+                command
+            }
+            None => Command::new(&self.java),
+        };
         command
             .arg(format!("-Xmx{}m", self.settings.jvm_max_heap_mb))
             .arg("-Xms32m")
