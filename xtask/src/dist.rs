@@ -157,13 +157,14 @@ fn cli_definition(binary: &str) -> Option<clap::Command> {
     }
 }
 
-/// The man page (section 1) and bash, zsh and fish completions of one binary.
+/// The man pages (section 1: the binary's, and one per subcommand, `zbs-task-task-show.1`, as
+/// the top page's SUBCOMMANDS section names them) and bash, zsh and fish completions of one
+/// binary.
 fn cli_docs(name: &str, command: clap::Command) -> Result<Vec<PayloadFile>> {
-    let mut man = Vec::new();
-    clap_mangen::Man::new(command.clone())
-        .render(&mut man)
-        .with_context(|| format!("render the man page of {name}"))?;
-    let mut files = vec![PayloadFile::new(format!("usr/share/man/man1/{name}.1"), man, 0o644)];
+    let mut files = Vec::new();
+    let mut man_command = command.clone().disable_help_subcommand(true);
+    man_command.build();
+    add_man_pages(&man_command, &mut files).with_context(|| format!("render the man pages of {name}"))?;
     use clap_complete::Shell;
     for (shell, path) in [
         (Shell::Bash, format!("usr/share/bash-completion/completions/{name}")),
@@ -176,6 +177,20 @@ fn cli_docs(name: &str, command: clap::Command) -> Result<Vec<PayloadFile>> {
         files.push(PayloadFile::new(path, script, 0o644));
     }
     Ok(files)
+}
+
+/// Renders the man page of `command` and of each of its visible subcommands, recursively (what
+/// `clap_mangen::generate_to` writes, in memory). `command` must be built, so that subcommands
+/// carry their display names (`zbs-task-task`).
+fn add_man_pages(command: &clap::Command, files: &mut Vec<PayloadFile>) -> Result<()> {
+    for subcommand in command.get_subcommands().filter(|subcommand| !subcommand.is_hide_set()) {
+        add_man_pages(subcommand, files)?;
+    }
+    let man = clap_mangen::Man::new(command.clone());
+    let mut page = Vec::new();
+    man.render(&mut page).with_context(|| format!("render {}", man.get_filename()))?;
+    files.push(PayloadFile::new(format!("usr/share/man/man1/{}", man.get_filename()), page, 0o644));
+    Ok(())
 }
 
 /// `sha256sum`'s format: `<hex>  <path>` per line, sorted by path.

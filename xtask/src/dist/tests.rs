@@ -153,6 +153,14 @@ fn the_client_gets_its_man_page_and_completions_from_its_clap_definition() {
     let man = text("usr/share/man/man1/zbs-task.1");
     assert!(man.contains(".TH zbs-task"), "not a man page:\n{man}");
     assert!(man.contains("Client of the zbs Task Center"), "the man page lacks the about line:\n{man}");
+    // Every page the top page's SUBCOMMANDS section names is shipped, down to the leaves.
+    for page in
+        ["zbs-task-task", "zbs-task-runner", "zbs-task-cluster", "zbs-task-task-copy_volume", "zbs-task-runner-drain"]
+    {
+        let man = text(&format!("usr/share/man/man1/{page}.1"));
+        assert!(man.contains(&format!(".TH {page} 1")), "not the page of {page}:\n{man}");
+    }
+    assert!(!files.iter().any(|file| file.path.contains("help")), "a page for the help subcommand is shipped");
     let bash = text("usr/share/bash-completion/completions/zbs-task");
     assert!(bash.contains("copy_volume") && bash.contains("set_runtime"), "bash completion lacks subcommands");
     assert!(text("usr/share/zsh/vendor-completions/_zbs-task").contains("#compdef zbs-task"));
