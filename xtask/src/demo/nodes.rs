@@ -105,19 +105,25 @@ pub fn prepare_allowed_root(dir: &Path) -> Result<PathBuf> {
     for node in &cluster.nodes {
         let text =
             fs::read_to_string(&node.config_path).with_context(|| format!("read {}", node.config_path.display()))?;
-        ensure!(
-            !text.contains("allowed_roots") && !text.contains("[tasks]"),
-            "{} sets allowed_roots or [tasks] already; the demo will not edit it",
-            node.config_path.display()
-        );
-        // Top-level keys go before the first table, so they are prepended.
-        let root_line = format!("allowed_roots = [{}]\n", toml::Value::String(root.display().to_string()));
-        fs::write(&node.config_path, format!("# Added by `cargo xtask demo`:\n{root_line}{copy_settings}{text}"))
-            .with_context(|| format!("write {}", node.config_path.display()))?;
+        let text = with_demo_settings(&text, &root, copy_settings)
+            .with_context(|| format!("add the demo's settings to {}", node.config_path.display()))?;
+        fs::write(&node.config_path, text).with_context(|| format!("write {}", node.config_path.display()))?;
         stop_node(node)?;
     }
     cluster::up(&cluster.dir, cluster.nodes.len())?;
     Ok(root)
+}
+
+/// A node's config with `allowed_roots = [root]` and `copy_settings` added: prepended, since
+/// top-level keys must come before the first table. Refuses a config that sets either already.
+fn with_demo_settings(config: &str, root: &Path, copy_settings: &str) -> Result<String> {
+    let table: toml::Table = config.parse().context("parse the config")?;
+    ensure!(
+        !table.contains_key("allowed_roots") && !table.contains_key("tasks"),
+        "it sets allowed_roots or [tasks] already; the demo will not edit it"
+    );
+    let root_line = format!("allowed_roots = [{}]\n", toml::Value::String(root.display().to_string()));
+    Ok(format!("# Added by `cargo xtask demo`:\n{root_line}{copy_settings}{config}"))
 }
 
 /// Whether `binary --help` lists `flag`.
@@ -142,4 +148,27 @@ fn stop_node(node: &NodeFile) -> Result<()> {
         std::thread::sleep(Duration::from_millis(50));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The settings the demo adds make a config the daemon accepts, with the root and the copy
+    /// settings in force (when this build of the daemon has the `[tasks]` table).
+    #[test]
+    fn the_demo_settings_make_a_valid_daemon_config() {
+        let config = "node_id = \"node-1\"\nstate_dir = \"/tmp/x\"\n\n[log]\nlevel = \"info\"\n";
+        let root = Path::new("/srv/volumes \"quoted\"");
+        let command_line = <taskd::config::CommandLine as clap::Parser>::parse_from(["zbs-taskd"]);
+        let knows_tasks = <taskd::config::CommandLine as clap::CommandFactory>::command()
+            .get_arguments()
+            .any(|argument| argument.get_long() == Some("tasks-copy-max-mib-per-s"));
+        let settings = if knows_tasks { DEMO_COPY_SETTINGS } else { "" };
+        let text = with_demo_settings(config, root, settings).expect("add the settings");
+        let parsed = taskd::config::Config::from_toml(&text, &command_line).expect("the daemon accepts it");
+        assert_eq!(parsed.allowed_roots, vec![root.to_path_buf()]);
+        assert_eq!(parsed.node_id, "node-1");
+        assert!(with_demo_settings(&text, root, "").is_err(), "a second pass must refuse, not duplicate keys");
+    }
 }
