@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 use runtime::{ThreadContext, TimerHandle};
-use vip::health::{HealthFlag, Subscription};
+use vip::health::{HealthFlag, HealthState, Subscription};
 use vip::{Retarget, VipRetry, VipServer, VipStoreError, VipVerdict};
 
 pub use scheduler::{SchedulerHandle, SchedulerSetup};
@@ -117,13 +117,21 @@ impl TaskDispatcher {
             true,
         )
         .map_err(|error| std::io::Error::other(error.to_string()))?;
-        // The asynchronous callback of the first source document: the moment the health turns
-        // bad, publish it and ask the server's loop to look now rather than at its next poll.
+        // The asynchronous callback of the first source document: the moment the health
+        // changes, publish it — bad, and the server's loop is asked to look now rather than at
+        // its next poll; good again, and the flag says so at once (not at the next check), so
+        // the loop never stops the service for a failure that is already over.
         let published_early = published.clone();
-        let early_wake = health.on_invalid(move |reason| {
-            published_early.publish(false);
-            tracing::warn!(%reason, "secondary data network invalid; waking the server loop");
-            wake_server();
+        let early_wake = health.subscribe(move |change| {
+            let healthy = change.to != HealthState::Invalid;
+            let was_healthy = published_early.is_healthy();
+            published_early.publish(healthy);
+            if !healthy {
+                tracing::warn!(reason = %change.reason, "secondary data network invalid; waking the server loop");
+                wake_server();
+            } else if !was_healthy {
+                tracing::info!(state = %change.to, "secondary data network no longer invalid; published");
+            }
         });
         published.publish(!health.is_invalid());
         let vip_sync = match &vip {

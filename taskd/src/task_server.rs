@@ -214,14 +214,15 @@ impl TaskServer {
             true,
         )?);
         // Publish every health change in the quorum at once (not at the next poll), so the
-        // whole-outage guard of the leader sees the members' current health.
+        // whole-outage guard of the leader sees the members' current health. Whether to stop is
+        // not decided here: the dispatcher publishes the change and wakes the loop itself.
         let weak = Arc::downgrade(&self.inner);
         let loop_context = self.inner.loop_context.clone();
         *self.health_subscription.lock() = Some(self.inner.health.subscribe(move |_change| {
             let weak = weak.clone();
             let _ = loop_context.sched(move || {
                 if let Some(inner) = weak.upgrade() {
-                    inner.poll_health();
+                    inner.publish_health_in_quorum();
                 }
             });
         }));
@@ -373,23 +374,16 @@ impl Inner {
             self.stop(StopReason::VipFailure(failure));
             return;
         }
-        let healthy = self.health.is_valid();
-        let mut last = self.last_published_health.lock();
-        if *last != Some(healthy) {
-            *last = Some(healthy);
-            self.quorum.set_health(healthy);
-        }
-        drop(last);
-        self.update_peers(&self.quorum.members());
+        self.publish_health_in_quorum();
         if !self.quorum.is_leader() {
             if self.dispatcher.lock().is_some() {
                 self.stop_dispatcher();
             }
             return;
         }
-        // The published flag turns bad at once but good again only at the dispatcher's next
-        // check; a health that has recovered meanwhile is no reason to stop.
-        if self.published_health.is_healthy() || !self.health.is_invalid() {
+        // The dispatcher publishes every change of the health at once, bad and good, so the flag
+        // is the current verdict.
+        if self.published_health.is_healthy() {
             self.warned_no_healthy_peer.store(false, Ordering::Release);
             return;
         }
@@ -402,6 +396,22 @@ impl Inner {
         }
         tracing::error!(%reason, "leader's data network failed: stopping the service, keeping the process");
         self.stop(StopReason::NetworkFailure(reason));
+    }
+
+    /// Publishes this node's health in the quorum when it changed, and keeps the probe's
+    /// peers current.
+    fn publish_health_in_quorum(&self) {
+        if self.stopping.load(Ordering::Acquire) {
+            return;
+        }
+        let healthy = self.health.is_valid();
+        let mut last = self.last_published_health.lock();
+        if *last != Some(healthy) {
+            *last = Some(healthy);
+            self.quorum.set_health(healthy);
+        }
+        drop(last);
+        self.update_peers(&self.quorum.members());
     }
 
     /// The whole-outage guard's question, asked of ZooKeeper itself: the members' cached data
