@@ -137,6 +137,7 @@ fn measure(cluster: &Cluster, work: &Path, report: &mut Report) -> Result<()> {
 
     phase("submit-to-running latency at 200/s, fresh database");
     latency_phase(cluster, &api, N_FRESH_LATENCY_SUBMITS, "fresh_", report)?;
+    report.set("rss_mib_after_fresh_latency", rss_mib(leader_pid)?);
 
     phase("submit throughput and raw ZooKeeper creates (runners drained)");
     let node_ids: Vec<String> = (0..N_NODES).map(|node| cluster.node(node).node_id.clone()).collect();
@@ -149,9 +150,11 @@ fn measure(cluster: &Cluster, work: &Path, report: &mut Report) -> Result<()> {
     set_all_draining(cluster, &api, &node_ids, false)?;
     let backlog = load::wait_idle(&api, IDLE_TIMEOUT)?;
     report.set("backlog_run_per_s", (N_SUBMITS_PER_ROUND * N_THROUGHPUT_ROUNDS) as f64 / backlog.as_secs_f64());
+    report.set("rss_mib_after_backlog", rss_mib(leader_pid)?);
 
     phase("submit-to-running latency at 200/s, after the backlog");
     latency_phase(cluster, &api, N_LATENCY_SUBMITS, "", report)?;
+    report.set("rss_mib_after_latency", rss_mib(leader_pid)?);
 
     phase("cache show and list");
     cache_phase(&api, report)?;
@@ -179,6 +182,8 @@ fn measure(cluster: &Cluster, work: &Path, report: &mut Report) -> Result<()> {
     );
     report.set("retained_tasks", retained.len() as f64);
     report.set("dispatcher_rss_mib_10k_tasks", rss_mib(leader_pid)?);
+    report.set("dispatcher_rss_anon_mib_10k_tasks", status_mib(leader_pid, "RssAnon")?);
+    report.set("dispatcher_peak_rss_mib", status_mib(leader_pid, "VmHWM")?);
     ensure!(cluster.leader() == Some(leader), "the leader changed during the benchmark");
 
     add_notes(report);
@@ -329,14 +334,19 @@ fn time_lists(client: &Api, query: &str, n: usize) -> Result<(Vec<f64>, usize)> 
 
 /// `VmRSS` of `pid` in MiB.
 fn rss_mib(pid: u32) -> Result<f64> {
+    status_mib(pid, "VmRSS")
+}
+
+/// A `kB` field of `/proc/<pid>/status` in MiB.
+fn status_mib(pid: u32, field: &str) -> Result<f64> {
     let path = PathBuf::from(format!("/proc/{pid}/status"));
     let status = fs::read_to_string(&path).with_context(|| format!("read {}", path.display()))?;
     let kib: f64 = status
         .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|value| value.split_whitespace().next())
         .and_then(|kib| kib.parse().ok())
-        .with_context(|| format!("no VmRSS in {}", path.display()))?;
+        .with_context(|| format!("no {field} in {}", path.display()))?;
     Ok(kib / 1024.0)
 }
 
@@ -371,6 +381,7 @@ fn add_notes(report: &mut Report) {
     ));
     report.note(
         "dispatcher_rss_mib_10k_tasks: the leader's VmRSS once 10,000 finished tasks are in its database (the \
-         default max_records), all Sleep records; rss_mib_idle: before the first task",
+         default max_records), all Sleep records, RssAnon its anonymous part, peak_rss VmHWM; rss_mib_idle: before \
+         the first task, rss_mib_after_*: after each phase",
     );
 }
