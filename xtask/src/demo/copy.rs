@@ -25,7 +25,7 @@ const UNREACHABLE_TIMEOUT: Duration = Duration::from_secs(30);
 pub fn run(volume_mib: u64) -> Result<()> {
     let dir = cluster::cluster_dir();
     step("starting the local cluster: ZooKeeper and 3 zbs-taskd nodes on loopback (cargo xtask cluster up)");
-    cluster::up(&dir, NODES)?;
+    nodes::cluster_up(NODES)?;
     let root = nodes::prepare_allowed_root(&dir)?;
     let cluster = nodes::load(&dir)?;
     let client_binary = build_client(&cluster.binary)?;

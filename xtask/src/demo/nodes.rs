@@ -24,6 +24,22 @@ use crate::cluster;
 /// (the unit of progress) read at most at 64 MiB/s, a few seconds for the demo volume's data.
 const DEMO_COPY_SETTINGS: &str = "tasks.copy_extent_mib = 16\ntasks.copy_max_mib_per_s = 64\n";
 
+/// `cargo xtask cluster up --nodes N`, through its command line so that its checks (a
+/// network-namespace cluster already up) and defaults apply as when typed.
+pub fn cluster_up(n_nodes: usize) -> Result<()> {
+    cluster::run(cluster_up_args(n_nodes)?)
+}
+
+fn cluster_up_args(n_nodes: usize) -> Result<cluster::ClusterArgs> {
+    use clap::{Args, FromArgMatches};
+    let command = cluster::ClusterArgs::augment_args(clap::Command::new("cluster"));
+    let n_nodes = n_nodes.to_string();
+    let matches = command
+        .try_get_matches_from(["cluster", "up", "--nodes", n_nodes.as_str()])
+        .context("the cluster's command line")?;
+    cluster::ClusterArgs::from_arg_matches(&matches).context("the cluster's command line")
+}
+
 /// The fields of `cluster.json` the demo reads (the file has more).
 #[derive(Debug, Deserialize)]
 pub struct ClusterFile {
@@ -110,7 +126,7 @@ pub fn prepare_allowed_root(dir: &Path) -> Result<PathBuf> {
         fs::write(&node.config_path, text).with_context(|| format!("write {}", node.config_path.display()))?;
         stop_node(node)?;
     }
-    cluster::up(&cluster.dir, cluster.nodes.len())?;
+    cluster_up(cluster.nodes.len())?;
     Ok(root)
 }
 
@@ -153,6 +169,13 @@ fn stop_node(node: &NodeFile) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_demo_asks_for_a_loopback_cluster_of_its_size() {
+        let args = cluster_up_args(3).expect("parse");
+        let cluster::ClusterCommand::Up(up) = args.command else { panic!("not `cluster up`") };
+        assert_eq!(up.nodes, 3);
+    }
 
     /// The settings the demo adds make a config the daemon accepts, with the root and the copy
     /// settings in force (when this build of the daemon has the `[tasks]` table).
