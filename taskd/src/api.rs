@@ -14,7 +14,7 @@ use chrono::NaiveDate;
 use quorum::{Member, QuorumHandle, ZkSessionState};
 use runtime::rpc::{Method, Request, Response, ServerConfig, WorkerPool};
 use serde::Deserialize;
-use vip::{StoredVip, VipServer, VipStoreError};
+use vip::{StoredVip, VipServer};
 
 use crate::copy_volume::AllowedRoots;
 use crate::dispatcher::scheduler::{post_json, ApiError, SchedulerHandle, TaskAction};
@@ -183,28 +183,35 @@ fn vip_json(vip: &VipServer) -> serde_json::Value {
     })
 }
 
-/// Stores `stored` and makes the leader's VIP server serve it at once; when the new VIP cannot be
-/// held here the previous one is stored and served again, and the answer is a 409.
+/// Checks that the leader can hold the new VIP (a 409 when not, nothing changed), stores it, and
+/// hands it to the leader's VIP loop, which moves to it at its next `sync_interval_ms` tick:
+/// after this answer, so that a client that asked through the old VIP gets it.
 fn set_vip(vip: &VipServer, stored: Option<StoredVip>) -> Result<Response, Response> {
     let store = vip.store().ok_or_else(|| Response::error(503, "this node has no vip store"))?;
-    let unavailable = |error: VipStoreError| Response::error(503, &format!("cannot store the vip: {error}"));
-    let previous = store.read().map_err(unavailable)?;
-    store.write(stored.as_ref()).map_err(unavailable)?;
-    match vip.refresh_stored_now() {
-        Ok(change) => {
-            tracing::info!(vip = %vip.vip(), ?change, "vip set through the api");
-            Ok(Response::json(200, &vip_json(vip)))
-        }
-        Err(error) => {
-            tracing::warn!(%error, "the vip set through the api cannot be held here; restoring the previous one");
-            let restored = store.write(previous.as_ref()).map_err(VipStoreError::from);
-            let restored = restored.and_then(|()| vip.refresh_stored_now().map(drop));
-            if let Err(restore_error) = restored {
-                tracing::error!(%restore_error, "cannot restore the previous vip");
-            }
-            Err(Response::error(409, &format!("the new vip cannot be held on the leader: {error}; nothing changed")))
-        }
-    }
+    let base = vip.base_config();
+    let desired = stored.as_ref().map(|stored| stored.apply_to(base)).unwrap_or_else(|| base.clone());
+    vip.check(&desired).map_err(|error| {
+        Response::error(
+            409,
+            &format!("the leader cannot hold {} on {}: {error}; nothing changed", desired.address, desired.interface),
+        )
+    })?;
+    store.write(stored.as_ref()).map_err(|error| Response::error(503, &format!("cannot store the vip: {error}")))?;
+    vip.note_stored(stored.clone());
+    tracing::info!(address = %desired.address, interface = %desired.interface, "vip set through the api");
+    let source = if stored.is_some() { "stored" } else { "config" };
+    Ok(Response::json(
+        200,
+        &serde_json::json!({
+            "address": desired.address,
+            "interface": desired.interface,
+            "source": source,
+            "held": vip.is_active(),
+            "applies_within_ms": desired.sync_interval_ms,
+            "configured": { "address": base.address, "interface": base.interface },
+            "stored": stored,
+        }),
+    ))
 }
 
 /// `POST /api/v2/task_center/copy_volume/create`.

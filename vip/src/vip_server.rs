@@ -261,6 +261,35 @@ impl VipServer {
         self.retarget(&desired).map_err(VipStoreError::Vip)
     }
 
+    /// Whether `config`'s VIP could be taken on this node now, changing nothing: valid, its
+    /// interface exists with an address in the VIP's subnet, and its address is not there with
+    /// another prefix. The errors `config_vip` would report ([`VipError::BadRequest`],
+    /// [`VipError::NotFound`], [`VipError::NetLink`]).
+    pub fn check(&self, config: &VipConfig) -> VipResult<()> {
+        let target = Target::new(config)?;
+        let mut inner = self.inner.lock();
+        let Some(link) = target.read_link(&mut inner)? else {
+            return Err(VipError::NotFound(format!(
+                "vip.interface: interface {:?} does not exist on this node",
+                target.config.interface
+            )));
+        };
+        let addresses = target.read_addresses(&mut inner, &link)?;
+        target.find_vip(&addresses)?;
+        if !target.has_subnet_address(&addresses) {
+            return Err(VipError::NotFound(target.no_subnet_message()));
+        }
+        Ok(())
+    }
+
+    /// Records a stored VIP just written (by the API) as the store's latest answer, so the
+    /// leader's next `refresh_stored` serves it without waiting for the poller's next read.
+    pub fn note_stored(&self, stored: Option<StoredVip>) {
+        if let Some(poller) = &self.poller {
+            poller.record(stored);
+        }
+    }
+
     /// Serves `config`'s VIP from now on. While leader the old address is deleted first, then
     /// the new one is added and announced with a takeover burst (as `config_vip`); otherwise only
     /// the next takeover binds it. [`VipError::BadRequest`] for an invalid configuration (nothing

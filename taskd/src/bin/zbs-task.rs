@@ -159,6 +159,9 @@ fn print_vip(cli: &Cli, value: &Value) {
     if let Some(error) = value["store_error"].as_str() {
         println!("store:      unreadable ({error})");
     }
+    if let Some(within) = value["applies_within_ms"].as_u64() {
+        println!("the leader moves to it within {within} ms");
+    }
 }
 
 fn print_json(value: &Value) {

@@ -1,10 +1,11 @@
 //! The VIP set at run time through the dispatcher API (`zbs-task vip set`): stored in ZooKeeper,
-//! applied by the leader at once (the old address released, the new one added and announced),
+//! applied by the leader within its VIP loop's tick (the old address released, the new one added
+//! and announced),
 //! taken by the next leader after a failover, refused with a 4xx (and nothing changed) when it
 //! is bad, and cleared back to the configuration file's `[vip]`.
 
 use std::net::Ipv4Addr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
 use serde_json::json;
@@ -27,15 +28,13 @@ fn a_vip_set_through_the_api_moves_at_once_survives_failover_and_refuses_bad_inp
         let body = json!({ "address": format!("{SET_VIP}/24"), "interface": MANAGEMENT_INTERFACE });
         let (status, answer) = cluster.http("POST", &cluster.api_url(leader, SET_PATH), Some(&body))?;
         ensure!(status == 200, "set answered {status}: {answer}");
-        ensure!(
-            answer["address"] == format!("{SET_VIP}/24") && answer["source"] == "stored" && answer["held"] == true,
-            "set answered {answer}"
-        );
+        ensure!(answer["address"] == format!("{SET_VIP}/24") && answer["source"] == "stored", "set answered {answer}");
         wait_only_holder(cluster, SET_VIP, leader)?;
         let moved_after = set_at.elapsed();
         ensure!(cluster.address_holders(VIP)?.is_empty(), "the old VIP is still held: {:?}", cluster.vip_holders()?);
         wait_announced(cluster, leader, SET_VIP, set_at)?;
         eprintln!("vip set: {SET_VIP} on the leader {:.0} ms after the request", moved_after.as_secs_f64() * 1000.0);
+        ensure!(moved_after < Duration::from_secs(3), "the leader took {moved_after:?} to move to the set VIP");
 
         // Any node shows it (a follower reads the store).
         let (status, shown) = cluster.http("GET", &cluster.api_url(follower, VIP_PATH), None)?;
