@@ -59,6 +59,9 @@ use crate::cluster::{daemon_binary, NodeStatus};
 use crate::daemon::{die_with_parent, read_lossy, DaemonFiles, Daemons};
 use crate::zk::ZooKeeper;
 
+mod detached;
+pub use detached::DetachedNetnsCluster;
+
 pub use nix::sys::signal::Signal;
 
 /// The management subnet's first three octets; node `i` is `.{i+1}`.
@@ -154,6 +157,7 @@ pub struct NetnsClusterBuilder {
     vip: bool,
     vip_setting: Option<(String, String)>,
     track_interface: bool,
+    detached_dir: Option<PathBuf>,
 }
 
 impl Default for NetnsClusterBuilder {
@@ -176,6 +180,7 @@ impl Default for NetnsClusterBuilder {
             vip: true,
             vip_setting: None,
             track_interface: true,
+            detached_dir: None,
         }
     }
 }
@@ -274,6 +279,15 @@ impl NetnsClusterBuilder {
         self
     }
 
+    /// Builds a cluster that can outlive this process ([`NetnsCluster::detach`]): its files in
+    /// `dir` (which must not exist or be empty) instead of a temp dir, its namespaces named
+    /// `zbsx-<role>` (one such cluster per machine; the leftover sweep of test clusters leaves them
+    /// alone), ZooKeeper and the daemons in sessions of their own.
+    pub fn detached_in(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.detached_dir = Some(dir.into());
+        self
+    }
+
     /// Sets `health.probe.track_interface` (default true).
     pub fn track_interface(mut self, track_interface: bool) -> Self {
         self.track_interface = track_interface;
@@ -304,13 +318,33 @@ impl NetnsClusterBuilder {
             None => daemon_binary()?,
         };
         remove_leftover_namespaces();
-        let dir = tempfile::Builder::new().prefix("zbs-netns-").tempdir().context("create the cluster's temp dir")?;
-        let topology = Topology::build(self.n_nodes)?;
-        let zookeeper = ZooKeeper::builder()
+        let dir = match &self.detached_dir {
+            Some(dir) => ClusterDir::Kept(detached::prepare_dir(dir)?),
+            None => ClusterDir::Temp(
+                tempfile::Builder::new().prefix("zbs-netns-").tempdir().context("create the cluster's temp dir")?,
+            ),
+        };
+        let prefix = match &self.detached_dir {
+            Some(_) => detached::NETNS_PREFIX.to_string(),
+            None => {
+                static SEQUENCE: AtomicU32 = AtomicU32::new(0);
+                format!("{NETNS_PREFIX}{}-{}", std::process::id(), SEQUENCE.fetch_add(1, Ordering::Relaxed))
+            }
+        };
+        let topology = Topology::build(&prefix, self.n_nodes)?;
+        let zookeeper_builder = ZooKeeper::builder()
             .in_netns(&topology.zookeeper_ns, ZOOKEEPER_ADDRESS, ZOOKEEPER_PORT)
-            .start_timeout(self.start_timeout)
-            .start()
-            .context("start ZooKeeper in its namespace")?;
+            .start_timeout(self.start_timeout);
+        let zookeeper = match &dir {
+            ClusterDir::Kept(path) => ClusterZooKeeper::Detached(
+                zookeeper_builder
+                    .start_detached(&path.join("zookeeper"))
+                    .context("start ZooKeeper in its namespace")?,
+            ),
+            ClusterDir::Temp(_) => {
+                ClusterZooKeeper::Owned(zookeeper_builder.start().context("start ZooKeeper in its namespace")?)
+            }
+        };
         let mut nodes = Vec::with_capacity(self.n_nodes);
         for index in 0..self.n_nodes {
             let spec = NodeSpec::plan(index, dir.path(), &topology)?;
@@ -327,8 +361,10 @@ impl NetnsClusterBuilder {
         let holder_sampler = HolderSampler::start(address_sockets.clone(), self.holder_sample_interval);
         let client = ClientLoop::start(&topology.client_ns, self.client_interval, self.client_timeout);
         let arp_watcher = ArpWatcher::start(&topology.switch_ns, MANAGEMENT_BRIDGE)?;
+        let daemons = Daemons::new("netns fixture", nodes.iter().map(|node| node.spec.daemon_files()).collect());
+        let daemons = if self.detached_dir.is_some() { daemons.outliving_this_process() } else { daemons };
         let cluster = NetnsCluster {
-            daemons: Daemons::new("netns fixture", nodes.iter().map(|node| node.spec.daemon_files()).collect()),
+            daemons,
             nodes,
             arp_watcher,
             binary,
@@ -342,6 +378,7 @@ impl NetnsClusterBuilder {
             keepalived: (0..self.n_nodes).map(|_| Mutex::new(None)).collect(),
             settings: self,
             topology: Some(topology),
+            detached: false,
         };
         if let Err(error) = (0..cluster.nodes.len()).try_for_each(|node| cluster.spawn(node).map(drop)) {
             cluster.keep_dir.store(true, Ordering::Release);
@@ -484,10 +521,12 @@ pub struct NetnsCluster {
     arp_watcher: ArpWatcher,
     start_timeout: Duration,
     keep_dir: AtomicBool,
-    dir: Option<tempfile::TempDir>,
-    zookeeper: Option<ZooKeeper>,
+    dir: Option<ClusterDir>,
+    zookeeper: Option<ClusterZooKeeper>,
     topology: Option<Topology>,
     keepalived: Vec<Mutex<Option<Child>>>,
+    /// Set by [`NetnsCluster::detach`]: the drop leaves everything running.
+    detached: bool,
 }
 
 impl NetnsCluster {
@@ -510,9 +549,9 @@ impl NetnsCluster {
         &self.nodes[node].spec
     }
 
-    /// The cluster's temp dir.
+    /// The cluster's dir (a temp dir unless detachable).
     pub fn dir(&self) -> &Path {
-        self.dir.as_ref().map(|dir| dir.path()).unwrap_or(Path::new("/"))
+        self.dir.as_ref().map(ClusterDir::path).unwrap_or(Path::new("/"))
     }
 
     /// The settings the cluster was started with.
@@ -552,7 +591,7 @@ impl NetnsCluster {
 
     /// ZooKeeper's log.
     pub fn zookeeper_log(&self) -> String {
-        self.zookeeper.as_ref().map(|zookeeper| read_lossy(&zookeeper.log_path(0))).unwrap_or_default()
+        self.zookeeper.as_ref().map(|zookeeper| read_lossy(&zookeeper.log_path())).unwrap_or_default()
     }
 
     /// The background VIP sampler.
@@ -995,6 +1034,9 @@ impl NetnsCluster {
 
 impl Drop for NetnsCluster {
     fn drop(&mut self) {
+        if self.detached {
+            return;
+        }
         self.client.stop();
         self.holder_sampler.stop();
         self.arp_watcher.stop();
@@ -1002,15 +1044,62 @@ impl Drop for NetnsCluster {
             let _ = self.stop_keepalived(node, Signal::SIGTERM);
         }
         self.stop_all(STOP_GRACE);
-        drop(self.zookeeper.take());
-        if thread::panicking() || self.keep_dir.load(Ordering::Acquire) {
-            if let Some(dir) = self.dir.take() {
-                let kept = dir.keep();
-                eprintln!("netns fixture: the nodes' dirs and logs are kept in {}", kept.display());
+        match self.zookeeper.take() {
+            Some(ClusterZooKeeper::Detached(zookeeper)) => {
+                if let Err(error) = zookeeper.stop() {
+                    eprintln!("netns fixture: cannot stop ZooKeeper: {error:#}");
+                }
             }
+            owned => drop(owned),
+        }
+        if thread::panicking() || self.keep_dir.load(Ordering::Acquire) {
+            match self.dir.take() {
+                Some(ClusterDir::Temp(dir)) => {
+                    let kept = dir.keep();
+                    eprintln!("netns fixture: the nodes' dirs and logs are kept in {}", kept.display());
+                }
+                Some(ClusterDir::Kept(dir)) => eprintln!("netns fixture: the nodes' logs are in {}", dir.display()),
+                None => {}
+            }
+        } else if let Some(ClusterDir::Kept(dir)) = self.dir.take() {
+            let _ = fs::remove_dir_all(dir);
         }
         // Last: the namespaces, with their veths and bridges.
         drop(self.topology.take());
+    }
+}
+
+/// Where a cluster keeps its files.
+enum ClusterDir {
+    /// A temp dir, removed on drop unless kept.
+    Temp(tempfile::TempDir),
+    /// A dir of the caller's, for a cluster that may be detached.
+    Kept(PathBuf),
+}
+
+impl ClusterDir {
+    fn path(&self) -> &Path {
+        match self {
+            ClusterDir::Temp(dir) => dir.path(),
+            ClusterDir::Kept(dir) => dir,
+        }
+    }
+}
+
+/// The cluster's ZooKeeper: owned (stopped on drop) or detached (recorded in its dir).
+enum ClusterZooKeeper {
+    Owned(ZooKeeper),
+    Detached(crate::zk::DetachedZooKeeper),
+}
+
+impl ClusterZooKeeper {
+    fn log_path(&self) -> PathBuf {
+        match self {
+            ClusterZooKeeper::Owned(zookeeper) => zookeeper.log_path(0),
+            ClusterZooKeeper::Detached(zookeeper) => {
+                zookeeper.servers.first().map(|server| server.log_path.clone()).unwrap_or_default()
+            }
+        }
     }
 }
 
@@ -1025,9 +1114,7 @@ struct Topology {
 }
 
 impl Topology {
-    fn build(n_nodes: usize) -> Result<Topology> {
-        static SEQUENCE: AtomicU32 = AtomicU32::new(0);
-        let prefix = format!("{NETNS_PREFIX}{}-{}", std::process::id(), SEQUENCE.fetch_add(1, Ordering::Relaxed));
+    fn build(prefix: &str, n_nodes: usize) -> Result<Topology> {
         let mut topology = Topology {
             switch_ns: format!("{prefix}-sw"),
             zookeeper_ns: format!("{prefix}-zk"),

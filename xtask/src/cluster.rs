@@ -7,6 +7,8 @@
 //! ports. Its data-network health comes from the `file` source reading `n<i>/health`, so that
 //! writing `fail` there fails the node.
 //!
+//! With `--netns` the nodes run in network namespaces instead (see [`netns`]).
+//!
 //! `up` on a running cluster restarts the nodes whose process has exited. `down` signals only
 //! the recorded pids, and only while each is still a `zbs-taskd` running the recorded config;
 //! then it stops ZooKeeper the same way and removes `target/cluster/`.
@@ -57,9 +59,13 @@ pub enum ClusterCommand {
 
 #[derive(Args)]
 pub struct UpArgs {
-    /// Number of zbs-taskd nodes (1 to 254).
+    /// Number of zbs-taskd nodes (1 to 254; 1 to 99 with --netns).
     #[arg(long, default_value_t = 3)]
     pub nodes: usize,
+    /// Run the nodes in network namespaces (management and data links, ZooKeeper and a client
+    /// namespace, the leader holding the VIP), as the failover tests do. Needs root.
+    #[arg(long)]
+    pub netns: bool,
 }
 
 #[derive(Args)]
@@ -109,11 +115,27 @@ impl NodeState {
 
 pub fn run(args: ClusterArgs) -> Result<()> {
     let dir = cluster_dir();
-    match args.command {
-        ClusterCommand::Up(up_args) => up(&dir, up_args.nodes),
-        ClusterCommand::Status => status(&dir),
-        ClusterCommand::Logs(logs_args) => logs(&dir, logs_args),
-        ClusterCommand::Down => down(&dir),
+    let netns_cluster = netns::load(&dir)?;
+    match (args.command, netns_cluster) {
+        (ClusterCommand::Up(up_args), _) if up_args.netns => netns::up(&dir, up_args.nodes),
+        (ClusterCommand::Up(_), Some(_)) => {
+            bail!("a network-namespace cluster is up in {}; `cargo xtask cluster down` first", dir.display())
+        }
+        (ClusterCommand::Up(up_args), None) => up(&dir, up_args.nodes),
+        (ClusterCommand::Status, Some(cluster)) => netns::status(&cluster),
+        (ClusterCommand::Status, None) => status(&dir),
+        (ClusterCommand::Logs(logs_args), Some(cluster)) => {
+            for node in &cluster.nodes {
+                let wanted = logs_args.node.as_deref().map(|name| name.strip_prefix("node-").unwrap_or(name));
+                if wanted.is_none_or(|wanted| node.node_id.strip_prefix("node-") == Some(wanted)) {
+                    print_tail(&node.log_path, logs_args.lines, &node.node_id);
+                }
+            }
+            Ok(())
+        }
+        (ClusterCommand::Logs(logs_args), None) => logs(&dir, logs_args),
+        (ClusterCommand::Down, Some(cluster)) => netns::down(cluster),
+        (ClusterCommand::Down, None) => down(&dir),
     }
 }
 
@@ -578,6 +600,8 @@ fn free_ports(address: Ipv4Addr, n: usize) -> Result<Vec<u16>> {
         .with_context(|| format!("bind a free port on {address}"))?;
     listeners.iter().map(|listener| Ok(listener.local_addr().context("read a bound port")?.port())).collect()
 }
+
+mod netns;
 
 #[cfg(test)]
 mod tests;
