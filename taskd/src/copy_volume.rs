@@ -19,8 +19,10 @@
 //! blocks in turn, read each, and write only its pages (4 KiB) that are not all zeros, so the
 //! destination — cut to length with `set_len` — keeps a hole wherever the source has a hole or
 //! a page of zeros. (The coroutines share one thread, so `io_depth` bounds the blocks in
-//! flight and the buffers held; the kernel's readahead and write-back supply the parallelism.) After an extent its written data is synced, and only then is the
-//! progress callback told that the extent is done: a resumed copy may trust `cur_extent`.
+//! flight and the buffers held; the kernel's readahead and write-back supply the parallelism.)
+//! After an extent its written data is synced, and only then is the progress callback told
+//! that the extent is done: a resumed copy may trust `cur_extent`. With a rate limit
+//! (`CopySpec::max_bytes_per_s`, `pace.rs`) the block coroutines wait before each read.
 //!
 //! A destination that is a block device cannot be cut to length and may hold old data, so
 //! there every block of every extent is written, zeros included.

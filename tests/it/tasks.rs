@@ -58,8 +58,13 @@ fn with_tuned_cluster(extra: &str, log_level: &str, scenario: impl FnOnce(&Clust
     }
 }
 
+/// One agent for every request, so connections are kept alive and reused: each new connection
+/// that ends costs the daemon a coroutine whose IO timer may race `may`'s selector (the
+/// runtime's known crash, see `runtime/src/rpc/connection.rs`), and polling on a fresh
+/// connection every 100 ms made that a matter of minutes.
 fn agent() -> ureq::Agent {
-    ureq::AgentBuilder::new().timeout(Duration::from_secs(15)).build()
+    static AGENT: OnceLock<ureq::Agent> = OnceLock::new();
+    AGENT.get_or_init(|| ureq::AgentBuilder::new().timeout(Duration::from_secs(15)).build()).clone()
 }
 
 /// `(status, body)` of a request to `node`'s dispatcher port.

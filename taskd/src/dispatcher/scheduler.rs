@@ -7,11 +7,13 @@
 //! Re-reads the unfinished records (runners write progress and ends with their own sessions);
 //! makes sure every `Running` task's owner child is watched, and marks `Interrupted` (with
 //! `last_failed_ms`, not a failed attempt) a `Running` task whose owner vanished or never
-//! appeared within the claim grace (`[tasks] claim_grace_ms`); then hands due tasks (`Interrupted`, and `Pending` ones whose
-//! retry back-off has passed) to the least-loaded healthy, non-draining runner with a free slot,
-//! in the original's `ExecuteTask` order: set `runner_addr` and `schedule_time` → write the record
-//! (fenced, state `Running`) → watch the owner child → call the runner's execute RPC on the
-//! "zbs-task-call" context, whose answer comes back as a job.
+//! appeared within the claim grace (`[tasks] claim_grace_ms`); then hands due tasks
+//! (`Interrupted`, and `Pending` ones whose retry back-off has passed) to the least-loaded
+//! healthy, non-draining runner with a free slot, in the original's `ExecuteTask` order: set
+//! `runner_addr` and `schedule_time` → write the record (fenced, state `Running`) → watch the
+//! owner child → call the runner's execute RPC on the "zbs-task-call" context, whose answer
+//! comes back as a job. Finished tasks are purged `[tasks] retention_sec` after their last
+//! activity, checked every 10 minutes (or a quarter of the retention, if shorter).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::PathBuf;

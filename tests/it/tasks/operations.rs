@@ -2,14 +2,14 @@
 //! runner while its running copy finishes, and outlives the daemon's restart until undrain;
 //! cancel stops a running copy at once; pause stops it with no further progress and resume
 //! finishes it from where it paused; a runtime window that closes pauses a running copy, and
-//! opening it lets the copy finish.
+//! opening it lets the copy finish; a failing task stops after the configured attempts.
 
 use super::*;
 
 const MIB: u64 = 1 << 20;
 
-/// 1 MiB extents and 4 MiB/s per copy: a 16 MiB copy takes about 4 s.
-const PACED: &str = "tasks = { copy_extent_mib = 1, copy_block_kib = 256, copy_max_mib_per_s = 4 }";
+/// 1 MiB extents and 4 MiB/s per copy: a 16 MiB copy takes about 4 s; two attempts per task.
+const PACED: &str = "tasks = { copy_extent_mib = 1, copy_block_kib = 256, copy_max_mib_per_s = 4, max_attempts = 2 }";
 
 /// Submits a paced copy of a fresh dense file of `mib` MiB; returns (task id, source, destination).
 fn submit_copy(
@@ -189,6 +189,11 @@ fn drain_survives_a_restart_and_cancel_pause_resume_and_windows_act_on_running_c
         post(cluster, leader, &format!("tasks/{windowed}/runtime"), &all_day)?;
         wait_state(cluster, leader, &windowed, "succeeded", WAIT)?;
         ensure_same_copy(&source, &destination)?;
+
+        // `[tasks] max_attempts = 2`: a failing task is tried twice, then stays failed.
+        let failing = submit(cluster, leader, "sleep/create", json!({ "duration_ms": 10, "fail": true }))?;
+        let record = wait_state(cluster, leader, &failing, "failed", WAIT)?;
+        ensure!(record["attempts"] == json!(2), "max_attempts = 2, but: {record}");
         Ok(())
     });
 }
