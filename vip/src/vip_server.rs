@@ -399,13 +399,28 @@ impl VipServer {
         inner.active = false;
         inner.schedule.stop();
         let target = self.target();
-        let removed = target.delete(&mut inner)?;
+        let mut removed = target.delete(&mut inner)?;
         if removed {
             tracing::warn!(
                 vip = %target.vip,
                 interface = %target.config.interface,
                 "removed a leftover VIP from this node, which is not leader"
             );
+        }
+        // A VIP set at run time (`vip set`) that this node held when it was killed carries the
+        // same label: it goes too, whichever address it was.
+        if let Some(link) = target.read_link(&mut inner)? {
+            for address in target.read_addresses(&mut inner, &link)? {
+                if address.label.as_deref() != Some(target.label.as_str()) || address.ip == target.vip.ip {
+                    continue;
+                }
+                let leftover = VipAddress { ip: address.ip, prefix_len: address.prefix_len };
+                let context = format!("delete the leftover {leftover} from {}", target.config.interface);
+                if inner.netlink.delete_address(link.index, leftover).map_err(VipError::netlink(context))? {
+                    tracing::warn!(vip = %leftover, label = %target.label, "removed a leftover VIP (set at run time) from this node, which is not leader");
+                    removed = true;
+                }
+            }
         }
         Ok(removed)
     }

@@ -461,6 +461,14 @@ fn retarget_moves_a_held_vip_and_only_records_an_idle_one() {
     assert!(server.clean_vip().expect("clean_vip"));
     assert!(vip_lines_of_any(&lab).is_empty(), "{:?}", lab.addresses());
     assert_eq!(lab.addresses(), ["10.214.0.1/24 zbsv0"]);
+
+    // Killed while holding the VIP set at run time: a fresh server with the file's VIP removes
+    // it at start (same label), and leaves the node's own address alone.
+    lab.ip("addr add 10.214.0.101/24 dev zbsv0 label zbsv0:vip");
+    let restarted = lab.server(config()).expect("server");
+    assert!(restarted.remove_leftover().expect("remove_leftover"));
+    assert!(vip_lines_of_any(&lab).is_empty(), "{:?}", lab.addresses());
+    assert_eq!(lab.addresses(), ["10.214.0.1/24 zbsv0"]);
 }
 
 /// The lines of either VIP the retarget test uses.
