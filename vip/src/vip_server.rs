@@ -203,15 +203,19 @@ impl VipServer {
     }
 
     /// Serves the stored VIP (or the file's when none is stored) through
-    /// [`VipServer::retarget`], as last read by the store's poller thread (never waits on
-    /// ZooKeeper). A stored VIP that is not valid is logged once and ignored: the current VIP
-    /// stays ([`VipStoreError::Corrupt`]); one that cannot be taken here is
-    /// [`VipStoreError::Vip`]. Without a store, or before the first read, does nothing.
+    /// [`VipServer::retarget`], as last read by the store's poller thread, so that it does not
+    /// wait on ZooKeeper (before the poller's first answer it reads the store itself). A stored
+    /// VIP that is not
+    /// valid is logged once and ignored: the current VIP stays ([`VipStoreError::Corrupt`]); one
+    /// that cannot be taken here is [`VipStoreError::Vip`]. Without a store, does nothing.
     pub fn refresh_stored(&self) -> Result<Retarget, VipStoreError> {
-        let Some(latest) = self.poller.as_ref().and_then(StorePoller::latest) else {
-            return Ok(Retarget::Unchanged);
-        };
-        self.serve_stored(latest)
+        let Some(poller) = &self.poller else { return Ok(Retarget::Unchanged) };
+        match poller.latest() {
+            Some(latest) => self.serve_stored(latest),
+            // A node that leads before the poller's first answer reads the store itself, so that
+            // it never binds the file's VIP over a stored one (no session: a quick error).
+            None => self.refresh_stored_now(),
+        }
     }
 
     /// Reads the store now (blocking on ZooKeeper) and serves what it holds, as

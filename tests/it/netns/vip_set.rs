@@ -81,6 +81,31 @@ fn a_vip_set_through_the_api_moves_at_once_survives_failover_and_refuses_bad_inp
         wait_announced(cluster, new, SET_VIP, signalled_at)?;
         cluster.wait_exit(leader, WAIT)?;
 
+        // A cold start: every node stopped and started again; the first leader binds the stored
+        // VIP, the file's never appears.
+        cluster.stop_all(WAIT);
+        let restarted_at = Instant::now();
+        for node in 0..cluster.n_nodes() {
+            cluster.restart(node)?;
+        }
+        let mut new = None;
+        cluster.wait_until(WAIT * 2, "a node holding the stored VIP after a cold start", || {
+            new = cluster.address_holders(SET_VIP).ok().and_then(|holders| match holders[..] {
+                [node] => Some(node),
+                _ => None,
+            });
+            new.is_some()
+        })?;
+        let new = new.context("no holder after the cold start")?;
+        let file_vip_seen: Vec<_> = cluster
+            .holder_sampler()
+            .samples_since(restarted_at)
+            .into_iter()
+            .filter(|sample| !sample.seen.is_empty())
+            .collect();
+        ensure!(file_vip_seen.is_empty(), "the file's VIP was bound after the cold start: {:?}", file_vip_seen.first());
+        ensure!(cluster.status(new)?.leader, "{} holds the stored VIP but does not lead", cluster.node(new).node_id);
+
         // Clear: the leader goes back to the file's VIP.
         let (status, answer) =
             cluster.http("POST", &cluster.api_url(new, SET_PATH), Some(&json!({ "clear": true })))?;
