@@ -341,9 +341,9 @@ impl NetnsClusterBuilder {
                     .start_detached(&path.join("zookeeper"))
                     .context("start ZooKeeper in its namespace")?,
             ),
-            ClusterDir::Temp(_) => {
-                ClusterZooKeeper::Owned(zookeeper_builder.start().context("start ZooKeeper in its namespace")?)
-            }
+            ClusterDir::Temp(_) => ClusterZooKeeper::Owned(Box::new(
+                zookeeper_builder.start().context("start ZooKeeper in its namespace")?,
+            )),
         };
         let mut nodes = Vec::with_capacity(self.n_nodes);
         for index in 0..self.n_nodes {
@@ -1088,7 +1088,7 @@ impl ClusterDir {
 
 /// The cluster's ZooKeeper: owned (stopped on drop) or detached (recorded in its dir).
 enum ClusterZooKeeper {
-    Owned(ZooKeeper),
+    Owned(Box<ZooKeeper>),
     Detached(crate::zk::DetachedZooKeeper),
 }
 

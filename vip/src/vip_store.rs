@@ -149,11 +149,14 @@ impl VipStore {
     }
 }
 
+/// One read of the store: the stored VIP (None: nothing stored), or why the znode is unreadable.
+pub(crate) type StoreAnswer = Result<Option<StoredVip>, String>;
+
 /// A thread that reads the stored VIP every interval and keeps the latest answer, so that the
 /// leader's VIP loop never waits on ZooKeeper (a read on a failing connection can take the
 /// operation timeout). Stopped and joined on drop.
 pub(crate) struct StorePoller {
-    latest: Arc<parking_lot::Mutex<Option<Result<Option<StoredVip>, String>>>>,
+    latest: Arc<parking_lot::Mutex<Option<StoreAnswer>>>,
     stop: Arc<std::sync::atomic::AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -189,7 +192,7 @@ impl StorePoller {
     }
 
     /// The latest answer: None before the first read, `Err` for an unreadable znode.
-    pub(crate) fn latest(&self) -> Option<Result<Option<StoredVip>, String>> {
+    pub(crate) fn latest(&self) -> Option<StoreAnswer> {
         self.latest.lock().clone()
     }
 

@@ -86,13 +86,12 @@ fn stopped_at_takeover(cluster: &NetnsCluster, interface: &str) -> Result<()> {
         );
     }
     while stopped_at.elapsed() < HOLD_WINDOW {
-        for node in 0..cluster.n_nodes() {
+        for (node, &pid) in pids.iter().enumerate() {
             ensure!(
-                cluster.pid(node) == pids[node],
-                "{}'s process changed or exited: {:?}, was {:?}",
+                cluster.pid(node) == pid,
+                "{}'s process changed or exited: {:?}, was {pid:?}",
                 cluster.node(node).node_id,
-                cluster.pid(node),
-                pids[node]
+                cluster.pid(node)
             );
             if let Some(status) = cluster.try_status(node) {
                 ensure!(!status.leader, "{} leads again with the bad configuration", cluster.node(node).node_id);
