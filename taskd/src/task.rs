@@ -251,6 +251,10 @@ pub struct TaskRecord {
     pub created_ms: u64,
     /// When it last failed or was interrupted; the retry back-off counts from here.
     pub last_failed_ms: Option<u64>,
+    /// When it reached a final state (`Succeeded`, `Failed`, `Cancelled`): the retention before
+    /// a purge counts from here. Absent in records written before it was kept.
+    #[serde(default)]
+    pub finished_ms: Option<u64>,
     /// Failed runs so far (an interruption is not a failed attempt).
     pub attempts: u32,
     /// The last task error, cut to `MAX_ERROR_BYTES`.
@@ -304,6 +308,7 @@ impl TaskRecord {
             schedule_time_ms: None,
             created_ms,
             last_failed_ms: None,
+            finished_ms: None,
             attempts: 0,
             last_error: None,
             progress: Progress::default(),
@@ -317,6 +322,10 @@ impl TaskRecord {
             return Err(TransitionError { from: self.state, to });
         }
         self.state = to;
+        if to.is_finished() {
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+            self.finished_ms = Some(now.as_millis() as u64);
+        }
         Ok(())
     }
 

@@ -526,9 +526,13 @@ impl TaskDb {
     }
 }
 
-/// The latest time a record shows activity: creation, last dispatch, last failure.
+/// The latest time a record shows activity: creation, last dispatch, last failure, its end.
 pub fn last_activity_ms(record: &TaskRecord) -> u64 {
-    [Some(record.created_ms), record.schedule_time_ms, record.last_failed_ms].into_iter().flatten().max().unwrap_or(0)
+    [Some(record.created_ms), record.schedule_time_ms, record.last_failed_ms, record.finished_ms]
+        .into_iter()
+        .flatten()
+        .max()
+        .unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@
 
 mod copies;
 mod operations;
+mod retention;
 
 use std::fs::File;
 use std::os::unix::fs::{FileExt, MetadataExt};

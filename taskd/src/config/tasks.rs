@@ -55,10 +55,10 @@ impl TasksConfig {
         if !(1..=100).contains(&max_attempts) {
             return Err(ConfigError::invalid("tasks.max_attempts", "must be between 1 and 100"));
         }
-        // A minute at least, so a purge never races a client that just saw its task finish;
+        // Ten seconds at least, so a client that just saw its task finish can still show it;
         // ten years at most, so the arithmetic on it never overflows.
-        if !(60..=10 * 365 * 24 * 3600).contains(&retention_sec) {
-            return Err(ConfigError::invalid("tasks.retention_sec", "must be between 60 and 315360000 s"));
+        if !(10..=10 * 365 * 24 * 3600).contains(&retention_sec) {
+            return Err(ConfigError::invalid("tasks.retention_sec", "must be between 10 and 315360000 s"));
         }
         if !(1_000..=600_000).contains(&claim_grace_ms) {
             return Err(ConfigError::invalid("tasks.claim_grace_ms", "must be between 1000 and 600000 ms"));
