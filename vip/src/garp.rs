@@ -15,7 +15,7 @@
 //! announcement owed, so the next call sends it again.
 
 use std::io;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
@@ -47,6 +47,39 @@ pub(crate) fn garp_frame(mac: [u8; 6], vip: Ipv4Addr) -> [u8; FRAME_LEN] {
     frame
 }
 
+/// The frame announcing `vip` at `mac`: a gratuitous ARP for IPv4, an unsolicited neighbour
+/// advertisement for IPv6.
+pub(crate) fn announcement_frame(mac: [u8; 6], vip: IpAddr) -> Vec<u8> {
+    match vip {
+        IpAddr::V4(vip) => garp_frame(mac, vip).to_vec(),
+        IpAddr::V6(vip) => unsolicited_na_frame(mac, vip),
+    }
+}
+
+/// The IPv6 counterpart of a gratuitous ARP (RFC 4861 section 7.2.6): a neighbour advertisement
+/// from the VIP to all nodes (`ff02::1`, Ethernet `33:33:00:00:00:01`), hop limit 255, with the
+/// Override flag and the target link-layer address option, so that neighbours replace a cached
+/// entry with the new MAC. Built (checksums included) with `etherparse`.
+pub(crate) fn unsolicited_na_frame(mac: [u8; 6], vip: Ipv6Addr) -> Vec<u8> {
+    const ALL_NODES: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1);
+    const ALL_NODES_MAC: [u8; 6] = [0x33, 0x33, 0, 0, 0, 1];
+    const TYPE_NEIGHBOUR_ADVERTISEMENT: u8 = 136;
+    const FLAG_OVERRIDE: u8 = 0x20;
+    const OPTION_TARGET_LINK_LAYER_ADDRESS: u8 = 2;
+    let builder = etherparse::PacketBuilder::ethernet2(mac, ALL_NODES_MAC)
+        .ipv6(vip.octets(), ALL_NODES.octets(), 255)
+        .icmpv6_raw(TYPE_NEIGHBOUR_ADVERTISEMENT, 0, [FLAG_OVERRIDE, 0, 0, 0]);
+    let mut payload = Vec::with_capacity(24);
+    payload.extend_from_slice(&vip.octets());
+    // The option's length is in units of 8 bytes: type, length and the 6-byte MAC.
+    payload.extend_from_slice(&[OPTION_TARGET_LINK_LAYER_ADDRESS, 1]);
+    payload.extend_from_slice(&mac);
+    let mut frame = Vec::with_capacity(builder.size(payload.len()));
+    // Writing into a Vec cannot fail, and the payload is far below any length limit.
+    let _ = builder.write(&mut frame, &payload);
+    frame
+}
+
 /// A send-only raw packet socket (protocol 0: the kernel queues nothing to it).
 pub(crate) struct PacketSocket {
     fd: OwnedFd,
@@ -64,16 +97,20 @@ impl PacketSocket {
         Ok(PacketSocket { fd: unsafe { OwnedFd::from_raw_fd(fd) } })
     }
 
-    /// Sends one frame out of the interface with index `ifindex` to the broadcast address.
-    pub(crate) fn send(&self, ifindex: u32, frame: &[u8; FRAME_LEN]) -> io::Result<()> {
+    /// Sends one Ethernet frame (header included) out of the interface with index `ifindex`.
+    pub(crate) fn send(&self, ifindex: u32, frame: &[u8]) -> io::Result<()> {
         let ifindex = i32::try_from(ifindex).map_err(|_| io::Error::from_raw_os_error(libc::ENODEV))?;
+        if frame.len() < 14 {
+            return Err(io::Error::from_raw_os_error(libc::EINVAL));
+        }
         // SAFETY: sockaddr_ll is plain data; all zero is a valid starting value.
         let mut address: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
         address.sll_family = libc::AF_PACKET as u16;
-        address.sll_protocol = ETHERTYPE_ARP.to_be();
+        // The frame's own EtherType (network order already) and destination.
+        address.sll_protocol = u16::from_ne_bytes([frame[12], frame[13]]);
         address.sll_ifindex = ifindex;
         address.sll_halen = 6;
-        address.sll_addr[..6].copy_from_slice(&BROADCAST_MAC);
+        address.sll_addr[..6].copy_from_slice(&frame[..6]);
         loop {
             // SAFETY: the descriptor is open, `frame` and `address` are valid for the lengths
             // passed.

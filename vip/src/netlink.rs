@@ -6,14 +6,14 @@
 //! that timed out is skipped rather than taken for the next one's.
 
 use std::io;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 use std::os::fd::AsRawFd;
 use std::time::Duration;
 
 use netlink_packet_core::{
     NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REQUEST,
 };
-use netlink_packet_route::address::{AddressAttribute, AddressMessage, AddressScope};
+use netlink_packet_route::address::{AddressAttribute, AddressFlags, AddressMessage, AddressScope};
 use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkLayerType, LinkMessage};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
@@ -60,7 +60,7 @@ impl Link {
 /// One IPv4 address of an interface.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Address {
-    pub(crate) ip: Ipv4Addr,
+    pub(crate) ip: IpAddr,
     pub(crate) prefix_len: u8,
     pub(crate) label: Option<String>,
 }
@@ -96,17 +96,23 @@ impl RouteSocket {
         }))
     }
 
-    /// Every IPv4 address of the interface with index `index`.
+    /// Every IPv4 and IPv6 address of the interface with index `index`.
     pub(crate) fn addresses(&mut self, index: u32) -> io::Result<Vec<Address>> {
+        let mut addresses = self.addresses_of(index, AddressFamily::Inet)?;
+        addresses.extend(self.addresses_of(index, AddressFamily::Inet6)?);
+        Ok(addresses)
+    }
+
+    fn addresses_of(&mut self, index: u32, family: AddressFamily) -> io::Result<Vec<Address>> {
         let mut request = AddressMessage::default();
-        request.header.family = AddressFamily::Inet;
+        request.header.family = family;
         let answers = self.transact(RouteNetlinkMessage::GetAddress(request), NLM_F_DUMP)?;
         let mut addresses = Vec::new();
         for answer in answers {
             let RouteNetlinkMessage::NewAddress(address) = answer else {
                 continue;
             };
-            if address.header.index != index || address.header.family != AddressFamily::Inet {
+            if address.header.index != index || address.header.family != family {
                 continue;
             }
             let mut local = None;
@@ -114,8 +120,8 @@ impl RouteSocket {
             let mut label = None;
             for attribute in address.attributes {
                 match attribute {
-                    AddressAttribute::Local(IpAddr::V4(ip)) => local = Some(ip),
-                    AddressAttribute::Address(IpAddr::V4(ip)) => peer = Some(ip),
+                    AddressAttribute::Local(ip) => local = Some(ip),
+                    AddressAttribute::Address(ip) => peer = Some(ip),
                     AddressAttribute::Label(text) => label = Some(text),
                     _ => {}
                 }
@@ -129,10 +135,15 @@ impl RouteSocket {
         Ok(addresses)
     }
 
-    /// Adds `vip` with `label` to the interface; `Ok(false)` when the kernel already has it.
+    /// Adds `vip` to the interface, an IPv4 one with `label`, an IPv6 one without duplicate
+    /// address detection (usable at once); `Ok(false)` when the kernel already has it.
     pub(crate) fn add_address(&mut self, index: u32, vip: VipAddress, label: &str) -> io::Result<bool> {
         let mut request = address_request(index, vip);
-        request.attributes.push(AddressAttribute::Label(label.to_string()));
+        if vip.ip.is_ipv4() {
+            request.attributes.push(AddressAttribute::Label(label.to_string()));
+        } else {
+            request.attributes.push(AddressAttribute::Flags(AddressFlags::Nodad));
+        }
         if let Some(broadcast) = vip.broadcast() {
             request.attributes.push(AddressAttribute::Broadcast(broadcast));
         }
@@ -213,12 +224,12 @@ impl RouteSocket {
 
 fn address_request(index: u32, vip: VipAddress) -> AddressMessage {
     let mut request = AddressMessage::default();
-    request.header.family = AddressFamily::Inet;
+    request.header.family = if vip.ip.is_ipv4() { AddressFamily::Inet } else { AddressFamily::Inet6 };
     request.header.prefix_len = vip.prefix_len;
     request.header.scope = AddressScope::Universe;
     request.header.index = index;
-    request.attributes.push(AddressAttribute::Local(IpAddr::V4(vip.ip)));
-    request.attributes.push(AddressAttribute::Address(IpAddr::V4(vip.ip)));
+    request.attributes.push(AddressAttribute::Local(vip.ip));
+    request.attributes.push(AddressAttribute::Address(vip.ip));
     request
 }
 

@@ -3,7 +3,7 @@
 //!
 //! ```toml
 //! [vip]
-//! address = "10.0.0.100/24"          # IPv4 with its prefix length; required
+//! address = "10.0.0.100/24"          # IPv4 or IPv6 with its prefix length; required
 //! interface = "eth0"                 # the management interface; required
 //! label = "eth0:vip"                 # default "<interface>:vip"; at most 15 bytes
 //! garp_burst = 5                     # gratuitous ARPs sent back to back on takeover
@@ -217,25 +217,40 @@ fn bad(key: &str, message: impl fmt::Display) -> VipError {
     VipError::BadRequest(format!("{key}: {message}"))
 }
 
-/// An IPv4 VIP with its prefix length, parsed from `a.b.c.d/len`.
+/// A VIP with its prefix length, parsed from `a.b.c.d/len` or `x:y::z/len`. An IPv6 VIP is
+/// announced with unsolicited neighbour advertisements instead of gratuitous ARP, and added
+/// without duplicate address detection (the leader takes it over on purpose); IPv6 addresses
+/// carry no label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct VipAddress {
     /// The address.
-    pub ip: Ipv4Addr,
-    /// The prefix length, 1 to 32.
+    pub ip: IpAddr,
+    /// The prefix length: 1 to 32 for IPv4, 1 to 128 for IPv6.
     pub prefix_len: u8,
 }
 
 impl VipAddress {
-    /// The subnet's broadcast address, for prefixes that have one (up to /30).
+    /// The subnet's broadcast address, for IPv4 prefixes that have one (up to /30).
     pub fn broadcast(&self) -> Option<Ipv4Addr> {
-        (self.prefix_len <= 30).then(|| Ipv4Addr::from(u32::from(self.ip) | !mask(self.prefix_len)))
+        match self.ip {
+            IpAddr::V4(ip) => (self.prefix_len <= 30).then(|| Ipv4Addr::from(u32::from(ip) | !mask(self.prefix_len))),
+            IpAddr::V6(_) => None,
+        }
     }
 
-    /// Whether `other` lies in the subnet `ip/prefix_len`.
-    pub(crate) fn same_subnet(ip: Ipv4Addr, prefix_len: u8, other: Ipv4Addr) -> bool {
-        let mask = mask(prefix_len);
-        u32::from(ip) & mask == u32::from(other) & mask
+    /// Whether `other` lies in the subnet `ip/prefix_len` (never across address families).
+    pub(crate) fn same_subnet(ip: IpAddr, prefix_len: u8, other: IpAddr) -> bool {
+        match (ip, other) {
+            (IpAddr::V4(ip), IpAddr::V4(other)) => {
+                let mask = mask(prefix_len);
+                u32::from(ip) & mask == u32::from(other) & mask
+            }
+            (IpAddr::V6(ip), IpAddr::V6(other)) => {
+                let mask = mask_v6(prefix_len);
+                u128::from(ip) & mask == u128::from(other) & mask
+            }
+            _ => false,
+        }
     }
 }
 
@@ -246,31 +261,49 @@ fn mask(prefix_len: u8) -> u32 {
     }
 }
 
+fn mask_v6(prefix_len: u8) -> u128 {
+    match prefix_len {
+        0 => 0,
+        len => u128::MAX << (128 - u32::from(len.min(128))),
+    }
+}
+
 impl FromStr for VipAddress {
     type Err = String;
 
-    /// Accepts `a.b.c.d/len` with `len` from 1 to 32; refuses an address the VIP can never be
-    /// (unspecified, loopback, multicast, broadcast, its subnet's network or broadcast address).
+    /// Accepts `a.b.c.d/len` with `len` from 1 to 32, or an IPv6 address with `len` from 1 to
+    /// 128; refuses an address the VIP can never be (unspecified, loopback, multicast, IPv4
+    /// broadcast, its IPv4 subnet's network or broadcast address, IPv6 link-local).
     fn from_str(text: &str) -> Result<VipAddress, String> {
         let Some((ip_text, prefix_text)) = text.trim().split_once('/') else {
             return Err(format!("{text:?} needs a prefix length, like \"10.0.0.100/24\""));
         };
         let ip = match ip_text.parse::<IpAddr>() {
-            Ok(IpAddr::V4(ip)) => ip,
-            Ok(IpAddr::V6(_)) => return Err(format!("{text:?} is IPv6; only IPv4 VIPs are supported")),
-            Err(_) => return Err(format!("{ip_text:?} is not an IPv4 address")),
+            Ok(ip) => ip,
+            Err(_) => return Err(format!("{ip_text:?} is not an IPv4 or IPv6 address")),
         };
+        let max_prefix = if ip.is_ipv4() { 32 } else { 128 };
         let prefix_len = match prefix_text.parse::<u8>() {
-            Ok(len @ 1..=32) => len,
-            _ => return Err(format!("prefix length {prefix_text:?} must be a number from 1 to 32")),
+            Ok(len) if (1..=max_prefix).contains(&len) => len,
+            _ => return Err(format!("prefix length {prefix_text:?} must be a number from 1 to {max_prefix}")),
         };
-        if ip.is_unspecified() || ip.is_loopback() || ip.is_multicast() || ip.is_broadcast() {
-            return Err(format!("{ip} cannot be a VIP (unspecified, loopback, multicast or broadcast)"));
-        }
         let vip = VipAddress { ip, prefix_len };
-        let host_bits = u32::from(ip) & !mask(prefix_len);
-        if prefix_len <= 30 && (host_bits == 0 || host_bits == !mask(prefix_len)) {
-            return Err(format!("{vip} is the network or broadcast address of its subnet"));
+        match ip {
+            IpAddr::V4(ip) => {
+                if ip.is_unspecified() || ip.is_loopback() || ip.is_multicast() || ip.is_broadcast() {
+                    return Err(format!("{ip} cannot be a VIP (unspecified, loopback, multicast or broadcast)"));
+                }
+                let host_bits = u32::from(ip) & !mask(prefix_len);
+                if prefix_len <= 30 && (host_bits == 0 || host_bits == !mask(prefix_len)) {
+                    return Err(format!("{vip} is the network or broadcast address of its subnet"));
+                }
+            }
+            IpAddr::V6(ip) => {
+                let link_local = ip.segments()[0] & 0xffc0 == 0xfe80;
+                if ip.is_unspecified() || ip.is_loopback() || ip.is_multicast() || link_local {
+                    return Err(format!("{ip} cannot be a VIP (unspecified, loopback, multicast or link-local)"));
+                }
+            }
         }
         Ok(vip)
     }

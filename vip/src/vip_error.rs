@@ -46,13 +46,14 @@ pub enum VipError {
         #[source]
         source: io::Error,
     },
-    /// A gratuitous ARP frame could not be sent. Transient.
-    #[error("gratuitous ARP for {vip} on {interface} failed: {source}")]
+    /// A gratuitous ARP (IPv4) or unsolicited neighbour advertisement (IPv6) could not be sent.
+    /// Transient.
+    #[error("gratuitous ARP or neighbour advertisement for {vip} on {interface} failed: {source}")]
     ArpBroadcastFailed {
         /// The interface it was sent on.
         interface: String,
         /// The announced address.
-        vip: std::net::Ipv4Addr,
+        vip: std::net::IpAddr,
         /// The operating system's error.
         #[source]
         source: io::Error,

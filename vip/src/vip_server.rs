@@ -1,6 +1,11 @@
 //! `VipServer`: binds the cluster's virtual IP on the leader's interface through netlink, keeps
 //! it there, announces it with gratuitous ARP, and releases it.
 //!
+//! An IPv6 VIP works the same way, announced with unsolicited neighbour advertisements (RFC 4861
+//! 7.2.6, Override flag) on the same schedule, added without duplicate address detection (the
+//! takeover is deliberate; a tentative address would be unusable for a second) and without a
+//! label (the kernel keeps labels for IPv4 only).
+//!
 //! # Life of the VIP
 //!
 //! - On takeover the leader calls [`VipServer::config_vip`]: the address is added (already there
@@ -17,7 +22,7 @@
 //!
 //! # The VIP is a secondary address
 //!
-//! `config_vip` requires the interface to have another IPv4 address whose subnet contains the
+//! `config_vip` requires the interface to have another address whose subnet contains the
 //! VIP (the node's own management address), and reports [`VipError::NotFound`] otherwise. So the
 //! VIP is always added as a *secondary* address: the node's own address stays primary and stays
 //! the source of the node's outgoing traffic (connections do not break when the VIP moves), the
@@ -63,7 +68,7 @@ use std::time::Instant;
 
 use parking_lot::Mutex;
 
-use crate::garp::{garp_frame, AnnounceSchedule, PacketSocket};
+use crate::garp::{announcement_frame, AnnounceSchedule, PacketSocket};
 use crate::netlink::{Address, Link, RouteSocket};
 use crate::vip_config::{VipAddress, VipConfig};
 use crate::vip_error::{VipError, VipResult};
@@ -547,7 +552,7 @@ impl Target {
 
     fn no_subnet_message(&self) -> String {
         format!(
-            "vip.interface: interface {} has no IPv4 address in a subnet that contains the VIP {} (the VIP is added beside the node's own address, never alone)",
+            "vip.interface: interface {} has no address in a subnet that contains the VIP {} (the VIP is added beside the node's own address, never alone)",
             self.config.interface, self.vip
         )
     }
@@ -589,7 +594,7 @@ impl Target {
             inner.schedule.stop();
             return Ok(0);
         };
-        let frame = garp_frame(mac, self.vip.ip);
+        let frame = announcement_frame(mac, self.vip.ip);
         let mut sent = 0;
         while let Some(announcement) = inner.schedule.due(now) {
             for _ in 0..announcement.frames() {

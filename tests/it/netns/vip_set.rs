@@ -107,8 +107,13 @@ fn a_vip_set_through_the_api_moves_at_once_survives_failover_and_refuses_bad_inp
         ensure!(cluster.status(new)?.leader, "{} holds the stored VIP but does not lead", cluster.node(new).node_id);
 
         // Clear: the leader goes back to the file's VIP.
-        let (status, answer) =
-            cluster.http("POST", &cluster.api_url(new, SET_PATH), Some(&json!({ "clear": true })))?;
+        // A leader whose dispatcher is still starting answers 503: a client tries again.
+        let mut answered = None;
+        cluster.wait_until(WAIT, "the new leader's dispatcher answering the clear", || {
+            answered = cluster.http("POST", &cluster.api_url(new, SET_PATH), Some(&json!({ "clear": true }))).ok();
+            answered.as_ref().is_some_and(|(status, _)| *status != 503)
+        })?;
+        let (status, answer) = answered.context("no answer to the clear")?;
         ensure!(status == 200 && answer["source"] == "config", "clear answered {status}: {answer}");
         wait_only_holder(cluster, VIP, new)?;
         ensure!(cluster.address_holders(SET_VIP)?.is_empty(), "the cleared VIP is still held");

@@ -43,12 +43,15 @@ fn unknown_and_missing_keys_are_refused() {
 #[test]
 fn bad_addresses_name_vip_address() {
     let cases = [
-        ("not-an-address/24", "is not an IPv4 address"),
+        ("not-an-address/24", "is not an IPv4 or IPv6 address"),
         ("10.0.0.100/33", "from 1 to 32"),
         ("10.0.0.100/0", "from 1 to 32"),
         ("10.0.0.100/x", "from 1 to 32"),
         ("10.0.0.100", "needs a prefix length"),
-        ("fd00::100/64", "IPv6"),
+        ("fd00::100/129", "from 1 to 128"),
+        ("fe80::100/64", "link-local"),
+        ("ff02::1/64", "cannot be a VIP"),
+        ("::1/128", "cannot be a VIP"),
         ("127.0.0.5/8", "cannot be a VIP"),
         ("224.0.0.1/24", "cannot be a VIP"),
         ("0.0.0.0/24", "cannot be a VIP"),
@@ -62,7 +65,7 @@ fn bad_addresses_name_vip_address() {
         assert!(message.starts_with("vip.address: "), "{address}: {message}");
         assert!(message.contains(expected), "{address}: {message}");
     }
-    for good in ["10.0.0.1/31", "10.0.0.7/32", "192.168.1.254/24"] {
+    for good in ["10.0.0.1/31", "10.0.0.7/32", "192.168.1.254/24", "fd00::100/64", "2001:db8::1/128"] {
         let mut config = config();
         config.address = good.to_string();
         config.validate().unwrap_or_else(|error| panic!("{good}: {error}"));
@@ -133,4 +136,8 @@ fn subnets_and_broadcast() {
     assert!(!VipAddress::same_subnet(ip("10.0.1.5"), 24, ip("10.0.0.100")));
     assert!(VipAddress::same_subnet(ip("10.0.1.5"), 16, ip("10.0.0.100")));
     assert!(!VipAddress::same_subnet(ip("10.0.0.5"), 32, ip("10.0.0.100")));
+    assert!(VipAddress::same_subnet(ip("fd00::1"), 64, ip("fd00::100")));
+    assert!(!VipAddress::same_subnet(ip("fd00:0:0:1::1"), 64, ip("fd00::100")));
+    assert!(!VipAddress::same_subnet(ip("10.0.0.5"), 24, ip("fd00::100")), "never across families");
+    assert_eq!("fd00::100/64".parse::<VipAddress>().expect("vip").broadcast(), None);
 }

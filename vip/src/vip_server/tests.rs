@@ -147,6 +147,10 @@ struct Capture {
 
 impl Capture {
     fn open(interface: &str) -> io::Result<OwnedFd> {
+        Capture::open_protocol(interface, ETH_P_ARP)
+    }
+
+    fn open_protocol(interface: &str, protocol: u16) -> io::Result<OwnedFd> {
         let name = std::ffi::CString::new(interface).expect("a name without NUL");
         // SAFETY: `name` is a valid C string.
         let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
@@ -164,7 +168,7 @@ impl Capture {
         // SAFETY: sockaddr_ll is plain data; all zero is valid.
         let mut address: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
         address.sll_family = libc::AF_PACKET as u16;
-        address.sll_protocol = ETH_P_ARP.to_be();
+        address.sll_protocol = protocol.to_be();
         address.sll_ifindex = ifindex as i32;
         // SAFETY: `address` is a valid sockaddr_ll of the size passed.
         let bound = unsafe {
@@ -182,6 +186,14 @@ impl Capture {
 
     /// The VIP's ARP frames received until `quiet` passes without one.
     fn frames(&self, quiet: Duration) -> Vec<Vec<u8>> {
+        self.frames_where(quiet, |frame| {
+            // Only the VIP's announcements: other ARP (the kernel's own) is not the test's.
+            frame.len() >= 42 && frame[12..14] == ETH_P_ARP.to_be_bytes() && frame[28..32] == VIP_IP.octets()
+        })
+    }
+
+    /// The frames received until `quiet` passes without one, that `keep` accepts.
+    fn frames_where(&self, quiet: Duration, keep: impl Fn(&[u8]) -> bool) -> Vec<Vec<u8>> {
         let mut frames = Vec::new();
         let mut buffer = [0u8; 2048];
         loop {
@@ -193,12 +205,11 @@ impl Capture {
             }
             // SAFETY: `buffer` is writable for its length.
             let length = unsafe { libc::recv(self.fd.as_raw_fd(), buffer.as_mut_ptr().cast(), buffer.len(), 0) };
-            if length < 42 {
+            if length <= 0 {
                 continue;
             }
             let frame = &buffer[..length as usize];
-            // Only the VIP's announcements: other ARP (the kernel's own) is not the test's.
-            if frame[12..14] == ETH_P_ARP.to_be_bytes() && frame[28..32] == VIP_IP.octets() {
+            if keep(frame) {
                 frames.push(frame.to_vec());
             }
         }
@@ -474,4 +485,53 @@ fn retarget_moves_a_held_vip_and_only_records_an_idle_one() {
 /// The lines of either VIP the retarget test uses.
 fn vip_lines_of_any(lab: &Lab) -> Vec<String> {
     lab.addresses().into_iter().filter(|line| line.starts_with("10.214.0.10")).collect()
+}
+
+#[test]
+fn an_ipv6_vip_is_added_without_dad_and_announced_with_unsolicited_neighbour_advertisements() {
+    const ETH_P_IPV6: u16 = 0x86dd;
+    let Some(lab) = Lab::create("an_ipv6_vip_is_added_without_dad_and_announced") else {
+        return;
+    };
+    lab.ip("addr add fd00:214::1/64 dev zbsv0 nodad");
+    lab.ip("addr add fd00:214::2/64 dev zbsv1 nodad");
+    let vip: std::net::Ipv6Addr = "fd00:214::100".parse().expect("ip");
+    let fd = lab.run_inside(|| Capture::open_protocol("zbsv1", ETH_P_IPV6)).expect("open the capture socket");
+    let capture = Capture { fd };
+    capture.frames_where(Duration::from_millis(20), |_| false);
+
+    let server = lab.server(VipConfig::new("fd00:214::100/64", "zbsv0")).expect("server");
+    assert_eq!(server.config_vip().expect("config_vip"), VipPresence::Added);
+    let output = Command::new("ip")
+        .args(["-n", &lab.namespace, "-6", "-o", "addr", "show", "dev", "zbsv0"])
+        .output()
+        .expect("run ip");
+    let text = String::from_utf8_lossy(&output.stdout);
+    let line = text.lines().find(|line| line.contains("fd00:214::100/64")).unwrap_or_else(|| panic!("no VIP: {text}"));
+    assert!(!line.contains("tentative"), "the VIP waits for DAD: {line}");
+    assert!(server.has_vip().expect("has_vip"));
+
+    let advertisements = capture.frames_where(Duration::from_millis(200), |frame| {
+        // Ethernet, IPv6 (next header ICMPv6 at 20), ICMPv6 type at 54, target at 62..78.
+        frame.len() >= 86 && frame[12..14] == ETH_P_IPV6.to_be_bytes() && frame[20] == 58 && frame[54] == 136
+    });
+    assert_eq!(advertisements.len(), 5, "the takeover burst of neighbour advertisements");
+    for frame in &advertisements {
+        assert_eq!(frame[0..6], [0x33, 0x33, 0, 0, 0, 1], "to all nodes");
+        assert_eq!(frame[6..12], INTERFACE_MAC, "from the interface");
+        assert_eq!(frame[21], 255, "hop limit 255, or neighbours drop it");
+        assert_eq!(frame[22..38], vip.octets(), "from the VIP");
+        assert_eq!(frame[58] & 0x20, 0x20, "the Override flag");
+        assert_eq!(frame[62..78], vip.octets(), "target: the VIP");
+        assert_eq!(frame[78..80], [2, 1], "the target link-layer address option");
+        assert_eq!(frame[80..86], INTERFACE_MAC, "at the interface's MAC");
+        let parsed = etherparse::SlicedPacket::from_ethernet(frame).expect("a valid frame");
+        assert!(matches!(parsed.transport, Some(etherparse::TransportSlice::Icmpv6(_))), "{parsed:?}");
+    }
+
+    assert!(server.clean_vip().expect("clean_vip"));
+    assert!(!server.has_vip().expect("has_vip"));
+    // Without an address of the VIP's subnet on the interface, nothing is added.
+    let elsewhere = lab.server(VipConfig::new("fd00:999::100/64", "zbsv0")).expect("server");
+    assert!(matches!(elsewhere.config_vip(), Err(VipError::NotFound(_))));
 }
