@@ -313,7 +313,12 @@ impl VipServer {
         let new_target = Arc::new(new_target);
         if !inner.active {
             *self.target.write() = new_target.clone();
-            tracing::info!(old = %old.vip, new = %new_target.vip, interface = %new_target.config.interface, "the vip changed");
+            tracing::info!(
+                old = %old.vip,
+                new = %new_target.vip,
+                interface = %new_target.config.interface,
+                "the vip changed"
+            );
             return Ok(Retarget::Changed);
         }
         inner.active = false;
@@ -426,7 +431,11 @@ impl VipServer {
                 let leftover = VipAddress { ip: address.ip, prefix_len: address.prefix_len };
                 let context = format!("delete the leftover {leftover} from {}", target.config.interface);
                 if inner.netlink.delete_address(link.index, leftover).map_err(VipError::netlink(context))? {
-                    tracing::warn!(vip = %leftover, label = %target.label, "removed a leftover VIP (set at run time) from this node, which is not leader");
+                    tracing::warn!(
+                        vip = %leftover,
+                        label = %target.label,
+                        "removed a leftover VIP (set at run time) from this node, which is not leader"
+                    );
                     removed = true;
                 }
             }
@@ -552,7 +561,8 @@ impl Target {
 
     fn no_subnet_message(&self) -> String {
         format!(
-            "vip.interface: interface {} has no address in a subnet that contains the VIP {} (the VIP is added beside the node's own address, never alone)",
+            "vip.interface: interface {} has no address in a subnet that contains the VIP {} \
+             (the VIP is added beside the node's own address, never alone)",
             self.config.interface, self.vip
         )
     }
