@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context, Result};
 mod bad_vip_config;
 mod cluster_status;
+mod vip_ipv6;
 mod vip_set;
 
 use tests::netns::{health_invalid, skip_reason, NetnsCluster, NetnsClusterBuilder, Signal};

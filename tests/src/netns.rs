@@ -489,6 +489,11 @@ impl NodeSpec {
     }
 }
 
+/// The IPv6 address on the management network of the host whose IPv4 address is `address`.
+pub fn management_address6(address: Ipv4Addr) -> std::net::Ipv6Addr {
+    std::net::Ipv6Addr::new(0xfd00, 0x213, 1, 0, 0, 0, 0, u16::from(address.octets()[3]))
+}
+
 fn node_address(net: [u8; 3], index: usize) -> Ipv4Addr {
     Ipv4Addr::new(net[0], net[1], net[2], index as u8 + 1)
 }
@@ -752,6 +757,25 @@ impl NetnsCluster {
     /// Which nodes' namespaces hold the VIP now (netlink address dump in each, in node order).
     pub fn vip_holders(&self) -> Result<Vec<usize>> {
         vip_holders(&self.address_sockets)
+    }
+
+    /// Which nodes' namespaces have the IPv6 `address` on their management interface now.
+    pub fn address6_holders(&self, address: std::net::Ipv6Addr) -> Result<Vec<usize>> {
+        let wanted = format!("inet6 {address}/");
+        let mut holders = Vec::new();
+        for node in 0..self.nodes.len() {
+            let text = ip(&["-n", &self.nodes[node].spec.namespace, "-6", "-o", "addr", "show", MANAGEMENT_INTERFACE])?;
+            if text.contains(&wanted) {
+                holders.push(node);
+            }
+        }
+        Ok(holders)
+    }
+
+    /// The MAC the client's neighbour table has for the IPv6 `address`, if it has one.
+    pub fn client_neighbour6(&self, address: std::net::Ipv6Addr) -> Result<Option<String>> {
+        let text = ip(&["-n", self.client_namespace(), "-6", "neigh", "show", &address.to_string()])?;
+        Ok(word_after(&text, "lladdr"))
     }
 
     /// Which nodes' namespaces have `address` now (a VIP set at run time, say).
@@ -1170,6 +1194,12 @@ impl Topology {
             ip(&["-n", &switch, "link", "add", &port, "type", "veth", "peer", "name", interface, "netns", &namespace])?;
             ip(&["-n", &switch, "link", "set", &port, "master", bridge, "up"])?;
             ip(&["-n", &namespace, "addr", "add", &format!("{address}/24"), "dev", interface])?;
+            // The management network has IPv6 too (for an IPv6 VIP): `fd00:213:1::<last octet>`,
+            // without duplicate address detection, so it is usable at once.
+            if interface == MANAGEMENT_INTERFACE {
+                let address6 = management_address6(address);
+                ip(&["-n", &namespace, "addr", "add", &format!("{address6}/64"), "dev", interface, "nodad"])?;
+            }
             ip(&["-n", &namespace, "link", "set", interface, "up"])?;
         }
         Ok(topology)
