@@ -549,3 +549,6 @@ pub fn runner_routes(
         w(request, &|runner, _| Response::json(200, &runner.status()))
     })
 }
+
+#[cfg(test)]
+mod tests;
