@@ -19,13 +19,13 @@ use super::wait_group::DoneOnDrop;
 use super::RpcError;
 use crate::context::panic_message;
 
-// Read timeouts are long on purpose. `may`'s IO timer (io_timeout) races with its selector:
-// a timer that expires at the moment a read completes borrows the socket's timer cell on two
-// threads at once and panics the worker ("RefCell already borrowed" in
-// `EventData::fast_schedule`, then memory corruption). A 50 ms poll made that a matter of
-// minutes under steady traffic; with the idle or request timeout as the read timeout a timer
-// only fires on a connection that has been silent for that long. The drain does not wait for
-// timers either: it shuts the read side of idle connections down (`wake_if_idle`).
+// No socket here ever has a `may` IO timeout. `may`'s IO timer races with its selector: a
+// timer that expires while a read completes borrows the socket's timer cell on two threads at
+// once ("RefCell already borrowed" in `EventData::fast_schedule`, then memory corruption), which
+// aborted daemons under steady HTTP polling. The workspace builds `may` without its
+// `io_timeout` feature, and the idle, request, write and linger deadlines are enforced by the
+// cycle's deadline sweeper (`deadlines.rs`), which shuts a late connection's socket down so
+// its blocked read or write returns at once, the same way the drain wakes idle connections.
 /// Bytes read per `read` call.
 const READ_CHUNK: usize = 16 * 1024;
 /// At most this much is read and thrown away while lingering before a close.
@@ -45,6 +45,15 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The shortest of the deadlines the sweeper enforces, which sets its period.
+    pub(crate) fn shortest_deadline(&self) -> Duration {
+        self.idle_timeout.min(self.request_timeout).min(self.write_timeout).min(self.linger)
+    }
+
     pub(crate) fn new(inner: &Arc<Inner>) -> Arc<Shared> {
         let config = &inner.config;
         Arc::new(Shared {
@@ -61,13 +70,28 @@ impl Shared {
     }
 }
 
-/// What a connection is doing, for the deadline's log.
+/// What a connection is doing, for the deadline sweeper and the drain deadline's log.
 #[derive(Debug, Clone)]
 enum Activity {
-    Idle,
+    /// Waiting for the next request (idle timeout).
+    Idle { since: Instant },
+    /// A request has begun to arrive (request timeout).
     Reading { since: Instant },
+    /// Its handler runs; only the drain deadline limits it.
     Handling { method: Method, path: String, since: Instant },
+    /// Writing a response (write timeout).
     Writing { since: Instant },
+    /// Reading what the client still sends before the close, until the linger time is up.
+    Lingering { until: Instant },
+}
+
+/// Which deadline a connection missed, as the sweeper found it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Missed {
+    Idle,
+    Request,
+    Write,
+    Linger,
 }
 
 /// The part of a connection the server's stop stages can see.
@@ -77,6 +101,11 @@ pub(crate) struct ConnectionShared {
     peer_addr: SocketAddr,
     activity: Mutex<Activity>,
     cut: AtomicBool,
+    /// Set by the sweeper when the request took longer than the request timeout: the read that
+    /// then returns end-of-file answers 408 instead of treating the request as truncated.
+    request_timed_out: AtomicBool,
+    /// The deadline the sweeper already enforced, so it shuts the socket down once.
+    missed: Mutex<Option<Missed>>,
 }
 
 impl ConnectionShared {
@@ -90,7 +119,7 @@ impl ConnectionShared {
     /// writing is left to finish; it sees the drain flag before it reads again.
     pub(crate) fn wake_if_idle(&self) {
         let activity = self.activity.lock();
-        if matches!(*activity, Activity::Idle) {
+        if matches!(*activity, Activity::Idle { .. }) {
             // SAFETY of the fd: called with the registry locked, as `cut`; shutdown does not close it.
             unsafe { libc::shutdown(self.fd, libc::SHUT_RD) };
         }
@@ -120,10 +149,53 @@ impl ConnectionShared {
                 why,
                 "connection busy reading or writing; cut"
             ),
-            Activity::Idle => tracing::debug!(server, connection = self.id, why, "idle connection cut"),
+            Activity::Idle { .. } | Activity::Lingering { .. } => {
+                tracing::debug!(server, connection = self.id, why, "idle connection cut")
+            }
         }
         // SAFETY of the fd: see the doc above; shutdown does not close it.
         unsafe { libc::shutdown(self.fd, libc::SHUT_RDWR) };
+    }
+
+    /// The deadline this connection has missed at `now`, if any, under `shared`'s timeouts.
+    pub(crate) fn missed_deadline(&self, now: Instant, shared: &Shared) -> Option<Missed> {
+        let late = |since: Instant, timeout: Duration| now.saturating_duration_since(since) >= timeout;
+        match *self.activity.lock() {
+            Activity::Idle { since } if late(since, shared.idle_timeout) => Some(Missed::Idle),
+            Activity::Reading { since } if late(since, shared.request_timeout) => Some(Missed::Request),
+            Activity::Writing { since } if late(since, shared.write_timeout) => Some(Missed::Write),
+            Activity::Lingering { until } if now >= until => Some(Missed::Linger),
+            _ => None,
+        }
+    }
+
+    /// Ends the wait of a connection that missed a deadline, once: idle, request and linger
+    /// deadlines shut the read side down (its read returns end-of-file; a late request is
+    /// answered 408 on the still open write side), a write deadline shuts both sides down (the
+    /// write fails and the connection closes). Called by the sweeper with the registry locked,
+    /// so the fd is still this connection's.
+    pub(crate) fn enforce(&self, missed: Missed, server: &str) {
+        {
+            let mut already = self.missed.lock();
+            if *already == Some(missed) {
+                return;
+            }
+            *already = Some(missed);
+        }
+        let how = match missed {
+            Missed::Idle | Missed::Linger => libc::SHUT_RD,
+            Missed::Request => {
+                self.request_timed_out.store(true, Ordering::Release);
+                tracing::debug!(server, connection = self.id, peer = %self.peer_addr, "request timeout");
+                libc::SHUT_RD
+            }
+            Missed::Write => {
+                tracing::debug!(server, connection = self.id, peer = %self.peer_addr, "write timeout");
+                libc::SHUT_RDWR
+            }
+        };
+        // SAFETY of the fd: see the doc above; shutdown does not close it.
+        unsafe { libc::shutdown(self.fd, how) };
     }
 }
 
@@ -192,8 +264,10 @@ fn spawn_connection(cycle: &Arc<Cycle>, shared: &Arc<Shared>, stream: may::net::
         id,
         fd: stream.as_raw_fd(),
         peer_addr,
-        activity: Mutex::new(Activity::Idle),
+        activity: Mutex::new(Activity::Idle { since: Instant::now() }),
         cut: AtomicBool::new(false),
+        request_timed_out: AtomicBool::new(false),
+        missed: Mutex::new(None),
     });
     cycle.connections.lock().insert(id, connection.clone());
     cycle.live_connections.add();
@@ -264,12 +338,6 @@ fn serve(
     shared: &Shared,
 ) -> may::net::TcpStream {
     let _ = stream.set_nodelay(true);
-    let read_timeout = shared.idle_timeout.min(shared.request_timeout);
-    if stream.set_read_timeout(Some(read_timeout)).is_err()
-        || stream.set_write_timeout(Some(shared.write_timeout)).is_err()
-    {
-        return stream;
-    }
     let mut buffer: Vec<u8> = Vec::with_capacity(READ_CHUNK);
     loop {
         let request = match read_request(&mut stream, &mut buffer, connection, cycle, shared) {
@@ -332,8 +400,11 @@ fn read_request(
     cycle: &Cycle,
     shared: &Shared,
 ) -> ReadOutcome {
-    let idle_since = Instant::now();
-    let mut request_started: Option<Instant> = if buffer.is_empty() { None } else { Some(idle_since) };
+    // A request has begun once any byte of it is here (a pipelined one may already be).
+    let mut request_started = !buffer.is_empty();
+    if request_started {
+        connection.set(Activity::Reading { since: Instant::now() });
+    }
     let mut sent_continue = false;
     loop {
         if !buffer.is_empty() {
@@ -359,7 +430,7 @@ fn read_request(
         }
         // Between requests, a drain closes the connection (its `Idle` was set before this
         // load, so a drain that missed it in `wake_if_idle` is seen here).
-        if request_started.is_none() && buffer.is_empty() && cycle.draining.load(Ordering::Acquire) {
+        if !request_started && buffer.is_empty() && cycle.draining.load(Ordering::Acquire) {
             return ReadOutcome::Closed;
         }
         let start = buffer.len();
@@ -368,6 +439,9 @@ fn read_request(
         match read {
             Ok(0) => {
                 buffer.truncate(start);
+                if connection.request_timed_out.load(Ordering::Acquire) {
+                    return ReadOutcome::Invalid(HttpError::Timeout);
+                }
                 if buffer.is_empty() {
                     return ReadOutcome::Closed;
                 }
@@ -376,28 +450,12 @@ fn read_request(
             }
             Ok(n) => {
                 buffer.truncate(start + n);
-                if request_started.is_none() {
-                    request_started = Some(Instant::now());
+                if !request_started {
+                    request_started = true;
                     connection.set(Activity::Reading { since: Instant::now() });
                 }
             }
-            Err(error)
-                if matches!(error.kind(), ErrorKind::TimedOut | ErrorKind::WouldBlock | ErrorKind::Interrupted) =>
-            {
-                buffer.truncate(start);
-                match request_started {
-                    None => {
-                        if cycle.draining.load(Ordering::Acquire) || idle_since.elapsed() >= shared.idle_timeout {
-                            return ReadOutcome::Closed;
-                        }
-                    }
-                    Some(started) => {
-                        if started.elapsed() >= shared.request_timeout {
-                            return ReadOutcome::Invalid(HttpError::Timeout);
-                        }
-                    }
-                }
-            }
+            Err(error) if error.kind() == ErrorKind::Interrupted => buffer.truncate(start),
             Err(_) => {
                 buffer.truncate(start);
                 return ReadOutcome::Closed;
@@ -462,7 +520,7 @@ fn write_response(
 ) -> bool {
     let bytes = response.encode(keep_alive, head_only);
     let written = stream.write_all(&bytes).and_then(|()| stream.flush()).is_ok();
-    connection.set(Activity::Idle);
+    connection.set(Activity::Idle { since: Instant::now() });
     written
 }
 
@@ -480,9 +538,8 @@ fn linger(
     if !answer_late_requests {
         buffer.clear();
     }
+    // The sweeper shuts the read side down at the deadline, so the read below returns then.
     let deadline = Instant::now() + shared.linger;
-    // Bounded by the linger time (a closing connection; see the note on read timeouts).
-    let _ = stream.set_read_timeout(Some(shared.linger.max(Duration::from_millis(1))));
     let mut n_read = 0usize;
     loop {
         if connection.cut.load(Ordering::Acquire) {
@@ -507,6 +564,7 @@ fn linger(
         if Instant::now() >= deadline || n_read >= LINGER_MAX_BYTES {
             break;
         }
+        connection.set(Activity::Lingering { until: deadline });
         let start = buffer.len();
         buffer.resize(start + READ_CHUNK, 0);
         let read = stream.read(&mut buffer[start..]);
@@ -519,11 +577,7 @@ fn linger(
                 buffer.truncate(start + n);
                 n_read += n;
             }
-            Err(error)
-                if matches!(error.kind(), ErrorKind::TimedOut | ErrorKind::WouldBlock | ErrorKind::Interrupted) =>
-            {
-                buffer.truncate(start);
-            }
+            Err(error) if error.kind() == ErrorKind::Interrupted => buffer.truncate(start),
             Err(_) => return,
         }
     }

@@ -47,6 +47,7 @@
 //! thread (or the owner's `shutdown()`/drop) completes it after the handler's response.
 
 mod connection;
+mod deadlines;
 mod http;
 mod pool;
 mod router;

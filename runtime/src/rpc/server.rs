@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 
 use super::connection::{self, ConnectionShared};
+use super::deadlines::DeadlineSweeper;
 use super::http::{Limits, Method, Request, Response};
 use super::pool::WorkerPool;
 use super::router::Router;
@@ -177,6 +178,11 @@ impl ServerConfig {
         self
     }
 
+    pub fn write_timeout(mut self, timeout: Duration) -> ServerConfig {
+        self.write_timeout = timeout;
+        self
+    }
+
     pub fn on_pre_start(mut self, hook: impl Fn(SocketAddr) + Send + Sync + 'static) -> ServerConfig {
         self.hooks.pre_start = Some(Arc::new(hook));
         self
@@ -236,6 +242,8 @@ pub(crate) struct Cycle {
     pub(crate) paused: AtomicBool,
     accept_exited: SyncPoint,
     accept_handle: Mutex<Option<may::coroutine::JoinHandle<()>>>,
+    /// Enforces the connections' deadlines until IO stops.
+    deadline_sweeper: Mutex<Option<DeadlineSweeper>>,
     /// Open connections, for the drain and the deadline's log. A connection removes itself
     /// (under this lock) before it closes its socket, so a raw fd found here is still its own.
     pub(crate) connections: Mutex<HashMap<u64, Arc<ConnectionShared>>>,
@@ -617,6 +625,7 @@ impl Inner {
             paused: AtomicBool::new(false),
             accept_exited: SyncPoint::new(),
             accept_handle: Mutex::new(None),
+            deadline_sweeper: Mutex::new(None),
             connections: Mutex::new(HashMap::new()),
             live_connections: WaitGroup::new(),
             handles: Mutex::new(HashMap::new()),
@@ -637,9 +646,16 @@ impl Inner {
                 cycle.stop_requested.done();
             }
         }
+        let shared = connection::Shared::new(self);
+        match DeadlineSweeper::start(&cycle, shared.clone()) {
+            Ok(sweeper) => *cycle.deadline_sweeper.lock() = Some(sweeper),
+            Err(source) => {
+                cycle.listener.lock().take();
+                return Err(RpcError::Spawn { what: format!("{}-deadlines", self.name()), source });
+            }
+        }
         let accept = {
             let cycle = cycle.clone();
-            let shared = connection::Shared::new(self);
             let builder = may::coroutine::Builder::new().name(format!("{}-accept", self.name()));
             // SAFETY (may's spawn contract): the coroutine keeps no thread-local across a park
             // and its stack (IO_STACK_SIZE) is ample for the accept loop.
@@ -652,6 +668,9 @@ impl Inner {
             }
             Err(source) => {
                 cycle.listener.lock().take();
+                if let Some(sweeper) = cycle.deadline_sweeper.lock().take() {
+                    sweeper.stop();
+                }
                 Err(RpcError::Spawn { what: format!("{}-accept", self.name()), source })
             }
         }
@@ -913,6 +932,10 @@ impl Inner {
         }
         if let Some(handle) = cycle.accept_handle.lock().take() {
             self.stragglers.lock().push(handle);
+        }
+        // Every connection has ended or been cut: no deadline is left to enforce.
+        if let Some(sweeper) = cycle.deadline_sweeper.lock().take() {
+            sweeper.stop();
         }
         let handles: Vec<_> = cycle.handles.lock().drain().collect();
         let mut n_joined = 0usize;

@@ -516,6 +516,39 @@ fn restart_after_cleanup_serves_again() {
 }
 
 #[test]
+fn the_sweeper_closes_idle_connections_and_stalled_writers() {
+    let big_body = "x".repeat(16 << 20);
+    let config = echo_config("deadlines")
+        .idle_timeout(Duration::from_millis(300))
+        .write_timeout(Duration::from_millis(300))
+        .route(Method::Get, "/big", move |_| Response::json(200, &big_body));
+    let server = Server::new(config);
+    let address = server.serve_in_background("rpc-test-deadlines").expect("serve");
+
+    // Idle: the server closes a connection that sends nothing, after the idle timeout.
+    let started = Instant::now();
+    let mut idle = Client::connect(address);
+    let mut byte = [0u8; 1];
+    let n = std::io::Read::read(&mut idle.stream, &mut byte).expect("end-of-file, not an error");
+    assert_eq!(n, 0, "the idle connection got bytes");
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_millis(250), "closed before the idle timeout: {waited:?}");
+    assert!(waited < Duration::from_secs(5), "closed long after the idle timeout: {waited:?}");
+
+    // Stalled writer: a client that asks for 16 MiB and never reads is cut after the write
+    // timeout, and its connection leaves the server.
+    let mut stalled = Client::connect(address);
+    stalled.send_raw(b"GET /big HTTP/1.1\r\n\r\n");
+    wait_for("the stalled connection to be closed", Duration::from_secs(10), || server.n_connections() == 0);
+    let mut fresh = Client::connect(address);
+    assert_eq!(fresh.request("GET", "/hello", None).expect("hello").status, 200);
+    drop(stalled);
+
+    server.stop();
+    server.join().expect("join");
+}
+
+#[test]
 fn malformed_requests_get_4xx_and_leave_other_connections_alone() {
     let limits = Limits { max_header_bytes: 4096, max_headers: 16, max_body_bytes: 1024 };
     let server = Server::new(echo_config("malformed").limits(limits).request_timeout(Duration::from_millis(300)));

@@ -1,0 +1,64 @@
+//! The deadline sweeper of one server cycle: a plain thread that, every tick, looks at what each
+//! open connection is doing and shuts down the socket of one that has waited past its idle,
+//! request, write or linger deadline (see `ConnectionShared::enforce`). It replaces `may`'s IO
+//! timeouts, which race with may's selector (see the note in `connection.rs`); a deadline is
+//! therefore enforced up to one tick late.
+
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use super::connection::Shared;
+use super::server::Cycle;
+use crate::{JoinError, SyncPoint, Thread};
+
+/// The sweeper's period is a quarter of the shortest deadline, within these bounds.
+const MIN_TICK: Duration = Duration::from_millis(5);
+const MAX_TICK: Duration = Duration::from_millis(250);
+
+/// A running sweeper; `stop` ends and joins it.
+pub(crate) struct DeadlineSweeper {
+    stop: SyncPoint,
+    thread: Thread<()>,
+}
+
+impl DeadlineSweeper {
+    /// Starts sweeping `cycle`'s connections; the thread holds only a weak reference, so a
+    /// cycle that is dropped without a stop also ends it.
+    pub(crate) fn start(cycle: &Arc<Cycle>, shared: Arc<Shared>) -> std::io::Result<DeadlineSweeper> {
+        let stop = SyncPoint::new();
+        let tick = tick_for(&shared);
+        let (stop_seen, cycle) = (stop.clone(), Arc::downgrade(cycle));
+        let thread = Thread::spawn(&format!("{}-deadlines", shared.name()), move || {
+            sweep_until_stopped(&cycle, &shared, tick, &stop_seen)
+        })?;
+        Ok(DeadlineSweeper { stop, thread })
+    }
+
+    pub(crate) fn stop(self) {
+        self.stop.done();
+        match self.thread.join() {
+            Ok(()) => {}
+            Err(JoinError::SelfJoin) => tracing::error!("the deadline sweeper cannot stop itself"),
+            Err(error) => tracing::error!(%error, "the deadline sweeper ended abnormally"),
+        }
+    }
+}
+
+fn tick_for(shared: &Shared) -> Duration {
+    let shortest = shared.shortest_deadline();
+    (shortest / 4).clamp(MIN_TICK, MAX_TICK)
+}
+
+fn sweep_until_stopped(cycle: &Weak<Cycle>, shared: &Shared, tick: Duration, stop: &SyncPoint) {
+    while !stop.wait_timeout(tick) {
+        let Some(cycle) = cycle.upgrade() else { return };
+        let now = Instant::now();
+        // The registry stays locked while sockets are shut down: a connection leaves it before
+        // closing its fd, so every fd seen here is still that connection's.
+        for connection in cycle.connections.lock().values() {
+            if let Some(missed) = connection.missed_deadline(now, shared) {
+                connection.enforce(missed, shared.name());
+            }
+        }
+    }
+}
