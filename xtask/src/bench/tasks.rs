@@ -110,6 +110,10 @@ fn run_in(work: &Path) -> Result<Report> {
         .context("start the cluster")?;
     eprintln!("tasks bench: {} nodes from {} in {}", N_NODES, cluster.binary().display(), cluster.dir().display());
     let mut report = Report::new("tasks");
+    // Other work on the machine moves every number here; the load before the run says how much.
+    if let Some(load) = loadavg_1m() {
+        report.set("machine_loadavg_1m_at_start", load);
+    }
     let measured = measure(&cluster, work, &mut report);
     if measured.is_err() || std::env::var_os(KEEP_DIR_ENV).is_some() {
         eprintln!("tasks bench: keeping {} (logs)", cluster.dir().display());
@@ -330,6 +334,11 @@ fn time_lists(client: &Api, query: &str, n: usize) -> Result<(Vec<f64>, usize)> 
         n_records = answer["tasks"].as_array().map_or(0, Vec::len);
     }
     Ok((samples, n_records))
+}
+
+/// The 1-minute load average, from `/proc/loadavg`.
+fn loadavg_1m() -> Option<f64> {
+    fs::read_to_string("/proc/loadavg").ok()?.split_whitespace().next()?.parse().ok()
 }
 
 /// `VmRSS` of `pid` in MiB.
