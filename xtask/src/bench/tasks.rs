@@ -87,7 +87,9 @@ const WAIT: Duration = Duration::from_secs(60);
 const KEEP_DIR_ENV: &str = "ZBS_BENCH_KEEP_DIR";
 
 pub fn run() -> Result<()> {
-    let work = bench_dir().join("tasks-work");
+    // One dir per run: a second run at the same time (another shell, `bench all`) must not
+    // remove this one's files.
+    let work = bench_dir().join(format!("tasks-work-{}", std::process::id()));
     if work.exists() {
         fs::remove_dir_all(&work).with_context(|| format!("remove the old {}", work.display()))?;
     }
