@@ -52,7 +52,7 @@ use layout::{child_reply_bytes, owner_path, task_path, DB_ROOT, RUNNERS_ROOT};
 
 pub use error::{DbError, Result};
 pub use filter::ListFilter;
-pub use owner::{claim, owner_of, release, watch_owner, Owner, OwnerInfo};
+pub use owner::{claim, owner_of, release, watch_owner, watch_owner_presence, Owner, OwnerInfo};
 pub use records::{read_record, write_record, CorruptRecord};
 pub use runners::{
     is_drained, list_runners, read_runners, register_runner, set_drained, unregister_runner, update_runner,
@@ -255,8 +255,17 @@ impl TaskDb {
     /// Persists a new task: its znode is created, then the cache updated. `Full` beyond the cap,
     /// `Exists` when the id is taken. Returns it at version 0.
     pub fn create(&mut self, record: &TaskRecord) -> Result<StoredRecord> {
-        let added_bytes = child_reply_bytes(record.task_id.as_str());
-        if self.n_children >= self.config.max_records
+        self.check_room(std::slice::from_ref(&record.task_id))?;
+        create_node(&self.session, record)?;
+        self.adopt_created(record)
+    }
+
+    /// `Full` when creating `task_ids` (besides the records counted already) would pass the
+    /// cap. A caller that creates the znodes itself ([`create_node`], so that creates of many
+    /// submitters are in flight at once) counts the ones it has not adopted yet here.
+    pub fn check_room(&self, task_ids: &[TaskId]) -> Result<()> {
+        let added_bytes: usize = task_ids.iter().map(|task_id| child_reply_bytes(task_id.as_str())).sum();
+        if self.n_children + task_ids.len() > self.config.max_records
             || self.reply_bytes + added_bytes > layout::MAX_CHILDREN_REPLY_BYTES
         {
             return Err(DbError::Full {
@@ -266,16 +275,11 @@ impl TaskDb {
                 max_reply_bytes: layout::MAX_CHILDREN_REPLY_BYTES,
             });
         }
-        let data = record.encode().map_err(|source| DbError::Record {
-            context: "encode the new task",
-            task_id: record.task_id.to_string(),
-            source,
-        })?;
-        match self.session.create_persistent(&task_path(&record.task_id), &data) {
-            Ok(_) => {}
-            Err(ZkError::NodeExists { .. }) => return Err(DbError::Exists { task_id: record.task_id.clone() }),
-            Err(source) => return Err(DbError::Zk { context: "create a task record", source }),
-        }
+        Ok(())
+    }
+
+    /// Counts and caches a record whose znode [`create_node`] just created (version 0).
+    pub fn adopt_created(&mut self, record: &TaskRecord) -> Result<StoredRecord> {
         self.count_child(&record.task_id);
         let stored = StoredRecord { record: record.clone(), version: 0 };
         self.cache.put(&stored)?;
@@ -319,13 +323,41 @@ impl TaskDb {
     /// the version just read; on `Fenced` it starts over, up to `max_write_attempts` times, then
     /// answers `Conflict`. An error from `change` aborts and is returned as is. When `change`
     /// leaves the record as it was, nothing is written.
-    pub fn read_modify_write<F>(&mut self, task_id: &TaskId, mut change: F) -> Result<StoredRecord>
+    pub fn read_modify_write<F>(&mut self, task_id: &TaskId, change: F) -> Result<StoredRecord>
+    where
+        F: FnMut(&mut TaskRecord) -> Result<()>,
+    {
+        self.modify_write(task_id, None, change)
+    }
+
+    /// `read_modify_write` whose first attempt starts from `cached` (a record this database
+    /// holds) instead of a fresh read: one ZooKeeper request instead of two when the cache is
+    /// current. The write is still fenced on `cached.version`, so a stale copy only costs a
+    /// `BadVersion`, after which it re-reads and starts over like `read_modify_write`.
+    pub fn modify_write_cached<F>(&mut self, cached: StoredRecord, change: F) -> Result<StoredRecord>
+    where
+        F: FnMut(&mut TaskRecord) -> Result<()>,
+    {
+        let task_id = cached.record.task_id.clone();
+        self.modify_write(&task_id, Some(cached), change)
+    }
+
+    fn modify_write<F>(
+        &mut self,
+        task_id: &TaskId,
+        mut first: Option<StoredRecord>,
+        mut change: F,
+    ) -> Result<StoredRecord>
     where
         F: FnMut(&mut TaskRecord) -> Result<()>,
     {
         for _ in 0..self.config.max_write_attempts {
-            let Some(current) = self.refresh_checked(task_id)? else {
-                return Err(DbError::NotFound { what: "task", id: task_id.to_string() });
+            let current = match first.take() {
+                Some(cached) => cached,
+                None => match self.refresh_checked(task_id)? {
+                    Some(current) => current,
+                    None => return Err(DbError::NotFound { what: "task", id: task_id.to_string() }),
+                },
             };
             let mut record = current.record.clone();
             change(&mut record)?;
@@ -523,6 +555,21 @@ impl TaskDb {
     /// the caller's to close.
     pub fn close(self) -> Result<()> {
         self.cache.close()
+    }
+}
+
+/// Creates the znode of a new task record through `session` (from any thread: it touches no
+/// cache). `Exists` when the id is taken. The `TaskDb` then adopts it ([`TaskDb::adopt_created`]).
+pub fn create_node(session: &ZkSession, record: &TaskRecord) -> Result<()> {
+    let data = record.encode().map_err(|source| DbError::Record {
+        context: "encode the new task",
+        task_id: record.task_id.to_string(),
+        source,
+    })?;
+    match session.create_persistent(&task_path(&record.task_id), &data) {
+        Ok(_) => Ok(()),
+        Err(ZkError::NodeExists { .. }) => Err(DbError::Exists { task_id: record.task_id.clone() }),
+        Err(source) => Err(DbError::Zk { context: "create a task record", source }),
     }
 }
 

@@ -41,6 +41,22 @@ const RETRY_BASE: Duration = Duration::from_secs(1);
 /// How often the purge runs at most; a shorter retention purges more often (a quarter of it).
 const PURGE_INTERVAL: Duration = Duration::from_secs(600);
 
+/// How long the dispatch pass trusts the runners' free slots it read (less the tasks it handed
+/// out since) before reading them again. Owner and runner changes and the periodic check make
+/// it re-read at once; this bounds how long a change nothing reports (a runner's registration
+/// rewritten as its tasks end) goes unseen while submits keep coming.
+const RUNNER_VIEW_TTL: Duration = Duration::from_millis(250);
+
+/// The runners that may take tasks, as the dispatch pass last read them.
+struct RunnerView {
+    /// Address and free slots of each healthy, non-draining runner with a free slot.
+    free: Vec<(String, u32)>,
+    read_at: Instant,
+}
+
+/// How many queued jobs the worker runs before a requested dispatch pass.
+const JOBS_BEFORE_PASS: usize = 16;
+
 /// Timeout of one runner RPC.
 pub const RUNNER_RPC_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -85,6 +101,35 @@ impl SchedulerHandle {
     /// True once the task database is open.
     pub fn is_ready(&self) -> bool {
         self.shared.ready.load(Ordering::Acquire)
+    }
+
+    /// Submits a new task with its ZooKeeper create on the caller's coroutine, so that the
+    /// creates of concurrent submitters are in flight together on the session (the client
+    /// pipelines them) instead of one after another on the dispatcher's worker. The worker only
+    /// reserves room under the cap first and adopts the record (cache, count, dispatch pass)
+    /// after; the answer is sent once the record is cached, as with `Scheduler::create`. `None`
+    /// when the dispatcher did not answer within `timeout` (each step has it).
+    pub fn submit(
+        &self,
+        timeout: Duration,
+        kind: TaskKind,
+        window: Option<crate::task::RuntimeWindow>,
+    ) -> Option<Result<TaskRecord, ApiError>> {
+        if let Err(error) = kind.validate() {
+            return Some(Err(ApiError::new(400, error.to_string())));
+        }
+        let mut record = TaskRecord::new(TaskId::generate(), kind, now_ms());
+        record.runtime_window = window;
+        let reserved_id = record.task_id.clone();
+        let session = match self.call(timeout, move |scheduler| scheduler.reserve(reserved_id))? {
+            Ok(session) => session,
+            Err(error) => return Some(Err(error)),
+        };
+        let created = task_db::create_node(&session, &record);
+        if created.is_ok() {
+            tracing::info!(task_id = %record.task_id, kind = record.kind.type_name(), "task submitted");
+        }
+        self.call(timeout, move |scheduler| scheduler.adopt(record, created))
     }
 
     /// Runs `job` on the dispatcher's context with the scheduler and waits (parking only the
@@ -148,7 +193,9 @@ fn worker(handle: SchedulerHandle, context: ContextHandle, caller: ContextHandle
         context,
         caller,
         watched: HashSet::new(),
+        reserved: HashSet::new(),
         runner_backoff: HashMap::new(),
+        runner_view: None,
         last_purge: Instant::now(),
         claim_grace: setup.claim_grace,
         retention: setup.retention,
@@ -159,16 +206,26 @@ fn worker(handle: SchedulerHandle, context: ContextHandle, caller: ContextHandle
     loop {
         let wake = SyncPoint::new();
         *handle.shared.wake.lock() = wake.clone();
-        loop {
+        // A burst of jobs (submits) must not hold back the dispatch pass they asked for: after
+        // `JOBS_BEFORE_PASS` jobs a requested pass runs, then the rest of the queue.
+        for _ in 0..JOBS_BEFORE_PASS {
             let job = handle.shared.queue.lock().pop_front();
             match job {
                 Some(job) => job(&mut scheduler),
                 None => break,
             }
         }
-        if handle.shared.check_requested.swap(false, Ordering::AcqRel) || Instant::now() >= next_check {
+        if Instant::now() >= next_check {
+            handle.shared.check_requested.store(false, Ordering::Release);
             scheduler.check();
             next_check = Instant::now() + CHECK_INTERVAL;
+            continue;
+        }
+        if handle.shared.check_requested.swap(false, Ordering::AcqRel) {
+            scheduler.dispatch_pass();
+            continue;
+        }
+        if !handle.shared.queue.lock().is_empty() {
             continue;
         }
         wake.wait_timeout(next_check.saturating_duration_since(Instant::now()));
@@ -221,8 +278,12 @@ pub struct Scheduler {
     caller: ContextHandle,
     /// Tasks whose owner child has a watch armed.
     watched: HashSet<TaskId>,
+    /// Submits between their reservation and their adoption (see `SchedulerHandle::submit`).
+    reserved: HashSet<TaskId>,
     /// Runners skipped until then (refused or did not answer).
     runner_backoff: HashMap<String, Instant>,
+    /// The runners' free slots as last read, less what was handed out since (see `RunnerView`).
+    runner_view: Option<RunnerView>,
     last_purge: Instant,
     claim_grace: Duration,
     retention: Duration,
@@ -240,6 +301,26 @@ impl Scheduler {
         record.runtime_window = window;
         let stored = self.db.create(&record)?;
         tracing::info!(task_id = %record.task_id, kind = record.kind.type_name(), "task submitted");
+        self.handle.request_check();
+        Ok(stored.record)
+    }
+
+    /// The first step of `SchedulerHandle::submit`: room under the cap for one more record,
+    /// counting the ones reserved and not yet adopted; the session to create it with.
+    fn reserve(&mut self, task_id: TaskId) -> Result<Arc<ZkSession>, ApiError> {
+        let mut ids: Vec<TaskId> = self.reserved.iter().cloned().collect();
+        ids.push(task_id.clone());
+        self.db.check_room(&ids)?;
+        self.reserved.insert(task_id);
+        Ok(self.session.clone())
+    }
+
+    /// The last step of `SchedulerHandle::submit`: the reservation ends; a created record is
+    /// cached and counted, and a dispatch pass follows.
+    fn adopt(&mut self, record: TaskRecord, created: task_db::Result<()>) -> Result<TaskRecord, ApiError> {
+        self.reserved.remove(&record.task_id);
+        created?;
+        let stored = self.db.adopt_created(&record)?;
         self.handle.request_check();
         Ok(stored.record)
     }
@@ -334,6 +415,7 @@ impl Scheduler {
             if matches!(event, quorum::zk::NodeEvent::SessionEnded { .. }) {
                 return;
             }
+            handle.post(Box::new(|scheduler| scheduler.runner_view = None));
             handle.request_check();
         });
         if let Err(error) = spawned {
@@ -341,24 +423,40 @@ impl Scheduler {
         }
     }
 
-    /// Arms a watch on `task_id`'s owner child; when it fires the task is looked at again.
+    /// Follows `task_id`'s owner child until it goes: a coroutine that re-arms the one-shot
+    /// watch by itself while the owner is only created or rewritten (a runner's claim), and
+    /// hands the task back to the scheduler when the owner is deleted, or when it is found
+    /// gone after having been seen (it came and went between two watches), or when the
+    /// session ends. One `exists` per arming; the record is re-read only at the end.
     fn watch_owner(&mut self, task_id: &TaskId) {
         if !self.watched.insert(task_id.clone()) {
             return;
         }
         let (session, handle, watched_id) = (self.session.clone(), self.handle.clone(), task_id.clone());
         let spawned = self.context.sched(move || {
-            let watch = match task_db::watch_owner(&session, &watched_id) {
-                Ok((_, watch)) => watch,
-                Err(error) => {
-                    tracing::warn!(task_id = %watched_id, %error, "cannot watch a task's owner");
-                    handle.post(Box::new(move |scheduler| {
-                        scheduler.watched.remove(&watched_id);
-                    }));
-                    return;
+            let mut seen_owner = false;
+            let event = loop {
+                let (present, watch) = match task_db::watch_owner_presence(&session, &watched_id) {
+                    Ok(armed) => armed,
+                    Err(error) => {
+                        tracing::warn!(task_id = %watched_id, %error, "cannot watch a task's owner");
+                        handle.post(Box::new(move |scheduler| {
+                            scheduler.watched.remove(&watched_id);
+                        }));
+                        return;
+                    }
+                };
+                if !present && seen_owner {
+                    // The watch stays armed for a creation; a later claim re-reads anyway.
+                    break quorum::zk::NodeEvent::Deleted { path: task_db::layout::owner_path(&watched_id) };
+                }
+                match watch.wait() {
+                    quorum::zk::NodeEvent::Created { .. } | quorum::zk::NodeEvent::DataChanged { .. } => {
+                        seen_owner = true;
+                    }
+                    event => break event,
                 }
             };
-            let event = watch.wait();
             handle.post(Box::new(move |scheduler| scheduler.owner_changed(&watched_id, event)));
         });
         if spawned.is_err() {
@@ -371,6 +469,8 @@ impl Scheduler {
         if matches!(event, quorum::zk::NodeEvent::SessionEnded { .. }) {
             return;
         }
+        // A slot may have come free on its runner.
+        self.runner_view = None;
         match self.db.refresh(task_id) {
             // The owner node existed and is gone: the runner released it or died. No claim grace.
             Ok(Some(stored))
@@ -444,47 +544,25 @@ impl Scheduler {
 
     /// The periodic check (see `# The check`). Only `Running` records are re-read from
     /// ZooKeeper: every other change of an unfinished task is this dispatcher's own write, or a
-    /// runner's final write of a task the cache still shows `Running`.
+    /// runner's final write of a task the cache still shows `Running`. The runners are re-read
+    /// too, so a registration change no watch reports (a drain, a health change) counts here.
     pub fn check(&mut self) {
-        let mut due: Vec<StoredRecord> = Vec::new();
-        let mut seen = HashSet::new();
-        for state in [TaskState::Running, TaskState::Interrupted, TaskState::Pending] {
-            let listed = match self.db.list(&ListFilter::in_state(state)) {
-                Ok(listed) => listed,
-                Err(error) => {
-                    tracing::warn!(%error, %state, "cannot list the tasks");
-                    return;
-                }
-            };
-            for stored in listed {
-                // A runner's final write moves a task out of `Running` under this loop.
-                if !seen.insert(stored.record.task_id.clone()) {
-                    continue;
-                }
-                let fresh = if state == TaskState::Running {
-                    match self.db.refresh(&stored.record.task_id) {
-                        Ok(Some(fresh)) => fresh,
-                        Ok(None) => continue,
-                        Err(error) => {
-                            tracing::warn!(task_id = %stored.record.task_id, %error, "cannot re-read a task");
-                            continue;
-                        }
-                    }
-                } else {
-                    stored
-                };
-                let in_window = fresh.record.runtime_window.is_none_or(|window| window.contains_now());
-                match fresh.record.state {
-                    TaskState::Running => self.check_running(&fresh),
-                    TaskState::Interrupted if in_window => due.push(fresh),
-                    TaskState::Pending if retry_due(&fresh.record) => due.push(fresh),
-                    _ => {}
-                }
+        let listed = match self.db.list(&ListFilter::in_state(TaskState::Running)) {
+            Ok(listed) => listed,
+            Err(error) => {
+                tracing::warn!(%error, "cannot list the running tasks");
+                return;
+            }
+        };
+        for stored in listed {
+            match self.db.refresh(&stored.record.task_id) {
+                Ok(Some(fresh)) if fresh.record.state == TaskState::Running => self.check_running(&fresh),
+                Ok(_) => {}
+                Err(error) => tracing::warn!(task_id = %stored.record.task_id, %error, "cannot re-read a task"),
             }
         }
-        if !due.is_empty() {
-            self.dispatch(due);
-        }
+        self.runner_view = None;
+        self.dispatch_pass();
         if self.last_purge.elapsed() >= PURGE_INTERVAL.min(self.retention / 4) {
             self.last_purge = Instant::now();
             if let Err(error) = self.db.purge_finished(self.retention) {
@@ -493,38 +571,105 @@ impl Scheduler {
         }
     }
 
-    fn dispatch(&mut self, mut due: Vec<StoredRecord>) {
-        let runners = match task_db::list_runners(&self.session) {
-            Ok(list) => list.runners,
-            Err(error) => {
-                tracing::warn!(%error, "cannot list the runners");
-                return;
+    /// Hands due tasks (`Interrupted` ones inside their window, `Pending` ones whose back-off
+    /// passed), oldest first, to the runners with free slots. What a submit, an owner change or
+    /// a runner change asks for: nothing is re-read from ZooKeeper but the runners (when the
+    /// view of them is stale), and with no free slot nothing is listed at all.
+    pub fn dispatch_pass(&mut self) {
+        let Some(capacity) = self.free_capacity() else { return };
+        if capacity == 0 {
+            return;
+        }
+        let mut due: Vec<StoredRecord> = Vec::new();
+        for state in [TaskState::Interrupted, TaskState::Pending] {
+            // Oldest first: a page a little larger than the free slots usually holds enough due
+            // tasks; when it does not (back-offs, closed windows), the whole state is read.
+            let page = capacity as usize * 2 + 16;
+            let mut listed = self.list_state(state, Some(page));
+            let mut found: Vec<StoredRecord> = listed.drain(..).filter(|stored| is_due(&stored.record)).collect();
+            if found.len() < capacity as usize && self.db_state_larger_than(state, page) {
+                found = self.list_state(state, None).into_iter().filter(|stored| is_due(&stored.record)).collect();
             }
-        };
+            due.extend(found);
+        }
+        if !due.is_empty() {
+            self.dispatch(due);
+        }
+    }
+
+    fn list_state(&mut self, state: TaskState, limit: Option<usize>) -> Vec<StoredRecord> {
+        match self.db.list(&ListFilter { limit, ..ListFilter::in_state(state) }) {
+            Ok(listed) => listed,
+            Err(error) => {
+                tracing::warn!(%error, %state, "cannot list the tasks");
+                Vec::new()
+            }
+        }
+    }
+
+    /// True when more than `n` tasks are in `state` (a listing of `n + 1` ids at most).
+    fn db_state_larger_than(&mut self, state: TaskState, n: usize) -> bool {
+        self.list_state(state, Some(n + 1)).len() > n
+    }
+
+    /// The free slots of the runners that may take tasks now; `None` when they cannot be read.
+    /// The view is re-read when missing or older than `RUNNER_VIEW_TTL`.
+    fn free_capacity(&mut self) -> Option<u32> {
+        let stale = self.runner_view.as_ref().is_none_or(|view| view.read_at.elapsed() >= RUNNER_VIEW_TTL);
+        if stale {
+            let runners = match task_db::list_runners(&self.session) {
+                Ok(list) => list.runners,
+                Err(error) => {
+                    tracing::warn!(%error, "cannot list the runners");
+                    self.runner_view = None;
+                    return None;
+                }
+            };
+            let free = runners
+                .into_iter()
+                .filter(|runner| runner.info.healthy && !runner.info.draining && runner.info.free_slots > 0)
+                .map(|runner| (runner.info.address, runner.info.free_slots))
+                .collect();
+            self.runner_view = Some(RunnerView { free, read_at: Instant::now() });
+        }
         let now = Instant::now();
         self.runner_backoff.retain(|_, until| *until > now);
-        let mut free: Vec<(String, u32)> = runners
-            .into_iter()
-            .filter(|runner| runner.info.healthy && !runner.info.draining && runner.info.free_slots > 0)
-            .filter(|runner| !self.runner_backoff.contains_key(&runner.info.address))
-            .map(|runner| (runner.info.address, runner.info.free_slots))
-            .collect();
+        let view = self.runner_view.as_ref()?;
+        Some(
+            view.free
+                .iter()
+                .filter(|(address, _)| !self.runner_backoff.contains_key(address))
+                .map(|(_, n_free)| *n_free)
+                .sum(),
+        )
+    }
+
+    fn dispatch(&mut self, mut due: Vec<StoredRecord>) {
         due.sort_by_key(|stored| stored.record.created_ms);
         for stored in due {
             // Least loaded: the most free slots left.
-            let Some(best) = free.iter_mut().filter(|(_, n_free)| *n_free > 0).max_by_key(|(_, n_free)| *n_free) else {
+            let Some(view) = self.runner_view.as_mut() else { return };
+            let backoff = &self.runner_backoff;
+            let Some(best) = view
+                .free
+                .iter_mut()
+                .filter(|(address, n_free)| *n_free > 0 && !backoff.contains_key(address))
+                .max_by_key(|(_, n_free)| *n_free)
+            else {
                 break;
             };
             best.1 -= 1;
             let runner_addr = best.0.clone();
-            self.execute_task(&stored.record.task_id, runner_addr);
+            self.execute_task(stored, runner_addr);
         }
     }
 
-    /// The original's `ExecuteTask` (see `# The check`).
-    fn execute_task(&mut self, task_id: &TaskId, runner_addr: String) {
+    /// The original's `ExecuteTask` (see `# The check`). The write starts from the cached
+    /// record (fenced on its version, re-read only when someone wrote since).
+    fn execute_task(&mut self, stored: StoredRecord, runner_addr: String) {
+        let task_id = stored.record.task_id.clone();
         let addr = runner_addr.clone();
-        let written = self.db.read_modify_write(task_id, |record| {
+        let written = self.db.modify_write_cached(stored, |record| {
             if !matches!(record.state, TaskState::Pending | TaskState::Interrupted) {
                 return Err(DbError::Rejected {
                     task_id: record.task_id.clone(),
@@ -543,7 +688,7 @@ impl Scheduler {
                 return;
             }
         };
-        self.watch_owner(task_id);
+        self.watch_owner(&task_id);
         tracing::info!(%task_id, runner = %runner_addr, "task dispatched");
         let (handle, id) = (self.handle.clone(), stored.record.task_id.clone());
         let scheduled = self.caller.sched(move || {
@@ -560,6 +705,7 @@ impl Scheduler {
         let Err(error) = result else { return };
         tracing::warn!(%task_id, runner = runner_addr, status = error.status, error = %error.message, "runner did not take the task");
         self.runner_backoff.insert(runner_addr.to_string(), Instant::now() + RUNNER_BACKOFF);
+        self.runner_view = None;
         let session = self.session.clone();
         let result = self.db.read_modify_write(task_id, |record| {
             if record.state != TaskState::Running || record.runner_addr.as_deref() != Some(runner_addr) {
@@ -576,6 +722,15 @@ impl Scheduler {
             tracing::warn!(%task_id, %error, "cannot put a refused task back");
         }
         self.handle.request_check();
+    }
+}
+
+/// A task the dispatch pass may hand out now.
+fn is_due(record: &TaskRecord) -> bool {
+    match record.state {
+        TaskState::Interrupted => record.runtime_window.is_none_or(|window| window.contains_now()),
+        TaskState::Pending => retry_due(record),
+        _ => false,
     }
 }
 

@@ -138,6 +138,15 @@ pub fn watch_owner(session: &ZkSession, task_id: &TaskId) -> Result<(Option<Owne
     Ok((owner, watch))
 }
 
+/// Whether `task_id` has an owner now, and a one-shot watch on its owner node (fires when it
+/// is created, changed or deleted). One request: what the dispatcher's watch loop needs, where
+/// `watch_owner` also reads who the owner is.
+pub fn watch_owner_presence(session: &ZkSession, task_id: &TaskId) -> Result<(bool, NodeWatch)> {
+    let path = owner_path(task_id);
+    let (stat, watch) = session.exists_and_watch(&path).map_err(DbError::zk("watch a task's owner"))?;
+    Ok((stat.is_some(), watch))
+}
+
 fn decode_owner(path: &str, data: &[u8], session_id: i64) -> Owner {
     let info = match serde_json::from_slice::<OwnerInfo>(data) {
         Ok(info) => Some(info),

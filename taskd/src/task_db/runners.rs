@@ -159,8 +159,15 @@ pub fn unregister_runner(session: &ZkSession, node_id: &str) -> Result<bool> {
 /// Every registered runner (reads pipelined). Bad registrations are listed in `corrupt`,
 /// logged, and never hide the others.
 pub fn list_runners(session: &ZkSession) -> Result<RunnerList> {
-    session.ensure_path(RUNNERS_ROOT).map_err(DbError::zk("create the runners directory"))?;
-    let mut names = session.children(RUNNERS_ROOT).map_err(DbError::zk("list the runners"))?;
+    // The directory almost always exists: create it only when the listing says it does not
+    // (one request per listing instead of the two or more `ensure_path` costs).
+    let mut names = match session.children(RUNNERS_ROOT) {
+        Err(ZkError::NoNode { .. }) => {
+            session.ensure_path(RUNNERS_ROOT).map_err(DbError::zk("create the runners directory"))?;
+            session.children(RUNNERS_ROOT).map_err(DbError::zk("list the runners"))?
+        }
+        listed => listed.map_err(DbError::zk("list the runners"))?,
+    };
     names.sort();
     read_runners(session, &names)
 }
