@@ -7,11 +7,11 @@
 //! refused with a 4xx JSON error (`{"error": ..., "status": ...}`) before anything changes.
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, Weak};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use chrono::NaiveDate;
-use quorum::{Member, QuorumHandle, ZkSessionState};
+use quorum::Member;
 use runtime::rpc::{Method, Request, Response, ServerConfig, WorkerPool};
 use serde::Deserialize;
 use vip::{StoredVip, VipServer};
@@ -36,78 +36,16 @@ pub trait DispatcherAccess: Send + Sync + 'static {
     /// The scheduler when this node leads and its database is open; otherwise the response
     /// to give (421 with the leader's address, or 503).
     fn scheduler(&self) -> Result<SchedulerHandle, Response>;
-    /// Leader, members, health, VIP: for `cluster show`.
+    /// Leader, members (with their health read fresh from ZooKeeper, see `FreshMembers`),
+    /// health, VIP: for `cluster show`. Blocks: called on the worker pool.
     fn cluster(&self) -> serde_json::Value;
-    /// The node's VIP server, for `vip show|set`; None without a `[vip]`. By default the one
-    /// the current task server registered with [`serve_vip`].
-    fn vip(&self) -> Option<Arc<VipServer>> {
-        served_vip()
-    }
-}
-
-/// The VIP server of this process's current task server. A process runs one task server at a
-/// time (the supervisor rebuilds it after a stop), which registers its VIP server where it builds
-/// it; held weakly, so it never outlives its server.
-static SERVED_VIP: Mutex<Weak<VipServer>> = Mutex::new(Weak::new());
-
-/// Registers the VIP server the `vip` routes act on (see [`DispatcherAccess::vip`]).
-pub fn serve_vip(vip: &Arc<VipServer>) {
-    *SERVED_VIP.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::downgrade(vip);
-}
-
-fn served_vip() -> Option<Arc<VipServer>> {
-    SERVED_VIP.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).upgrade()
-}
-
-/// The quorum handle of this process's current task server, registered where it is built, so
-/// that the cluster route can read the members' health from ZooKeeper (see [`serve_quorum`]).
-static SERVED_QUORUM: Mutex<Option<QuorumHandle>> = Mutex::new(None);
-
-/// How long one read of the members from ZooKeeper answers the cluster route: requests in a
-/// burst share it, and it is never older than this.
-pub const MEMBERS_TTL: Duration = Duration::from_millis(500);
-
-/// The last read of the members, and when it was made.
-static MEMBERS_READ: Mutex<Option<(Instant, Vec<Member>)>> = Mutex::new(None);
-
-/// Registers the quorum whose members the cluster route reads. The cached membership of a node
-/// changes only when members come and go, not when a member publishes new health, so the route
-/// reads the members' data itself (at most [`MEMBERS_TTL`] old).
-pub fn serve_quorum(quorum: QuorumHandle) {
-    *SERVED_QUORUM.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(quorum);
-    *MEMBERS_READ.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = None;
-}
-
-/// The members as ZooKeeper holds them, read at most [`MEMBERS_TTL`] ago; None without a
-/// connected session (a read on a failing connection would wait for the operation timeout).
-/// Blocks: call it on the worker pool.
-fn fresh_members() -> Option<Vec<Member>> {
-    let quorum = SERVED_QUORUM.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()?;
-    let mut read = MEMBERS_READ.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    if let Some((at, members)) = read.as_ref() {
-        if at.elapsed() < MEMBERS_TTL {
-            return Some(members.clone());
-        }
-    }
-    let connected = quorum.session().is_some_and(|session| session.state() == ZkSessionState::SyncConnected);
-    if !connected {
-        return None;
-    }
-    match quorum.read_members() {
-        Ok(members) => {
-            *read = Some((Instant::now(), members.clone()));
-            Some(members)
-        }
-        Err(error) => {
-            tracing::warn!(%error, "cannot read the members for the cluster route; answering the cached ones");
-            None
-        }
-    }
+    /// The node's VIP server, for `vip show|set`; None without a `[vip]`.
+    fn vip(&self) -> Option<Arc<VipServer>>;
 }
 
 /// `cluster` with its members (and their health) replaced by a fresh read when there is one;
 /// `members_source` says which (`zookeeper` or `cache`).
-fn with_fresh_members(mut cluster: serde_json::Value, members: Option<Vec<Member>>) -> serde_json::Value {
+pub(crate) fn with_fresh_members(mut cluster: serde_json::Value, members: Option<Vec<Member>>) -> serde_json::Value {
     let Some(object) = cluster.as_object_mut() else { return cluster };
     match members {
         Some(mut members) => {
@@ -469,7 +407,6 @@ pub fn dispatcher_routes(
     });
     let a = access.clone();
     let vip_pool = pool.clone();
-    let cluster_pool = pool;
     let config = config.cpu_route(Method::Post, &format!("{PREFIX}/vip/set"), move |request| {
         answer((|| {
             let body: VipSet = request.json()?;
@@ -481,10 +418,8 @@ pub fn dispatcher_routes(
         })())
     });
     let a = access;
-    config.cpu_route(Method::Get, &format!("{PREFIX}/cluster"), move |_request| {
-        let members = cluster_pool.run(fresh_members).ok().flatten();
-        Response::json(200, &with_fresh_members(a.cluster(), members))
-    })
+    // The answer reads the members from ZooKeeper (see `FreshMembers`): on the worker pool.
+    config.cpu_route(Method::Get, &format!("{PREFIX}/cluster"), move |_request| Response::json(200, &a.cluster()))
 }
 
 /// Adds the runner routes to `config`; `runner` gives the node's runner while it runs.

@@ -1,6 +1,7 @@
 //! The Task Center: `TaskServer` (one per process, a quorum member), the leader's dispatcher,
 //! the supervisor that owns the main thread, configuration, logging and systemd notification,
-//! and the `zbs-taskd` binary. Tasks, runners and the `zbs-task` client come in later issues.
+//! and the `zbs-taskd` binary; tasks (the task model, `TaskDb`, runners, CopyVolume), the HTTP API
+//! and the `zbs-task` client.
 
 pub mod api;
 pub mod cli;
@@ -8,6 +9,7 @@ pub mod client;
 pub mod config;
 pub mod copy_volume;
 pub mod dispatcher;
+pub mod fresh_members;
 pub mod logging;
 pub mod notify;
 pub mod reentry;

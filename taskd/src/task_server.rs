@@ -39,6 +39,7 @@ use crate::api::{dispatcher_routes, runner_routes, DispatcherAccess};
 use crate::config::Config;
 use crate::copy_volume::CopySettings;
 use crate::dispatcher::{release_vip, NetworkHealthFlag, SchedulerHandle, SchedulerSetup, TaskDispatcher, VipFailure};
+use crate::fresh_members::FreshMembers;
 use crate::notify::Notifier;
 use crate::runner::{RunnerConfig, TaskRunner};
 
@@ -89,6 +90,8 @@ struct Inner {
     scheduler: Mutex<Option<SchedulerHandle>>,
     runner: Mutex<Option<Arc<TaskRunner>>>,
     vip: Option<Arc<VipServer>>,
+    /// The members as ZooKeeper holds them, for the status and cluster answers.
+    fresh_members: FreshMembers,
     vip_failure: Mutex<Option<VipFailure>>,
     rpc_servers: Vec<Arc<Server>>,
     stopping: AtomicBool,
@@ -125,8 +128,6 @@ impl TaskServer {
         let zk = ZkConfig::new(config.zookeeper_hosts.clone(), config.session_timeout);
         let quorum_server = QuorumServer::new(QuorumConfig::new(zk, QUORUM_PATH, member))?;
         let worker_pool = WorkerPool::with_default_size("taskd-workers")?;
-        // The cluster route reads the members' health through this quorum.
-        crate::api::serve_quorum(quorum_server.handle());
         // Sockets of the VIP server belong to this thread's network namespace: the supervisor's.
         // The VIP stored in ZooKeeper (`zbs-task vip set`) overrides the file's; the `vip` routes
         // act on this server.
@@ -134,9 +135,7 @@ impl TaskServer {
             Some(vip_config) => {
                 let quorum = quorum_server.handle();
                 let store = vip::VipStore::new(move || quorum.session());
-                let vip = Arc::new(VipServer::new(vip_config)?.with_store(store));
-                crate::api::serve_vip(&vip);
-                Some(vip)
+                Some(Arc::new(VipServer::new(vip_config)?.with_store(store)))
             }
             None => None,
         };
@@ -156,6 +155,7 @@ impl TaskServer {
                 &worker_pool,
             ));
             Inner {
+                fresh_members: FreshMembers::new(quorum_server.handle()),
                 quorum: quorum_server.handle(),
                 loop_context: quorum_server.context(),
                 health: health_monitor.flag(),
@@ -315,19 +315,21 @@ impl Drop for TaskServer {
 }
 
 /// Where the dispatcher API listens: with a VIP, on every address of the node (the VIP comes
-/// and goes with leadership, and clients reach the leader through it); otherwise on the
+/// and goes with leadership, and clients reach the leader through it), dual-stack when the
+/// kernel has IPv6 so that an IPv6 VIP (one set at run time too) is reachable; otherwise on the
 /// management address only.
 fn dispatcher_bind_address(config: &Config) -> SocketAddr {
-    if config.vip.is_some() {
-        let any: std::net::IpAddr = if config.management_address.is_ipv6() {
-            std::net::Ipv6Addr::UNSPECIFIED.into()
-        } else {
-            std::net::Ipv4Addr::UNSPECIFIED.into()
-        };
-        SocketAddr::new(any, config.dispatcher_port)
-    } else {
-        config.dispatcher_address()
+    if config.vip.is_none() {
+        return config.dispatcher_address();
     }
+    let ipv6_available = std::path::Path::new("/proc/net/if_inet6").exists();
+    let any: std::net::IpAddr = if ipv6_available || config.management_address.is_ipv6() {
+        // An IPv6 wildcard socket also accepts IPv4 (net.ipv6.bindv6only is 0 by default).
+        std::net::Ipv6Addr::UNSPECIFIED.into()
+    } else {
+        std::net::Ipv4Addr::UNSPECIFIED.into()
+    };
+    SocketAddr::new(any, config.dispatcher_port)
 }
 
 fn log_stage(number: u32, stage: &str, started: Instant) {
@@ -593,7 +595,8 @@ fn api_routes(
         .workers_join_timeout(daemon.drain_deadline)
         .stop_workers_on_stop_listening(false)
         .route(Method::Get, "/healthz", |_request| Response::json(200, &serde_json::json!({ "ok": true })))
-        .route(Method::Get, "/api/v1/status", move |_request| match status_inner.upgrade() {
+        // The answer reads the members from ZooKeeper (see `FreshMembers`): on the worker pool.
+        .cpu_route(Method::Get, "/api/v1/status", move |_request| match status_inner.upgrade() {
             Some(inner) => Response::json(200, &status_json(&inner)),
             None => Response::error(503, "server stopping"),
         })
@@ -624,6 +627,8 @@ fn debug_routes(config: ServerConfig, inner: std::sync::Weak<Inner>) -> ServerCo
     })
 }
 
+/// The node's status; its members' health is read fresh from ZooKeeper when the session is up
+/// (`members_source` says `zookeeper` or `cache`). Blocks: called on the worker pool.
 fn status_json(inner: &Inner) -> serde_json::Value {
     let health = inner.health.status();
     let members: Vec<serde_json::Value> = inner
@@ -639,7 +644,7 @@ fn status_json(inner: &Inner) -> serde_json::Value {
             })
         })
         .collect();
-    serde_json::json!({
+    let status = serde_json::json!({
         "node_id": inner.config.node_id,
         "pid": std::process::id(),
         "role": inner.role_name(),
@@ -652,7 +657,8 @@ fn status_json(inner: &Inner) -> serde_json::Value {
             "reason": health.last_reason,
         },
         "members": members,
-    })
+    });
+    crate::api::with_fresh_members(status, inner.fresh_members.read())
 }
 
 /// The dispatcher API's view of the server.
@@ -699,5 +705,9 @@ impl DispatcherAccess for Access {
             }
             None => serde_json::json!({ "error": "server stopping" }),
         }
+    }
+
+    fn vip(&self) -> Option<Arc<VipServer>> {
+        self.inner.upgrade()?.vip.clone()
     }
 }

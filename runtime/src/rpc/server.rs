@@ -604,7 +604,7 @@ impl Inner {
         let address = self.config.address;
         // std's bind sets SO_REUSEADDR but not SO_REUSEPORT (which may's bind sets): a second
         // daemon on the same port must fail, not share the port.
-        let std_listener = std::net::TcpListener::bind(address).map_err(|source| RpcError::Bind { address, source })?;
+        let std_listener = bind_listener(address).map_err(|source| RpcError::Bind { address, source })?;
         let local_addr = std_listener.local_addr().map_err(|source| RpcError::Bind { address, source })?;
         let listener = {
             use std::os::fd::{FromRawFd, IntoRawFd};
@@ -1013,6 +1013,24 @@ fn wait_done<T>(handle: &may::coroutine::JoinHandle<T>, timeout: Duration) -> bo
         park::sleep(Duration::from_millis(1));
     }
     true
+}
+
+/// A listening socket as std's `TcpListener::bind` makes it (SO_REUSEADDR, no SO_REUSEPORT), and
+/// for the IPv6 wildcard address a dual-stack one: it takes IPv4 connections too, whatever the
+/// host's `net.ipv6.bindv6only` default.
+fn bind_listener(address: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(address), Type::STREAM, None)?;
+    if let IpAddr::V6(ip) = address.ip() {
+        if ip.is_unspecified() {
+            socket.set_only_v6(false)?;
+        }
+    }
+    socket.set_reuse_address(true)?;
+    socket.bind(&address.into())?;
+    // The backlog std uses.
+    socket.listen(128)?;
+    Ok(socket.into())
 }
 
 /// Where a connection to ourselves goes: a wildcard address becomes loopback.

@@ -1,0 +1,49 @@
+//! The members as ZooKeeper holds them now, for the status and cluster routes. A node's cached
+//! membership changes only when members come and go, not when a member publishes new health, so
+//! these routes read the members' data themselves; requests in a burst share one read, which is
+//! never older than [`MEMBERS_TTL`].
+
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use quorum::{Member, QuorumHandle, ZkSessionState};
+
+/// How long one read of the members answers the routes.
+pub const MEMBERS_TTL: Duration = Duration::from_millis(500);
+
+pub struct FreshMembers {
+    quorum: QuorumHandle,
+    last_read: Mutex<Option<(Instant, Vec<Member>)>>,
+}
+
+impl FreshMembers {
+    pub fn new(quorum: QuorumHandle) -> FreshMembers {
+        FreshMembers { quorum, last_read: Mutex::new(None) }
+    }
+
+    /// The members read at most [`MEMBERS_TTL`] ago; None without a connected session (a read
+    /// on a failing connection would wait for the operation timeout) or when the read fails.
+    /// Blocks the caller (parks a coroutine): call it from the worker pool, not the event loop.
+    pub fn read(&self) -> Option<Vec<Member>> {
+        let mut last_read = self.last_read.lock();
+        if let Some((at, members)) = last_read.as_ref() {
+            if at.elapsed() < MEMBERS_TTL {
+                return Some(members.clone());
+            }
+        }
+        let connected = self.quorum.session().is_some_and(|session| session.state() == ZkSessionState::SyncConnected);
+        if !connected {
+            return None;
+        }
+        match self.quorum.read_members() {
+            Ok(members) => {
+                *last_read = Some((Instant::now(), members.clone()));
+                Some(members)
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot read the members from ZooKeeper; answering the cached ones");
+                None
+            }
+        }
+    }
+}
