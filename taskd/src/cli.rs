@@ -9,9 +9,14 @@ use crate::task::TaskState;
 #[derive(Parser)]
 #[command(name = "zbs-task", version, about = "Client of the zbs Task Center")]
 pub struct Cli {
-    /// The dispatcher (the VIP or any node: a follower names the leader), `host:port`.
-    #[arg(long, global = true, default_value = "127.0.0.1:10600")]
-    pub server: String,
+    /// The dispatcher (the VIP or any node: a follower names the leader), `host:port`. Default:
+    /// the VIP of the daemon's configuration file (`--config`), else its management address and
+    /// dispatcher port, else 127.0.0.1:10600.
+    #[arg(long, global = true, env = "ZBS_TASK_SERVER")]
+    pub server: Option<String>,
+    /// The daemon's configuration file, read for the default `--server`.
+    #[arg(long, global = true, value_name = "PATH", default_value = crate::config::DEFAULT_CONFIG_PATH)]
+    pub config: std::path::PathBuf,
     /// Print JSON instead of tables.
     #[arg(long, global = true)]
     pub json: bool,
@@ -20,6 +25,39 @@ pub struct Cli {
     pub timeout_sec: u64,
     #[command(subcommand)]
     pub command: Command,
+}
+
+impl Cli {
+    /// The dispatcher to ask: `--server` (or `ZBS_TASK_SERVER`), else where the configuration
+    /// file says clients reach the leader; an unreadable or invalid file is an error, a missing
+    /// one means this host's default port.
+    pub fn server_address(&self) -> Result<String, String> {
+        if let Some(server) = &self.server {
+            return Ok(server.clone());
+        }
+        if !self.config.exists() {
+            return Ok(format!("127.0.0.1:{}", crate::config::DEFAULT_DISPATCHER_PORT));
+        }
+        let command_line = crate::config::CommandLine { config: Some(self.config.clone()), ..Default::default() };
+        let config = crate::config::Config::load(&command_line).map_err(|error| {
+            format!("cannot find the dispatcher in {}: {error}; give --server", self.config.display())
+        })?;
+        Ok(server_of(&config))
+    }
+}
+
+/// Where clients reach the leader by a configuration: its VIP (without the prefix) at the
+/// dispatcher port, or, without a VIP, this node's dispatcher address (a follower names the
+/// leader).
+pub fn server_of(config: &crate::config::Config) -> String {
+    let vip_host = config
+        .vip
+        .as_ref()
+        .and_then(|vip| vip.address.split('/').next().and_then(|host| host.parse::<std::net::IpAddr>().ok()));
+    match vip_host {
+        Some(host) => std::net::SocketAddr::new(host, config.dispatcher_port).to_string(),
+        None => config.dispatcher_address().to_string(),
+    }
 }
 
 #[derive(Subcommand)]
@@ -120,3 +158,6 @@ pub enum VipCommand {
         clear: bool,
     },
 }
+
+#[cfg(test)]
+mod tests;

@@ -17,6 +17,9 @@ pub use tasks::TasksConfig;
 /// Where the daemon looks for its file when `--config` is not given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/zbs/taskd.toml";
 
+/// The dispatcher API's port when the configuration names none.
+pub const DEFAULT_DISPATCHER_PORT: u16 = 10_600;
+
 /// The default log filter: `may` logs every connection's epoll registration at info.
 pub const DEFAULT_LOG_LEVEL: &str = "info,may=warn";
 
@@ -303,7 +306,7 @@ impl Config {
                 .or(file.management_address)
                 .unwrap_or(IpAddr::from([127, 0, 0, 1])),
             data_address: cli.data_address.or(file.data_address).unwrap_or(IpAddr::from([127, 0, 0, 1])),
-            dispatcher_port: cli.dispatcher_port.or(file.dispatcher_port).unwrap_or(10_600),
+            dispatcher_port: cli.dispatcher_port.or(file.dispatcher_port).unwrap_or(DEFAULT_DISPATCHER_PORT),
             runner_port: cli.runner_port.or(file.runner_port).unwrap_or(10_601),
             state_dir: cli.state_dir.clone().or(file.state_dir).unwrap_or_else(|| PathBuf::from("/var/lib/zbs-taskd")),
             drain_deadline: Duration::from_millis(drain_deadline_ms),

@@ -22,7 +22,14 @@ fn main() -> ExitCode {
             return ExitCode::from(if error.use_stderr() { EXIT_USAGE } else { 0 });
         }
     };
-    let client = Client::new(cli.server.clone(), Duration::from_secs(cli.timeout_sec.max(1)));
+    let server = match cli.server_address() {
+        Ok(server) => server,
+        Err(message) => {
+            eprintln!("zbs-task: {message}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let client = Client::new(server, Duration::from_secs(cli.timeout_sec.max(1)));
     match run(&cli, &client) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::Usage(message)) => {
