@@ -442,6 +442,33 @@ impl ZkSession {
         Ok(NodeStat::from_client(&stat))
     }
 
+    /// `set_data` of every `(path, data, expected_version)`, the requests pipelined (one round
+    /// trip for all, each still conditional on its own version). Each result is that write's
+    /// own; the outer error is a timeout or a closed session.
+    pub fn set_data_of_each(&self, writes: &[(String, Vec<u8>, Option<i32>)]) -> Result<Vec<Result<NodeStat>>> {
+        let first_path = writes.first().map(|(path, _, _)| path.as_str()).unwrap_or("");
+        let client = self.client("set data", first_path)?;
+        // The client sends each request when its future is made, so all are in flight at once.
+        let requests: Vec<_> = writes
+            .iter()
+            .map(|(path, data, expected_version)| client.set_data(path, data, *expected_version))
+            .collect();
+        let replies = runtime::block_on_timeout(futures::future::join_all(requests), self.operation_timeout)
+            .ok_or_else(|| ZkError::Timeout {
+                operation: "set data",
+                path: first_path.to_string(),
+                timeout: self.operation_timeout,
+            })?;
+        Ok(replies
+            .into_iter()
+            .zip(writes)
+            .map(|(reply, (path, _, _))| match reply {
+                Ok(stat) => Ok(NodeStat::from_client(&stat)),
+                Err(error) => Err(ZkError::from_client("set data", path, error)),
+            })
+            .collect())
+    }
+
     /// Deletes the node; with `expected_version` only if the node still has that version.
     pub fn delete(&self, path: &str, expected_version: Option<i32>) -> Result<()> {
         let client = self.client("delete", path)?;

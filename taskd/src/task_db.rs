@@ -382,9 +382,75 @@ impl TaskDb {
         }
     }
 
+    /// `refresh` with a read some other coroutine made (`read_record` through this database's
+    /// session), so that the round trip does not hold up the database's owner. A read older
+    /// than the cached copy (a lower version: the owner wrote since) is ignored and the cached
+    /// copy returned.
+    pub fn refresh_with(
+        &mut self,
+        task_id: &TaskId,
+        read: Result<Option<StoredRecord>>,
+    ) -> Result<Option<StoredRecord>> {
+        if let Ok(Some(stored)) = &read {
+            if let Some(cached) = self.cache.get(task_id)? {
+                if cached.version > stored.version {
+                    return Ok(Some(cached));
+                }
+            }
+        }
+        match self.absorb_read(task_id, read) {
+            Err(DbError::Record { .. }) => Ok(None),
+            other => other,
+        }
+    }
+
+    /// Writes many records at once, each fenced on its own expected version, in one round trip
+    /// (the dispatch pass's assignments). Each result is that record's own, as `update` would
+    /// answer it: `Fenced` (the caller re-reads and tries again on its own), `NotFound`, ...
+    pub fn update_each(&mut self, writes: &[(TaskRecord, i32)]) -> Result<Vec<Result<StoredRecord>>> {
+        let mut encoded = Vec::with_capacity(writes.len());
+        for (record, expected_version) in writes {
+            let data = record.encode().map_err(|source| DbError::Record {
+                context: "encode the task record",
+                task_id: record.task_id.to_string(),
+                source,
+            })?;
+            encoded.push((task_path(&record.task_id), data, Some(*expected_version)));
+        }
+        let replies = self.session.set_data_of_each(&encoded).map_err(DbError::zk("write task records"))?;
+        let mut results = Vec::with_capacity(writes.len());
+        for ((record, expected_version), reply) in writes.iter().zip(replies) {
+            let result = match reply {
+                Ok(stat) => {
+                    let stored = StoredRecord { record: record.clone(), version: stat.version };
+                    self.remember(&stored)?;
+                    Ok(stored)
+                }
+                Err(ZkError::BadVersion { .. }) => Err(DbError::Fenced {
+                    what: "task",
+                    id: record.task_id.to_string(),
+                    expected_version: *expected_version,
+                }),
+                Err(ZkError::NoNode { .. }) => {
+                    self.forget(&record.task_id)?;
+                    Err(DbError::NotFound { what: "task", id: record.task_id.to_string() })
+                }
+                Err(source) => Err(DbError::Zk { context: "write a task record", source }),
+            };
+            results.push(result);
+        }
+        Ok(results)
+    }
+
     /// `refresh`, but a damaged record is an error (after being reported).
     fn refresh_checked(&mut self, task_id: &TaskId) -> Result<Option<StoredRecord>> {
-        match read_record(&self.session, task_id) {
+        let read = read_record(&self.session, task_id);
+        self.absorb_read(task_id, read)
+    }
+
+    /// Brings the cache in line with a read of `task_id`'s znode.
+    fn absorb_read(&mut self, task_id: &TaskId, read: Result<Option<StoredRecord>>) -> Result<Option<StoredRecord>> {
+        match read {
             Ok(Some(stored)) => {
                 self.remember(&stored)?;
                 Ok(Some(stored))

@@ -211,18 +211,26 @@ fn worker(handle: SchedulerHandle, context: ContextHandle, caller: ContextHandle
         for _ in 0..JOBS_BEFORE_PASS {
             let job = handle.shared.queue.lock().pop_front();
             match job {
-                Some(job) => job(&mut scheduler),
+                Some(job) => {
+                    let started = Instant::now();
+                    job(&mut scheduler);
+                    report_slow("a job", started);
+                }
                 None => break,
             }
         }
         if Instant::now() >= next_check {
             handle.shared.check_requested.store(false, Ordering::Release);
+            let started = Instant::now();
             scheduler.check();
+            report_slow("the periodic check", started);
             next_check = Instant::now() + CHECK_INTERVAL;
             continue;
         }
         if handle.shared.check_requested.swap(false, Ordering::AcqRel) {
+            let started = Instant::now();
             scheduler.dispatch_pass();
+            report_slow("a dispatch pass", started);
             continue;
         }
         if !handle.shared.queue.lock().is_empty() {
@@ -231,6 +239,18 @@ fn worker(handle: SchedulerHandle, context: ContextHandle, caller: ContextHandle
         wake.wait_timeout(next_check.saturating_duration_since(Instant::now()));
     }
 }
+
+/// Everything on the worker waits while one step runs: a step longer than `SLOW_STEP` is
+/// logged, so that a latency spike can be traced to it.
+fn report_slow(what: &str, started: Instant) {
+    let elapsed = started.elapsed();
+    if elapsed >= SLOW_STEP {
+        tracing::warn!(elapsed_ms = elapsed.as_millis() as u64, "{what} held the dispatcher's worker");
+    }
+}
+
+/// See `report_slow`.
+const SLOW_STEP: Duration = Duration::from_millis(50);
 
 /// An API failure: the HTTP status and the message.
 #[derive(Debug, Clone)]
@@ -457,21 +477,44 @@ impl Scheduler {
                     event => break event,
                 }
             };
-            handle.post(Box::new(move |scheduler| scheduler.owner_changed(&watched_id, event)));
+            // The record is read here, not on the worker, so its round trip holds up no job.
+            let read = match event {
+                quorum::zk::NodeEvent::SessionEnded { .. } => None,
+                _ => Some(task_db::read_record(&session, &watched_id)),
+            };
+            handle.post(Box::new(move |scheduler| scheduler.owner_changed(&watched_id, event, read)));
         });
         if spawned.is_err() {
             self.watched.remove(task_id);
         }
     }
 
-    fn owner_changed(&mut self, task_id: &TaskId, event: quorum::zk::NodeEvent) {
+    /// The end of an owner watch, with the task's record as read just after it fired.
+    fn owner_changed(
+        &mut self,
+        task_id: &TaskId,
+        event: quorum::zk::NodeEvent,
+        read: Option<task_db::Result<Option<StoredRecord>>>,
+    ) {
         self.watched.remove(task_id);
+        let Some(read) = read else { return };
         if matches!(event, quorum::zk::NodeEvent::SessionEnded { .. }) {
             return;
         }
         // A slot may have come free on its runner.
         self.runner_view = None;
-        match self.db.refresh(task_id) {
+        let read_version = match &read {
+            Ok(Some(stored)) => Some(stored.version),
+            _ => None,
+        };
+        match self.db.refresh_with(task_id, read) {
+            // This dispatcher wrote the task after the read (it was handed out again): the
+            // event is about the previous assignment; the new one gets its own watch.
+            Ok(Some(stored)) if read_version.is_some_and(|version| version != stored.version) => {
+                if stored.record.state == TaskState::Running {
+                    self.watch_owner(task_id);
+                }
+            }
             // The owner node existed and is gone: the runner released it or died. No claim grace.
             Ok(Some(stored))
                 if stored.record.state == TaskState::Running
@@ -644,11 +687,17 @@ impl Scheduler {
         )
     }
 
+    /// Assigns each due task (oldest first) to the least-loaded runner with a free slot and
+    /// writes every assignment at once: one pipelined round trip, each write fenced on the
+    /// version of the cached record it started from. A task whose write was fenced (someone
+    /// wrote it since) is re-read and tried once more on its own.
     fn dispatch(&mut self, mut due: Vec<StoredRecord>) {
         due.sort_by_key(|stored| stored.record.created_ms);
+        let mut writes: Vec<(TaskRecord, i32)> = Vec::new();
+        let mut assigned: Vec<String> = Vec::new();
         for stored in due {
             // Least loaded: the most free slots left.
-            let Some(view) = self.runner_view.as_mut() else { return };
+            let Some(view) = self.runner_view.as_mut() else { break };
             let backoff = &self.runner_backoff;
             let Some(best) = view
                 .free
@@ -658,46 +707,58 @@ impl Scheduler {
             else {
                 break;
             };
-            best.1 -= 1;
-            let runner_addr = best.0.clone();
-            self.execute_task(stored, runner_addr);
-        }
-    }
-
-    /// The original's `ExecuteTask` (see `# The check`). The write starts from the cached
-    /// record (fenced on its version, re-read only when someone wrote since).
-    fn execute_task(&mut self, stored: StoredRecord, runner_addr: String) {
-        let task_id = stored.record.task_id.clone();
-        let addr = runner_addr.clone();
-        let written = self.db.modify_write_cached(stored, |record| {
-            if !matches!(record.state, TaskState::Pending | TaskState::Interrupted) {
-                return Err(DbError::Rejected {
-                    task_id: record.task_id.clone(),
-                    reason: format!("the task is {}", record.state),
-                });
+            let mut record = stored.record;
+            if let Err(error) = assign(&mut record, &best.0) {
+                tracing::debug!(task_id = %record.task_id, %error, "task not dispatched");
+                continue;
             }
-            record.runner_addr = Some(addr.clone());
-            record.schedule_time_ms = Some(now_ms());
-            record.transition_to(TaskState::Running)?;
-            Ok(())
-        });
-        let stored = match written {
-            Ok(stored) => stored,
+            best.1 -= 1;
+            assigned.push(best.0.clone());
+            writes.push((record, stored.version));
+        }
+        if writes.is_empty() {
+            return;
+        }
+        let results = match self.db.update_each(&writes) {
+            Ok(results) => results,
             Err(error) => {
-                tracing::debug!(%task_id, %error, "task not dispatched");
+                tracing::warn!(%error, n_tasks = writes.len(), "cannot write the tasks' assignments");
                 return;
             }
         };
+        for (((record, _), runner_addr), result) in writes.into_iter().zip(assigned).zip(results) {
+            match result {
+                Ok(stored) => self.hand_over(stored, runner_addr),
+                Err(DbError::Fenced { .. }) => self.execute_task(&record.task_id, runner_addr),
+                Err(error) => tracing::debug!(task_id = %record.task_id, %error, "task not dispatched"),
+            }
+        }
+    }
+
+    /// The original's `ExecuteTask` for one task, from a fresh read (see `# The check`).
+    fn execute_task(&mut self, task_id: &TaskId, runner_addr: String) {
+        let addr = runner_addr.clone();
+        let written = self.db.read_modify_write(task_id, |record| assign(record, &addr));
+        match written {
+            Ok(stored) => self.hand_over(stored, runner_addr),
+            Err(error) => tracing::debug!(%task_id, %error, "task not dispatched"),
+        }
+    }
+
+    /// The rest of `ExecuteTask` once the assignment is written: watch the owner child, then
+    /// call the runner's execute RPC on the "zbs-task-call" context.
+    fn hand_over(&mut self, stored: StoredRecord, runner_addr: String) {
+        let task_id = stored.record.task_id;
         self.watch_owner(&task_id);
         tracing::info!(%task_id, runner = %runner_addr, "task dispatched");
-        let (handle, id) = (self.handle.clone(), stored.record.task_id.clone());
+        let handle = self.handle.clone();
         let scheduled = self.caller.sched(move || {
-            let body = serde_json::json!({ "task_id": id });
+            let body = serde_json::json!({ "task_id": task_id });
             let result = post_json(&runner_addr, "/api/v1/runner/execute", &body);
-            handle.post(Box::new(move |scheduler| scheduler.execute_answered(&id, &runner_addr, result)));
+            handle.post(Box::new(move |scheduler| scheduler.execute_answered(&task_id, &runner_addr, result)));
         });
         if let Err(error) = scheduled {
-            tracing::warn!(%task_id, %error, "cannot call the runner");
+            tracing::warn!(%error, "cannot call the runner");
         }
     }
 
@@ -723,6 +784,21 @@ impl Scheduler {
         }
         self.handle.request_check();
     }
+}
+
+/// The assignment `ExecuteTask` writes: `runner_addr`, `schedule_time_ms`, `Running`. Only a
+/// `Pending` or `Interrupted` task can be assigned.
+fn assign(record: &mut TaskRecord, runner_addr: &str) -> task_db::Result<()> {
+    if !matches!(record.state, TaskState::Pending | TaskState::Interrupted) {
+        return Err(DbError::Rejected {
+            task_id: record.task_id.clone(),
+            reason: format!("the task is {}", record.state),
+        });
+    }
+    record.runner_addr = Some(runner_addr.to_string());
+    record.schedule_time_ms = Some(now_ms());
+    record.transition_to(TaskState::Running)?;
+    Ok(())
 }
 
 /// A task the dispatch pass may hand out now.
