@@ -9,7 +9,7 @@
 //!
 //! Scheduling (`scheduler`) runs on the same context once `start_scheduling` is called: the
 //! `TaskDb` is opened there and never leaves it; blocking runner RPCs go to a second context,
-//! "zbs-task-call", so they never stall the dispatcher's thread.
+//! "zbs-task-call" (`CALLER_THREADS` of them), so they never stall the dispatcher's thread.
 
 pub mod scheduler;
 
@@ -24,8 +24,12 @@ use vip::{Retarget, VipRetry, VipServer, VipStoreError, VipVerdict};
 
 pub use scheduler::{SchedulerHandle, SchedulerSetup};
 
-/// The thread of the dispatcher's blocking runner RPCs.
+/// The threads of the dispatcher's blocking runner RPCs.
 pub const CALLER_THREAD_NAME: &str = "zbs-task-call";
+
+/// How many: each RPC blocks its thread for a runner's claim (two ZooKeeper round trips), so
+/// the execute calls of one dispatch pass go out on several threads at once.
+pub const CALLER_THREADS: usize = 4;
 
 /// How often the dispatcher publishes the data network's health (the original: every second).
 pub const HEALTH_CHECK_INTERVAL: Duration = Duration::from_secs(1);
@@ -78,7 +82,7 @@ pub struct TaskDispatcher {
     vip_sync: Option<TimerHandle>,
     vip: Option<Arc<VipServer>>,
     _early_wake: Subscription,
-    caller: Option<ThreadContext>,
+    callers: Vec<ThreadContext>,
     scheduler: Option<SchedulerHandle>,
 }
 
@@ -145,7 +149,7 @@ impl TaskDispatcher {
             vip_sync,
             vip,
             _early_wake: early_wake,
-            caller: None,
+            callers: Vec::new(),
             scheduler: None,
         })
     }
@@ -156,10 +160,13 @@ impl TaskDispatcher {
         if let Some(handle) = &self.scheduler {
             return Ok(handle.clone());
         }
-        let caller = ThreadContext::new(CALLER_THREAD_NAME)?;
-        let handle = scheduler::start(&self.context.handle(), caller.handle(), setup)
-            .map_err(|error| std::io::Error::other(error.to_string()))?;
-        self.caller = Some(caller);
+        let callers = (0..CALLER_THREADS)
+            .map(|_| ThreadContext::new(CALLER_THREAD_NAME))
+            .collect::<std::io::Result<Vec<ThreadContext>>>()?;
+        let handle =
+            scheduler::start(&self.context.handle(), callers.iter().map(ThreadContext::handle).collect(), setup)
+                .map_err(|error| std::io::Error::other(error.to_string()))?;
+        self.callers = callers;
         self.scheduler = Some(handle.clone());
         Ok(handle)
     }
@@ -182,7 +189,7 @@ impl TaskDispatcher {
         if let Some(vip) = &self.vip {
             release_vip(vip);
         }
-        if let Some(caller) = self.caller.take() {
+        for caller in std::mem::take(&mut self.callers) {
             caller.stop();
             if let Err(error) = caller.join() {
                 tracing::error!(%error, "dispatcher caller context did not join");

@@ -165,17 +165,17 @@ pub struct SchedulerSetup {
 /// context stops.
 pub fn start(
     context: &ContextHandle,
-    caller: ContextHandle,
+    callers: Vec<ContextHandle>,
     setup: SchedulerSetup,
 ) -> Result<SchedulerHandle, runtime::SchedError> {
     let handle = SchedulerHandle::new();
     let worker_handle = handle.clone();
     let own_context = context.clone();
-    context.sched(move || worker(worker_handle, own_context, caller, setup))?;
+    context.sched(move || worker(worker_handle, own_context, callers, setup))?;
     Ok(handle)
 }
 
-fn worker(handle: SchedulerHandle, context: ContextHandle, caller: ContextHandle, setup: SchedulerSetup) {
+fn worker(handle: SchedulerHandle, context: ContextHandle, callers: Vec<ContextHandle>, setup: SchedulerSetup) {
     let db = loop {
         if let Some(session) = setup.quorum.session() {
             match TaskDb::open(session.clone(), TaskDbConfig::new(&setup.cache_dir)) {
@@ -191,7 +191,8 @@ fn worker(handle: SchedulerHandle, context: ContextHandle, caller: ContextHandle
         session,
         handle: handle.clone(),
         context,
-        caller,
+        callers,
+        next_caller: 0,
         watched: HashSet::new(),
         reserved: HashSet::new(),
         runner_backoff: HashMap::new(),
@@ -295,7 +296,10 @@ pub struct Scheduler {
     session: Arc<ZkSession>,
     handle: SchedulerHandle,
     context: ContextHandle,
-    caller: ContextHandle,
+    /// The contexts of the blocking runner RPCs (each call blocks its thread), used in turn so
+    /// that the calls of one dispatch pass overlap.
+    callers: Vec<ContextHandle>,
+    next_caller: usize,
     /// Tasks whose owner child has a watch armed.
     watched: HashSet<TaskId>,
     /// Submits between their reservation and their adoption (see `SchedulerHandle::submit`).
@@ -752,7 +756,12 @@ impl Scheduler {
         self.watch_owner(&task_id);
         tracing::info!(%task_id, runner = %runner_addr, "task dispatched");
         let handle = self.handle.clone();
-        let scheduled = self.caller.sched(move || {
+        let Some(caller) = self.callers.get(self.next_caller % self.callers.len().max(1)) else {
+            tracing::warn!(%task_id, "no context to call the runner from");
+            return;
+        };
+        self.next_caller = self.next_caller.wrapping_add(1);
+        let scheduled = caller.sched(move || {
             let body = serde_json::json!({ "task_id": task_id });
             let result = post_json(&runner_addr, "/api/v1/runner/execute", &body);
             handle.post(Box::new(move |scheduler| scheduler.execute_answered(&task_id, &runner_addr, result)));
