@@ -123,6 +123,10 @@ struct Inner {
     stopping: AtomicBool,
     /// The session and node version of the current registration, and what it published.
     registration: Mutex<Option<(i64, i32, RunnerInfo)>>,
+    /// A coroutine is rewriting the registration (see `keep_registered`).
+    registering: AtomicBool,
+    /// The registration should be looked at again once the running rewrite is done.
+    register_again: AtomicBool,
 }
 
 /// Every node's task executor (see the module documentation).
@@ -155,6 +159,8 @@ impl TaskRunner {
             drain_marker: CoMutex::new(DrainMarker::Unknown),
             stopping: AtomicBool::new(false),
             registration: Mutex::new(None),
+            registering: AtomicBool::new(false),
+            register_again: AtomicBool::new(false),
         });
         let registering = inner.clone();
         let timer = TimerHandle::new(&context, move || registering.keep_registered(), REGISTRATION_INTERVAL, true)
@@ -387,8 +393,33 @@ impl Inner {
         }
     }
 
-    /// Registers with the current session, or rewrites the registration when it changed.
+    /// Registers with the current session, or rewrites the registration when it changed. One
+    /// coroutine at a time: every task's end asks for it, and concurrent rewrites fenced each
+    /// other (each retry more ZooKeeper requests); an ask while a rewrite runs makes that
+    /// coroutine look once more when it is done, which publishes the latest free slots.
     fn keep_registered(&self) {
+        /// Clears `registering` however the rewrite ends (a coroutine cancelled at stop too).
+        struct Registering<'a>(&'a AtomicBool);
+        impl Drop for Registering<'_> {
+            fn drop(&mut self) {
+                self.0.store(false, Ordering::Release);
+            }
+        }
+        self.register_again.store(true, Ordering::Release);
+        while !self.registering.swap(true, Ordering::AcqRel) {
+            {
+                let _registering = Registering(&self.registering);
+                while self.register_again.swap(false, Ordering::AcqRel) {
+                    self.register_once();
+                }
+            }
+            if !self.register_again.load(Ordering::Acquire) {
+                break;
+            }
+        }
+    }
+
+    fn register_once(&self) {
         if self.stopping.load(Ordering::Acquire) {
             return;
         }

@@ -592,6 +592,11 @@ impl TaskDb {
         self.n_children
     }
 
+    /// What a `getChildren` of the task directory returns now, in bytes (the other cap).
+    pub fn reply_bytes(&self) -> usize {
+        self.reply_bytes
+    }
+
     /// True when there is no task znode at all.
     pub fn is_empty(&self) -> bool {
         self.n_children == 0

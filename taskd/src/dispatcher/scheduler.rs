@@ -67,6 +67,53 @@ struct Shared {
     wake: Mutex<SyncPoint>,
     check_requested: AtomicBool,
     ready: AtomicBool,
+    /// Room under the database's cap, so that a submit reserves without a trip to the worker.
+    room: Mutex<Room>,
+    /// The database's session, once it is open (submits create their znodes with it).
+    session: Mutex<Option<Arc<ZkSession>>>,
+}
+
+/// The database's counts as the worker last published them, and the submits in flight (reserved,
+/// not yet adopted). A reservation is refused when both together would pass a cap; a record
+/// being adopted is briefly counted twice, never less than once.
+#[derive(Default)]
+struct Room {
+    n_records: usize,
+    reply_bytes: usize,
+    max_records: usize,
+    in_flight_records: usize,
+    in_flight_bytes: usize,
+}
+
+impl Room {
+    fn reserve(&mut self, task_id: &TaskId) -> Result<(), DbError> {
+        let bytes = task_db::layout::child_reply_bytes(task_id.as_str());
+        if self.n_records + self.in_flight_records + 1 > self.max_records
+            || self.reply_bytes + self.in_flight_bytes + bytes > task_db::layout::MAX_CHILDREN_REPLY_BYTES
+        {
+            return Err(DbError::Full {
+                n_records: self.n_records,
+                reply_bytes: self.reply_bytes,
+                max_records: self.max_records,
+                max_reply_bytes: task_db::layout::MAX_CHILDREN_REPLY_BYTES,
+            });
+        }
+        self.in_flight_records += 1;
+        self.in_flight_bytes += bytes;
+        Ok(())
+    }
+
+    fn release(&mut self, task_id: &TaskId) {
+        self.in_flight_records = self.in_flight_records.saturating_sub(1);
+        self.in_flight_bytes =
+            self.in_flight_bytes.saturating_sub(task_db::layout::child_reply_bytes(task_id.as_str()));
+    }
+
+    fn publish(&mut self, db: &TaskDb) {
+        self.n_records = db.len();
+        self.reply_bytes = db.reply_bytes();
+        self.max_records = db.max_records();
+    }
 }
 
 /// Posts work to the scheduler from any thread.
@@ -83,6 +130,8 @@ impl SchedulerHandle {
                 wake: Mutex::new(SyncPoint::new()),
                 check_requested: AtomicBool::new(false),
                 ready: AtomicBool::new(false),
+                room: Mutex::new(Room::default()),
+                session: Mutex::new(None),
             }),
         }
     }
@@ -120,16 +169,41 @@ impl SchedulerHandle {
         }
         let mut record = TaskRecord::new(TaskId::generate(), kind, now_ms());
         record.runtime_window = window;
-        let reserved_id = record.task_id.clone();
-        let session = match self.call(timeout, move |scheduler| scheduler.reserve(reserved_id))? {
-            Ok(session) => session,
-            Err(error) => return Some(Err(error)),
+        let published = self.shared.session.lock().clone();
+        let session = match published {
+            Some(session) => {
+                if let Err(error) = self.shared.room.lock().reserve(&record.task_id) {
+                    return Some(Err(error.into()));
+                }
+                session
+            }
+            // The database is not open yet: wait for it like any other call.
+            None => {
+                let reserved_id = record.task_id.clone();
+                match self.call(timeout, move |scheduler| scheduler.reserve(reserved_id))? {
+                    Ok(session) => session,
+                    Err(error) => return Some(Err(error)),
+                }
+            }
         };
         let created = task_db::create_node(&session, &record);
         if created.is_ok() {
             tracing::info!(task_id = %record.task_id, kind = record.kind.type_name(), "task submitted");
         }
-        self.call(timeout, move |scheduler| scheduler.adopt(record, created))
+        let task_id = record.task_id.clone();
+        let answer = self.call(timeout, move |scheduler| scheduler.adopt(record, created));
+        if answer.is_none() {
+            // The client hears 503, so the task must not run: its znode goes, fenced on version
+            // 0 (nobody else knows the task yet). Should the worker still adopt it, the record
+            // it caches is dropped at its first write (`NotFound`).
+            match session.delete(&task_db::layout::task_path(&task_id), Some(0)) {
+                Ok(()) => tracing::warn!(%task_id, "the dispatcher did not adopt a submitted task in time; removed it"),
+                Err(error) => {
+                    tracing::warn!(%task_id, %error, "the dispatcher did not adopt a submitted task in time")
+                }
+            }
+        }
+        answer
     }
 
     /// Runs `job` on the dispatcher's context with the scheduler and waits (parking only the
@@ -194,13 +268,14 @@ fn worker(handle: SchedulerHandle, context: ContextHandle, callers: Vec<ContextH
         callers,
         next_caller: 0,
         watched: HashSet::new(),
-        reserved: HashSet::new(),
         runner_backoff: HashMap::new(),
         runner_view: None,
         last_purge: Instant::now(),
         claim_grace: setup.claim_grace,
         retention: setup.retention,
     };
+    handle.shared.room.lock().publish(&scheduler.db);
+    *handle.shared.session.lock() = Some(scheduler.session.clone());
     handle.shared.ready.store(true, Ordering::Release);
     scheduler.watch_runners();
     let mut next_check = Instant::now();
@@ -225,6 +300,7 @@ fn worker(handle: SchedulerHandle, context: ContextHandle, callers: Vec<ContextH
             let started = Instant::now();
             scheduler.check();
             report_slow("the periodic check", started);
+            handle.shared.room.lock().publish(&scheduler.db);
             next_check = Instant::now() + CHECK_INTERVAL;
             continue;
         }
@@ -237,6 +313,8 @@ fn worker(handle: SchedulerHandle, context: ContextHandle, callers: Vec<ContextH
         if !handle.shared.queue.lock().is_empty() {
             continue;
         }
+        // Refreshes, purges and creates by others changed the counts a reservation checks.
+        handle.shared.room.lock().publish(&scheduler.db);
         wake.wait_timeout(next_check.saturating_duration_since(Instant::now()));
     }
 }
@@ -302,8 +380,6 @@ pub struct Scheduler {
     next_caller: usize,
     /// Tasks whose owner child has a watch armed.
     watched: HashSet<TaskId>,
-    /// Submits between their reservation and their adoption (see `SchedulerHandle::submit`).
-    reserved: HashSet<TaskId>,
     /// Runners skipped until then (refused or did not answer).
     runner_backoff: HashMap<String, Instant>,
     /// The runners' free slots as last read, less what was handed out since (see `RunnerView`).
@@ -332,19 +408,22 @@ impl Scheduler {
     /// The first step of `SchedulerHandle::submit`: room under the cap for one more record,
     /// counting the ones reserved and not yet adopted; the session to create it with.
     fn reserve(&mut self, task_id: TaskId) -> Result<Arc<ZkSession>, ApiError> {
-        let mut ids: Vec<TaskId> = self.reserved.iter().cloned().collect();
-        ids.push(task_id.clone());
-        self.db.check_room(&ids)?;
-        self.reserved.insert(task_id);
+        let mut room = self.handle.shared.room.lock();
+        room.publish(&self.db);
+        room.reserve(&task_id)?;
         Ok(self.session.clone())
     }
 
     /// The last step of `SchedulerHandle::submit`: the reservation ends; a created record is
     /// cached and counted, and a dispatch pass follows.
     fn adopt(&mut self, record: TaskRecord, created: task_db::Result<()>) -> Result<TaskRecord, ApiError> {
-        self.reserved.remove(&record.task_id);
-        created?;
-        let stored = self.db.adopt_created(&record)?;
+        let adopted = created.and_then(|()| self.db.adopt_created(&record));
+        {
+            let mut room = self.handle.shared.room.lock();
+            room.publish(&self.db);
+            room.release(&record.task_id);
+        }
+        let stored = adopted?;
         self.handle.request_check();
         Ok(stored.record)
     }
