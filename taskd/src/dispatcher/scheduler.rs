@@ -54,6 +54,9 @@ struct RunnerView {
     read_at: Instant,
 }
 
+/// Running tasks (and as many owners) read per pipelined batch by the periodic check.
+const RUNNING_READ_BATCH: usize = 256;
+
 /// How many queued jobs the worker runs before a requested dispatch pass.
 const JOBS_BEFORE_PASS: usize = 16;
 
@@ -155,9 +158,9 @@ impl SchedulerHandle {
     /// Submits a new task with its ZooKeeper create on the caller's coroutine, so that the
     /// creates of concurrent submitters are in flight together on the session (the client
     /// pipelines them) instead of one after another on the dispatcher's worker. The worker only
-    /// reserves room under the cap first and adopts the record (cache, count, dispatch pass)
-    /// after; the answer is sent once the record is cached, as with `Scheduler::create`. `None`
-    /// when the dispatcher did not answer within `timeout` (each step has it).
+    /// caches the record (with its count and a dispatch pass) after; room under the cap is
+    /// reserved against the counts it publishes. `None` when the database is not open and did
+    /// not open within `timeout`.
     pub fn submit(
         &self,
         timeout: Duration,
@@ -186,24 +189,17 @@ impl SchedulerHandle {
                 }
             }
         };
-        let created = task_db::create_node(&session, &record);
-        if created.is_ok() {
-            tracing::info!(task_id = %record.task_id, kind = record.kind.type_name(), "task submitted");
+        if let Err(error) = task_db::create_node(&session, &record) {
+            self.shared.room.lock().release(&record.task_id);
+            return Some(Err(error.into()));
         }
-        let task_id = record.task_id.clone();
-        let answer = self.call(timeout, move |scheduler| scheduler.adopt(record, created));
-        if answer.is_none() {
-            // The client hears 503, so the task must not run: its znode goes, fenced on version
-            // 0 (nobody else knows the task yet). Should the worker still adopt it, the record
-            // it caches is dropped at its first write (`NotFound`).
-            match session.delete(&task_db::layout::task_path(&task_id), Some(0)) {
-                Ok(()) => tracing::warn!(%task_id, "the dispatcher did not adopt a submitted task in time; removed it"),
-                Err(error) => {
-                    tracing::warn!(%task_id, %error, "the dispatcher did not adopt a submitted task in time")
-                }
-            }
-        }
-        answer
+        tracing::info!(task_id = %record.task_id, kind = record.kind.type_name(), "task submitted");
+        // Persisted: the answer goes now. The worker caches the record before any job posted
+        // after this one (the queue is FIFO), so the client's next request through the
+        // dispatcher already finds it.
+        let answer = record.clone();
+        self.post(Box::new(move |scheduler| scheduler.adopt(record)));
+        Some(Ok(answer))
     }
 
     /// Runs `job` on the dispatcher's context with the scheduler and waits (parking only the
@@ -277,6 +273,7 @@ fn worker(handle: SchedulerHandle, context: ContextHandle, callers: Vec<ContextH
     handle.shared.room.lock().publish(&scheduler.db);
     *handle.shared.session.lock() = Some(scheduler.session.clone());
     handle.shared.ready.store(true, Ordering::Release);
+    let _unpublish = Unpublish(handle.shared.clone());
     scheduler.watch_runners();
     let mut next_check = Instant::now();
     loop {
@@ -316,6 +313,18 @@ fn worker(handle: SchedulerHandle, context: ContextHandle, callers: Vec<ContextH
         // Refreshes, purges and creates by others changed the counts a reservation checks.
         handle.shared.room.lock().publish(&scheduler.db);
         wake.wait_timeout(next_check.saturating_duration_since(Instant::now()));
+    }
+}
+
+/// Withdraws the session from submitters when the worker ends (the dispatcher stopped): a
+/// submit then waits for a worker like any other call (and times out) instead of creating a
+/// task no worker will cache.
+struct Unpublish(Arc<Shared>);
+
+impl Drop for Unpublish {
+    fn drop(&mut self) {
+        self.0.ready.store(false, Ordering::Release);
+        *self.0.session.lock() = None;
     }
 }
 
@@ -414,18 +423,18 @@ impl Scheduler {
         Ok(self.session.clone())
     }
 
-    /// The last step of `SchedulerHandle::submit`: the reservation ends; a created record is
-    /// cached and counted, and a dispatch pass follows.
-    fn adopt(&mut self, record: TaskRecord, created: task_db::Result<()>) -> Result<TaskRecord, ApiError> {
-        let adopted = created.and_then(|()| self.db.adopt_created(&record));
+    /// The last step of `SchedulerHandle::submit`: the created record is cached and counted,
+    /// the reservation ends, and a dispatch pass follows.
+    fn adopt(&mut self, record: TaskRecord) {
+        if let Err(error) = self.db.adopt_created(&record) {
+            tracing::error!(task_id = %record.task_id, %error, "cannot cache a submitted task");
+        }
         {
             let mut room = self.handle.shared.room.lock();
             room.publish(&self.db);
             room.release(&record.task_id);
         }
-        let stored = adopted?;
         self.handle.request_check();
-        Ok(stored.record)
     }
 
     /// One task, re-read from ZooKeeper when it is not finished (its runner writes progress).
@@ -584,8 +593,11 @@ impl Scheduler {
         if matches!(event, quorum::zk::NodeEvent::SessionEnded { .. }) {
             return;
         }
-        // A slot may have come free on its runner.
-        self.runner_view = None;
+        // A slot may have come free on its runner: worth a re-read of the runners only when the
+        // view has none left (otherwise its age bounds how long the slot goes unseen).
+        if self.runner_view.as_ref().is_some_and(|view| view.free.iter().all(|(_, n_free)| *n_free == 0)) {
+            self.runner_view = None;
+        }
         let read_version = match &read {
             Ok(Some(stored)) => Some(stored.version),
             _ => None,
@@ -634,11 +646,17 @@ impl Scheduler {
                 return;
             }
         };
+        self.judge_running(stored, owner.is_some());
+    }
+
+    /// `check_running` once the owner's presence is known.
+    fn judge_running(&mut self, stored: &StoredRecord, owner_present: bool) {
+        let task_id = &stored.record.task_id;
         let claim_late = stored
             .record
             .schedule_time_ms
             .is_none_or(|at| now_ms().saturating_sub(at) > self.claim_grace.as_millis() as u64);
-        if owner.is_none() && claim_late {
+        if !owner_present && claim_late {
             self.interrupt(task_id, "its runner is gone");
         } else {
             self.watch_owner(task_id);
@@ -680,12 +698,9 @@ impl Scheduler {
                 return;
             }
         };
-        for stored in listed {
-            match self.db.refresh(&stored.record.task_id) {
-                Ok(Some(fresh)) if fresh.record.state == TaskState::Running => self.check_running(&fresh),
-                Ok(_) => {}
-                Err(error) => tracing::warn!(task_id = %stored.record.task_id, %error, "cannot re-read a task"),
-            }
+        let ids: Vec<TaskId> = listed.into_iter().map(|stored| stored.record.task_id).collect();
+        for chunk in ids.chunks(RUNNING_READ_BATCH) {
+            self.check_running_batch(chunk);
         }
         self.runner_view = None;
         self.dispatch_pass();
@@ -693,6 +708,46 @@ impl Scheduler {
             self.last_purge = Instant::now();
             if let Err(error) = self.db.purge_finished(self.retention) {
                 tracing::warn!(%error, "cannot purge finished tasks");
+            }
+        }
+    }
+
+    /// Re-reads running tasks and their owners, every read of the batch in flight at once (two
+    /// round trips for the batch), then interrupts those whose owner is gone (or never came)
+    /// and watches the others.
+    fn check_running_batch(&mut self, task_ids: &[TaskId]) {
+        let record_paths: Vec<String> = task_ids.iter().map(task_db::layout::task_path).collect();
+        let owner_paths: Vec<String> = task_ids.iter().map(task_db::layout::owner_path).collect();
+        let (records, owners) =
+            match (self.session.get_data_of_each(&record_paths), self.session.get_data_of_each(&owner_paths)) {
+                (Ok(records), Ok(owners)) => (records, owners),
+                (Err(error), _) | (_, Err(error)) => {
+                    tracing::warn!(%error, "cannot re-read the running tasks");
+                    return;
+                }
+            };
+        for ((task_id, record), owner) in task_ids.iter().zip(records).zip(owners) {
+            let read = match record {
+                Ok(Some((data, stat))) => task_db::decode_read(task_id, &data, stat.version).map(Some),
+                Ok(None) => Ok(None),
+                Err(error) => {
+                    tracing::warn!(%task_id, %error, "cannot re-read a task");
+                    continue;
+                }
+            };
+            let owner_present = match owner {
+                Ok(owner) => owner.is_some(),
+                Err(error) => {
+                    tracing::warn!(%task_id, %error, "cannot read a task's owner");
+                    continue;
+                }
+            };
+            match self.db.refresh_with(task_id, read) {
+                Ok(Some(fresh)) if fresh.record.state == TaskState::Running => {
+                    self.judge_running(&fresh, owner_present)
+                }
+                Ok(_) => {}
+                Err(error) => tracing::warn!(%task_id, %error, "cannot re-read a task"),
             }
         }
     }

@@ -39,7 +39,13 @@ pub fn read_record(session: &ZkSession, task_id: &TaskId) -> Result<Option<Store
     let Some((data, stat)) = session.get_data(&path).map_err(DbError::zk("read a task record"))? else {
         return Ok(None);
     };
-    let record = TaskRecord::decode(&data).map_err(|source| DbError::Record {
+    decode_read(task_id, &data, stat.version).map(Some)
+}
+
+/// What `read_record` answers for the data of `task_id`'s znode at `version` (for reads made
+/// in a pipelined batch).
+pub fn decode_read(task_id: &TaskId, data: &[u8], version: i32) -> Result<StoredRecord> {
+    let record = TaskRecord::decode(data).map_err(|source| DbError::Record {
         context: "decode the task record",
         task_id: task_id.to_string(),
         source,
@@ -51,7 +57,7 @@ pub fn read_record(session: &ZkSession, task_id: &TaskId) -> Result<Option<Store
             source: RecordError::Corrupt { reason: format!("it names task {}", record.task_id) },
         });
     }
-    Ok(Some(StoredRecord { record, version: stat.version }))
+    Ok(StoredRecord { record, version })
 }
 
 /// Writes `record` only if its znode is still at `expected_version`; returns it with the new
