@@ -545,6 +545,8 @@ impl Scheduler {
             return;
         }
         let (session, handle, watched_id) = (self.session.clone(), self.handle.clone(), task_id.clone());
+        // A claim that never comes (or came and went before the watch was armed) ends the wait.
+        let claim_wait = self.claim_grace + Duration::from_secs(1);
         let spawned = self.context.sched(move || {
             let mut seen_owner = false;
             let event = loop {
@@ -562,11 +564,21 @@ impl Scheduler {
                     // The watch stays armed for a creation; a later claim re-reads anyway.
                     break quorum::zk::NodeEvent::Deleted { path: task_db::layout::owner_path(&watched_id) };
                 }
-                match watch.wait() {
-                    quorum::zk::NodeEvent::Created { .. } | quorum::zk::NodeEvent::DataChanged { .. } => {
+                let fired = if seen_owner {
+                    Some(watch.wait())
+                } else {
+                    runtime::block_on_timeout(watch.changed(), claim_wait)
+                };
+                match fired {
+                    Some(quorum::zk::NodeEvent::Created { .. } | quorum::zk::NodeEvent::DataChanged { .. }) => {
                         seen_owner = true;
                     }
-                    event => break event,
+                    Some(event) => break event,
+                    // No owner within the claim grace: the scheduler re-reads the task and judges
+                    // it as the periodic check does (interrupted if its claim is late).
+                    None => {
+                        break quorum::zk::NodeEvent::DataChanged { path: task_db::layout::owner_path(&watched_id) }
+                    }
                 }
             };
             // The record is read here, not on the worker, so its round trip holds up no job.
@@ -766,9 +778,10 @@ impl Scheduler {
             // Oldest first: a page a little larger than the free slots usually holds enough due
             // tasks; when it does not (back-offs, closed windows), the whole state is read.
             let page = capacity as usize * 2 + 16;
-            let mut listed = self.list_state(state, Some(page));
-            let mut found: Vec<StoredRecord> = listed.drain(..).filter(|stored| is_due(&stored.record)).collect();
-            if found.len() < capacity as usize && self.db_state_larger_than(state, page) {
+            let listed = self.list_state(state, Some(page));
+            let page_full = listed.len() == page;
+            let mut found: Vec<StoredRecord> = listed.into_iter().filter(|stored| is_due(&stored.record)).collect();
+            if found.len() < capacity as usize && page_full {
                 found = self.list_state(state, None).into_iter().filter(|stored| is_due(&stored.record)).collect();
             }
             due.extend(found);
@@ -786,11 +799,6 @@ impl Scheduler {
                 Vec::new()
             }
         }
-    }
-
-    /// True when more than `n` tasks are in `state` (a listing of `n + 1` ids at most).
-    fn db_state_larger_than(&mut self, state: TaskState, n: usize) -> bool {
-        self.list_state(state, Some(n + 1)).len() > n
     }
 
     /// The free slots of the runners that may take tasks now; `None` when they cannot be read.
