@@ -1,19 +1,33 @@
 //! The dispatcher's scheduling: one worker coroutine on the dispatcher's context owns the
 //! `TaskDb` (it is not `Send`) and runs, one at a time, the jobs other threads post through a
-//! `SchedulerHandle` (API requests, owner and runner watches, answers of runner RPCs), and the
-//! periodic check (every 2 s, and at once when a submit or a runner change asks for it).
+//! `SchedulerHandle` (API requests, owner and runner watches, answers of runner RPCs), the
+//! periodic check (every 2 s) and dispatch passes (at once when a submit, an owner change or a
+//! runner change asks for one, after at most `JOBS_BEFORE_PASS` queued jobs).
 //!
 //! # The check
-//! Re-reads the unfinished records (runners write progress and ends with their own sessions);
-//! makes sure every `Running` task's owner child is watched, and marks `Interrupted` (with
-//! `last_failed_ms`, not a failed attempt) a `Running` task whose owner vanished or never
-//! appeared within the claim grace (`[tasks] claim_grace_ms`); then hands due tasks
-//! (`Interrupted`, and `Pending` ones whose retry back-off has passed) to the least-loaded
-//! healthy, non-draining runner with a free slot, in the original's `ExecuteTask` order: set
-//! `runner_addr` and `schedule_time` → write the record (fenced, state `Running`) → watch the
-//! owner child → call the runner's execute RPC on the "zbs-task-call" context, whose answer
-//! comes back as a job. Finished tasks are purged `[tasks] retention_sec` after their last
-//! activity, checked every 10 minutes (or a quarter of the retention, if shorter).
+//! Re-reads the `Running` records and their owner children (runners write progress and ends
+//! with their own sessions; pipelined batches); makes sure every `Running` task's owner child is
+//! watched, and marks `Interrupted` (with `last_failed_ms`, not a failed attempt) a `Running`
+//! task whose owner vanished or never appeared within the claim grace (`[tasks]
+//! claim_grace_ms`); re-reads the runners; then runs a dispatch pass. Finished tasks are purged
+//! `[tasks] retention_sec` after their last activity, checked every 10 minutes (or a quarter of
+//! the retention, if shorter).
+//!
+//! # The dispatch pass
+//! Reads nothing from ZooKeeper but the runners, and those only when its view of them is missing
+//! or older than `RUNNER_VIEW_TTL` (the tasks it hands out are taken off the view's free slots).
+//! With free slots it hands due tasks (`Interrupted`, and `Pending` ones whose retry back-off
+//! has passed) from the cache, oldest first, to the least-loaded healthy, non-draining runner
+//! with a free slot, in the original's `ExecuteTask` order: set `runner_addr` and
+//! `schedule_time` → write the record (fenced on the cached version, all of the pass's writes
+//! in one pipelined round trip; a fenced one is re-read and retried alone) → watch the owner
+//! child → call the runner's execute RPC on a "zbs-task-call" context, whose answer comes back
+//! as a job.
+//!
+//! # Submits
+//! `SchedulerHandle::submit` creates the task's znode on the submitter's own coroutine, so that
+//! concurrent submits' creates are in flight together on the session; the worker only caches
+//! the record afterwards. Room under the cap is reserved against the counts the worker publishes.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::PathBuf;

@@ -52,3 +52,32 @@ fn database_errors_map_to_http_statuses() {
         DbError::Transition(crate::task::TransitionError { from: TaskState::Succeeded, to: TaskState::Pending }).into();
     assert_eq!(transition.status, 409);
 }
+
+#[test]
+fn submits_in_flight_count_against_the_cap_until_released() {
+    let mut room = Room { max_records: 2, ..Room::default() };
+    let (first, second, third) = (TaskId::generate(), TaskId::generate(), TaskId::generate());
+    room.reserve(&first).expect("room for the first");
+    room.reserve(&second).expect("room for the second");
+    assert!(matches!(room.reserve(&third), Err(DbError::Full { .. })), "two in flight fill a cap of two");
+    room.release(&first);
+    room.reserve(&third).expect("a released reservation frees its room");
+    // One adopted and published (n_records 1) plus one still in flight: full again.
+    room.n_records = 1;
+    room.release(&second);
+    assert!(matches!(room.reserve(&first), Err(DbError::Full { .. })));
+}
+
+#[test]
+fn only_pending_or_interrupted_tasks_are_assigned() {
+    let mut record = sleep_record();
+    assign(&mut record, "127.0.0.1:1").expect("a pending task is assigned");
+    assert_eq!(record.state, TaskState::Running);
+    assert_eq!(record.runner_addr.as_deref(), Some("127.0.0.1:1"));
+    assert!(record.schedule_time_ms.is_some());
+    assert!(matches!(assign(&mut record, "127.0.0.1:2"), Err(DbError::Rejected { .. })), "a running task is not");
+    assert_eq!(record.runner_addr.as_deref(), Some("127.0.0.1:1"), "a refused assignment changes nothing");
+    record.transition_to(TaskState::Interrupted).expect("running to interrupted");
+    assert!(is_due(&record), "an interrupted task with no window is due");
+    assign(&mut record, "127.0.0.1:2").expect("an interrupted task is assigned again");
+}
