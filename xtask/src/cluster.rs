@@ -209,11 +209,13 @@ pub fn up(dir: &Path, n_nodes: usize) -> Result<()> {
         nodes: Vec::new(),
     };
     save_state(&state)?;
+    let volumes = volumes_dir(&dir);
+    fs::create_dir_all(&volumes).with_context(|| format!("create {}", volumes.display()))?;
     for index in 0..n_nodes {
         let node = plan_node(&dir, index)?;
         fs::create_dir_all(&node.state_dir).with_context(|| format!("create {}", node.state_dir.display()))?;
         fs::write(&node.health_path, "ok\n").with_context(|| format!("write {}", node.health_path.display()))?;
-        fs::write(&node.config_path, config_toml(&node, &state.zookeeper_hosts))
+        fs::write(&node.config_path, config_toml(&node, &state.zookeeper_hosts, &volumes))
             .with_context(|| format!("write {}", node.config_path.display()))?;
         state.nodes.push(node);
         // Recorded before and after the start, so that `down` finds whatever did start.
@@ -258,7 +260,12 @@ fn plan_node(dir: &Path, index: usize) -> Result<NodeState> {
     })
 }
 
-fn config_toml(node: &NodeState, zookeeper_hosts: &str) -> String {
+/// Where the local cluster's volumes live: every node may copy from and to it.
+pub fn volumes_dir(cluster_dir: &Path) -> PathBuf {
+    cluster_dir.join("volumes")
+}
+
+fn config_toml(node: &NodeState, zookeeper_hosts: &str, volumes: &Path) -> String {
     format!(
         "# Written by `cargo xtask cluster up`; see packaging/taskd.toml for every key.\n\
          node_id = \"{node_id}\"\n\
@@ -269,6 +276,14 @@ fn config_toml(node: &NodeState, zookeeper_hosts: &str) -> String {
          runner_port = {runner_port}\n\
          state_dir = \"{state_dir}\"\n\
          drain_deadline_ms = {drain_deadline_ms}\n\
+         # CopyVolume reads and writes only under these.\n\
+         allowed_roots = [{volumes}]\n\
+         \n\
+         # Small extents and a rate limit, so that a copy's progress is visible on a laptop-sized\n\
+         # volume (a production node keeps the defaults: 256 MiB extents, no limit).\n\
+         [tasks]\n\
+         copy_extent_mib = 16\n\
+         copy_max_mib_per_s = 64\n\
          \n\
          [log]\n\
          format = \"glog\"\n\
@@ -292,7 +307,13 @@ fn config_toml(node: &NodeState, zookeeper_hosts: &str) -> String {
         drain_deadline_ms = DRAIN_DEADLINE.as_millis(),
         log = node.log_path.display(),
         health = node.health_path.display(),
+        volumes = toml_string(&volumes.display().to_string()),
     )
+}
+
+/// `text` as a TOML basic string, quoted and escaped.
+fn toml_string(text: &str) -> String {
+    serde_json::Value::String(text.to_string()).to_string()
 }
 
 /// Starts the node in a session of its own (so that it outlives xtask and its terminal), with
@@ -400,6 +421,15 @@ fn print_guide(state: &ClusterState) -> Result<()> {
     println!("try:");
     for (command, comment) in tries {
         println!("  {command:<width$}  # {comment}");
+    }
+    if let Some(leader) = leader {
+        // Absolute paths: the daemon resolves them, not this shell.
+        let volumes = volumes_dir(&state.dir).display().to_string();
+        println!("CopyVolume may use only {volumes} here; put a volume there and copy it:");
+        println!(
+            "  target/release/zbs-task --server {}:{} task copy_volume {volumes}/a.img {volumes}/b.img",
+            leader.address, leader.dispatcher_port
+        );
     }
     Ok(())
 }

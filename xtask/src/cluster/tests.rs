@@ -10,7 +10,8 @@ fn node_config_is_valid_for_the_daemon() {
     assert_eq!(node.node_id, "node-2");
     assert_eq!(node.address, Ipv4Addr::new(127, 0, 0, 2));
     assert_ne!(node.dispatcher_port, node.runner_port);
-    let text = config_toml(&node, "127.0.0.1:2181");
+    let volumes = volumes_dir(dir.path());
+    let text = config_toml(&node, "127.0.0.1:2181", &volumes);
     let config = taskd::config::Config::from_toml(&text, &taskd::config::CommandLine::default())
         .unwrap_or_else(|error| panic!("the cluster's node config is invalid: {error}\n{text}"));
     assert_eq!(config.node_id, "node-2");
@@ -19,6 +20,7 @@ fn node_config_is_valid_for_the_daemon() {
     assert_eq!(config.health.file.path, node.health_path);
     assert_eq!(config.state_dir, node.state_dir);
     assert_eq!(config.log.file.as_deref(), Some(node.log_path.as_path()));
+    assert_eq!(config.allowed_roots, vec![volumes], "CopyVolume may use the cluster's volumes directory");
 }
 
 #[test]

@@ -2,11 +2,10 @@
 //! (read from `target/cluster/cluster.json`), the leader's dispatcher address, and a directory
 //! every node lets CopyVolume read and write (`allowed_roots`).
 //!
-//! When the nodes' configs name no allowed root (the cluster's config does not write one yet),
-//! the demo adds `target/cluster/volumes` to each and restarts the nodes through
-//! `cluster up`, which restarts the ones that exited. It also gives the copy small extents and
-//! a read-rate limit there, when the daemon knows those keys, so that the progress bar moves
-//! extent by extent instead of jumping to the end.
+//! `cluster up` writes `allowed_roots = [target/cluster/volumes]` and small copy extents with a
+//! rate limit into every node's config, so the progress bar moves extent by extent. A cluster
+//! started before it did (no common allowed root) is mended here: the demo adds those settings
+//! to each node's config and restarts the nodes through `cluster up`.
 
 use std::fs;
 use std::path::{Path, PathBuf};
