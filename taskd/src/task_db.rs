@@ -286,6 +286,17 @@ impl TaskDb {
         Ok(stored)
     }
 
+    /// `adopt_created` of many records, cached in one LevelDB write.
+    pub fn adopt_all_created(&mut self, records: &[TaskRecord]) -> Result<()> {
+        let stored: Vec<StoredRecord> =
+            records.iter().map(|record| StoredRecord { record: record.clone(), version: 0 }).collect();
+        self.cache.put_all(&stored)?;
+        for record in records {
+            self.count_child(&record.task_id);
+        }
+        Ok(())
+    }
+
     /// The cached record of `task_id`.
     pub fn get(&mut self, task_id: &TaskId) -> Result<Option<StoredRecord>> {
         self.cache.get(task_id)

@@ -88,6 +88,8 @@ struct Shared {
     room: Mutex<Room>,
     /// The database's session, once it is open (submits create their znodes with it).
     session: Mutex<Option<Arc<ZkSession>>>,
+    /// Records whose znodes submits created, for the worker to cache (`adopt_created`).
+    created: Mutex<Vec<TaskRecord>>,
 }
 
 /// The database's counts as the worker last published them, and the submits in flight (reserved,
@@ -149,6 +151,7 @@ impl SchedulerHandle {
                 ready: AtomicBool::new(false),
                 room: Mutex::new(Room::default()),
                 session: Mutex::new(None),
+                created: Mutex::new(Vec::new()),
             }),
         }
     }
@@ -212,7 +215,16 @@ impl SchedulerHandle {
         // after this one (the queue is FIFO), so the client's next request through the
         // dispatcher already finds it.
         let answer = record.clone();
-        self.post(Box::new(move |scheduler| scheduler.adopt(record)));
+        // Submits that come while an adoption waits in the queue join it (one LevelDB write and
+        // one wake-up for all of them); it runs before any job posted after this submit's answer.
+        let first = {
+            let mut created = self.shared.created.lock();
+            created.push(record);
+            created.len() == 1
+        };
+        if first {
+            self.post(Box::new(|scheduler| scheduler.adopt_created()));
+        }
         Some(Ok(answer))
     }
 
@@ -437,16 +449,19 @@ impl Scheduler {
         Ok(self.session.clone())
     }
 
-    /// The last step of `SchedulerHandle::submit`: the created record is cached and counted,
-    /// the reservation ends, and a dispatch pass follows.
-    fn adopt(&mut self, record: TaskRecord) {
-        if let Err(error) = self.db.adopt_created(&record) {
-            tracing::error!(task_id = %record.task_id, %error, "cannot cache a submitted task");
+    /// The last step of `SchedulerHandle::submit`: the created records are cached and counted,
+    /// their reservations end, and a dispatch pass follows.
+    fn adopt_created(&mut self) {
+        let records = std::mem::take(&mut *self.handle.shared.created.lock());
+        if let Err(error) = self.db.adopt_all_created(&records) {
+            tracing::error!(n_tasks = records.len(), %error, "cannot cache submitted tasks");
         }
         {
             let mut room = self.handle.shared.room.lock();
             room.publish(&self.db);
-            room.release(&record.task_id);
+            for record in &records {
+                room.release(&record.task_id);
+            }
         }
         self.handle.request_check();
     }
