@@ -194,6 +194,22 @@ where
     }
 }
 
+/// Submits a task through the dispatcher (its ZooKeeper create runs on this coroutine, in flight
+/// together with other submits' on the session, instead of one after another on the dispatcher)
+/// and turns the answer into a response: the statuses of `Scheduler::create`.
+fn submit(
+    access: &dyn DispatcherAccess,
+    kind: TaskKind,
+    window: Option<RuntimeWindow>,
+) -> Result<crate::task::TaskRecord, Response> {
+    let scheduler = access.scheduler()?;
+    match scheduler.submit(DISPATCHER_CALL_TIMEOUT, kind, window) {
+        Some(Ok(record)) => Ok(record),
+        Some(Err(error)) => Err(error_response(error)),
+        None => Err(Response::error(503, "the dispatcher did not answer in time")),
+    }
+}
+
 fn answer(result: Result<Response, Response>) -> Response {
     result.unwrap_or_else(|response| response)
 }
@@ -257,17 +273,19 @@ pub fn dispatcher_routes(
                 Err(reason) => return Err(Response::error(400, &format!("allowed roots unusable: {reason}"))),
             }
             let window = body.runtime_window;
-            let record = call(a.as_ref(), move |scheduler| scheduler.create(kind, window))?;
+            let record = submit(a.as_ref(), kind, window)?;
             Ok(Response::json(201, &record))
         })())
     });
     let a = access.clone();
-    let config = config.cpu_route(Method::Post, &format!("{PREFIX}/sleep/create"), move |request| {
+    // An IO route: it parses a small body and the create parks only this coroutine, so the hop
+    // to the worker pool would be pure overhead. (copy_volume/create checks the filesystem.)
+    let config = config.route(Method::Post, &format!("{PREFIX}/sleep/create"), move |request| {
         answer((|| {
             let body: SleepCreate = request.json()?;
             let kind = TaskKind::Sleep(SleepArgs { duration_ms: body.duration_ms, fail: body.fail });
             kind.validate().map_err(|error| Response::error(400, &error.to_string()))?;
-            let record = call(a.as_ref(), move |scheduler| scheduler.create(kind, None))?;
+            let record = submit(a.as_ref(), kind, None)?;
             Ok(Response::json(201, &record))
         })())
     });
@@ -389,7 +407,14 @@ pub fn dispatcher_routes(
                     .into_iter()
                     .find(|runner| runner.info.node_id == node_id)
                     .ok_or_else(|| Response::error(404, &format!("runner {node_id} not found")))?;
-                forward(&pool, runner.info.address, runner_path, serde_json::json!({}))
+                let address = runner.info.address;
+                let answer = forward(&pool, address.clone(), runner_path, serde_json::json!({}))?;
+                let draining = verb == "drain";
+                call(a.as_ref(), move |scheduler| {
+                    scheduler.note_runner_drain(&address, draining);
+                    Ok(())
+                })?;
+                Ok(answer)
             })())
         });
     }

@@ -534,6 +534,19 @@ impl Scheduler {
         }
     }
 
+    /// A runner this dispatcher has just drained (`draining`) or undrained through the API. Its
+    /// registration says so a moment later (the runner republishes it on its own context, and
+    /// the watch then resets the view); until then a drained runner is held off like one that
+    /// refused, so that no task is assigned to it from a view read before the drain.
+    pub fn note_runner_drain(&mut self, address: &str, draining: bool) {
+        if draining {
+            self.runner_backoff.insert(address.to_string(), Instant::now() + RUNNER_BACKOFF);
+        } else {
+            self.runner_backoff.remove(address);
+        }
+        self.runner_view = None;
+    }
+
     /// Every registered runner.
     pub fn runners(&mut self) -> Result<task_db::RunnerList, ApiError> {
         Ok(task_db::list_runners(&self.session)?)
