@@ -278,9 +278,9 @@ pub fn dispatcher_routes(
         })())
     });
     let a = access.clone();
-    // An IO route: it parses a small body and the create parks only this coroutine, so the hop
-    // to the worker pool would be pure overhead. (copy_volume/create checks the filesystem.)
-    let config = config.route(Method::Post, &format!("{PREFIX}/sleep/create"), move |request| {
+    // On the worker pool like every route that reaches ZooKeeper: an IO coroutine's stack (may's,
+    // small) is no place for the ZooKeeper client's call depth.
+    let config = config.cpu_route(Method::Post, &format!("{PREFIX}/sleep/create"), move |request| {
         answer((|| {
             let body: SleepCreate = request.json()?;
             let kind = TaskKind::Sleep(SleepArgs { duration_ms: body.duration_ms, fail: body.fail });

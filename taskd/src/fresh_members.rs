@@ -25,8 +25,10 @@ impl FreshMembers {
     /// on a failing connection would wait for the operation timeout) or when the read fails.
     /// Blocks the caller (parks a coroutine): call it from the worker pool, not the event loop.
     pub fn read(&self) -> Option<Vec<Member>> {
-        let mut last_read = self.last_read.lock();
-        if let Some((at, members)) = last_read.as_ref() {
+        // The lock is never held across the ZooKeeper read: that read parks the coroutine, and
+        // another coroutine of the same worker thread blocking on this (thread) mutex would then
+        // hold the thread the parked one must resume on. Concurrent misses may read twice.
+        if let Some((at, members)) = self.last_read.lock().as_ref() {
             if at.elapsed() < MEMBERS_TTL {
                 return Some(members.clone());
             }
@@ -37,7 +39,7 @@ impl FreshMembers {
         }
         match self.quorum.read_members() {
             Ok(members) => {
-                *last_read = Some((Instant::now(), members.clone()));
+                *self.last_read.lock() = Some((Instant::now(), members.clone()));
                 Some(members)
             }
             Err(error) => {

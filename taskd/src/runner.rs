@@ -49,6 +49,10 @@ pub const RUNNER_THREAD_NAME: &str = "zbs-task-runner";
 /// changed free slots).
 const REGISTRATION_INTERVAL: Duration = Duration::from_millis(500);
 
+/// How long a drain or undrain request waits for its marker to be written before it answers
+/// `persisted: false` (the write goes on): under the dispatcher's runner RPC timeout.
+const DRAIN_PERSIST_WAIT: Duration = Duration::from_secs(2);
+
 /// The step of a Sleep task: how soon it sees a cancel, pause or interrupt.
 const SLEEP_STEP: Duration = Duration::from_millis(50);
 
@@ -274,19 +278,27 @@ impl TaskRunner {
         Ok(serde_json::json!({ "task_id": task_id, "ok": true }))
     }
 
-    /// Drain (no new tasks; running ones finish) or undrain: persisted in the node's drain
-    /// marker before the answer when ZooKeeper is reachable (`persisted`), otherwise as soon as
-    /// it is; published in the registration.
+    /// Drain (no new tasks; running ones finish) or undrain: refused tasks at once, persisted in
+    /// the node's drain marker (`persisted` when that was done within `DRAIN_PERSIST_WAIT`;
+    /// otherwise it is written as soon as ZooKeeper answers) and published in the registration.
+    /// The marker is written on the runner's context, so a slow ZooKeeper never holds the API
+    /// request past the wait.
     pub fn set_draining(&self, draining: bool) -> serde_json::Value {
-        let persisted = {
-            let mut marker = self.inner.drain_marker.lock();
-            self.inner.draining.store(draining, Ordering::Release);
-            *marker = DrainMarker::Dirty;
-            self.inner.sync_drain_marker(&mut marker)
-        };
+        self.inner.draining.store(draining, Ordering::Release);
+        let persisted = SyncPoint::<bool>::new();
+        let (inner, persisted_now) = (self.inner.clone(), persisted.clone());
+        let scheduled = self.context.sched(move || {
+            let synced = {
+                let mut marker = inner.drain_marker.lock();
+                *marker = DrainMarker::Dirty;
+                inner.sync_drain_marker(&mut marker)
+            };
+            persisted_now.done_with(synced);
+            inner.keep_registered();
+        });
+        let persisted =
+            scheduled.is_ok() && persisted.wait_timeout(DRAIN_PERSIST_WAIT) && persisted.take().unwrap_or(false);
         tracing::info!(node_id = %self.inner.config.node_id, draining, persisted, "runner drain changed");
-        let inner = self.inner.clone();
-        let _ = self.context.sched(move || inner.keep_registered());
         serde_json::json!({ "node_id": self.inner.config.node_id, "draining": draining, "persisted": persisted })
     }
 
