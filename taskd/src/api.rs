@@ -11,7 +11,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::NaiveDate;
-use quorum::Member;
 use runtime::rpc::{Method, Request, Response, ServerConfig, WorkerPool};
 use serde::Deserialize;
 use vip::{StoredVip, VipServer};
@@ -41,34 +40,6 @@ pub trait DispatcherAccess: Send + Sync + 'static {
     fn cluster(&self) -> serde_json::Value;
     /// The node's VIP server, for `vip show|set`; None without a `[vip]`.
     fn vip(&self) -> Option<Arc<VipServer>>;
-}
-
-/// `cluster` with its members (and their health) replaced by a fresh read when there is one;
-/// `members_source` says which (`zookeeper` or `cache`).
-pub(crate) fn with_fresh_members(mut cluster: serde_json::Value, members: Option<Vec<Member>>) -> serde_json::Value {
-    let Some(object) = cluster.as_object_mut() else { return cluster };
-    match members {
-        Some(mut members) => {
-            members.sort_by_key(|member| member.sequence);
-            let members: Vec<serde_json::Value> = members
-                .iter()
-                .map(|member| {
-                    serde_json::json!({
-                        "id": member.info.id,
-                        "address": member.info.address,
-                        "sequence": member.sequence,
-                        "healthy": member.info.healthy,
-                    })
-                })
-                .collect();
-            object.insert("members".to_string(), serde_json::json!(members));
-            object.insert("members_source".to_string(), serde_json::json!("zookeeper"));
-        }
-        None => {
-            object.insert("members_source".to_string(), serde_json::json!("cache"));
-        }
-    }
-    cluster
 }
 
 /// `POST /api/v2/task_center/vip/set`: a new VIP (`address` and `interface`), or `clear` to go

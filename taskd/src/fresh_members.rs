@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use quorum::{Member, QuorumHandle, ZkSessionState};
+use serde_json::Value;
 
 /// How long one read of the members answers the routes.
 pub const MEMBERS_TTL: Duration = Duration::from_millis(500);
@@ -49,3 +50,29 @@ impl FreshMembers {
         }
     }
 }
+
+/// The members' part of a status answer: the fresh read when there is one, else the cached
+/// membership (`cached` is called only then), sorted by sequence, and which it was
+/// (`zookeeper` or `cache`).
+pub fn members_answer(fresh: Option<Vec<Member>>, cached: impl FnOnce() -> Vec<Member>) -> (Value, &'static str) {
+    let (mut members, source) = match fresh {
+        Some(members) => (members, "zookeeper"),
+        None => (cached(), "cache"),
+    };
+    members.sort_by_key(|member| member.sequence);
+    let members = members
+        .iter()
+        .map(|member| {
+            serde_json::json!({
+                "id": member.info.id,
+                "address": member.info.address,
+                "sequence": member.sequence,
+                "healthy": member.info.healthy,
+            })
+        })
+        .collect();
+    (Value::Array(members), source)
+}
+
+#[cfg(test)]
+mod tests;

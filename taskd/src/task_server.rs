@@ -631,20 +631,9 @@ fn debug_routes(config: ServerConfig, inner: std::sync::Weak<Inner>) -> ServerCo
 /// (`members_source` says `zookeeper` or `cache`). Blocks: called on the worker pool.
 fn status_json(inner: &Inner) -> serde_json::Value {
     let health = inner.health.status();
-    let members: Vec<serde_json::Value> = inner
-        .quorum
-        .members()
-        .iter()
-        .map(|member| {
-            serde_json::json!({
-                "id": member.info.id,
-                "address": member.info.address,
-                "sequence": member.sequence,
-                "healthy": member.info.healthy,
-            })
-        })
-        .collect();
-    let status = serde_json::json!({
+    let (members, members_source) =
+        crate::fresh_members::members_answer(inner.fresh_members.read(), || inner.quorum.members());
+    serde_json::json!({
         "node_id": inner.config.node_id,
         "pid": std::process::id(),
         "role": inner.role_name(),
@@ -657,8 +646,8 @@ fn status_json(inner: &Inner) -> serde_json::Value {
             "reason": health.last_reason,
         },
         "members": members,
-    });
-    crate::api::with_fresh_members(status, inner.fresh_members.read())
+        "members_source": members_source,
+    })
 }
 
 /// The dispatcher API's view of the server.
