@@ -5,7 +5,7 @@
 
 use std::fs::{self, File};
 use std::os::unix::fs::{FileExt, MetadataExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
@@ -15,10 +15,12 @@ use taskd::copy_volume::{copy_volume, AllowedRoots, CopyControl, CopyOutcome, Co
 use super::report::{bench_dir, percentile, Report};
 
 const MIB: u64 = 1 << 20;
-const VOLUME_BYTES: u64 = 2048 * MIB;
+pub(super) const VOLUME_BYTES: u64 = 2048 * MIB;
 /// Data regions of `REGION_BYTES` each, spread over the volume: 256 MiB of data in all.
 const N_REGIONS: u64 = 32;
 const REGION_BYTES: u64 = 8 * MIB;
+/// The bytes of data in the sparse source.
+pub(super) const DATA_BYTES: u64 = N_REGIONS * REGION_BYTES;
 const ROUNDS: usize = 5;
 const IO_DEPTH: u32 = 4;
 
@@ -101,7 +103,7 @@ fn measure(work: &Path) -> Result<Report> {
 
 /// A 2 GiB file with `N_REGIONS` random regions, one near the start of each 64 MiB slice,
 /// at offsets that are not block aligned.
-fn make_sparse_source(path: &Path) -> Result<()> {
+pub(super) fn make_sparse_source(path: &Path) -> Result<()> {
     let file = File::create(path).with_context(|| format!("create {}", path.display()))?;
     file.set_len(VOLUME_BYTES).context("set the source length")?;
     let slice = VOLUME_BYTES / N_REGIONS;
@@ -122,7 +124,7 @@ fn make_sparse_source(path: &Path) -> Result<()> {
     Ok(())
 }
 
-fn remove_if_present(path: &PathBuf) -> Result<()> {
+pub(super) fn remove_if_present(path: &Path) -> Result<()> {
     match fs::remove_file(path) {
         Ok(()) => Ok(()),
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),

@@ -11,7 +11,6 @@
 
 use std::fs::{self, File};
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -21,10 +20,9 @@ use anyhow::{bail, ensure, Context, Result};
 use super::api::Api;
 
 const MIB: u64 = 1 << 20;
-pub const VOLUME_BYTES: u64 = 2048 * MIB;
-const N_REGIONS: u64 = 32;
-const REGION_BYTES: u64 = 8 * MIB;
-pub const DATA_BYTES: u64 = N_REGIONS * REGION_BYTES;
+use crate::bench::copy::{make_sparse_source, remove_if_present};
+/// The same sparse source as the engine's copy benchmark.
+pub(super) use crate::bench::copy::{DATA_BYTES, VOLUME_BYTES};
 const POLL: Duration = Duration::from_millis(5);
 const COPY_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -89,29 +87,6 @@ fn copy_with_cp(source: &Path, destination: &Path) -> Result<f64> {
     Ok(mib_per_s(started.elapsed()))
 }
 
-/// A 2 GiB file with `N_REGIONS` pseudo-random regions, one in each 64 MiB slice at an offset
-/// that is not block aligned.
-fn make_sparse_source(path: &Path) -> Result<()> {
-    let file = File::create(path).with_context(|| format!("create {}", path.display()))?;
-    file.set_len(VOLUME_BYTES).context("set the source length")?;
-    let slice = VOLUME_BYTES / N_REGIONS;
-    let mut data = vec![0u8; REGION_BYTES as usize];
-    let mut state = 0x2545_f491_4f6c_dd1d_u64;
-    for region in 0..N_REGIONS {
-        for word in data.chunks_exact_mut(8) {
-            // xorshift64: cheap incompressible bytes.
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            word.copy_from_slice(&state.to_le_bytes());
-        }
-        let offset = region * slice + (region * 77_777) % (slice - REGION_BYTES);
-        file.write_all_at(&data, offset).context("write a data region")?;
-    }
-    file.sync_all().context("sync the source")?;
-    Ok(())
-}
-
 /// Syncs `path` and asks the kernel to drop its cached pages.
 fn drop_from_page_cache(path: &Path) -> Result<()> {
     let file = File::open(path).with_context(|| format!("open {}", path.display()))?;
@@ -120,14 +95,6 @@ fn drop_from_page_cache(path: &Path) -> Result<()> {
     let error = unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
     ensure!(error == 0, "posix_fadvise(DONTNEED) on {}: error {error}", path.display());
     Ok(())
-}
-
-fn remove_if_present(path: &Path) -> Result<()> {
-    match fs::remove_file(path) {
-        Ok(()) => Ok(()),
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(error) => Err(error).with_context(|| format!("remove {}", path.display())),
-    }
 }
 
 fn mib_per_s(elapsed: Duration) -> f64 {
