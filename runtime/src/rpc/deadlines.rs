@@ -34,11 +34,17 @@ impl DeadlineSweeper {
         Ok(DeadlineSweeper { stop, thread })
     }
 
-    pub(crate) fn stop(self) {
+    /// Ends and joins the sweeper (as dropping it does).
+    pub(crate) fn stop(self) {}
+}
+
+impl Drop for DeadlineSweeper {
+    /// A cycle dropped without a stop ends its sweeper at once too; on its own thread (the
+    /// sweeper held the last reference to the cycle) the thread is left to return by itself.
+    fn drop(&mut self) {
         self.stop.done();
         match self.thread.join() {
-            Ok(()) => {}
-            Err(JoinError::SelfJoin) => tracing::error!("the deadline sweeper cannot stop itself"),
+            Ok(()) | Err(JoinError::SelfJoin) | Err(JoinError::AlreadyJoined) => {}
             Err(error) => tracing::error!(%error, "the deadline sweeper ended abnormally"),
         }
     }
