@@ -484,6 +484,9 @@ fn dispatch(mut request: Request, connection: &ConnectionShared, cycle: &Cycle, 
         Lookup::NotFound => return Response::error(404, &format!("no route for {} {}", request.method, request.path)),
     };
     request.params = params;
+    if let Some(refusal) = shared.router.refusal(&request) {
+        return refusal;
+    }
     connection.set(Activity::Handling { method: request.method, path: request.path.clone(), since: Instant::now() });
     let response = match route.placement {
         Placement::Io => catch_unwind(AssertUnwindSafe(|| (route.handler)(&request))).unwrap_or_else(|panic| {

@@ -60,7 +60,7 @@ mod tests;
 
 pub use http::{reason_phrase, HttpError, Limits, Method, Request, Response};
 pub use pool::WorkerPool;
-pub use router::{Handler, Placement, Router};
+pub use router::{Guard, Handler, Placement, Router};
 pub use server::{Hooks, Server, ServerConfig, ServerHandle, Stage};
 pub use status::ServerStatus;
 

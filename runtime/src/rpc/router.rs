@@ -1,5 +1,7 @@
 //! The routing table: handlers registered per method and path pattern (literal segments and
-//! `{name}` parameters), each marked to run on the IO coroutine or on the CPU worker pool.
+//! `{name}` parameters), each marked to run on the IO coroutine or on the CPU worker pool, and
+//! an optional guard that every found route's request passes before its handler runs (the
+//! daemon's authentication: one place, so no route can be added without it).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -8,6 +10,11 @@ use super::http::{Method, Request, Response};
 
 /// What a route runs: a plain function of the request.
 pub type Handler = Arc<dyn Fn(&Request) -> Response + Send + Sync + 'static>;
+
+/// Asked before a found route's handler runs: `Some(response)` answers the request with it
+/// instead (a refusal); `None` lets the handler run. Runs on the connection's IO coroutine, so
+/// it must be quick and never block.
+pub type Guard = Arc<dyn Fn(&Request) -> Option<Response> + Send + Sync + 'static>;
 
 /// Where a route's handler runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,6 +64,7 @@ pub(crate) enum Lookup<'a> {
 pub struct Router {
     exact: HashMap<String, usize>,
     patterns: Vec<Pattern>,
+    guard: Option<Guard>,
 }
 
 impl Router {
@@ -79,6 +87,21 @@ impl Router {
         F: Fn(&Request) -> Response + Send + Sync + 'static,
     {
         self.add(method, path, Arc::new(handler), Placement::Cpu)
+    }
+
+    /// Sets the guard every found route's request passes first (see [`Guard`]); a later call
+    /// replaces it. Unknown paths and methods are answered 404/405 without asking it.
+    pub fn guard<G>(&mut self, guard: G) -> &mut Router
+    where
+        G: Fn(&Request) -> Option<Response> + Send + Sync + 'static,
+    {
+        self.guard = Some(Arc::new(guard));
+        self
+    }
+
+    /// The guard's answer for `request`: `Some` refuses it.
+    pub(crate) fn refusal(&self, request: &Request) -> Option<Response> {
+        self.guard.as_ref().and_then(|guard| guard(request))
     }
 
     /// Registers an already shared handler with an explicit placement.

@@ -138,6 +138,15 @@ impl ServerConfig {
         self
     }
 
+    /// Sets the router's guard: every request of a found route passes it before its handler.
+    pub fn guard<G>(mut self, guard: G) -> ServerConfig
+    where
+        G: Fn(&Request) -> Option<Response> + Send + Sync + 'static,
+    {
+        self.router.guard(guard);
+        self
+    }
+
     pub fn router(mut self, router: Router) -> ServerConfig {
         self.router = router;
         self

@@ -163,6 +163,40 @@ fn serves_json_routes_with_keep_alive() {
     assert_eq!(server.status(), ServerStatus::NotRunning);
 }
 
+/// The guard sees every request of a found route before its handler and may answer instead;
+/// unknown paths never reach it.
+#[test]
+fn the_guard_answers_before_the_handler() {
+    let handled = Arc::new(AtomicUsize::new(0));
+    let guarded = Arc::new(AtomicUsize::new(0));
+    let (h, g) = (handled.clone(), guarded.clone());
+    let config = ServerConfig::new("guarded", loopback())
+        .route(Method::Post, "/act", move |_| {
+            h.fetch_add(1, Ordering::SeqCst);
+            Response::json(200, &serde_json::json!({ "acted": true }))
+        })
+        .guard(move |request| {
+            g.fetch_add(1, Ordering::SeqCst);
+            match request.header("x-pass") {
+                Some("yes") => None,
+                _ => Some(Response::error(401, "no pass")),
+            }
+        });
+    let server = Server::new(config);
+    let address = server.serve_in_background("rpc-test-guard").expect("serve");
+    let refused = ureq::post(&format!("http://{address}/act")).send_string("{}");
+    assert!(matches!(refused, Err(ureq::Error::Status(401, _))), "{refused:?}");
+    assert_eq!(handled.load(Ordering::SeqCst), 0, "a refused request never reaches its handler");
+    let passed = ureq::post(&format!("http://{address}/act")).set("X-Pass", "yes").send_string("{}").expect("pass");
+    assert_eq!(passed.status(), 200);
+    assert_eq!(handled.load(Ordering::SeqCst), 1);
+    let unknown = ureq::post(&format!("http://{address}/nowhere")).send_string("{}");
+    assert!(matches!(unknown, Err(ureq::Error::Status(404, _))), "{unknown:?}");
+    assert_eq!(guarded.load(Ordering::SeqCst), 2, "unknown paths are answered without the guard");
+    server.stop();
+    server.join().expect("join");
+}
+
 #[test]
 fn each_flag_combination_follows_fbthrift_order() {
     let head = ["pre_start", "pre_serve", "cleanup", "stop_listening"];
