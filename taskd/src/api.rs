@@ -16,8 +16,9 @@ use serde::Deserialize;
 use vip::{StoredVip, VipServer};
 
 use crate::copy_volume::AllowedRoots;
-use crate::dispatcher::scheduler::{post_json, ApiError, SchedulerHandle, TaskAction};
+use crate::dispatcher::scheduler::{ApiError, SchedulerHandle, TaskAction};
 use crate::runner::{TaskRequest, TaskRunner};
+use crate::runner_client::{paths as runner_paths, RunnerClient};
 use crate::task::{CopyVolumeArgs, RuntimeWindow, SleepArgs, TaskId, TaskKind, TaskState};
 use crate::task_db::ListFilter;
 
@@ -192,13 +193,14 @@ const FORWARD_ATTEMPTS: u32 = 10;
 /// Forwards a task operation to the runner that runs it (a blocking call, on the worker pool).
 fn forward(
     pool: &WorkerPool,
+    client: &RunnerClient,
     runner_addr: String,
     path: &'static str,
     body: serde_json::Value,
 ) -> Result<Response, Response> {
     for attempt in 1..=FORWARD_ATTEMPTS {
-        let (addr, body_now) = (runner_addr.clone(), body.clone());
-        match pool.run(move || post_json(&addr, path, &body_now)) {
+        let (addr, body_now, client) = (runner_addr.clone(), body.clone(), client.clone());
+        match pool.run(move || client.post(&addr, path, &body_now)) {
             Ok(Ok(value)) => return Ok(Response::json(202, &value)),
             Ok(Err(error)) if error.status == 404 && attempt < FORWARD_ATTEMPTS => {
                 runtime::sleep(Duration::from_millis(200))
@@ -221,6 +223,7 @@ pub fn dispatcher_routes(
     access: Arc<dyn DispatcherAccess>,
     allowed_roots: Vec<PathBuf>,
     pool: Arc<WorkerPool>,
+    runner_client: RunnerClient,
 ) -> ServerConfig {
     let roots = Arc::new(AllowedRoots::new(&allowed_roots).map_err(|error| error.to_string()));
     let a = access.clone();
@@ -303,12 +306,12 @@ pub fn dispatcher_routes(
         })())
     });
     let mut config = config;
-    for (verb, state, runner_path) in [
-        ("cancel", TaskState::Cancelled, "/api/v1/runner/cancel"),
-        ("pause", TaskState::Paused, "/api/v1/runner/pause"),
-    ] {
+    for (verb, state, runner_path) in
+        [("cancel", TaskState::Cancelled, runner_paths::CANCEL), ("pause", TaskState::Paused, runner_paths::PAUSE)]
+    {
         let a = access.clone();
         let pool = pool.clone();
+        let client = runner_client.clone();
         config = config.cpu_route(Method::Post, &format!("{PREFIX}/tasks/{{task_id}}/{verb}"), move |request| {
             answer((|| {
                 let task_id = task_id_param(request)?;
@@ -316,7 +319,7 @@ pub fn dispatcher_routes(
                 match call(a.as_ref(), move |scheduler| scheduler.stop_task(&id, state))? {
                     TaskAction::Done(record) => Ok(Response::json(200, &record)),
                     TaskAction::Forward { runner_addr } => {
-                        forward(&pool, runner_addr, runner_path, serde_json::json!({ "task_id": task_id }))
+                        forward(&pool, &client, runner_addr, runner_path, serde_json::json!({ "task_id": task_id }))
                     }
                 }
             })())
@@ -332,6 +335,7 @@ pub fn dispatcher_routes(
     });
     let a = access.clone();
     let runtime_pool = pool.clone();
+    let client = runner_client.clone();
     let config = config.cpu_route(Method::Post, &format!("{PREFIX}/tasks/{{task_id}}/runtime"), move |request| {
         answer((|| {
             let task_id = task_id_param(request)?;
@@ -341,8 +345,9 @@ pub fn dispatcher_routes(
                 TaskAction::Done(record) => Ok(Response::json(200, &record)),
                 TaskAction::Forward { runner_addr } => forward(
                     &runtime_pool,
+                    &client,
                     runner_addr,
-                    "/api/v1/runner/runtime",
+                    runner_paths::RUNTIME,
                     serde_json::json!({ "task_id": task_id, "runtime_window": window }),
                 ),
             }
@@ -363,9 +368,10 @@ pub fn dispatcher_routes(
         })())
     });
     let mut config = config;
-    for (verb, runner_path) in [("drain", "/api/v1/runner/drain"), ("undrain", "/api/v1/runner/undrain")] {
+    for (verb, runner_path) in [("drain", runner_paths::DRAIN), ("undrain", runner_paths::UNDRAIN)] {
         let a = access.clone();
         let pool = pool.clone();
+        let client = runner_client.clone();
         config = config.cpu_route(Method::Post, &format!("{PREFIX}/runners/{{node_id}}/{verb}"), move |request| {
             answer((|| {
                 let node_id = request.param("node_id").unwrap_or_default().to_string();
@@ -379,7 +385,7 @@ pub fn dispatcher_routes(
                     .find(|runner| runner.info.node_id == node_id)
                     .ok_or_else(|| Response::error(404, &format!("runner {node_id} not found")))?;
                 let address = runner.info.address;
-                let answer = forward(&pool, address.clone(), runner_path, serde_json::json!({}))?;
+                let answer = forward(&pool, &client, address.clone(), runner_path, serde_json::json!({}))?;
                 let draining = verb == "drain";
                 call(a.as_ref(), move |scheduler| {
                     scheduler.note_runner_drain(&address, draining);
@@ -446,16 +452,16 @@ pub fn runner_routes(
                 })
             })
         };
-    let config = task_route(config, "/api/v1/runner/execute", TaskRunner::execute);
-    let config = task_route(config, "/api/v1/runner/cancel", TaskRunner::cancel);
-    let config = task_route(config, "/api/v1/runner/pause", TaskRunner::pause);
+    let config = task_route(config, runner_paths::EXECUTE, TaskRunner::execute);
+    let config = task_route(config, runner_paths::CANCEL, TaskRunner::cancel);
+    let config = task_route(config, runner_paths::PAUSE, TaskRunner::pause);
     #[derive(Deserialize)]
     struct RuntimeBody {
         task_id: String,
         runtime_window: Option<RuntimeWindow>,
     }
     let w = with_runner.clone();
-    let config = config.cpu_route(Method::Post, "/api/v1/runner/runtime", move |request| {
+    let config = config.cpu_route(Method::Post, runner_paths::RUNTIME, move |request| {
         w(request, &|runner, request| {
             let body: RuntimeBody = match request.json() {
                 Ok(body) => body,
@@ -468,15 +474,15 @@ pub fn runner_routes(
         })
     });
     let w = with_runner.clone();
-    let config = config.cpu_route(Method::Post, "/api/v1/runner/drain", move |request| {
+    let config = config.cpu_route(Method::Post, runner_paths::DRAIN, move |request| {
         w(request, &|runner, _| Response::json(200, &runner.set_draining(true)))
     });
     let w = with_runner.clone();
-    let config = config.cpu_route(Method::Post, "/api/v1/runner/undrain", move |request| {
+    let config = config.cpu_route(Method::Post, runner_paths::UNDRAIN, move |request| {
         w(request, &|runner, _| Response::json(200, &runner.set_draining(false)))
     });
     let w = with_runner;
-    config.cpu_route(Method::Get, "/api/v1/runner", move |request| {
+    config.cpu_route(Method::Get, runner_paths::STATUS, move |request| {
         w(request, &|runner, _| Response::json(200, &runner.status()))
     })
 }

@@ -14,7 +14,11 @@ pub struct Cli {
     /// dispatcher port, else 127.0.0.1:10600.
     #[arg(long, global = true, env = "ZBS_TASK_SERVER")]
     pub server: Option<String>,
-    /// The daemon's configuration file, read for the default `--server`.
+    /// A file holding the cluster's API token (its first token is sent). Default: the token in
+    /// `ZBS_TASK_TOKEN`, else the `[api] token_file` of the daemon's configuration file.
+    #[arg(long, global = true, value_name = "PATH")]
+    pub token_file: Option<std::path::PathBuf>,
+    /// The daemon's configuration file, read for the default `--server` and token.
     #[arg(long, global = true, value_name = "PATH", default_value = crate::config::DEFAULT_CONFIG_PATH)]
     pub config: std::path::PathBuf,
     /// Print JSON instead of tables.
@@ -39,11 +43,52 @@ impl Cli {
             return Ok(format!("127.0.0.1:{}", crate::config::DEFAULT_DISPATCHER_PORT));
         }
         let command_line = crate::config::CommandLine { config: Some(self.config.clone()), ..Default::default() };
-        let config = crate::config::Config::load(&command_line).map_err(|error| {
+        let config = crate::config::Config::load_without_secrets(&command_line).map_err(|error| {
             format!("cannot find the dispatcher in {}: {error}; give --server", self.config.display())
         })?;
         Ok(server_of(&config))
     }
+}
+
+impl Cli {
+    /// The token to send: `--token-file`, else `ZBS_TASK_TOKEN`, else the configuration file's
+    /// `[api] token_file` when this user may read it; `None` when there is none (reads still
+    /// work; a change is answered 401, and the CLI says where a token comes from).
+    pub fn token(&self) -> Result<Option<String>, String> {
+        if let Some(path) = &self.token_file {
+            return read_token(path).map(Some);
+        }
+        if let Ok(token) = std::env::var(TOKEN_ENV) {
+            let token = token.trim().to_string();
+            if !crate::access::is_valid_token(&token) {
+                return Err(format!("{TOKEN_ENV} does not hold a token (32 to 256 visible ASCII characters)"));
+            }
+            return Ok(Some(token));
+        }
+        if !self.config.exists() {
+            return Ok(None);
+        }
+        let command_line = crate::config::CommandLine { config: Some(self.config.clone()), ..Default::default() };
+        let Ok(config) = crate::config::Config::load_without_secrets(&command_line) else { return Ok(None) };
+        match config.api.token_file {
+            // A user outside the daemon's group cannot read it: go on without, and let the server say.
+            Some(path) => Ok(read_token(&path).ok()),
+            None => Ok(None),
+        }
+    }
+}
+
+/// The environment variable that holds the token for `zbs-task`.
+pub const TOKEN_ENV: &str = "ZBS_TASK_TOKEN";
+
+/// The token a token file sends (its first). The CLI does not insist on the daemon's mode rule:
+/// that is the daemon's to enforce on its own file.
+fn read_token(path: &std::path::Path) -> Result<String, String> {
+    let text =
+        std::fs::read_to_string(path).map_err(|error| format!("cannot read token file {}: {error}", path.display()))?;
+    crate::access::ApiTokens::parse(&text)
+        .map(|tokens| tokens.sent().to_string())
+        .map_err(|error| format!("token file {}: no usable token ({error:?})", path.display()))
 }
 
 /// Where clients reach the leader by a configuration: its VIP (without the prefix) at the

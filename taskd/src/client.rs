@@ -1,6 +1,7 @@
 //! The client of the dispatcher API (`/api/v2/task_center/...`), used by `zbs-task`: one
 //! blocking HTTP/JSON call per operation, errors typed by what the caller does about them.
-//! A follower's 421 answer names the leader; the client follows it once.
+//! A follower's 421 answer names the leader; the client follows it once. With a token
+//! (`with_token`) every request carries it in `X-SmartX-Token` (see `crate::access`).
 
 use std::time::Duration;
 
@@ -25,6 +26,11 @@ impl ClientError {
     pub fn is_not_found(&self) -> bool {
         matches!(self, ClientError::Status { status: 404, .. })
     }
+
+    /// True for a 401 or 403: the token is missing or wrong.
+    pub fn is_unauthorized(&self) -> bool {
+        matches!(self, ClientError::Status { status: 401 | 403, .. })
+    }
 }
 
 pub type Result<T, E = ClientError> = std::result::Result<T, E>;
@@ -33,11 +39,18 @@ pub type Result<T, E = ClientError> = std::result::Result<T, E>;
 pub struct Client {
     server: String,
     agent: ureq::Agent,
+    token: Option<String>,
 }
 
 impl Client {
     pub fn new(server: impl Into<String>, timeout: Duration) -> Client {
-        Client { server: server.into(), agent: ureq::AgentBuilder::new().timeout(timeout).build() }
+        Client { server: server.into(), agent: ureq::AgentBuilder::new().timeout(timeout).build(), token: None }
+    }
+
+    /// The same client sending `token` with every request.
+    pub fn with_token(mut self, token: Option<String>) -> Client {
+        self.token = token;
+        self
     }
 
     pub fn server(&self) -> &str {
@@ -48,7 +61,10 @@ impl Client {
         let mut server = self.server.clone();
         for _ in 0..2 {
             let url = format!("http://{server}{path}");
-            let request = self.agent.request(method, &url);
+            let mut request = self.agent.request(method, &url);
+            if let Some(token) = &self.token {
+                request = request.set(crate::access::TOKEN_HEADER, token);
+            }
             let result = match body {
                 Some(body) => request.send_json(body.clone()),
                 None => request.call(),

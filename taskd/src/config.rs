@@ -5,6 +5,7 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+mod api;
 mod tasks;
 
 use clap::{Parser, ValueEnum};
@@ -12,6 +13,7 @@ use serde::Deserialize;
 use vip::health::{HealthConfig, MissingFile, SourceKind};
 use vip::VipConfig;
 
+pub use api::ApiConfig;
 pub use tasks::TasksConfig;
 
 /// Where the daemon looks for its file when `--config` is not given.
@@ -183,6 +185,22 @@ pub struct CommandLine {
     /// The most MiB per second one copy reads; 0 is unlimited [default: 0].
     #[arg(long)]
     pub tasks_copy_max_mib_per_s: Option<u64>,
+    /// The API token file (the same on every node): changes on either port need one of its
+    /// tokens in `X-SmartX-Token` [default: none, every caller is let in].
+    #[arg(long, value_name = "PATH")]
+    pub api_token_file: Option<PathBuf>,
+    /// Reads need the token too (except /healthz) [default: false].
+    #[arg(long)]
+    pub api_protect_reads: Option<bool>,
+    /// Open connections per API port, all clients together [default: 1024].
+    #[arg(long)]
+    pub api_max_connections: Option<usize>,
+    /// Open connections per API port from one client address [default: 64].
+    #[arg(long)]
+    pub api_max_connections_per_client: Option<usize>,
+    /// How long a request's line and headers may take to arrive, in ms [default: 10000].
+    #[arg(long)]
+    pub api_header_timeout_ms: Option<u64>,
 }
 
 /// The file's shape: every key optional, unknown keys refused.
@@ -211,6 +229,8 @@ struct FileConfig {
     #[serde(default)]
     health: HealthConfig,
     vip: Option<VipConfig>,
+    #[serde(default)]
+    api: api::FileApi,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -254,6 +274,8 @@ pub struct Config {
     pub allowed_roots: Vec<PathBuf>,
     /// The `[tasks]` table: retries, retention, claim grace, copy sizes.
     pub tasks: TasksConfig,
+    /// The `[api]` table: the token and the connection limits of both APIs.
+    pub api: ApiConfig,
 }
 
 /// Where and how the daemon logs.
@@ -266,23 +288,34 @@ pub struct LogConfig {
 
 impl Config {
     /// Reads the file named by `--config` (or the default one, if it exists), applies the
-    /// flags over it and validates the result.
+    /// flags over it and validates the result, reading the API token file too: the daemon's
+    /// configuration.
     pub fn load(command_line: &CommandLine) -> Result<Config, ConfigError> {
-        let file = match &command_line.config {
-            Some(path) => read_file(path)?,
-            None if Path::new(DEFAULT_CONFIG_PATH).exists() => read_file(Path::new(DEFAULT_CONFIG_PATH))?,
-            None => FileConfig::default(),
-        };
-        Config::merge(file, command_line)
+        Config::merge(Config::read(command_line)?, command_line, Secrets::Read)
     }
 
-    /// Parses TOML text as a config file and applies the flags over it; for tests and tools.
+    /// Like `load`, without reading the token file: for clients that may not read it and need
+    /// the addresses only.
+    pub fn load_without_secrets(command_line: &CommandLine) -> Result<Config, ConfigError> {
+        Config::merge(Config::read(command_line)?, command_line, Secrets::Skip)
+    }
+
+    fn read(command_line: &CommandLine) -> Result<FileConfig, ConfigError> {
+        match &command_line.config {
+            Some(path) => read_file(path),
+            None if Path::new(DEFAULT_CONFIG_PATH).exists() => read_file(Path::new(DEFAULT_CONFIG_PATH)),
+            None => Ok(FileConfig::default()),
+        }
+    }
+
+    /// Parses TOML text as a config file and applies the flags over it (a token file it names
+    /// is read); for tests and tools.
     pub fn from_toml(text: &str, command_line: &CommandLine) -> Result<Config, ConfigError> {
         let file = parse_file(text, Path::new("<inline>"))?;
-        Config::merge(file, command_line)
+        Config::merge(file, command_line, Secrets::Read)
     }
 
-    fn merge(file: FileConfig, cli: &CommandLine) -> Result<Config, ConfigError> {
+    fn merge(file: FileConfig, cli: &CommandLine, secrets: Secrets) -> Result<Config, ConfigError> {
         let node_id = cli.node_id.clone().or(file.node_id).unwrap_or_else(host_name);
         let zookeeper_hosts =
             cli.zookeeper_hosts.clone().or(file.zookeeper_hosts).unwrap_or_else(|| "127.0.0.1:2181".to_string());
@@ -294,8 +327,10 @@ impl Config {
         let health = merge_health(file.health, cli);
         let vip = merge_vip(file.vip, cli)?;
         let tasks = TasksConfig::merge(file.tasks, cli)?;
+        let api = ApiConfig::merge(file.api, cli, secrets == Secrets::Read)?;
         let config = Config {
             tasks,
+            api,
             health,
             vip,
             node_id,
@@ -390,6 +425,13 @@ impl Config {
     pub fn runner_address(&self) -> std::net::SocketAddr {
         std::net::SocketAddr::new(self.management_address, self.runner_port)
     }
+}
+
+/// Whether loading a configuration reads the secrets it names (the API token file).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Secrets {
+    Read,
+    Skip,
 }
 
 fn merge_vip(file: Option<VipConfig>, cli: &CommandLine) -> Result<Option<VipConfig>, ConfigError> {

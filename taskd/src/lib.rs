@@ -3,6 +3,7 @@
 //! and the `zbs-taskd` binary; tasks (the task model, `TaskDb`, runners, CopyVolume), the HTTP API
 //! and the `zbs-task` client.
 
+pub mod access;
 pub mod api;
 pub mod cli;
 pub mod client;
@@ -14,6 +15,7 @@ pub mod logging;
 pub mod notify;
 pub mod reentry;
 pub mod runner;
+pub mod runner_client;
 pub mod supervisor;
 pub mod task;
 pub mod task_db;

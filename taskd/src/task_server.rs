@@ -42,6 +42,7 @@ use crate::dispatcher::{release_vip, NetworkHealthFlag, SchedulerHandle, Schedul
 use crate::fresh_members::FreshMembers;
 use crate::notify::Notifier;
 use crate::runner::{RunnerConfig, TaskRunner};
+use crate::runner_client::RunnerClient;
 
 /// The election path of the Task Center's quorum.
 pub const QUORUM_PATH: &str = "/zbs/taskd/quorum";
@@ -467,6 +468,7 @@ impl Inner {
                     cache_dir: self.config.state_dir.join("task-cache"),
                     claim_grace: self.config.tasks.claim_grace,
                     retention: self.config.tasks.retention,
+                    runner_client: RunnerClient::new(self.config.api.sent_token()),
                 };
                 match started.start_scheduling(setup) {
                     Ok(handle) => *self.scheduler.lock() = Some(handle),
@@ -583,14 +585,22 @@ fn api_routes(
     pool: &Arc<WorkerPool>,
 ) -> ServerConfig {
     let config = if dispatcher {
-        dispatcher_routes(config, Arc::new(Access { inner: inner.clone() }), daemon.allowed_roots.clone(), pool.clone())
+        dispatcher_routes(
+            config,
+            Arc::new(Access { inner: inner.clone() }),
+            daemon.allowed_roots.clone(),
+            pool.clone(),
+            RunnerClient::new(daemon.api.sent_token()),
+        )
     } else {
         let runner_inner = inner.clone();
         runner_routes(config, Arc::new(move || runner_inner.upgrade().and_then(|inner| inner.runner.lock().clone())))
     };
-    let config = if dispatcher && debug_hooks_enabled() { debug_routes(config, inner.clone()) } else { config };
+    let config = with_debug_routes(config, dispatcher, &inner);
     let status_inner = inner.clone();
+    let policy = daemon.api.access_policy();
     config
+        .guard(move |request| policy.refusal(request))
         .worker_pool(pool.clone())
         .workers_join_timeout(daemon.drain_deadline)
         .stop_workers_on_stop_listening(false)
@@ -602,16 +612,27 @@ fn api_routes(
         })
 }
 
-/// The environment variable that enables the test-only debug routes; they do not exist
-/// without it.
+/// The environment variable that enables the test-only debug routes in a build with the
+/// `debug-hooks` feature (the tests' builds); a release or `dist` build has no such routes.
 pub const DEBUG_HOOKS_ENV: &str = "ZBS_TASKD_DEBUG_HOOKS";
 
-fn debug_hooks_enabled() -> bool {
-    std::env::var(DEBUG_HOOKS_ENV).is_ok_and(|value| value == "1")
+#[cfg(feature = "debug-hooks")]
+fn with_debug_routes(config: ServerConfig, dispatcher: bool, inner: &std::sync::Weak<Inner>) -> ServerConfig {
+    if dispatcher && std::env::var(DEBUG_HOOKS_ENV).is_ok_and(|value| value == "1") {
+        debug_routes(config, inner.clone())
+    } else {
+        config
+    }
+}
+
+#[cfg(not(feature = "debug-hooks"))]
+fn with_debug_routes(config: ServerConfig, _dispatcher: bool, _inner: &std::sync::Weak<Inner>) -> ServerConfig {
+    config
 }
 
 /// `POST /debug/v1/wedge-loop?ms=N`: blocks the server loop's thread for N ms (at most 60 s), so
 /// a test can see that a hung loop stops the systemd watchdog pings.
+#[cfg(feature = "debug-hooks")]
 fn debug_routes(config: ServerConfig, inner: std::sync::Weak<Inner>) -> ServerConfig {
     config.route(Method::Post, "/debug/v1/wedge-loop", move |request| {
         let Some(ms) = request.query_param("ms").and_then(|ms| ms.parse::<u64>().ok()).filter(|ms| *ms <= 60_000)

@@ -905,7 +905,11 @@ fn find_or_build_binary() -> Result<PathBuf> {
         return Ok(binary);
     }
     let mut command = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
-    command.args(["build", "--quiet", "--package", "taskd", "--bin", "zbs-taskd"]).current_dir(&workspace);
+    // With the tests' feature, as `cargo test --workspace` builds it (else the two builds would
+    // overwrite each other's binary).
+    command
+        .args(["build", "--quiet", "--package", "taskd", "--bin", "zbs-taskd", "--features", "debug-hooks"])
+        .current_dir(&workspace);
     if release {
         command.arg("--release");
     }

@@ -29,7 +29,14 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    let client = Client::new(server, Duration::from_secs(cli.timeout_sec.max(1)));
+    let token = match cli.token() {
+        Ok(token) => token,
+        Err(message) => {
+            eprintln!("zbs-task: {message}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let client = Client::new(server, Duration::from_secs(cli.timeout_sec.max(1))).with_token(token);
     match run(&cli, &client) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::Usage(message)) => {
@@ -38,6 +45,13 @@ fn main() -> ExitCode {
         }
         Err(Failure::Client(error)) => {
             eprintln!("zbs-task: {error}");
+            if error.is_unauthorized() {
+                eprintln!(
+                    "zbs-task: give the cluster's API token: --token-file PATH, {}, or run as a member of the \
+                     group that may read the daemon's [api] token_file",
+                    taskd::cli::TOKEN_ENV
+                );
+            }
             ExitCode::from(if error.is_not_found() { EXIT_NOT_FOUND } else { EXIT_FAILED })
         }
     }

@@ -40,6 +40,7 @@ use quorum::{QuorumHandle, ZkSession};
 use runtime::{ContextHandle, SyncPoint};
 
 use crate::runner::now_ms;
+use crate::runner_client::{paths as runner_paths, RunnerClient};
 use crate::task::{TaskId, TaskKind, TaskRecord, TaskState};
 use crate::task_db::{self, DbError, ListFilter, StoredRecord, TaskDb, TaskDbConfig};
 
@@ -73,9 +74,6 @@ const RUNNING_READ_BATCH: usize = 256;
 
 /// How many queued jobs the worker runs before a requested dispatch pass.
 const JOBS_BEFORE_PASS: usize = 16;
-
-/// Timeout of one runner RPC.
-pub const RUNNER_RPC_TIMEOUT: Duration = Duration::from_secs(3);
 
 type Job = Box<dyn FnOnce(&mut Scheduler) + Send>;
 
@@ -255,6 +253,8 @@ pub struct SchedulerSetup {
     pub claim_grace: Duration,
     /// Finished tasks are purged this long after their last activity.
     pub retention: Duration,
+    /// How the dispatcher calls the runners (with the cluster's token).
+    pub runner_client: RunnerClient,
 }
 
 /// Starts the worker coroutine on `context`; it opens the database and then serves jobs until the
@@ -295,6 +295,7 @@ fn worker(handle: SchedulerHandle, context: ContextHandle, callers: Vec<ContextH
         last_purge: Instant::now(),
         claim_grace: setup.claim_grace,
         retention: setup.retention,
+        runner_client: setup.runner_client,
     };
     handle.shared.room.lock().publish(&scheduler.db);
     *handle.shared.session.lock() = Some(scheduler.session.clone());
@@ -422,6 +423,7 @@ pub struct Scheduler {
     last_purge: Instant,
     claim_grace: Duration,
     retention: Duration,
+    runner_client: RunnerClient,
 }
 
 impl Scheduler {
@@ -940,6 +942,7 @@ impl Scheduler {
         self.watch_owner(&task_id);
         tracing::info!(%task_id, runner = %runner_addr, "task dispatched");
         let handle = self.handle.clone();
+        let runner_client = self.runner_client.clone();
         let Some(caller) = self.callers.get(self.next_caller % self.callers.len().max(1)) else {
             tracing::warn!(%task_id, "no context to call the runner from");
             return;
@@ -947,7 +950,7 @@ impl Scheduler {
         self.next_caller = self.next_caller.wrapping_add(1);
         let scheduled = caller.sched(move || {
             let body = serde_json::json!({ "task_id": task_id });
-            let result = post_json(&runner_addr, "/api/v1/runner/execute", &body);
+            let result = runner_client.post(&runner_addr, runner_paths::EXECUTE, &body);
             handle.post(Box::new(move |scheduler| scheduler.execute_answered(&task_id, &runner_addr, result)));
         });
         if let Err(error) = scheduled {
@@ -1015,26 +1018,6 @@ fn retry_due(record: &TaskRecord) -> bool {
             let backoff = RETRY_BASE.as_millis() as u64 * (1u64 << (attempts - 1).min(10));
             now_ms() >= failed_ms.saturating_add(backoff)
         }
-    }
-}
-
-/// POSTs `body` as JSON to `http://{address}{path}` with a short timeout. A blocking call: only
-/// from a context or thread that may block (the dispatcher's "zbs-task-call", the worker pool).
-pub fn post_json(address: &str, path: &str, body: &serde_json::Value) -> Result<serde_json::Value, ApiError> {
-    let agent = ureq::AgentBuilder::new().timeout(RUNNER_RPC_TIMEOUT).build();
-    match agent.post(&format!("http://{address}{path}")).send_json(body) {
-        Ok(response) => {
-            response.into_json().map_err(|error| ApiError::new(502, format!("bad answer from {address}: {error}")))
-        }
-        Err(ureq::Error::Status(status, response)) => {
-            let message = response
-                .into_json::<serde_json::Value>()
-                .ok()
-                .and_then(|value| value.get("error").and_then(|error| error.as_str()).map(str::to_string))
-                .unwrap_or_else(|| format!("status {status}"));
-            Err(ApiError::new(status, message))
-        }
-        Err(error) => Err(ApiError::new(502, format!("cannot reach the runner at {address}: {error}"))),
     }
 }
 

@@ -1,0 +1,115 @@
+//! The `[api]` table: who may call the two APIs (the token file, whether reads need it) and how
+//! much of the node one caller may hold (connections per server and per client address, the
+//! deadline for a request's headers). Each key has a flag (`--api-token-file`, ...) and a check
+//! whose error names it.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::{CommandLine, ConfigError};
+use crate::access::{AccessPolicy, ApiTokens};
+
+/// The `[api]` table as written: every key optional, unknown keys refused.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FileApi {
+    token_file: Option<PathBuf>,
+    protect_reads: Option<bool>,
+    max_connections: Option<usize>,
+    max_connections_per_client: Option<usize>,
+    header_timeout_ms: Option<u64>,
+}
+
+/// The validated `[api]` settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiConfig {
+    /// The token file; `None` lets every caller in (see `crate::access`).
+    pub token_file: Option<PathBuf>,
+    /// The token file's tokens, read when the daemon loads its configuration (`None` without a
+    /// token file, or where the configuration was read without its secrets, as the CLI does).
+    pub tokens: Option<Arc<ApiTokens>>,
+    /// Reads need the token too (except `/healthz`).
+    pub protect_reads: bool,
+    /// Open connections per server (each port), all clients together.
+    pub max_connections: usize,
+    /// Open connections per server from one client address.
+    pub max_connections_per_client: usize,
+    /// How long a request's line and headers may take to arrive.
+    pub header_timeout: Duration,
+}
+
+impl ApiConfig {
+    pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+    pub const DEFAULT_MAX_CONNECTIONS_PER_CLIENT: usize = 64;
+    pub const DEFAULT_HEADER_TIMEOUT_MS: u64 = 10_000;
+
+    /// The file's values with the flags over them, checked; the token file is read only when
+    /// `read_tokens`.
+    pub(super) fn merge(file: FileApi, cli: &CommandLine, read_tokens: bool) -> Result<ApiConfig, ConfigError> {
+        let token_file = cli.api_token_file.clone().or(file.token_file);
+        let max_connections = cli.api_max_connections.or(file.max_connections).unwrap_or(Self::DEFAULT_MAX_CONNECTIONS);
+        let max_connections_per_client = cli
+            .api_max_connections_per_client
+            .or(file.max_connections_per_client)
+            .unwrap_or(Self::DEFAULT_MAX_CONNECTIONS_PER_CLIENT);
+        let header_timeout_ms =
+            cli.api_header_timeout_ms.or(file.header_timeout_ms).unwrap_or(Self::DEFAULT_HEADER_TIMEOUT_MS);
+        if let Some(path) = &token_file {
+            if path.is_relative() {
+                return Err(ConfigError::invalid("api.token_file", "must be an absolute path"));
+            }
+        }
+        if !(16..=65_536).contains(&max_connections) {
+            return Err(ConfigError::invalid("api.max_connections", "must be between 16 and 65536"));
+        }
+        if !(1..=max_connections).contains(&max_connections_per_client) {
+            return Err(ConfigError::invalid(
+                "api.max_connections_per_client",
+                format!("must be between 1 and api.max_connections ({max_connections})"),
+            ));
+        }
+        if !(100..=60_000).contains(&header_timeout_ms) {
+            return Err(ConfigError::invalid("api.header_timeout_ms", "must be between 100 and 60000 ms"));
+        }
+        let tokens = match (&token_file, read_tokens) {
+            (Some(path), true) => Some(Arc::new(
+                ApiTokens::read(path).map_err(|error| ConfigError::invalid("api.token_file", error.to_string()))?,
+            )),
+            _ => None,
+        };
+        Ok(ApiConfig {
+            token_file,
+            tokens,
+            protect_reads: cli.api_protect_reads.or(file.protect_reads).unwrap_or(false),
+            max_connections,
+            max_connections_per_client,
+            header_timeout: Duration::from_millis(header_timeout_ms),
+        })
+    }
+
+    /// The rule the servers' guard applies.
+    pub fn access_policy(&self) -> AccessPolicy {
+        AccessPolicy::new(self.tokens.clone(), self.protect_reads)
+    }
+
+    /// The token this node sends to the others (the dispatcher to the runners).
+    pub fn sent_token(&self) -> Option<String> {
+        self.tokens.as_ref().map(|tokens| tokens.sent().to_string())
+    }
+}
+
+impl Default for ApiConfig {
+    fn default() -> ApiConfig {
+        ApiConfig {
+            token_file: None,
+            tokens: None,
+            protect_reads: false,
+            max_connections: Self::DEFAULT_MAX_CONNECTIONS,
+            max_connections_per_client: Self::DEFAULT_MAX_CONNECTIONS_PER_CLIENT,
+            header_timeout: Duration::from_millis(Self::DEFAULT_HEADER_TIMEOUT_MS),
+        }
+    }
+}

@@ -1,0 +1,72 @@
+//! How the dispatcher calls the runners: one `RunnerClient` (a shared `ureq` agent with the
+//! runner-call timeout and the cluster's API token) and the runner routes' paths, which the
+//! runner's server registers from the same constants.
+//!
+//! A call blocks its thread for up to [`RUNNER_RPC_TIMEOUT`]: it is made only on the
+//! dispatcher's caller contexts or the worker pool (`WorkerPool::run`), never on an IO
+//! coroutine.
+
+use std::time::Duration;
+
+use crate::access::TOKEN_HEADER;
+use crate::dispatcher::scheduler::ApiError;
+
+/// How long a runner call may take.
+pub const RUNNER_RPC_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The runner routes (port 10601).
+pub mod paths {
+    pub const STATUS: &str = "/api/v1/runner";
+    pub const EXECUTE: &str = "/api/v1/runner/execute";
+    pub const CANCEL: &str = "/api/v1/runner/cancel";
+    pub const PAUSE: &str = "/api/v1/runner/pause";
+    pub const RUNTIME: &str = "/api/v1/runner/runtime";
+    pub const DRAIN: &str = "/api/v1/runner/drain";
+    pub const UNDRAIN: &str = "/api/v1/runner/undrain";
+}
+
+/// The dispatcher's client of the runner API. Cheap to clone (the agent is shared).
+#[derive(Clone)]
+pub struct RunnerClient {
+    agent: ureq::Agent,
+    token: Option<String>,
+}
+
+impl std::fmt::Debug for RunnerClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunnerClient").field("token", &self.token.as_ref().map(|_| "redacted")).finish()
+    }
+}
+
+impl RunnerClient {
+    /// A client sending `token` (the first of the node's token file) with every call.
+    pub fn new(token: Option<String>) -> RunnerClient {
+        RunnerClient { agent: ureq::AgentBuilder::new().timeout(RUNNER_RPC_TIMEOUT).build(), token }
+    }
+
+    /// POSTs `body` to `path` on the runner at `address`; the runner's JSON answer, or its
+    /// status and message (502 when it cannot be reached or answers nonsense).
+    pub fn post(&self, address: &str, path: &str, body: &serde_json::Value) -> Result<serde_json::Value, ApiError> {
+        let mut request = self.agent.post(&format!("http://{address}{path}"));
+        if let Some(token) = &self.token {
+            request = request.set(TOKEN_HEADER, token);
+        }
+        match request.send_json(body) {
+            Ok(response) => {
+                response.into_json().map_err(|error| ApiError::new(502, format!("bad answer from {address}: {error}")))
+            }
+            Err(ureq::Error::Status(status, response)) => {
+                let message = response
+                    .into_json::<serde_json::Value>()
+                    .ok()
+                    .and_then(|value| value.get("error").and_then(|error| error.as_str()).map(str::to_string))
+                    .unwrap_or_else(|| format!("status {status}"));
+                if matches!(status, 401 | 403) {
+                    tracing::error!(runner = address, status, %message, "the runner refused the dispatcher's token: is [api] token_file the same on every node?");
+                }
+                Err(ApiError::new(status, message))
+            }
+            Err(error) => Err(ApiError::new(502, format!("cannot reach the runner at {address}: {error}"))),
+        }
+    }
+}
