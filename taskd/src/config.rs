@@ -315,6 +315,12 @@ impl Config {
         Config::merge(file, command_line, Secrets::Read)
     }
 
+    /// Like `from_toml`, without reading the token file it names.
+    pub fn from_toml_without_secrets(text: &str, command_line: &CommandLine) -> Result<Config, ConfigError> {
+        let file = parse_file(text, Path::new("<inline>"))?;
+        Config::merge(file, command_line, Secrets::Skip)
+    }
+
     fn merge(file: FileConfig, cli: &CommandLine, secrets: Secrets) -> Result<Config, ConfigError> {
         let node_id = cli.node_id.clone().or(file.node_id).unwrap_or_else(host_name);
         let zookeeper_hosts =

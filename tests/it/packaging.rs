@@ -39,18 +39,25 @@ fn uncommented(text: &str) -> String {
     text.lines().map(|line| default_line(line).unwrap_or(line)).collect::<Vec<_>>().join("\n")
 }
 
+/// Where the shipped configuration keeps the API token, and where `cargo xtask deploy` writes it.
+const SHIPPED_TOKEN_FILE: &str = "/etc/zbs/taskd.token";
+
 #[test]
 fn default_config_is_valid_as_shipped() {
     let text = read_packaging("taskd.toml");
-    let config = Config::from_toml(&text, &command_line()).expect("packaging/taskd.toml is a valid configuration");
+    let mut config = Config::from_toml_without_secrets(&text, &command_line())
+        .expect("packaging/taskd.toml is a valid configuration");
+    // The one key the shipped file sets: the API token, which `cargo xtask deploy` writes.
+    assert_eq!(config.api.token_file.take(), Some(std::path::PathBuf::from(SHIPPED_TOKEN_FILE)));
     assert_eq!(config, Config::from_toml("", &command_line()).expect("the empty configuration is valid"));
 }
 
 #[test]
 fn default_config_documents_the_real_defaults() {
     let text = uncommented(&read_packaging("taskd.toml"));
-    let documented = Config::from_toml(&text, &command_line())
+    let mut documented = Config::from_toml_without_secrets(&text, &command_line())
         .unwrap_or_else(|error| panic!("packaging/taskd.toml with its defaults uncommented: {error}\n{text}"));
+    documented.api.token_file = None;
     let defaults = Config::from_toml("", &command_line()).expect("the empty configuration is valid");
     assert_eq!(
         documented, defaults,
@@ -96,8 +103,9 @@ fn default_config_documents_every_flag() {
                 continue;
             }
         }
-        // Documented defaults (`#key = value`) and keys without a default (`# key = example`).
-        let Some(rest) = line.strip_prefix("# ").or_else(|| line.strip_prefix('#')) else { continue };
+        // Documented defaults (`#key = value`), keys without a default (`# key = example`) and
+        // keys the shipped file sets (`key = value`).
+        let rest = line.strip_prefix("# ").or_else(|| line.strip_prefix('#')).unwrap_or(line);
         let Some((key, _)) = rest.split_once(" = ") else { continue };
         if key.is_empty() || !key.bytes().all(|byte| byte.is_ascii_lowercase() || byte == b'_') {
             continue;
@@ -169,6 +177,13 @@ fn unit_matches_the_daemon_defaults() {
         defaults.drain_deadline
     );
     assert_eq!(get("KillSignal"), "SIGTERM", "the daemon's orderly stop starts on SIGTERM");
+    // Both API ports full of connections must leave descriptors for ZooKeeper, copies and netlink.
+    let nofile: usize = get("LimitNOFILE").parse().expect("LimitNOFILE is a number");
+    assert!(
+        nofile >= 2 * defaults.api.max_connections + 1024,
+        "LimitNOFILE={nofile} leaves no room above two ports of {} connections",
+        defaults.api.max_connections
+    );
     // A crash loop must be able to reach the start limit (else StartLimitBurst means nothing and
     // the daemon's exit counter guards a limit systemd never applies), without spinning.
     let restart_delay = systemd_duration(get("RestartSec"));

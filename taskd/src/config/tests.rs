@@ -180,3 +180,34 @@ fn the_tasks_table_has_defaults_file_values_flags_and_named_errors() {
         assert!(message.contains(key), "{text:?} gave {message:?}, which does not name {key}");
     }
 }
+
+#[test]
+fn the_api_table_reads_its_token_file_and_names_bad_keys() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let token = dir.path().join("token");
+    std::fs::write(&token, format!("{}\n", "ab".repeat(32))).expect("write");
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o640)).expect("chmod");
+    let text =
+        format!("[api]\ntoken_file = {:?}\nprotect_reads = true\nmax_connections = 100\n", token.display().to_string());
+    let config = Config::from_toml(&text, &CommandLine::default()).expect("valid");
+    assert_eq!(config.api.sent_token().as_deref(), Some("ab".repeat(32).as_str()));
+    assert!(config.api.protect_reads);
+    assert_eq!(config.api.max_connections, 100);
+    let without = Config::from_toml_without_secrets(&text, &CommandLine::default()).expect("valid");
+    assert_eq!(without.api.tokens, None, "a client that needs only addresses never reads the token");
+
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let key_of = |text: &str| match Config::from_toml(text, &CommandLine::default()) {
+        Err(ConfigError::Invalid { key, message }) => (key, message),
+        other => panic!("expected an invalid key for {text}, got {other:?}"),
+    };
+    let (key, message) = key_of(&text);
+    assert_eq!(key, "api.token_file");
+    assert!(message.contains("readable or writable by others"), "{message}");
+    assert_eq!(key_of("[api]\ntoken_file = \"relative/token\"").0, "api.token_file");
+    assert_eq!(key_of("[api]\ntoken_file = \"/nonexistent/zbs-token\"").0, "api.token_file");
+    assert_eq!(key_of("[api]\nmax_connections = 2").0, "api.max_connections");
+    assert_eq!(key_of("[api]\nmax_connections_per_client = 2000").0, "api.max_connections_per_client");
+    assert_eq!(key_of("[api]\nheader_timeout_ms = 5").0, "api.header_timeout_ms");
+}
