@@ -204,5 +204,37 @@ impl AccessPolicy {
     }
 }
 
+/// A fresh token: 256 bits from the kernel's random source, as 64 hex digits.
+pub fn generate_token() -> std::io::Result<String> {
+    let mut bytes = [0u8; 32];
+    getrandom::getrandom(&mut bytes).map_err(std::io::Error::other)?;
+    Ok(bytes.iter().map(|byte| format!("{byte:02x}")).collect())
+}
+
+/// Writes a token file with a fresh token at `path` unless one exists: created with `O_EXCL` and
+/// mode 0640 (never readable by others, never a file swapped in), its group `group` when given
+/// (the daemon's, `zbs-taskd`). True when it wrote one, false when the file was there.
+pub fn create_token_file(path: &Path, group: Option<u32>) -> std::io::Result<bool> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = match std::fs::OpenOptions::new().write(true).create_new(true).mode(0o640).open(path) {
+        Ok(file) => file,
+        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => return Ok(false),
+        Err(error) => return Err(error),
+    };
+    // The umask may have taken bits away; never added any.
+    file.set_permissions(std::fs::Permissions::from_mode(0o640))?;
+    if let Some(gid) = group {
+        std::os::unix::fs::fchown(&file, None, Some(gid))?;
+    }
+    writeln!(
+        file,
+        "# The zbs Task Center's API token (see [api] token_file): keep it secret, the same on every node."
+    )?;
+    writeln!(file, "{}", generate_token()?)?;
+    file.sync_all()?;
+    Ok(true)
+}
+
 #[cfg(test)]
 mod tests;

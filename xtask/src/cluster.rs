@@ -211,11 +211,15 @@ pub fn up(dir: &Path, n_nodes: usize) -> Result<()> {
     save_state(&state)?;
     let volumes = volumes_dir(&dir);
     fs::create_dir_all(&volumes).with_context(|| format!("create {}", volumes.display()))?;
+    let token = token_path(&dir);
+    if taskd::access::create_token_file(&token, None).with_context(|| format!("create {}", token.display()))? {
+        println!("wrote the cluster's API token to {} (mode 0640)", relative(&token));
+    }
     for index in 0..n_nodes {
         let node = plan_node(&dir, index)?;
         fs::create_dir_all(&node.state_dir).with_context(|| format!("create {}", node.state_dir.display()))?;
         fs::write(&node.health_path, "ok\n").with_context(|| format!("write {}", node.health_path.display()))?;
-        fs::write(&node.config_path, config_toml(&node, &state.zookeeper_hosts, &volumes))
+        fs::write(&node.config_path, config_toml(&node, &state.zookeeper_hosts, &volumes, &token))
             .with_context(|| format!("write {}", node.config_path.display()))?;
         state.nodes.push(node);
         // Recorded before and after the start, so that `down` finds whatever did start.
@@ -260,12 +264,22 @@ fn plan_node(dir: &Path, index: usize) -> Result<NodeState> {
     })
 }
 
+/// `path` relative to the current dir when under it, for commands a user copies.
+fn relative(path: &Path) -> String {
+    path.strip_prefix(std::env::current_dir().unwrap_or_default()).unwrap_or(path).display().to_string()
+}
+
+/// The local cluster's API token file (`[api] token_file` of every node), made by `up`.
+pub fn token_path(cluster_dir: &Path) -> PathBuf {
+    cluster_dir.join("token")
+}
+
 /// Where the local cluster's volumes live: every node may copy from and to it.
 pub fn volumes_dir(cluster_dir: &Path) -> PathBuf {
     cluster_dir.join("volumes")
 }
 
-fn config_toml(node: &NodeState, zookeeper_hosts: &str, volumes: &Path) -> String {
+fn config_toml(node: &NodeState, zookeeper_hosts: &str, volumes: &Path, token: &Path) -> String {
     format!(
         "# Written by `cargo xtask cluster up`; see packaging/taskd.toml for every key.\n\
          node_id = \"{node_id}\"\n\
@@ -284,6 +298,10 @@ fn config_toml(node: &NodeState, zookeeper_hosts: &str, volumes: &Path) -> Strin
          [tasks]\n\
          copy_extent_mib = 16\n\
          copy_max_mib_per_s = 64\n\
+         \n\
+         # Changes through either API need this token (zbs-task --token-file, or X-SmartX-Token).\n\
+         [api]\n\
+         token_file = {token}\n\
          \n\
          [log]\n\
          format = \"glog\"\n\
@@ -308,6 +326,7 @@ fn config_toml(node: &NodeState, zookeeper_hosts: &str, volumes: &Path) -> Strin
         log = node.log_path.display(),
         health = node.health_path.display(),
         volumes = toml_string(&volumes.display().to_string()),
+        token = toml_string(&token.display().to_string()),
     )
 }
 
@@ -393,9 +412,6 @@ fn print_guide(state: &ClusterState) -> Result<()> {
         };
         println!("{:<8} pid {:<7} {:<9} curl {}", node.node_id, node.pid, role, node.status_url());
     }
-    let relative = |path: &Path| {
-        path.strip_prefix(std::env::current_dir().unwrap_or_default()).unwrap_or(path).display().to_string()
-    };
     println!("\nstate: {}", relative(&state.dir.join(STATE_FILE)));
     let mut tries: Vec<(String, String)> =
         vec![("cargo xtask cluster status".to_string(), "each node's role and health".to_string())];
@@ -427,8 +443,10 @@ fn print_guide(state: &ClusterState) -> Result<()> {
         let volumes = volumes_dir(&state.dir).display().to_string();
         println!("CopyVolume may use only {volumes} here; put a volume there and copy it:");
         println!(
-            "  target/release/zbs-task --server {}:{} task copy_volume {volumes}/a.img {volumes}/b.img",
-            leader.address, leader.dispatcher_port
+            "  target/release/zbs-task --token-file {} --server {}:{} task copy_volume {volumes}/a.img {volumes}/b.img",
+            relative(&token_path(&state.dir)),
+            leader.address,
+            leader.dispatcher_port
         );
     }
     Ok(())

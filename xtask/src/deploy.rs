@@ -6,6 +6,11 @@
 //! file is never written over: the operator's settings win over the shipped defaults. The host's
 //! own root `/` is refused unless `--root /` comes with `--yes`; even then deploy only writes
 //! files and never calls `systemctl`: it prints what to run next.
+//!
+//! The shipped configuration names an API token file (`etc/zbs/taskd.token`); when the root
+//! has none, deploy writes one with a fresh token (mode 0640, group `zbs-taskd` when that group
+//! exists, else it says to `chgrp` once `systemd-sysusers` made it). Every node of a cluster
+//! needs the same token: copy the first node's file to the others.
 
 use std::fs;
 use std::io::Write;
@@ -59,6 +64,7 @@ pub fn run(args: DeployArgs) -> Result<()> {
     }
     apply(&files, &actions)?;
     writeln!(stdout, "deployed {} into {}", tarball.display(), root.display())?;
+    ensure_token(&root, &mut stdout)?;
     if root == Path::new("/") {
         writeln!(
             stdout,
@@ -66,6 +72,32 @@ pub fn run(args: DeployArgs) -> Result<()> {
         )?;
     } else {
         writeln!(stdout, "the tree under {} is what a package would ship", root.display())?;
+    }
+    Ok(())
+}
+
+/// Where the shipped configuration keeps the API token, relative to the root.
+pub const TOKEN_PATH: &str = "etc/zbs/taskd.token";
+
+/// The daemon's group (its sysusers entry), which may read the token.
+const DAEMON_GROUP: &str = "zbs-taskd";
+
+/// Writes a token file under `root` unless one exists (see the module doc).
+pub fn ensure_token(root: &Path, out: &mut impl Write) -> Result<()> {
+    let path = root.join(TOKEN_PATH);
+    let group = nix::unistd::Group::from_name(DAEMON_GROUP).ok().flatten();
+    let created = taskd::access::create_token_file(&path, group.as_ref().map(|group| group.gid.as_raw()))
+        .with_context(|| format!("create the API token {}", path.display()))?;
+    if !created {
+        writeln!(out, "keep {} (exists)", path.display())?;
+        return Ok(());
+    }
+    writeln!(out, "wrote a new API token to {} (0640): copy this file to every node of the cluster", path.display())?;
+    if group.is_none() {
+        writeln!(
+            out,
+            "the group {DAEMON_GROUP} does not exist yet: after systemd-sysusers, run `chgrp {DAEMON_GROUP} /{TOKEN_PATH}`"
+        )?;
     }
     Ok(())
 }

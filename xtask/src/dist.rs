@@ -116,6 +116,13 @@ pub fn build(build: bool) -> Result<PathBuf> {
     }
     let binaries: Vec<(String, PathBuf)> =
         workspace.binaries.iter().map(|name| (name.clone(), workspace.target_dir.join("release").join(name))).collect();
+    for (name, path) in &binaries {
+        let bytes = std::fs::read(path).with_context(|| format!("read {}", path.display()))?;
+        ensure!(
+            !has_debug_routes(&bytes),
+            "{name} was built with the tests' debug-hooks feature (it has /debug/ routes): not shipping it"
+        );
+    }
     let files = payload(&binaries, &workspace.root.join("packaging"))?;
     let out_dir = workspace.target_dir.join("dist");
     let tarball = write_tarball(&workspace.dist_name(), &files, &out_dir)?;
@@ -124,6 +131,12 @@ pub fn build(build: bool) -> Result<PathBuf> {
     }
     eprintln!("dist: wrote {} and {}", tarball.display(), sha256_path(&tarball).display());
     Ok(tarball)
+}
+
+/// Whether a binary carries the test-only debug routes (taskd's `debug-hooks` feature).
+pub fn has_debug_routes(binary: &[u8]) -> bool {
+    const MARKER: &[u8] = b"/debug/v1/";
+    binary.windows(MARKER.len()).any(|window| window == MARKER)
 }
 
 /// Every file the tarball ships, in install-root layout.

@@ -100,3 +100,19 @@ fn token_files_are_checked_for_shape_and_mode() {
     let missing = ApiTokens::read(&dir.path().join("missing")).expect_err("missing");
     assert!(matches!(missing, TokenFileError::Read { .. }), "{missing}");
 }
+
+#[test]
+fn a_created_token_file_is_private_fresh_and_never_replaced() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("token");
+    assert!(create_token_file(&path, None).expect("create"));
+    let mode = std::fs::metadata(&path).expect("stat").permissions().mode() & 0o777;
+    assert_eq!(mode, 0o640);
+    let first = ApiTokens::read(&path).expect("the daemon accepts what it wrote");
+    assert_eq!(first.sent().len(), 64);
+    assert!(!create_token_file(&path, None).expect("exists"), "an existing token is kept");
+    assert_eq!(ApiTokens::read(&path).expect("read").sent(), first.sent());
+    let other = dir.path().join("other");
+    create_token_file(&other, None).expect("create");
+    assert_ne!(ApiTokens::read(&other).expect("read").sent(), first.sent(), "every token is fresh");
+}

@@ -11,7 +11,9 @@ fn node_config_is_valid_for_the_daemon() {
     assert_eq!(node.address, Ipv4Addr::new(127, 0, 0, 2));
     assert_ne!(node.dispatcher_port, node.runner_port);
     let volumes = volumes_dir(dir.path());
-    let text = config_toml(&node, "127.0.0.1:2181", &volumes);
+    let token = token_path(dir.path());
+    taskd::access::create_token_file(&token, None).expect("token");
+    let text = config_toml(&node, "127.0.0.1:2181", &volumes, &token);
     let config = taskd::config::Config::from_toml(&text, &taskd::config::CommandLine::default())
         .unwrap_or_else(|error| panic!("the cluster's node config is invalid: {error}\n{text}"));
     assert_eq!(config.node_id, "node-2");
@@ -21,6 +23,7 @@ fn node_config_is_valid_for_the_daemon() {
     assert_eq!(config.state_dir, node.state_dir);
     assert_eq!(config.log.file.as_deref(), Some(node.log_path.as_path()));
     assert_eq!(config.allowed_roots, vec![volumes], "CopyVolume may use the cluster's volumes directory");
+    assert!(config.api.tokens.is_some(), "the local cluster runs with authentication on, as a deployed one does");
 }
 
 #[test]

@@ -45,7 +45,13 @@ pub fn run(volume_mib: u64) -> Result<()> {
     let leader = nodes::leader(&cluster)?;
     let server = leader.dispatcher();
     step(&format!("submitting a CopyVolume task to the leader {} at {server}", leader.node_id));
-    let client = Client::new(server.clone(), Duration::from_secs(15));
+    // The cluster's nodes let changes in only with its token (`[api] token_file`).
+    let token_file = crate::cluster::token_path(&dir);
+    let token = taskd::access::ApiTokens::read(&token_file)
+        .map_err(|error| anyhow!("the cluster's API token: {error}"))?
+        .sent()
+        .to_string();
+    let client = Client::new(server.clone(), Duration::from_secs(15)).with_token(Some(token));
     let record = client
         .create_copy_volume(&path_text(&source)?, &path_text(&destination)?, None)
         .map_err(|error| anyhow!("create the CopyVolume task at {server}: {error}"))?;
@@ -161,7 +167,11 @@ fn print_next(
 ) -> Result<()> {
     let here = std::env::current_dir().unwrap_or_default();
     let relative = |path: &Path| path.strip_prefix(&here).unwrap_or(path).display().to_string();
-    let zbs_task = format!("{} --server {server}", relative(client_binary));
+    let zbs_task = format!(
+        "{} --token-file {} --server {server}",
+        relative(client_binary),
+        relative(&crate::cluster::token_path(dir))
+    );
     let task_id = record.task_id.to_string();
     let another = source.with_file_name("demo-copy-2.img");
     let mut tries = vec![

@@ -113,3 +113,20 @@ fn the_hosts_root_needs_yes() {
     }
     assert!(check_root(Path::new(""), true).is_err(), "an empty root is refused");
 }
+
+#[test]
+fn deploy_writes_a_private_token_once_and_keeps_it() {
+    let root = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir_all(root.path().join("etc/zbs")).expect("mkdir");
+    let mut out = Vec::new();
+    ensure_token(root.path(), &mut out).expect("token");
+    let path = root.path().join(TOKEN_PATH);
+    let mode = std::fs::metadata(&path).expect("stat").permissions().mode() & 0o777;
+    assert_eq!(mode, 0o640, "the token is never readable by others");
+    let first = taskd::access::ApiTokens::read(&path).expect("the daemon accepts it");
+    ensure_token(root.path(), &mut out).expect("again");
+    assert_eq!(taskd::access::ApiTokens::read(&path).expect("read").sent(), first.sent(), "a deploy never replaces it");
+    let text = String::from_utf8(out).expect("utf-8");
+    assert!(text.contains("copy this file to every node"), "{text}");
+    assert!(text.contains("(exists)"), "{text}");
+}

@@ -166,3 +166,16 @@ fn the_client_gets_its_man_page_and_completions_from_its_clap_definition() {
     assert!(text("usr/share/zsh/vendor-completions/_zbs-task").contains("#compdef zbs-task"));
     assert!(text("usr/share/fish/vendor_completions.d/zbs-task.fish").contains("undrain"));
 }
+
+/// The marker `dist` looks for is in the debug routes' paths, and only there: a rename of the
+/// routes cannot make the check pass by accident.
+#[test]
+fn the_debug_route_marker_finds_the_debug_routes() {
+    let routes = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../taskd/src/task_server.rs"))
+        .expect("read taskd's task_server.rs");
+    let debug_paths: Vec<&str> =
+        routes.lines().filter(|line| line.contains("config.route(") && line.contains("\"/debug/")).collect();
+    assert!(!debug_paths.is_empty(), "the debug routes moved: update has_debug_routes");
+    assert!(debug_paths.iter().all(|line| has_debug_routes(line.as_bytes())), "{debug_paths:?}");
+    assert!(!has_debug_routes(b"/api/v2/task_center/copy_volume/create /healthz /debug"));
+}
