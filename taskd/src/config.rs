@@ -379,6 +379,13 @@ impl Config {
         if !(1_000..=60_000).contains(&self.session_timeout.as_millis()) {
             return Err(ConfigError::invalid("session_timeout_ms", "must be between 1000 and 60000 ms"));
         }
+        if self.management_address.is_unspecified() {
+            return Err(ConfigError::invalid(
+                "management_address",
+                "must be this node's own management address, not a wildcard: the APIs listen there (and on \
+                 the VIP while leading), never on every interface",
+            ));
+        }
         if self.dispatcher_port == 0 {
             return Err(ConfigError::invalid("dispatcher_port", "must not be 0"));
         }

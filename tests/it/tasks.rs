@@ -4,6 +4,7 @@
 //! and bad requests are refused with a 4xx that changes nothing. The submodules run copies at
 //! scale and through failures (`copies`) and the operations on running copies (`operations`).
 
+mod auth;
 mod copies;
 mod operations;
 mod retention;
@@ -72,7 +73,10 @@ fn agent() -> ureq::Agent {
 fn request(cluster: &Cluster, node: usize, method: &str, path: &str, body: Option<&str>) -> Result<(u16, Value)> {
     let spec = cluster.node(node);
     let url = format!("http://{}:{}{path}", spec.address, spec.dispatcher_port);
-    let request = agent().request(method, &url).set("Content-Type", "application/json");
+    let request = agent()
+        .request(method, &url)
+        .set("Content-Type", "application/json")
+        .set(taskd::access::TOKEN_HEADER, cluster.token());
     let result = match body {
         Some(body) => request.send_string(body),
         None => request.call(),
@@ -209,6 +213,9 @@ fn cli_binary() -> Result<PathBuf> {
 fn cli(cluster: &Cluster, node: usize, args: &[&str]) -> Result<(i32, String)> {
     let spec = cluster.node(node);
     let output = Command::new(cli_binary()?)
+        .env_remove(taskd::cli::TOKEN_ENV)
+        .arg("--token-file")
+        .arg(cluster.token_path())
         .arg("--server")
         .arg(format!("{}:{}", spec.address, spec.dispatcher_port))
         .args(args)

@@ -73,6 +73,8 @@ pub struct ClusterBuilder {
     binary: Option<PathBuf>,
     /// Top-level TOML lines added to every node's config (`extra_config`).
     extra_config: String,
+    /// `[api] protect_reads` of every node (the token itself is always on).
+    protect_reads: bool,
 }
 
 impl Default for ClusterBuilder {
@@ -91,6 +93,7 @@ impl Default for ClusterBuilder {
             start_timeout: Duration::from_secs(60),
             binary: None,
             extra_config: String::new(),
+            protect_reads: false,
         }
     }
 }
@@ -180,6 +183,12 @@ impl ClusterBuilder {
         self
     }
 
+    /// Reads need the API token too (`[api] protect_reads`).
+    pub fn protect_reads(mut self, protect: bool) -> Self {
+        self.protect_reads = protect;
+        self
+    }
+
     /// Starts ZooKeeper and every node (all at once), then waits until each answers its status,
     /// sees every member, and exactly one leads.
     pub fn start(self) -> Result<Cluster> {
@@ -190,23 +199,30 @@ impl ClusterBuilder {
         };
         let zookeeper = ZooKeeper::start().context("start ZooKeeper for the cluster")?;
         let dir = tempfile::Builder::new().prefix("zbs-cluster-").tempdir().context("create the cluster's temp dir")?;
+        // Every node runs with authentication on, as a deployed one does: one token file for all.
+        let token_path = dir.path().join("token");
+        taskd::access::create_token_file(&token_path, None).context("write the cluster's API token")?;
+        let token = taskd::access::ApiTokens::read(&token_path).context("read the API token")?.sent().to_string();
         let mut specs = Vec::with_capacity(self.n_nodes);
         for index in 0..self.n_nodes {
             let spec = NodeSpec::plan(index, dir.path())?;
             fs::create_dir_all(&spec.state_dir).with_context(|| format!("create {}", spec.state_dir.display()))?;
             write_health(&spec.health_path, true)?;
-            fs::write(&spec.config_path, self.config_toml(&spec, &zookeeper.connect_string()))
+            fs::write(&spec.config_path, self.config_toml(&spec, &zookeeper.connect_string(), &token_path))
                 .with_context(|| format!("write {}", spec.config_path.display()))?;
             specs.push(spec);
         }
         let agent = status_agent();
-        let sampler = Sampler::start(specs.iter().map(NodeSpec::status_url).collect(), self.sample_interval);
+        let sampler =
+            Sampler::start(specs.iter().map(NodeSpec::status_url).collect(), self.sample_interval, token.clone());
         let cluster = Cluster {
             daemons: Daemons::new("cluster fixture", specs.iter().map(NodeSpec::daemon_files).collect()),
             nodes: specs.into_iter().map(|spec| Node { spec }).collect(),
             binary,
             agent,
             sampler,
+            token,
+            token_path,
             dir: Some(dir),
             zookeeper: Some(zookeeper),
             start_timeout: self.start_timeout,
@@ -221,7 +237,7 @@ impl ClusterBuilder {
         Ok(cluster)
     }
 
-    fn config_toml(&self, spec: &NodeSpec, zookeeper_hosts: &str) -> String {
+    fn config_toml(&self, spec: &NodeSpec, zookeeper_hosts: &str, token_path: &Path) -> String {
         let mut toml = format!(
             "# Written by the zbs-taskd-rs cluster fixture.\n\
              node_id = \"{node_id}\"\n\
@@ -264,7 +280,12 @@ impl ClusterBuilder {
              rise = {rise}\n\
              [health.file]\n\
              path = \"{health}\"\n\
-             interval_ms = {interval_ms}\n",
+             interval_ms = {interval_ms}\n\
+             [api]\n\
+             token_file = \"{token}\"\n\
+             protect_reads = {protect_reads}\n",
+            token = token_path.display(),
+            protect_reads = self.protect_reads,
             level = self.log_level,
             log = spec.log_path.display(),
             fall = self.health_fall,
@@ -373,6 +394,9 @@ pub struct Cluster {
     binary: PathBuf,
     agent: ureq::Agent,
     sampler: Sampler,
+    /// The API token every node accepts, and its file.
+    token: String,
+    token_path: PathBuf,
     start_timeout: Duration,
     /// Keep the dir on drop even when not panicking (start-up failed).
     keep_dir: AtomicBool,
@@ -389,6 +413,16 @@ impl Cluster {
     /// The builder, to change the defaults.
     pub fn builder() -> ClusterBuilder {
         ClusterBuilder::new()
+    }
+
+    /// The API token every node accepts (send it in `X-SmartX-Token`).
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+
+    /// The file that holds it (`zbs-task --token-file`).
+    pub fn token_path(&self) -> &Path {
+        &self.token_path
     }
 
     pub fn n_nodes(&self) -> usize {
@@ -474,7 +508,7 @@ impl Cluster {
 
     /// The node's status, or the reason it has none (not listening, bad answer).
     pub fn status(&self, node: usize) -> Result<NodeStatus> {
-        fetch_status(&self.agent, &self.nodes[node].spec.status_url())
+        fetch_status(&self.agent, &self.nodes[node].spec.status_url(), &self.token)
             .with_context(|| format!("status of {}", self.nodes[node].spec.node_id))
     }
 
@@ -664,7 +698,7 @@ pub struct Sampler {
 }
 
 impl Sampler {
-    fn start(urls: Vec<String>, interval: Duration) -> Sampler {
+    fn start(urls: Vec<String>, interval: Duration, token: String) -> Sampler {
         let observations = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
@@ -676,7 +710,7 @@ impl Sampler {
                     let agent = status_agent();
                     while !stop.load(Ordering::Acquire) {
                         for (node, url) in urls.iter().enumerate() {
-                            let status = fetch_status(&agent, url).ok().map(|status| Sample {
+                            let status = fetch_status(&agent, url, &token).ok().map(|status| Sample {
                                 pid: status.pid,
                                 leader: status.leader,
                                 sequence: status.sequence,
@@ -827,8 +861,15 @@ fn status_agent() -> ureq::Agent {
     ureq::AgentBuilder::new().timeout(STATUS_TIMEOUT).max_idle_connections(0).max_idle_connections_per_host(0).build()
 }
 
-fn fetch_status(agent: &ureq::Agent, url: &str) -> Result<NodeStatus> {
-    let body = agent.get(url).call().with_context(|| format!("GET {url}"))?.into_string().context("read the status")?;
+/// A node's status, with the cluster's token (needed where reads are protected).
+fn fetch_status(agent: &ureq::Agent, url: &str, token: &str) -> Result<NodeStatus> {
+    let body = agent
+        .get(url)
+        .set(taskd::access::TOKEN_HEADER, token)
+        .call()
+        .with_context(|| format!("GET {url}"))?
+        .into_string()
+        .context("read the status")?;
     serde_json::from_str(&body).with_context(|| format!("parse the status {body:?}"))
 }
 

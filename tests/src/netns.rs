@@ -345,11 +345,15 @@ impl NetnsClusterBuilder {
                 zookeeper_builder.start().context("start ZooKeeper in its namespace")?,
             )),
         };
+        // Every node runs with authentication on, as a deployed one does: one token file for all.
+        let token_path = dir.path().join("token");
+        taskd::access::create_token_file(&token_path, None).context("write the cluster's API token")?;
+        let token = taskd::access::ApiTokens::read(&token_path).context("read the API token")?.sent().to_string();
         let mut nodes = Vec::with_capacity(self.n_nodes);
         for index in 0..self.n_nodes {
             let spec = NodeSpec::plan(index, dir.path(), &topology)?;
             fs::create_dir_all(&spec.state_dir).with_context(|| format!("create {}", spec.state_dir.display()))?;
-            fs::write(&spec.config_path, self.config_toml(&spec))
+            fs::write(&spec.config_path, self.config_toml(&spec, &token_path))
                 .with_context(|| format!("write {}", spec.config_path.display()))?;
             nodes.push(Node { spec });
         }
@@ -371,6 +375,7 @@ impl NetnsClusterBuilder {
             address_sockets,
             holder_sampler,
             client,
+            token,
             keep_dir: AtomicBool::new(false),
             dir: Some(dir),
             zookeeper: Some(zookeeper),
@@ -387,13 +392,13 @@ impl NetnsClusterBuilder {
         Ok(cluster)
     }
 
-    fn config_toml(&self, spec: &NodeSpec) -> String {
+    fn config_toml(&self, spec: &NodeSpec, token_path: &Path) -> String {
         format!(
             "# Written by the zbs-taskd-rs network-namespace cluster fixture.\n\
              node_id = \"{node_id}\"\n\
              zookeeper_hosts = \"{ZOOKEEPER_ADDRESS}:{ZOOKEEPER_PORT}\"\n\
              session_timeout_ms = {session_timeout_ms}\n\
-             management_address = \"0.0.0.0\"\n\
+             management_address = \"{management_address}\"\n\
              data_address = \"{data_address}\"\n\
              dispatcher_port = {DISPATCHER_PORT}\n\
              runner_port = {RUNNER_PORT}\n\
@@ -415,8 +420,12 @@ impl NetnsClusterBuilder {
              timeout_ms = {timeout_ms}\n\
              track_interface = {track_interface}\n\
              interface = \"{DATA_INTERFACE}\"\n\
+             [api]\n\
+             token_file = \"{token}\"\n\
              {vip}",
             node_id = spec.node_id,
+            management_address = spec.management_address,
+            token = token_path.display(),
             session_timeout_ms = self.session_timeout.as_millis(),
             data_address = spec.data_address,
             state_dir = spec.state_dir.display(),
@@ -523,6 +532,8 @@ pub struct NetnsCluster {
     address_sockets: Arc<Vec<Mutex<AddressSocket>>>,
     holder_sampler: HolderSampler,
     client: ClientLoop,
+    /// The API token every node accepts.
+    token: String,
     arp_watcher: ArpWatcher,
     start_timeout: Duration,
     keep_dir: AtomicBool,
@@ -547,6 +558,11 @@ impl NetnsCluster {
 
     pub fn n_nodes(&self) -> usize {
         self.nodes.len()
+    }
+
+    /// The API token every node accepts (sent by [`NetnsCluster::http`]).
+    pub fn token(&self) -> &str {
+        &self.token
     }
 
     /// Where the node lives.
@@ -631,9 +647,10 @@ impl NetnsCluster {
     /// Sends an HTTP request with an optional JSON body from the client namespace; the status
     /// and the JSON answer (`null` when the body is not JSON), 4xx and 5xx included.
     pub fn http(&self, method: &str, url: &str, body: Option<&serde_json::Value>) -> Result<(u16, serde_json::Value)> {
-        let (method, url, body) = (method.to_string(), url.to_string(), body.cloned());
+        let (method, url, body, token) = (method.to_string(), url.to_string(), body.cloned(), self.token.clone());
         in_netns(self.client_namespace(), move || -> Result<(u16, serde_json::Value)> {
-            let request = status_agent(Duration::from_secs(10)).request(&method, &url);
+            let request =
+                status_agent(Duration::from_secs(10)).request(&method, &url).set(taskd::access::TOKEN_HEADER, &token);
             let response = match body {
                 Some(body) => request.send_json(body),
                 None => request.call(),

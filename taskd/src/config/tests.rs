@@ -211,3 +211,13 @@ fn the_api_table_reads_its_token_file_and_names_bad_keys() {
     assert_eq!(key_of("[api]\nmax_connections_per_client = 2000").0, "api.max_connections_per_client");
     assert_eq!(key_of("[api]\nheader_timeout_ms = 5").0, "api.header_timeout_ms");
 }
+
+#[test]
+fn a_wildcard_management_address_is_refused() {
+    for text in ["management_address = \"0.0.0.0\"", "management_address = \"::\""] {
+        match parse(text) {
+            Err(ConfigError::Invalid { key, .. }) => assert_eq!(key, "management_address"),
+            other => panic!("{text}: {other:?}"),
+        }
+    }
+}
