@@ -49,7 +49,7 @@ use parking_lot::Mutex;
 use crate::task::{CopyVolumeArgs, Progress, RuntimeWindow, MAX_IO_DEPTH};
 
 pub use engine::copy_volume;
-pub use paths::{AllowedRoots, CopyPaths, PathError};
+pub use paths::{AllowedRoots, CopyPaths, OpenedPair, PathError};
 
 /// What to copy and how.
 #[derive(Debug, Clone)]
@@ -177,10 +177,9 @@ pub enum CopyError {
     Context(io::Error),
     #[error("the copy's thread stopped before the copy finished")]
     ContextStopped,
-    #[error("cannot open {role} {path}: {source}")]
-    Open { role: &'static str, path: PathBuf, source: io::Error },
-    #[error("{role} {path} changed after it was checked: {reason}")]
-    Changed { role: &'static str, path: PathBuf, reason: &'static str },
+    /// The open of the source or destination broke a path rule (`CopyPaths::open`).
+    #[error(transparent)]
+    Path(#[from] PathError),
     #[error("destination {path} holds {len} bytes, less than the source's {needed}")]
     DestinationTooSmall { path: PathBuf, len: u64, needed: u64 },
     #[error("{operation} at offset {offset}: {source}")]

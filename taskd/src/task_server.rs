@@ -242,6 +242,8 @@ impl TaskServer {
             address: config.runner_address().to_string(),
             slots: config.runner_slots,
             allowed_roots: config.allowed_roots.clone(),
+            allowed_devices: config.allowed_devices.clone(),
+            allow_hard_links: config.allow_hard_links,
             drain_deadline: config.drain_deadline,
             max_attempts: config.tasks.max_attempts,
             copy: CopySettings {
