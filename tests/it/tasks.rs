@@ -4,6 +4,7 @@
 //! and bad requests are refused with a 4xx that changes nothing. The submodules run copies at
 //! scale and through failures (`copies`) and the operations on running copies (`operations`).
 
+mod confinement;
 mod copies;
 mod operations;
 mod retention;
