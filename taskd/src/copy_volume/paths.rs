@@ -381,7 +381,7 @@ impl AllowedRoots {
 
     fn is_listed_device(&self, path: &Path) -> bool {
         let path = normalize(path);
-        self.devices.iter().any(|device| *device == path)
+        self.devices.contains(&path)
     }
 
     /// Opens `path` at `location` with `flags` (plus `O_CLOEXEC`), resolving no symlink.
@@ -410,6 +410,8 @@ impl AllowedRoots {
             other => return Err(PathError::NotAVolume { role, path: path.to_path_buf(), kind: kind_name(other) }),
         };
         // A device is confined by its listed path instead; device nodes have one link anyway.
+        // `nlink_t` is 64 bits on x86_64 and 32 on some other targets.
+        #[allow(clippy::unnecessary_cast)]
         let links = stat.st_nlink as u64;
         if kind == VolumeKind::RegularFile && links > 1 && !self.allow_hard_links {
             return Err(PathError::HardLinked { role, path: path.to_path_buf(), links });
