@@ -5,7 +5,10 @@
 //! # How a copy runs
 //! [`copy_volume`] is called by the runner (from a coroutine or a thread) with [`CopyPaths`]
 //! that [`AllowedRoots::check`] accepted, a [`CopySpec`] and a [`CopyControl`]. It starts a
-//! dedicated `runtime::ThreadContext` (`zbs-task-copy`) and does every file syscall there:
+//! dedicated `runtime::ThreadContext` (`zbs-task-copy`), opens both files there once with
+//! [`CopyPaths::open`] — the confinement's boundary (`paths.rs`): beneath the roots' descriptors,
+//! no symlink, never blocking — and from then on uses only those descriptors, never a path. It
+//! does every file syscall on that context:
 //! positional IO (`FileExt::read_at`/`write_at`), `lseek(SEEK_DATA/SEEK_HOLE)`, `set_len`,
 //! `fdatasync`. Those calls block the OS thread they run on; that is acceptable only because
 //! that thread runs nothing but this copy's coroutines, and it is why no other work may ever be
