@@ -217,15 +217,27 @@ fn forward(
     Err(Response::error(409, "the runner did not start the task; try again"))
 }
 
+/// Where copies may read and write, for the dispatcher's courtesy check at submit (the runner's
+/// descriptor-based open is the boundary; see `copy_volume::paths`).
+#[derive(Debug, Clone, Default)]
+pub struct CopyRules {
+    pub allowed_roots: Vec<PathBuf>,
+    pub allowed_devices: Vec<PathBuf>,
+    pub allow_hard_links: bool,
+}
+
 /// Adds the dispatcher routes to `config`.
 pub fn dispatcher_routes(
     config: ServerConfig,
     access: Arc<dyn DispatcherAccess>,
-    allowed_roots: Vec<PathBuf>,
+    copy_rules: CopyRules,
     pool: Arc<WorkerPool>,
     runner_client: RunnerClient,
 ) -> ServerConfig {
-    let roots = Arc::new(AllowedRoots::new(&allowed_roots).map_err(|error| error.to_string()));
+    let roots = Arc::new(
+        AllowedRoots::with_rules(&copy_rules.allowed_roots, &copy_rules.allowed_devices, copy_rules.allow_hard_links)
+            .map_err(|error| error.to_string()),
+    );
     let a = access.clone();
     let config = config.cpu_route(Method::Post, &format!("{PREFIX}/copy_volume/create"), move |request| {
         answer((|| {

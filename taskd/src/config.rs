@@ -167,6 +167,13 @@ pub struct CommandLine {
     /// [default: none, so every copy is refused].
     #[arg(long, value_name = "DIR,...", value_delimiter = ',')]
     pub allowed_roots: Option<Vec<PathBuf>>,
+    /// Block devices CopyVolume may read and write, exact absolute paths, comma-separated
+    /// [default: none].
+    #[arg(long, value_name = "DEVICE,...", value_delimiter = ',')]
+    pub allowed_devices: Option<Vec<PathBuf>>,
+    /// Let CopyVolume use files with more than one hard link [default: false].
+    #[arg(long)]
+    pub allow_hard_links: Option<bool>,
     /// Failed runs after which a task stays failed, 1..=100 [default: 3].
     #[arg(long)]
     pub tasks_max_attempts: Option<u32>,
@@ -220,6 +227,8 @@ struct FileConfig {
     step_down_requires_healthy_peer: Option<bool>,
     runner_slots: Option<u32>,
     allowed_roots: Option<Vec<PathBuf>>,
+    allowed_devices: Option<Vec<PathBuf>>,
+    allow_hard_links: Option<bool>,
     #[serde(default)]
     exit_limit: FileExitLimit,
     #[serde(default)]
@@ -272,6 +281,11 @@ pub struct Config {
     pub runner_slots: u32,
     /// Where CopyVolume tasks may read and write; empty refuses every copy.
     pub allowed_roots: Vec<PathBuf>,
+    /// The block devices CopyVolume may use, by exact path; empty refuses every device.
+    pub allowed_devices: Vec<PathBuf>,
+    /// CopyVolume may use files with more than one hard link (a link may name a file outside
+    /// the roots).
+    pub allow_hard_links: bool,
     /// The `[tasks]` table: retries, retention, claim grace, copy sizes.
     pub tasks: TasksConfig,
     /// The `[api]` table: the token and the connection limits of both APIs.
@@ -363,6 +377,8 @@ impl Config {
             start_limit_interval: Duration::from_secs(start_limit_interval_sec),
             runner_slots: cli.runner_slots.or(file.runner_slots).unwrap_or(4),
             allowed_roots: cli.allowed_roots.clone().or(file.allowed_roots).unwrap_or_default(),
+            allowed_devices: cli.allowed_devices.clone().or(file.allowed_devices).unwrap_or_default(),
+            allow_hard_links: cli.allow_hard_links.or(file.allow_hard_links).unwrap_or(false),
             log: LogConfig {
                 format: cli.log_format.or(file.log.format).unwrap_or(LogFormat::Glog),
                 level: cli.log_level.clone().or(file.log.level).unwrap_or_else(|| DEFAULT_LOG_LEVEL.to_string()),
@@ -415,6 +431,13 @@ impl Config {
         }
         if let Some(root) = self.allowed_roots.iter().find(|root| root.is_relative()) {
             return Err(ConfigError::invalid("allowed_roots", format!("{} is not an absolute path", root.display())));
+        }
+        let not_exact = |device: &&PathBuf| {
+            device.is_relative() || device.components().any(|component| component == std::path::Component::ParentDir)
+        };
+        if let Some(device) = self.allowed_devices.iter().find(not_exact) {
+            let message = format!("{} is not an absolute path without `..`", device.display());
+            return Err(ConfigError::invalid("allowed_devices", message));
         }
         if let Some(file) = &self.log.file {
             if file.is_relative() {

@@ -5,7 +5,10 @@
 //! # How a copy runs
 //! [`copy_volume`] is called by the runner (from a coroutine or a thread) with [`CopyPaths`]
 //! that [`AllowedRoots::check`] accepted, a [`CopySpec`] and a [`CopyControl`]. It starts a
-//! dedicated `runtime::ThreadContext` (`zbs-task-copy`) and does every file syscall there:
+//! dedicated `runtime::ThreadContext` (`zbs-task-copy`), opens both files there once with
+//! [`CopyPaths::open`] — the confinement's boundary (`paths.rs`): beneath the roots' descriptors,
+//! no symlink, never blocking — and from then on uses only those descriptors, never a path. It
+//! does every file syscall on that context:
 //! positional IO (`FileExt::read_at`/`write_at`), `lseek(SEEK_DATA/SEEK_HOLE)`, `set_len`,
 //! `fdatasync`. Those calls block the OS thread they run on; that is acceptable only because
 //! that thread runs nothing but this copy's coroutines, and it is why no other work may ever be
@@ -49,7 +52,7 @@ use parking_lot::Mutex;
 use crate::task::{CopyVolumeArgs, Progress, RuntimeWindow, MAX_IO_DEPTH};
 
 pub use engine::copy_volume;
-pub use paths::{AllowedRoots, CopyPaths, PathError};
+pub use paths::{AllowedRoots, CopyPaths, OpenedPair, PathError};
 
 /// What to copy and how.
 #[derive(Debug, Clone)]
@@ -177,10 +180,9 @@ pub enum CopyError {
     Context(io::Error),
     #[error("the copy's thread stopped before the copy finished")]
     ContextStopped,
-    #[error("cannot open {role} {path}: {source}")]
-    Open { role: &'static str, path: PathBuf, source: io::Error },
-    #[error("{role} {path} changed after it was checked: {reason}")]
-    Changed { role: &'static str, path: PathBuf, reason: &'static str },
+    /// The open of the source or destination broke a path rule (`CopyPaths::open`).
+    #[error(transparent)]
+    Path(#[from] PathError),
     #[error("destination {path} holds {len} bytes, less than the source's {needed}")]
     DestinationTooSmall { path: PathBuf, len: u64, needed: u64 },
     #[error("{operation} at offset {offset}: {source}")]

@@ -97,6 +97,10 @@ pub struct RunnerConfig {
     pub address: String,
     pub slots: u32,
     pub allowed_roots: Vec<std::path::PathBuf>,
+    /// The block devices copies may use, by exact path (`allowed_devices`).
+    pub allowed_devices: Vec<std::path::PathBuf>,
+    /// Copies may use files with more than one hard link (`allow_hard_links`).
+    pub allow_hard_links: bool,
     pub drain_deadline: Duration,
     /// Failed runs after which a task stays `Failed` (the first run counts).
     pub max_attempts: u32,
@@ -148,7 +152,9 @@ impl TaskRunner {
         quorum: QuorumHandle,
         healthy: impl Fn() -> bool + Send + Sync + 'static,
     ) -> std::io::Result<TaskRunner> {
-        let roots = AllowedRoots::new(&config.allowed_roots).map_err(|error| error.to_string());
+        // The roots' descriptors are opened here, once: every copy opens its files beneath them.
+        let roots = AllowedRoots::with_rules(&config.allowed_roots, &config.allowed_devices, config.allow_hard_links)
+            .map_err(|error| error.to_string());
         if let Err(reason) = &roots {
             tracing::error!(%reason, "allowed_roots unusable: every copy will be refused");
         }

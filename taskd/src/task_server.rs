@@ -35,7 +35,7 @@ use runtime::{ContextHandle, JoinError, TimerHandle};
 use vip::health::{HealthFlag, HealthMonitor, Subscription};
 use vip::VipServer;
 
-use crate::api::{dispatcher_routes, runner_routes, DispatcherAccess};
+use crate::api::{dispatcher_routes, runner_routes, CopyRules, DispatcherAccess};
 use crate::config::Config;
 use crate::copy_volume::CopySettings;
 use crate::dispatcher::{release_vip, NetworkHealthFlag, SchedulerHandle, SchedulerSetup, TaskDispatcher, VipFailure};
@@ -243,6 +243,8 @@ impl TaskServer {
             address: config.runner_address().to_string(),
             slots: config.runner_slots,
             allowed_roots: config.allowed_roots.clone(),
+            allowed_devices: config.allowed_devices.clone(),
+            allow_hard_links: config.allow_hard_links,
             drain_deadline: config.drain_deadline,
             max_attempts: config.tasks.max_attempts,
             copy: CopySettings {
@@ -588,7 +590,11 @@ fn api_routes(
         dispatcher_routes(
             config,
             Arc::new(Access { inner: inner.clone() }),
-            daemon.allowed_roots.clone(),
+            CopyRules {
+                allowed_roots: daemon.allowed_roots.clone(),
+                allowed_devices: daemon.allowed_devices.clone(),
+                allow_hard_links: daemon.allow_hard_links,
+            },
             pool.clone(),
             RunnerClient::new(daemon.api.sent_token()),
         )

@@ -2,9 +2,11 @@
 //! through the dispatcher API on the leader — Sleep and CopyVolume tasks complete (copies equal
 //! to their sources, holes kept), a runner killed mid-task has its task rescheduled elsewhere,
 //! and bad requests are refused with a 4xx that changes nothing. The submodules run copies at
-//! scale and through failures (`copies`) and the operations on running copies (`operations`).
+//! scale and through failures (`copies`), the operations on running copies (`operations`), the
+//! API's authentication (`auth`) and the copies' confinement to their roots (`confinement`).
 
 mod auth;
+mod confinement;
 mod copies;
 mod operations;
 mod retention;

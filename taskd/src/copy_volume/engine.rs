@@ -2,9 +2,9 @@
 //! to the copy's own `ThreadContext`, and runs `io_depth` block coroutines there per extent.
 //! The module documentation of `copy_volume` says why the IO may block that thread.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{Seek, SeekFrom};
-use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::FileExt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -305,38 +305,20 @@ fn every_block(extent: std::ops::Range<u64>, block_size: u64) -> Vec<Block> {
         .collect()
 }
 
-/// Opens both files (on the copy's context) and prepares the destination's length. The
-/// destination is opened without following a symlink, and both are checked again after
-/// opening, so a swap after `AllowedRoots::check` cannot redirect the copy.
+/// Opens both files (on the copy's context) through `CopyPaths::open`, the security boundary:
+/// beneath their roots, no symlink followed, types and links checked on the descriptors. From
+/// here on the copy uses only these descriptors, never a path. Then prepares the destination's
+/// length.
 fn open_files(spec: &CopySpec) -> Result<Files, CopyError> {
-    let source_path = spec.paths.source();
     let destination_path = spec.paths.destination();
-    let open_error = |role, path: &std::path::Path| {
-        let path = path.to_path_buf();
-        move |source| CopyError::Open { role, path, source }
-    };
-    let mut source = File::open(source_path).map_err(open_error("source", source_path))?;
-    let destination = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(destination_path)
-        .map_err(open_error("destination", destination_path))?;
-    let source_metadata = source.metadata().map_err(open_error("source", source_path))?;
-    let destination_metadata = destination.metadata().map_err(open_error("destination", destination_path))?;
-    let changed = |role, path: &std::path::Path, reason| CopyError::Changed { role, path: path.to_path_buf(), reason };
-    if !source_metadata.is_file() && !source_metadata.file_type().is_block_device() {
-        return Err(changed("source", source_path, "it is no longer a regular file or block device"));
-    }
-    if source_metadata.dev() == destination_metadata.dev() && source_metadata.ino() == destination_metadata.ino() {
-        return Err(changed("destination", destination_path, "it is now the source itself"));
-    }
+    let opened = spec.paths.open()?;
+    let (mut source, destination) = (opened.source, opened.destination);
     let len = source.seek(SeekFrom::End(0)).map_err(|source| CopyError::Io {
         operation: "measure source",
         offset: 0,
         source,
     })?;
-    let write_zeros = if destination_metadata.file_type().is_block_device() {
+    let write_zeros = if opened.destination_is_device {
         let mut device = &destination;
         let device_len = device.seek(SeekFrom::End(0)).map_err(|source| CopyError::Io {
             operation: "measure destination",
@@ -351,7 +333,7 @@ fn open_files(spec: &CopySpec) -> Result<Files, CopyError> {
             });
         }
         true
-    } else if destination_metadata.is_file() {
+    } else {
         // A fresh copy empties the file first, so that every block it skips reads as zeros.
         // A resumed copy keeps what earlier runs wrote.
         let set_len = |len| {
@@ -366,8 +348,6 @@ fn open_files(spec: &CopySpec) -> Result<Files, CopyError> {
         }
         set_len(len)?;
         false
-    } else {
-        return Err(changed("destination", destination_path, "it is no longer a regular file or block device"));
     };
     Ok(Files { source, destination, len, write_zeros })
 }

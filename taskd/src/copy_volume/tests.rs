@@ -1,6 +1,8 @@
 //! Tests of the CopyVolume engine on real sparse files in temp dirs (1 MiB extents, 64 KiB
 //! blocks): equal content with holes kept, progress once per extent, resume, cancel,
-//! interrupt, pause and runtime windows, caught panics, and the path rules.
+//! interrupt, pause and runtime windows, caught panics, the path rules, and the confinement of
+//! the opens (symlinks swapped in after the check, FIFOs, hard links, device nodes, the walk
+//! that stands in for `openat2`).
 
 use std::fs::{self, File};
 use std::ops::Range;
@@ -477,13 +479,15 @@ mod paths_rules {
     }
 
     #[test]
-    fn paths_inside_the_root_are_canonical() {
+    fn paths_inside_the_root_are_kept_as_requested() {
         let sandbox = setup();
         fs::create_dir(sandbox.root().join("sub")).expect("mkdir");
         let paths = check(&sandbox, &sandbox.root().join("./src"), &sandbox.root().join("sub/dst")).expect("accepted");
-        let root = fs::canonicalize(sandbox.root()).expect("canonical root");
-        assert_eq!(paths.source(), root.join("src"));
-        assert_eq!(paths.destination(), root.join("sub/dst"));
+        assert_eq!(paths.source(), sandbox.root().join("./src"));
+        assert_eq!(paths.destination(), sandbox.root().join("sub/dst"));
+        // The root as configured and as canonical both hold it.
+        let canonical = fs::canonicalize(sandbox.root()).expect("canonical root");
+        check(&sandbox, &canonical.join("src"), &canonical.join("sub/dst")).expect("accepted by the canonical name");
     }
 
     #[test]
@@ -515,34 +519,30 @@ mod paths_rules {
     }
 
     #[test]
-    fn symlinks_out_of_the_root_are_refused() {
+    fn every_symlink_is_refused_even_one_that_stays_inside() {
         let sandbox = setup();
         symlink(sandbox.outside().join("secret"), sandbox.root().join("link-to-secret")).expect("symlink");
         symlink(sandbox.outside().join("victim"), sandbox.root().join("link-to-victim")).expect("symlink");
         sparse_file(&sandbox.outside().join("victim"), 4096, &[(0, 4096)], 21);
         symlink(sandbox.outside(), sandbox.root().join("link-to-outside")).expect("symlink");
         let source_link = check(&sandbox, &sandbox.root().join("link-to-secret"), &sandbox.root().join("dst"));
-        assert!(matches!(source_link, Err(PathError::OutsideRoots { role: "source", .. })), "{source_link:?}");
+        assert!(matches!(source_link, Err(PathError::Symlink { role: "source", .. })), "{source_link:?}");
         let destination_link = check(&sandbox, &sandbox.root().join("src"), &sandbox.root().join("link-to-victim"));
         assert!(
-            matches!(destination_link, Err(PathError::OutsideRoots { role: "destination", .. })),
+            matches!(destination_link, Err(PathError::Symlink { role: "destination", .. })),
             "{destination_link:?}"
         );
         let directory_link = check(&sandbox, &sandbox.root().join("src"), &sandbox.root().join("link-to-outside/new"));
-        assert!(
-            matches!(directory_link, Err(PathError::OutsideRoots { role: "destination", .. })),
-            "{directory_link:?}"
-        );
+        assert!(matches!(directory_link, Err(PathError::Symlink { role: "destination", .. })), "{directory_link:?}");
         // A dangling symlink as destination would create a file wherever it points.
         symlink(sandbox.outside().join("not-yet"), sandbox.root().join("dangling")).expect("symlink");
         let dangling = check(&sandbox, &sandbox.root().join("src"), &sandbox.root().join("dangling"));
         assert!(dangling.is_err(), "{dangling:?}");
         assert!(!sandbox.outside().join("not-yet").exists());
-        // A symlink that stays inside the root is fine, and resolved.
+        // Even a symlink that stays inside the root: it could be repointed after any check.
         symlink(sandbox.root().join("src"), sandbox.root().join("link-to-src")).expect("symlink");
-        let inside =
-            check(&sandbox, &sandbox.root().join("link-to-src"), &sandbox.root().join("dst")).expect("accepted");
-        assert_eq!(inside.source(), fs::canonicalize(sandbox.root().join("src")).expect("canonical"));
+        let inside = check(&sandbox, &sandbox.root().join("link-to-src"), &sandbox.root().join("dst"));
+        assert!(matches!(inside, Err(PathError::Symlink { role: "source", .. })), "{inside:?}");
     }
 
     #[test]
@@ -552,10 +552,10 @@ mod paths_rules {
         assert!(matches!(same, Err(PathError::SameFile { .. })), "{same:?}");
         fs::hard_link(sandbox.root().join("src"), sandbox.root().join("hard")).expect("hard link");
         let hard = check(&sandbox, &sandbox.root().join("src"), &sandbox.root().join("hard"));
+        assert!(matches!(hard, Err(PathError::HardLinked { role: "source", links: 2, .. })), "{hard:?}");
+        let with_links = AllowedRoots::with_rules([sandbox.root()], Vec::<PathBuf>::new(), true).expect("roots");
+        let hard = with_links.check(&sandbox.root().join("src"), &sandbox.root().join("hard"));
         assert!(matches!(hard, Err(PathError::SameFile { .. })), "{hard:?}");
-        symlink(sandbox.root().join("src"), sandbox.root().join("soft")).expect("symlink");
-        let soft = check(&sandbox, &sandbox.root().join("soft"), &sandbox.root().join("src"));
-        assert!(matches!(soft, Err(PathError::SameFile { .. })), "{soft:?}");
     }
 
     #[test]
@@ -615,10 +615,9 @@ mod block_devices {
         }
     }
 
-    /// A root holding a symlink to the loop device, so the device passes the root check.
-    fn link_device(sandbox: &Sandbox, device: &LoopDevice, name: &str) -> AllowedRoots {
-        std::os::unix::fs::symlink(&device.path, sandbox.root().join(name)).expect("symlink the device");
-        AllowedRoots::new([sandbox.root(), PathBuf::from("/dev")]).expect("roots")
+    /// The sandbox's root with the loop device listed in `allowed_devices`.
+    fn list_device(sandbox: &Sandbox, device: &LoopDevice) -> AllowedRoots {
+        AllowedRoots::with_rules([sandbox.root()], [&device.path], false).expect("roots")
     }
 
     #[test]
@@ -629,8 +628,10 @@ mod block_devices {
         // The device starts full of other data, which the copy's zeros must overwrite.
         sparse_file(&sandbox.outside().join("backing"), 4 * MIB, &[(0, 4 * MIB)], 25);
         let Some(device) = LoopDevice::attach(&sandbox.outside().join("backing")) else { return };
-        let roots = link_device(&sandbox, &device, "device");
-        let paths = roots.check(&sandbox.root().join("src"), &sandbox.root().join("device")).expect("accepted");
+        let roots = list_device(&sandbox, &device);
+        let unlisted = sandbox.roots().check(&sandbox.root().join("src"), &device.path);
+        assert!(matches!(unlisted, Err(PathError::OutsideRoots { .. })), "{unlisted:?}");
+        let paths = roots.check(&sandbox.root().join("src"), &device.path).expect("accepted");
         let control = CopyControl::new();
         let (outcome, reports) = run_copy(&spec(paths, 4), &control);
         assert!(matches!(outcome, CopyOutcome::Completed), "{outcome:?}");
@@ -650,11 +651,277 @@ mod block_devices {
         let sandbox = Sandbox::new();
         sparse_file(&sandbox.outside().join("backing"), 4 * MIB, &[(MIB, 100_000), (3 * MIB, 5000)], 26);
         let Some(device) = LoopDevice::attach(&sandbox.outside().join("backing")) else { return };
-        let roots = link_device(&sandbox, &device, "device");
-        let paths = roots.check(&sandbox.root().join("device"), &sandbox.root().join("dst")).expect("accepted");
+        let roots = list_device(&sandbox, &device);
+        let paths = roots.check(&device.path, &sandbox.root().join("dst")).expect("accepted");
         let (outcome, _) = run_copy(&spec(paths, 2), &CopyControl::new());
         assert!(matches!(outcome, CopyOutcome::Completed), "{outcome:?}");
         assert_same_content(&sandbox.outside().join("backing"), &sandbox.root().join("dst"));
         assert!(allocated_bytes(&sandbox.root().join("dst")) <= 200 << 10, "zeros of the device were written");
+    }
+}
+
+mod confinement {
+    //! The opens themselves, after a check passed: what is swapped in between is refused by the
+    //! descriptor-based open, with both resolvers (`openat2` and the walk that stands in for it).
+
+    use std::ffi::{CString, OsStr};
+    use std::os::fd::AsFd;
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::symlink;
+    use std::time::{Duration, Instant};
+
+    use rustix::fs::{Mode, OFlags};
+
+    use super::paths::{open_beneath, open_by_walk, Resolver};
+    use super::*;
+
+    const RESOLVERS: [Resolver; 2] = [Resolver::Openat2, Resolver::Walk];
+
+    fn roots(sandbox: &Sandbox, resolver: Resolver) -> AllowedRoots {
+        sandbox.roots().force_resolver(resolver)
+    }
+
+    fn mkfifo(path: &Path) {
+        let name = CString::new(path.as_os_str().as_bytes()).expect("no NUL");
+        // SAFETY: `name` is a valid NUL-terminated path for the call's duration.
+        let status = unsafe { libc::mkfifo(name.as_ptr(), 0o600) };
+        assert_eq!(status, 0, "mkfifo {}: {}", path.display(), std::io::Error::last_os_error());
+    }
+
+    /// Opens the checked pair as the engine does, failing the test on success.
+    fn open_refused(paths: &CopyPaths) -> PathError {
+        match paths.open() {
+            Ok(pair) => panic!("opened {pair:?} for {paths:?}"),
+            Err(error) => error,
+        }
+    }
+
+    #[test]
+    fn a_directory_swapped_for_a_symlink_after_the_check_is_refused_at_open() {
+        for resolver in RESOLVERS {
+            let sandbox = Sandbox::new();
+            fs::create_dir(sandbox.root().join("sub")).expect("mkdir");
+            sparse_file(&sandbox.root().join("sub/src"), 8192, &[(0, 8192)], 30);
+            sparse_file(&sandbox.outside().join("src"), 8192, &[(0, 8192)], 31);
+            let roots = roots(&sandbox, resolver);
+            let paths =
+                roots.check(&sandbox.root().join("sub/src"), &sandbox.root().join("sub/dst")).expect("accepted");
+            // The middle component becomes a symlink out of the root.
+            fs::rename(sandbox.root().join("sub"), sandbox.root().join("real")).expect("rename");
+            symlink(sandbox.outside(), sandbox.root().join("sub")).expect("symlink");
+            let error = open_refused(&paths);
+            assert!(matches!(error, PathError::Symlink { role: "source", .. }), "{resolver:?}: {error}");
+            let (outcome, _) = run_copy(&spec(paths, 1), &CopyControl::new());
+            assert!(
+                matches!(outcome, CopyOutcome::Failed(CopyError::Path(PathError::Symlink { .. }))),
+                "{resolver:?}: {outcome:?}"
+            );
+            assert!(!sandbox.outside().join("dst").exists(), "{resolver:?}: a file was created outside the root");
+        }
+    }
+
+    #[test]
+    fn a_last_component_swapped_for_a_symlink_is_refused_at_open() {
+        for resolver in RESOLVERS {
+            let sandbox = Sandbox::new();
+            sparse_file(&sandbox.root().join("src"), 8192, &[(0, 8192)], 32);
+            sparse_file(&sandbox.root().join("dst"), 8192, &[(0, 8192)], 33);
+            sparse_file(&sandbox.outside().join("victim"), 8192, &[(0, 8192)], 34);
+            let victim_before = fs::read(sandbox.outside().join("victim")).expect("read");
+            let roots = roots(&sandbox, resolver);
+            let paths = roots.check(&sandbox.root().join("src"), &sandbox.root().join("dst")).expect("accepted");
+            fs::remove_file(sandbox.root().join("dst")).expect("remove");
+            symlink(sandbox.outside().join("victim"), sandbox.root().join("dst")).expect("symlink");
+            let error = open_refused(&paths);
+            assert!(matches!(error, PathError::Symlink { role: "destination", .. }), "{resolver:?}: {error}");
+            // A dangling one is refused too, and creates nothing where it points.
+            fs::remove_file(sandbox.root().join("dst")).expect("remove");
+            symlink(sandbox.outside().join("new"), sandbox.root().join("dst")).expect("symlink");
+            let error = open_refused(&paths);
+            assert!(matches!(error, PathError::Symlink { role: "destination", .. }), "{resolver:?}: {error}");
+            assert!(!sandbox.outside().join("new").exists());
+            // The source's last component too.
+            fs::rename(sandbox.root().join("src"), sandbox.root().join("src-real")).expect("rename");
+            symlink(sandbox.outside().join("victim"), sandbox.root().join("src")).expect("symlink");
+            let error = open_refused(&paths);
+            assert!(matches!(error, PathError::Symlink { role: "source", .. }), "{resolver:?}: {error}");
+            assert_eq!(fs::read(sandbox.outside().join("victim")).expect("read"), victim_before);
+        }
+    }
+
+    #[test]
+    fn dot_dot_never_reaches_an_open() {
+        let sandbox = Sandbox::new();
+        sparse_file(&sandbox.outside().join("secret"), 4096, &[(0, 4096)], 35);
+        let root = File::open(sandbox.root()).expect("open the root");
+        for resolver in RESOLVERS {
+            let escaped =
+                open_beneath(root.as_fd(), Path::new("../outside/secret"), OFlags::RDONLY, Mode::empty(), resolver);
+            assert_eq!(
+                escaped.map(|_| ()).map_err(|error| error.raw_os_error()),
+                Err(Some(libc::EXDEV)),
+                "{resolver:?}"
+            );
+        }
+        let refused = sandbox.roots().check(&sandbox.root().join("../outside/secret"), &sandbox.root().join("dst"));
+        assert!(matches!(refused, Err(PathError::ParentComponent { .. })), "{refused:?}");
+    }
+
+    #[test]
+    fn a_fifo_source_or_destination_fails_at_once() {
+        for resolver in RESOLVERS {
+            let sandbox = Sandbox::new();
+            sparse_file(&sandbox.root().join("src"), 8192, &[(0, 8192)], 36);
+            mkfifo(&sandbox.root().join("fifo"));
+            let roots = roots(&sandbox, resolver);
+            let source_fifo = roots.check(&sandbox.root().join("fifo"), &sandbox.root().join("dst"));
+            assert!(
+                matches!(source_fifo, Err(PathError::NotAVolume { role: "source", kind: "FIFO", .. })),
+                "{source_fifo:?}"
+            );
+            let destination_fifo = roots.check(&sandbox.root().join("src"), &sandbox.root().join("fifo"));
+            assert!(
+                matches!(destination_fifo, Err(PathError::NotAVolume { role: "destination", .. })),
+                "{destination_fifo:?}"
+            );
+
+            // Swapped in after the check: the copy fails, it does not block in open.
+            sparse_file(&sandbox.root().join("a"), 8192, &[(0, 8192)], 37);
+            let paths = roots.check(&sandbox.root().join("a"), &sandbox.root().join("b")).expect("accepted");
+            for swapped in ["a", "b"] {
+                let _ = fs::remove_file(sandbox.root().join(swapped));
+                mkfifo(&sandbox.root().join(swapped));
+                let started = Instant::now();
+                let (outcome, _) = run_copy(&spec(paths.clone(), 1), &CopyControl::new());
+                assert!(
+                    matches!(outcome, CopyOutcome::Failed(CopyError::Path(PathError::NotAVolume { .. }))),
+                    "{resolver:?} {swapped}: {outcome:?}"
+                );
+                assert!(started.elapsed() < Duration::from_secs(5), "{swapped}: took {:?}", started.elapsed());
+                fs::remove_file(sandbox.root().join(swapped)).expect("remove the fifo");
+                if swapped == "a" {
+                    sparse_file(&sandbox.root().join("a"), 8192, &[(0, 8192)], 37);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn hard_links_are_refused_unless_allowed() {
+        let sandbox = Sandbox::new();
+        sparse_file(&sandbox.root().join("src"), 8192, &[(0, 8192)], 38);
+        sparse_file(&sandbox.outside().join("victim"), 8192, &[(0, 8192)], 39);
+        sparse_file(&sandbox.outside().join("secret"), 8192, &[(0, 8192)], 40);
+        fs::hard_link(sandbox.outside().join("victim"), sandbox.root().join("dst")).expect("hard link");
+        fs::hard_link(sandbox.outside().join("secret"), sandbox.root().join("linked-src")).expect("hard link");
+        let refused = sandbox.roots().check(&sandbox.root().join("src"), &sandbox.root().join("dst"));
+        assert!(matches!(refused, Err(PathError::HardLinked { role: "destination", links: 2, .. })), "{refused:?}");
+        let refused = sandbox.roots().check(&sandbox.root().join("linked-src"), &sandbox.root().join("new"));
+        assert!(matches!(refused, Err(PathError::HardLinked { role: "source", .. })), "{refused:?}");
+
+        // A link made after the check is refused by the open.
+        let paths =
+            sandbox.roots().check(&sandbox.root().join("src"), &sandbox.root().join("later")).expect("accepted");
+        fs::hard_link(sandbox.outside().join("victim"), sandbox.root().join("later")).expect("hard link");
+        let (outcome, _) = run_copy(&spec(paths, 1), &CopyControl::new());
+        assert!(
+            matches!(outcome, CopyOutcome::Failed(CopyError::Path(PathError::HardLinked { role: "destination", .. }))),
+            "{outcome:?}"
+        );
+        let victim = fs::read(sandbox.outside().join("victim")).expect("read");
+        assert_ne!(victim, fs::read(sandbox.root().join("src")).expect("read"), "the outside file was overwritten");
+
+        // Allowed: the copy goes through the link.
+        let allowing = AllowedRoots::with_rules([sandbox.root()], Vec::<PathBuf>::new(), true).expect("roots");
+        let paths = allowing.check(&sandbox.root().join("src"), &sandbox.root().join("dst")).expect("accepted");
+        let (outcome, _) = run_copy(&spec(paths, 1), &CopyControl::new());
+        assert!(matches!(outcome, CopyOutcome::Completed), "{outcome:?}");
+        assert_same_content(&sandbox.root().join("src"), &sandbox.outside().join("victim"));
+    }
+
+    #[test]
+    fn device_nodes_are_refused_unless_listed() {
+        let sandbox = Sandbox::new();
+        sparse_file(&sandbox.root().join("src"), 8192, &[(0, 8192)], 41);
+        // Not under a root and not listed.
+        let null = sandbox.roots().check(Path::new("/dev/null"), &sandbox.root().join("dst"));
+        assert!(matches!(null, Err(PathError::OutsideRoots { role: "source", .. })), "{null:?}");
+        // Listed, but a character device is no volume.
+        let listing_null = AllowedRoots::with_rules([sandbox.root()], ["/dev/null"], false).expect("roots");
+        let null = listing_null.check(Path::new("/dev/null"), &sandbox.root().join("dst"));
+        assert!(matches!(null, Err(PathError::NotAVolume { kind: "character device", .. })), "{null:?}");
+        let null = listing_null.check(&sandbox.root().join("src"), Path::new("/dev/null"));
+        assert!(matches!(null, Err(PathError::NotAVolume { role: "destination", .. })), "{null:?}");
+        // A listed path through a symlink is refused (/dev/stdin is one, into /proc).
+        let listing_link = AllowedRoots::with_rules([sandbox.root()], ["/dev/stdin"], false).expect("roots");
+        let link = listing_link.check(Path::new("/dev/stdin"), &sandbox.root().join("dst"));
+        assert!(matches!(link, Err(PathError::Symlink { .. })), "{link:?}");
+        assert!(AllowedRoots::with_rules([sandbox.root()], ["dev/sda"], false).is_err());
+
+        // A block node made in a root (loop0's numbers) names a disk: refused unless listed.
+        let node = sandbox.root().join("disk");
+        let name = CString::new(node.as_os_str().as_bytes()).expect("no NUL");
+        // SAFETY: `name` is a valid NUL-terminated path for the call's duration.
+        let made = unsafe { libc::mknod(name.as_ptr(), libc::S_IFBLK | 0o600, libc::makedev(7, 0)) };
+        if made != 0 {
+            eprintln!("skipped the block node: mknod: {}", std::io::Error::last_os_error());
+            return;
+        }
+        let unlisted = sandbox.roots().check(&node, &sandbox.root().join("dst"));
+        assert!(matches!(unlisted, Err(PathError::DeviceNotListed { role: "source", .. })), "{unlisted:?}");
+        let unlisted = sandbox.roots().check(&sandbox.root().join("src"), &node);
+        assert!(matches!(unlisted, Err(PathError::DeviceNotListed { role: "destination", .. })), "{unlisted:?}");
+        let listing = AllowedRoots::with_rules([sandbox.root()], [&node], false).expect("roots");
+        listing.check(&node, &sandbox.root().join("dst")).expect("a listed node inside a root passes the check");
+    }
+
+    #[test]
+    fn the_walk_refuses_symlinks_at_every_component() {
+        let sandbox = Sandbox::new();
+        fs::create_dir_all(sandbox.root().join("a/b")).expect("mkdir");
+        sparse_file(&sandbox.root().join("a/b/file"), 4096, &[(0, 4096)], 42);
+        symlink(sandbox.root().join("a"), sandbox.root().join("link-a")).expect("symlink");
+        symlink(sandbox.root().join("a/b/file"), sandbox.root().join("a/b/link-file")).expect("symlink");
+        let root = File::open(sandbox.root()).expect("open the root");
+        let walk = |names: &[&str], flags: OFlags| {
+            let names: Vec<&OsStr> = names.iter().map(OsStr::new).collect();
+            open_by_walk(root.as_fd(), &names, flags, Mode::empty()).map_err(|error| error.raw_os_error())
+        };
+        let opened = walk(&["a", "b", "file"], OFlags::RDONLY).expect("a plain path opens");
+        assert_eq!(File::from(opened).metadata().expect("metadata").len(), 4096);
+        assert_eq!(walk(&["link-a", "b", "file"], OFlags::RDONLY).map(|_| ()), Err(Some(libc::ELOOP)));
+        assert_eq!(walk(&["a", "b", "link-file"], OFlags::RDONLY).map(|_| ()), Err(Some(libc::ELOOP)));
+        // `O_PATH | O_NOFOLLOW` would open the symlink itself: the walk refuses it after.
+        assert_eq!(walk(&["a", "b", "link-file"], OFlags::PATH).map(|_| ()), Err(Some(libc::ELOOP)));
+        assert_eq!(walk(&["a", "missing", "file"], OFlags::RDONLY).map(|_| ()), Err(Some(libc::ENOENT)));
+        // Creation never goes through a symlink either.
+        let create = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL;
+        assert_eq!(walk(&["link-a", "new"], create).map(|_| ()), Err(Some(libc::ELOOP)));
+        assert!(!sandbox.root().join("a/new").exists());
+        walk(&["a", "new"], create).expect("created beneath a real directory");
+        // The empty path is the directory itself.
+        let itself =
+            open_beneath(root.as_fd(), Path::new(""), OFlags::PATH, Mode::empty(), Resolver::Walk).expect("open");
+        assert!(rustix::fs::fstat(&itself).expect("fstat").st_ino == fs::metadata(sandbox.root()).expect("stat").ino());
+    }
+
+    #[test]
+    fn both_resolvers_copy_and_create_the_same() {
+        for resolver in RESOLVERS {
+            let sandbox = Sandbox::new();
+            fs::create_dir(sandbox.root().join("sub")).expect("mkdir");
+            sparse_file(&sandbox.root().join("sub/src"), 3 * MIB, &random_regions(3 * MIB, 5, 43), 44);
+            let roots = roots(&sandbox, resolver);
+            // A fresh destination is created; an existing one is opened and overwritten.
+            for _ in 0..2 {
+                let paths = roots.check(&sandbox.root().join("sub/src"), &sandbox.root().join("sub/dst")).expect("ok");
+                let (outcome, _) = run_copy(&spec(paths, 2), &CopyControl::new());
+                assert!(matches!(outcome, CopyOutcome::Completed), "{resolver:?}: {outcome:?}");
+                assert_same_content(&sandbox.root().join("sub/src"), &sandbox.root().join("sub/dst"));
+            }
+            // A destination directory that vanished after the check.
+            let paths = roots.check(&sandbox.root().join("sub/src"), &sandbox.root().join("gone/dst"));
+            assert!(matches!(paths, Err(PathError::DestinationParentMissing { .. })), "{paths:?}");
+        }
     }
 }
