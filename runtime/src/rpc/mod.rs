@@ -46,6 +46,7 @@
 //! would wait for the handler itself): they request the stop and return, and the serving
 //! thread (or the owner's `shutdown()`/drop) completes it after the handler's response.
 
+mod admission;
 mod connection;
 mod deadlines;
 mod http;
@@ -61,7 +62,7 @@ mod tests;
 pub use http::{reason_phrase, HttpError, Limits, Method, Request, Response};
 pub use pool::WorkerPool;
 pub use router::{Handler, Placement, Router};
-pub use server::{Hooks, Server, ServerConfig, ServerHandle, Stage};
+pub use server::{Hooks, ListenAddress, Server, ServerConfig, ServerHandle, Stage};
 pub use status::ServerStatus;
 
 use std::sync::Once;

@@ -219,7 +219,8 @@ fn stop_during_500_in_flight_requests_answers_every_one() {
     let gate = SyncPoint::new();
     let config = {
         let (entered, gate) = (entered.clone(), gate.clone());
-        echo_config("drain").route(Method::Get, "/slow", move |_| {
+        // Every client is 127.0.0.1: the per-client limit must let all of them in.
+        echo_config("drain").max_connections_per_client(N_REQUESTS + 8).route(Method::Get, "/slow", move |_| {
             entered.fetch_add(1, Ordering::SeqCst);
             gate.wait();
             Response::json(200, &serde_json::json!({ "payload": "x".repeat(4096) }))
