@@ -57,6 +57,8 @@ mod status;
 mod wait_group;
 
 #[cfg(test)]
+mod abuse_tests;
+#[cfg(test)]
 mod tests;
 
 pub use http::{reason_phrase, HttpError, Limits, Method, Request, Response};

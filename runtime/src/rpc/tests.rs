@@ -13,12 +13,12 @@ use parking_lot::Mutex;
 use super::*;
 use crate::sync_point::SyncPoint;
 
-fn loopback() -> SocketAddr {
+pub(super) fn loopback() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 0))
 }
 
 /// Waits (bounded) until `condition` holds.
-fn wait_for(what: &str, timeout: Duration, condition: impl Fn() -> bool) {
+pub(super) fn wait_for(what: &str, timeout: Duration, condition: impl Fn() -> bool) {
     let deadline = Instant::now() + timeout;
     while !condition() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
@@ -28,40 +28,40 @@ fn wait_for(what: &str, timeout: Duration, condition: impl Fn() -> bool) {
 
 /// A parsed HTTP response as a client sees it.
 #[derive(Debug)]
-struct Reply {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
+pub(super) struct Reply {
+    pub(super) status: u16,
+    pub(super) headers: Vec<(String, String)>,
+    pub(super) body: Vec<u8>,
 }
 
 impl Reply {
-    fn header(&self, name: &str) -> Option<&str> {
+    pub(super) fn header(&self, name: &str) -> Option<&str> {
         self.headers.iter().find(|(key, _)| key.eq_ignore_ascii_case(name)).map(|(_, value)| value.as_str())
     }
 
-    fn json(&self) -> serde_json::Value {
+    pub(super) fn json(&self) -> serde_json::Value {
         serde_json::from_slice(&self.body).expect("a JSON body")
     }
 }
 
 /// A minimal keep-alive HTTP/1.1 client over a std socket, so tests control every byte.
-struct Client {
-    stream: TcpStream,
-    buffer: Vec<u8>,
+pub(super) struct Client {
+    pub(super) stream: TcpStream,
+    pub(super) buffer: Vec<u8>,
 }
 
 impl Client {
-    fn connect(address: SocketAddr) -> Client {
+    pub(super) fn connect(address: SocketAddr) -> Client {
         let stream = TcpStream::connect(address).expect("connect");
         stream.set_read_timeout(Some(Duration::from_secs(60))).expect("timeout");
         Client { stream, buffer: Vec::new() }
     }
 
-    fn send_raw(&mut self, bytes: &[u8]) {
+    pub(super) fn send_raw(&mut self, bytes: &[u8]) {
         self.stream.write_all(bytes).expect("send");
     }
 
-    fn request(&mut self, method: &str, path: &str, body: Option<&str>) -> std::io::Result<Reply> {
+    pub(super) fn request(&mut self, method: &str, path: &str, body: Option<&str>) -> std::io::Result<Reply> {
         let body = body.unwrap_or("");
         let raw = format!(
             "{method} {path} HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
@@ -71,7 +71,7 @@ impl Client {
         self.read_reply()
     }
 
-    fn read_reply(&mut self) -> std::io::Result<Reply> {
+    pub(super) fn read_reply(&mut self) -> std::io::Result<Reply> {
         loop {
             let mut headers = [httparse::EMPTY_HEADER; 32];
             let mut response = httparse::Response::new(&mut headers);
@@ -107,13 +107,13 @@ impl Client {
     }
 
     /// True when the server closed the connection (EOF) without sending anything more.
-    fn is_closed_by_server(&mut self) -> bool {
+    pub(super) fn is_closed_by_server(&mut self) -> bool {
         let mut byte = [0u8; 1];
         matches!(self.stream.read(&mut byte), Ok(0) | Err(_))
     }
 }
 
-fn echo_config(name: &str) -> ServerConfig {
+pub(super) fn echo_config(name: &str) -> ServerConfig {
     ServerConfig::new(name, loopback())
         .route(Method::Post, "/echo", |request| match request.json::<serde_json::Value>() {
             Ok(value) => Response::json(200, &value),
