@@ -1,5 +1,6 @@
-//! `Server`: one HTTP/JSON RPC server with fbthrift's lifecycle. `ServerConfig` says what it
-//! serves and how it stops; the stages (`setup`, `serve`, `stop_listening`,
+//! `Server`: one HTTP/JSON RPC server with fbthrift's lifecycle, on one or several listening
+//! addresses. `ServerConfig` says what it serves, where, within which limits, and how it
+//! stops; the stages (`setup`, `serve`, `stop_listening`,
 //! `stop_accepting_and_join_outstanding_requests`, `stop_cpu_workers`, `stop_workers`,
 //! `cleanup`, `shutdown`) are the module's `# Start-up` and `# Shutdown` sections in code.
 
@@ -489,7 +490,8 @@ impl Server {
         self.inner.status.load()
     }
 
-    /// The bound address (with the real port when the config asked for port 0), once set up.
+    /// The primary bound address (with the real port when the config asked for port 0), once
+    /// set up.
     pub fn local_addr(&self) -> Option<SocketAddr> {
         self.inner.local_addr()
     }
