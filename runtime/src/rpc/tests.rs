@@ -354,8 +354,17 @@ fn the_deadline_logs_the_requests_it_cuts() {
         let log = log.clone();
         tracing_subscriber::fmt().with_ansi(false).with_writer(move || log.clone()).finish()
     };
-    // No serving thread: cleanup runs the whole tear-down here, where the subscriber is.
-    tracing::subscriber::with_default(subscriber, || server.cleanup());
+    // No serving thread: cleanup runs the whole tear-down here, where the subscriber is. With
+    // one registered dispatcher, tracing-core computes the interest of a log call site seen
+    // for the first time from the default of the thread that sees it: a call site that another
+    // test's server reaches first, on a thread without a subscriber, would be cached "never"
+    // and its events lost here too (seen when many servers of this binary stop at once). A
+    // second dispatcher makes it ask every registered one, and its registration rebuilds the
+    // interest of the call sites already seen.
+    tracing::subscriber::with_default(subscriber, || {
+        let _second = tracing::Dispatch::new(tracing::subscriber::NoSubscriber::default());
+        server.cleanup()
+    });
     assert_eq!(server.status(), ServerStatus::NotRunning);
     assert!(client.join().expect("client").is_err());
     let text = String::from_utf8_lossy(&log.0.lock()).to_string();
