@@ -1,6 +1,7 @@
-//! The IO side of a server: the accept coroutine and one `may` coroutine per connection that
-//! reads requests, runs their handlers (on itself or on the worker pool) and writes responses,
-//! honouring keep-alive, the limits, and the drain (`Connection: close`, 503 to late requests).
+//! The IO side of a server: one accept coroutine per listener, the connection limits applied at
+//! the accept, and one `may` coroutine per admitted connection that reads requests, runs their
+//! handlers (on itself or on the worker pool) and writes responses, honouring keep-alive, the
+//! size limits, and the drain (`Connection: close`, 503 to late requests).
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr};
@@ -12,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
+use super::admission::{Refusal, Slot};
 use super::http::{self, HttpError, Limits, Method, Parsed, Request, Response};
 use super::router::{Lookup, Placement, Router};
 use super::server::{mark_connection_coroutine, Cycle, Inner, ServerHandle};
@@ -23,7 +25,7 @@ use crate::context::panic_message;
 // timer that expires while a read completes borrows the socket's timer cell on two threads at
 // once ("RefCell already borrowed" in `EventData::fast_schedule`, then memory corruption), which
 // aborted daemons under steady HTTP polling. The workspace builds `may` without its
-// `io_timeout` feature, and the idle, request, write and linger deadlines are enforced by the
+// `io_timeout` feature, and the idle, header, request, write and linger deadlines are enforced by the
 // cycle's deadline sweeper (`deadlines.rs`), which shuts a late connection's socket down so
 // its blocked read or write returns at once, the same way the drain wakes idle connections.
 /// Bytes read per `read` call.
@@ -38,10 +40,13 @@ pub(crate) struct Shared {
     router: Router,
     limits: Limits,
     idle_timeout: Duration,
+    header_timeout: Duration,
     request_timeout: Duration,
     write_timeout: Duration,
     linger: Duration,
     handle: ServerHandle,
+    /// The whole answer to a connection past a connection limit, encoded once.
+    refusal: Vec<u8>,
 }
 
 impl Shared {
@@ -51,7 +56,7 @@ impl Shared {
 
     /// The shortest of the deadlines the sweeper enforces, which sets its period.
     pub(crate) fn shortest_deadline(&self) -> Duration {
-        self.idle_timeout.min(self.request_timeout).min(self.write_timeout).min(self.linger)
+        self.idle_timeout.min(self.header_timeout).min(self.request_timeout).min(self.write_timeout).min(self.linger)
     }
 
     pub(crate) fn new(inner: &Arc<Inner>) -> Arc<Shared> {
@@ -62,10 +67,12 @@ impl Shared {
             router: config.router.clone(),
             limits: config.limits,
             idle_timeout: config.idle_timeout,
+            header_timeout: config.header_timeout,
             request_timeout: config.request_timeout,
             write_timeout: config.write_timeout,
             linger: config.linger,
             handle: inner.handle(),
+            refusal: Response::error(503, "too many connections").encode(false, false),
         })
     }
 }
@@ -73,10 +80,17 @@ impl Shared {
 /// What a connection is doing, for the deadline sweeper and the drain deadline's log.
 #[derive(Debug, Clone)]
 enum Activity {
-    /// Waiting for the next request (idle timeout).
+    /// Accepted, nothing received yet: the first request's line and headers must arrive within
+    /// the header timeout of the accept (or the idle timeout, when shorter).
+    Accepted { since: Instant },
+    /// Waiting for the next request after a response (idle timeout).
     Idle { since: Instant },
-    /// A request has begun to arrive (request timeout).
-    Reading { since: Instant },
+    /// A request's line and headers are arriving: header timeout counted from `head_since`
+    /// (the first byte, or the accept for a connection's first request), request timeout from
+    /// `since` (the first byte).
+    ReadingHead { head_since: Instant, since: Instant },
+    /// The headers are complete, the body is arriving (request timeout).
+    ReadingBody { since: Instant },
     /// Its handler runs; only the drain deadline limits it.
     Handling { method: Method, path: String, since: Instant },
     /// Writing a response (write timeout).
@@ -89,6 +103,7 @@ enum Activity {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Missed {
     Idle,
+    Header,
     Request,
     Write,
     Linger,
@@ -99,12 +114,12 @@ pub(crate) struct ConnectionShared {
     id: u64,
     fd: RawFd,
     peer_addr: SocketAddr,
+    accepted_at: Instant,
     activity: Mutex<Activity>,
     cut: AtomicBool,
-    /// Set by the sweeper when the request took longer than the request timeout: the read that
-    /// then returns end-of-file answers 408 instead of treating the request as truncated.
-    request_timed_out: AtomicBool,
-    /// The deadline the sweeper already enforced, so it shuts the socket down once.
+    /// The deadline the sweeper already enforced, so it shuts the socket down once. A header
+    /// or request deadline found here makes the read that then returns end-of-file answer 408
+    /// instead of treating the request as truncated.
     missed: Mutex<Option<Missed>>,
 }
 
@@ -119,7 +134,7 @@ impl ConnectionShared {
     /// writing is left to finish; it sees the drain flag before it reads again.
     pub(crate) fn wake_if_idle(&self) {
         let activity = self.activity.lock();
-        if matches!(*activity, Activity::Idle { .. }) {
+        if matches!(*activity, Activity::Idle { .. } | Activity::Accepted { .. }) {
             // SAFETY of the fd: called with the registry locked, as `cut`; shutdown does not close it.
             unsafe { libc::shutdown(self.fd, libc::SHUT_RD) };
         }
@@ -141,15 +156,17 @@ impl ConnectionShared {
                 why,
                 "request still running; its connection is cut"
             ),
-            Activity::Reading { since } | Activity::Writing { since } => tracing::warn!(
-                server,
-                connection = self.id,
-                peer = %self.peer_addr,
-                age_ms = since.elapsed().as_millis() as u64,
-                why,
-                "connection busy reading or writing; cut"
-            ),
-            Activity::Idle { .. } | Activity::Lingering { .. } => {
+            Activity::ReadingHead { since, .. } | Activity::ReadingBody { since } | Activity::Writing { since } => {
+                tracing::warn!(
+                    server,
+                    connection = self.id,
+                    peer = %self.peer_addr,
+                    age_ms = since.elapsed().as_millis() as u64,
+                    why,
+                    "connection busy reading or writing; cut"
+                )
+            }
+            Activity::Accepted { .. } | Activity::Idle { .. } | Activity::Lingering { .. } => {
                 tracing::debug!(server, connection = self.id, why, "idle connection cut")
             }
         }
@@ -161,19 +178,28 @@ impl ConnectionShared {
     pub(crate) fn missed_deadline(&self, now: Instant, shared: &Shared) -> Option<Missed> {
         let late = |since: Instant, timeout: Duration| now.saturating_duration_since(since) >= timeout;
         match *self.activity.lock() {
+            // Silent since its accept: as late as an idle connection, or as a slow first request.
+            Activity::Accepted { since } if late(since, shared.header_timeout.min(shared.idle_timeout)) => {
+                Some(Missed::Header)
+            }
             Activity::Idle { since } if late(since, shared.idle_timeout) => Some(Missed::Idle),
-            Activity::Reading { since } if late(since, shared.request_timeout) => Some(Missed::Request),
+            Activity::ReadingHead { head_since, .. } if late(head_since, shared.header_timeout) => Some(Missed::Header),
+            Activity::ReadingHead { since, .. } | Activity::ReadingBody { since }
+                if late(since, shared.request_timeout) =>
+            {
+                Some(Missed::Request)
+            }
             Activity::Writing { since } if late(since, shared.write_timeout) => Some(Missed::Write),
             Activity::Lingering { until } if now >= until => Some(Missed::Linger),
             _ => None,
         }
     }
 
-    /// Ends the wait of a connection that missed a deadline, once: idle, request and linger
-    /// deadlines shut the read side down (its read returns end-of-file; a late request is
-    /// answered 408 on the still open write side), a write deadline shuts both sides down (the
-    /// write fails and the connection closes). Called by the sweeper with the registry locked,
-    /// so the fd is still this connection's.
+    /// Ends the wait of a connection that missed a deadline, once: idle, header, request and
+    /// linger deadlines shut the read side down (its read returns end-of-file; a late request
+    /// is answered 408 on the still open write side), a write deadline shuts both sides down
+    /// (the write fails and the connection closes). Called by the sweeper with the registry
+    /// locked, so the fd is still this connection's.
     pub(crate) fn enforce(&self, missed: Missed, server: &str) {
         {
             let mut already = self.missed.lock();
@@ -184,8 +210,11 @@ impl ConnectionShared {
         }
         let how = match missed {
             Missed::Idle | Missed::Linger => libc::SHUT_RD,
+            Missed::Header => {
+                tracing::debug!(server, connection = self.id, peer = %self.peer_addr, "header timeout");
+                libc::SHUT_RD
+            }
             Missed::Request => {
-                self.request_timed_out.store(true, Ordering::Release);
                 tracing::debug!(server, connection = self.id, peer = %self.peer_addr, "request timeout");
                 libc::SHUT_RD
             }
@@ -199,39 +228,45 @@ impl ConnectionShared {
     }
 }
 
-/// Accepts until the cycle is paused, then takes what the kernel still had queued and exits
-/// (dropping its reference to the listener).
-pub(crate) fn accept_loop(listener: Arc<may::net::TcpListener>, cycle: Arc<Cycle>, shared: Arc<Shared>) {
-    struct ExitSignal<'a>(&'a Cycle);
+/// Accepts on the cycle's listener `index` until the cycle is paused, then takes what the kernel
+/// still had queued and exits (dropping its reference to the listening socket).
+pub(crate) fn accept_loop(listener: Arc<may::net::TcpListener>, cycle: Arc<Cycle>, index: usize) {
+    struct ExitSignal<'a>(&'a Cycle, usize);
     impl Drop for ExitSignal<'_> {
         fn drop(&mut self) {
-            self.0.accept_exited_done();
+            self.0.accept_exited_done(self.1);
         }
     }
-    let _exit = ExitSignal(&cycle);
+    let _exit = ExitSignal(&cycle, index);
     loop {
         let accepted = listener.accept();
         if cycle.paused.load(Ordering::Acquire) {
             if let Ok((stream, peer_addr)) = accepted {
-                spawn_connection(&cycle, &shared, stream, peer_addr);
+                spawn_connection(&cycle, stream, peer_addr);
             }
             // Connections the kernel completed before the pause are served, not reset.
-            while let Ok((stream, peer_addr)) = listener.inner().accept() {
-                // A fresh fd we own; may's stream sets it non-blocking and registers it.
-                let stream = unsafe { may::net::TcpStream::from_raw_fd(stream.into_raw_fd()) };
-                spawn_connection(&cycle, &shared, stream, peer_addr);
-            }
+            take_queued(&listener, &cycle);
             return;
         }
         match accepted {
-            Ok((stream, peer_addr)) => spawn_connection(&cycle, &shared, stream, peer_addr),
+            Ok((stream, peer_addr)) => spawn_connection(&cycle, stream, peer_addr),
             Err(error) => {
-                tracing::warn!(server = %shared.name, %error, "accept failed");
+                tracing::warn!(server = %cycle.shared.name, %error, "accept failed");
                 // Out of descriptors or memory: back off instead of spinning.
                 may::coroutine::sleep(Duration::from_millis(50));
             }
         }
         reap_finished(&cycle);
+    }
+}
+
+/// Serves the connections the kernel has completed on `listener` and nobody accepted yet,
+/// without waiting for more (the listening socket is non-blocking).
+pub(crate) fn take_queued(listener: &may::net::TcpListener, cycle: &Arc<Cycle>) {
+    while let Ok((stream, peer_addr)) = listener.inner().accept() {
+        // A fresh fd we own; may's stream sets it non-blocking and registers it.
+        let stream = unsafe { may::net::TcpStream::from_raw_fd(stream.into_raw_fd()) };
+        spawn_connection(cycle, stream, peer_addr);
     }
 }
 
@@ -258,28 +293,33 @@ fn reap_finished(cycle: &Cycle) {
     cycle.finished_connections.lock().extend(not_yet);
 }
 
-fn spawn_connection(cycle: &Arc<Cycle>, shared: &Arc<Shared>, stream: may::net::TcpStream, peer_addr: SocketAddr) {
+fn spawn_connection(cycle: &Arc<Cycle>, stream: may::net::TcpStream, peer_addr: SocketAddr) {
+    let shared = &cycle.shared;
+    let slot = match cycle.admission.admit(peer_addr.ip()) {
+        Ok(slot) => slot,
+        Err(refusal) => return refuse(stream, peer_addr, refusal, cycle),
+    };
     let id = cycle.next_connection_id.fetch_add(1, Ordering::Relaxed);
+    let accepted_at = Instant::now();
     let connection = Arc::new(ConnectionShared {
         id,
         fd: stream.as_raw_fd(),
         peer_addr,
-        activity: Mutex::new(Activity::Idle { since: Instant::now() }),
+        accepted_at,
+        activity: Mutex::new(Activity::Accepted { since: accepted_at }),
         cut: AtomicBool::new(false),
-        request_timed_out: AtomicBool::new(false),
         missed: Mutex::new(None),
     });
     cycle.connections.lock().insert(id, connection.clone());
     cycle.live_connections.add();
     let builder = may::coroutine::Builder::new();
     let coroutine_cycle = cycle.clone();
-    let coroutine_shared = shared.clone();
     // SAFETY (may's spawn contract): handlers run on this stack (IO_STACK_SIZE, set once per
     // process by configure_io_pool) and the code keeps no thread-local across a park.
     let spawned = unsafe {
         builder.spawn(move || {
             let cycle = coroutine_cycle;
-            run_connection(stream, &connection, &cycle, &coroutine_shared);
+            run_connection(stream, &connection, &cycle, slot);
         })
     };
     match spawned {
@@ -288,11 +328,35 @@ fn spawn_connection(cycle: &Arc<Cycle>, shared: &Arc<Shared>, stream: may::net::
         }
         Err(error) => {
             tracing::error!(server = %shared.name, %error, "cannot start a connection coroutine; connection dropped");
-            // The closure (and the stream in it) is gone; forget the connection.
+            // The closure (and the stream and slot in it) is gone; forget the connection.
             cycle.connections.lock().remove(&id);
             cycle.live_connections.done();
         }
     }
+}
+
+/// Answers a connection past a limit with 503 `too many connections` and closes it, unread.
+///
+/// One `send` with `MSG_DONTWAIT` on the accept coroutine, then the close: the socket is fresh,
+/// so its send buffer is empty and ~150 bytes go whole or not at all, and nothing here can park
+/// the accept loop, whatever the peer does. No coroutine, no registry entry and no deadline are
+/// spent on it, so a flood past the limit costs an accept, a send and a close per connection.
+/// Nothing of the request is read: a client that had already sent one may see the close as a
+/// reset (the kernel resets a socket closed with unread bytes) instead of the 503.
+fn refuse(stream: may::net::TcpStream, peer_addr: SocketAddr, refusal: Refusal, cycle: &Cycle) {
+    let bytes = &cycle.shared.refusal;
+    // SAFETY: the fd is the stream's, open until the stream drops below; the buffer is valid.
+    let sent = unsafe {
+        libc::send(stream.as_raw_fd(), bytes.as_ptr().cast(), bytes.len(), libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
+    };
+    let n_refused = cycle.admission.n_refused();
+    // Logged at the 1st, 2nd, 4th, 8th… refusal of a cycle, so a flood cannot flood the log.
+    if n_refused.is_power_of_two() {
+        tracing::warn!(server = %cycle.shared.name, peer = %peer_addr, limit = refusal.as_str(), n_refused, answered = sent > 0, "connection refused: too many connections");
+    } else {
+        tracing::debug!(server = %cycle.shared.name, peer = %peer_addr, limit = refusal.as_str(), answered = sent > 0, "connection refused: too many connections");
+    }
+    drop(stream);
 }
 
 /// Leaves the registry (before the stream closes: see `ConnectionShared::cut`) and the count.
@@ -309,16 +373,14 @@ impl Drop for Deregister<'_> {
     }
 }
 
-fn run_connection(
-    stream: may::net::TcpStream,
-    connection: &Arc<ConnectionShared>,
-    cycle: &Arc<Cycle>,
-    shared: &Shared,
-) {
-    mark_connection_coroutine(shared.server_id);
-    // Also runs if a handler's panic escaped: the count must drop whatever happens.
+fn run_connection(stream: may::net::TcpStream, connection: &Arc<ConnectionShared>, cycle: &Arc<Cycle>, slot: Slot) {
+    mark_connection_coroutine(cycle.shared.server_id);
+    // Both also run if a handler's panic escaped: the counts must drop whatever happens. The
+    // slot goes last, after the socket is closed, so a new connection from the same client
+    // is never admitted while this one still holds its descriptor.
+    let _slot = slot;
     let deregister = Deregister { cycle, id: connection.id };
-    let stream = serve(stream, connection, cycle, shared);
+    let stream = serve(stream, connection, cycle, &cycle.shared);
     // Leave the registry first, then close the socket (see `ConnectionShared::cut`).
     drop(deregister);
     drop(stream);
@@ -339,8 +401,11 @@ fn serve(
 ) -> may::net::TcpStream {
     let _ = stream.set_nodelay(true);
     let mut buffer: Vec<u8> = Vec::with_capacity(READ_CHUNK);
+    // The first request's header deadline counts from the accept, the next ones' from their
+    // first byte (between requests the idle timeout holds).
+    let mut head_since = Some(connection.accepted_at);
     loop {
-        let request = match read_request(&mut stream, &mut buffer, connection, cycle, shared) {
+        let request = match read_request(&mut stream, &mut buffer, head_since.take(), connection, cycle, shared) {
             ReadOutcome::Request(request) => request,
             ReadOutcome::Closed => return stream,
             ReadOutcome::Invalid(error) => {
@@ -393,18 +458,27 @@ enum ReadOutcome {
     Invalid(HttpError),
 }
 
+/// Reads one request. `first_head_since`, for a connection's first request, is when its header
+/// deadline began (the accept); for the next ones it begins with their first byte.
 fn read_request(
     stream: &mut may::net::TcpStream,
     buffer: &mut Vec<u8>,
+    first_head_since: Option<Instant>,
     connection: &ConnectionShared,
     cycle: &Cycle,
     shared: &Shared,
 ) -> ReadOutcome {
-    // A request has begun once any byte of it is here (a pipelined one may already be).
-    let mut request_started = !buffer.is_empty();
-    if request_started {
-        connection.set(Activity::Reading { since: Instant::now() });
+    // When the request's first byte came (a pipelined one may already be here).
+    let mut request_since: Option<Instant> = None;
+    let begin = |request_since: &mut Option<Instant>| {
+        let now = Instant::now();
+        *request_since = Some(now);
+        connection.set(Activity::ReadingHead { head_since: first_head_since.unwrap_or(now), since: now });
+    };
+    if !buffer.is_empty() {
+        begin(&mut request_since);
     }
+    let mut head_complete = false;
     let mut sent_continue = false;
     loop {
         if !buffer.is_empty() {
@@ -414,7 +488,13 @@ fn read_request(
                     request.server = Some(shared.handle.clone());
                     return ReadOutcome::Request(request);
                 }
-                Ok(Parsed::Partial { expects_continue }) => {
+                Ok(Parsed::Partial { head_complete: complete, expects_continue }) => {
+                    if complete && !head_complete {
+                        // The header deadline is met; the body has the request timeout only.
+                        head_complete = true;
+                        let since = request_since.unwrap_or_else(Instant::now);
+                        connection.set(Activity::ReadingBody { since });
+                    }
                     if expects_continue && !sent_continue && !cycle.draining.load(Ordering::Acquire) {
                         sent_continue = true;
                         if stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").is_err() {
@@ -428,9 +508,9 @@ fn read_request(
         if connection.cut.load(Ordering::Acquire) {
             return ReadOutcome::Closed;
         }
-        // Between requests, a drain closes the connection (its `Idle` was set before this
-        // load, so a drain that missed it in `wake_if_idle` is seen here).
-        if !request_started && buffer.is_empty() && cycle.draining.load(Ordering::Acquire) {
+        // Between requests, a drain closes the connection (its `Idle` or `Accepted` was set
+        // before this load, so a drain that missed it in `wake_if_idle` is seen here).
+        if request_since.is_none() && buffer.is_empty() && cycle.draining.load(Ordering::Acquire) {
             return ReadOutcome::Closed;
         }
         let start = buffer.len();
@@ -439,8 +519,14 @@ fn read_request(
         match read {
             Ok(0) => {
                 buffer.truncate(start);
-                if connection.request_timed_out.load(Ordering::Acquire) {
-                    return ReadOutcome::Invalid(HttpError::Timeout);
+                let missed = *connection.missed.lock();
+                match missed {
+                    Some(Missed::Request) => return ReadOutcome::Invalid(HttpError::Timeout),
+                    // A connection that sent nothing at all is closed without an answer.
+                    Some(Missed::Header) if !buffer.is_empty() => {
+                        return ReadOutcome::Invalid(HttpError::HeaderTimeout)
+                    }
+                    _ => {}
                 }
                 if buffer.is_empty() {
                     return ReadOutcome::Closed;
@@ -450,9 +536,8 @@ fn read_request(
             }
             Ok(n) => {
                 buffer.truncate(start + n);
-                if !request_started {
-                    request_started = true;
-                    connection.set(Activity::Reading { since: Instant::now() });
+                if request_since.is_none() {
+                    begin(&mut request_since);
                 }
             }
             Err(error) if error.kind() == ErrorKind::Interrupted => buffer.truncate(start),

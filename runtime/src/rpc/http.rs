@@ -284,6 +284,8 @@ pub enum HttpError {
     TruncatedHeaders,
     #[error("the request was not complete within the request timeout")]
     Timeout,
+    #[error("the request line and headers were not complete within the header timeout")]
+    HeaderTimeout,
     #[error("unsupported HTTP method {0:?}")]
     UnknownMethod(String),
     #[error("chunked request bodies are not supported; send Content-Length")]
@@ -299,7 +301,7 @@ impl HttpError {
             HttpError::Malformed(_) | HttpError::TruncatedBody { .. } | HttpError::TruncatedHeaders => 400,
             HttpError::HeadersTooLarge { .. } | HttpError::TooManyHeaders { .. } => 431,
             HttpError::BodyTooLarge { .. } => 413,
-            HttpError::Timeout => 408,
+            HttpError::Timeout | HttpError::HeaderTimeout => 408,
             HttpError::UnknownMethod(_) | HttpError::ChunkedBody => 501,
             HttpError::Version(_) => 400,
         }
@@ -313,9 +315,10 @@ impl HttpError {
 /// What `parse` found at the start of a connection's buffer.
 #[derive(Debug)]
 pub(crate) enum Parsed {
-    /// More bytes are needed. `expects_continue` is set when the headers are complete and the
-    /// client waits for `100 Continue` before sending its body.
-    Partial { expects_continue: bool },
+    /// More bytes are needed. `head_complete` is set once the request line and headers are all
+    /// here (only the body is missing); `expects_continue` when, moreover, nothing of the body
+    /// is here and the client waits for `100 Continue` before sending it.
+    Partial { head_complete: bool, expects_continue: bool },
     /// A whole request, which used the first `consumed` bytes of the buffer.
     Complete { request: Box<Request>, consumed: usize },
 }
@@ -330,7 +333,7 @@ pub(crate) fn parse(buffer: &[u8], limits: &Limits, peer_addr: SocketAddr) -> Re
             if buffer.len() > limits.max_header_bytes {
                 return Err(HttpError::HeadersTooLarge { limit: limits.max_header_bytes });
             }
-            return Ok(Parsed::Partial { expects_continue: false });
+            return Ok(Parsed::Partial { head_complete: false, expects_continue: false });
         }
         Err(httparse::Error::TooManyHeaders) => return Err(HttpError::TooManyHeaders { limit: limits.max_headers }),
         Err(error) => return Err(HttpError::Malformed(error.to_string())),
@@ -351,22 +354,25 @@ pub(crate) fn parse(buffer: &[u8], limits: &Limits, peer_addr: SocketAddr) -> Re
         None => (target.to_string(), None),
     };
     let mut headers = Vec::with_capacity(parsed.headers.len());
-    let mut content_length: Option<usize> = None;
+    let mut declared_length: Option<usize> = None;
     let mut connection_close = false;
     let mut connection_keep_alive = false;
     let mut expects_continue = false;
     for header in parsed.headers.iter() {
+        if header.name.eq_ignore_ascii_case("content-length") {
+            let length = content_length(header.value)?;
+            if declared_length.is_some_and(|previous| previous != length) {
+                return Err(HttpError::Malformed("conflicting Content-Length headers".to_string()));
+            }
+            declared_length = Some(length);
+            // All ASCII digits, so the lossy conversion loses nothing.
+            headers.push((header.name.to_string(), String::from_utf8_lossy(header.value).into_owned()));
+            continue;
+        }
         let value = std::str::from_utf8(header.value)
             .map_err(|_| HttpError::Malformed(format!("header {} is not UTF-8", header.name)))?
             .trim();
-        if header.name.eq_ignore_ascii_case("content-length") {
-            let length: usize =
-                value.parse().map_err(|_| HttpError::Malformed(format!("bad Content-Length {value:?}")))?;
-            if content_length.is_some_and(|previous| previous != length) {
-                return Err(HttpError::Malformed("conflicting Content-Length headers".to_string()));
-            }
-            content_length = Some(length);
-        } else if header.name.eq_ignore_ascii_case("transfer-encoding") {
+        if header.name.eq_ignore_ascii_case("transfer-encoding") {
             return Err(HttpError::ChunkedBody);
         } else if header.name.eq_ignore_ascii_case("connection") {
             for token in value.split(',') {
@@ -379,13 +385,16 @@ pub(crate) fn parse(buffer: &[u8], limits: &Limits, peer_addr: SocketAddr) -> Re
         }
         headers.push((header.name.to_string(), value.to_string()));
     }
-    let body_len = content_length.unwrap_or(0);
+    let body_len = declared_length.unwrap_or(0);
     if body_len > limits.max_body_bytes {
         return Err(HttpError::BodyTooLarge { length: body_len, limit: limits.max_body_bytes });
     }
     let total = header_len + body_len;
     if buffer.len() < total {
-        return Ok(Parsed::Partial { expects_continue: expects_continue && buffer.len() == header_len });
+        return Ok(Parsed::Partial {
+            head_complete: true,
+            expects_continue: expects_continue && buffer.len() == header_len,
+        });
     }
     let keep_alive = if version == 0 { connection_keep_alive } else { !connection_close };
     Ok(Parsed::Complete {
@@ -415,11 +424,27 @@ pub(crate) fn truncation_error(buffer: &[u8], limits: &Limits) -> HttpError {
                 .headers
                 .iter()
                 .find(|header| header.name.eq_ignore_ascii_case("content-length"))
-                .and_then(|header| std::str::from_utf8(header.value).ok())
-                .and_then(|value| value.trim().parse().ok())
+                .and_then(|header| content_length(header.value).ok())
                 .unwrap_or(0);
             HttpError::TruncatedBody { received: buffer.len().saturating_sub(header_len), expected }
         }
         _ => HttpError::TruncatedHeaders,
     }
+}
+
+/// A `Content-Length` value as RFC 9110 §8.6 writes it, `1*DIGIT`, and nothing else: no sign,
+/// no inner or non-ASCII space, no list, no hex, no empty value, no overflow. Rust's
+/// `usize::from_str` takes `+5`, and `str::trim` took away Unicode spaces, so that two parsers
+/// on a request's way could disagree on where its body ends (request smuggling). The optional
+/// spaces and tabs around a field value are not part of it (RFC 9110 §5.5): `httparse` has
+/// already removed them.
+pub(crate) fn content_length(value: &[u8]) -> Result<usize, HttpError> {
+    let malformed = || HttpError::Malformed(format!("bad Content-Length {:?}", String::from_utf8_lossy(value)));
+    if value.is_empty() || !value.iter().all(u8::is_ascii_digit) {
+        return Err(malformed());
+    }
+    value
+        .iter()
+        .try_fold(0usize, |length, digit| length.checked_mul(10)?.checked_add(usize::from(digit - b'0')))
+        .ok_or_else(malformed)
 }

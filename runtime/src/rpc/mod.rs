@@ -7,8 +7,27 @@
 //! keep-alive, `Content-Length` bodies, `Expect: 100-continue`, size limits (431/413), and
 //! `{"error": ...}` JSON answers for every error of the framework (400, 404, 405, 408, 503).
 //!
+//! # Hostile callers
+//! A server survives callers that hold connections open or send slowly, without a thread or a
+//! `may` IO timeout per connection:
+//! - **connection limits** (`max_connections`, all listeners together, 1024 by default;
+//!   `max_connections_per_client`, per peer IP address, 64): a connection past either is sent
+//!   503 `{"error": "too many connections"}` with `Connection: close` by one non-blocking send
+//!   from the accept coroutine and closed unread. Every admitted connection holds a slot whose
+//!   drop gives its place back, however the connection ends.
+//! - **deadlines**, enforced by the cycle's sweeper thread (`deadlines.rs`): a connection's first
+//!   request line and headers must arrive within `header_timeout` (10 s) of its accept, a later
+//!   request's within `header_timeout` of its first byte (a trickle of bytes does not extend
+//!   it: slow loris), the whole request within `request_timeout` (30 s) of its first byte;
+//!   past them it is answered 408 and closed (a connection that sent nothing is closed without
+//!   an answer). Between requests `idle_timeout` (60 s) holds; writes have `write_timeout`.
+//! - **strict framing**: `Content-Length` is `1*DIGIT` and nothing else, chunked bodies are
+//!   refused (501), sizes are limited (`Limits`).
+//!
 //! # Start-up
-//! `setup()` binds (port 0 gives an ephemeral port, see `local_addr()`), then walks
+//! `setup()` binds the primary address and every `also_listen` address (port 0 gives an
+//! ephemeral port, see `local_addr()` and `local_addrs()`; a failed bind fails `setup` with
+//! `RpcError::Bind` naming that address, and closes those already bound), then walks
 //! `NotRunning → PreStarting` (pre-start hook) `→ Starting → Running` (pre-serve hook), each
 //! step a compare-and-swap. `serve()` = `setup()` if needed, wait for `stop()`, `cleanup()`;
 //! `serve_in_background()` runs that wait on a `runtime::Thread` owned by the server.
@@ -20,9 +39,12 @@
 //! `cleanUp` and `~ThriftServer` do. Whatever the flags, each stage runs once, first calls in
 //! this order:
 //!
-//! 1. **stop listening** (`Running → PreStopping`): no new connection is accepted; those the
-//!    kernel had already queued are taken and served; the listening socket is closed, so new
-//!    connections are refused; established connections keep being served.
+//! 1. **stop listening** (`Running → PreStopping`): on every listener, no new connection is
+//!    accepted; those the kernel had already queued are taken and served; the listening socket
+//!    is closed, so new connections are refused; established connections keep being served.
+//!    Each accept coroutine is woken by a connection to its own address, except on a freebind
+//!    listener outside loopback (that address may be another host's by now): its socket is
+//!    shut down instead. The next `setup` binds every listener again.
 //! 2. **stop accepting and join outstanding requests** (`PreStopping → Stopping`, stop-requested
 //!    hook, `DrainingUntilStopped`, then `NotRunning`): every connection finishes the request it
 //!    is handling and gets its response with `Connection: close`; a request that arrives on a
@@ -46,6 +68,7 @@
 //! would wait for the handler itself): they request the stop and return, and the serving
 //! thread (or the owner's `shutdown()`/drop) completes it after the handler's response.
 
+mod admission;
 mod connection;
 mod deadlines;
 mod http;
@@ -56,12 +79,14 @@ mod status;
 mod wait_group;
 
 #[cfg(test)]
+mod abuse_tests;
+#[cfg(test)]
 mod tests;
 
 pub use http::{reason_phrase, HttpError, Limits, Method, Request, Response};
 pub use pool::WorkerPool;
 pub use router::{Guard, Handler, Placement, Router};
-pub use server::{Hooks, Server, ServerConfig, ServerHandle, Stage};
+pub use server::{Hooks, ListenAddress, Server, ServerConfig, ServerHandle, Stage};
 pub use status::ServerStatus;
 
 use std::sync::Once;

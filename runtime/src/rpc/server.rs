@@ -1,5 +1,6 @@
-//! `Server`: one HTTP/JSON RPC server with fbthrift's lifecycle. `ServerConfig` says what it
-//! serves and how it stops; the stages (`setup`, `serve`, `stop_listening`,
+//! `Server`: one HTTP/JSON RPC server with fbthrift's lifecycle, on one or several listening
+//! addresses. `ServerConfig` says what it serves, where, within which limits, and how it
+//! stops; the stages (`setup`, `serve`, `stop_listening`,
 //! `stop_accepting_and_join_outstanding_requests`, `stop_cpu_workers`, `stop_workers`,
 //! `cleanup`, `shutdown`) are the module's `# Start-up` and `# Shutdown` sections in code.
 
@@ -12,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
+use super::admission::Admission;
 use super::connection::{self, ConnectionShared};
 use super::deadlines::DeadlineSweeper;
 use super::http::{Limits, Method, Request, Response};
@@ -68,13 +70,26 @@ pub struct Hooks {
     pub on_stage: Option<StageHook>,
 }
 
+/// An address a server listens on besides its primary one (`ServerConfig::also_listen`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListenAddress {
+    /// Port 0 gives an ephemeral port of its own (see `Server::local_addrs`).
+    pub address: SocketAddr,
+    /// Set `IP_FREEBIND` (`IPV6_FREEBIND` for IPv6) before the bind, so that the listener can
+    /// exist before its address is on the host: a VIP that only the leader holds.
+    pub freebind: bool,
+}
+
 /// What a server serves and how it starts and stops.
 #[derive(Clone)]
 pub struct ServerConfig {
     /// For thread names and logs, e.g. `"dispatcher"`.
     pub name: String,
-    /// Where to listen; port 0 gives an ephemeral port.
+    /// Where to listen (the primary address, `local_addr`); port 0 gives an ephemeral port.
     pub address: SocketAddr,
+    /// More addresses served by the same router, connection limits and lifecycle, each with
+    /// its own listening socket and accept coroutine.
+    pub also_listen: Vec<ListenAddress>,
     pub router: Router,
     /// The CPU pool shared with other servers; `None` makes the server start its own at
     /// `setup` (one thread per CPU) and stop it in `stop_cpu_workers`.
@@ -88,9 +103,22 @@ pub struct ServerConfig {
     /// fbthrift's `joinRequestsWhenServerStops_`: with the flag above false, `cleanup` still
     /// drains; otherwise the drain waits for `shutdown`/drop.
     pub join_requests_when_server_stops: bool,
-    /// A keep-alive connection with no request for this long is closed.
+    /// Open connections of the server, all listeners together; a connection past it gets 503
+    /// `too many connections` and is closed at once, unread.
+    pub max_connections: usize,
+    /// Open connections from one client IP address; past it, as `max_connections`.
+    pub max_connections_per_client: usize,
+    /// A keep-alive connection with no request for this long after its last response is
+    /// closed, and so is one that has sent nothing since its accept (or sooner, at the header
+    /// timeout).
     pub idle_timeout: Duration,
-    /// A request must arrive whole within this time of its first byte (else 408).
+    /// A request's line and headers must arrive whole within this time of its first byte, and
+    /// a connection's first request within this time of its accept (else 408 and the
+    /// connection is closed): a client that trickles its headers cannot hold a connection for
+    /// longer (slow loris).
+    pub header_timeout: Duration,
+    /// A request must arrive whole, body included, within this time of its first byte (else
+    /// 408).
     pub request_timeout: Duration,
     /// A response write that makes no progress for this long closes the connection.
     pub write_timeout: Duration,
@@ -101,18 +129,23 @@ pub struct ServerConfig {
 }
 
 impl ServerConfig {
-    /// Defaults: fbthrift's flags (both true), a 30 s join deadline, 1 MiB bodies.
+    /// Defaults: fbthrift's flags (both true), a 30 s join deadline, 1 MiB bodies, 1024
+    /// connections of which 64 per client address, a 10 s header timeout.
     pub fn new(name: &str, address: SocketAddr) -> ServerConfig {
         ServerConfig {
             name: name.to_string(),
             address,
+            also_listen: Vec::new(),
             router: Router::new(),
             worker_pool: None,
             limits: Limits::default(),
             workers_join_timeout: Duration::from_secs(30),
             stop_workers_on_stop_listening: true,
             join_requests_when_server_stops: true,
+            max_connections: 1024,
+            max_connections_per_client: 64,
             idle_timeout: Duration::from_secs(60),
+            header_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(30),
             write_timeout: Duration::from_secs(30),
             linger: Duration::from_millis(200),
@@ -174,6 +207,29 @@ impl ServerConfig {
 
     pub fn join_requests_when_server_stops(mut self, value: bool) -> ServerConfig {
         self.join_requests_when_server_stops = value;
+        self
+    }
+
+    /// Listens on `address` too (the primary address stays the one given to `new`), with
+    /// `IP_FREEBIND` when `freebind`. A bind failure of any address fails `setup` with
+    /// `RpcError::Bind` naming it.
+    pub fn also_listen(mut self, address: SocketAddr, freebind: bool) -> ServerConfig {
+        self.also_listen.push(ListenAddress { address, freebind });
+        self
+    }
+
+    pub fn max_connections(mut self, n: usize) -> ServerConfig {
+        self.max_connections = n;
+        self
+    }
+
+    pub fn max_connections_per_client(mut self, n: usize) -> ServerConfig {
+        self.max_connections_per_client = n;
+        self
+    }
+
+    pub fn header_timeout(mut self, timeout: Duration) -> ServerConfig {
+        self.header_timeout = timeout;
         self
     }
 
@@ -240,17 +296,65 @@ impl Gate {
     }
 }
 
-/// Everything that lives from one `setup` to the next: the listener, the connections, the
+/// One listening socket of a cycle and its accept coroutine.
+struct Listener {
+    local_addr: SocketAddr,
+    freebind: bool,
+    /// Taken (and so closed, once the accept coroutine has let its clone go) when the cycle
+    /// stops listening.
+    socket: Mutex<Option<Arc<may::net::TcpListener>>>,
+    accept_exited: SyncPoint,
+    /// `None` before the accept coroutine starts and after it is joined.
+    accept_handle: Mutex<Option<may::coroutine::JoinHandle<()>>>,
+}
+
+impl Listener {
+    /// Binds `wanted`; the socket is closed again if anything later fails (it is dropped).
+    fn bind(wanted: ListenAddress) -> Result<Listener> {
+        let address = wanted.address;
+        // std's bind sets SO_REUSEADDR but not SO_REUSEPORT (which may's bind sets): a second
+        // daemon on the same port must fail, not share the port.
+        let std_listener =
+            bind_listener(address, wanted.freebind).map_err(|source| RpcError::Bind { address, source })?;
+        let local_addr = std_listener.local_addr().map_err(|source| RpcError::Bind { address, source })?;
+        let socket = {
+            use std::os::fd::{FromRawFd, IntoRawFd};
+            let fd = std_listener.into_raw_fd();
+            // The fd was just taken out of a live listener; may's listener now owns it.
+            Arc::new(unsafe { may::net::TcpListener::from_raw_fd(fd) })
+        };
+        Ok(Listener {
+            local_addr,
+            freebind: wanted.freebind,
+            socket: Mutex::new(Some(socket)),
+            accept_exited: SyncPoint::new(),
+            accept_handle: Mutex::new(None),
+        })
+    }
+
+    /// Whether a connection to our own address certainly stays on this host: not so for a
+    /// freebind address outside loopback, which another host may hold right now (the VIP after
+    /// a failover).
+    fn connectable(&self) -> bool {
+        let ip = self.local_addr.ip();
+        !self.freebind || ip.is_loopback() || ip.is_unspecified()
+    }
+}
+
+/// Everything that lives from one `setup` to the next: the listeners, the connections, the
 /// stages' once-flags.
 pub(crate) struct Cycle {
+    /// The primary listener's address (the first of `listeners`).
     pub(crate) local_addr: SocketAddr,
     pub(crate) pool: Arc<WorkerPool>,
     owns_pool: bool,
     stop_requested: SyncPoint,
-    listener: Mutex<Option<Arc<may::net::TcpListener>>>,
+    /// The primary address first, then `also_listen`'s, in order.
+    listeners: Vec<Listener>,
     pub(crate) paused: AtomicBool,
-    accept_exited: SyncPoint,
-    accept_handle: Mutex<Option<may::coroutine::JoinHandle<()>>>,
+    /// The connection limits; every open connection holds a slot of it.
+    pub(crate) admission: Arc<Admission>,
+    pub(crate) shared: Arc<connection::Shared>,
     /// Enforces the connections' deadlines until IO stops.
     deadline_sweeper: Mutex<Option<DeadlineSweeper>>,
     /// Open connections, for the drain and the deadline's log. A connection removes itself
@@ -270,8 +374,22 @@ pub(crate) struct Cycle {
 }
 
 impl Cycle {
-    pub(crate) fn accept_exited_done(&self) {
-        self.accept_exited.done();
+    pub(crate) fn accept_exited_done(&self, listener: usize) {
+        if let Some(listener) = self.listeners.get(listener) {
+            listener.accept_exited.done();
+        }
+    }
+
+    fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.listeners.iter().map(|listener| listener.local_addr).collect()
+    }
+
+    /// Closes every listening socket (those whose accept coroutine still runs close when it
+    /// lets its clone go).
+    fn close_listeners(&self) {
+        for listener in &self.listeners {
+            listener.socket.lock().take();
+        }
     }
 
     /// Wakes every connection that waits for its next request, so the drain need not wait.
@@ -381,14 +499,26 @@ impl Server {
         self.inner.status.load()
     }
 
-    /// The bound address (with the real port when the config asked for port 0), once set up.
+    /// The primary bound address (with the real port when the config asked for port 0), once
+    /// set up.
     pub fn local_addr(&self) -> Option<SocketAddr> {
         self.inner.local_addr()
+    }
+
+    /// Every bound address once set up: the primary one (`local_addr`) first, then those of
+    /// `ServerConfig::also_listen` in order.
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.inner.cycle().map_or_else(Vec::new, |cycle| cycle.local_addrs())
     }
 
     /// Open connections right now.
     pub fn n_connections(&self) -> usize {
         self.inner.cycle().map_or(0, |cycle| cycle.live_connections.count())
+    }
+
+    /// Connections refused (503 `too many connections`) since the last `setup`.
+    pub fn n_refused_connections(&self) -> u64 {
+        self.inner.cycle().map_or(0, |cycle| cycle.admission.n_refused())
     }
 
     /// Binds and starts accepting: `NotRunning → PreStarting → Starting → Running`, with the
@@ -590,9 +720,11 @@ impl Inner {
                 if let Some(hook) = &self.config.hooks.pre_serve {
                     hook(address);
                 }
+                let also_listening = cycle.local_addrs().split_off(1);
                 tracing::info!(
                     server = %self.name(),
                     %address,
+                    ?also_listening,
                     elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
                     "RPC server set up and serving"
                 );
@@ -608,32 +740,30 @@ impl Inner {
         }
     }
 
-    /// Binds, prepares the pool, and starts the accept coroutine.
+    /// Binds every address, prepares the pool, and starts one accept coroutine per listener.
     fn start_cycle(self: &Arc<Self>) -> Result<Arc<Cycle>> {
-        let address = self.config.address;
-        // std's bind sets SO_REUSEADDR but not SO_REUSEPORT (which may's bind sets): a second
-        // daemon on the same port must fail, not share the port.
-        let std_listener = bind_listener(address).map_err(|source| RpcError::Bind { address, source })?;
-        let local_addr = std_listener.local_addr().map_err(|source| RpcError::Bind { address, source })?;
-        let listener = {
-            use std::os::fd::{FromRawFd, IntoRawFd};
-            let fd = std_listener.into_raw_fd();
-            // The fd was just taken out of a live listener; may's listener now owns it.
-            Arc::new(unsafe { may::net::TcpListener::from_raw_fd(fd) })
-        };
+        let primary = ListenAddress { address: self.config.address, freebind: false };
+        // All are bound before anything starts; on a failure those already bound are dropped,
+        // which closes them.
+        let listeners = std::iter::once(primary)
+            .chain(self.config.also_listen.iter().copied())
+            .map(Listener::bind)
+            .collect::<Result<Vec<Listener>>>()?;
+        let local_addr = listeners[0].local_addr;
         let (pool, owns_pool) = match &self.config.worker_pool {
             Some(pool) => (pool.clone(), false),
             None => (WorkerPool::with_default_size(&format!("{}-cpu", self.name()))?, true),
         };
+        let shared = connection::Shared::new(self);
         let cycle = Arc::new(Cycle {
             local_addr,
             pool,
             owns_pool,
             stop_requested: SyncPoint::new(),
-            listener: Mutex::new(Some(listener.clone())),
+            listeners,
             paused: AtomicBool::new(false),
-            accept_exited: SyncPoint::new(),
-            accept_handle: Mutex::new(None),
+            admission: Admission::new(self.config.max_connections, self.config.max_connections_per_client),
+            shared: shared.clone(),
             deadline_sweeper: Mutex::new(None),
             connections: Mutex::new(HashMap::new()),
             live_connections: WaitGroup::new(),
@@ -655,34 +785,32 @@ impl Inner {
                 cycle.stop_requested.done();
             }
         }
-        let shared = connection::Shared::new(self);
-        match DeadlineSweeper::start(&cycle, shared.clone()) {
+        match DeadlineSweeper::start(&cycle, shared) {
             Ok(sweeper) => *cycle.deadline_sweeper.lock() = Some(sweeper),
             Err(source) => {
-                cycle.listener.lock().take();
+                cycle.close_listeners();
                 return Err(RpcError::Spawn { what: format!("{}-deadlines", self.name()), source });
             }
         }
-        let accept = {
-            let cycle = cycle.clone();
-            let builder = may::coroutine::Builder::new().name(format!("{}-accept", self.name()));
+        for (index, listener) in cycle.listeners.iter().enumerate() {
+            let Some(socket) = listener.socket.lock().clone() else { continue };
+            let accept_cycle = cycle.clone();
+            let builder = may::coroutine::Builder::new().name(format!("{}-accept-{index}", self.name()));
             // SAFETY (may's spawn contract): the coroutine keeps no thread-local across a park
             // and its stack (IO_STACK_SIZE) is ample for the accept loop.
-            unsafe { builder.spawn(move || connection::accept_loop(listener, cycle, shared)) }
-        };
-        match accept {
-            Ok(handle) => {
-                *cycle.accept_handle.lock() = Some(handle);
-                Ok(cycle)
-            }
-            Err(source) => {
-                cycle.listener.lock().take();
-                if let Some(sweeper) = cycle.deadline_sweeper.lock().take() {
-                    sweeper.stop();
+            match unsafe { builder.spawn(move || connection::accept_loop(socket, accept_cycle, index)) } {
+                Ok(handle) => *listener.accept_handle.lock() = Some(handle),
+                Err(source) => {
+                    // The accept coroutines already started are stopped as stop_listening does.
+                    self.pause_accepting(&cycle);
+                    if let Some(sweeper) = cycle.deadline_sweeper.lock().take() {
+                        sweeper.stop();
+                    }
+                    return Err(RpcError::Spawn { what: format!("{}-accept-{index}", self.name()), source });
                 }
-                Err(RpcError::Spawn { what: format!("{}-accept", self.name()), source })
             }
         }
+        Ok(cycle)
     }
 
     pub(crate) fn handle(self: &Arc<Self>) -> ServerHandle {
@@ -789,6 +917,7 @@ impl Inner {
             server = %self.name(),
             stage = Stage::StopListening.as_str(),
             elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
+            n_listeners = cycle.listeners.len(),
             n_connections = cycle.live_connections.count(),
             "stopped listening; established connections are still served"
         );
@@ -799,25 +928,40 @@ impl Inner {
         }
     }
 
-    /// Takes what the kernel had queued, closes the listening socket, joins the accept coroutine.
+    /// On every listener: takes what the kernel had queued, closes the listening socket, joins
+    /// the accept coroutine.
     fn pause_accepting(&self, cycle: &Arc<Cycle>) {
         cycle.paused.store(true, Ordering::Release);
-        let listener = cycle.listener.lock().clone();
-        let Some(listener) = listener else { return };
-        // Wake the accept coroutine with a connection to ourselves; should that fail, shut the
-        // listening socket down, which makes a blocked accept return an error.
-        let wake_addr = loopback_of(cycle.local_addr);
-        let woken = std::net::TcpStream::connect_timeout(&wake_addr, Duration::from_millis(500)).is_ok();
-        if !woken || !cycle.accept_exited.wait_timeout(Duration::from_secs(1)) {
-            tracing::warn!(server = %self.name(), "the accept coroutine did not wake by connection; shutting the listener down");
-            // The listener is alive (we hold an Arc), so its fd is still its own.
-            unsafe { libc::shutdown(listener.as_raw_fd(), libc::SHUT_RDWR) };
-            if !cycle.accept_exited.wait_timeout(Duration::from_secs(5)) {
-                tracing::error!(server = %self.name(), "the accept coroutine did not exit; it is joined at stop_workers");
+        for listener in &cycle.listeners {
+            self.pause_listener(cycle, listener);
+        }
+    }
+
+    fn pause_listener(&self, cycle: &Arc<Cycle>, listener: &Listener) {
+        let socket = listener.socket.lock().clone();
+        let Some(socket) = socket else { return };
+        if listener.accept_handle.lock().is_some() {
+            // Wake the accept coroutine with a connection to ourselves (it sees the pause, takes
+            // what is queued and exits). Where that connection could leave the host, or when it
+            // does not wake it, take what the kernel queued from here and shut the listening
+            // socket down, which makes a blocked accept return an error.
+            let woken = listener.connectable()
+                && std::net::TcpStream::connect_timeout(&loopback_of(listener.local_addr), Duration::from_millis(500))
+                    .is_ok();
+            if !woken || !listener.accept_exited.wait_timeout(Duration::from_secs(1)) {
+                if listener.connectable() {
+                    tracing::warn!(server = %self.name(), address = %listener.local_addr, "the accept coroutine did not wake by connection; shutting the listener down");
+                }
+                connection::take_queued(&socket, cycle);
+                // The listener is alive (we hold an Arc), so its fd is still its own.
+                unsafe { libc::shutdown(socket.as_raw_fd(), libc::SHUT_RDWR) };
+                if !listener.accept_exited.wait_timeout(Duration::from_secs(5)) {
+                    tracing::error!(server = %self.name(), address = %listener.local_addr, "the accept coroutine did not exit; it is joined at stop_workers");
+                }
             }
         }
-        if cycle.accept_exited.is_done() {
-            let handle = cycle.accept_handle.lock().take();
+        if listener.accept_exited.is_done() {
+            let handle = listener.accept_handle.lock().take();
             if let Some(handle) = handle {
                 if wait_done(&handle, Duration::from_secs(1)) {
                     if let Err(panic) = handle.join() {
@@ -828,9 +972,9 @@ impl Inner {
                 }
             }
         }
-        drop(listener);
+        drop(socket);
         // The last reference: the listening socket closes and new connections are refused.
-        cycle.listener.lock().take();
+        listener.socket.lock().take();
     }
 
     fn stop_accepting_and_join_outstanding_requests(&self) {
@@ -939,8 +1083,10 @@ impl Inner {
             cycle.cut_connections(self.name(), "IO stopped");
             cycle.live_connections.wait_zero(Some(Instant::now() + grace));
         }
-        if let Some(handle) = cycle.accept_handle.lock().take() {
-            self.stragglers.lock().push(handle);
+        for listener in &cycle.listeners {
+            if let Some(handle) = listener.accept_handle.lock().take() {
+                self.stragglers.lock().push(handle);
+            }
         }
         // Every connection has ended or been cut: no deadline is left to enforce.
         if let Some(sweeper) = cycle.deadline_sweeper.lock().take() {
@@ -1026,13 +1172,25 @@ fn wait_done<T>(handle: &may::coroutine::JoinHandle<T>, timeout: Duration) -> bo
 
 /// A listening socket as std's `TcpListener::bind` makes it (SO_REUSEADDR, no SO_REUSEPORT), and
 /// for the IPv6 wildcard address a dual-stack one: it takes IPv4 connections too, whatever the
-/// host's `net.ipv6.bindv6only` default.
-fn bind_listener(address: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+/// host's `net.ipv6.bindv6only` default. With `freebind`, `IP_FREEBIND` (`IPV6_FREEBIND`) is set
+/// before the bind (socket2's setters are that `setsockopt`), so an address that is not (yet)
+/// on the host can be bound.
+fn bind_listener(address: SocketAddr, freebind: bool) -> std::io::Result<std::net::TcpListener> {
     use socket2::{Domain, Socket, Type};
     let socket = Socket::new(Domain::for_address(address), Type::STREAM, None)?;
-    if let IpAddr::V6(ip) = address.ip() {
-        if ip.is_unspecified() {
-            socket.set_only_v6(false)?;
+    match address.ip() {
+        IpAddr::V6(ip) => {
+            if ip.is_unspecified() {
+                socket.set_only_v6(false)?;
+            }
+            if freebind {
+                socket.set_freebind_ipv6(true)?;
+            }
+        }
+        IpAddr::V4(_) => {
+            if freebind {
+                socket.set_freebind(true)?;
+            }
         }
     }
     socket.set_reuse_address(true)?;

@@ -13,12 +13,12 @@ use parking_lot::Mutex;
 use super::*;
 use crate::sync_point::SyncPoint;
 
-fn loopback() -> SocketAddr {
+pub(super) fn loopback() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 0))
 }
 
 /// Waits (bounded) until `condition` holds.
-fn wait_for(what: &str, timeout: Duration, condition: impl Fn() -> bool) {
+pub(super) fn wait_for(what: &str, timeout: Duration, condition: impl Fn() -> bool) {
     let deadline = Instant::now() + timeout;
     while !condition() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
@@ -28,40 +28,40 @@ fn wait_for(what: &str, timeout: Duration, condition: impl Fn() -> bool) {
 
 /// A parsed HTTP response as a client sees it.
 #[derive(Debug)]
-struct Reply {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
+pub(super) struct Reply {
+    pub(super) status: u16,
+    pub(super) headers: Vec<(String, String)>,
+    pub(super) body: Vec<u8>,
 }
 
 impl Reply {
-    fn header(&self, name: &str) -> Option<&str> {
+    pub(super) fn header(&self, name: &str) -> Option<&str> {
         self.headers.iter().find(|(key, _)| key.eq_ignore_ascii_case(name)).map(|(_, value)| value.as_str())
     }
 
-    fn json(&self) -> serde_json::Value {
+    pub(super) fn json(&self) -> serde_json::Value {
         serde_json::from_slice(&self.body).expect("a JSON body")
     }
 }
 
 /// A minimal keep-alive HTTP/1.1 client over a std socket, so tests control every byte.
-struct Client {
-    stream: TcpStream,
-    buffer: Vec<u8>,
+pub(super) struct Client {
+    pub(super) stream: TcpStream,
+    pub(super) buffer: Vec<u8>,
 }
 
 impl Client {
-    fn connect(address: SocketAddr) -> Client {
+    pub(super) fn connect(address: SocketAddr) -> Client {
         let stream = TcpStream::connect(address).expect("connect");
         stream.set_read_timeout(Some(Duration::from_secs(60))).expect("timeout");
         Client { stream, buffer: Vec::new() }
     }
 
-    fn send_raw(&mut self, bytes: &[u8]) {
+    pub(super) fn send_raw(&mut self, bytes: &[u8]) {
         self.stream.write_all(bytes).expect("send");
     }
 
-    fn request(&mut self, method: &str, path: &str, body: Option<&str>) -> std::io::Result<Reply> {
+    pub(super) fn request(&mut self, method: &str, path: &str, body: Option<&str>) -> std::io::Result<Reply> {
         let body = body.unwrap_or("");
         let raw = format!(
             "{method} {path} HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
@@ -71,7 +71,7 @@ impl Client {
         self.read_reply()
     }
 
-    fn read_reply(&mut self) -> std::io::Result<Reply> {
+    pub(super) fn read_reply(&mut self) -> std::io::Result<Reply> {
         loop {
             let mut headers = [httparse::EMPTY_HEADER; 32];
             let mut response = httparse::Response::new(&mut headers);
@@ -107,13 +107,13 @@ impl Client {
     }
 
     /// True when the server closed the connection (EOF) without sending anything more.
-    fn is_closed_by_server(&mut self) -> bool {
+    pub(super) fn is_closed_by_server(&mut self) -> bool {
         let mut byte = [0u8; 1];
         matches!(self.stream.read(&mut byte), Ok(0) | Err(_))
     }
 }
 
-fn echo_config(name: &str) -> ServerConfig {
+pub(super) fn echo_config(name: &str) -> ServerConfig {
     ServerConfig::new(name, loopback())
         .route(Method::Post, "/echo", |request| match request.json::<serde_json::Value>() {
             Ok(value) => Response::json(200, &value),
@@ -253,7 +253,8 @@ fn stop_during_500_in_flight_requests_answers_every_one() {
     let gate = SyncPoint::new();
     let config = {
         let (entered, gate) = (entered.clone(), gate.clone());
-        echo_config("drain").route(Method::Get, "/slow", move |_| {
+        // Every client is 127.0.0.1: the per-client limit must let all of them in.
+        echo_config("drain").max_connections_per_client(N_REQUESTS + 8).route(Method::Get, "/slow", move |_| {
             entered.fetch_add(1, Ordering::SeqCst);
             gate.wait();
             Response::json(200, &serde_json::json!({ "payload": "x".repeat(4096) }))
@@ -387,8 +388,17 @@ fn the_deadline_logs_the_requests_it_cuts() {
         let log = log.clone();
         tracing_subscriber::fmt().with_ansi(false).with_writer(move || log.clone()).finish()
     };
-    // No serving thread: cleanup runs the whole tear-down here, where the subscriber is.
-    tracing::subscriber::with_default(subscriber, || server.cleanup());
+    // No serving thread: cleanup runs the whole tear-down here, where the subscriber is. With
+    // one registered dispatcher, tracing-core computes the interest of a log call site seen
+    // for the first time from the default of the thread that sees it: a call site that another
+    // test's server reaches first, on a thread without a subscriber, would be cached "never"
+    // and its events lost here too (seen when many servers of this binary stop at once). A
+    // second dispatcher makes it ask every registered one, and its registration rebuilds the
+    // interest of the call sites already seen.
+    tracing::subscriber::with_default(subscriber, || {
+        let _second = tracing::Dispatch::new(tracing::subscriber::NoSubscriber::default());
+        server.cleanup()
+    });
     assert_eq!(server.status(), ServerStatus::NotRunning);
     assert!(client.join().expect("client").is_err());
     let text = String::from_utf8_lossy(&log.0.lock()).to_string();
