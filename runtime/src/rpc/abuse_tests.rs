@@ -143,6 +143,47 @@ fn a_server_answers_on_every_listener_and_stops_listening_on_all() {
     }
 }
 
+/// A listener added while serving answers at once, is closed by stop_listening, comes back in
+/// the next cycle, and is added only once; a bad one fails alone and is not kept.
+#[test]
+fn a_listener_added_while_serving_answers_and_lives_on_in_later_cycles() {
+    let server = Server::new(echo_config("added"));
+    server.setup().expect("setup");
+    let primary = server.local_addr().expect("primary");
+    let added = loop {
+        let wanted = SocketAddr::new(CLIENT_B, port_free_on_both());
+        match server.listen_also(wanted, true) {
+            Ok(Some(bound)) => break bound,
+            Ok(None) => panic!("a new address is bound at once while serving"),
+            Err(RpcError::Bind { .. }) => continue,
+            Err(error) => panic!("listen_also: {error}"),
+        }
+    };
+    assert_eq!(server.listen_also(added, true).expect("again"), None, "an address is added once");
+    assert_eq!(server.local_addrs(), vec![primary, added]);
+    let mut client = Client::connect(added);
+    assert_eq!(client.request("GET", "/hello", None).expect("hello").status, 200);
+    drop(client);
+    let taken = TcpListener::bind(SocketAddr::from(([127, 0, 0, 3], 0))).expect("a port to collide with");
+    let collision = server.listen_also(taken.local_addr().expect("address"), false);
+    assert!(matches!(collision, Err(RpcError::Bind { .. })), "{collision:?}");
+    assert_eq!(server.local_addrs().len(), 2, "a failed bind adds nothing");
+
+    server.stop_listening();
+    assert!(TcpStream::connect(added).is_err(), "the added listener still accepts after stop_listening");
+    server.cleanup();
+    drop(taken);
+    server.setup().expect("set up again: the added address is listened on again, the failed one is not");
+    let addresses = server.local_addrs();
+    assert_eq!(addresses.len(), 2, "{addresses:?}");
+    assert_eq!(addresses[1], added);
+    let mut client = Client::connect(added);
+    assert_eq!(client.request("GET", "/hello", None).expect("hello").status, 200);
+    drop(client);
+    server.stop();
+    server.join().expect("join");
+}
+
 #[test]
 fn freebind_binds_an_address_not_on_the_host_and_a_failed_bind_closes_the_others() {
     let primary = {

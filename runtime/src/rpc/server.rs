@@ -349,8 +349,9 @@ pub(crate) struct Cycle {
     pub(crate) pool: Arc<WorkerPool>,
     owns_pool: bool,
     stop_requested: SyncPoint,
-    /// The primary address first, then `also_listen`'s, in order.
-    listeners: Vec<Listener>,
+    /// The primary address first, then `also_listen`'s in order, then those added while serving
+    /// (`Server::listen_also`); only ever appended to, so an accept coroutine's index stays its own.
+    listeners: Mutex<Vec<Arc<Listener>>>,
     pub(crate) paused: AtomicBool,
     /// The connection limits; every open connection holds a slot of it.
     pub(crate) admission: Arc<Admission>,
@@ -375,19 +376,24 @@ pub(crate) struct Cycle {
 
 impl Cycle {
     pub(crate) fn accept_exited_done(&self, listener: usize) {
-        if let Some(listener) = self.listeners.get(listener) {
+        if let Some(listener) = self.listeners.lock().get(listener) {
             listener.accept_exited.done();
         }
     }
 
+    /// The listeners as they are now.
+    fn listeners(&self) -> Vec<Arc<Listener>> {
+        self.listeners.lock().clone()
+    }
+
     fn local_addrs(&self) -> Vec<SocketAddr> {
-        self.listeners.iter().map(|listener| listener.local_addr).collect()
+        self.listeners.lock().iter().map(|listener| listener.local_addr).collect()
     }
 
     /// Closes every listening socket (those whose accept coroutine still runs close when it
     /// lets its clone go).
     fn close_listeners(&self) {
-        for listener in &self.listeners {
+        for listener in self.listeners() {
             listener.socket.lock().take();
         }
     }
@@ -423,6 +429,8 @@ pub(crate) struct Inner {
     lifecycle: CoMutex<()>,
     /// Connection coroutines cut at a deadline whose handlers had not returned yet.
     stragglers: Mutex<Vec<may::coroutine::JoinHandle<()>>>,
+    /// Addresses added with `Server::listen_also`, listened on by every later cycle too.
+    added_listeners: Mutex<Vec<ListenAddress>>,
 }
 
 /// A cheap, cloneable handle to a server, safe to keep in handlers (it does not keep the
@@ -483,6 +491,7 @@ impl Server {
                 serve_thread: Mutex::new(None),
                 lifecycle: CoMutex::new(()),
                 stragglers: Mutex::new(Vec::new()),
+                added_listeners: Mutex::new(Vec::new()),
             }),
         }
     }
@@ -509,6 +518,16 @@ impl Server {
     /// `ServerConfig::also_listen` in order.
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
         self.inner.cycle().map_or_else(Vec::new, |cycle| cycle.local_addrs())
+    }
+
+    /// Listens on `address` too, from now on and in every later cycle: at once when the server
+    /// is serving (the address bound, with `IP_FREEBIND` when `freebind`, and its accept
+    /// coroutine started), else at the next `setup`. An address already listened on (or added)
+    /// is left alone. `Ok(Some(bound))` when it was bound now, `Ok(None)` when there was
+    /// nothing to do now. For a VIP that moves to an address the server did not know at its
+    /// start.
+    pub fn listen_also(&self, address: SocketAddr, freebind: bool) -> Result<Option<SocketAddr>> {
+        self.inner.listen_also(ListenAddress { address, freebind })
     }
 
     /// Open connections right now.
@@ -745,10 +764,12 @@ impl Inner {
         let primary = ListenAddress { address: self.config.address, freebind: false };
         // All are bound before anything starts; on a failure those already bound are dropped,
         // which closes them.
+        let added: Vec<ListenAddress> = self.added_listeners.lock().clone();
         let listeners = std::iter::once(primary)
             .chain(self.config.also_listen.iter().copied())
-            .map(Listener::bind)
-            .collect::<Result<Vec<Listener>>>()?;
+            .chain(added)
+            .map(|address| Listener::bind(address).map(Arc::new))
+            .collect::<Result<Vec<Arc<Listener>>>>()?;
         let local_addr = listeners[0].local_addr;
         let (pool, owns_pool) = match &self.config.worker_pool {
             Some(pool) => (pool.clone(), false),
@@ -760,7 +781,7 @@ impl Inner {
             pool,
             owns_pool,
             stop_requested: SyncPoint::new(),
-            listeners,
+            listeners: Mutex::new(listeners),
             paused: AtomicBool::new(false),
             admission: Admission::new(self.config.max_connections, self.config.max_connections_per_client),
             shared: shared.clone(),
@@ -792,14 +813,9 @@ impl Inner {
                 return Err(RpcError::Spawn { what: format!("{}-deadlines", self.name()), source });
             }
         }
-        for (index, listener) in cycle.listeners.iter().enumerate() {
-            let Some(socket) = listener.socket.lock().clone() else { continue };
-            let accept_cycle = cycle.clone();
-            let builder = may::coroutine::Builder::new().name(format!("{}-accept-{index}", self.name()));
-            // SAFETY (may's spawn contract): the coroutine keeps no thread-local across a park
-            // and its stack (IO_STACK_SIZE) is ample for the accept loop.
-            match unsafe { builder.spawn(move || connection::accept_loop(socket, accept_cycle, index)) } {
-                Ok(handle) => *listener.accept_handle.lock() = Some(handle),
+        for (index, listener) in cycle.listeners().iter().enumerate() {
+            match self.spawn_accept(&cycle, listener, index) {
+                Ok(()) => {}
                 Err(source) => {
                     // The accept coroutines already started are stopped as stop_listening does.
                     self.pause_accepting(&cycle);
@@ -811,6 +827,54 @@ impl Inner {
             }
         }
         Ok(cycle)
+    }
+
+    /// Starts the accept coroutine of the cycle's listener number `index`.
+    fn spawn_accept(&self, cycle: &Arc<Cycle>, listener: &Listener, index: usize) -> std::io::Result<()> {
+        let Some(socket) = listener.socket.lock().clone() else { return Ok(()) };
+        let accept_cycle = cycle.clone();
+        let builder = may::coroutine::Builder::new().name(format!("{}-accept-{index}", self.name()));
+        // SAFETY (may's spawn contract): the coroutine keeps no thread-local across a park and
+        // its stack (IO_STACK_SIZE) is ample for the accept loop.
+        let handle = unsafe { builder.spawn(move || connection::accept_loop(socket, accept_cycle, index)) }?;
+        *listener.accept_handle.lock() = Some(handle);
+        Ok(())
+    }
+
+    /// See [`Server::listen_also`].
+    fn listen_also(self: &Arc<Self>, wanted: ListenAddress) -> Result<Option<SocketAddr>> {
+        {
+            let mut added = self.added_listeners.lock();
+            let known = std::iter::once(self.config.address)
+                .chain(self.config.also_listen.iter().map(|listen| listen.address))
+                .chain(added.iter().map(|listen| listen.address));
+            if known.into_iter().any(|address| address == wanted.address) {
+                return Ok(None);
+            }
+            added.push(wanted);
+        }
+        let Some(cycle) = self.cycle() else { return Ok(None) };
+        // Under the listeners' lock, so that a stop_listening either sees this listener (and
+        // closes it) or has paused already (and it is not opened).
+        let mut listeners = cycle.listeners.lock();
+        if cycle.paused.load(Ordering::Acquire) || self.status.load() != ServerStatus::Running {
+            return Ok(None);
+        }
+        let listener = match Listener::bind(wanted) {
+            Ok(listener) => Arc::new(listener),
+            Err(error) => {
+                // Not kept for later cycles either: one bad address must not fail every setup.
+                self.added_listeners.lock().retain(|added| added.address != wanted.address);
+                return Err(error);
+            }
+        };
+        let index = listeners.len();
+        self.spawn_accept(&cycle, &listener, index)
+            .map_err(|source| RpcError::Spawn { what: format!("{}-accept-{index}", self.name()), source })?;
+        let address = listener.local_addr;
+        listeners.push(listener);
+        tracing::info!(server = %self.name(), %address, freebind = wanted.freebind, "RPC server also listening");
+        Ok(Some(address))
     }
 
     pub(crate) fn handle(self: &Arc<Self>) -> ServerHandle {
@@ -917,7 +981,7 @@ impl Inner {
             server = %self.name(),
             stage = Stage::StopListening.as_str(),
             elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
-            n_listeners = cycle.listeners.len(),
+            n_listeners = cycle.listeners.lock().len(),
             n_connections = cycle.live_connections.count(),
             "stopped listening; established connections are still served"
         );
@@ -931,8 +995,12 @@ impl Inner {
     /// On every listener: takes what the kernel had queued, closes the listening socket, joins
     /// the accept coroutine.
     fn pause_accepting(&self, cycle: &Arc<Cycle>) {
-        cycle.paused.store(true, Ordering::Release);
-        for listener in &cycle.listeners {
+        let listeners = {
+            let listeners = cycle.listeners.lock();
+            cycle.paused.store(true, Ordering::Release);
+            listeners.clone()
+        };
+        for listener in &listeners {
             self.pause_listener(cycle, listener);
         }
     }
@@ -1083,7 +1151,7 @@ impl Inner {
             cycle.cut_connections(self.name(), "IO stopped");
             cycle.live_connections.wait_zero(Some(Instant::now() + grace));
         }
-        for listener in &cycle.listeners {
+        for listener in cycle.listeners() {
             if let Some(handle) = listener.accept_handle.lock().take() {
                 self.stragglers.lock().push(handle);
             }

@@ -257,10 +257,12 @@ fn drain_round() -> Result<Drain> {
     let last_handler_end: Arc<Mutex<Option<Instant>>> = Arc::default();
     let config = {
         let (entered, gate, last_handler_end) = (entered.clone(), gate.clone(), last_handler_end.clone());
-        ServerConfig::new("bench-drain", loopback(0)).workers_join_timeout(Duration::from_secs(30)).route(
-            Method::Get,
-            "/slow/{ms}",
-            move |request| {
+        // Every connection comes from 127.0.0.1: room for all of them under the per-client cap.
+        ServerConfig::new("bench-drain", loopback(0))
+            .workers_join_timeout(Duration::from_secs(30))
+            .max_connections(N_DRAIN_REQUESTS + 64)
+            .max_connections_per_client(N_DRAIN_REQUESTS + 64)
+            .route(Method::Get, "/slow/{ms}", move |request| {
                 let sleep_ms: u64 = request.param("ms").and_then(|ms| ms.parse().ok()).unwrap_or(100);
                 entered.fetch_add(1, Ordering::SeqCst);
                 gate.wait();
@@ -272,8 +274,7 @@ fn drain_round() -> Result<Drain> {
                 }
                 drop(last);
                 Response::json(200, &serde_json::json!({ "slept_ms": sleep_ms }))
-            },
-        )
+            })
     };
     let server = Server::new(config);
     let address = server.serve_in_background("bench-drain").context("start the drain server")?;
