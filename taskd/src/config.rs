@@ -208,6 +208,10 @@ pub struct CommandLine {
     /// How long a request's line and headers may take to arrive, in ms [default: 10000].
     #[arg(long)]
     pub api_header_timeout_ms: Option<u64>,
+    /// More addresses the dispatcher API listens on, comma-separated: a VIP another tool moves
+    /// (the daemon's own VIP needs none) [default: none].
+    #[arg(long, value_name = "IP,...", value_delimiter = ',')]
+    pub api_listen_also: Option<Vec<IpAddr>>,
 }
 
 /// The file's shape: every key optional, unknown keys refused.

@@ -90,16 +90,18 @@ impl TaskDispatcher {
     /// Starts the dispatcher's context and its periodic health check. `wake_server` is called
     /// (from a health source's thread or the dispatcher's) when the health turns bad; it must only
     /// post a message to the server's loop.
-    pub fn start<W, F>(
+    pub fn start<W, F, L>(
         health: HealthFlag,
         published: NetworkHealthFlag,
         wake_server: W,
         vip: Option<Arc<VipServer>>,
         on_vip_failure: F,
+        listen_on_vip: L,
     ) -> std::io::Result<TaskDispatcher>
     where
         W: Fn() + Send + Sync + 'static,
         F: Fn(VipFailure) + Send + Sync + 'static,
+        L: Fn(std::net::IpAddr) + Send + Sync + 'static,
     {
         let context = ThreadContext::new(DISPATCHER_THREAD_NAME)?;
         let wake_server = Arc::new(wake_server);
@@ -139,7 +141,7 @@ impl TaskDispatcher {
         });
         published.publish(!health.is_invalid());
         let vip_sync = match &vip {
-            Some(vip) => Some(start_vip(&context, vip.clone(), Arc::new(on_vip_failure))?),
+            Some(vip) => Some(start_vip(&context, vip.clone(), Arc::new(on_vip_failure), Arc::new(listen_on_vip))?),
             None => None,
         };
         tracing::info!(vip = vip.is_some(), "dispatcher started");
@@ -207,10 +209,14 @@ impl TaskDispatcher {
 /// through `VipRetry`, whose verdict the server's loop acts on. Before each, the VIP stored in
 /// ZooKeeper (`zbs-task vip set`) is read, so a new leader takes the stored VIP and a leader
 /// moves to a newly set one within one `sync_interval_ms`.
+/// Holds the VIP while leading: bound at takeover, then checked and repaired every sync interval.
+/// `listen_on_vip` is told the VIP's address before it is added (at takeover and whenever the
+/// stored VIP moves it), so that the dispatcher API listens there before clients are sent to it.
 fn start_vip(
     context: &ThreadContext,
     vip: Arc<VipServer>,
     on_failure: Arc<dyn Fn(VipFailure) + Send + Sync>,
+    listen_on_vip: Arc<dyn Fn(std::net::IpAddr) + Send + Sync>,
 ) -> std::io::Result<TimerHandle> {
     let retry = Arc::new(Mutex::new(VipRetry::new(&vip.config())));
     let report = move |retry: &Mutex<VipRetry>, result: &vip::VipResult<()>| {
@@ -229,11 +235,15 @@ fn start_vip(
     };
     let report = Arc::new(report);
     let (config_vip, config_retry, config_report) = (vip.clone(), retry.clone(), report.clone());
+    let config_listen = listen_on_vip.clone();
     context
         .sched(move || {
+            // The file's VIP first, so a store that cannot be read delays nothing.
+            config_listen(config_vip.vip().ip);
             if let Err(error) = refresh_stored_vip(&config_vip) {
                 config_report(&config_retry, &Err(error));
             }
+            config_listen(config_vip.vip().ip);
             let result = config_vip.config_vip().map(|presence| {
                 tracing::info!(vip = %config_vip.vip(), ?presence, "vip bound on takeover");
             });
@@ -244,7 +254,9 @@ fn start_vip(
     TimerHandle::new(
         context,
         move || {
-            if let Err(error) = refresh_stored_vip(&vip) {
+            let refreshed = refresh_stored_vip(&vip);
+            listen_on_vip(vip.vip().ip);
+            if let Err(error) = refreshed {
                 report(&retry, &Err(error));
                 return;
             }

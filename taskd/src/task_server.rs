@@ -141,15 +141,10 @@ impl TaskServer {
             None => None,
         };
         let inner = Arc::new_cyclic(|weak: &std::sync::Weak<Inner>| {
-            let dispatcher_server = Server::new(api_routes(
-                ServerConfig::new("dispatcher", dispatcher_bind_address(&config)),
-                true,
-                weak.clone(),
-                &config,
-                &worker_pool,
-            ));
+            let dispatcher_server =
+                Server::new(api_routes(dispatcher_listeners(&config), true, weak.clone(), &config, &worker_pool));
             let runner_server = Server::new(api_routes(
-                ServerConfig::new("runner", config.runner_address()),
+                config.api.limit(ServerConfig::new("runner", config.runner_address())),
                 false,
                 weak.clone(),
                 &config,
@@ -317,22 +312,20 @@ impl Drop for TaskServer {
     }
 }
 
-/// Where the dispatcher API listens: with a VIP, on every address of the node (the VIP comes
-/// and goes with leadership, and clients reach the leader through it), dual-stack when the
-/// kernel has IPv6 so that an IPv6 VIP (one set at run time too) is reachable; otherwise on the
-/// management address only.
-fn dispatcher_bind_address(config: &Config) -> SocketAddr {
-    if config.vip.is_none() {
-        return config.dispatcher_address();
+/// Where the dispatcher API listens: the management address, the file's VIP and `[api]
+/// listen_also` (bound with `IP_FREEBIND`: a follower's listener waits there for the address,
+/// so clients are answered the moment the VIP arrives), never a wildcard — so never on the data
+/// network. A VIP stored at run time is added while leading (`listen_on_vip` in
+/// `start_dispatcher`).
+fn dispatcher_listeners(config: &Config) -> ServerConfig {
+    let mut server = config.api.limit(ServerConfig::new("dispatcher", config.dispatcher_address()));
+    let vip = config.vip.as_ref().and_then(|vip| vip.vip().ok()).map(|vip| vip.ip);
+    for ip in vip.into_iter().chain(config.api.listen_also.iter().copied()) {
+        if ip != config.management_address {
+            server = server.also_listen(SocketAddr::new(ip, config.dispatcher_port), true);
+        }
     }
-    let ipv6_available = std::path::Path::new("/proc/net/if_inet6").exists();
-    let any: std::net::IpAddr = if ipv6_available || config.management_address.is_ipv6() {
-        // An IPv6 wildcard socket also accepts IPv4 (net.ipv6.bindv6only is 0 by default).
-        std::net::Ipv6Addr::UNSPECIFIED.into()
-    } else {
-        std::net::Ipv4Addr::UNSPECIFIED.into()
-    };
-    SocketAddr::new(any, config.dispatcher_port)
+    server
 }
 
 fn log_stage(number: u32, stage: &str, started: Instant) {
@@ -457,12 +450,21 @@ impl Inner {
             }
             wake_for_vip();
         };
+        let dispatcher_server = Arc::downgrade(&self.rpc_servers[0]);
+        let dispatcher_port = self.config.dispatcher_port;
+        let listen_on_vip = move |ip: std::net::IpAddr| {
+            let Some(server) = dispatcher_server.upgrade() else { return };
+            if let Err(error) = server.listen_also(SocketAddr::new(ip, dispatcher_port), true) {
+                tracing::error!(vip = %ip, %error, "the dispatcher API cannot listen on the vip");
+            }
+        };
         match TaskDispatcher::start(
             self.health.clone(),
             self.published_health.clone(),
             wake,
             self.vip.clone(),
             on_vip_failure,
+            listen_on_vip,
         ) {
             Ok(mut started) => {
                 let setup = SchedulerSetup {

@@ -23,11 +23,11 @@
 //! daemon runs as `ip netns exec <ns> zbs-taskd --config ...`; `ip` execs the daemon, so the
 //! child's pid is the daemon's.
 //!
-//! The daemons listen on `0.0.0.0` (`management_address`): with a `[vip]` the dispatcher API
-//! binds every address itself, but the keepalived comparison runs the daemons without one and
-//! its clients still reach the leader at keepalived's VIP. Each namespace is its own network, so the
-//! wildcard reaches nothing beyond it. The data address is the node's own (`10.213.2.x`), the one
-//! peers probe.
+//! The daemons listen where a deployed one does: on their management address (`10.213.1.x`) and
+//! the VIP (bound with `IP_FREEBIND`), never on the data address (`10.213.2.x`, the one peers
+//! probe). The keepalived comparison runs the daemons without a `[vip]` and lists keepalived's
+//! VIP in `[api] listen_also`, so its clients still reach the leader there. Every node has the
+//! cluster's API token (`token`), which [`NetnsCluster::http`] sends.
 //!
 //! The test process itself stays in the host's namespace. Whatever must talk to the cluster runs
 //! on a thread that entered a namespace with `setns(2)` ([`in_netns`]): status requests and the
@@ -262,8 +262,8 @@ impl NetnsClusterBuilder {
     }
 
     /// Whether the daemons hold the VIP (default true). Without, they only serve their API (on
-    /// every address, the VIP included wherever it is) and something else, such as keepalived
-    /// ([`NetnsCluster::start_keepalived`]), can move the VIP.
+    /// their management address and, through `[api] listen_also`, on [`VIP`] wherever it is) and
+    /// something else, such as keepalived ([`NetnsCluster::start_keepalived`]), can move the VIP.
     pub fn vip(mut self, vip: bool) -> Self {
         self.vip = vip;
         self
@@ -422,7 +422,9 @@ impl NetnsClusterBuilder {
              interface = \"{DATA_INTERFACE}\"\n\
              [api]\n\
              token_file = \"{token}\"\n\
+             {listen_also}\
              {vip}",
+            listen_also = if self.vip { String::new() } else { format!("listen_also = [\"{VIP}\"]\n") },
             node_id = spec.node_id,
             management_address = spec.management_address,
             token = token_path.display(),

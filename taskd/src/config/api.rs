@@ -1,8 +1,9 @@
 //! The `[api]` table: who may call the two APIs (the token file, whether reads need it) and how
 //! much of the node one caller may hold (connections per server and per client address, the
-//! deadline for a request's headers). Each key has a flag (`--api-token-file`, ...) and a check
-//! whose error names it.
+//! deadline for a request's headers) and where the dispatcher API listens besides the management
+//! address. Each key has a flag (`--api-token-file`, ...) and a check whose error names it.
 
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,6 +22,7 @@ pub(super) struct FileApi {
     max_connections: Option<usize>,
     max_connections_per_client: Option<usize>,
     header_timeout_ms: Option<u64>,
+    listen_also: Option<Vec<IpAddr>>,
 }
 
 /// The validated `[api]` settings.
@@ -39,6 +41,9 @@ pub struct ApiConfig {
     pub max_connections_per_client: usize,
     /// How long a request's line and headers may take to arrive.
     pub header_timeout: Duration,
+    /// More addresses the dispatcher API listens on (bound with `IP_FREEBIND`): a VIP that
+    /// another tool moves. The daemon's own VIP needs no entry.
+    pub listen_also: Vec<IpAddr>,
 }
 
 impl ApiConfig {
@@ -71,6 +76,13 @@ impl ApiConfig {
                 format!("must be between 1 and api.max_connections ({max_connections})"),
             ));
         }
+        let listen_also = cli.api_listen_also.clone().or(file.listen_also).unwrap_or_default();
+        if let Some(address) = listen_also.iter().find(|address| address.is_unspecified() || address.is_multicast()) {
+            return Err(ConfigError::invalid(
+                "api.listen_also",
+                format!("{address} is not an address of one host: the APIs never listen on a wildcard"),
+            ));
+        }
         if !(100..=60_000).contains(&header_timeout_ms) {
             return Err(ConfigError::invalid("api.header_timeout_ms", "must be between 100 and 60000 ms"));
         }
@@ -87,12 +99,21 @@ impl ApiConfig {
             max_connections,
             max_connections_per_client,
             header_timeout: Duration::from_millis(header_timeout_ms),
+            listen_also,
         })
     }
 
     /// The rule the servers' guard applies.
     pub fn access_policy(&self) -> AccessPolicy {
         AccessPolicy::new(self.tokens.clone(), self.protect_reads)
+    }
+
+    /// `server` with this table's limits.
+    pub fn limit(&self, server: runtime::rpc::ServerConfig) -> runtime::rpc::ServerConfig {
+        server
+            .max_connections(self.max_connections)
+            .max_connections_per_client(self.max_connections_per_client)
+            .header_timeout(self.header_timeout)
     }
 
     /// The token this node sends to the others (the dispatcher to the runners).
@@ -110,6 +131,7 @@ impl Default for ApiConfig {
             max_connections: Self::DEFAULT_MAX_CONNECTIONS,
             max_connections_per_client: Self::DEFAULT_MAX_CONNECTIONS_PER_CLIENT,
             header_timeout: Duration::from_millis(Self::DEFAULT_HEADER_TIMEOUT_MS),
+            listen_also: Vec::new(),
         }
     }
 }
