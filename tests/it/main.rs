@@ -1,5 +1,6 @@
 //! The one integration-test binary: every scenario against real components lives in a module here.
 
+mod api_abuse;
 mod daemon;
 mod netns;
 mod notify;

@@ -75,6 +75,8 @@ pub struct ClusterBuilder {
     extra_config: String,
     /// `[api] protect_reads` of every node (the token itself is always on).
     protect_reads: bool,
+    /// More `[api]` lines of every node (`api_config`).
+    api_config: String,
 }
 
 impl Default for ClusterBuilder {
@@ -94,6 +96,7 @@ impl Default for ClusterBuilder {
             binary: None,
             extra_config: String::new(),
             protect_reads: false,
+            api_config: String::new(),
         }
     }
 }
@@ -186,6 +189,16 @@ impl ClusterBuilder {
     /// Reads need the API token too (`[api] protect_reads`).
     pub fn protect_reads(mut self, protect: bool) -> Self {
         self.protect_reads = protect;
+        self
+    }
+
+    /// More lines of every node's `[api]` table, e.g. `max_connections = 64`.
+    pub fn api_config(mut self, toml_lines: impl Into<String>) -> Self {
+        let mut lines = toml_lines.into();
+        if !lines.ends_with('\n') {
+            lines.push('\n');
+        }
+        self.api_config.push_str(&lines);
         self
     }
 
@@ -283,7 +296,9 @@ impl ClusterBuilder {
              interval_ms = {interval_ms}\n\
              [api]\n\
              token_file = \"{token}\"\n\
-             protect_reads = {protect_reads}\n",
+             protect_reads = {protect_reads}\n\
+             {api_config}",
+            api_config = self.api_config,
             token = token_path.display(),
             protect_reads = self.protect_reads,
             level = self.log_level,
