@@ -432,7 +432,10 @@ fn two_servers_share_the_pools_and_stop_independently() {
             Err(response) => response,
         })
     };
-    let first = Server::new(cpu_route(echo_config("first")).worker_pool(pool.clone()));
+    // An address no other test listens on: after the stop, a connection refused there can only
+    // mean this server closed its listener (on 127.0.0.1 a concurrent test may take the port).
+    let first_config = ServerConfig { address: SocketAddr::from(([127, 0, 0, 5], 0)), ..echo_config("first") };
+    let first = Server::new(cpu_route(first_config).worker_pool(pool.clone()));
     let second = Server::new(cpu_route(echo_config("second")).worker_pool(pool.clone()));
     let first_address = first.serve_in_background("rpc-test-first").expect("first");
     let second_address = second.serve_in_background("rpc-test-second").expect("second");
