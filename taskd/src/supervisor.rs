@@ -118,6 +118,9 @@ impl Supervisor {
                 Some(StopReason::VipFailure(failure)) => {
                     tracing::warn!(message = %failure.message, "the vip failed repeatedly; rejoining later as a follower");
                 }
+                Some(StopReason::DispatcherFailed(reason)) => {
+                    tracing::warn!(%reason, "this node could not run the dispatcher and handed leadership over; rejoining later");
+                }
                 Some(StopReason::Requested) | None => {
                     tracing::warn!("the service stopped without a signal; rebuilding it");
                 }

@@ -60,6 +60,10 @@ pub enum StopReason {
     /// The VIP could not be held: a permanent failure (configuration, privileges) keeps the
     /// service stopped; a transient one that persisted makes the node rejoin later.
     VipFailure(VipFailure),
+    /// This node was elected but could not run its dispatcher (it could not start, or its task
+    /// database could not be opened): it hands leadership over and rejoins after a back-off,
+    /// never staying a leader that answers every task route 503.
+    DispatcherFailed(String),
 }
 
 /// Why the server could not be built or started.
@@ -94,6 +98,9 @@ struct Inner {
     /// The members as ZooKeeper holds them, for the status and cluster answers.
     fresh_members: FreshMembers,
     vip_failure: Mutex<Option<VipFailure>>,
+    /// Set when this leader's dispatcher could not start or open its database; the loop stops
+    /// the service for it (`StopReason::DispatcherFailed`).
+    dispatcher_failure: Mutex<Option<String>>,
     rpc_servers: Vec<Arc<Server>>,
     stopping: AtomicBool,
     stop_reason: Mutex<Option<StopReason>>,
@@ -163,6 +170,7 @@ impl TaskServer {
                 runner: Mutex::new(None),
                 vip,
                 vip_failure: Mutex::new(None),
+                dispatcher_failure: Mutex::new(None),
                 rpc_servers: vec![Arc::new(dispatcher_server), Arc::new(runner_server)],
                 stopping: AtomicBool::new(false),
                 stop_reason: Mutex::new(None),
@@ -366,6 +374,12 @@ impl Inner {
         if self.stopping.load(Ordering::Acquire) {
             return;
         }
+        let dispatcher_failure = self.dispatcher_failure.lock().take();
+        if let Some(reason) = dispatcher_failure {
+            tracing::error!(%reason, "the dispatcher cannot run on this leader: handing leadership over");
+            self.stop(StopReason::DispatcherFailed(reason));
+            return;
+        }
         let vip_failure = self.vip_failure.lock().take();
         if let Some(failure) = vip_failure {
             tracing::error!(permanent = failure.permanent, message = %failure.message, "the vip cannot be held: stopping the service");
@@ -458,7 +472,8 @@ impl Inner {
                 tracing::error!(vip = %ip, %error, "the dispatcher API cannot listen on the vip");
             }
         };
-        match TaskDispatcher::start(
+        let report_unusable = self.dispatcher_failure_reporter();
+        let failure = match TaskDispatcher::start(
             self.health.clone(),
             self.published_health.clone(),
             wake,
@@ -473,14 +488,38 @@ impl Inner {
                     claim_grace: self.config.tasks.claim_grace,
                     retention: self.config.tasks.retention,
                     runner_client: RunnerClient::new(self.config.api.sent_token()),
+                    on_unusable: Arc::new(report_unusable),
                 };
-                match started.start_scheduling(setup) {
-                    Ok(handle) => *self.scheduler.lock() = Some(handle),
-                    Err(error) => tracing::error!(%error, "cannot start task scheduling"),
-                }
+                let scheduling = started.start_scheduling(setup);
                 *dispatcher = Some(started);
+                match scheduling {
+                    Ok(handle) => {
+                        *self.scheduler.lock() = Some(handle);
+                        None
+                    }
+                    Err(error) => Some(format!("cannot start task scheduling: {error}")),
+                }
             }
-            Err(error) => tracing::error!(%error, "cannot start the dispatcher"),
+            Err(error) => Some(format!("cannot start the dispatcher: {error}")),
+        };
+        if let Some(reason) = failure {
+            drop(dispatcher);
+            *self.dispatcher_failure.lock() = Some(reason);
+            // On the loop already: decide now rather than at the next poll.
+            self.poll_health();
+        }
+    }
+
+    /// What the scheduler's worker calls when its database cannot be opened: it only records
+    /// the reason and wakes the loop, which stops the service (`StopReason::DispatcherFailed`).
+    fn dispatcher_failure_reporter(self: &Arc<Self>) -> impl Fn(String) + Send + Sync + 'static {
+        let weak = Arc::downgrade(self);
+        let wake = self.loop_waker();
+        move |reason| {
+            if let Some(inner) = weak.upgrade() {
+                *inner.dispatcher_failure.lock() = Some(reason);
+            }
+            wake();
         }
     }
 

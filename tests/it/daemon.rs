@@ -153,6 +153,47 @@ fn sigint_on_the_leader_exits_0_and_hands_over_through_the_watch() {
     signal_on_the_leader(Signal::SIGINT);
 }
 
+/// A regular file where the node's task cache directory goes: its dispatcher can never open
+/// the task database.
+fn break_task_cache(spec: &tests::cluster::NodeSpec) -> Result<()> {
+    std::fs::write(spec.state_dir.join("task-cache"), b"not a directory\n").context("write the blocking file")
+}
+
+/// A leader whose dispatcher cannot run (here: its task database cannot be opened) does not
+/// stay a leader that answers every task route 503: it hands leadership over and keeps its
+/// process, until a node that can run the dispatcher leads and serves tasks.
+#[test]
+fn a_leader_that_cannot_run_its_dispatcher_hands_leadership_over() {
+    let builder = ClusterBuilder::new().prepare_node(0, break_task_cache).prepare_node(1, break_task_cache);
+    with_cluster(builder, |cluster| {
+        let submit_to_node_3 = || -> bool {
+            let spec = cluster.node(2);
+            let url = format!("http://{}:{}/api/v2/task_center/sleep/create", spec.address, spec.dispatcher_port);
+            ureq::post(&url)
+                .set(taskd::access::TOKEN_HEADER, cluster.token())
+                .send_json(serde_json::json!({ "duration_ms": 10 }))
+                .is_ok_and(|response| response.status() == 201)
+        };
+        let serving = |what: &str| {
+            cluster.wait_until(Duration::from_secs(90), what, || cluster.leader() == Some(2) && submit_to_node_3())
+        };
+        serving("node-3 leading and taking tasks")?;
+        // Node-3 goes; a broken node is elected next and must hand over to node-3 once it is back.
+        cluster.signal(2, Signal::SIGTERM)?;
+        cluster.wait_exit(2, WAIT)?;
+        cluster.wait_until(WAIT, "a broken node elected", || cluster.leader().is_some_and(|node| node < 2))?;
+        cluster.restart(2)?;
+        serving("node-3 leading and taking tasks again")?;
+        let handed_over: Vec<usize> =
+            (0..2).filter(|&node| cluster.log(node).contains("handing leadership over")).collect();
+        ensure!(!handed_over.is_empty(), "no broken leader handed leadership over");
+        for node in 0..2 {
+            ensure!(cluster.is_running(node), "node {node}'s process exited");
+        }
+        assert_no_crash(cluster)
+    });
+}
+
 #[test]
 fn whole_outage_keeps_the_leader() {
     with_cluster(Cluster::builder(), |cluster| {

@@ -77,6 +77,8 @@ pub struct ClusterBuilder {
     protect_reads: bool,
     /// More `[api]` lines of every node (`api_config`).
     api_config: String,
+    /// Run on a node's files before it starts (`prepare_node`).
+    prepare: Vec<(usize, fn(&NodeSpec) -> Result<()>)>,
 }
 
 impl Default for ClusterBuilder {
@@ -97,6 +99,7 @@ impl Default for ClusterBuilder {
             extra_config: String::new(),
             protect_reads: false,
             api_config: String::new(),
+            prepare: Vec::new(),
         }
     }
 }
@@ -192,6 +195,13 @@ impl ClusterBuilder {
         self
     }
 
+    /// Runs `prepare` on node `index`'s files after they are written and before it starts, e.g.
+    /// to break its state dir.
+    pub fn prepare_node(mut self, index: usize, prepare: fn(&NodeSpec) -> Result<()>) -> Self {
+        self.prepare.push((index, prepare));
+        self
+    }
+
     /// More lines of every node's `[api]` table, e.g. `max_connections = 64`.
     pub fn api_config(mut self, toml_lines: impl Into<String>) -> Self {
         let mut lines = toml_lines.into();
@@ -223,6 +233,9 @@ impl ClusterBuilder {
             write_health(&spec.health_path, true)?;
             fs::write(&spec.config_path, self.config_toml(&spec, &zookeeper.connect_string(), &token_path))
                 .with_context(|| format!("write {}", spec.config_path.display()))?;
+            for (_, prepare) in self.prepare.iter().filter(|(node, _)| *node == index) {
+                prepare(&spec).with_context(|| format!("prepare {}", spec.node_id))?;
+            }
             specs.push(spec);
         }
         let agent = status_agent();

@@ -255,7 +255,14 @@ pub struct SchedulerSetup {
     pub retention: Duration,
     /// How the dispatcher calls the runners (with the cluster's token).
     pub runner_client: RunnerClient,
+    /// Told (once, from the worker) that the task database could not be opened for
+    /// [`OPEN_GIVE_UP`]: a leader without a working dispatcher must hand leadership over.
+    pub on_unusable: Arc<dyn Fn(String) + Send + Sync>,
 }
+
+/// How long the worker tries to open the task database before it reports the dispatcher
+/// unusable (a ZooKeeper hiccup passes within it; an unusable cache directory does not).
+pub const OPEN_GIVE_UP: Duration = Duration::from_secs(10);
 
 /// Starts the worker coroutine on `context`; it opens the database and then serves jobs until the
 /// context stops.
@@ -272,12 +279,20 @@ pub fn start(
 }
 
 fn worker(handle: SchedulerHandle, context: ContextHandle, callers: Vec<ContextHandle>, setup: SchedulerSetup) {
+    let first_try = Instant::now();
+    let mut reported = false;
     let db = loop {
-        if let Some(session) = setup.quorum.session() {
-            match TaskDb::open(session.clone(), TaskDbConfig::new(&setup.cache_dir)) {
+        let error = match setup.quorum.session() {
+            Some(session) => match TaskDb::open(session.clone(), TaskDbConfig::new(&setup.cache_dir)) {
                 Ok(db) => break db,
-                Err(error) => tracing::error!(%error, "cannot open the task database; retrying"),
-            }
+                Err(error) => error.to_string(),
+            },
+            None => "no ZooKeeper session".to_string(),
+        };
+        tracing::error!(%error, "cannot open the task database; retrying");
+        if !reported && first_try.elapsed() >= OPEN_GIVE_UP {
+            reported = true;
+            (setup.on_unusable)(format!("the task database cannot be opened for {OPEN_GIVE_UP:?}: {error}"));
         }
         runtime::sleep(CHECK_INTERVAL);
     };
