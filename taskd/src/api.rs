@@ -16,7 +16,7 @@ use serde::Deserialize;
 use vip::{StoredVip, VipServer};
 
 use crate::copy_volume::AllowedRoots;
-use crate::dispatcher::scheduler::{ApiError, SchedulerHandle, TaskAction};
+use crate::dispatcher::scheduler::{ApiError, CallError, SchedulerHandle, TaskAction};
 use crate::runner::{TaskRequest, TaskRunner};
 use crate::runner_client::{paths as runner_paths, RunnerClient};
 use crate::task::{CopyVolumeArgs, RuntimeWindow, SleepArgs, TaskId, TaskKind, TaskState};
@@ -160,9 +160,12 @@ where
 {
     let scheduler = access.scheduler()?;
     match scheduler.call(DISPATCHER_CALL_TIMEOUT, job) {
-        Some(Ok(answer)) => Ok(answer),
-        Some(Err(error)) => Err(error_response(error)),
-        None => Err(Response::error(503, "the dispatcher did not answer in time")),
+        Ok(Ok(answer)) => Ok(answer),
+        Ok(Err(error)) => Err(error_response(error)),
+        Err(error @ CallError::QueueFull) => {
+            Err(Response::error(503, &error.to_string()).with_header("Retry-After", "1"))
+        }
+        Err(error) => Err(Response::error(503, &error.to_string())),
     }
 }
 
@@ -190,28 +193,26 @@ fn answer(result: Result<Response, Response>) -> Response {
 /// dispatcher writes `Running` before its execute RPC reaches the runner).
 const FORWARD_ATTEMPTS: u32 = 10;
 
-/// Forwards a task operation to the runner that runs it (a blocking call, on the worker pool).
+/// Forwards a task operation to the runner that runs it (`RunnerClient::call`: the request
+/// blocks a thread of the client's own, this handler only parks).
 fn forward(
-    pool: &WorkerPool,
     client: &RunnerClient,
     runner_addr: String,
     path: &'static str,
     body: serde_json::Value,
 ) -> Result<Response, Response> {
     for attempt in 1..=FORWARD_ATTEMPTS {
-        let (addr, body_now, client) = (runner_addr.clone(), body.clone(), client.clone());
-        match pool.run(move || client.post(&addr, path, &body_now)) {
-            Ok(Ok(value)) => return Ok(Response::json(202, &value)),
-            Ok(Err(error)) if error.status == 404 && attempt < FORWARD_ATTEMPTS => {
+        match client.call(&runner_addr, path, &body) {
+            Ok(value) => return Ok(Response::json(202, &value)),
+            Err(error) if error.status == 404 && attempt < FORWARD_ATTEMPTS => {
                 runtime::sleep(Duration::from_millis(200))
             }
-            Ok(Err(error)) => {
+            Err(error) => {
                 return Err(error_response(ApiError::new(
                     if error.status == 404 { 409 } else { error.status },
                     error.message,
                 )))
             }
-            Err(error) => return Err(Response::error(503, &error.to_string())),
         }
     }
     Err(Response::error(409, "the runner did not start the task; try again"))
@@ -322,7 +323,6 @@ pub fn dispatcher_routes(
         [("cancel", TaskState::Cancelled, runner_paths::CANCEL), ("pause", TaskState::Paused, runner_paths::PAUSE)]
     {
         let a = access.clone();
-        let pool = pool.clone();
         let client = runner_client.clone();
         config = config.cpu_route(Method::Post, &format!("{PREFIX}/tasks/{{task_id}}/{verb}"), move |request| {
             answer((|| {
@@ -331,7 +331,7 @@ pub fn dispatcher_routes(
                 match call(a.as_ref(), move |scheduler| scheduler.stop_task(&id, state))? {
                     TaskAction::Done(record) => Ok(Response::json(200, &record)),
                     TaskAction::Forward { runner_addr } => {
-                        forward(&pool, &client, runner_addr, runner_path, serde_json::json!({ "task_id": task_id }))
+                        forward(&client, runner_addr, runner_path, serde_json::json!({ "task_id": task_id }))
                     }
                 }
             })())
@@ -346,7 +346,6 @@ pub fn dispatcher_routes(
         })())
     });
     let a = access.clone();
-    let runtime_pool = pool.clone();
     let client = runner_client.clone();
     let config = config.cpu_route(Method::Post, &format!("{PREFIX}/tasks/{{task_id}}/runtime"), move |request| {
         answer((|| {
@@ -356,7 +355,6 @@ pub fn dispatcher_routes(
             match call(a.as_ref(), move |scheduler| scheduler.set_runtime(&id, window))? {
                 TaskAction::Done(record) => Ok(Response::json(200, &record)),
                 TaskAction::Forward { runner_addr } => forward(
-                    &runtime_pool,
                     &client,
                     runner_addr,
                     runner_paths::RUNTIME,
@@ -382,7 +380,6 @@ pub fn dispatcher_routes(
     let mut config = config;
     for (verb, runner_path) in [("drain", runner_paths::DRAIN), ("undrain", runner_paths::UNDRAIN)] {
         let a = access.clone();
-        let pool = pool.clone();
         let client = runner_client.clone();
         config = config.cpu_route(Method::Post, &format!("{PREFIX}/runners/{{node_id}}/{verb}"), move |request| {
             answer((|| {
@@ -397,7 +394,7 @@ pub fn dispatcher_routes(
                     .find(|runner| runner.info.node_id == node_id)
                     .ok_or_else(|| Response::error(404, &format!("runner {node_id} not found")))?;
                 let address = runner.info.address;
-                let answer = forward(&pool, &client, address.clone(), runner_path, serde_json::json!({}))?;
+                let answer = forward(&client, address.clone(), runner_path, serde_json::json!({}))?;
                 let draining = verb == "drain";
                 call(a.as_ref(), move |scheduler| {
                     scheduler.note_runner_drain(&address, draining);

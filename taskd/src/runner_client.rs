@@ -2,9 +2,11 @@
 //! runner-call timeout and the cluster's API token) and the runner routes' paths, which the
 //! runner's server registers from the same constants.
 //!
-//! A call blocks its thread for up to [`RUNNER_RPC_TIMEOUT`]: it is made only on the
-//! dispatcher's caller contexts or the worker pool (`WorkerPool::run`), never on an IO
-//! coroutine.
+//! `post` blocks its thread for up to [`RUNNER_RPC_TIMEOUT`]: only the dispatcher's caller
+//! contexts (threads of their own) use it. Everything else uses `call`, which runs the same
+//! request on the client's own small pool of threads and parks only the caller's coroutine, so
+//! a slow runner never holds a thread of the shared API worker pool (whose other requests would
+//! wait behind it).
 
 use std::time::Duration;
 
@@ -30,7 +32,12 @@ pub mod paths {
 pub struct RunnerClient {
     agent: ureq::Agent,
     token: Option<String>,
+    /// The threads `call` blocks instead of its caller's.
+    calls: std::sync::Arc<runtime::rpc::WorkerPool>,
 }
+
+/// Threads of a client's call pool: runner calls in flight at once from the API.
+const CALL_THREADS: usize = 4;
 
 impl std::fmt::Debug for RunnerClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -39,9 +46,22 @@ impl std::fmt::Debug for RunnerClient {
 }
 
 impl RunnerClient {
-    /// A client sending `token` (the first of the node's token file) with every call.
-    pub fn new(token: Option<String>) -> RunnerClient {
-        RunnerClient { agent: ureq::AgentBuilder::new().timeout(RUNNER_RPC_TIMEOUT).build(), token }
+    /// A client sending `token` (the first of the node's token file) with every call, with its
+    /// own pool of call threads.
+    pub fn new(token: Option<String>) -> Result<RunnerClient, runtime::rpc::RpcError> {
+        Ok(RunnerClient {
+            agent: ureq::AgentBuilder::new().timeout(RUNNER_RPC_TIMEOUT).build(),
+            token,
+            calls: runtime::rpc::WorkerPool::new("taskd-runner-calls", CALL_THREADS)?,
+        })
+    }
+
+    /// `post` on the client's own threads, parking only the caller (a coroutine or a thread).
+    pub fn call(&self, address: &str, path: &str, body: &serde_json::Value) -> Result<serde_json::Value, ApiError> {
+        let (client, address, path, body) = (self.clone(), address.to_string(), path.to_string(), body.clone());
+        self.calls
+            .run(move || client.post(&address, &path, &body))
+            .unwrap_or_else(|error| Err(ApiError::new(503, format!("cannot call the runner: {error}"))))
     }
 
     /// POSTs `body` to `path` on the runner at `address`; the runner's JSON answer, or its

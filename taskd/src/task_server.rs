@@ -98,6 +98,8 @@ struct Inner {
     /// The members as ZooKeeper holds them, for the status and cluster answers.
     fresh_members: FreshMembers,
     vip_failure: Mutex<Option<VipFailure>>,
+    /// The one client of the runner API (the dispatcher's calls and the forwarded operations).
+    runner_client: RunnerClient,
     /// Set when this leader's dispatcher could not start or open its database; the loop stops
     /// the service for it (`StopReason::DispatcherFailed`).
     dispatcher_failure: Mutex<Option<String>>,
@@ -136,6 +138,7 @@ impl TaskServer {
         let zk = ZkConfig::new(config.zookeeper_hosts.clone(), config.session_timeout);
         let quorum_server = QuorumServer::new(QuorumConfig::new(zk, QUORUM_PATH, member))?;
         let worker_pool = WorkerPool::with_default_size("taskd-workers")?;
+        let runner_client = RunnerClient::new(config.api.sent_token())?;
         // Sockets of the VIP server belong to this thread's network namespace: the supervisor's.
         // The VIP stored in ZooKeeper (`zbs-task vip set`) overrides the file's; the `vip` routes
         // act on this server.
@@ -148,14 +151,21 @@ impl TaskServer {
             None => None,
         };
         let inner = Arc::new_cyclic(|weak: &std::sync::Weak<Inner>| {
-            let dispatcher_server =
-                Server::new(api_routes(dispatcher_listeners(&config), true, weak.clone(), &config, &worker_pool));
+            let dispatcher_server = Server::new(api_routes(
+                dispatcher_listeners(&config),
+                true,
+                weak.clone(),
+                &config,
+                &worker_pool,
+                &runner_client,
+            ));
             let runner_server = Server::new(api_routes(
                 config.api.limit(ServerConfig::new("runner", config.runner_address())),
                 false,
                 weak.clone(),
                 &config,
                 &worker_pool,
+                &runner_client,
             ));
             Inner {
                 fresh_members: FreshMembers::new(quorum_server.handle()),
@@ -170,6 +180,7 @@ impl TaskServer {
                 runner: Mutex::new(None),
                 vip,
                 vip_failure: Mutex::new(None),
+                runner_client: runner_client.clone(),
                 dispatcher_failure: Mutex::new(None),
                 rpc_servers: vec![Arc::new(dispatcher_server), Arc::new(runner_server)],
                 stopping: AtomicBool::new(false),
@@ -487,7 +498,7 @@ impl Inner {
                     cache_dir: self.config.state_dir.join("task-cache"),
                     claim_grace: self.config.tasks.claim_grace,
                     retention: self.config.tasks.retention,
-                    runner_client: RunnerClient::new(self.config.api.sent_token()),
+                    runner_client: self.runner_client.clone(),
                     on_unusable: Arc::new(report_unusable),
                 };
                 let scheduling = started.start_scheduling(setup);
@@ -626,6 +637,7 @@ fn api_routes(
     inner: std::sync::Weak<Inner>,
     daemon: &Config,
     pool: &Arc<WorkerPool>,
+    runner_client: &RunnerClient,
 ) -> ServerConfig {
     let config = if dispatcher {
         dispatcher_routes(
@@ -637,7 +649,7 @@ fn api_routes(
                 allow_hard_links: daemon.allow_hard_links,
             },
             pool.clone(),
-            RunnerClient::new(daemon.api.sent_token()),
+            runner_client.clone(),
         )
     } else {
         let runner_inner = inner.clone();

@@ -8,6 +8,7 @@
 mod auth;
 mod confinement;
 mod copies;
+mod forwarding;
 mod operations;
 mod retention;
 

@@ -75,10 +75,56 @@ const RUNNING_READ_BATCH: usize = 256;
 /// How many queued jobs the worker runs before a requested dispatch pass.
 const JOBS_BEFORE_PASS: usize = 16;
 
+/// The most callers' jobs (`SchedulerHandle::call`) waiting in the queue; past it a call is
+/// refused at once (`CallError::QueueFull`, 503 with `Retry-After`) instead of queueing work
+/// the worker would reach only after its callers gave up.
+pub const MAX_QUEUED_CALLS: usize = 4096;
+
+/// How long a caller whose job already started waits for its outcome past its own deadline (the
+/// job's ZooKeeper calls are bounded by the session timeout).
+const RUNNING_JOB_GRACE: Duration = Duration::from_secs(30);
+
+/// Why a `SchedulerHandle::call` has no answer. In every case but `Unknown` the job did not and
+/// will not run: nothing changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum CallError {
+    #[error("the dispatcher's queue is full ({MAX_QUEUED_CALLS} requests waiting); nothing was changed, retry later")]
+    QueueFull,
+    #[error(
+        "the dispatcher did not reach the request in time (its database may not be open yet); nothing was changed"
+    )]
+    NotRun,
+    #[error("the dispatcher is still running the request; its outcome is unknown, look it up before retrying")]
+    Unknown,
+}
+
+/// A caller's job's fate, decided once: the worker starts it, or the caller abandons it first;
+/// whichever comes second learns that it lost.
+#[derive(Debug, Default)]
+pub(crate) struct JobFate(std::sync::atomic::AtomicU8);
+
+impl JobFate {
+    const PENDING: u8 = 0;
+    const STARTED: u8 = 1;
+    const ABANDONED: u8 = 2;
+
+    /// The worker: true when the job may run (its caller has not given up).
+    pub(crate) fn start(&self) -> bool {
+        self.0.compare_exchange(Self::PENDING, Self::STARTED, Ordering::AcqRel, Ordering::Acquire).is_ok()
+    }
+
+    /// The caller: true when the job will never run (the worker had not started it).
+    pub(crate) fn abandon(&self) -> bool {
+        self.0.compare_exchange(Self::PENDING, Self::ABANDONED, Ordering::AcqRel, Ordering::Acquire).is_ok()
+    }
+}
+
 type Job = Box<dyn FnOnce(&mut Scheduler) + Send>;
 
 struct Shared {
     queue: Mutex<VecDeque<Job>>,
+    /// Callers' jobs in the queue (counted against `MAX_QUEUED_CALLS`).
+    queued_calls: std::sync::atomic::AtomicUsize,
     wake: Mutex<SyncPoint>,
     check_requested: AtomicBool,
     ready: AtomicBool,
@@ -144,6 +190,7 @@ impl SchedulerHandle {
         SchedulerHandle {
             shared: Arc::new(Shared {
                 queue: Mutex::new(VecDeque::new()),
+                queued_calls: std::sync::atomic::AtomicUsize::new(0),
                 wake: Mutex::new(SyncPoint::new()),
                 check_requested: AtomicBool::new(false),
                 ready: AtomicBool::new(false),
@@ -198,7 +245,7 @@ impl SchedulerHandle {
             // The database is not open yet: wait for it like any other call.
             None => {
                 let reserved_id = record.task_id.clone();
-                match self.call(timeout, move |scheduler| scheduler.reserve(reserved_id))? {
+                match self.call(timeout, move |scheduler| scheduler.reserve(reserved_id)).ok()? {
                     Ok(session) => session,
                     Err(error) => return Some(Err(error)),
                 }
@@ -227,20 +274,39 @@ impl SchedulerHandle {
     }
 
     /// Runs `job` on the dispatcher's context with the scheduler and waits (parking only the
-    /// caller's coroutine) for its answer; `None` when none came within `timeout` (the database is
-    /// not open yet, or the dispatcher stopped).
-    pub fn call<R, F>(&self, timeout: Duration, job: F) -> Option<R>
+    /// caller's coroutine) for its answer. The job carries its caller's deadline: one the worker
+    /// has not started within `timeout` is dropped, never run (`NotRun`); one it started is waited
+    /// for a little longer (`Unknown` past that). A full queue refuses at once (`QueueFull`).
+    pub fn call<R, F>(&self, timeout: Duration, job: F) -> Result<R, CallError>
     where
         R: Send + 'static,
         F: FnOnce(&mut Scheduler) -> R + Send + 'static,
     {
+        let shared = &self.shared;
+        if shared.queued_calls.fetch_add(1, Ordering::AcqRel) >= MAX_QUEUED_CALLS {
+            shared.queued_calls.fetch_sub(1, Ordering::AcqRel);
+            return Err(CallError::QueueFull);
+        }
+        let fate = Arc::new(JobFate::default());
         let answer: SyncPoint<R> = SyncPoint::new();
-        let done = answer.clone();
-        self.post(Box::new(move |scheduler| done.done_with(job(scheduler))));
+        let (done, job_fate, counted) = (answer.clone(), fate.clone(), self.shared.clone());
+        self.post(Box::new(move |scheduler| {
+            counted.queued_calls.fetch_sub(1, Ordering::AcqRel);
+            if job_fate.start() {
+                done.done_with(job(scheduler));
+            }
+        }));
         if answer.wait_timeout(timeout) {
-            answer.take()
+            return answer.take().ok_or(CallError::Unknown);
+        }
+        if fate.abandon() {
+            // The worker will find it abandoned and drop it: it never runs.
+            return Err(CallError::NotRun);
+        }
+        if answer.wait_timeout(RUNNING_JOB_GRACE) {
+            answer.take().ok_or(CallError::Unknown)
         } else {
-            None
+            Err(CallError::Unknown)
         }
     }
 }

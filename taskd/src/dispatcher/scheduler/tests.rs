@@ -81,3 +81,43 @@ fn only_pending_or_interrupted_tasks_are_assigned() {
     assert!(is_due(&record), "an interrupted task with no window is due");
     assign(&mut record, "127.0.0.1:2").expect("an interrupted task is assigned again");
 }
+
+/// A job's fate is decided once: after the caller abandons it the worker never runs it, and
+/// after the worker starts it the caller cannot abandon it.
+#[test]
+fn a_job_runs_or_is_abandoned_never_both() {
+    let abandoned_first = JobFate::default();
+    assert!(abandoned_first.abandon());
+    assert!(!abandoned_first.start(), "an abandoned job must not run");
+    let started_first = JobFate::default();
+    assert!(started_first.start());
+    assert!(!started_first.abandon(), "a started job cannot be abandoned: its caller waits for it");
+    // Raced from two threads, exactly one side wins every time.
+    for _ in 0..1000 {
+        let fate = Arc::new(JobFate::default());
+        let worker = {
+            let fate = fate.clone();
+            std::thread::spawn(move || fate.start())
+        };
+        let abandoned = fate.abandon();
+        let started = worker.join().expect("worker");
+        assert!(abandoned != started, "abandoned {abandoned}, started {started}");
+    }
+}
+
+/// A call the worker never reaches answers `NotRun` at its deadline (its job will be dropped),
+/// and once `MAX_QUEUED_CALLS` wait in the queue the next call is refused at once.
+#[test]
+fn calls_carry_their_deadline_and_the_queue_is_bounded() {
+    let handle = SchedulerHandle::new();
+    let started = Instant::now();
+    assert_eq!(handle.call(Duration::from_millis(20), |_| ()), Err(CallError::NotRun));
+    assert!(started.elapsed() < Duration::from_secs(5));
+    for _ in 1..MAX_QUEUED_CALLS {
+        assert_eq!(handle.call(Duration::ZERO, |_| ()), Err(CallError::NotRun));
+    }
+    let refused_at = Instant::now();
+    assert_eq!(handle.call(Duration::from_secs(60), |_| ()), Err(CallError::QueueFull));
+    assert!(refused_at.elapsed() < Duration::from_secs(1), "a full queue refuses at once");
+    assert_eq!(handle.shared.queue.lock().len(), MAX_QUEUED_CALLS, "the refused call queued nothing");
+}
