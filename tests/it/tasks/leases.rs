@@ -75,17 +75,17 @@ fn a_runner_stopped_past_its_session_writes_no_block_after_its_lease_lapsed() {
         // The zombie wakes mid-extent, its pacer long due: without a lease it would write the
         // rest of its extent into a volume already reported succeeded.
         cluster.signal(zombie, Signal::SIGCONT)?;
-        poll_until(WAIT, "the woken runner stops its copy on its lapsed lease", || {
-            cluster.log(zombie).contains("the runner's lease lapsed")
-        })?;
-        // Time for any late block to land (its syscalls take microseconds).
-        std::thread::sleep(cluster.session_timeout());
+        // Time for late blocks to land (the zombie's pacer is long due: it would write at once).
+        std::thread::sleep(cluster.session_timeout() * 2);
         ensure!(
             written_state(&destination)? == at_success,
             "the destination was written after the task succeeded (before {at_success:?}, now {:?})",
             written_state(&destination)?
         );
         ensure_same_copy(&source, &destination)?;
+        poll_until(WAIT, "the woken runner stops its copy on its lapsed lease", || {
+            cluster.log(zombie).contains("the runner's lease lapsed")
+        })?;
         let record = show(cluster, leader, &task_id)?;
         ensure!(record["state"] == json!("succeeded"), "the task changed after it succeeded: {record}");
         ensure!(n_ends(cluster, &task_id, "succeeded") == 1, "the task did not end succeeded exactly once");
