@@ -8,6 +8,7 @@ use std::time::Duration;
 mod api;
 mod tasks;
 
+use crate::runner::lease::{TimerRule, TimerRuleError};
 use clap::{Parser, ValueEnum};
 use serde::Deserialize;
 use vip::health::{HealthConfig, MissingFile, SourceKind};
@@ -192,6 +193,10 @@ pub struct CommandLine {
     /// The most MiB per second one copy reads; 0 is unlimited [default: 0].
     #[arg(long)]
     pub tasks_copy_max_mib_per_s: Option<u64>,
+    /// Milliseconds without confirmed contact with ZooKeeper after which a runner stops all task
+    /// IO; with one block's write at most half the session timeout [default: a third of it].
+    #[arg(long)]
+    pub tasks_lease_ms: Option<u64>,
     /// The API token file (the same on every node): changes on either port need one of its
     /// tokens in `X-SmartX-Token` [default: none, every caller is let in].
     #[arg(long, value_name = "PATH")]
@@ -393,6 +398,35 @@ impl Config {
         Ok(config)
     }
 
+    /// F: the runner's lease, `[tasks] lease_ms` or a third of the session timeout.
+    pub fn runner_lease(&self) -> Duration {
+        self.tasks.lease.unwrap_or(self.session_timeout / 3)
+    }
+
+    /// The one timer rule (`runner::lease::TimerRule`; ARCHITECTURE.md, `taskd`): a leader
+    /// steps down after a third of the session timeout (quorum's default, which the daemon
+    /// keeps), and a runner's lease plus one block's write is at most half of it.
+    fn check_timer_rule(&self) -> Result<(), ConfigError> {
+        let rule = TimerRule {
+            session_timeout: self.session_timeout,
+            step_down_after: self.session_timeout / 3,
+            lease: self.runner_lease(),
+            block_io: TimerRule::block_io_for(self.tasks.copy_block_bytes),
+        };
+        match rule.check() {
+            Ok(()) => Ok(()),
+            Err(TimerRuleError::Lease(message)) if self.tasks.lease.is_some() => {
+                Err(ConfigError::invalid("tasks.lease_ms", message))
+            }
+            // With the derived lease only the block (or the session timeout) can break it.
+            Err(TimerRuleError::Lease(message)) => Err(ConfigError::invalid(
+                "tasks.copy_block_kib",
+                format!("{message}: use smaller blocks or a longer session_timeout_ms"),
+            )),
+            Err(TimerRuleError::StepDown(message)) => Err(ConfigError::invalid("session_timeout_ms", message)),
+        }
+    }
+
     fn validate(&self) -> Result<(), ConfigError> {
         validate_node_id(&self.node_id)?;
         validate_zookeeper_hosts(&self.zookeeper_hosts)?;
@@ -430,6 +464,7 @@ impl Config {
         if let Err(error) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return Err(ConfigError::invalid("log.level", format!("not a log filter: {error}")));
         }
+        self.check_timer_rule()?;
         if !(1..=64).contains(&self.runner_slots) {
             return Err(ConfigError::invalid("runner_slots", "must be between 1 and 64"));
         }

@@ -36,6 +36,10 @@
 //! Pause — asked for, or a runtime window that does not contain the local time — takes effect
 //! at the next extent boundary. A panic anywhere in the copy, the progress callback included,
 //! is caught and fails this copy with [`CopyError::Panicked`]; the daemon goes on.
+//!
+//! Before every write — each block's runs of data, and the destination's truncation when a copy
+//! starts — the engine asks [`CopyControl::may_write`], the runner's lease: once it is refused
+//! the copy is interrupted and writes nothing more (`runner/lease.rs`).
 
 mod engine;
 mod pace;
@@ -200,6 +204,9 @@ pub struct CopyStats {
     pub bytes_written: u64,
 }
 
+/// Asked before every write: false once the runner may no longer write (its lease lapsed).
+type WritePermit = Arc<dyn Fn() -> bool + Send + Sync>;
+
 /// A test's observer of every block read.
 #[cfg(test)]
 type BlockHook = Arc<dyn Fn(&CopyControl, u64) + Send + Sync>;
@@ -221,6 +228,10 @@ struct ControlState {
     stop: AtomicU8,
     pause: AtomicBool,
     window: Mutex<Option<RuntimeWindow>>,
+    /// The runner's lease check (see `set_write_permit`).
+    write_permit: Mutex<Option<WritePermit>>,
+    /// The write permit was refused once: no write of this run is allowed any more.
+    permit_refused: AtomicBool,
     bytes_read: AtomicU64,
     bytes_written: AtomicU64,
     /// Called after every block read, with the count of blocks read so far (tests only).
@@ -293,6 +304,35 @@ impl CopyControl {
     /// time outside the runtime window.
     pub fn should_pause(&self) -> bool {
         self.is_pause_requested() || self.runtime_window().is_some_and(|window| !window.contains_now())
+    }
+
+    /// Makes every write of the copy (and every step of a sleep) ask `permit` first. The
+    /// first refusal is final for this run: the run is interrupted at once and writes nothing
+    /// more, whatever `permit` says later (a runner resumes only through a new claim).
+    pub fn set_write_permit(&self, permit: impl Fn() -> bool + Send + Sync + 'static) {
+        *self.state.write_permit.lock() = Some(Arc::new(permit));
+    }
+
+    /// Asked just before each write: true when the write may go on. A refusal interrupts the
+    /// run (see `set_write_permit`).
+    pub fn may_write(&self) -> bool {
+        if self.state.permit_refused.load(Ordering::Acquire) {
+            return false;
+        }
+        let permit = self.state.write_permit.lock().clone();
+        match permit {
+            Some(permit) if !permit() => {
+                self.state.permit_refused.store(true, Ordering::Release);
+                self.interrupt();
+                false
+            }
+            _ => true,
+        }
+    }
+
+    /// True once the write permit was refused: the run stopped because its lease lapsed.
+    pub fn is_permit_refused(&self) -> bool {
+        self.state.permit_refused.load(Ordering::Acquire)
     }
 
     /// Bytes read and written so far.

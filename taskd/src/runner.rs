@@ -15,13 +15,31 @@
 //! dispatcher hands it out again once the window opens; `Interrupted`) and the owner child is
 //! released.
 //!
+//! # Lease
+//! A runner writes only while it holds its lease (`lease.rs`): a probe coroutine confirms
+//! contact with ZooKeeper every quarter of the lease, and every block a copy writes (every step
+//! a sleep takes) first asks whether the contact of the session that claimed the task is younger
+//! than the lease. Once it is not, the run is interrupted at once and writes no more blocks; it
+//! records `Interrupted` only if its record write still passes the fence (so it still owns the
+//! task), and IO on that task resumes only through a new claim. The timer rule that orders the
+//! lease before the owner node's expiry is checked with the configuration (`TimerRule`).
+//!
+//! # Release
+//! A run's end releases its owner node, retried until it succeeds or the session ends (then the
+//! server deletes the node itself): a node left behind would keep the task looking owned.
+//!
 //! # Drain
 //! A drain is kept in ZooKeeper twice: the registration's `draining` flag (what the dispatcher
 //! schedules by; it dies with the session) and a persistent marker per node
 //! (`task_db::set_drained`), which the runner reads before it first registers, so a drained
 //! node stays drained across a restart until someone undrains it. Until that read succeeds the
 //! runner neither registers nor accepts a task. Drain and undrain write the marker under a
-//! coroutine mutex, so two requests can never leave it different from the flag.
+//! coroutine mutex, so two requests can never leave it different from the flag. The latest
+//! request wins: each one is counted (`DrainFlag`), and the start-up read of the marker takes
+//! effect only if no request came while it was in flight (a request is newer than anything
+//! the marker holds; the marker is then written with the request's value). A request is
+//! answered `persisted` only once the marker holds its own value, written for it or a later
+//! request of the same value.
 //!
 //! # Stop
 //! `stop` (stage 6 of the server's shutdown) interrupts every task at its next safe point
@@ -38,6 +56,9 @@ use quorum::{QuorumHandle, ZkSession};
 use runtime::{CoMutex, SyncPoint, ThreadContext, TimerHandle};
 use serde::{Deserialize, Serialize};
 
+pub mod lease;
+
+use self::lease::RunnerLease;
 use crate::copy_volume::{copy_volume, AllowedRoots, CopyControl, CopyOutcome, CopySettings, CopySpec};
 use crate::task::{TaskId, TaskKind, TaskRecord, TaskState};
 use crate::task_db::{self, DbError, OwnerInfo, RunnerInfo, StoredRecord};
@@ -55,6 +76,11 @@ const DRAIN_PERSIST_WAIT: Duration = Duration::from_secs(2);
 
 /// The step of a Sleep task: how soon it sees a cancel, pause or interrupt.
 const SLEEP_STEP: Duration = Duration::from_millis(50);
+
+/// The first pause between two attempts to release an owner node; each further one doubles, up
+/// to `RELEASE_RETRY_MAX`.
+const RELEASE_RETRY_FIRST: Duration = Duration::from_millis(100);
+const RELEASE_RETRY_MAX: Duration = Duration::from_secs(2);
 
 /// The stack of the runner's coroutines: a copy's caller side and ZooKeeper calls run there.
 const RUNNER_STACK_SIZE: usize = 1 << 20;
@@ -106,6 +132,43 @@ pub struct RunnerConfig {
     pub max_attempts: u32,
     /// Extent and block sizes and the rate limit of new copies.
     pub copy: CopySettings,
+    /// F: no task IO after this long without confirmed contact with ZooKeeper (`lease.rs`).
+    pub lease: Duration,
+}
+
+/// The drain flag and the count of requests that set it (see `# Drain`): the rule that the
+/// latest request wins over the start-up read of the marker.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct DrainFlag {
+    draining: bool,
+    /// Drain and undrain requests so far.
+    requests: u64,
+}
+
+impl DrainFlag {
+    /// A drain (`true`) or undrain request; returns its number.
+    fn request(&mut self, draining: bool) -> u64 {
+        self.requests += 1;
+        self.draining = draining;
+        self.requests
+    }
+
+    /// The marker read at start-up, sent when `requests_then` requests had been made. It applies
+    /// only if none came since; false when a request overrode it (the marker must then be
+    /// written with the flag).
+    fn apply_marker(&mut self, requests_then: u64, drained: bool) -> bool {
+        if self.requests != requests_then {
+            return false;
+        }
+        self.draining = drained;
+        true
+    }
+
+    /// Whether request `request` (which asked for `draining`) is persisted once the marker
+    /// holds `written`: the marker holds that value, written for it or a later request.
+    fn persists(written: DrainFlag, request: u64, draining: bool) -> bool {
+        written.requests >= request && written.draining == draining
+    }
 }
 
 /// The drain flag against its persistent marker (see `# Drain`).
@@ -124,9 +187,16 @@ struct Inner {
     /// `None` when a configured root is unusable: every copy is then refused with that reason.
     roots: Result<AllowedRoots, String>,
     quorum: QuorumHandle,
+    /// The latest confirmed contact with ZooKeeper, asked before every task write.
+    lease: Arc<RunnerLease>,
     healthy: Arc<dyn Fn() -> bool + Send + Sync>,
     running: Mutex<HashMap<TaskId, RunningTask>>,
+    /// `drain_flag.draining`, for the readers that need no count; written only under `drain_flag`.
     draining: AtomicBool,
+    /// The drain flag with its request count; a thread mutex never held across a park.
+    drain_flag: Mutex<DrainFlag>,
+    /// What the marker holds since this runner last wrote it.
+    marker_written: Mutex<DrainFlag>,
     drain_marker: CoMutex<DrainMarker>,
     stopping: AtomicBool,
     /// The session and node version of the current registration, and what it published.
@@ -160,18 +230,24 @@ impl TaskRunner {
         }
         let context = ThreadContext::with_stack_size(RUNNER_THREAD_NAME, RUNNER_STACK_SIZE)?;
         let inner = Arc::new(Inner {
-            config,
             roots,
             quorum,
+            lease: Arc::new(RunnerLease::new(config.lease)),
             healthy: Arc::new(healthy),
             running: Mutex::new(HashMap::new()),
             draining: AtomicBool::new(false),
+            drain_flag: Mutex::new(DrainFlag::default()),
+            marker_written: Mutex::new(DrainFlag::default()),
             drain_marker: CoMutex::new(DrainMarker::Unknown),
             stopping: AtomicBool::new(false),
             registration: Mutex::new(None),
             registering: AtomicBool::new(false),
             register_again: AtomicBool::new(false),
+            config,
         });
+        // The probe runs on the runner's context, which `stop` joins.
+        let probing = inner.clone();
+        context.sched(move || probing.keep_lease()).map_err(|error| std::io::Error::other(error.to_string()))?;
         let registering = inner.clone();
         let timer = TimerHandle::new(&context, move || registering.keep_registered(), REGISTRATION_INTERVAL, true)
             .map_err(|error| std::io::Error::other(error.to_string()))?;
@@ -215,9 +291,16 @@ impl TaskRunner {
                 ),
             ));
         }
-        let owner = OwnerInfo { runner_id: inner.config.node_id.clone(), address: inner.config.address.clone() };
+        let owner = OwnerInfo {
+            runner_id: inner.config.node_id.clone(),
+            address: inner.config.address.clone(),
+            session_id: Some(session.session_id()),
+            epoch: stored.record.schedule_time_ms,
+        };
+        let claim_sent = Instant::now();
         match task_db::claim(&session, &task_id, &owner, Some(stored.version)) {
-            Ok(()) => {}
+            // An answered claim is a confirmed contact, too.
+            Ok(()) => inner.lease.confirm(session.session_id(), claim_sent),
             Err(error @ (DbError::Fenced { .. } | DbError::AlreadyOwned { .. } | DbError::Conflict { .. })) => {
                 return Err(RunnerRefusal::new(409, error.to_string()))
             }
@@ -225,18 +308,22 @@ impl TaskRunner {
             Err(error) => return Err(RunnerRefusal::new(502, error.to_string())),
         }
         let control = CopyControl::with_runtime_window(stored.record.runtime_window);
+        let (lease, session_id, session_timeout) =
+            (inner.lease.clone(), session.session_id(), session.session_timeout());
+        control.set_write_permit(move || lease.holds(session_id, session_timeout));
         let finished = SyncPoint::new();
         {
             let mut running = inner.running.lock();
             if running.len() >= inner.config.slots as usize {
                 drop(running);
-                let _ = task_db::release(&session, &task_id);
+                inner.release_until_done(&session, &task_id);
                 return Err(RunnerRefusal::new(503, "no free slot"));
             }
             running.insert(task_id.clone(), RunningTask { control: control.clone(), finished: finished.clone() });
         }
         let runner = inner.clone();
         let started_id = task_id.clone();
+        let session_for_release = session.clone();
         let scheduled = self.context.sched(move || {
             let task_id = stored.record.task_id.clone();
             run_task(&runner, &session, stored, &control);
@@ -246,9 +333,7 @@ impl TaskRunner {
         });
         if let Err(error) = scheduled {
             inner.running.lock().remove(&started_id);
-            if let Some(session) = inner.session() {
-                let _ = task_db::release(&session, &started_id);
-            }
+            inner.release_until_done(&session_for_release, &started_id);
             return Err(RunnerRefusal::new(503, format!("cannot start the task: {error}")));
         }
         tracing::info!(task_id = %started_id, "task started");
@@ -290,7 +375,12 @@ impl TaskRunner {
     /// The marker is written on the runner's context, so a slow ZooKeeper never holds the API
     /// request past the wait.
     pub fn set_draining(&self, draining: bool) -> serde_json::Value {
-        self.inner.draining.store(draining, Ordering::Release);
+        let request = {
+            let mut flag = self.inner.drain_flag.lock();
+            let request = flag.request(draining);
+            self.inner.draining.store(draining, Ordering::Release);
+            request
+        };
         let persisted = SyncPoint::<bool>::new();
         let (inner, persisted_now) = (self.inner.clone(), persisted.clone());
         let scheduled = self.context.sched(move || {
@@ -299,7 +389,8 @@ impl TaskRunner {
                 *marker = DrainMarker::Dirty;
                 inner.sync_drain_marker(&mut marker)
             };
-            persisted_now.done_with(synced);
+            let written = *inner.marker_written.lock();
+            persisted_now.done_with(synced && DrainFlag::persists(written, request, draining));
             inner.keep_registered();
         });
         let persisted =
@@ -381,32 +472,103 @@ impl Inner {
         }
     }
 
+    /// The probe of `# Lease`: an `exists` every `probe_interval`; an answered one confirms
+    /// contact as of when it was sent. Ends when the runner stops (or its context does).
+    fn keep_lease(&self) {
+        let interval = self.lease.probe_interval();
+        while !self.stopping.load(Ordering::Acquire) {
+            if let Some(session) = self.session() {
+                let sent = Instant::now();
+                match session.exists(task_db::layout::DB_ROOT) {
+                    Ok(_) => self.lease.confirm(session.session_id(), sent),
+                    Err(error) => tracing::debug!(%error, "lease probe unanswered"),
+                }
+                // A probe that waited (a disconnection) is not followed by another at once.
+                runtime::sleep(interval.saturating_sub(sent.elapsed()).max(interval / 4));
+            } else {
+                runtime::sleep(interval);
+            }
+        }
+    }
+
+    /// Releases this session's owner node of `task_id`, retried with back-off until it is done or
+    /// the session can no longer hold the node (see `# Release`).
+    fn release_until_done(&self, session: &ZkSession, task_id: &TaskId) {
+        let mut pause = RELEASE_RETRY_FIRST;
+        loop {
+            match task_db::release(session, task_id) {
+                Ok(_) => return,
+                Err(error) => {
+                    if !session.is_open() || session.state().is_final() {
+                        tracing::info!(%task_id, %error, "owner node not released; it ends with its session");
+                        return;
+                    }
+                    if self.stopping.load(Ordering::Acquire) {
+                        tracing::warn!(%task_id, %error, "owner node not released; the session closes at stop");
+                        return;
+                    }
+                    tracing::warn!(%task_id, %error, retry_ms = pause.as_millis() as u64, "cannot release the task; retrying");
+                    runtime::sleep(pause);
+                    pause = (pause * 2).min(RELEASE_RETRY_MAX);
+                }
+            }
+        }
+    }
+
     /// Brings the drain flag and its persistent marker together: reads the marker the first
     /// time (a restarted runner takes the drain it had), writes it after a change. False while
     /// ZooKeeper cannot be reached; the caller holds the marker's lock.
     fn sync_drain_marker(&self, marker: &mut DrainMarker) -> bool {
         let Some(session) = self.session() else { return *marker == DrainMarker::Synced };
         let node_id = &self.config.node_id;
-        let result = match *marker {
-            DrainMarker::Synced => return true,
-            DrainMarker::Unknown => task_db::is_drained(&session, node_id).map(|drained| {
-                if drained {
-                    tracing::info!(%node_id, "this runner was drained before the restart; it stays drained");
+        // A read overridden by a request, or a write overtaken by one, is followed by a write
+        // of the latest flag.
+        loop {
+            let result = match *marker {
+                DrainMarker::Synced => return true,
+                DrainMarker::Unknown => {
+                    let requests_then = self.drain_flag.lock().requests;
+                    task_db::is_drained(&session, node_id).map(|drained| {
+                        let mut flag = self.drain_flag.lock();
+                        if flag.apply_marker(requests_then, drained) {
+                            self.draining.store(drained, Ordering::Release);
+                            *self.marker_written.lock() = *flag;
+                            if drained {
+                                tracing::info!(%node_id, "this runner was drained before the restart; it stays drained");
+                            }
+                            DrainMarker::Synced
+                        } else {
+                            tracing::info!(%node_id, drained, "a drain request came during the marker's read; it wins");
+                            DrainMarker::Dirty
+                        }
+                    })
                 }
-                self.draining.store(drained, Ordering::Release);
-            }),
-            DrainMarker::Dirty => {
-                task_db::set_drained(&session, node_id, self.draining.load(Ordering::Acquire), now_ms())
-            }
-        };
-        match result {
-            Ok(()) => {
-                *marker = DrainMarker::Synced;
-                true
-            }
-            Err(error) => {
-                tracing::warn!(%error, "cannot read or write this runner's drain marker; retrying");
-                false
+                DrainMarker::Dirty => {
+                    let flag = *self.drain_flag.lock();
+                    task_db::set_drained(&session, node_id, flag.draining, now_ms()).map(|()| {
+                        let mut written = self.marker_written.lock();
+                        if flag.requests >= written.requests {
+                            *written = flag;
+                        }
+                        // A request after the snapshot leaves the marker to write again.
+                        if self.drain_flag.lock().requests == flag.requests {
+                            DrainMarker::Synced
+                        } else {
+                            DrainMarker::Dirty
+                        }
+                    })
+                }
+            };
+            match result {
+                Ok(DrainMarker::Synced) => {
+                    *marker = DrainMarker::Synced;
+                    return true;
+                }
+                Ok(next) => *marker = next,
+                Err(error) => {
+                    tracing::warn!(%error, "cannot read or write this runner's drain marker; retrying");
+                    return false;
+                }
             }
         }
     }
@@ -484,6 +646,8 @@ enum RunEnd {
     /// Stopped at an extent boundary because its runtime window closed.
     WindowClosed,
     Interrupted,
+    /// The runner's lease lapsed: its IO stopped; recorded `Interrupted` if it still owns the task.
+    LeaseLapsed,
     /// A fenced write: another owner took over; write nothing more.
     Lost,
 }
@@ -548,18 +712,22 @@ fn run_task(inner: &Inner, session: &Arc<ZkSession>, stored: StoredRecord, contr
         Err(_) => RunEnd::Failed("the task panicked".to_string()),
     };
     let end = match end {
+        // Whatever else the run saw, it stopped because it may not write: see `# Lease`.
+        _ if control.is_permit_refused() => RunEnd::LeaseLapsed,
         RunEnd::Paused if !control.is_pause_requested() => RunEnd::WindowClosed,
         end => end,
     };
     finish(session, &mut record, version, end, inner.config.max_attempts, control, started);
-    if let Err(error) = task_db::release(session, &task_id) {
-        tracing::warn!(%task_id, %error, "cannot release the task");
-    }
+    inner.release_until_done(session, &task_id);
 }
 
 fn run_sleep(duration_ms: u64, fail: bool, control: &CopyControl) -> RunEnd {
     let deadline = Instant::now() + Duration::from_millis(duration_ms);
     loop {
+        // A sleep "writes" at every step: it stops like a copy when the lease lapses.
+        if !control.may_write() {
+            return RunEnd::LeaseLapsed;
+        }
         if control.is_cancelled() {
             return RunEnd::Cancelled;
         }
@@ -653,6 +821,11 @@ fn finish(
         // dispatcher hands it out again once the window opens.
         RunEnd::WindowClosed => TaskState::Pending,
         RunEnd::Paused => TaskState::Paused,
+        RunEnd::LeaseLapsed => {
+            tracing::warn!(%task_id, "task IO stopped: the runner's lease lapsed (no confirmed contact with ZooKeeper)");
+            record.last_failed_ms = Some(now_ms());
+            TaskState::Interrupted
+        }
         RunEnd::Interrupted => {
             record.last_failed_ms = Some(now_ms());
             TaskState::Interrupted

@@ -52,7 +52,10 @@ use layout::{child_reply_bytes, owner_path, task_path, DB_ROOT, RUNNERS_ROOT};
 
 pub use error::{DbError, Result};
 pub use filter::ListFilter;
-pub use owner::{claim, owner_of, release, watch_owner, watch_owner_presence, Owner, OwnerInfo};
+pub use owner::{
+    claim, decode_owner_of, owner_match, owner_of, release, watch_owner, watch_owner_presence, Owner, OwnerInfo,
+    OwnerMatch,
+};
 pub use records::{decode_read, read_record, write_record, CorruptRecord};
 pub use runners::{
     is_drained, list_runners, read_runners, register_runner, set_drained, unregister_runner, update_runner,

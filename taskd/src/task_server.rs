@@ -266,6 +266,7 @@ impl TaskServer {
                 block_size: config.tasks.copy_block_bytes,
                 max_bytes_per_s: config.tasks.copy_max_bytes_per_s,
             },
+            lease: config.runner_lease(),
         };
         let health = self.inner.health.clone();
         match TaskRunner::start(runner_config, self.inner.quorum.clone(), move || health.is_valid()) {

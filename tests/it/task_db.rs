@@ -240,8 +240,18 @@ fn task_owners_vanish_with_their_session_and_runners_register() -> Result<()> {
     let mut db = open(&dispatcher, &dir, "cache")?;
     let stored = db.create(&sleep_task(now_ms()))?;
     let task_id = stored.record.task_id.clone();
-    let info_a = OwnerInfo { runner_id: "node-a".to_string(), address: "127.0.0.1:10601".to_string() };
-    let info_b = OwnerInfo { runner_id: "node-b".to_string(), address: "127.0.0.2:10601".to_string() };
+    let info_a = OwnerInfo {
+        runner_id: "node-a".to_string(),
+        address: "127.0.0.1:10601".to_string(),
+        session_id: None,
+        epoch: None,
+    };
+    let info_b = OwnerInfo {
+        runner_id: "node-b".to_string(),
+        address: "127.0.0.2:10601".to_string(),
+        session_id: None,
+        epoch: None,
+    };
 
     // The dispatcher assigns (a fenced write), then the runner claims on that version.
     let assigned = db.read_modify_write(&task_id, |record| {
@@ -332,7 +342,12 @@ fn finished_tasks_are_purged_after_the_retention_and_the_cap_refuses_submits() -
     let late_run = db.create(&late_run)?;
     // Finished, but its runner has not released it yet: purged with its owner node.
     let old_failed_owned = db.create(&with_state(old + 4, TaskState::Failed))?;
-    let owner = OwnerInfo { runner_id: "node-a".to_string(), address: "127.0.0.1:10601".to_string() };
+    let owner = OwnerInfo {
+        runner_id: "node-a".to_string(),
+        address: "127.0.0.1:10601".to_string(),
+        session_id: None,
+        epoch: None,
+    };
     task_db::claim(&runner, &old_failed_owned.record.task_id, &owner, None)?;
 
     // The cap: six records, the seventh is refused.

@@ -3,12 +3,14 @@
 //! to their sources, holes kept), a runner killed mid-task has its task rescheduled elsewhere,
 //! and bad requests are refused with a 4xx that changes nothing. The submodules run copies at
 //! scale and through failures (`copies`), the operations on running copies (`operations`), the
-//! API's authentication (`auth`) and the copies' confinement to their roots (`confinement`).
+//! API's authentication (`auth`), the copies' confinement to their roots (`confinement`), and
+//! exactly once under overlapping faults: runner leases and stale owner nodes (`leases`).
 
 mod auth;
 mod confinement;
 mod copies;
 mod forwarding;
+mod leases;
 mod operations;
 mod retention;
 

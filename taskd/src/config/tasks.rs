@@ -18,6 +18,7 @@ pub(super) struct FileTasks {
     copy_extent_mib: Option<u64>,
     copy_block_kib: Option<u64>,
     copy_max_mib_per_s: Option<u64>,
+    lease_ms: Option<u64>,
 }
 
 /// The validated `[tasks]` settings.
@@ -35,6 +36,11 @@ pub struct TasksConfig {
     pub copy_block_bytes: u64,
     /// The most bytes per second one copy reads; `None` is unlimited.
     pub copy_max_bytes_per_s: Option<u64>,
+    /// F, the runner's lease (`runner::lease`): no task IO after this long without confirmed
+    /// contact with ZooKeeper. `None`: a third of the session timeout (`Config::runner_lease`).
+    /// The timer rule between it and the session timeout is checked with the whole
+    /// configuration (`Config::validate`).
+    pub lease: Option<Duration>,
 }
 
 impl TasksConfig {
@@ -52,6 +58,7 @@ impl TasksConfig {
         let extent_mib = cli.tasks_copy_extent_mib.or(file.copy_extent_mib).unwrap_or(Self::DEFAULT_COPY_EXTENT_MIB);
         let block_kib = cli.tasks_copy_block_kib.or(file.copy_block_kib).unwrap_or(Self::DEFAULT_COPY_BLOCK_KIB);
         let max_mib_per_s = cli.tasks_copy_max_mib_per_s.or(file.copy_max_mib_per_s).unwrap_or(0);
+        let lease_ms = cli.tasks_lease_ms.or(file.lease_ms);
         if !(1..=100).contains(&max_attempts) {
             return Err(ConfigError::invalid("tasks.max_attempts", "must be between 1 and 100"));
         }
@@ -88,6 +95,7 @@ impl TasksConfig {
             copy_extent_bytes: extent_mib << 20,
             copy_block_bytes: block_kib << 10,
             copy_max_bytes_per_s: (max_mib_per_s > 0).then_some(max_mib_per_s << 20),
+            lease: lease_ms.map(Duration::from_millis),
         })
     }
 }
@@ -101,6 +109,7 @@ impl Default for TasksConfig {
             copy_extent_bytes: Self::DEFAULT_COPY_EXTENT_MIB << 20,
             copy_block_bytes: Self::DEFAULT_COPY_BLOCK_KIB << 10,
             copy_max_bytes_per_s: None,
+            lease: None,
         }
     }
 }

@@ -175,6 +175,10 @@ fn the_tasks_table_has_defaults_file_values_flags_and_named_errors() {
         ("[tasks]\ncopy_block_kib = 100", "tasks.copy_block_kib"),
         ("[tasks]\ncopy_max_mib_per_s = 99999999", "tasks.copy_max_mib_per_s"),
         ("[tasks]\nmax_atempts = 3", "max_atempts"),
+        // The timer rule: F + one block's write at most half the session timeout.
+        ("session_timeout_ms = 6000\n[tasks]\nlease_ms = 2990", "tasks.lease_ms"),
+        ("[tasks]\nlease_ms = 100", "tasks.lease_ms"),
+        ("session_timeout_ms = 1000\n[tasks]\ncopy_extent_mib = 64\ncopy_block_kib = 65536", "tasks.copy_block_kib"),
     ] {
         let message = error_text(parse(text));
         assert!(message.contains(key), "{text:?} gave {message:?}, which does not name {key}");
@@ -220,4 +224,15 @@ fn a_wildcard_management_address_is_refused() {
             other => panic!("{text}: {other:?}"),
         }
     }
+}
+
+#[test]
+fn the_runner_lease_is_a_third_of_the_session_timeout_or_the_configured_one() {
+    let derived = parse("session_timeout_ms = 6000").expect("valid");
+    assert_eq!(derived.runner_lease(), Duration::from_secs(2));
+    let configured = parse("session_timeout_ms = 6000\n[tasks]\nlease_ms = 1500").expect("valid");
+    assert_eq!(configured.runner_lease(), Duration::from_millis(1500));
+    let flag = CommandLine::try_parse_from(["zbs-taskd", "--tasks-lease-ms", "900"]).expect("flags");
+    let from_flag = Config::from_toml_without_secrets("session_timeout_ms = 6000", &flag).expect("valid");
+    assert_eq!(from_flag.runner_lease(), Duration::from_millis(900));
 }

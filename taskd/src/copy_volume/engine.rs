@@ -67,6 +67,10 @@ struct Copier<'a> {
 
 impl Copier<'_> {
     fn run(&self, on_extent: &mut dyn FnMut(&Progress)) -> Result<CopyOutcome, CopyError> {
+        // Opening sets the destination's length (and empties it for a fresh copy): a write.
+        if !self.control.may_write() {
+            return Ok(CopyOutcome::Interrupted { at_extent: self.spec.start_extent });
+        }
         let spec = self.spec.clone();
         let files = Arc::new(self.on_context(move || open_files(&spec))??);
         let extent_size = self.spec.extent_size;
@@ -259,27 +263,41 @@ impl ExtentJob {
                 source,
             })?;
             self.control.count_read(block.len);
-            if self.files.write_zeros {
-                self.write(data, block.offset)?;
+            let written = if self.files.write_zeros {
+                self.write(data, block.offset)?
             } else {
                 // Zero pages stay holes in the destination, which `set_len` filled with zeros.
+                let mut written = true;
                 for run in sparse::nonzero_runs(data) {
-                    self.write(&data[run.clone()], block.offset + run.start as u64)?;
+                    if !self.write(&data[run.clone()], block.offset + run.start as u64)? {
+                        written = false;
+                        break;
+                    }
                 }
+                written
+            };
+            if !written {
+                self.stopped.store(true, Ordering::Release);
+                return Ok(());
             }
             // Let the other block coroutines (and a stop request) in between blocks.
             runtime::yield_now();
         }
     }
 
-    fn write(&self, data: &[u8], offset: u64) -> Result<(), CopyError> {
+    /// Writes `data` at `offset` if the runner's lease still allows it (false: not written, the
+    /// copy is interrupted).
+    fn write(&self, data: &[u8], offset: u64) -> Result<bool, CopyError> {
+        if !self.control.may_write() {
+            return Ok(false);
+        }
         self.files.destination.write_all_at(data, offset).map_err(|source| CopyError::Io {
             operation: "write destination",
             offset,
             source,
         })?;
         self.control.count_written(data.len() as u64);
-        Ok(())
+        Ok(true)
     }
 
     fn fail(&self, error: CopyError) {

@@ -925,3 +925,50 @@ mod confinement {
         }
     }
 }
+
+#[test]
+fn a_refused_write_permit_stops_every_write_at_once() {
+    let sandbox = Sandbox::new();
+    let len = 4 * MIB;
+    sparse_file(&sandbox.root().join("src"), len, &[(0, len)], 40);
+    let mut one_extent = spec(sandbox.paths("src", "dst"), 4);
+    one_extent.extent_size = len;
+    let control = CopyControl::new();
+    let lease_holds = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let permit = lease_holds.clone();
+    control.set_write_permit(move || permit.load(Ordering::SeqCst));
+    let written_at_lapse = Arc::new(AtomicU64::new(u64::MAX));
+    let (lapse, seen) = (lease_holds.clone(), written_at_lapse.clone());
+    // The lease lapses after block 10 is read, before it is written.
+    control.set_block_hook(move |control, blocks_read| {
+        if blocks_read == 10 {
+            lapse.store(false, Ordering::SeqCst);
+            seen.store(control.stats().bytes_written, Ordering::SeqCst);
+        }
+    });
+    let (outcome, reports) = run_copy(&one_extent, &control);
+    assert!(matches!(outcome, CopyOutcome::Interrupted { at_extent: 0 }), "{outcome:?}");
+    assert!(reports.is_empty(), "an extent with refused writes was reported: {reports:?}");
+    assert!(control.is_permit_refused());
+    assert_eq!(
+        control.stats().bytes_written,
+        written_at_lapse.load(Ordering::SeqCst),
+        "a block was written after the lease lapsed"
+    );
+    // The permit is final for the run, even if the lease comes back.
+    lease_holds.store(true, Ordering::SeqCst);
+    assert!(!control.may_write());
+}
+
+#[test]
+fn a_copy_without_a_write_permit_leaves_its_destination_alone() {
+    let sandbox = Sandbox::new();
+    sparse_file(&sandbox.root().join("src"), 2 * MIB, &[(0, 2 * MIB)], 41);
+    fs::write(sandbox.root().join("dst"), b"someone else's data").expect("write the destination");
+    let control = CopyControl::new();
+    control.set_write_permit(|| false);
+    let (outcome, _) = run_copy(&spec(sandbox.paths("src", "dst"), 2), &control);
+    assert!(matches!(outcome, CopyOutcome::Interrupted { at_extent: 0 }), "{outcome:?}");
+    assert_eq!(fs::read(sandbox.root().join("dst")).expect("read the destination"), b"someone else's data");
+    assert_eq!(control.stats().bytes_read, 0);
+}

@@ -783,10 +783,11 @@ impl Scheduler {
                 return;
             }
         };
-        self.judge_running(stored, owner.is_some());
+        self.judge_running(stored, is_current_owner(&stored.record, owner.as_ref()));
     }
 
-    /// `check_running` once the owner's presence is known.
+    /// `check_running` once it is known whether the current assignment's owner is there (a
+    /// stale owner, of an earlier assignment, counts as none: `task_db::OwnerMatch`).
     fn judge_running(&mut self, stored: &StoredRecord, owner_present: bool) {
         let task_id = &stored.record.task_id;
         let claim_late = stored
@@ -807,7 +808,7 @@ impl Scheduler {
             if record.state != TaskState::Running {
                 return Ok(());
             }
-            if task_db::owner_of(&session, &record.task_id)?.is_some() {
+            if is_current_owner(record, task_db::owner_of(&session, &record.task_id)?.as_ref()) {
                 return Ok(());
             }
             record.transition_to(TaskState::Interrupted)?;
@@ -872,8 +873,8 @@ impl Scheduler {
                     continue;
                 }
             };
-            let owner_present = match owner {
-                Ok(owner) => owner.is_some(),
+            let owner = match owner {
+                Ok(owner) => owner.map(|(data, stat)| task_db::decode_owner_of(task_id, &data, stat.ephemeral_owner)),
                 Err(error) => {
                     tracing::warn!(%task_id, %error, "cannot read a task's owner");
                     continue;
@@ -881,6 +882,7 @@ impl Scheduler {
             };
             match self.db.refresh_with(task_id, read) {
                 Ok(Some(fresh)) if fresh.record.state == TaskState::Running => {
+                    let owner_present = is_current_owner(&fresh.record, owner.as_ref());
                     self.judge_running(&fresh, owner_present)
                 }
                 Ok(_) => {}
@@ -1049,7 +1051,8 @@ impl Scheduler {
             if record.state != TaskState::Running || record.runner_addr.as_deref() != Some(runner_addr) {
                 return Ok(());
             }
-            if task_db::owner_of(&session, &record.task_id)?.is_some() {
+            // A stale owner (an earlier assignment's) does not make the refusal a claim.
+            if is_current_owner(record, task_db::owner_of(&session, &record.task_id)?.as_ref()) {
                 return Ok(());
             }
             record.transition_to(TaskState::Interrupted)?;
@@ -1076,6 +1079,16 @@ fn assign(record: &mut TaskRecord, runner_addr: &str) -> task_db::Result<()> {
     record.schedule_time_ms = Some(now_ms());
     record.transition_to(TaskState::Running)?;
     Ok(())
+}
+
+/// True when `owner` claimed the record's current assignment; false when there is none or it is
+/// stale (an earlier assignment's, left behind: it can do no IO for this one).
+fn is_current_owner(record: &TaskRecord, owner: Option<&task_db::Owner>) -> bool {
+    let judged = task_db::owner_match(owner, record.runner_addr.as_deref(), record.schedule_time_ms);
+    if judged == task_db::OwnerMatch::Stale {
+        tracing::info!(task_id = %record.task_id, owner = ?owner.and_then(|owner| owner.info.as_ref()), "a stale owner node: ignored");
+    }
+    judged == task_db::OwnerMatch::Current
 }
 
 /// A task the dispatch pass may hand out now.

@@ -14,13 +14,51 @@ use crate::task::TaskId;
 /// How often `claim` tries when a previous owner comes and goes under it.
 const CLAIM_ATTEMPTS: u32 = 3;
 
-/// What an owner node holds: which runner works on the task.
+/// What an owner node holds: which runner works on the task, with which session, for which
+/// assignment. Nodes written before `session_id` and `epoch` existed decode with `None` there.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OwnerInfo {
     /// The runner's node id (as under `/zbs/taskd/runners`).
     pub runner_id: String,
     /// The runner's RPC address.
     pub address: String,
+    /// The session that claimed the task (the node's `ephemeralOwner` says it too; written so
+    /// that a reader of the data alone can tell).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<i64>,
+    /// The assignment this claim is for: the record's `schedule_time_ms`, which every
+    /// assignment of the dispatcher writes anew and nothing else changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<u64>,
+}
+
+/// How an owner node stands against the task's current assignment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OwnerMatch {
+    /// No owner node.
+    Absent,
+    /// The owner claimed the current assignment (or says too little to tell otherwise: an
+    /// undecodable node, or an old one without an epoch on the assigned runner's address).
+    Current,
+    /// The owner claimed an earlier assignment, or is a runner the task is not assigned to: it
+    /// can do no IO for the current assignment (the claim is atomic with the record's version,
+    /// and a task is re-assigned only once its owner was gone or it ended), so it must not keep
+    /// the task looking owned.
+    Stale,
+}
+
+/// Judges `owner` against the record's current assignment (`runner_addr`, `schedule_time_ms`).
+pub fn owner_match(owner: Option<&Owner>, runner_addr: Option<&str>, schedule_time_ms: Option<u64>) -> OwnerMatch {
+    let Some(owner) = owner else { return OwnerMatch::Absent };
+    let Some(info) = &owner.info else { return OwnerMatch::Current };
+    if runner_addr.is_some_and(|assigned| assigned != info.address) {
+        return OwnerMatch::Stale;
+    }
+    match (info.epoch, schedule_time_ms) {
+        (Some(epoch), Some(assigned)) if epoch != assigned => OwnerMatch::Stale,
+        (Some(_), None) => OwnerMatch::Stale,
+        _ => OwnerMatch::Current,
+    }
 }
 
 impl OwnerInfo {
@@ -72,15 +110,44 @@ pub fn claim(
         match created {
             Ok(()) => return Ok(()),
             Err(ZkError::NodeExists { .. }) => {
-                match session.exists(&path).map_err(DbError::zk("check a task's owner"))? {
-                    Some(stat) if stat.ephemeral_owner == session.session_id() => return Ok(()),
-                    Some(stat) => {
-                        return Err(DbError::AlreadyOwned {
-                            task_id: task_id.clone(),
-                            owner_session: stat.ephemeral_owner,
-                        })
+                let Some((old_data, stat)) = session.get_data(&path).map_err(DbError::zk("check a task's owner"))?
+                else {
+                    continue;
+                };
+                if stat.ephemeral_owner == session.session_id() {
+                    return Ok(());
+                }
+                // A node left by an earlier assignment (its runner's release failed and its
+                // session lives on) is replaced, atomically with the check that the record is
+                // still at the version of this assignment; any other owner stands.
+                let old = decode_owner(&path, &old_data, stat.ephemeral_owner);
+                let stale = expected_record_version.is_some()
+                    && owner_match(Some(&old), Some(&runner.address), runner.epoch) == OwnerMatch::Stale;
+                if !stale {
+                    return Err(DbError::AlreadyOwned {
+                        task_id: task_id.clone(),
+                        owner_session: stat.ephemeral_owner,
+                    });
+                }
+                let replaced = session.multi(&[
+                    ZkOp::CheckVersion { path: task_path(task_id), version: expected_record_version.unwrap_or(-1) },
+                    ZkOp::Delete { path: path.clone(), expected_version: Some(stat.version) },
+                    ZkOp::Create { path: path.clone(), data: data.clone(), kind: NodeKind::Ephemeral },
+                ]);
+                match replaced {
+                    Ok(_) => {
+                        tracing::warn!(
+                            %task_id,
+                            old_session = format_args!("{:#x}", stat.ephemeral_owner),
+                            old_owner = ?old.info,
+                            "replaced a stale owner node of an earlier assignment"
+                        );
+                        return Ok(());
                     }
-                    None => continue,
+                    Err(ZkError::BadVersion { .. }) | Err(ZkError::NoNode { .. }) | Err(ZkError::NodeExists { .. }) => {
+                        continue
+                    }
+                    Err(source) => return Err(DbError::Zk { context: "replace a stale owner", source }),
                 }
             }
             Err(ZkError::BadVersion { .. }) => {
@@ -145,6 +212,12 @@ pub fn watch_owner_presence(session: &ZkSession, task_id: &TaskId) -> Result<(bo
     let path = owner_path(task_id);
     let (stat, watch) = session.exists_and_watch(&path).map_err(DbError::zk("watch a task's owner"))?;
     Ok((stat.is_some(), watch))
+}
+
+/// Decodes an owner node's data read by the caller (the dispatcher's pipelined reads); data
+/// that does not decode is an owner with `info: None`, never an error.
+pub fn decode_owner_of(task_id: &TaskId, data: &[u8], session_id: i64) -> Owner {
+    decode_owner(&owner_path(task_id), data, session_id)
 }
 
 fn decode_owner(path: &str, data: &[u8], session_id: i64) -> Owner {

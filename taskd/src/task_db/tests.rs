@@ -207,3 +207,75 @@ fn configs_that_cannot_work_are_refused() {
     assert!(TaskDbConfig { read_batch: 0, ..good.clone() }.validate().is_err());
     assert!(TaskDbConfig::new("/").validate().is_err(), "open deletes the cache dir: never the root");
 }
+
+mod owners {
+    //! Owner nodes: old and corrupt data decode, and how an owner stands against the assignment.
+
+    use proptest::prelude::*;
+
+    use super::super::owner::{decode_owner_of, owner_match, Owner, OwnerInfo, OwnerMatch};
+    use super::id;
+
+    fn owner(address: &str, epoch: Option<u64>) -> Owner {
+        Owner {
+            info: Some(OwnerInfo {
+                runner_id: "node-a".to_string(),
+                address: address.to_string(),
+                session_id: Some(7),
+                epoch,
+            }),
+            session_id: 7,
+        }
+    }
+
+    #[test]
+    fn old_owner_data_decodes_without_session_and_epoch() {
+        let old = decode_owner_of(&id("1"), br#"{"runner_id":"node-a","address":"127.0.0.1:10601"}"#, 9);
+        let info = old.info.expect("old data decodes");
+        assert_eq!((info.session_id, info.epoch), (None, None));
+        let new = decode_owner_of(
+            &id("1"),
+            br#"{"runner_id":"node-a","address":"127.0.0.1:10601","session_id":9,"epoch":1234,"later":true}"#,
+            9,
+        );
+        assert_eq!(new.info.map(|info| (info.session_id, info.epoch)), Some((Some(9), Some(1234))));
+    }
+
+    #[test]
+    fn a_current_owner_matches_its_assignment() {
+        let current = owner("10.0.0.1:10601", Some(1000));
+        assert_eq!(owner_match(Some(&current), Some("10.0.0.1:10601"), Some(1000)), OwnerMatch::Current);
+        assert_eq!(owner_match(None, Some("10.0.0.1:10601"), Some(1000)), OwnerMatch::Absent);
+    }
+
+    #[test]
+    fn an_owner_of_an_earlier_assignment_or_another_runner_is_stale() {
+        let earlier = owner("10.0.0.1:10601", Some(1000));
+        assert_eq!(owner_match(Some(&earlier), Some("10.0.0.1:10601"), Some(2000)), OwnerMatch::Stale);
+        assert_eq!(owner_match(Some(&earlier), Some("10.0.0.2:10601"), Some(1000)), OwnerMatch::Stale);
+        // Old data without an epoch: stale only when it names another runner.
+        let old = owner("10.0.0.1:10601", None);
+        assert_eq!(owner_match(Some(&old), Some("10.0.0.1:10601"), Some(2000)), OwnerMatch::Current);
+        assert_eq!(owner_match(Some(&old), Some("10.0.0.2:10601"), Some(2000)), OwnerMatch::Stale);
+        // Undecodable data says nothing: the owner stands, as before.
+        let corrupt = Owner { info: None, session_id: 3 };
+        assert_eq!(owner_match(Some(&corrupt), Some("10.0.0.2:10601"), Some(2000)), OwnerMatch::Current);
+    }
+
+    proptest! {
+        /// Any bytes decode to an owner (with or without data), never a panic.
+        #[test]
+        fn any_owner_data_decodes_without_panic(data in proptest::collection::vec(any::<u8>(), 0..256), session in any::<i64>()) {
+            let decoded = decode_owner_of(&id("1"), &data, session);
+            prop_assert_eq!(decoded.session_id, session);
+        }
+
+        /// An owner that claimed exactly this assignment is never judged stale.
+        #[test]
+        fn the_claimer_of_the_assignment_is_never_stale(port in 1u16.., epoch in any::<u64>()) {
+            let address = format!("127.0.0.1:{port}");
+            let claimer = owner(&address, Some(epoch));
+            prop_assert_eq!(owner_match(Some(&claimer), Some(&address), Some(epoch)), OwnerMatch::Current);
+        }
+    }
+}
