@@ -13,8 +13,13 @@ use std::time::Duration;
 use crate::access::TOKEN_HEADER;
 use crate::dispatcher::scheduler::ApiError;
 
-/// How long a runner call may take.
+/// How long the dispatcher's own runner calls (execute) may take: the next dispatch pass retries.
 pub const RUNNER_RPC_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// How long an operator's forwarded operation (`call`: pause, cancel, runtime, drain) may take: a
+/// drain waits for its marker's ZooKeeper write, which a loaded ensemble can make slow, and the
+/// operator would rather wait than be told 502 for a drain that did happen.
+pub const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The runner routes (port 10601).
 pub mod paths {
@@ -56,18 +61,29 @@ impl RunnerClient {
         })
     }
 
-    /// `post` on the client's own threads, parking only the caller (a coroutine or a thread).
+    /// `post` on the client's own threads, parking only the caller (a coroutine or a thread),
+    /// with the operator's [`FORWARD_TIMEOUT`].
     pub fn call(&self, address: &str, path: &str, body: &serde_json::Value) -> Result<serde_json::Value, ApiError> {
         let (client, address, path, body) = (self.clone(), address.to_string(), path.to_string(), body.clone());
         self.calls
-            .run(move || client.post(&address, &path, &body))
+            .run(move || client.post_within(FORWARD_TIMEOUT, &address, &path, &body))
             .unwrap_or_else(|error| Err(ApiError::new(503, format!("cannot call the runner: {error}"))))
     }
 
     /// POSTs `body` to `path` on the runner at `address`; the runner's JSON answer, or its
     /// status and message (502 when it cannot be reached or answers nonsense).
     pub fn post(&self, address: &str, path: &str, body: &serde_json::Value) -> Result<serde_json::Value, ApiError> {
-        let mut request = self.agent.post(&format!("http://{address}{path}"));
+        self.post_within(RUNNER_RPC_TIMEOUT, address, path, body)
+    }
+
+    fn post_within(
+        &self,
+        timeout: Duration,
+        address: &str,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> Result<serde_json::Value, ApiError> {
+        let mut request = self.agent.post(&format!("http://{address}{path}")).timeout(timeout);
         if let Some(token) = &self.token {
             request = request.set(TOKEN_HEADER, token);
         }
