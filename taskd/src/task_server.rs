@@ -435,20 +435,24 @@ impl Inner {
             self.quorum.set_health(healthy);
         }
         drop(last);
-        self.update_peers(&self.quorum.members());
+        // The probe's peers follow the membership as ZooKeeper holds it: a follower watches only
+        // its predecessor, so its cached list can keep members that left and miss ones that came.
+        let members = self.fresh_members.read().unwrap_or_else(|| self.quorum.members());
+        self.update_peers(&members);
     }
 
     /// The whole-outage guard's question, asked of ZooKeeper itself: the members' cached data
-    /// can be stale, since a leader watches the membership, not each member's data.
+    /// can be stale, since a leader watches the membership, not each member's data. When the read
+    /// fails nothing proves a healthy peer, so the answer is no (keep leading): a cached flag may
+    /// be one the peer has since withdrawn, and stepping down on it could leave no leader.
     fn another_member_is_healthy(&self) -> bool {
-        let members = match self.quorum.read_members() {
-            Ok(members) => members,
+        match self.quorum.read_members() {
+            Ok(members) => members.iter().any(|member| member.info.id != self.config.node_id && member.info.healthy),
             Err(error) => {
-                tracing::warn!(%error, "cannot read the members from ZooKeeper; using the cached list");
-                self.quorum.members()
+                tracing::warn!(%error, "cannot read the members from ZooKeeper: no healthy peer confirmed");
+                false
             }
-        };
-        members.iter().any(|member| member.info.id != self.config.node_id && member.info.healthy)
+        }
     }
 
     fn update_peers(&self, members: &[Member]) {
@@ -745,7 +749,10 @@ impl DispatcherAccess for Access {
             return Err(Response::error(503, "server stopping"));
         }
         if !inner.quorum.is_leader() {
-            let leader = inner.quorum.members().into_iter().min_by_key(|member| member.sequence);
+            // Named from a fresh read: a follower's cached list keeps an old leader it does not
+            // watch (it watches only its predecessor) for as long as nothing else changes.
+            let members = inner.fresh_members.read().unwrap_or_else(|| inner.quorum.members());
+            let leader = members.into_iter().min_by_key(|member| member.sequence);
             return Err(match leader {
                 Some(leader) if leader.info.id != inner.config.node_id => Response::json(
                     421,

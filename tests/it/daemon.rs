@@ -194,6 +194,44 @@ fn a_leader_that_cannot_run_its_dispatcher_hands_leadership_over() {
     });
 }
 
+/// After a hand-over, a follower that did not watch the old leader (it watches only its
+/// predecessor) still names the new leader in its 421 answers, from a fresh read, and so a
+/// client that asks it reaches the leader.
+#[test]
+fn a_follower_that_did_not_watch_the_old_leader_names_the_new_one() {
+    with_cluster(ClusterBuilder::new(), |cluster| {
+        cluster.wait_for_leader(WAIT)?;
+        let mut by_sequence: Vec<(i64, usize)> = (0..cluster.n_nodes())
+            .map(|node| Ok((cluster.status(node)?.sequence.context("a member has a sequence")?, node)))
+            .collect::<Result<_>>()?;
+        by_sequence.sort();
+        let [(_, old_leader), (_, next), (_, last)] = by_sequence[..] else { bail!("three members: {by_sequence:?}") };
+        cluster.signal(old_leader, Signal::SIGTERM)?;
+        cluster.wait_exit(old_leader, WAIT)?;
+        ensure!(cluster.wait_for_new_leader(old_leader, WAIT)? == next, "the next in line leads");
+        let spec = cluster.node(last);
+        let url = format!("http://{}:{}/api/v2/task_center/tasks", spec.address, spec.dispatcher_port);
+        let expected = format!("{}:{}", cluster.node(next).address, cluster.node(next).dispatcher_port);
+        let named = || -> Option<String> {
+            match ureq::get(&url).call() {
+                Err(ureq::Error::Status(421, response)) => response
+                    .into_json::<serde_json::Value>()
+                    .ok()
+                    .and_then(|answer| answer["leader"].as_str().map(str::to_string)),
+                _ => None,
+            }
+        };
+        cluster.wait_until(Duration::from_secs(3), "the last follower naming the new leader", || {
+            named().as_deref() == Some(expected.as_str())
+        })?;
+        for _ in 0..10 {
+            ensure!(named().as_deref() == Some(expected.as_str()), "the follower's 421 went back to a stale leader");
+            thread::sleep(Duration::from_millis(100));
+        }
+        Ok(())
+    });
+}
+
 #[test]
 fn whole_outage_keeps_the_leader() {
     with_cluster(Cluster::builder(), |cluster| {
