@@ -10,6 +10,7 @@ mod confinement;
 mod copies;
 mod operations;
 mod retention;
+mod submits;
 
 use std::fs::File;
 use std::os::unix::fs::{FileExt, MetadataExt};

@@ -201,26 +201,24 @@ impl SchedulerHandle {
             }
         }
         // A copy's file system reads happen here, on the submitter's coroutine, never on the worker.
-        let volumes = match &body.kind {
+        let copy = match &body.kind {
             TaskKind::CopyVolume(args) => {
                 let holds_data =
                     volumes::holds_data(&args.destination).map_err(|error| SubmitError::DestinationUnreadable {
                         destination: args.destination.clone(),
                         reason: error.to_string(),
                     })?;
-                if holds_data && !body.overwrite {
-                    return Err(SubmitError::DestinationHoldsData { destination: args.destination.clone() });
-                }
-                Some(VolumeUse::resolve(args))
+                let refuse_data = (holds_data && !body.overwrite).then(|| args.destination.clone());
+                Some((VolumeUse::resolve(args), refuse_data))
             }
             TaskKind::Sleep(_) => None,
         };
-        match volumes {
+        match copy {
             // The volume rule must see every other copy, accepted or in flight: it runs on the
             // worker, which owns the cache and the copies' reservations (see `reserve_copy`).
-            Some(volumes) => {
+            Some((volumes, refuse_data)) => {
                 let (task_id, request_id) = (record.task_id.clone(), record.request_id.clone());
-                self.call(timeout, move |scheduler| scheduler.reserve_copy(task_id, request_id, volumes))
+                self.call(timeout, move |scheduler| scheduler.reserve_copy(task_id, request_id, volumes, refuse_data))
                     .ok_or(SubmitError::Unavailable)??;
             }
             None => self.shared.room.lock().reserve(&record.task_id)?,
@@ -507,11 +505,16 @@ impl Scheduler {
     /// Copies with the same request id are not held against each other: at most one of them
     /// gets created (the multi-op's `NodeExists` on the request znode decides), and the others
     /// answer with it.
+    ///
+    /// `refuse_data` names the destination when it holds data and the client did not ask to
+    /// overwrite it: refused after the volume rule, so that a busy volume is reported first
+    /// (the copy writing it is the likelier reason the destination holds data).
     fn reserve_copy(
         &mut self,
         task_id: TaskId,
         request_id: Option<RequestId>,
         volumes: VolumeUse,
+        refuse_data: Option<std::path::PathBuf>,
     ) -> Result<(), SubmitError> {
         let mut refreshed = 0;
         loop {
@@ -538,6 +541,9 @@ impl Scheduler {
                 }
             }
             return Err(SubmitError::VolumeBusy { conflict });
+        }
+        if let Some(destination) = refuse_data {
+            return Err(SubmitError::DestinationHoldsData { destination });
         }
         let mut room = self.handle.shared.room.lock();
         room.publish(&self.db);
