@@ -17,9 +17,10 @@ use vip::{StoredVip, VipServer};
 
 use crate::copy_volume::AllowedRoots;
 use crate::dispatcher::scheduler::{ApiError, CallError, SchedulerHandle, TaskAction};
+use crate::dispatcher::submit::{Submit, SubmitError, Submitted};
 use crate::runner::{TaskRequest, TaskRunner};
 use crate::runner_client::{paths as runner_paths, RunnerClient};
-use crate::task::{CopyVolumeArgs, RuntimeWindow, SleepArgs, TaskId, TaskKind, TaskState};
+use crate::task::{CopyVolumeArgs, RequestId, RuntimeWindow, SleepArgs, TaskId, TaskKind, TaskState};
 use crate::task_db::ListFilter;
 
 /// How long a request waits for the dispatcher's answer.
@@ -124,6 +125,9 @@ fn set_vip(vip: &VipServer, stored: Option<StoredVip>) -> Result<Response, Respo
     ))
 }
 
+/// The header a client may send its request id in instead of the body's `request_id`.
+pub const IDEMPOTENCY_KEY_HEADER: &str = "Idempotency-Key";
+
 /// `POST /api/v2/task_center/copy_volume/create`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -132,6 +136,11 @@ pub struct CopyVolumeCreate {
     pub destination: PathBuf,
     pub io_depth: Option<u32>,
     pub runtime_window: Option<RuntimeWindow>,
+    /// The client's idempotency key (or the `Idempotency-Key` header).
+    pub request_id: Option<String>,
+    /// Copy over a destination that holds data.
+    #[serde(default)]
+    pub overwrite: bool,
 }
 
 /// `POST /api/v2/task_center/sleep/create`.
@@ -141,6 +150,48 @@ pub struct SleepCreate {
     pub duration_ms: u64,
     #[serde(default)]
     pub fail: bool,
+    /// Fail the first `fail_first` attempts, then succeed.
+    #[serde(default)]
+    pub fail_first: u32,
+    /// The client's idempotency key (or the `Idempotency-Key` header).
+    pub request_id: Option<String>,
+}
+
+/// The submit's request id: the body's `request_id` or the `Idempotency-Key` header (both
+/// must agree when both are given); a 400 when it is not a valid id.
+fn request_id(request: &Request, in_body: Option<String>) -> Result<Option<RequestId>, Response> {
+    let header = request.header(IDEMPOTENCY_KEY_HEADER).map(str::to_string);
+    let text = match (in_body, header) {
+        (Some(body), Some(header)) if body != header => {
+            return Err(Response::error(400, "`request_id` and the Idempotency-Key header differ"))
+        }
+        (Some(text), _) | (None, Some(text)) => text,
+        (None, None) => return Ok(None),
+    };
+    RequestId::parse(&text).map(Some).map_err(|error| Response::error(400, &error.to_string()))
+}
+
+/// The response to a refused submit: the status, and the task it names (`task_id`) if any.
+fn submit_error_response(error: SubmitError) -> Response {
+    let error = match error {
+        SubmitError::Db(error) => return error_response(ApiError::from(error)),
+        error => error,
+    };
+    let status = match &error {
+        SubmitError::Invalid(_) | SubmitError::DestinationUnreadable { .. } => 400,
+        SubmitError::RequestIdReused { .. }
+        | SubmitError::RequestIdSpent { .. }
+        | SubmitError::VolumeBusy { .. }
+        | SubmitError::DestinationHoldsData { .. } => 409,
+        SubmitError::Unavailable | SubmitError::Db(_) => 503,
+    };
+    let message = error.to_string();
+    match error.task_id() {
+        Some(task_id) => {
+            Response::json(status, &serde_json::json!({ "error": message, "status": status, "task_id": task_id }))
+        }
+        None => Response::error(status, &message),
+    }
 }
 
 fn error_response(error: ApiError) -> Response {
@@ -171,17 +222,14 @@ where
 
 /// Submits a task through the dispatcher (its ZooKeeper create runs on this coroutine, in flight
 /// together with other submits' on the session, instead of one after another on the dispatcher)
-/// and turns the answer into a response: the statuses of `Scheduler::create`.
-fn submit(
-    access: &dyn DispatcherAccess,
-    kind: TaskKind,
-    window: Option<RuntimeWindow>,
-) -> Result<crate::task::TaskRecord, Response> {
+/// and turns the answer into a response: 201 with the new record, 200 with the original record
+/// for a retry of a known request id, the statuses of `submit_error_response` otherwise.
+fn submit(access: &dyn DispatcherAccess, submit: Submit) -> Result<Response, Response> {
     let scheduler = access.scheduler()?;
-    match scheduler.submit(DISPATCHER_CALL_TIMEOUT, kind, window) {
-        Some(Ok(record)) => Ok(record),
-        Some(Err(error)) => Err(error_response(error)),
-        None => Err(Response::error(503, "the dispatcher did not answer in time")),
+    match scheduler.submit(DISPATCHER_CALL_TIMEOUT, submit) {
+        Ok(Submitted { record, created: true }) => Ok(Response::json(201, &record)),
+        Ok(Submitted { record, created: false }) => Ok(Response::json(200, &record)),
+        Err(error) => Err(submit_error_response(error)),
     }
 }
 
@@ -243,6 +291,7 @@ pub fn dispatcher_routes(
     let config = config.cpu_route(Method::Post, &format!("{PREFIX}/copy_volume/create"), move |request| {
         answer((|| {
             let body: CopyVolumeCreate = request.json()?;
+            let request_id = request_id(request, body.request_id)?;
             let args = CopyVolumeArgs {
                 source: body.source,
                 destination: body.destination,
@@ -260,8 +309,7 @@ pub fn dispatcher_routes(
                 Err(reason) => return Err(Response::error(400, &format!("allowed roots unusable: {reason}"))),
             }
             let window = body.runtime_window;
-            let record = submit(a.as_ref(), kind, window)?;
-            Ok(Response::json(201, &record))
+            submit(a.as_ref(), Submit { kind, runtime_window: window, request_id, overwrite: body.overwrite })
         })())
     });
     let a = access.clone();
@@ -270,10 +318,14 @@ pub fn dispatcher_routes(
     let config = config.cpu_route(Method::Post, &format!("{PREFIX}/sleep/create"), move |request| {
         answer((|| {
             let body: SleepCreate = request.json()?;
-            let kind = TaskKind::Sleep(SleepArgs { duration_ms: body.duration_ms, fail: body.fail });
+            let request_id = request_id(request, body.request_id)?;
+            let kind = TaskKind::Sleep(SleepArgs {
+                duration_ms: body.duration_ms,
+                fail: body.fail,
+                fail_first: body.fail_first,
+            });
             kind.validate().map_err(|error| Response::error(400, &error.to_string()))?;
-            let record = submit(a.as_ref(), kind, None)?;
-            Ok(Response::json(201, &record))
+            submit(a.as_ref(), Submit { kind, runtime_window: None, request_id, overwrite: false })
         })())
     });
     let a = access.clone();

@@ -130,6 +130,9 @@ pub enum TaskCommand {
         destination: String,
         #[arg(long)]
         io_depth: Option<u32>,
+        /// Copy over a destination that already holds data (refused with 409 otherwise).
+        #[arg(long)]
+        overwrite: bool,
     },
     /// A test task that sleeps for `ms` milliseconds.
     Sleep {

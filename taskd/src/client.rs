@@ -2,13 +2,18 @@
 //! blocking HTTP/JSON call per operation, errors typed by what the caller does about them.
 //! A follower's 421 answer names the leader; the client follows it once. With a token
 //! (`with_token`) every request carries it in `X-SmartX-Token` (see `crate::access`).
+//!
+//! A submit carries a fresh `request_id` (a UUID v4) and is retried with that same id after a
+//! timeout, a connection error or a 5xx answer (`SUBMIT_ATTEMPTS` tries, doubling back-off): the
+//! dispatcher answers a retry of a submit it already took with the original task, so a retry
+//! never creates a second one.
 
 use std::time::Duration;
 
 use serde_json::{json, Value};
 
 use crate::api::PREFIX;
-use crate::task::{RuntimeWindow, TaskRecord, TaskState};
+use crate::task::{RequestId, RuntimeWindow, TaskRecord, TaskState};
 
 /// Why a call failed.
 #[derive(Debug, thiserror::Error)]
@@ -33,7 +38,21 @@ impl ClientError {
     }
 }
 
+impl ClientError {
+    /// True when a submit may be retried with the same request id: the server may not have
+    /// taken it (no answer, an unreadable answer, or a 5xx).
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, ClientError::Transport(_) | ClientError::Status { status: 500..=599, .. })
+    }
+}
+
 pub type Result<T, E = ClientError> = std::result::Result<T, E>;
+
+/// How often a submit is tried with one request id before its last error is returned.
+pub const SUBMIT_ATTEMPTS: u32 = 4;
+
+/// The wait before a submit's first retry; each further one waits twice as long.
+pub const SUBMIT_BACKOFF: Duration = Duration::from_millis(500);
 
 /// A connection to one dispatcher (`host:port`).
 pub struct Client {
@@ -98,14 +117,45 @@ impl Client {
         serde_json::from_value(value).map_err(|error| ClientError::Transport(format!("bad task record: {error}")))
     }
 
-    pub fn create_copy_volume(&self, source: &str, destination: &str, io_depth: Option<u32>) -> Result<TaskRecord> {
-        let body = json!({ "source": source, "destination": destination, "io_depth": io_depth });
-        Client::task(self.request("POST", &format!("{PREFIX}/copy_volume/create"), Some(&body))?)
+    /// Submits `body` (a JSON object) to `create_path` with a fresh request id, retried with the
+    /// same id while the error `is_retryable` (see the module's doc).
+    fn submit(&self, create_path: &str, mut body: Value) -> Result<TaskRecord> {
+        let request_id = RequestId::generate();
+        if let Some(object) = body.as_object_mut() {
+            object.insert("request_id".to_string(), Value::String(request_id.to_string()));
+        }
+        let path = format!("{PREFIX}/{create_path}");
+        let mut backoff = SUBMIT_BACKOFF;
+        let mut attempt = 1;
+        loop {
+            match self.request("POST", &path, Some(&body)) {
+                Ok(value) => return Client::task(value),
+                Err(error) if error.is_retryable() && attempt < SUBMIT_ATTEMPTS => {
+                    tracing::debug!(%error, %request_id, attempt, "submit failed; retrying with the same request id");
+                    std::thread::sleep(backoff);
+                    backoff *= 2;
+                    attempt += 1;
+                }
+                Err(error) => return Err(error),
+            }
+        }
+    }
+
+    /// Submits a copy; `overwrite` allows a destination that holds data.
+    pub fn create_copy_volume(
+        &self,
+        source: &str,
+        destination: &str,
+        io_depth: Option<u32>,
+        overwrite: bool,
+    ) -> Result<TaskRecord> {
+        let body =
+            json!({ "source": source, "destination": destination, "io_depth": io_depth, "overwrite": overwrite });
+        self.submit("copy_volume/create", body)
     }
 
     pub fn create_sleep(&self, duration_ms: u64, fail: bool) -> Result<TaskRecord> {
-        let body = json!({ "duration_ms": duration_ms, "fail": fail });
-        Client::task(self.request("POST", &format!("{PREFIX}/sleep/create"), Some(&body))?)
+        self.submit("sleep/create", json!({ "duration_ms": duration_ms, "fail": fail }))
     }
 
     pub fn show(&self, task_id: &str) -> Result<TaskRecord> {

@@ -12,6 +12,8 @@
 //! "zbs-task-call" (`CALLER_THREADS` of them), so they never stall the dispatcher's thread.
 
 pub mod scheduler;
+pub mod submit;
+pub mod volumes;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

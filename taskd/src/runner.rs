@@ -659,7 +659,7 @@ fn run_task(inner: &Inner, session: &Arc<ZkSession>, stored: StoredRecord, contr
     let mut version = stored.version;
     let started = Instant::now();
     let end = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match record.kind.clone() {
-        TaskKind::Sleep(args) => run_sleep(args.duration_ms, args.fail, control),
+        TaskKind::Sleep(args) => run_sleep(args.duration_ms, args.fails_after(record.attempts), control),
         TaskKind::CopyVolume(args) => {
             let roots = match &inner.roots {
                 Ok(roots) => roots,

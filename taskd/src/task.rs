@@ -10,6 +10,7 @@
 //! the other tasks. Every record fits in [`MAX_RECORD_BYTES`]: paths and the kept error
 //! message are bounded, and `encode` refuses anything larger.
 
+mod request_id;
 mod state;
 mod window;
 
@@ -19,6 +20,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+pub use request_id::{RequestId, RequestIdError};
 pub use state::{TaskState, TransitionError, UnknownState};
 pub use window::{RuntimeWindow, WindowError};
 
@@ -37,6 +39,13 @@ pub const MAX_ADDR_BYTES: usize = 128;
 
 /// The longest error message a record keeps, in bytes; longer ones are cut at a char boundary.
 pub const MAX_ERROR_BYTES: usize = 512;
+
+/// How many failed attempts' errors a record keeps in `attempt_errors` (the latest ones): few
+/// and short, so that the largest record stays under 2.5 KiB (`last_error` keeps the last in full).
+pub const MAX_ATTEMPT_ERRORS: usize = 2;
+
+/// The longest error message `attempt_errors` keeps per attempt, in bytes.
+pub const MAX_ATTEMPT_ERROR_BYTES: usize = 64;
 
 /// The most concurrent block copies one CopyVolume task may ask for.
 pub const MAX_IO_DEPTH: u32 = 64;
@@ -151,6 +160,21 @@ pub struct SleepArgs {
     /// Fail (with a task error, so the retry path runs) instead of succeeding.
     #[serde(default)]
     pub fail: bool,
+    /// Fail the first `fail_first` attempts, then succeed: a task that fails once and then
+    /// succeeds (`fail_first: 1`), for tests of the retry path. Absent when 0.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub fail_first: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+impl SleepArgs {
+    /// Whether the run after `attempts` failed ones fails.
+    pub fn fails_after(&self, attempts: u32) -> bool {
+        self.fail || attempts < self.fail_first
+    }
 }
 
 /// A task's type and arguments; JSON `{"type": "copy_volume", "args": {...}}`.
@@ -198,6 +222,15 @@ impl TaskKind {
             }
         }
     }
+}
+
+/// The longest prefix of `text` of at most `max` bytes that ends at a char boundary.
+fn cut_at_char(text: &str, max: usize) -> &str {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
 }
 
 fn check_path(field: &'static str, path: &Path) -> Result<(), InvalidArgs> {
@@ -257,11 +290,22 @@ pub struct TaskRecord {
     pub finished_ms: Option<u64>,
     /// Failed runs so far (an interruption is not a failed attempt).
     pub attempts: u32,
-    /// The last task error, cut to `MAX_ERROR_BYTES`.
+    /// The error of the last failed attempt, cut to `MAX_ERROR_BYTES`, while the task has not
+    /// succeeded: a success clears it (the earlier attempts' errors stay in `attempt_errors`).
     pub last_error: Option<String>,
+    /// The errors of earlier failed attempts, those `last_error` no longer shows (at most
+    /// `MAX_ATTEMPT_ERRORS`, the latest, oldest first, each cut to `MAX_ATTEMPT_ERROR_BYTES`).
+    /// Absent when empty, and in records written before it was kept.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attempt_errors: Vec<String>,
     pub progress: Progress,
     /// When set, the task runs only inside this daily window.
     pub runtime_window: Option<RuntimeWindow>,
+    /// The client's idempotency key the task was submitted with; its znode
+    /// (`/zbs/taskd/requests/<request_id>`) is created with the task's and purged with it.
+    /// Absent when the client sent none, and in records written before it was kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<RequestId>,
 }
 
 /// Why a record could not be encoded or decoded.
@@ -311,8 +355,10 @@ impl TaskRecord {
             finished_ms: None,
             attempts: 0,
             last_error: None,
+            attempt_errors: Vec::new(),
             progress: Progress::default(),
             runtime_window: None,
+            request_id: None,
         }
     }
 
@@ -322,6 +368,11 @@ impl TaskRecord {
             return Err(TransitionError { from: self.state, to });
         }
         self.state = to;
+        // A success ends the story of the failed attempts: `last_error` would otherwise tell a
+        // reader of a succeeded task about a failure that no longer matters.
+        if to == TaskState::Succeeded {
+            self.retire_last_error();
+        }
         if to.is_finished() {
             let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
             self.finished_ms = Some(now.as_millis() as u64);
@@ -329,13 +380,20 @@ impl TaskRecord {
         Ok(())
     }
 
-    /// Keeps `message` as `last_error`, cut to `MAX_ERROR_BYTES` at a char boundary.
+    /// Keeps `message` as `last_error`, cut to `MAX_ERROR_BYTES` at a char boundary; the error it
+    /// replaces goes to `attempt_errors`.
     pub fn set_last_error(&mut self, message: &str) {
-        let mut end = message.len().min(MAX_ERROR_BYTES);
-        while !message.is_char_boundary(end) {
-            end -= 1;
-        }
-        self.last_error = Some(message[..end].to_string());
+        self.retire_last_error();
+        self.last_error = Some(cut_at_char(message, MAX_ERROR_BYTES).to_string());
+    }
+
+    /// Moves `last_error` (cut to `MAX_ATTEMPT_ERROR_BYTES`) to the end of `attempt_errors`,
+    /// dropping the oldest beyond `MAX_ATTEMPT_ERRORS`.
+    fn retire_last_error(&mut self) {
+        let Some(error) = self.last_error.take() else { return };
+        self.attempt_errors.push(cut_at_char(&error, MAX_ATTEMPT_ERROR_BYTES).to_string());
+        let excess = self.attempt_errors.len().saturating_sub(MAX_ATTEMPT_ERRORS);
+        self.attempt_errors.drain(..excess);
     }
 
     /// Checks what bounds the record's size and what a runner would refuse: the arguments,
@@ -350,6 +408,15 @@ impl TaskRecord {
         }
         if let Some(error) = self.last_error.as_ref().filter(|error| error.len() > MAX_ERROR_BYTES) {
             return too_long("last_error", error.len(), MAX_ERROR_BYTES);
+        }
+        if self.attempt_errors.len() > MAX_ATTEMPT_ERRORS {
+            return Err(InvalidArgs {
+                field: "attempt_errors",
+                message: format!("at most {MAX_ATTEMPT_ERRORS} entries, got {}", self.attempt_errors.len()),
+            });
+        }
+        if let Some(error) = self.attempt_errors.iter().find(|error| error.len() > MAX_ATTEMPT_ERROR_BYTES) {
+            return too_long("attempt_errors", error.len(), MAX_ATTEMPT_ERROR_BYTES);
         }
         Ok(())
     }

@@ -36,6 +36,7 @@ mod keys;
 pub mod layout;
 mod owner;
 mod records;
+mod requests;
 mod runners;
 
 use std::collections::BTreeSet;
@@ -48,7 +49,7 @@ use quorum::{ZkError, ZkSession};
 
 use crate::task::{TaskId, TaskRecord, TaskState};
 use cache::RecordCache;
-use layout::{child_reply_bytes, owner_path, task_path, DB_ROOT, RUNNERS_ROOT};
+use layout::{child_reply_bytes, owner_path, request_path, task_path, DB_ROOT, REQUESTS_ROOT, RUNNERS_ROOT};
 
 pub use error::{DbError, Result};
 pub use filter::ListFilter;
@@ -57,6 +58,7 @@ pub use owner::{
     OwnerMatch,
 };
 pub use records::{decode_read, read_record, write_record, CorruptRecord};
+pub use requests::{create_task_with_request, read_request, RequestNode, SubmitBody};
 pub use runners::{
     is_drained, list_runners, read_runners, register_runner, set_drained, unregister_runner, update_runner,
     watch_runners, RegisteredRunner, RunnerInfo, RunnerList, MAX_RUNNER_BYTES,
@@ -156,6 +158,7 @@ impl TaskDb {
         config.validate()?;
         session.ensure_path(DB_ROOT).map_err(DbError::zk("create the task directory"))?;
         session.ensure_path(RUNNERS_ROOT).map_err(DbError::zk("create the runners directory"))?;
+        session.ensure_path(REQUESTS_ROOT).map_err(DbError::zk("create the requests directory"))?;
         let cache = RecordCache::create_empty(&config.cache_dir)?;
         let mut db = TaskDb {
             session,
@@ -534,13 +537,8 @@ impl TaskDb {
         }
         let mut report = PurgeReport::default();
         for batch in candidates.chunks(self.config.purge_batch) {
-            let operations: Vec<ZkOp> = batch
-                .iter()
-                .map(|stored| ZkOp::Delete {
-                    path: task_path(&stored.record.task_id),
-                    expected_version: Some(stored.version),
-                })
-                .collect();
+            let operations: Vec<ZkOp> =
+                batch.iter().flat_map(|stored| delete_ops(&stored.record, stored.version, false)).collect();
             match self.session.multi(&operations) {
                 Ok(_) => {
                     for stored in batch {
@@ -568,20 +566,22 @@ impl TaskDb {
         Ok(report)
     }
 
-    /// Deletes one finished record (and a leftover owner child); false when it changed.
+    /// Deletes one finished record (with its request znode and a leftover owner child); false
+    /// when it changed.
     fn purge_one(&mut self, stored: &StoredRecord) -> Result<bool> {
         let task_id = &stored.record.task_id;
-        let path = task_path(task_id);
-        let mut outcome = self.session.delete(&path, Some(stored.version));
+        let mut record = stored.record.clone();
+        let mut outcome = self.session.multi(&delete_ops(&record, stored.version, false)).map(drop);
+        if let (Err(ZkError::NoNode { path, .. }), Some(request_id)) = (&outcome, &record.request_id) {
+            // The request znode is gone already (deleted by hand): the task still goes.
+            if *path == request_path(request_id) {
+                record.request_id = None;
+                outcome = self.session.multi(&delete_ops(&record, stored.version, false)).map(drop);
+            }
+        }
         if matches!(outcome, Err(ZkError::NotEmpty { .. })) {
             // A runner that finished but has not released yet: its owner node goes too.
-            outcome = self
-                .session
-                .multi(&[
-                    ZkOp::Delete { path: owner_path(task_id), expected_version: None },
-                    ZkOp::Delete { path, expected_version: Some(stored.version) },
-                ])
-                .map(drop);
+            outcome = self.session.multi(&delete_ops(&record, stored.version, true)).map(drop);
         }
         match outcome {
             Ok(()) | Err(ZkError::NoNode { .. }) => {
@@ -656,6 +656,20 @@ pub fn create_node(session: &ZkSession, record: &TaskRecord) -> Result<()> {
         Err(ZkError::NodeExists { .. }) => Err(DbError::Exists { task_id: record.task_id.clone() }),
         Err(source) => Err(DbError::Zk { context: "create a task record", source }),
     }
+}
+
+/// The deletes that purge `record` at `version`: its owner child (when `with_owner`), its
+/// znode, and its request znode, all in one multi-op.
+fn delete_ops(record: &TaskRecord, version: i32, with_owner: bool) -> Vec<ZkOp> {
+    let mut operations = Vec::with_capacity(3);
+    if with_owner {
+        operations.push(ZkOp::Delete { path: owner_path(&record.task_id), expected_version: None });
+    }
+    operations.push(ZkOp::Delete { path: task_path(&record.task_id), expected_version: Some(version) });
+    if let Some(request_id) = &record.request_id {
+        operations.push(ZkOp::Delete { path: request_path(request_id), expected_version: None });
+    }
+    operations
 }
 
 /// The latest time a record shows activity: creation, last dispatch, last failure, its end.

@@ -31,7 +31,11 @@ fn now_ms() -> u64 {
 }
 
 fn sleep_task(created_ms: u64) -> TaskRecord {
-    TaskRecord::new(TaskId::generate(), TaskKind::Sleep(SleepArgs { duration_ms: 5, fail: false }), created_ms)
+    TaskRecord::new(
+        TaskId::generate(),
+        TaskKind::Sleep(SleepArgs { duration_ms: 5, fail: false, fail_first: 0 }),
+        created_ms,
+    )
 }
 
 fn open(session: &Arc<ZkSession>, dir: &tempfile::TempDir, name: &str) -> Result<TaskDb> {

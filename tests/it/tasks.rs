@@ -13,6 +13,7 @@ mod forwarding;
 mod leases;
 mod operations;
 mod retention;
+mod submits;
 
 use std::fs::File;
 use std::os::unix::fs::{FileExt, MetadataExt};

@@ -71,8 +71,8 @@ impl From<ClientError> for Failure {
 fn run(cli: &Cli, client: &Client) -> Result<(), Failure> {
     match &cli.command {
         Command::Task(command) => match command {
-            TaskCommand::CopyVolume { source, destination, io_depth } => {
-                print_task(cli, &client.create_copy_volume(source, destination, *io_depth)?)
+            TaskCommand::CopyVolume { source, destination, io_depth, overwrite } => {
+                print_task(cli, &client.create_copy_volume(source, destination, *io_depth, *overwrite)?)
             }
             TaskCommand::Sleep { ms, fail } => print_task(cli, &client.create_sleep(*ms, *fail)?),
             TaskCommand::Show { task_id } => print_task(cli, &client.show(task_id)?),

@@ -28,6 +28,11 @@
 //! `SchedulerHandle::submit` creates the task's znode on the submitter's own coroutine, so that
 //! concurrent submits' creates are in flight together on the session; the worker only caches
 //! the record afterwards. Room under the cap is reserved against the counts the worker publishes.
+//! A submit with a request id first reads its request znode (a retry answers with the original
+//! task), and creates the task's znode and the request znode in one multi-op, whose `NodeExists`
+//! on the request znode settles a race of duplicates. A copy is checked by the worker against the
+//! other unfinished copies (`volumes::find_conflict`) and reserved there until it is cached, so
+//! that no two accepted copies write one volume or one writes what another reads.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
@@ -39,10 +44,12 @@ use parking_lot::Mutex;
 use quorum::{QuorumHandle, ZkSession};
 use runtime::{ContextHandle, SyncPoint};
 
+use super::submit::{Submit, SubmitError, Submitted};
+use super::volumes::{self, VolumeUse};
 use crate::runner::now_ms;
 use crate::runner_client::{paths as runner_paths, RunnerClient};
-use crate::task::{TaskId, TaskKind, TaskRecord, TaskState};
-use crate::task_db::{self, DbError, ListFilter, StoredRecord, TaskDb, TaskDbConfig};
+use crate::task::{RequestId, TaskId, TaskKind, TaskRecord, TaskState};
+use crate::task_db::{self, DbError, ListFilter, StoredRecord, SubmitBody, TaskDb, TaskDbConfig};
 
 /// How often the dispatcher looks for waiting tasks (the original: every 2 s).
 pub const CHECK_INTERVAL: Duration = Duration::from_secs(2);
@@ -219,43 +226,66 @@ impl SchedulerHandle {
 
     /// Submits a new task with its ZooKeeper create on the caller's coroutine, so that the
     /// creates of concurrent submitters are in flight together on the session (the client
-    /// pipelines them) instead of one after another on the dispatcher's worker. The worker only
-    /// caches the record (with its count and a dispatch pass) after; room under the cap is
-    /// reserved against the counts it publishes. `None` when the database is not open and did
-    /// not open within `timeout`.
-    pub fn submit(
-        &self,
-        timeout: Duration,
-        kind: TaskKind,
-        window: Option<crate::task::RuntimeWindow>,
-    ) -> Option<Result<TaskRecord, ApiError>> {
-        if let Err(error) = kind.validate() {
-            return Some(Err(ApiError::new(400, error.to_string())));
-        }
-        let mut record = TaskRecord::new(TaskId::generate(), kind, now_ms());
-        record.runtime_window = window;
+    /// pipelines them) instead of one after another on the dispatcher's worker (see
+    /// `# Submits`). `Unavailable` when the database is not open and did not open within
+    /// `timeout`.
+    pub fn submit(&self, timeout: Duration, submit: Submit) -> Result<Submitted, SubmitError> {
+        submit.kind.validate()?;
+        let body = submit.body();
+        let mut record = TaskRecord::new(TaskId::generate(), submit.kind, now_ms());
+        record.runtime_window = submit.runtime_window;
+        record.request_id = submit.request_id;
         let published = self.shared.session.lock().clone();
         let session = match published {
-            Some(session) => {
-                if let Err(error) = self.shared.room.lock().reserve(&record.task_id) {
-                    return Some(Err(error.into()));
-                }
-                session
-            }
+            Some(session) => session,
             // The database is not open yet: wait for it like any other call.
-            None => {
-                let reserved_id = record.task_id.clone();
-                match self.call(timeout, move |scheduler| scheduler.reserve(reserved_id)).ok()? {
-                    Ok(session) => session,
-                    Err(error) => return Some(Err(error)),
-                }
-            }
+            None => self.call(timeout, |scheduler| scheduler.session.clone()).map_err(|_| SubmitError::Unavailable)?,
         };
-        if let Err(error) = task_db::create_node(&session, &record) {
-            self.shared.room.lock().release(&record.task_id);
-            return Some(Err(error.into()));
+        // A retry: the request id names the task the first submit created.
+        if let Some(request_id) = &record.request_id {
+            if let Some(original) = replay(&session, request_id, &body)? {
+                return Ok(original);
+            }
         }
-        tracing::info!(task_id = %record.task_id, kind = record.kind.type_name(), "task submitted");
+        // A copy's file system reads happen here, on the submitter's coroutine, never on the worker.
+        let copy = match &body.kind {
+            TaskKind::CopyVolume(args) => {
+                let holds_data =
+                    volumes::holds_data(&args.destination).map_err(|error| SubmitError::DestinationUnreadable {
+                        destination: args.destination.clone(),
+                        reason: error.to_string(),
+                    })?;
+                let refuse_data = (holds_data && !body.overwrite).then(|| args.destination.clone());
+                Some((VolumeUse::resolve(args), refuse_data))
+            }
+            TaskKind::Sleep(_) => None,
+        };
+        match copy {
+            // The volume rule must see every other copy, accepted or in flight: it runs on the
+            // worker, which owns the cache and the copies' reservations (see `reserve_copy`).
+            Some((volumes, refuse_data)) => {
+                let (task_id, request_id) = (record.task_id.clone(), record.request_id.clone());
+                self.call(timeout, move |scheduler| scheduler.reserve_copy(task_id, request_id, volumes, refuse_data))
+                    .map_err(|_| SubmitError::Unavailable)??;
+            }
+            None => self.shared.room.lock().reserve(&record.task_id)?,
+        }
+        if let Err(error) = task_db::create_task_with_request(&session, &record, &body) {
+            self.shared.room.lock().release(&record.task_id);
+            let task_id = record.task_id.clone();
+            self.post(Box::new(move |scheduler| {
+                scheduler.reserved_copies.remove(&task_id);
+            }));
+            return match error {
+                // Another submit with the same request id created its task first.
+                DbError::RequestTaken { request_id } => match replay(&session, &request_id, &body)? {
+                    Some(original) => Ok(original),
+                    None => Err(DbError::RequestTaken { request_id }.into()),
+                },
+                error => Err(error.into()),
+            };
+        }
+        tracing::info!(task_id = %record.task_id, kind = record.kind.type_name(), request_id = ?record.request_id.as_ref().map(RequestId::as_str), "task submitted");
         // Persisted: the answer goes now. The worker caches the record before any job posted
         // after this one (the queue is FIFO), so the client's next request through the
         // dispatcher already finds it.
@@ -270,7 +300,7 @@ impl SchedulerHandle {
         if first {
             self.post(Box::new(|scheduler| scheduler.adopt_created()));
         }
-        Some(Ok(answer))
+        Ok(Submitted { record: answer, created: true })
     }
 
     /// Runs `job` on the dispatcher's context with the scheduler and waits (parking only the
@@ -308,6 +338,25 @@ impl SchedulerHandle {
         } else {
             Err(CallError::Unknown)
         }
+    }
+}
+
+/// The answer to a submit whose request id is known: the original task (read from ZooKeeper,
+/// whatever its state now), `RequestIdReused` when the body differs, `RequestIdSpent` when the
+/// task is gone. `None` when the request id is unknown.
+fn replay(session: &ZkSession, request_id: &RequestId, body: &SubmitBody) -> Result<Option<Submitted>, SubmitError> {
+    let Some(node) = task_db::read_request(session, request_id)? else {
+        return Ok(None);
+    };
+    if node.body != *body {
+        return Err(SubmitError::RequestIdReused { request_id: request_id.clone(), task_id: node.task_id });
+    }
+    match task_db::read_record(session, &node.task_id)? {
+        Some(stored) => {
+            tracing::info!(task_id = %node.task_id, %request_id, "a retried submit answered with its task");
+            Ok(Some(Submitted { record: stored.record, created: false }))
+        }
+        None => Err(SubmitError::RequestIdSpent { request_id: request_id.clone(), task_id: node.task_id }),
     }
 }
 
@@ -377,6 +426,8 @@ fn worker(handle: SchedulerHandle, context: ContextHandle, callers: Vec<ContextH
         claim_grace: setup.claim_grace,
         retention: setup.retention,
         runner_client: setup.runner_client,
+        reserved_copies: HashMap::new(),
+        resolved_copies: HashMap::new(),
     };
     handle.shared.room.lock().publish(&scheduler.db);
     *handle.shared.session.lock() = Some(scheduler.session.clone());
@@ -465,9 +516,11 @@ impl From<DbError> for ApiError {
     fn from(error: DbError) -> ApiError {
         let status = match &error {
             DbError::NotFound { .. } => 404,
-            DbError::Transition(_) | DbError::Rejected { .. } | DbError::Conflict { .. } | DbError::Exists { .. } => {
-                409
-            }
+            DbError::Transition(_)
+            | DbError::Rejected { .. }
+            | DbError::Conflict { .. }
+            | DbError::Exists { .. }
+            | DbError::RequestTaken { .. } => 409,
             DbError::Full { .. } => 507,
             DbError::Zk { .. } => 503,
             _ => 500,
@@ -505,31 +558,103 @@ pub struct Scheduler {
     claim_grace: Duration,
     retention: Duration,
     runner_client: RunnerClient,
+    /// Copies accepted by the volume rule whose znodes their submitters are creating: held
+    /// until the record is adopted (or its create failed), so that concurrent submits see them.
+    reserved_copies: HashMap<TaskId, ReservedCopy>,
+    /// The resolved paths of unfinished copies, so that each is resolved once per leadership.
+    resolved_copies: HashMap<TaskId, VolumeUse>,
 }
 
-impl Scheduler {
-    /// Submits a new task: validated, persisted, answered at once; a check follows.
-    pub fn create(
-        &mut self,
-        kind: TaskKind,
-        window: Option<crate::task::RuntimeWindow>,
-    ) -> Result<TaskRecord, ApiError> {
-        kind.validate().map_err(|error| ApiError::new(400, error.to_string()))?;
-        let mut record = TaskRecord::new(TaskId::generate(), kind, now_ms());
-        record.runtime_window = window;
-        let stored = self.db.create(&record)?;
-        tracing::info!(task_id = %record.task_id, kind = record.kind.type_name(), "task submitted");
-        self.handle.request_check();
-        Ok(stored.record)
-    }
+/// A copy reserved by `Scheduler::reserve_copy` and not yet adopted.
+struct ReservedCopy {
+    request_id: Option<RequestId>,
+    volumes: VolumeUse,
+}
 
-    /// The first step of `SchedulerHandle::submit`: room under the cap for one more record,
-    /// counting the ones reserved and not yet adopted; the session to create it with.
-    fn reserve(&mut self, task_id: TaskId) -> Result<Arc<ZkSession>, ApiError> {
+/// How many cached copies the volume rule re-reads from ZooKeeper, per submit, before refusing
+/// (the cache may not know yet that a runner finished them).
+const MAX_CONFLICT_REFRESHES: usize = 8;
+
+impl Scheduler {
+    /// The worker's step of a copy's submit: room under the cap, then the one-writer-per-volume
+    /// rule against every unfinished copy in the cache and every copy reserved and not yet
+    /// adopted; on success the copy is reserved until `adopt_created` caches it (or its create
+    /// fails). Race-free because the worker runs one job at a time: two submits' checks and
+    /// reservations cannot interleave, and a reservation covers the time its znode is being
+    /// created on the submitter's coroutine, when the cache does not show it yet.
+    ///
+    /// Copies with the same request id are not held against each other: at most one of them
+    /// gets created (the multi-op's `NodeExists` on the request znode decides), and the others
+    /// answer with it.
+    ///
+    /// `refuse_data` names the destination when it holds data and the client did not ask to
+    /// overwrite it: refused after the volume rule, so that a busy volume is reported first
+    /// (the copy writing it is the likelier reason the destination holds data).
+    fn reserve_copy(
+        &mut self,
+        task_id: TaskId,
+        request_id: Option<RequestId>,
+        volumes: VolumeUse,
+        refuse_data: Option<std::path::PathBuf>,
+    ) -> Result<(), SubmitError> {
+        let mut refreshed = 0;
+        loop {
+            let unfinished = self.unfinished_copies(request_id.as_ref())?;
+            let reserved = self
+                .reserved_copies
+                .iter()
+                .filter(|(_, reserved)| request_id.is_none() || reserved.request_id != request_id)
+                .map(|(task_id, reserved)| (task_id, &reserved.volumes));
+            let Some(conflict) =
+                volumes::find_conflict(&volumes, unfinished.iter().map(|(id, use_)| (id, use_)).chain(reserved))
+            else {
+                break;
+            };
+            // The cache learns of a runner's final write only at the next check: re-read the
+            // other copy before refusing.
+            let other = conflict.task_id().clone();
+            let cached = unfinished.iter().any(|(id, _)| *id == other);
+            if cached && refreshed < MAX_CONFLICT_REFRESHES {
+                refreshed += 1;
+                match self.db.refresh(&other)? {
+                    Some(fresh) if !fresh.record.state.is_finished() => {}
+                    _ => continue,
+                }
+            }
+            return Err(SubmitError::VolumeBusy { conflict });
+        }
+        if let Some(destination) = refuse_data {
+            return Err(SubmitError::DestinationHoldsData { destination });
+        }
         let mut room = self.handle.shared.room.lock();
         room.publish(&self.db);
         room.reserve(&task_id)?;
-        Ok(self.session.clone())
+        drop(room);
+        self.reserved_copies.insert(task_id, ReservedCopy { request_id, volumes });
+        Ok(())
+    }
+
+    /// The unfinished copies in the cache, with their resolved paths (but those submitted with
+    /// `except_request`, a retry's own original). Paths this leader has not resolved yet (tasks
+    /// of an earlier leader) are resolved here, once.
+    fn unfinished_copies(&mut self, except_request: Option<&RequestId>) -> Result<Vec<(TaskId, VolumeUse)>, DbError> {
+        let mut copies = Vec::new();
+        for state in TaskState::ALL.into_iter().filter(|state| !state.is_finished()) {
+            for stored in self.db.list(&ListFilter::in_state(state))? {
+                let TaskKind::CopyVolume(args) = &stored.record.kind else { continue };
+                if except_request.is_some() && stored.record.request_id.as_ref() == except_request {
+                    continue;
+                }
+                let volumes = self
+                    .resolved_copies
+                    .entry(stored.record.task_id.clone())
+                    .or_insert_with(|| VolumeUse::resolve(args))
+                    .clone();
+                copies.push((stored.record.task_id, volumes));
+            }
+        }
+        self.resolved_copies.retain(|task_id, _| copies.iter().any(|(id, _)| id == task_id));
+        Ok(copies)
     }
 
     /// The last step of `SchedulerHandle::submit`: the created records are cached and counted,
@@ -544,6 +669,11 @@ impl Scheduler {
             room.publish(&self.db);
             for record in &records {
                 room.release(&record.task_id);
+            }
+        }
+        for record in &records {
+            if let Some(reserved) = self.reserved_copies.remove(&record.task_id) {
+                self.resolved_copies.insert(record.task_id.clone(), reserved.volumes);
             }
         }
         self.handle.request_check();

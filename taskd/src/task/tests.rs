@@ -158,7 +158,7 @@ fn arguments_are_validated() {
     assert_eq!(copy("/d/a", MAX_IO_DEPTH + 1).validate().map_err(|e| e.field), Err("io_depth"));
     assert_eq!(copy("relative/a", 4).validate().map_err(|e| e.field), Err("source"));
     assert_eq!(copy(&format!("/{}", "x".repeat(MAX_PATH_BYTES)), 4).validate().map_err(|e| e.field), Err("source"));
-    let sleep = |duration_ms| TaskKind::Sleep(SleepArgs { duration_ms, fail: false });
+    let sleep = |duration_ms| TaskKind::Sleep(SleepArgs { duration_ms, fail: false, fail_first: 0 });
     assert!(sleep(10).validate().is_ok());
     assert_eq!(sleep(MAX_SLEEP_MS + 1).validate().map_err(|e| e.field), Err("duration_ms"));
 }
@@ -193,7 +193,11 @@ fn a_record_round_trips_with_its_schema_version() {
     assert_eq!(json["state"], "running");
     assert_eq!(TaskRecord::decode(&bytes).expect("decode"), record);
 
-    let sleep = TaskRecord::new(TaskId::generate(), TaskKind::Sleep(SleepArgs { duration_ms: 5, fail: true }), 7);
+    let sleep = TaskRecord::new(
+        TaskId::generate(),
+        TaskKind::Sleep(SleepArgs { duration_ms: 5, fail: true, fail_first: 0 }),
+        7,
+    );
     assert_eq!(TaskRecord::decode(&sleep.encode().expect("encode")).expect("decode"), sleep);
 }
 
@@ -208,7 +212,10 @@ fn the_largest_record_stays_well_under_4_kib() {
     });
     record.task_id = TaskId::parse(&"i".repeat(TaskId::MAX_LEN)).expect("valid");
     record.runner_addr = Some("[ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff]:65535".to_string());
-    record.set_last_error(&"é".repeat(MAX_ERROR_BYTES));
+    for _ in 0..=MAX_ATTEMPT_ERRORS {
+        record.set_last_error(&"é".repeat(MAX_ERROR_BYTES));
+    }
+    record.request_id = Some(RequestId::parse(&"r".repeat(RequestId::MAX_LEN)).expect("valid"));
     record.progress = Progress {
         cur_extent: u64::MAX,
         n_extents: u64::MAX,
@@ -283,4 +290,79 @@ fn corrupt_records_are_errors_never_panics() {
     }
     let oversized = vec![b' '; MAX_RECORD_BYTES + 1];
     assert!(matches!(TaskRecord::decode(&oversized), Err(RecordError::TooLarge { .. })));
+}
+
+#[test]
+fn request_ids_are_1_to_128_safe_characters() {
+    for good in ["a", "0", "retry-1", "client:7.request_2", "...", &"x".repeat(RequestId::MAX_LEN)] {
+        assert_eq!(RequestId::parse(good).map(|id| id.as_str().to_string()), Ok(good.to_string()), "{good:?}");
+    }
+    assert_eq!(RequestId::parse(""), Err(RequestIdError::Empty));
+    assert_eq!(
+        RequestId::parse(&"x".repeat(RequestId::MAX_LEN + 1)),
+        Err(RequestIdError::TooLong { len: RequestId::MAX_LEN + 1 })
+    );
+    for bad in [".", "..", "a/b", "a b", "é", "a\0b", "a\nb", "50%", "id?x=1", "a,b"] {
+        assert!(matches!(RequestId::parse(bad), Err(RequestIdError::BadCharacter(_))), "{bad:?} was accepted");
+    }
+    let generated = RequestId::generate();
+    assert_eq!(RequestId::parse(generated.as_str()), Ok(generated.clone()));
+    assert_ne!(generated, RequestId::generate());
+    // Through serde too: a stored record never holds an invalid one.
+    assert!(serde_json::from_str::<RequestId>("\"a/b\"").is_err());
+}
+
+#[test]
+fn a_success_after_a_failed_attempt_clears_last_error_and_keeps_the_attempts_errors() {
+    let mut record = TaskRecord::new(TaskId::generate(), copy_kind(), 7);
+    record.state = TaskState::Running;
+    record.attempts = 1;
+    record.set_last_error("first attempt: Input/output error");
+    record.transition_to(TaskState::Pending).expect("retry");
+    assert_eq!(record.last_error.as_deref(), Some("first attempt: Input/output error"));
+    record.transition_to(TaskState::Running).expect("dispatched again");
+    record.transition_to(TaskState::Succeeded).expect("succeeded");
+    assert_eq!(record.last_error, None, "a succeeded task shows no stale error");
+    assert_eq!(record.attempt_errors, vec!["first attempt: Input/output error".to_string()]);
+}
+
+#[test]
+fn attempt_errors_keep_the_latest_few_cut_short() {
+    let mut record = TaskRecord::new(TaskId::generate(), copy_kind(), 7);
+    for n in 0..MAX_ATTEMPT_ERRORS + 2 {
+        record.set_last_error(&format!("error {n} {}", "x".repeat(MAX_ERROR_BYTES)));
+    }
+    assert_eq!(record.attempt_errors.len(), MAX_ATTEMPT_ERRORS);
+    assert!(record.attempt_errors[0].starts_with(&format!("error {} ", 1)), "{:?}", record.attempt_errors);
+    assert!(record
+        .last_error
+        .as_ref()
+        .is_some_and(|error| error.starts_with(&format!("error {} ", MAX_ATTEMPT_ERRORS + 1))));
+    assert!(record.attempt_errors.iter().all(|error| error.len() <= MAX_ATTEMPT_ERROR_BYTES));
+    record.attempt_errors.push("one too many".to_string());
+    assert!(matches!(record.encode(), Err(RecordError::Invalid(InvalidArgs { field: "attempt_errors", .. }))));
+}
+
+#[test]
+fn a_record_written_before_attempt_errors_and_request_ids_still_decodes() {
+    let old = r#"{"schema_version":1,"task_id":"t-1","kind":{"type":"sleep","args":{"duration_ms":5}},
+        "state":"succeeded","runner_addr":null,"schedule_time_ms":null,"created_ms":7,
+        "last_failed_ms":null,"attempts":1,"last_error":"boom",
+        "progress":{"cur_extent":0,"n_extents":0,"bytes_done":0,"bytes_total":0,"speed_bytes_per_s":0},
+        "runtime_window":null}"#;
+    let record = TaskRecord::decode(old.as_bytes()).expect("an old record decodes");
+    assert_eq!(record.attempt_errors, Vec::<String>::new());
+    assert_eq!(record.request_id, None);
+    assert_eq!(record.kind, TaskKind::Sleep(SleepArgs { duration_ms: 5, fail: false, fail_first: 0 }));
+    // And a record without the new fields is written without them (older daemons read it).
+    let text = String::from_utf8(record.encode().expect("encode")).expect("UTF-8");
+    assert!(!text.contains("attempt_errors") && !text.contains("request_id") && !text.contains("fail_first"), "{text}");
+}
+
+#[test]
+fn a_sleep_task_fails_its_first_attempts_when_asked() {
+    let args = SleepArgs { duration_ms: 1, fail: false, fail_first: 1 };
+    assert!(args.fails_after(0));
+    assert!(!args.fails_after(1));
+    assert!(SleepArgs { duration_ms: 1, fail: true, fail_first: 0 }.fails_after(5));
 }

@@ -4,7 +4,7 @@
 
 use quorum::ZkError;
 
-use crate::task::{RecordError, TaskId, TransitionError};
+use crate::task::{RecordError, RequestId, TaskId, TransitionError};
 
 /// The task database's result type.
 pub type Result<T, E = DbError> = std::result::Result<T, E>;
@@ -58,6 +58,12 @@ pub enum DbError {
     /// A task with this id exists already.
     #[error("task {task_id}: already exists")]
     Exists { task_id: TaskId },
+    /// Another submit with this request id created its task first (see `requests`).
+    #[error("request {request_id}: already used")]
+    RequestTaken { request_id: RequestId },
+    /// A request znode does not decode.
+    #[error("request {request_id}: damaged request znode: {reason}")]
+    BadRequestNode { request_id: RequestId, reason: String },
     /// The database holds as many records as it may; purge finished tasks first.
     #[error("the task database is full ({n_records} records, {reply_bytes} bytes of names; limits {max_records} records, {max_reply_bytes} bytes)")]
     Full { n_records: usize, reply_bytes: usize, max_records: usize, max_reply_bytes: usize },

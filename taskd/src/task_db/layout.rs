@@ -7,6 +7,10 @@
 //! /zbs/taskd/runners/<node_id>     ephemeral of the runner's session, a RunnerInfo (≤ ~400 B)
 //! /zbs/taskd/drained/<node_id>     persistent while the node's runner is drained (≤ ~100 B), so
 //!                                  a drain outlives the daemon's restart; undrain deletes it
+//! /zbs/taskd/requests/<request_id> persistent, the task a client's idempotency key created and
+//!                                  what it asked (JSON, ≤ ~1.5 KiB); created in one multi-op with
+//!                                  the task's znode, deleted with it. Never listed: it is only
+//!                                  read by name (one per task at most, so up to ~1.3 MB of names)
 //! ```
 //!
 //! # Sizes
@@ -37,6 +41,9 @@ pub const RUNNERS_ROOT: &str = "/zbs/taskd/runners";
 /// The parent of the persistent drain markers, one per drained node.
 pub const DRAINED_ROOT: &str = "/zbs/taskd/drained";
 
+/// The parent of the request znodes (see `requests`).
+pub const REQUESTS_ROOT: &str = "/zbs/taskd/requests";
+
 /// The name of a task's ephemeral owner child.
 pub const OWNER_NODE: &str = "owner";
 
@@ -66,6 +73,11 @@ pub fn task_path(task_id: &TaskId) -> String {
 /// The znode of a task's owner (the runner working on it).
 pub fn owner_path(task_id: &TaskId) -> String {
     format!("{DB_ROOT}/{task_id}/{OWNER_NODE}")
+}
+
+/// The znode of a client's request id.
+pub fn request_path(request_id: &crate::task::RequestId) -> String {
+    format!("{REQUESTS_ROOT}/{request_id}")
 }
 
 /// The znode of a runner's registration.

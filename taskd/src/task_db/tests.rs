@@ -15,8 +15,11 @@ fn id(text: &str) -> TaskId {
 }
 
 fn record(task_id: &str, created_ms: u64, state: TaskState) -> TaskRecord {
-    let mut record =
-        TaskRecord::new(id(task_id), TaskKind::Sleep(SleepArgs { duration_ms: 10, fail: false }), created_ms);
+    let mut record = TaskRecord::new(
+        id(task_id),
+        TaskKind::Sleep(SleepArgs { duration_ms: 10, fail: false, fail_first: 0 }),
+        created_ms,
+    );
     record.state = state;
     record
 }

@@ -53,7 +53,7 @@ pub fn run(volume_mib: u64) -> Result<()> {
         .to_string();
     let client = Client::new(server.clone(), Duration::from_secs(15)).with_token(Some(token));
     let record = client
-        .create_copy_volume(&path_text(&source)?, &path_text(&destination)?, None)
+        .create_copy_volume(&path_text(&source)?, &path_text(&destination)?, None, false)
         .map_err(|error| anyhow!("create the CopyVolume task at {server}: {error}"))?;
     println!("  task {} is {}", record.task_id, record.state);
     let record = follow(&client, &record.task_id.to_string())?;

@@ -7,7 +7,11 @@ use super::*;
 use crate::task::{RuntimeWindow, SleepArgs};
 
 fn sleep_record() -> TaskRecord {
-    TaskRecord::new(TaskId::generate(), TaskKind::Sleep(SleepArgs { duration_ms: 1, fail: false }), now_ms())
+    TaskRecord::new(
+        TaskId::generate(),
+        TaskKind::Sleep(SleepArgs { duration_ms: 1, fail: false, fail_first: 0 }),
+        now_ms(),
+    )
 }
 
 #[test]
