@@ -16,8 +16,9 @@
 //! restart nodes on the thread that owns the cluster.
 //!
 //! The `zbs-taskd` binary is the one next to the running executable (`target/debug` for the
-//! test binary, `target/release` for xtask), built once per process with `cargo build` when it
-//! is missing or older than the sources; `ZBS_TASKD_BIN` overrides it.
+//! test binary, with the tests' `debug-hooks` feature, brought up to date by `cargo build` once
+//! per process; `target/release` for xtask, built when missing or older than the sources);
+//! `ZBS_TASKD_BIN` overrides it.
 
 use std::fs;
 use std::net::{Ipv4Addr, SocketAddrV4, TcpListener};
@@ -968,25 +969,33 @@ fn find_or_build_binary() -> Result<PathBuf> {
     let binary = profile_dir.join("zbs-taskd");
     let release = profile_dir.file_name().is_some_and(|name| name == "release");
     let workspace = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let built_at = fs::metadata(&binary).and_then(|metadata| metadata.modified()).ok();
-    let sources_at = newest_source(&workspace);
-    if built_at.is_some_and(|built| sources_at.is_none_or(|sources| built >= sources)) {
-        return Ok(binary);
+    // A release binary (xtask's cluster and benchmarks) is rebuilt only when older than the
+    // sources. A debug one (the tests') is always handed to cargo, which rebuilds it only when
+    // needed, with the tests' debug routes: a binary from a plain `cargo build` is just as new
+    // and lacks them.
+    if release {
+        let built_at = fs::metadata(&binary).and_then(|metadata| metadata.modified()).ok();
+        let sources_at = newest_source(&workspace);
+        if built_at.is_some_and(|built| sources_at.is_none_or(|sources| built >= sources)) {
+            return Ok(binary);
+        }
     }
     let mut command = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
-    // With the tests' feature, as `cargo test --workspace` builds it (else the two builds would
-    // overwrite each other's binary).
-    command
-        .args(["build", "--quiet", "--package", "taskd", "--bin", "zbs-taskd", "--features", "debug-hooks"])
-        .current_dir(&workspace);
+    command.args(["build", "--quiet", "--package", "taskd", "--bin", "zbs-taskd"]).current_dir(&workspace);
     if release {
         command.arg("--release");
+    } else {
+        command.args(["--features", "debug-hooks"]);
     }
     // Build into the dir this executable runs from, wherever the target dir is.
     if let Some(target_dir) = profile_dir.parent() {
         command.env("CARGO_TARGET_DIR", target_dir);
     }
-    eprintln!("cluster fixture: building {} ({})", binary.display(), if release { "release" } else { "debug" });
+    eprintln!(
+        "cluster fixture: building {} if needed ({})",
+        binary.display(),
+        if release { "release" } else { "debug" }
+    );
     let status = command.status().context("run cargo build for zbs-taskd")?;
     ensure!(status.success(), "cargo build of zbs-taskd failed ({status})");
     ensure!(binary.is_file(), "cargo build did not produce {}", binary.display());
