@@ -77,6 +77,8 @@ pub struct ClusterBuilder {
     protect_reads: bool,
     /// More `[api]` lines of every node (`api_config`).
     api_config: String,
+    /// ZooKeeper servers: 1 standalone, 3 an ensemble (`zookeeper_servers`).
+    zookeeper_servers: usize,
 }
 
 impl Default for ClusterBuilder {
@@ -97,6 +99,7 @@ impl Default for ClusterBuilder {
             extra_config: String::new(),
             protect_reads: false,
             api_config: String::new(),
+            zookeeper_servers: 1,
         }
     }
 }
@@ -202,6 +205,14 @@ impl ClusterBuilder {
         self
     }
 
+    /// Runs ZooKeeper as an ensemble of `n_servers` (1, the default, is a standalone server);
+    /// the nodes get every server in their connect string, and the servers' faults are
+    /// [`Cluster::zookeeper`]'s.
+    pub fn zookeeper_servers(mut self, n_servers: usize) -> Self {
+        self.zookeeper_servers = n_servers;
+        self
+    }
+
     /// Starts ZooKeeper and every node (all at once), then waits until each answers its status,
     /// sees every member, and exactly one leads.
     pub fn start(self) -> Result<Cluster> {
@@ -210,7 +221,8 @@ impl ClusterBuilder {
             Some(binary) => binary.clone(),
             None => daemon_binary()?,
         };
-        let zookeeper = ZooKeeper::start().context("start ZooKeeper for the cluster")?;
+        let zookeeper =
+            ZooKeeper::builder().servers(self.zookeeper_servers).start().context("start ZooKeeper for the cluster")?;
         let dir = tempfile::Builder::new().prefix("zbs-cluster-").tempdir().context("create the cluster's temp dir")?;
         // Every node runs with authentication on, as a deployed one does: one token file for all.
         let token_path = dir.path().join("token");
