@@ -45,6 +45,14 @@ pub struct DeathFact {
     pub gone_ns: u64,
 }
 
+/// A node's processes stopped (SIGSTOP to SIGCONT) by the nemesis: a run cannot write then.
+#[derive(Clone, Debug)]
+pub struct StoppedFact {
+    pub node_id: String,
+    pub from_ns: u64,
+    pub to_ns: u64,
+}
+
 /// One status sample of one node: None when it did not answer.
 #[derive(Clone, Debug)]
 pub struct LeaderSample {
@@ -69,6 +77,7 @@ pub struct Facts {
     pub tasks: Vec<TaskFact>,
     pub runs: Vec<RunFact>,
     pub deaths: Vec<DeathFact>,
+    pub stopped: Vec<StoppedFact>,
     pub copies: Vec<CopyFact>,
     pub leader_samples: Vec<LeaderSample>,
     /// Two leaders seen for no longer than this are a hand-over between samples, not a violation.
@@ -189,12 +198,35 @@ fn run_end(run: &RunFact, facts: &Facts) -> (u64, bool) {
     }
 }
 
+/// How long `node_id` was awake (not stopped by the nemesis) within `[from, to)`.
+fn awake_ns(facts: &Facts, node_id: &str, from: u64, to: u64) -> u64 {
+    let mut stopped: Vec<(u64, u64)> = facts
+        .stopped
+        .iter()
+        .filter(|stop| stop.node_id == node_id)
+        .map(|stop| (stop.from_ns.max(from), stop.to_ns.min(to)))
+        .filter(|(start, end)| end > start)
+        .collect();
+    stopped.sort_unstable();
+    let (mut asleep, mut covered_to) = (0, from);
+    for (start, end) in stopped {
+        let start = start.max(covered_to);
+        if end > start {
+            asleep += end - start;
+            covered_to = end;
+        }
+    }
+    to.saturating_sub(from).saturating_sub(asleep)
+}
+
 /// No task ran twice at once; no run wrote after another run of its task had started.
 ///
 /// The run log bounds a run by its start and end, not by its last write, so a late write is a
 /// run that wrote (a copy with bytes written, or a copy whose end is its process's death) and
-/// ended after a later run of the same task started: it could have written then. Without the
-/// runner recording its lease, this is the most the logs can prove.
+/// was awake — not stopped by the nemesis — for some time after a later run of the same task
+/// started: it could have written then. Without the runner recording its lease, this is the
+/// most the logs can prove. A double run is two runs alive at once, a stopped one included: it
+/// goes on when woken.
 fn check_runs(facts: &Facts, findings: &mut Findings) {
     let mut by_task: BTreeMap<&str, Vec<(&RunFact, u64)>> = BTreeMap::new();
     for run in &facts.runs {
@@ -224,12 +256,18 @@ fn check_runs(facts: &Facts, findings: &mut Findings) {
                     second.pid,
                     second.session_id,
                 ));
+                let awake_ms =
+                    awake_ns(facts, &first.node_id, second.start_ns, *first_end.min(second_end)) as f64 / 1e6;
                 let may_have_written = first.writes_data && (first.bytes_written > 0 || first.end_ns.is_none());
-                if may_have_written {
+                if may_have_written && awake_ms > 0.0 {
                     findings.late_writes += 1;
                     findings.details.push(format!(
-                        "late write: task {task_id}'s run on {} (pid {}) wrote {} bytes and ended {overlap_ms:.0} ms after the run on {} began",
-                        first.node_id, first.pid, first.bytes_written, second.node_id,
+                        "late write: task {task_id}'s run on {} (pid {}) wrote {} bytes in all and was awake for {awake_ms:.1} ms after the run on {} began, before it ended ({})",
+                        first.node_id,
+                        first.pid,
+                        first.bytes_written,
+                        second.node_id,
+                        first.outcome.as_deref().unwrap_or("its process died"),
                     ));
                 }
             }
@@ -289,7 +327,7 @@ fn check_leaders(facts: &Facts, findings: &mut Findings) {
             .filter(|&&(other, ..)| other != node)
             .filter_map(|&(other, other_first, other_last)| {
                 let (from, to) = (first.max(other_first), last.min(other_last));
-                (to > from).then_some((other, to - from))
+                (to > from).then(|| (other, to - from))
             })
             .collect();
         for &(_, overlap) in &overlapping {

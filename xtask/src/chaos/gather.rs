@@ -13,8 +13,8 @@ use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
 use taskd::task::{TaskKind, TaskRecord};
 
-use super::checker::{CopyFact, Facts, LeaderSample, RunFact, SubmitFact, TaskFact, TERMINAL_STATES};
-use super::nemesis::Nemesis;
+use super::checker::{CopyFact, Facts, LeaderSample, RunFact, StoppedFact, SubmitFact, TaskFact, TERMINAL_STATES};
+use super::nemesis::{Fault, Nemesis};
 use super::target::Target;
 use super::workload::History;
 
@@ -168,6 +168,18 @@ pub fn gather(
         tasks,
         runs,
         deaths: nemesis.deaths.clone(),
+        stopped: nemesis
+            .records
+            .iter()
+            .filter_map(|record| match record.fault {
+                Fault::PauseLeader { node } | Fault::PauseRunner { node, .. } => Some(StoppedFact {
+                    node_id: format!("node-{}", node + 1),
+                    from_ns: record.start_mono_ns,
+                    to_ns: record.end_mono_ns.unwrap_or(u64::MAX),
+                }),
+                _ => None,
+            })
+            .collect(),
         copies,
         leader_samples,
         leader_overlap_bound_ns: LEADER_OVERLAP_BOUND.as_nanos() as u64,

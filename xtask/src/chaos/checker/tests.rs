@@ -42,6 +42,7 @@ fn clean() -> Facts {
             run("t2", 3, 300, 10, Some(20), 0),
         ],
         deaths: vec![DeathFact { pid: 100, gone_ns: 500 * MS }],
+        stopped: Vec::new(),
         copies: vec![CopyFact { task_id: "t1".to_string(), equal: true, holes_kept: true }],
         leader_samples: vec![
             sample(0, 0, 10, true),
@@ -106,6 +107,20 @@ fn overlapping_runs_are_a_double_run_and_a_writing_one_a_late_write() {
     let findings = check(&facts);
     assert_eq!((findings.double_runs, findings.late_writes), (1, 1), "{:#?}", findings.details);
     assert_eq!(findings.violations(), 2);
+}
+
+#[test]
+fn a_run_stopped_throughout_the_overlap_is_a_double_run_but_no_late_write() {
+    let mut facts = clean();
+    // node-1 was stopped from 400 ms to its run's end at 650 ms; the other run began at 600 ms.
+    facts.runs[0] = run("t1", 1, 100, 0, Some(650), 4096);
+    facts.stopped.push(StoppedFact { node_id: "node-1".to_string(), from_ns: 400 * MS, to_ns: 650 * MS });
+    let findings = check(&facts);
+    assert_eq!((findings.double_runs, findings.late_writes), (1, 0), "{:#?}", findings.details);
+    // Woken at 640 ms, it had 10 ms to write.
+    facts.stopped[0].to_ns = 640 * MS;
+    let findings = check(&facts);
+    assert_eq!((findings.double_runs, findings.late_writes), (1, 1), "{:#?}", findings.details);
 }
 
 #[test]
