@@ -33,6 +33,8 @@ pub struct Gathered {
     pub unexpected_exits: Vec<String>,
     pub vip_two_holder_samples: usize,
     pub vip_samples: usize,
+    /// Each time the VIP was on two nodes, with the faults active then.
+    pub vip_episodes: Vec<String>,
     pub n_leader_samples: usize,
 }
 
@@ -185,7 +187,28 @@ pub fn gather(
         leader_overlap_bound_ns: LEADER_OVERLAP_BOUND.as_nanos() as u64,
         gathered_ns: taskd::run_log::monotonic_ns(),
     };
-    let (vip_two_holder_samples, vip_samples) = target.vip_two_holder_samples();
+    let (vip_two_holder_samples, vip_samples, episodes) = target.vip_two_holder_samples();
+    let vip_episodes = episodes
+        .iter()
+        .map(|(first, last, holders)| {
+            let active: Vec<String> = nemesis
+                .records
+                .iter()
+                .filter(|record| {
+                    record.start_mono_ns <= *last && record.end_mono_ns.is_none_or(|end| end + 2_000_000_000 >= *first)
+                })
+                .map(|record| format!("fault {} {:?}", record.id, record.fault))
+                .collect();
+            format!(
+                "VIP on nodes {:?} from {:.3} s to {:.3} s (monotonic, {:.0} ms); faults active then or ended within 2 s before: {}",
+                holders.iter().map(|node| node + 1).collect::<Vec<_>>(),
+                *first as f64 / 1e9,
+                *last as f64 / 1e9,
+                (last - first) as f64 / 1e6,
+                if active.is_empty() { "none".to_string() } else { active.join("; ") }
+            )
+        })
+        .collect();
     Ok(Gathered {
         facts,
         core_files: target.core_files().iter().map(|path| path.display().to_string()).collect(),
@@ -194,6 +217,7 @@ pub fn gather(
         unexpected_exits: nemesis.unexpected_exits.clone(),
         vip_two_holder_samples,
         vip_samples,
+        vip_episodes,
         n_leader_samples,
     })
 }

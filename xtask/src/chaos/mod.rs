@@ -87,8 +87,9 @@ pub fn run(args: ChaosArgs) -> Result<()> {
     match outcome {
         Ok(true) => Ok(()),
         Ok(false) => bail!(
-            "the checker found violations (seed {seed}); rerun with `cargo xtask chaos --minutes {} --seed {seed}`",
-            args.minutes
+            "the checker found violations (seed {seed}); rerun with `cargo xtask chaos --minutes {} --seed {seed}{}`",
+            args.minutes,
+            if args.netns { " --netns" } else { "" }
         ),
         Err(error) => Err(error.context(format!("chaos run with seed {seed}"))),
     }

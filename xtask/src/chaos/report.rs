@@ -32,7 +32,13 @@ pub fn write(
     write_lines(&work_dir.join("faults.jsonl"), nemesis.records.iter())?;
     let mut text = findings.details.join("\n");
     text.push('\n');
-    for line in gathered.crash_lines.iter().chain(&gathered.core_files).chain(&gathered.unexpected_exits) {
+    for line in gathered
+        .crash_lines
+        .iter()
+        .chain(&gathered.core_files)
+        .chain(&gathered.unexpected_exits)
+        .chain(&gathered.vip_episodes)
+    {
         text.push_str(line);
         text.push('\n');
     }
@@ -102,6 +108,9 @@ pub fn write(
     report.write()?;
     for detail in findings.details.iter().take(40) {
         println!("finding: {detail}");
+    }
+    for episode in &gathered.vip_episodes {
+        println!("finding: {episode}");
     }
     for line in gathered.crash_lines.iter().take(10) {
         println!("crash line: {line}");

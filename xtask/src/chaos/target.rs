@@ -224,13 +224,34 @@ impl Target {
         }
     }
 
-    /// Samples of the VIP on two nodes at once (netns), else 0.
-    pub fn vip_two_holder_samples(&self) -> (usize, usize) {
+    /// Samples of the VIP on two nodes at once (netns), else 0; the number of samples; and the
+    /// episodes of two holders: `(first, last)` on `CLOCK_MONOTONIC` and the nodes.
+    pub fn vip_two_holder_samples(&self) -> (usize, usize, Vec<(u64, u64, Vec<usize>)>) {
         match self {
-            Target::Loopback { .. } => (0, 0),
+            Target::Loopback { .. } => (0, 0, Vec::new()),
             Target::Netns { cluster } => {
-                let sampler = cluster.holder_sampler();
-                (sampler.two_holder_samples().len(), sampler.samples().len())
+                let (now, now_ns) = (Instant::now(), taskd::run_log::monotonic_ns());
+                let to_ns = |at: Instant| now_ns.saturating_sub(now.saturating_duration_since(at).as_nanos() as u64);
+                let samples = cluster.holder_sampler().samples();
+                let mut episodes: Vec<(u64, u64, Vec<usize>)> = Vec::new();
+                let mut in_episode = false;
+                for sample in &samples {
+                    match (sample.holders.len() > 1, in_episode, episodes.last_mut()) {
+                        (true, true, Some(episode)) => {
+                            episode.1 = to_ns(sample.at);
+                            for holder in &sample.holders {
+                                if !episode.2.contains(holder) {
+                                    episode.2.push(*holder);
+                                }
+                            }
+                        }
+                        (true, _, _) => episodes.push((to_ns(sample.at), to_ns(sample.at), sample.holders.clone())),
+                        _ => {}
+                    }
+                    in_episode = sample.holders.len() > 1;
+                }
+                let n_two = samples.iter().filter(|sample| sample.holders.len() > 1).count();
+                (n_two, samples.len(), episodes)
             }
         }
     }
