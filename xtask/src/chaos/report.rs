@@ -93,8 +93,8 @@ pub fn write(
         "loopback cluster: 3 daemons, a 3-server ZooKeeper ensemble, Sleep and CopyVolume tasks".to_string()
     });
     report.note(
-        "late_writes: runs that wrote (or died mid-copy) and ended after another run of their task began; the run log \
-         bounds a run by its start and end, not its last write"
+        "late_writes: runs that wrote (or died mid-copy) and were awake, not SIGSTOPped, after another run of their task \
+         began; the run log bounds a run by its start and end, not its last write"
             .to_string(),
     );
     let mut kinds: std::collections::BTreeMap<String, usize> = std::collections::BTreeMap::new();
