@@ -14,6 +14,7 @@ pub mod fresh_members;
 pub mod logging;
 pub mod notify;
 pub mod reentry;
+pub mod run_log;
 pub mod runner;
 pub mod runner_client;
 pub mod supervisor;

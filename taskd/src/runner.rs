@@ -652,12 +652,29 @@ enum RunEnd {
     Lost,
 }
 
+impl RunEnd {
+    /// The outcome's name in the run log.
+    fn name(&self) -> &'static str {
+        match self {
+            RunEnd::Succeeded => "succeeded",
+            RunEnd::Failed(_) => "failed",
+            RunEnd::Cancelled => "cancelled",
+            RunEnd::Paused => "paused",
+            RunEnd::WindowClosed => "window_closed",
+            RunEnd::Interrupted => "interrupted",
+            RunEnd::LeaseLapsed => "lease_lapsed",
+            RunEnd::Lost => "lost",
+        }
+    }
+}
+
 /// Runs one claimed task to its end and records it (see `# A task's run`).
 fn run_task(inner: &Inner, session: &Arc<ZkSession>, stored: StoredRecord, control: &CopyControl) {
     let task_id = stored.record.task_id.clone();
     let mut record = stored.record;
     let mut version = stored.version;
     let started = Instant::now();
+    let run = crate::run_log::start(&task_id, &inner.config.node_id, session.session_id());
     let end = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match record.kind.clone() {
         TaskKind::Sleep(args) => run_sleep(args.duration_ms, args.fails_after(record.attempts), control),
         TaskKind::CopyVolume(args) => {
@@ -717,7 +734,9 @@ fn run_task(inner: &Inner, session: &Arc<ZkSession>, stored: StoredRecord, contr
         RunEnd::Paused if !control.is_pause_requested() => RunEnd::WindowClosed,
         end => end,
     };
+    let outcome = end.name();
     finish(session, &mut record, version, end, inner.config.max_attempts, control, started);
+    crate::run_log::end(&run, outcome, control.stats(), inner.config.copy.block_size);
     inner.release_until_done(session, &task_id);
 }
 

@@ -54,6 +54,7 @@ impl Supervisor {
             tracing::error!(state_dir = %self.config.state_dir.display(), %error, "cannot create the state directory");
             return EXIT_START_FAILURE;
         }
+        crate::run_log::install(&self.config.state_dir);
         let health = match HealthMonitor::start(&self.config.health, self.config.data_address) {
             Ok(monitor) => Arc::new(monitor),
             Err(error) => {

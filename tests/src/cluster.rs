@@ -80,6 +80,8 @@ pub struct ClusterBuilder {
     api_config: String,
     /// Run on a node's files before it starts (`prepare_node`).
     prepare: Vec<(usize, fn(&NodeSpec) -> Result<()>)>,
+    /// ZooKeeper servers: 1 standalone, 3 an ensemble (`zookeeper_servers`).
+    zookeeper_servers: usize,
 }
 
 impl Default for ClusterBuilder {
@@ -101,6 +103,7 @@ impl Default for ClusterBuilder {
             protect_reads: false,
             api_config: String::new(),
             prepare: Vec::new(),
+            zookeeper_servers: 1,
         }
     }
 }
@@ -213,6 +216,14 @@ impl ClusterBuilder {
         self
     }
 
+    /// Runs ZooKeeper as an ensemble of `n_servers` (1, the default, is a standalone server);
+    /// the nodes get every server in their connect string, and the servers' faults are
+    /// [`Cluster::zookeeper`]'s.
+    pub fn zookeeper_servers(mut self, n_servers: usize) -> Self {
+        self.zookeeper_servers = n_servers;
+        self
+    }
+
     /// Starts ZooKeeper and every node (all at once), then waits until each answers its status,
     /// sees every member, and exactly one leads.
     pub fn start(self) -> Result<Cluster> {
@@ -221,7 +232,8 @@ impl ClusterBuilder {
             Some(binary) => binary.clone(),
             None => daemon_binary()?,
         };
-        let zookeeper = ZooKeeper::start().context("start ZooKeeper for the cluster")?;
+        let zookeeper =
+            ZooKeeper::builder().servers(self.zookeeper_servers).start().context("start ZooKeeper for the cluster")?;
         let dir = tempfile::Builder::new().prefix("zbs-cluster-").tempdir().context("create the cluster's temp dir")?;
         // Every node runs with authentication on, as a deployed one does: one token file for all.
         let token_path = dir.path().join("token");

@@ -1,6 +1,7 @@
-//! `cargo xtask`: the project's developer commands: demo, tests, benchmarks, a local ZooKeeper and a local cluster, dist and deploy.
+//! `cargo xtask`: the project's developer commands: demo, tests, benchmarks, a chaos run, a local ZooKeeper and a local cluster, dist and deploy.
 
 mod bench;
+mod chaos;
 mod cluster;
 mod demo;
 mod deploy;
@@ -22,6 +23,10 @@ struct Cli {
 enum Command {
     /// Run a benchmark and write its JSON report under target/bench/.
     Bench(bench::BenchArgs),
+    /// A Jepsen-style run: a seeded nemesis of faults (kills, pauses, health flaps, ZooKeeper
+    /// server faults) against a workload of tasks, then a checker over the whole history;
+    /// writes target/bench/chaos.json and fails with the seed on any violation.
+    Chaos(chaos::ChaosArgs),
     /// A local cluster on loopback: ZooKeeper plus N zbs-taskd nodes under target/cluster/
     /// (`up [--nodes N]`, `status`, `logs [node]`, `down`).
     Cluster(cluster::ClusterArgs),
@@ -49,6 +54,7 @@ fn main() -> Result<()> {
         .init();
     match Cli::parse().command {
         Command::Bench(args) => bench::run(args),
+        Command::Chaos(args) => chaos::run(args),
         Command::Cluster(args) => cluster::run(args),
         Command::Demo(args) => demo::run(args),
         Command::Deploy(args) => deploy::run(args),

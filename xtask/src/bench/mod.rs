@@ -7,7 +7,7 @@ mod copy;
 mod failover;
 mod plot;
 mod quorum;
-mod report;
+pub(crate) mod report;
 mod rpc;
 mod runtime;
 mod stepdown;
