@@ -191,6 +191,11 @@ struct Inner {
     lease: Arc<RunnerLease>,
     healthy: Arc<dyn Fn() -> bool + Send + Sync>,
     running: Mutex<HashMap<TaskId, RunningTask>>,
+    /// Tasks whose `execute` is between its checks and its run (reading the record, claiming):
+    /// they hold a slot, and a second `execute` of one of them is answered "already running"
+    /// instead of starting a second run of the same task (seen in a chaos run, when the
+    /// dispatcher repeated an execute across a reconnect). Locked after `running`, never before.
+    starting: Mutex<std::collections::HashSet<TaskId>>,
     /// `drain_flag.draining`, for the readers that need no count; written only under `drain_flag`.
     draining: AtomicBool,
     /// The drain flag with its request count; a thread mutex never held across a park.
@@ -235,6 +240,7 @@ impl TaskRunner {
             lease: Arc::new(RunnerLease::new(config.lease)),
             healthy: Arc::new(healthy),
             running: Mutex::new(HashMap::new()),
+            starting: Mutex::new(std::collections::HashSet::new()),
             draining: AtomicBool::new(false),
             drain_flag: Mutex::new(DrainFlag::default()),
             marker_written: Mutex::new(DrainFlag::default()),
@@ -268,12 +274,19 @@ impl TaskRunner {
         if inner.draining.load(Ordering::Acquire) {
             return Err(RunnerRefusal::new(503, "the runner is draining"));
         }
-        if inner.running.lock().contains_key(&task_id) {
-            return Ok(serde_json::json!({ "task_id": task_id, "accepted": true, "already_running": true }));
-        }
-        if inner.running.lock().len() >= inner.config.slots as usize {
-            return Err(RunnerRefusal::new(503, "no free slot"));
-        }
+        // Checked and reserved in one step, so two executes of one task never both get past here.
+        let _starting = {
+            let running = inner.running.lock();
+            let mut starting = inner.starting.lock();
+            if running.contains_key(&task_id) || starting.contains(&task_id) {
+                return Ok(serde_json::json!({ "task_id": task_id, "accepted": true, "already_running": true }));
+            }
+            if running.len() + starting.len() >= inner.config.slots as usize {
+                return Err(RunnerRefusal::new(503, "no free slot"));
+            }
+            starting.insert(task_id.clone());
+            Starting { starting: &inner.starting, task_id: task_id.clone() }
+        };
         let session = inner.session().ok_or_else(|| RunnerRefusal::new(503, "no ZooKeeper session"))?;
         let stored = match task_db::read_record(&session, &task_id) {
             Ok(Some(stored)) => stored,
@@ -312,15 +325,12 @@ impl TaskRunner {
             (inner.lease.clone(), session.session_id(), session.session_timeout());
         control.set_write_permit(move || lease.holds(session_id, session_timeout));
         let finished = SyncPoint::new();
-        {
-            let mut running = inner.running.lock();
-            if running.len() >= inner.config.slots as usize {
-                drop(running);
-                inner.release_until_done(&session, &task_id);
-                return Err(RunnerRefusal::new(503, "no free slot"));
-            }
-            running.insert(task_id.clone(), RunningTask { control: control.clone(), finished: finished.clone() });
-        }
+        // The slot was reserved above: the task moves from `starting` to `running` (the
+        // reservation's guard lets go of it when this function returns).
+        inner
+            .running
+            .lock()
+            .insert(task_id.clone(), RunningTask { control: control.clone(), finished: finished.clone() });
         let runner = inner.clone();
         let started_id = task_id.clone();
         let session_for_release = session.clone();
@@ -633,6 +643,18 @@ impl Inner {
             }
             Err(error) => tracing::warn!(%error, "cannot register the runner"),
         }
+    }
+}
+
+/// A task's place in `Inner::starting`, given back when `execute` returns, however it returns.
+struct Starting<'a> {
+    starting: &'a Mutex<std::collections::HashSet<TaskId>>,
+    task_id: TaskId,
+}
+
+impl Drop for Starting<'_> {
+    fn drop(&mut self) {
+        self.starting.lock().remove(&self.task_id);
     }
 }
 
