@@ -64,6 +64,11 @@ pub struct RunEvent {
     /// copy's writes.
     #[serde(default)]
     pub blocks_read: u64,
+    /// For a run stopped by its lease (`lease_lapsed`): the `CLOCK_MONOTONIC` instant after which
+    /// it did no IO (its lease's end), however much later the run itself ended (a frozen process
+    /// ends its run when it wakes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub io_until_mono_ns: Option<u64>,
 }
 
 /// A run begun: what its `end` line needs.
@@ -119,8 +124,18 @@ pub fn start(task_id: &TaskId, node_id: &str, session_id: i64) -> Run {
 
 /// Logs the end of `run` with its outcome and what it read and wrote (`block_size` 0 for a
 /// task that is not a copy).
-pub fn end(run: &Run, outcome: &str, stats: CopyStats, block_size: u64) {
-    append(&run.event("end", Some(outcome), stats, block_size));
+pub fn end(run: &Run, outcome: &str, stats: CopyStats, block_size: u64, io_until: Option<std::time::Instant>) {
+    let mut event = run.event("end", Some(outcome), stats, block_size);
+    event.io_until_mono_ns = io_until.map(|until| {
+        let now = std::time::Instant::now();
+        let mono = monotonic_ns();
+        // `Instant` is CLOCK_MONOTONIC on Linux: the same clock, read through std.
+        match until.checked_duration_since(now) {
+            Some(ahead) => mono.saturating_add(ahead.as_nanos() as u64),
+            None => mono.saturating_sub(now.saturating_duration_since(until).as_nanos() as u64),
+        }
+    });
+    append(&event);
 }
 
 impl Run {
@@ -140,6 +155,7 @@ impl Run {
             bytes_read: stats.bytes_read,
             bytes_written: stats.bytes_written,
             blocks_read: if block_size == 0 { 0 } else { stats.bytes_read.div_ceil(block_size) },
+            io_until_mono_ns: None,
         }
     }
 }

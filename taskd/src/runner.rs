@@ -323,7 +323,20 @@ impl TaskRunner {
         let control = CopyControl::with_runtime_window(stored.record.runtime_window);
         let (lease, session_id, session_timeout) =
             (inner.lease.clone(), session.session_id(), session.session_timeout());
-        control.set_write_permit(move || lease.holds(session_id, session_timeout));
+        // When the permit is first refused, until when IO was allowed (the run log's
+        // `io_until_mono_ns`): the lapsed lease's end, or the refusal itself when the latest
+        // contact is already another session's.
+        let io_until: Arc<Mutex<Option<Instant>>> = Arc::default();
+        let refused_until = io_until.clone();
+        control.set_write_permit(move || {
+            let holds = lease.holds(session_id, session_timeout);
+            if !holds {
+                refused_until
+                    .lock()
+                    .get_or_insert_with(|| lease.valid_until(session_id, session_timeout).unwrap_or_else(Instant::now));
+            }
+            holds
+        });
         let finished = SyncPoint::new();
         // The slot was reserved above: the task moves from `starting` to `running` (the
         // reservation's guard lets go of it when this function returns).
@@ -336,7 +349,7 @@ impl TaskRunner {
         let session_for_release = session.clone();
         let scheduled = self.context.sched(move || {
             let task_id = stored.record.task_id.clone();
-            run_task(&runner, &session, stored, &control);
+            run_task(&runner, &session, stored, &control, &io_until);
             runner.running.lock().remove(&task_id);
             finished.done();
             runner.keep_registered();
@@ -691,7 +704,13 @@ impl RunEnd {
 }
 
 /// Runs one claimed task to its end and records it (see `# A task's run`).
-fn run_task(inner: &Inner, session: &Arc<ZkSession>, stored: StoredRecord, control: &CopyControl) {
+fn run_task(
+    inner: &Inner,
+    session: &Arc<ZkSession>,
+    stored: StoredRecord,
+    control: &CopyControl,
+    io_until: &Mutex<Option<Instant>>,
+) {
     let task_id = stored.record.task_id.clone();
     let mut record = stored.record;
     let mut version = stored.version;
@@ -758,7 +777,8 @@ fn run_task(inner: &Inner, session: &Arc<ZkSession>, stored: StoredRecord, contr
     };
     let outcome = end.name();
     finish(session, &mut record, version, end, inner.config.max_attempts, control, started);
-    crate::run_log::end(&run, outcome, control.stats(), inner.config.copy.block_size);
+    let io_until = *io_until.lock();
+    crate::run_log::end(&run, outcome, control.stats(), inner.config.copy.block_size, io_until);
     inner.release_until_done(session, &task_id);
 }
 

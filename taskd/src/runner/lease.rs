@@ -89,6 +89,17 @@ impl RunnerLease {
         let contact = *self.contact.lock();
         lease_holds(contact, session_id, effective_lease(self.lease, session_timeout), Instant::now())
     }
+
+    /// Until when a task claimed with `session_id` could do IO by the latest confirmed contact:
+    /// that contact plus the lease, or `None` when the latest contact is another session's.
+    pub fn valid_until(&self, session_id: i64, session_timeout: Duration) -> Option<Instant> {
+        match *self.contact.lock() {
+            Some((contact_session, at)) if contact_session == session_id => {
+                Some(at + effective_lease(self.lease, session_timeout))
+            }
+            _ => None,
+        }
+    }
 }
 
 /// The timers whose order keeps a runner from writing after its owner node can expire, and a

@@ -36,6 +36,9 @@ pub struct RunFact {
     pub bytes_written: u64,
     /// A copy (it writes), not a sleep.
     pub writes_data: bool,
+    /// A run its lease stopped: no IO after this instant (the runner checks the lease before
+    /// every write), however much later it ended.
+    pub io_until_ns: Option<u64>,
 }
 
 /// A process that the nemesis ended (SIGKILL, or SIGTERM then its exit), and when it was gone.
@@ -184,7 +187,9 @@ fn check_stuck(facts: &Facts, findings: &mut Findings) {
 /// A run's end: its `end` line, else its process's death, else the gathering (counted unended).
 fn run_end(run: &RunFact, facts: &Facts) -> (u64, bool) {
     if let Some(end) = run.end_ns {
-        return (end, true);
+        // A run stopped by its lease did nothing after the lease's end: that is when it stopped
+        // acting, even when its process, frozen meanwhile, logged the end later.
+        return (run.io_until_ns.map_or(end, |until| until.min(end)), true);
     }
     match facts
         .deaths
@@ -225,8 +230,9 @@ fn awake_ns(facts: &Facts, node_id: &str, from: u64, to: u64) -> u64 {
 /// run that wrote (a copy with bytes written, or a copy whose end is its process's death) and
 /// was awake — not stopped by the nemesis — for some time after a later run of the same task
 /// started: it could have written then. Without the runner recording its lease, this is the
-/// most the logs can prove. A double run is two runs alive at once, a stopped one included: it
-/// goes on when woken.
+/// most the logs can prove. A double run is two runs alive at once, a stopped one included
+/// unless its lease had already stopped its IO (`io_until_ns`, logged by a run that ended
+/// `lease_lapsed`: the runner asks its lease before every write, so nothing is written after).
 fn check_runs(facts: &Facts, findings: &mut Findings) {
     let mut by_task: BTreeMap<&str, Vec<(&RunFact, u64)>> = BTreeMap::new();
     for run in &facts.runs {

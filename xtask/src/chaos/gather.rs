@@ -237,11 +237,13 @@ fn runs_of(state_dir: &Path, copies_of: &BTreeMap<String, bool>) -> Vec<RunFact>
             outcome: None,
             bytes_written: 0,
             writes_data: copies_of.get(&event.task_id).copied().unwrap_or(true),
+            io_until_ns: None,
         });
         if event.event == "end" {
             run.end_ns = event.end_mono_ns;
             run.outcome = event.outcome;
             run.bytes_written = event.bytes_written;
+            run.io_until_ns = event.io_until_mono_ns;
         }
     }
     runs.into_values().collect()

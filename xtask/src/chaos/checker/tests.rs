@@ -23,6 +23,7 @@ fn run(task_id: &str, node: usize, pid: u32, start_ms: u64, end_ms: Option<u64>,
         outcome: end_ms.map(|_| "succeeded".to_string()),
         bytes_written,
         writes_data: true,
+        io_until_ns: None,
     }
 }
 
@@ -121,6 +122,22 @@ fn a_run_stopped_throughout_the_overlap_is_a_double_run_but_no_late_write() {
     facts.stopped[0].to_ns = 640 * MS;
     let findings = check(&facts);
     assert_eq!((findings.double_runs, findings.late_writes), (1, 1), "{:#?}", findings.details);
+}
+
+/// A run its lease stopped before the next run began is no double run, however late its frozen
+/// process logged its end; one whose lease ran into the next run is.
+#[test]
+fn a_run_its_lease_stopped_before_the_next_began_is_no_double_run() {
+    let mut facts = clean();
+    facts.runs[0] = run("t1", 1, 100, 0, Some(900), 4096);
+    facts.runs[0].outcome = Some("lease_lapsed".to_string());
+    facts.runs[0].io_until_ns = Some(550 * MS);
+    facts.stopped.push(StoppedFact { node_id: "node-1".to_string(), from_ns: 400 * MS, to_ns: 890 * MS });
+    let findings = check(&facts);
+    assert_eq!((findings.double_runs, findings.late_writes), (0, 0), "{:#?}", findings.details);
+    facts.runs[0].io_until_ns = Some(620 * MS);
+    let findings = check(&facts);
+    assert_eq!(findings.double_runs, 1, "{:#?}", findings.details);
 }
 
 #[test]
