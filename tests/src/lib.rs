@@ -2,5 +2,6 @@
 
 pub mod cluster;
 pub mod daemon;
+pub mod http;
 pub mod netns;
 pub mod zk;

@@ -653,18 +653,7 @@ impl NetnsCluster {
         in_netns(self.client_namespace(), move || -> Result<(u16, serde_json::Value)> {
             let request =
                 status_agent(Duration::from_secs(10)).request(&method, &url).set(taskd::access::TOKEN_HEADER, &token);
-            let response = match body {
-                Some(body) => request.send_json(body),
-                None => request.call(),
-            };
-            let response = match response {
-                Ok(response) => response,
-                Err(ureq::Error::Status(_, response)) => response,
-                Err(error) => bail!("{method} {url}: {error}"),
-            };
-            let status = response.status();
-            let text = response.into_string().with_context(|| format!("read the answer to {method} {url}"))?;
-            Ok((status, serde_json::from_str(&text).unwrap_or(serde_json::Value::Null)))
+            crate::http::json_answer(request, body.as_ref())
         })?
     }
 

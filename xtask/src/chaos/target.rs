@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use tests::cluster::{Cluster, Signal};
 use tests::netns::{Cut, NetnsCluster, Network};
 use tests::zk::ZooKeeper;
@@ -79,18 +79,7 @@ impl Target {
         match self {
             Target::Loopback { cluster, agent } => {
                 let request = agent.request(method, url).set(taskd::access::TOKEN_HEADER, cluster.token());
-                let response = match body {
-                    Some(body) => request.send_json(body),
-                    None => request.call(),
-                };
-                let response = match response {
-                    Ok(response) => response,
-                    Err(ureq::Error::Status(_, response)) => response,
-                    Err(error) => bail!("{method} {url}: {error}"),
-                };
-                let status = response.status();
-                let text = response.into_string().with_context(|| format!("read the answer to {method} {url}"))?;
-                Ok((status, serde_json::from_str(&text).unwrap_or(serde_json::Value::Null)))
+                tests::http::json_answer(request, body)
             }
             Target::Netns { cluster } => cluster.http(method, url, body),
         }
