@@ -8,9 +8,11 @@
 //! acting as leader, then moves its node to the tail in one multi-op, so the next member in line
 //! evaluates (and yields too, or leads). Nobody leads before the one ahead of it has stepped down.
 //!
-//! No zombie leader: on `Disconnected` the leader steps down after `step_down_after_disconnect`
-//! (at most a third of the session timeout), before the server can expire its session and let
-//! another member lead. On reconnection within the session it checks that its node is still its
+//! No zombie leader: on `Disconnected` the leader steps down `step_down_after_disconnect` (at
+//! most a third of the session timeout) after its last confirmed contact with ZooKeeper (a
+//! leader pings every third of that), before the server can expire its session and let another
+//! member lead; a leader frozen past that (SIGSTOP, a stalled VM) steps down the moment it learns
+//! of the disconnection. On reconnection within the session it checks that its node is still its
 //! own (`ephemeralOwner`) and re-evaluates. `Expired` is final: a new session is built and the
 //! member rejoins at the tail, as a follower.
 //!
@@ -95,6 +97,13 @@ pub(crate) struct Election {
     session_watcher_cancel: Option<oneshot::Sender<()>>,
     connected: bool,
     disconnected_at: Option<Instant>,
+    /// The send time of the latest request ZooKeeper answered on this session (a leader pings
+    /// every `step_down_after / 3`): on a disconnection the step-down clock starts here, not at
+    /// the event, so a leader that was frozen (SIGSTOP, a stalled VM) past its lease steps down
+    /// the moment it learns of the disconnection instead of `step_down_after` later.
+    last_contact: Option<Instant>,
+    /// When a connected leader pings next.
+    ping_at: Option<Instant>,
     step_down_after: Duration,
     service_path_ready: bool,
     own_node: Option<OwnNode>,
@@ -132,6 +141,8 @@ impl Election {
             session_watcher_cancel: None,
             connected: false,
             disconnected_at: None,
+            last_contact: None,
+            ping_at: None,
             service_path_ready: false,
             own_node: None,
             leader: false,
@@ -160,7 +171,8 @@ impl Election {
             match (has_work, retry_due) {
                 (true, true) if self.session.is_none() => self.establish_session(),
                 (true, true) => self.evaluate(),
-                // Work waits for its back-off; anything else waits for an input (or a step-down).
+                _ if self.ping_due().is_some_and(|due| due <= Instant::now()) => self.ping(),
+                // Work waits for its back-off; anything else waits for an input (a step-down, a ping).
                 (true, false) => self.wait_for_input(self.retry_at),
                 (false, _) => self.wait_for_input(None),
             }
@@ -177,7 +189,7 @@ impl Election {
     /// Scheduling is cooperative: the helper coroutines that feed the mailbox run on this thread,
     /// so the driver must park (or at least yield) here, never spin.
     fn wait_for_input(&mut self, deadline: Option<Instant>) {
-        let deadline = [deadline, self.step_down_deadline()].into_iter().flatten().min();
+        let deadline = [deadline, self.step_down_deadline(), self.ping_due()].into_iter().flatten().min();
         let input = match deadline {
             Some(deadline) => {
                 let timeout = deadline.saturating_duration_since(Instant::now());
@@ -234,7 +246,7 @@ impl Election {
             ZkSessionState::Disconnected | ZkSessionState::ConnectedReadOnly => {
                 if self.connected {
                     self.connected = false;
-                    self.disconnected_at = Some(Instant::now());
+                    self.disconnected_at = Some(step_down_clock_start(self.last_contact, Instant::now()));
                     tracing::warn!(
                         ?state,
                         leader = self.leader,
@@ -253,6 +265,7 @@ impl Election {
                 }
                 self.connected = true;
                 self.disconnected_at = None;
+                self.last_contact = Some(Instant::now());
                 self.needs_owner_check = true;
                 self.needs_evaluation = true;
                 self.retry_at = None;
@@ -296,6 +309,7 @@ impl Election {
         self.spawn_state_watcher(&session);
         self.connected = session.state() == ZkSessionState::SyncConnected;
         self.disconnected_at = (!self.connected).then(Instant::now);
+        self.last_contact = self.connected.then(Instant::now);
         self.needs_evaluation = true;
         self.needs_owner_check = false;
         self.own_node = None;
@@ -366,6 +380,27 @@ impl Election {
         }
     }
 
+    /// When a connected leader next confirms its contact with ZooKeeper.
+    fn ping_due(&self) -> Option<Instant> {
+        if !self.leader || !self.is_connected_now() {
+            return None;
+        }
+        Some(self.ping_at.unwrap_or_else(Instant::now))
+    }
+
+    /// A cheap request whose answer confirms the contact (`last_contact`); only while connected,
+    /// so it never waits for a reconnection.
+    fn ping(&mut self) {
+        let Some(session) = self.session.clone() else { return };
+        let sent = Instant::now();
+        self.ping_at = Some(sent + self.step_down_after / 3);
+        match session.exists(&self.config.service_path) {
+            Ok(_) => self.last_contact = Some(sent),
+            // The session's state reports a real loss; the next ping is at its interval.
+            Err(error) => tracing::debug!(%error, "leader ping failed"),
+        }
+    }
+
     fn step_down_if_disconnected_too_long(&mut self) {
         if self.step_down_deadline().is_some_and(|deadline| deadline <= Instant::now()) {
             self.step_down("disconnected from ZooKeeper too long: no zombie leader");
@@ -378,6 +413,7 @@ impl Election {
         let started = Instant::now();
         match self.evaluate_once(&session) {
             Ok(()) => {
+                self.last_contact = Some(started);
                 self.retry_at = None;
                 tracing::debug!(
                     elapsed_us = started.elapsed().as_micros() as u64,
@@ -650,5 +686,33 @@ fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> String {
         message.clone()
     } else {
         "a non-string panic payload".to_string()
+    }
+}
+
+/// Where a leader's step-down clock starts when it learns at `learned_at` that it is
+/// disconnected: its last confirmed contact with ZooKeeper, if any (a leader frozen past its
+/// lease has then already used it up), never later than when it learned.
+pub(crate) fn step_down_clock_start(last_contact: Option<Instant>, learned_at: Instant) -> Instant {
+    last_contact.map_or(learned_at, |contact| contact.min(learned_at))
+}
+
+#[cfg(test)]
+mod clock_tests {
+    use std::time::{Duration, Instant};
+
+    use super::step_down_clock_start;
+
+    /// A leader woken from a freeze learns of its disconnection long after its last contact: its
+    /// step-down is due at once, not a whole `step_down_after` later.
+    #[test]
+    fn a_woken_leader_counts_from_its_last_contact() {
+        let step_down_after = Duration::from_secs(2);
+        let last_contact = Instant::now();
+        let woken = last_contact + Duration::from_secs(9);
+        assert!(step_down_clock_start(Some(last_contact), woken) + step_down_after <= woken);
+        // A leader that was never frozen keeps its grace from the event (contact just before it).
+        let learned = last_contact + Duration::from_millis(100);
+        assert_eq!(step_down_clock_start(Some(last_contact), learned), last_contact);
+        assert_eq!(step_down_clock_start(None, learned), learned);
     }
 }

@@ -202,9 +202,21 @@ fn a_leader_frozen_past_its_session_rejoins_as_a_follower() -> Result<()> {
     let paused_at = unix_micros();
     let b_leads =
         log.wait_for(WAIT, "b to lead", |record| record.member == "b" && matches!(record.kind, Kind::Leader(_)));
+    let resumed_at = unix_micros();
     members[0].resume()?;
     let b_leads = b_leads?;
     assert!(b_leads.at_micros > paused_at);
+    // Woken, the old leader stops leading at once: its step-down clock started at its last
+    // contact with ZooKeeper, long before the freeze ended, not at the disconnection it learns of
+    // on waking (a third of the session later, two leaders would have overlapped that long).
+    let a_steps_down = log.wait_for(WAIT, "a to stop leading", |record| {
+        record.member == "a"
+            && record.at_micros > resumed_at
+            && matches!(record.kind, Kind::Follower(_) | Kind::SessionLost)
+    })?;
+    let zombie = Duration::from_micros(a_steps_down.at_micros - resumed_at);
+    eprintln!("the woken leader stopped leading {} ms after SIGCONT", zombie.as_millis());
+    assert!(zombie < SESSION_TIMEOUT / 6, "the woken leader led on for {zombie:?} after SIGCONT");
     // Back, the old leader learns its session expired, steps down and rejoins at the tail.
     log.wait_for(WAIT, "a to lose its session", |record| record.member == "a" && record.kind == Kind::SessionLost)?;
     log.wait_for(WAIT, "a to rejoin", |record| {
