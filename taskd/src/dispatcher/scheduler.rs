@@ -718,6 +718,15 @@ impl Scheduler {
     /// Resume: `Paused → Pending`, then a check.
     pub fn resume(&mut self, task_id: &TaskId) -> Result<TaskRecord, ApiError> {
         let stored = self.db.read_modify_write(task_id, |record| {
+            // Only a paused task resumes. `Running → Pending` is the runner's own retry: done by
+            // an operator to a running task it would hand the task out again while its runner
+            // still runs it (two runs at once; found by the chaos run, seed 1311).
+            if record.state != TaskState::Paused {
+                return Err(DbError::Rejected {
+                    task_id: record.task_id.clone(),
+                    reason: format!("only a paused task resumes; this one is {}", record.state),
+                });
+            }
             record.transition_to(TaskState::Pending)?;
             Ok(())
         })?;

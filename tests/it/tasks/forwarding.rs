@@ -59,3 +59,29 @@ fn a_frozen_runner_does_not_stall_the_other_routes() {
         result
     });
 }
+
+/// Resume applies to a paused task only: asked of a running one it is refused (409) and the task
+/// keeps its one run, never handed out a second time while its runner runs it (found by the
+/// chaos run, seed 1311: a resume put a running task back to pending and it ran twice at once).
+#[test]
+fn resuming_a_running_task_is_refused_and_starts_no_second_run() {
+    with_cluster(|cluster, _roots| {
+        let leader = leader(cluster)?;
+        let task_id = submit(cluster, leader, "sleep/create", json!({ "duration_ms": 4_000 }))?;
+        let running = wait_state(cluster, leader, &task_id, "running", WAIT)?;
+        let (status, answer) =
+            request(cluster, leader, "POST", &format!("{PREFIX}/tasks/{task_id}/resume"), Some("{}"))?;
+        ensure!(status == 409, "resume of a running task: {status} {answer}");
+        let after = show(cluster, leader, &task_id)?;
+        ensure!(
+            after["state"] == "running" && after["runner_addr"] == running["runner_addr"],
+            "the refused resume changed the task: {after}"
+        );
+        wait_state(cluster, leader, &task_id, "succeeded", WAIT)?;
+        let started = (0..cluster.n_nodes())
+            .map(|node| cluster.log(node).matches(&format!("task started task_id={task_id}")).count())
+            .sum::<usize>();
+        ensure!(started == 1, "the task started {started} times");
+        Ok(())
+    });
+}
