@@ -15,6 +15,10 @@ const EXIT_USAGE: u8 = 2;
 const EXIT_NOT_FOUND: u8 = 3;
 
 fn main() -> ExitCode {
+    // Like every Unix filter: `zbs-task task list | head` ends quietly when the reader goes,
+    // instead of panicking on the broken pipe (Rust ignores SIGPIPE by default).
+    // SAFETY: restoring a signal's default disposition at start-up, before any thread exists.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(error) => {
