@@ -178,11 +178,6 @@ impl AccessPolicy {
         AccessPolicy { tokens, protect_reads }
     }
 
-    /// A policy that lets everything in (no token file).
-    pub fn open() -> AccessPolicy {
-        AccessPolicy { tokens: None, protect_reads: false }
-    }
-
     /// The guard's answer: `None` lets the request in, else the 401/403 to send. A refusal is
     /// logged with the caller's address, never with what it presented.
     pub fn refusal(&self, request: &Request) -> Option<Response> {
