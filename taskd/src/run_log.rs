@@ -64,9 +64,10 @@ pub struct RunEvent {
     /// copy's writes.
     #[serde(default)]
     pub blocks_read: u64,
-    /// For a run stopped by its lease (`lease_lapsed`): the `CLOCK_MONOTONIC` instant after which
-    /// it did no IO (its lease's end), however much later the run itself ended (a frozen process
-    /// ends its run when it wakes).
+    /// The `CLOCK_MONOTONIC` instant after which the run began no IO, when earlier than its end:
+    /// its lease's end as of its last IO check (every write asks the lease first), or the lapsed
+    /// lease's end for a run stopped by it (`lease_lapsed`). A process frozen mid-copy ends its
+    /// run when it wakes, however long after it last wrote.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub io_until_mono_ns: Option<u64>,
 }

@@ -323,19 +323,18 @@ impl TaskRunner {
         let control = CopyControl::with_runtime_window(stored.record.runtime_window);
         let (lease, session_id, session_timeout) =
             (inner.lease.clone(), session.session_id(), session.session_timeout());
-        // When the permit is first refused, until when IO was allowed (the run log's
-        // `io_until_mono_ns`): the lapsed lease's end, or the refusal itself when the latest
-        // contact is already another session's.
+        // Until when IO was allowed (the run log's `io_until_mono_ns`): every IO asks the permit
+        // first, so none began after the lease's end as of the last grant — or, once refused, after
+        // the lapsed lease's end (the refusal itself when the latest contact is already another
+        // session's). A run frozen mid-copy that wakes to a refused progress write never asks
+        // again: the last grant still bounds what it did.
         let io_until: Arc<Mutex<Option<Instant>>> = Arc::default();
-        let refused_until = io_until.clone();
+        let permit_until = io_until.clone();
         control.set_write_permit(move || {
-            let holds = lease.holds(session_id, session_timeout);
-            if !holds {
-                refused_until
-                    .lock()
-                    .get_or_insert_with(|| lease.valid_until(session_id, session_timeout).unwrap_or_else(Instant::now));
-            }
-            holds
+            // Once refused, the permit is not asked again (`CopyControl::may_write`).
+            let check = lease.check_io(session_id, session_timeout);
+            *permit_until.lock() = Some(check.until);
+            check.allowed
         });
         let finished = SyncPoint::new();
         // The slot was reserved above: the task moves from `starting` to `running` (the
@@ -777,7 +776,8 @@ fn run_task(
     };
     let outcome = end.name();
     finish(session, &mut record, version, end, inner.config.max_attempts, control, started);
-    let io_until = *io_until.lock();
+    // Only an end of IO earlier than the run's own end says anything.
+    let io_until = io_until.lock().filter(|until| *until < Instant::now());
     crate::run_log::end(&run, outcome, control.stats(), inner.config.copy.block_size, io_until);
     inner.release_until_done(session, &task_id);
 }

@@ -90,16 +90,27 @@ impl RunnerLease {
         lease_holds(contact, session_id, effective_lease(self.lease, session_timeout), Instant::now())
     }
 
-    /// Until when a task claimed with `session_id` could do IO by the latest confirmed contact:
-    /// that contact plus the lease, or `None` when the latest contact is another session's.
-    pub fn valid_until(&self, session_id: i64, session_timeout: Duration) -> Option<Instant> {
-        match *self.contact.lock() {
-            Some((contact_session, at)) if contact_session == session_id => {
-                Some(at + effective_lease(self.lease, session_timeout))
-            }
-            _ => None,
-        }
+    /// One IO check of a task claimed with `session_id`: whether it may do IO now, and until
+    /// when IO was allowed as of this check — the lease's end, or now when the latest contact is
+    /// another session's. No IO of the task begins after the bound of its last check.
+    pub fn check_io(&self, session_id: i64, session_timeout: Duration) -> IoCheck {
+        let contact = *self.contact.lock();
+        let lease = effective_lease(self.lease, session_timeout);
+        let now = Instant::now();
+        let until = match contact {
+            Some((contact_session, at)) if contact_session == session_id => at + lease,
+            _ => now,
+        };
+        IoCheck { allowed: lease_holds(contact, session_id, lease, now), until }
     }
+}
+
+/// What one IO check found (see [`RunnerLease::check_io`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IoCheck {
+    pub allowed: bool,
+    /// No IO begins after this, by this check's contact.
+    pub until: Instant,
 }
 
 /// The timers whose order keeps a runner from writing after its owner node can expire, and a

@@ -187,8 +187,8 @@ fn check_stuck(facts: &Facts, findings: &mut Findings) {
 /// A run's end: its `end` line, else its process's death, else the gathering (counted unended).
 fn run_end(run: &RunFact, facts: &Facts) -> (u64, bool) {
     if let Some(end) = run.end_ns {
-        // A run stopped by its lease did nothing after the lease's end: that is when it stopped
-        // acting, even when its process, frozen meanwhile, logged the end later.
+        // A run did no IO after its lease's end: that is when it stopped acting, even when its
+        // process, frozen meanwhile, logged the end later.
         return (run.io_until_ns.map_or(end, |until| until.min(end)), true);
     }
     match facts
@@ -230,9 +230,10 @@ fn awake_ns(facts: &Facts, node_id: &str, from: u64, to: u64) -> u64 {
 /// run that wrote (a copy with bytes written, or a copy whose end is its process's death) and
 /// was awake — not stopped by the nemesis — for some time after a later run of the same task
 /// started: it could have written then. Without the runner recording its lease, this is the
-/// most the logs can prove. A double run is two runs alive at once, a stopped one included
-/// unless its lease had already stopped its IO (`io_until_ns`, logged by a run that ended
-/// `lease_lapsed`: the runner asks its lease before every write, so nothing is written after).
+/// most the logs can prove. A double run is two runs acting at once: a run acts from its start
+/// until its end or, when earlier, the end of its IO by its lease (`io_until_ns`: the runner asks
+/// its lease before every write and logs the lease's end as of its last check, so a process
+/// frozen mid-copy stopped acting when its lease ran out, not when it woke to log its end).
 fn check_runs(facts: &Facts, findings: &mut Findings) {
     let mut by_task: BTreeMap<&str, Vec<(&RunFact, u64)>> = BTreeMap::new();
     for run in &facts.runs {

@@ -46,6 +46,28 @@ fn a_late_answer_of_an_older_probe_does_not_move_contact_back() {
 }
 
 #[test]
+fn an_io_check_bounds_io_by_the_contact_it_saw() {
+    let lease = RunnerLease::new(Duration::from_millis(1000));
+    let timeout = Duration::from_secs(6);
+    let at = Instant::now() - Duration::from_millis(1500);
+    lease.confirm(7, at);
+    // Lapsed: refused, and IO ended when the lease did, not now.
+    let check = lease.check_io(7, timeout);
+    assert!(!check.allowed);
+    assert_eq!(check.until, at + Duration::from_millis(1000));
+    // Fresh: allowed until the contact plus the lease.
+    let fresh = Instant::now();
+    lease.confirm(7, fresh);
+    assert_eq!(lease.check_io(7, timeout), IoCheck { allowed: true, until: fresh + Duration::from_millis(1000) });
+    // Another session's contact proves nothing for session 7: refused, bounded by the check.
+    lease.confirm(8, Instant::now());
+    let before = Instant::now();
+    let other = lease.check_io(7, timeout);
+    assert!(!other.allowed);
+    assert!(other.until >= before);
+}
+
+#[test]
 fn the_defaults_keep_the_rule() {
     for session_ms in [1_000u64, 2_000, 6_000, 60_000] {
         let session_timeout = Duration::from_millis(session_ms);
