@@ -5,6 +5,7 @@
 //! Invariants: the lowest election node leads (priority aside); a leader that loses ZooKeeper
 //! steps down before its session can expire (no zombie leader); leaving closes the session so the
 //! hand-over goes through ZooKeeper's own watch, not a timeout.
+#![forbid(unsafe_code)]
 
 mod cluster;
 mod config;

@@ -28,8 +28,9 @@ struct Waiter {
     unparker: Unparker,
 }
 
-// Access to `value` is serialised by the lock, as for `std::sync::Mutex`.
+// SAFETY: access to `value` is serialised by the lock, as for `std::sync::Mutex`.
 unsafe impl<T: ?Sized + Send> Send for CoMutex<T> {}
+// SAFETY: as for `Send`: only the lock's holder reaches `value`.
 unsafe impl<T: ?Sized + Send> Sync for CoMutex<T> {}
 
 /// Holds the lock until dropped; not `Send`, so it is released where it was taken.
@@ -143,12 +144,14 @@ impl<T: ?Sized> Drop for QueuedWaiter<'_, T> {
 impl<T: ?Sized> Deref for CoLockGuard<'_, T> {
     type Target = T;
     fn deref(&self) -> &T {
+        // SAFETY: the guard holds the lock, so no other reference to `value` exists.
         unsafe { &*self.mutex.value.get() }
     }
 }
 
 impl<T: ?Sized> DerefMut for CoLockGuard<'_, T> {
     fn deref_mut(&mut self) -> &mut T {
+        // SAFETY: the guard holds the lock and is borrowed mutably: this reference is the only one.
         unsafe { &mut *self.mutex.value.get() }
     }
 }

@@ -283,7 +283,7 @@ fn with_worker<R>(f: impl FnOnce(&Worker) -> R) -> Option<R> {
     if worker.is_null() {
         None
     } else {
-        // The pointer is set only while `run_loop` (which owns the Worker) is on this thread's stack.
+        // SAFETY: the pointer is set only while `run_loop` (which owns the Worker) is on this thread's stack.
         Some(f(unsafe { &*worker }))
     }
 }
@@ -292,7 +292,7 @@ fn with_worker<R>(f: impl FnOnce(&Worker) -> R) -> Option<R> {
 pub(crate) fn current_coroutine() -> Option<Arc<CoroutineState>> {
     with_worker(|worker| {
         let running = worker.running.get();
-        // Non-null only while the coroutine it points to is being resumed on this thread.
+        // SAFETY: non-null only while the coroutine it points to is being resumed on this thread.
         (!running.is_null()).then(|| unsafe { (*running).clone() })
     })
     .flatten()
@@ -317,7 +317,7 @@ fn yield_through(scope: *mut ()) {
         // Only reachable when a caller bypassed the `running` check; nothing to yield to.
         return;
     }
-    // The scope lives on this coroutine's stack, which is the stack we are running on.
+    // SAFETY: the scope lives on this coroutine's stack, which is the stack we are running on.
     unsafe { (*(scope as *mut CoroutineScope)).yield_with(()) }
 }
 
@@ -565,11 +565,11 @@ impl Worker {
                     panic = %panic_message(&panic),
                     "a coroutine panicked; it is dropped and the context goes on"
                 );
-                self.finished(coroutine, false);
+                self.finished(*coroutine, false);
                 None
             }
             Ok(_) if coroutine.generator.is_done() => {
-                self.finished(coroutine, true);
+                self.finished(*coroutine, true);
                 None
             }
             Ok(_) => match self.yield_reason.get() {
@@ -592,7 +592,7 @@ impl Worker {
         }
     }
 
-    fn finished(&self, coroutine: Box<Coroutine>, reusable: bool) {
+    fn finished(&self, coroutine: Coroutine, reusable: bool) {
         self.shared.n_live.fetch_sub(1, Ordering::AcqRel);
         let mut pool = self.stack_pool.borrow_mut();
         if reusable && pool.len() < STACK_POOL_CAPACITY {
@@ -611,7 +611,7 @@ impl Worker {
             });
             let Some(coroutine) = next else { break };
             n_cancelled += 1;
-            self.cancel(coroutine);
+            self.cancel(*coroutine);
             // Destructors of cancelled coroutines may have scheduled or woken others.
             while let Some(runnable) = self.shared.injected.pop() {
                 if let Runnable::Spawn(job) = runnable {
@@ -638,7 +638,7 @@ impl Worker {
         }
     }
 
-    fn cancel(&self, mut coroutine: Box<Coroutine>) {
+    fn cancel(&self, mut coroutine: Coroutine) {
         // The coroutine's destructors run as that coroutine, so they see it as the caller.
         self.running.set(&coroutine.state);
         self.running_scope.set(coroutine.scope);

@@ -477,7 +477,8 @@ fn primitives_work_from_all_three_kinds_of_caller() {
     let context = ThreadContext::new("ctx-kinds").expect("context");
     let results = Arc::new(Mutex::new(Vec::new()));
 
-    let exercise = |kind: &'static str, results: Arc<Mutex<Vec<(&'static str, CallerKind, u32, u64)>>>| {
+    type Observed = Arc<Mutex<Vec<(&'static str, CallerKind, u32, u64)>>>;
+    let exercise = |kind: &'static str, results: Observed| {
         move || {
             let observed_kind = caller_kind();
             let value = block_on(future_done_by_thread(Duration::from_millis(20)));
@@ -507,6 +508,8 @@ fn primitives_work_from_all_three_kinds_of_caller() {
     within_deadline("context caller", move || done.wait());
 
     let body = exercise("may", results.clone());
+    // SAFETY: (may's spawn contract) the body keeps no thread-local across a park; its stack is
+    // may's default, ample for the primitives it exercises.
     let handle = unsafe { may::coroutine::spawn(body) };
     within_deadline("may caller", move || handle.join().is_ok());
 

@@ -57,6 +57,9 @@ pub enum OnNetworkFailure {
     Exit { start_limit_burst: u32, start_limit_interval_sec: u64 },
 }
 
+/// A step run on one node's files before it starts.
+type PrepareNode = fn(&NodeSpec) -> Result<()>;
+
 /// Settings for starting a cluster; every node gets the same ones.
 #[derive(Clone, Debug)]
 pub struct ClusterBuilder {
@@ -79,7 +82,7 @@ pub struct ClusterBuilder {
     /// More `[api]` lines of every node (`api_config`).
     api_config: String,
     /// Run on a node's files before it starts (`prepare_node`).
-    prepare: Vec<(usize, fn(&NodeSpec) -> Result<()>)>,
+    prepare: Vec<(usize, PrepareNode)>,
     /// ZooKeeper servers: 1 standalone, 3 an ensemble (`zookeeper_servers`).
     zookeeper_servers: usize,
 }

@@ -1,6 +1,7 @@
 //! `cargo xtask test`: everything CI runs (`.ci/run` is only this command): installs what the
-//! tests need (when run as root), checks formatting (when the toolchain has rustfmt), runs
-//! every test of the workspace, then a 3-minute loopback chaos run with a fixed seed.
+//! tests need (when run as root), checks formatting and lints (`cargo clippy -D warnings`; each
+//! when the toolchain has it), runs every test of the workspace, then a 3-minute loopback chaos
+//! run with a fixed seed.
 
 use std::process::Command;
 
@@ -28,6 +29,19 @@ pub fn run() -> Result<()> {
         }
     } else {
         eprintln!("test: this toolchain has no rustfmt; formatting not checked");
+    }
+    let has_clippy =
+        Command::new(&cargo).args(["clippy", "--version"]).output().is_ok_and(|output| output.status.success());
+    if has_clippy {
+        let status = Command::new(&cargo)
+            .args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"])
+            .status()
+            .context("run cargo clippy")?;
+        if !status.success() {
+            bail!("cargo clippy --workspace --all-targets -- -D warnings found warnings ({status})");
+        }
+    } else {
+        eprintln!("test: this toolchain has no clippy; lints not checked");
     }
     let status =
         Command::new(&cargo).args(["test", "--workspace", "--no-fail-fast"]).status().context("run cargo test")?;

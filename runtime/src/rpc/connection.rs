@@ -135,7 +135,7 @@ impl ConnectionShared {
     pub(crate) fn wake_if_idle(&self) {
         let activity = self.activity.lock();
         if matches!(*activity, Activity::Idle { .. } | Activity::Accepted { .. }) {
-            // SAFETY of the fd: called with the registry locked, as `cut`; shutdown does not close it.
+            // SAFETY: (the fd) called with the registry locked, as `cut`; shutdown does not close it.
             unsafe { libc::shutdown(self.fd, libc::SHUT_RD) };
         }
     }
@@ -170,7 +170,7 @@ impl ConnectionShared {
                 tracing::debug!(server, connection = self.id, why, "idle connection cut")
             }
         }
-        // SAFETY of the fd: see the doc above; shutdown does not close it.
+        // SAFETY: (the fd) see the doc above; shutdown does not close it.
         unsafe { libc::shutdown(self.fd, libc::SHUT_RDWR) };
     }
 
@@ -223,7 +223,7 @@ impl ConnectionShared {
                 libc::SHUT_RDWR
             }
         };
-        // SAFETY of the fd: see the doc above; shutdown does not close it.
+        // SAFETY: (the fd) see the doc above; shutdown does not close it.
         unsafe { libc::shutdown(self.fd, how) };
     }
 }
@@ -264,7 +264,7 @@ pub(crate) fn accept_loop(listener: Arc<may::net::TcpListener>, cycle: Arc<Cycle
 /// without waiting for more (the listening socket is non-blocking).
 pub(crate) fn take_queued(listener: &may::net::TcpListener, cycle: &Arc<Cycle>) {
     while let Ok((stream, peer_addr)) = listener.inner().accept() {
-        // A fresh fd we own; may's stream sets it non-blocking and registers it.
+        // SAFETY: a fresh fd we own; may's stream sets it non-blocking and registers it.
         let stream = unsafe { may::net::TcpStream::from_raw_fd(stream.into_raw_fd()) };
         spawn_connection(cycle, stream, peer_addr);
     }
@@ -314,7 +314,7 @@ fn spawn_connection(cycle: &Arc<Cycle>, stream: may::net::TcpStream, peer_addr: 
     cycle.live_connections.add();
     let builder = may::coroutine::Builder::new();
     let coroutine_cycle = cycle.clone();
-    // SAFETY (may's spawn contract): handlers run on this stack (IO_STACK_SIZE, set once per
+    // SAFETY: (may's spawn contract) handlers run on this stack (IO_STACK_SIZE, set once per
     // process by configure_io_pool) and the code keeps no thread-local across a park.
     let spawned = unsafe {
         builder.spawn(move || {

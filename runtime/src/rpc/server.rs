@@ -320,7 +320,7 @@ impl Listener {
         let socket = {
             use std::os::fd::{FromRawFd, IntoRawFd};
             let fd = std_listener.into_raw_fd();
-            // The fd was just taken out of a live listener; may's listener now owns it.
+            // SAFETY: the fd was just taken out of a live listener; may's listener now owns it.
             Arc::new(unsafe { may::net::TcpListener::from_raw_fd(fd) })
         };
         Ok(Listener {
@@ -834,7 +834,7 @@ impl Inner {
         let Some(socket) = listener.socket.lock().clone() else { return Ok(()) };
         let accept_cycle = cycle.clone();
         let builder = may::coroutine::Builder::new().name(format!("{}-accept-{index}", self.name()));
-        // SAFETY (may's spawn contract): the coroutine keeps no thread-local across a park and
+        // SAFETY: (may's spawn contract) the coroutine keeps no thread-local across a park and
         // its stack (IO_STACK_SIZE) is ample for the accept loop.
         let handle = unsafe { builder.spawn(move || connection::accept_loop(socket, accept_cycle, index)) }?;
         *listener.accept_handle.lock() = Some(handle);
@@ -1021,7 +1021,7 @@ impl Inner {
                     tracing::warn!(server = %self.name(), address = %listener.local_addr, "the accept coroutine did not wake by connection; shutting the listener down");
                 }
                 connection::take_queued(&socket, cycle);
-                // The listener is alive (we hold an Arc), so its fd is still its own.
+                // SAFETY: the listener is alive (we hold an Arc), so its fd is still its own.
                 unsafe { libc::shutdown(socket.as_raw_fd(), libc::SHUT_RDWR) };
                 if !listener.accept_exited.wait_timeout(Duration::from_secs(5)) {
                     tracing::error!(server = %self.name(), address = %listener.local_addr, "the accept coroutine did not exit; it is joined at stop_workers");

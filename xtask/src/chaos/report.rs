@@ -94,7 +94,7 @@ pub fn write(
     });
     report.note(
         "late_writes: runs that wrote (or died mid-copy) and were awake, not SIGSTOPped, after another run of their task \
-         began; the run log bounds a run by its start and end, not its last write"
+         began; a run acts from its start to its end or, when earlier, the end of its IO by its lease (io_until_mono_ns)"
             .to_string(),
     );
     let mut kinds: std::collections::BTreeMap<String, usize> = std::collections::BTreeMap::new();

@@ -13,6 +13,10 @@ use tests::zk::ZooKeeper;
 
 use super::checker::LeaderSample;
 
+/// An episode of the VIP on two nodes at once: its first and last sample on `CLOCK_MONOTONIC`,
+/// and the nodes that held it.
+pub type TwoHolderEpisode = (u64, u64, Vec<usize>);
+
 pub enum Target {
     Loopback { cluster: Cluster, agent: ureq::Agent },
     Netns { cluster: NetnsCluster },
@@ -215,7 +219,7 @@ impl Target {
 
     /// Samples of the VIP on two nodes at once (netns), else 0; the number of samples; and the
     /// episodes of two holders: `(first, last)` on `CLOCK_MONOTONIC` and the nodes.
-    pub fn vip_two_holder_samples(&self) -> (usize, usize, Vec<(u64, u64, Vec<usize>)>) {
+    pub fn vip_two_holder_samples(&self) -> (usize, usize, Vec<TwoHolderEpisode>) {
         match self {
             Target::Loopback { .. } => (0, 0, Vec::new()),
             Target::Netns { cluster } => {
