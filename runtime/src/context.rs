@@ -562,7 +562,7 @@ impl Worker {
             Err(panic) => {
                 tracing::error!(
                     context = %self.shared.name,
-                    panic = %panic_message(&panic),
+                    panic = %panic_message(&*panic),
                     "a coroutine panicked; it is dropped and the context goes on"
                 );
                 self.finished(*coroutine, false);
@@ -649,7 +649,7 @@ impl Worker {
         if let Err(panic) = outcome {
             tracing::error!(
                 context = %self.shared.name,
-                panic = %panic_message(&panic),
+                panic = %panic_message(&*panic),
                 "a coroutine panicked while being cancelled"
             );
         }
@@ -669,7 +669,8 @@ pub fn is_cancel_unwind(payload: &(dyn std::any::Any + Send)) -> bool {
     payload.is::<generator::Error>()
 }
 
-pub(crate) fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+/// The message of a caught panic payload (a `&str` or a `String`, as `panic!` makes them).
+pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
     if let Some(message) = panic.downcast_ref::<&str>() {
         (*message).to_string()
     } else if let Some(message) = panic.downcast_ref::<String>() {

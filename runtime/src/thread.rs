@@ -80,7 +80,7 @@ impl<T> Thread<T> {
         }
         let handle = self.handle.lock().take().ok_or(JoinError::AlreadyJoined)?;
         self.finished.wait();
-        handle.join().map_err(|panic| JoinError::Panicked(panic_message(&panic)))
+        handle.join().map_err(|panic| JoinError::Panicked(panic_message(&*panic)))
     }
 }
 

@@ -575,7 +575,7 @@ fn dispatch(mut request: Request, connection: &ConnectionShared, cycle: &Cycle, 
     connection.set(Activity::Handling { method: request.method, path: request.path.clone(), since: Instant::now() });
     let response = match route.placement {
         Placement::Io => catch_unwind(AssertUnwindSafe(|| (route.handler)(&request))).unwrap_or_else(|panic| {
-            let message = panic_message(&panic);
+            let message = panic_message(&*panic);
             tracing::error!(server = %shared.name, path = %request.path, panic = %message, "handler panicked");
             Response::error(500, &format!("handler panicked: {message}"))
         }),

@@ -85,7 +85,7 @@ impl WorkerPool {
         let scheduled = self.handles[index].sched(move || {
             let guard = guard;
             let outcome =
-                catch_unwind(AssertUnwindSafe(job)).map_err(|panic| RpcError::JobPanicked(panic_message(&panic)));
+                catch_unwind(AssertUnwindSafe(job)).map_err(|panic| RpcError::JobPanicked(panic_message(&*panic)));
             guard.answer.done_with(outcome);
         });
         if scheduled.is_err() {

@@ -1033,7 +1033,7 @@ impl Inner {
             if let Some(handle) = handle {
                 if wait_done(&handle, Duration::from_secs(1)) {
                     if let Err(panic) = handle.join() {
-                        tracing::error!(server = %self.name(), panic = %crate::context::panic_message(&panic), "the accept coroutine panicked");
+                        tracing::error!(server = %self.name(), panic = %crate::context::panic_message(&*panic), "the accept coroutine panicked");
                     }
                 } else {
                     self.stragglers.lock().push(handle);

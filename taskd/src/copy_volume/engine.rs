@@ -194,7 +194,7 @@ impl Copier<'_> {
         result.wait();
         match result.take() {
             Some(Ok(value)) => Ok(value),
-            Some(Err(panic)) => Err(CopyError::Panicked(panic_message(&*panic))),
+            Some(Err(panic)) => Err(CopyError::Panicked(runtime::panic_message(&*panic))),
             None => Err(CopyError::ContextStopped),
         }
     }
@@ -230,7 +230,7 @@ impl ExtentJob {
         match outcome {
             Ok(Ok(())) => {}
             Ok(Err(error)) => self.fail(error),
-            Err(panic) => self.fail(CopyError::Panicked(panic_message(&*panic))),
+            Err(panic) => self.fail(CopyError::Panicked(runtime::panic_message(&*panic))),
         }
         self.worker_finished();
     }
@@ -377,15 +377,5 @@ fn caller_panic_message(panic: Box<dyn std::any::Any + Send>) -> String {
     if runtime::is_cancel_unwind(&*panic) {
         std::panic::resume_unwind(panic);
     }
-    panic_message(&*panic)
-}
-
-fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
-    if let Some(message) = panic.downcast_ref::<&str>() {
-        (*message).to_string()
-    } else if let Some(message) = panic.downcast_ref::<String>() {
-        message.clone()
-    } else {
-        "a panic without a message".to_string()
-    }
+    runtime::panic_message(&*panic)
 }
