@@ -609,7 +609,7 @@ impl Election {
         }
         let handler = &mut self.handler;
         if let Err(panic) = catch_unwind(AssertUnwindSafe(|| handler.on_event(event))) {
-            tracing::error!(panic = %panic_text(&panic), "the quorum event handler panicked; the member goes on");
+            tracing::error!(panic = %runtime::panic_message(&*panic), "the quorum event handler panicked; the member goes on");
         }
     }
 
@@ -643,7 +643,7 @@ impl Election {
         let stage = Instant::now();
         let handler = &mut self.handler;
         if let Err(panic) = catch_unwind(AssertUnwindSafe(|| handler.on_stop())) {
-            tracing::error!(panic = %panic_text(&panic), "the quorum stop handler panicked");
+            tracing::error!(panic = %runtime::panic_message(&*panic), "the quorum stop handler panicked");
         }
         tracing::info!(elapsed_us = stage.elapsed().as_micros() as u64, "stage done: daemon components stopped");
 
@@ -677,16 +677,6 @@ fn sorted_names(names: &[String]) -> Vec<&str> {
     let mut sorted: Vec<&str> = names.iter().map(String::as_str).collect();
     sorted.sort_unstable();
     sorted
-}
-
-fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> String {
-    if let Some(message) = panic.downcast_ref::<&str>() {
-        (*message).to_string()
-    } else if let Some(message) = panic.downcast_ref::<String>() {
-        message.clone()
-    } else {
-        "a non-string panic payload".to_string()
-    }
 }
 
 /// Where a leader's step-down clock starts when it learns at `learned_at` that it is
