@@ -21,7 +21,9 @@ mod timer;
 
 pub use block_on::{block_on, block_on_timeout};
 pub use co_mutex::{CoLockGuard, CoMutex};
-pub use context::{current_context, is_cancel_unwind, panic_message, ContextHandle, RunError, SchedError, DEFAULT_STACK_SIZE};
+pub use context::{
+    current_context, is_cancel_unwind, panic_message, ContextHandle, RunError, SchedError, DEFAULT_STACK_SIZE,
+};
 pub use event_loop::EventLoop;
 pub use exit_counter::ExitCounter;
 pub use park::{caller_kind, park, park_until, sleep, yield_now, CallerKind, Unparker};

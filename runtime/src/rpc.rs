@@ -69,9 +69,15 @@
 //! thread (or the owner's `shutdown()`/drop) completes it after the handler's response.
 
 mod admission;
+mod config;
 mod connection;
+mod connection_state;
+mod cycle;
 mod deadlines;
+mod error;
+mod handle;
 mod http;
+mod io_pool;
 mod pool;
 mod router;
 mod server;
@@ -83,52 +89,12 @@ mod abuse_tests;
 #[cfg(test)]
 mod tests;
 
+pub use config::{Hooks, ListenAddress, ServerConfig, Stage};
+pub use error::{Result, RpcError};
+pub use handle::ServerHandle;
 pub use http::{reason_phrase, HttpError, Limits, Method, Request, Response};
+pub use io_pool::{configure_io_pool, IO_STACK_SIZE};
 pub use pool::WorkerPool;
 pub use router::{Guard, Handler, Placement, Router};
-pub use server::{Hooks, ListenAddress, Server, ServerConfig, ServerHandle, Stage};
+pub use server::Server;
 pub use status::ServerStatus;
-
-use std::sync::Once;
-
-/// Stack of every `may` coroutine (connections run handlers on theirs), in bytes.
-pub const IO_STACK_SIZE: usize = 128 * 1024;
-
-/// What can go wrong in the RPC framework.
-#[derive(Debug, thiserror::Error)]
-pub enum RpcError {
-    #[error("cannot bind {address}: {source}")]
-    Bind { address: std::net::SocketAddr, source: std::io::Error },
-    #[error("cannot start {what}: {source}")]
-    Spawn { what: String, source: std::io::Error },
-    #[error("server {name} cannot be set up while it is {status}")]
-    NotStopped { name: String, status: ServerStatus },
-    #[error("server {0} is not set up")]
-    NotSetUp(String),
-    #[error("worker pool {0} is stopped")]
-    PoolStopped(String),
-    #[error("a worker-pool job panicked: {0}")]
-    JobPanicked(String),
-    #[error("the serving thread of server {name} failed: {message}")]
-    ServeThread { name: String, message: String },
-    #[error("{0} was called from the thread it would wait for")]
-    SelfJoin(String),
-}
-
-/// Result of this module.
-pub type Result<T, E = RpcError> = std::result::Result<T, E>;
-
-/// Configures `may`'s worker pool for the servers, once per process: workers are not pinned
-/// to CPUs (the machines are shared), and coroutine stacks are at least `IO_STACK_SIZE`. Call
-/// it early (before anything spawns a `may` coroutine); `Server::setup` calls it too.
-pub fn configure_io_pool() {
-    static CONFIGURE: Once = Once::new();
-    CONFIGURE.call_once(|| {
-        let config = may::config();
-        config.set_worker_pin(false);
-        let words = IO_STACK_SIZE / std::mem::size_of::<usize>();
-        if config.get_stack_size() < words {
-            config.set_stack_size(words);
-        }
-    });
-}

@@ -9,8 +9,7 @@
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use super::connection::Shared;
-use super::server::Cycle;
+use super::connection_state::{Registry, Shared};
 use crate::{JoinError, SyncPoint, Thread};
 
 /// The sweeper's period is a quarter of the shortest deadline, within these bounds.
@@ -24,14 +23,14 @@ pub(crate) struct DeadlineSweeper {
 }
 
 impl DeadlineSweeper {
-    /// Starts sweeping `cycle`'s connections; the thread holds only a weak reference, so a
+    /// Starts sweeping a cycle's `connections`; the thread holds only a weak reference, so a
     /// cycle that is dropped without a stop also ends it.
-    pub(crate) fn start(cycle: &Arc<Cycle>, shared: Arc<Shared>) -> std::io::Result<DeadlineSweeper> {
+    pub(crate) fn start(connections: &Arc<Registry>, shared: Arc<Shared>) -> std::io::Result<DeadlineSweeper> {
         let stop = SyncPoint::new();
         let tick = tick_for(&shared);
-        let (stop_seen, cycle) = (stop.clone(), Arc::downgrade(cycle));
+        let (stop_seen, connections) = (stop.clone(), Arc::downgrade(connections));
         let thread = Thread::spawn(&format!("{}-deadlines", shared.name()), move || {
-            sweep_until_stopped(&cycle, &shared, tick, &stop_seen)
+            sweep_until_stopped(&connections, &shared, tick, &stop_seen)
         })?;
         Ok(DeadlineSweeper { stop, thread })
     }
@@ -57,13 +56,13 @@ fn tick_for(shared: &Shared) -> Duration {
     (shortest / 4).clamp(MIN_TICK, MAX_TICK)
 }
 
-fn sweep_until_stopped(cycle: &Weak<Cycle>, shared: &Shared, tick: Duration, stop: &SyncPoint) {
+fn sweep_until_stopped(connections: &Weak<Registry>, shared: &Shared, tick: Duration, stop: &SyncPoint) {
     while !stop.wait_timeout(tick) {
-        let Some(cycle) = cycle.upgrade() else { return };
+        let Some(connections) = connections.upgrade() else { return };
         let now = Instant::now();
         // The registry stays locked while sockets are shut down: a connection leaves it before
         // closing its fd, so every fd seen here is still that connection's.
-        for connection in cycle.connections.lock().values() {
+        for connection in connections.lock().values() {
             if let Some(missed) = connection.missed_deadline(now, shared) {
                 connection.enforce(missed, shared.name());
             }

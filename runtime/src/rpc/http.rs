@@ -85,7 +85,7 @@ pub struct Request {
     pub(crate) peer_addr: SocketAddr,
     pub(crate) received_at: Instant,
     pub(crate) keep_alive: bool,
-    pub(crate) server: Option<super::server::ServerHandle>,
+    pub(crate) server: Option<super::handle::ServerHandle>,
 }
 
 impl Request {
@@ -139,7 +139,7 @@ impl Request {
     }
 
     /// The server that received the request: a handler can `stop()` it from here.
-    pub fn server(&self) -> Option<&super::server::ServerHandle> {
+    pub fn server(&self) -> Option<&super::handle::ServerHandle> {
         self.server.as_ref()
     }
 

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use parking_lot::Mutex;
 
-use super::RpcError;
+use super::error::RpcError;
 use crate::context::panic_message;
 use crate::sync_point::SyncPoint;
 use crate::thread_context::ThreadContext;
