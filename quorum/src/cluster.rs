@@ -16,33 +16,11 @@ use parking_lot::Mutex;
 use runtime::{ContextHandle, EventLoop, SyncPoint};
 
 use crate::config::QuorumConfig;
-use crate::election::{Election, Input, QuorumHandler};
+use crate::election::{Election, QuorumHandler};
 use crate::error::{QuorumError, ZkError};
 use crate::member::Member;
+use crate::shared::{ClusterShared, Input};
 use crate::zk::ZkSession;
-
-/// What the driver shares with handles on other threads. Locks here are never held across a park.
-pub(crate) struct ClusterShared {
-    pub(crate) sender: mpsc::UnboundedSender<Input>,
-    leader: AtomicBool,
-    /// The election node's sequence, -1 without one.
-    sequence: AtomicI64,
-    pub(crate) session: Mutex<Option<Arc<ZkSession>>>,
-    pub(crate) members: Mutex<Vec<Member>>,
-    pub(crate) stopped: SyncPoint,
-    joined: AtomicBool,
-    service_path: String,
-}
-
-impl ClusterShared {
-    pub(crate) fn set_leader(&self, leader: bool) {
-        self.leader.store(leader, Ordering::Release);
-    }
-
-    pub(crate) fn set_sequence(&self, sequence: Option<i64>) {
-        self.sequence.store(sequence.unwrap_or(-1), Ordering::Release);
-    }
-}
 
 /// One member of one service's quorum, with the loop its election runs on.
 pub struct QuorumCluster {

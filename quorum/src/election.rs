@@ -38,12 +38,12 @@ use futures::future::{select, Either};
 use futures::StreamExt;
 use runtime::ContextHandle;
 
-use crate::cluster::ClusterShared;
 use crate::config::QuorumConfig;
 use crate::error::ZkError;
 use crate::event::Event;
 use crate::member::{read_member_nodes, sorted_member_nodes, Member, MemberInfo, MEMBER_NODE_PREFIX};
-use crate::zk::{NodeEvent, NodeKind, NodeWatch, ZkOp, ZkOpResult, ZkSession, ZkSessionState};
+use crate::shared::{ClusterShared, Input};
+use crate::zk::{NodeKind, NodeWatch, ZkOp, ZkOpResult, ZkSession, ZkSessionState};
 
 /// What a daemon built on a quorum member supplies: its reaction to events, run on the loop.
 ///
@@ -62,18 +62,6 @@ impl<F: FnMut(Event) + Send + 'static> QuorumHandler for F {
     fn on_event(&mut self, event: Event) {
         self(event)
     }
-}
-
-/// What reaches the driver's mailbox.
-pub(crate) enum Input {
-    /// The state watcher of session number `epoch` saw a change.
-    SessionState { epoch: u64, state: ZkSessionState },
-    /// The watch armed as number `generation` fired.
-    WatchFired { generation: u64, event: NodeEvent },
-    /// The member's health changed; it is published in its election node.
-    SetHealth(bool),
-    /// Leave the quorum (see `# Shutdown`).
-    Leave,
 }
 
 /// The member's own election node.

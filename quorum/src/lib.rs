@@ -14,6 +14,7 @@ mod error;
 mod event;
 pub mod member;
 mod server;
+mod shared;
 pub mod zk;
 
 pub use cluster::{QuorumCluster, QuorumHandle};

@@ -7,6 +7,7 @@ pub mod access;
 pub mod api;
 pub mod cli;
 pub mod client;
+pub mod clock;
 pub mod config;
 pub mod copy_volume;
 pub mod dispatcher;

@@ -116,7 +116,7 @@ pub fn start(task_id: &TaskId, node_id: &str, session_id: i64) -> Run {
         task_id: task_id.to_string(),
         node_id: node_id.to_string(),
         session_id,
-        start_unix_ms: crate::runner::now_ms(),
+        start_unix_ms: crate::clock::now_ms(),
         start_mono_ns: monotonic_ns(),
     };
     append(&run.event("start", None, CopyStats::default(), 0));
@@ -150,7 +150,7 @@ impl Run {
             session_id: self.session_id,
             start_unix_ms: self.start_unix_ms,
             start_mono_ns: self.start_mono_ns,
-            end_unix_ms: ended.then(crate::runner::now_ms),
+            end_unix_ms: ended.then(crate::clock::now_ms),
             end_mono_ns: ended.then(monotonic_ns),
             outcome: outcome.map(str::to_string),
             bytes_read: stats.bytes_read,

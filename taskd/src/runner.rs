@@ -49,7 +49,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use quorum::{QuorumHandle, ZkSession};
@@ -59,6 +59,7 @@ use serde::{Deserialize, Serialize};
 pub mod lease;
 
 use self::lease::RunnerLease;
+use crate::clock::now_ms;
 use crate::copy_volume::{copy_volume, AllowedRoots, CopyControl, CopyOutcome, CopySettings, CopySpec};
 use crate::task::{TaskId, TaskKind, TaskRecord, TaskState};
 use crate::task_db::{self, DbError, OwnerInfo, RunnerInfo, StoredRecord};
@@ -84,11 +85,6 @@ const RELEASE_RETRY_MAX: Duration = Duration::from_secs(2);
 
 /// The stack of the runner's coroutines: a copy's caller side and ZooKeeper calls run there.
 const RUNNER_STACK_SIZE: usize = 1 << 20;
-
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64
-}
 
 /// The body of every runner RPC about one task.
 #[derive(Debug, Clone, Serialize, Deserialize)]

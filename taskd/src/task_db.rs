@@ -42,7 +42,7 @@ mod runners;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use quorum::zk::ZkOp;
 use quorum::{ZkError, ZkSession};
@@ -526,8 +526,7 @@ impl TaskDb {
     /// changed underneath is refreshed and left for the next purge. Deletes go in multi-ops of
     /// `purge_batch`; a batch that fails falls back to one delete at a time.
     pub fn purge_finished(&mut self, older_than: Duration) -> Result<PurgeReport> {
-        let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64;
-        let cutoff_ms = now_ms.saturating_sub(older_than.as_millis() as u64);
+        let cutoff_ms = crate::clock::now_ms().saturating_sub(older_than.as_millis() as u64);
         let mut candidates = Vec::new();
         for state in TaskState::ALL.into_iter().filter(|state| state.is_finished()) {
             let filter = ListFilter { state: Some(state), created_before_ms: Some(cutoff_ms), ..ListFilter::default() };

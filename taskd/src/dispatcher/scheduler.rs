@@ -46,7 +46,7 @@ use runtime::{ContextHandle, SyncPoint};
 
 use super::submit::{Submit, SubmitError, Submitted};
 use super::volumes::{self, VolumeUse};
-use crate::runner::now_ms;
+use crate::clock::now_ms;
 use crate::runner_client::{paths as runner_paths, RunnerClient};
 use crate::task::{RequestId, TaskId, TaskKind, TaskRecord, TaskState};
 use crate::task_db::{self, DbError, ListFilter, StoredRecord, SubmitBody, TaskDb, TaskDbConfig};

@@ -20,7 +20,7 @@ pub fn sleep_record_bytes() -> Result<Vec<u8>> {
     let record = TaskRecord::new(
         TaskId::generate(),
         TaskKind::Sleep(SleepArgs { duration_ms: 0, fail: false, fail_first: 0 }),
-        taskd::runner::now_ms(),
+        taskd::clock::now_ms(),
     );
     record.encode().context("encode a Sleep record")
 }
