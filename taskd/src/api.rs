@@ -346,6 +346,19 @@ pub fn dispatcher_routes(
                 })?;
                 filter = ListFilter::created_on(date);
             }
+            // The original's `list_by_status`.
+            if let Some(status) = request.query_param("status").filter(|status| !status.is_empty()) {
+                filter = match status {
+                    "finished" => filter.with_finished(true),
+                    "unfinished" => filter.with_finished(false),
+                    other => {
+                        return Err(Response::error(
+                            400,
+                            &format!("invalid `status` {other:?} (expected finished or unfinished)"),
+                        ))
+                    }
+                };
+            }
             if let Some(state) = request.query_param("state").filter(|state| !state.is_empty()) {
                 let state: TaskState = state
                     .parse()
@@ -397,24 +410,29 @@ pub fn dispatcher_routes(
             Ok(Response::json(200, &record))
         })())
     });
-    let a = access.clone();
-    let client = runner_client.clone();
-    let config = config.cpu_route(Method::Post, &format!("{PREFIX}/tasks/{{task_id}}/runtime"), move |request| {
-        answer((|| {
-            let task_id = task_id_param(request)?;
-            let window: RuntimeWindow = request.json()?;
-            let id = task_id.clone();
-            match call(a.as_ref(), move |scheduler| scheduler.set_runtime(&id, window))? {
-                TaskAction::Done(record) => Ok(Response::json(200, &record)),
-                TaskAction::Forward { runner_addr } => forward(
-                    &client,
-                    runner_addr,
-                    runner_paths::RUNTIME,
-                    serde_json::json!({ "task_id": task_id, "runtime_window": window }),
-                ),
-            }
-        })())
-    });
+    // Ours, and the original's path with the same body.
+    let mut config = config;
+    for path in [format!("{PREFIX}/tasks/{{task_id}}/runtime"), format!("{PREFIX}/copy_volume/{{task_id}}/set_runtime")]
+    {
+        let a = access.clone();
+        let client = runner_client.clone();
+        config = config.cpu_route(Method::Post, &path, move |request| {
+            answer((|| {
+                let task_id = task_id_param(request)?;
+                let window: RuntimeWindow = request.json()?;
+                let id = task_id.clone();
+                match call(a.as_ref(), move |scheduler| scheduler.set_runtime(&id, window))? {
+                    TaskAction::Done(record) => Ok(Response::json(200, &record)),
+                    TaskAction::Forward { runner_addr } => forward(
+                        &client,
+                        runner_addr,
+                        runner_paths::RUNTIME,
+                        serde_json::json!({ "task_id": task_id, "runtime_window": window }),
+                    ),
+                }
+            })())
+        });
+    }
     let a = access.clone();
     let config = config.cpu_route(Method::Get, &format!("{PREFIX}/runners"), move |_request| {
         answer((|| {

@@ -107,7 +107,7 @@ pub fn server_of(config: &crate::config::Config) -> String {
 
 #[derive(Subcommand)]
 pub enum Command {
-    /// Tasks: create, show, list, cancel, pause, resume, set_runtime, watch.
+    /// Tasks: create, show, list, list_by_status, cancel, pause, resume, set_runtime, watch.
     #[command(subcommand)]
     Task(TaskCommand),
     /// Runners: list, drain, undrain.
@@ -151,6 +151,12 @@ pub enum TaskCommand {
         #[arg(long)]
         date: Option<String>,
     },
+    /// The original's listing: `unfinished` (pending, running, paused, interrupted) or
+    /// `finished` (succeeded, failed, cancelled) tasks.
+    #[command(name = "list_by_status")]
+    ListByStatus {
+        status: FinishedStatus,
+    },
     Cancel {
         task_id: String,
     },
@@ -173,6 +179,13 @@ pub enum TaskCommand {
     Watch {
         task_id: String,
     },
+}
+
+/// `task list_by_status`'s argument.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum FinishedStatus {
+    Unfinished,
+    Finished,
 }
 
 #[derive(Subcommand)]

@@ -170,8 +170,19 @@ impl Client {
         if let Some(date) = date {
             query.push(format!("date={date}"));
         }
-        let path = format!("{PREFIX}/tasks?{}", query.join("&"));
-        let value = self.request("GET", &path, None)?;
+        self.tasks_at(&format!("{PREFIX}/tasks?{}", query.join("&")))
+    }
+
+    /// Finished (`true`: succeeded, failed, cancelled) or unfinished tasks: the original's
+    /// `list_by_status`.
+    pub fn list_by_status(&self, finished: bool) -> Result<Vec<TaskRecord>> {
+        let status = if finished { "finished" } else { "unfinished" };
+        self.tasks_at(&format!("{PREFIX}/tasks?status={status}"))
+    }
+
+    /// The `tasks` of a listing's answer.
+    fn tasks_at(&self, path: &str) -> Result<Vec<TaskRecord>> {
+        let value = self.request("GET", path, None)?;
         serde_json::from_value(value.get("tasks").cloned().unwrap_or(Value::Null))
             .map_err(|error| ClientError::Transport(format!("bad task list: {error}")))
     }

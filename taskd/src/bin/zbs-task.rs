@@ -80,13 +80,9 @@ fn run(cli: &Cli, client: &Client) -> Result<(), Failure> {
             }
             TaskCommand::Sleep { ms, fail } => print_task(cli, &client.create_sleep(*ms, *fail)?),
             TaskCommand::Show { task_id } => print_task(cli, &client.show(task_id)?),
-            TaskCommand::List { state, date } => {
-                let tasks = client.list(*state, date.as_deref())?;
-                if cli.json {
-                    print_json(&serde_json::to_value(&tasks).unwrap_or_default());
-                } else {
-                    print_table(&tasks);
-                }
+            TaskCommand::List { state, date } => print_tasks(cli, &client.list(*state, date.as_deref())?),
+            TaskCommand::ListByStatus { status } => {
+                print_tasks(cli, &client.list_by_status(*status == FinishedStatus::Finished)?)
             }
             TaskCommand::Cancel { task_id } => print_value(cli, &client.task_op(task_id, "cancel")?),
             TaskCommand::Pause { task_id } => print_value(cli, &client.task_op(task_id, "pause")?),
@@ -253,6 +249,15 @@ fn print_record(record: &TaskRecord) {
     }
     if let Some(error) = &record.last_error {
         println!("last_error:    {error}");
+    }
+}
+
+/// A listing: JSON with `--json`, else a table.
+fn print_tasks(cli: &Cli, tasks: &[TaskRecord]) {
+    if cli.json {
+        print_json(&serde_json::to_value(tasks).unwrap_or_default());
+    } else {
+        print_table(tasks);
     }
 }
 

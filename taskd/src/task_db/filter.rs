@@ -1,5 +1,5 @@
-//! `ListFilter`: which task records a client's `list` asks for (a state, a creation-time range,
-//! a limit), and the pure test a cached record passes or not.
+//! `ListFilter`: which task records a client's `list` asks for (a state, finished or not, a
+//! creation-time range, a limit), and the pure test a cached record passes or not.
 
 use chrono::{Local, NaiveDate, TimeZone};
 
@@ -10,6 +10,8 @@ use crate::task::{TaskRecord, TaskState};
 pub struct ListFilter {
     /// Only tasks in this state.
     pub state: Option<TaskState>,
+    /// Only finished tasks (`Some(true)`: succeeded, failed, cancelled) or only unfinished ones.
+    pub finished: Option<bool>,
     /// Only tasks created at or after this time (ms since the epoch).
     pub created_from_ms: Option<u64>,
     /// Only tasks created before this time (ms since the epoch).
@@ -53,6 +55,13 @@ impl ListFilter {
         self
     }
 
+    /// Narrows to finished (`true`) or unfinished (`false`) tasks: the original's
+    /// `list_by_status finished|unfinished`.
+    pub fn with_finished(mut self, finished: bool) -> ListFilter {
+        self.finished = Some(finished);
+        self
+    }
+
     /// Lists the newest first.
     pub fn newest_first(mut self) -> ListFilter {
         self.newest_first = true;
@@ -68,6 +77,7 @@ impl ListFilter {
     /// True when `record` matches every criterion (the limit aside).
     pub fn matches(&self, record: &TaskRecord) -> bool {
         self.state.is_none_or(|state| record.state == state)
+            && self.finished.is_none_or(|finished| record.state.is_finished() == finished)
             && self.created_from_ms.is_none_or(|from| record.created_ms >= from)
             && self.created_before_ms.is_none_or(|before| record.created_ms < before)
     }

@@ -122,6 +122,9 @@ fn cache_lists_in_creation_order_by_state_and_range() -> Result<(), super::DbErr
     let pending_newest = ListFilter::in_state(TaskState::Pending).newest_first();
     assert_eq!(ids(&cache.list(&pending_newest)?), ["b", "a"]);
     assert!(cache.list(&ListFilter::in_state(TaskState::Interrupted).newest_first())?.is_empty());
+    // The original's `list_by_status`.
+    assert_eq!(ids(&cache.list(&ListFilter::all().with_finished(true))?), ["d"]);
+    assert_eq!(ids(&cache.list(&ListFilter::all().with_finished(false))?), ["a", "b", "c"]);
     assert!(cache.list(&ListFilter { created_before_ms: Some(100), ..ListFilter::all() }.newest_first())?.is_empty());
     assert_eq!(cache.get(&id("b"))?.map(|stored| stored.version), Some(3));
     let cached_ids: Vec<String> = cache.ids()?.iter().map(ToString::to_string).collect();

@@ -185,8 +185,9 @@ fn drain_survives_a_restart_and_cancel_pause_resume_and_windows_act_on_running_c
             later["state"] == json!("pending") && later["progress"] == at_close["progress"],
             "a copy outside its window ran: {at_close} then {later}"
         );
+        // Opened through the original's path and body.
         let all_day = json!({ "start_hour": 0, "start_min": 0, "end_hour": 0, "end_min": 0 });
-        post(cluster, leader, &format!("tasks/{windowed}/runtime"), &all_day)?;
+        post(cluster, leader, &format!("copy_volume/{windowed}/set_runtime"), &all_day)?;
         wait_state(cluster, leader, &windowed, "succeeded", WAIT)?;
         ensure_same_copy(&source, &destination)?;
 
@@ -194,6 +195,50 @@ fn drain_survives_a_restart_and_cancel_pause_resume_and_windows_act_on_running_c
         let failing = submit(cluster, leader, "sleep/create", json!({ "duration_ms": 10, "fail": true }))?;
         let record = wait_state(cluster, leader, &failing, "failed", WAIT)?;
         ensure!(record["attempts"] == json!(2), "max_attempts = 2, but: {record}");
+
+        // The original's `list_by_status`: every task is in exactly one of the two listings,
+        // each listing holds only its kind, and the CLI's verb lists the same.
+        let listed = |status: &str| -> Result<Vec<(String, String)>> {
+            let (code, answer) = request(cluster, leader, "GET", &format!("{PREFIX}/tasks?status={status}"), None)?;
+            ensure!(code == 200, "GET tasks?status={status}: {code} {answer}");
+            Ok(answer["tasks"]
+                .as_array()
+                .map(|tasks| {
+                    tasks
+                        .iter()
+                        .map(|task| {
+                            (
+                                task["task_id"].as_str().unwrap_or("").to_string(),
+                                task["state"].as_str().unwrap_or("").to_string(),
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default())
+        };
+        let (finished, unfinished) = (listed("finished")?, listed("unfinished")?);
+        let finished_states = ["succeeded", "failed", "cancelled"];
+        ensure!(finished.iter().all(|(_, state)| finished_states.contains(&state.as_str())), "{finished:?}");
+        ensure!(unfinished.iter().all(|(_, state)| !finished_states.contains(&state.as_str())), "{unfinished:?}");
+        ensure!(
+            finished.iter().any(|(id, _)| *id == failing),
+            "the failed task is not listed as finished: {finished:?}"
+        );
+        ensure!(
+            finished.len() + unfinished.len() == n_tasks(cluster, leader)?,
+            "the two listings do not cover every task"
+        );
+        let (code, answer) = request(cluster, leader, "GET", &format!("{PREFIX}/tasks?status=done"), None)?;
+        ensure!(code == 400, "an unknown status listed: {code} {answer}");
+        let (code, out) = cli(cluster, leader, &["--json", "task", "list_by_status", "finished"])?;
+        ensure!(code == 0, "zbs-task task list_by_status finished: {code} {out}");
+        let by_cli: Vec<Value> = serde_json::from_str(&out).context("list_by_status's JSON")?;
+        ensure!(
+            by_cli.len() == finished.len(),
+            "the CLI listed {} finished tasks, the API {}",
+            by_cli.len(),
+            finished.len()
+        );
         Ok(())
     });
 }
