@@ -15,6 +15,8 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
 
 pub struct Api {
     base: String,
+    /// The cluster's API token, sent with every change.
+    token: String,
     agent: ureq::Agent,
 }
 
@@ -22,16 +24,16 @@ impl Api {
     /// The dispatcher API of `node` (the leader: followers answer 421).
     pub fn new(cluster: &Cluster, node: usize) -> Api {
         let spec = cluster.node(node);
-        Api::with_base(format!("http://{}:{}{PREFIX}", spec.address, spec.dispatcher_port))
+        Api::with_base(format!("http://{}:{}{PREFIX}", spec.address, spec.dispatcher_port), cluster.token().to_string())
     }
 
-    fn with_base(base: String) -> Api {
-        Api { base, agent: ureq::AgentBuilder::new().timeout(REQUEST_TIMEOUT).max_idle_connections(4).build() }
+    fn with_base(base: String, token: String) -> Api {
+        Api { base, token, agent: ureq::AgentBuilder::new().timeout(REQUEST_TIMEOUT).max_idle_connections(4).build() }
     }
 
     /// Another client of the same node with its own connection.
     pub fn fresh(&self) -> Api {
-        Api::with_base(self.base.clone())
+        Api::with_base(self.base.clone(), self.token.clone())
     }
 
     /// `(status, body)` of `GET <prefix><path>`, the body unparsed (what the latency samples time).
@@ -54,7 +56,7 @@ impl Api {
 
     fn post(&self, path: &str, body: &Value) -> Result<(u16, Value)> {
         let url = format!("{}{path}", self.base);
-        let response = match self.agent.post(&url).send_json(body) {
+        let response = match self.agent.post(&url).set(taskd::access::TOKEN_HEADER, &self.token).send_json(body) {
             Ok(response) => response,
             Err(ureq::Error::Status(_, response)) => response,
             Err(error) => bail!("POST {url}: {error}"),
