@@ -15,10 +15,12 @@
 //!
 //! # The dispatch pass
 //! Reads nothing from ZooKeeper but the runners, and those only when its view of them is missing
-//! or older than `RUNNER_VIEW_TTL` (the tasks it hands out are taken off the view's free slots).
-//! With free slots it hands due tasks (`Interrupted`, and `Pending` ones whose retry back-off
-//! has passed) from the cache, oldest first, to the least-loaded healthy, non-draining runner
-//! with a free slot, in the original's `ExecuteTask` order: set `runner_addr` and
+//! or older than `RUNNER_VIEW_TTL`. The decisions are `placement::plan`'s (pure, see
+//! `placement.rs` for the rules): due tasks (`Interrupted`, and `Pending` ones whose retry
+//! back-off has passed), oldest first, to the least-loaded healthy, non-draining runner with a
+//! free slot, counting against each runner the tasks this dispatcher shows `Running` on it
+//! (`assigned`), which a registration read before them does not show. The pass executes them
+//! in the original's `ExecuteTask` order: set `runner_addr` and
 //! `schedule_time` → write the record (fenced on the cached version, all of the pass's writes
 //! in one pipelined round trip; a fenced one is re-read and retried alone) → watch the owner
 //! child → call the runner's execute RPC on a "zbs-task-call" context, whose answer comes back
