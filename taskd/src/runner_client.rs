@@ -142,3 +142,6 @@ impl RunnerClient {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
