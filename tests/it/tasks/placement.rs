@@ -67,6 +67,11 @@ fn one_runner_takes_a_burst_of_short_tasks_without_over_commit() {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
+        // A figure for the record, not an assertion beyond the bound above.
+        eprintln!(
+            "{N_TASKS} tasks of {TASK_MS} ms on {SLOTS} slots done {:?} after the first submit",
+            submitted.elapsed()
+        );
         let log = cluster.log(leader);
         let refusals: Vec<&str> = log.lines().filter(|line| line.contains("runner did not take the task")).collect();
         ensure!(refusals.is_empty(), "the dispatcher over-committed its runner {} times: {refusals:?}", refusals.len());
