@@ -16,12 +16,12 @@ use serde::Deserialize;
 use vip::{StoredVip, VipServer};
 
 use crate::copy_volume::AllowedRoots;
-use crate::dispatcher::scheduler::{ApiError, CallError, SchedulerHandle, TaskAction};
+use crate::dispatcher::scheduler::{CallError, DispatchError, SchedulerHandle, TaskAction};
 use crate::dispatcher::submit::{Submit, SubmitError, Submitted};
 use crate::runner::{TaskRequest, TaskRunner};
 use crate::runner_client::{paths as runner_paths, RunnerClient};
 use crate::task::{CopyVolumeArgs, RequestId, RuntimeWindow, SleepArgs, TaskId, TaskKind, TaskState};
-use crate::task_db::ListFilter;
+use crate::task_db::{DbError, ListFilter};
 
 /// How long a request waits for the dispatcher's answer.
 pub const DISPATCHER_CALL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -174,7 +174,7 @@ fn request_id(request: &Request, in_body: Option<String>) -> Result<Option<Reque
 /// The response to a refused submit: the status, and the task it names (`task_id`) if any.
 fn submit_error_response(error: SubmitError) -> Response {
     let error = match error {
-        SubmitError::Db(error) => return error_response(ApiError::from(error)),
+        SubmitError::Db(error) => return dispatch_error_response(DispatchError::Db(error)),
         error => error,
     };
     let status = match &error {
@@ -194,8 +194,32 @@ fn submit_error_response(error: SubmitError) -> Response {
     }
 }
 
-fn error_response(error: ApiError) -> Response {
-    Response::error(error.status, &error.message)
+/// The HTTP status of a database error: the one place it is decided.
+fn db_status(error: &DbError) -> u16 {
+    match error {
+        DbError::NotFound { .. } => 404,
+        DbError::Transition(_)
+        | DbError::Rejected { .. }
+        | DbError::Conflict { .. }
+        | DbError::Exists { .. }
+        | DbError::RequestTaken { .. } => 409,
+        DbError::Full { .. } => 507,
+        DbError::Zk { .. } => 503,
+        _ => 500,
+    }
+}
+
+/// The HTTP status of a refused task operation.
+fn dispatch_status(error: &DispatchError) -> u16 {
+    match error {
+        DispatchError::TaskNotFound { .. } => 404,
+        DispatchError::NoRunner { .. } => 500,
+        DispatchError::Db(error) => db_status(error),
+    }
+}
+
+fn dispatch_error_response(error: DispatchError) -> Response {
+    Response::error(dispatch_status(&error), &error.to_string())
 }
 
 fn task_id_param(request: &Request) -> Result<TaskId, Response> {
@@ -207,12 +231,12 @@ fn task_id_param(request: &Request) -> Result<TaskId, Response> {
 fn call<R, F>(access: &dyn DispatcherAccess, job: F) -> Result<R, Response>
 where
     R: Send + 'static,
-    F: FnOnce(&mut crate::dispatcher::scheduler::Scheduler) -> Result<R, ApiError> + Send + 'static,
+    F: FnOnce(&mut crate::dispatcher::scheduler::Scheduler) -> Result<R, DispatchError> + Send + 'static,
 {
     let scheduler = access.scheduler()?;
     match scheduler.call(DISPATCHER_CALL_TIMEOUT, job) {
         Ok(Ok(answer)) => Ok(answer),
-        Ok(Err(error)) => Err(error_response(error)),
+        Ok(Err(error)) => Err(dispatch_error_response(error)),
         Err(error @ CallError::QueueFull) => {
             Err(Response::error(503, &error.to_string()).with_header("Retry-After", "1"))
         }
@@ -256,10 +280,7 @@ fn forward(
                 runtime::sleep(Duration::from_millis(200))
             }
             Err(error) => {
-                return Err(error_response(ApiError::new(
-                    if error.status == 404 { 409 } else { error.status },
-                    error.message,
-                )))
+                return Err(Response::error(if error.status == 404 { 409 } else { error.status }, &error.message))
             }
         }
     }

@@ -197,6 +197,16 @@ pub struct CommandLine {
     /// IO; with one block's write at most half the session timeout [default: a third of it].
     #[arg(long)]
     pub tasks_lease_ms: Option<u64>,
+    /// Milliseconds between a task's first transient failure and its retry, 100..=86400000
+    /// [default: 10000].
+    #[arg(long)]
+    pub tasks_retry_base_ms: Option<u64>,
+    /// Each further retry waits this many times longer, 1..=10 [default: 2].
+    #[arg(long)]
+    pub tasks_retry_factor: Option<u32>,
+    /// The longest wait before a retry, in ms, at least the base [default: 300000, 5 min].
+    #[arg(long)]
+    pub tasks_retry_max_ms: Option<u64>,
     /// The API token file (the same on every node): changes on either port need one of its
     /// tokens in `X-SmartX-Token` [default: none, every caller is let in].
     #[arg(long, value_name = "PATH")]

@@ -53,7 +53,7 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use crate::task::{CopyVolumeArgs, Progress, RuntimeWindow, MAX_IO_DEPTH};
+use crate::task::{CopyVolumeArgs, FailureClass, Progress, RuntimeWindow, MAX_IO_DEPTH};
 
 pub use engine::copy_volume;
 pub use paths::{AllowedRoots, CopyPaths, OpenedPair, PathError};
@@ -193,6 +193,21 @@ pub enum CopyError {
     Io { operation: &'static str, offset: u64, source: io::Error },
     #[error("the copy panicked: {0}")]
     Panicked(String),
+}
+
+impl CopyError {
+    /// Whether a retry may pass: arguments, refused paths, a missing source or a destination
+    /// too small fail the same way every time; IO errors and the copy's own thread may not.
+    pub fn class(&self) -> FailureClass {
+        match self {
+            CopyError::InvalidSpec(_) | CopyError::DestinationTooSmall { .. } => FailureClass::Permanent,
+            CopyError::Path(error) => error.class(),
+            CopyError::Io { source, .. } if paths::is_permanent_io(source) => FailureClass::Permanent,
+            CopyError::Context(_) | CopyError::ContextStopped | CopyError::Io { .. } | CopyError::Panicked(_) => {
+                FailureClass::Transient
+            }
+        }
+    }
 }
 
 /// Counters of one copy run, readable while it runs.

@@ -11,6 +11,7 @@
 //! `TaskDb` is opened there and never leaves it; blocking runner RPCs go to a second context,
 //! "zbs-task-call" (`CALLER_THREADS` of them), so they never stall the dispatcher's thread.
 
+pub mod placement;
 pub mod scheduler;
 pub mod submit;
 pub mod volumes;

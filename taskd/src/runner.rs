@@ -25,8 +25,17 @@
 //! lease before the owner node's expiry is checked with the configuration (`TimerRule`).
 //!
 //! # Release
-//! A run's end releases its owner node, retried until it succeeds or the session ends (then the
-//! server deletes the node itself): a node left behind would keep the task looking owned.
+//! A run's end frees its slot and publishes it in the registration, then releases its owner
+//! node, retried until it succeeds or the session ends (then the server deletes the node
+//! itself): a node left behind would keep the task looking owned. The slot goes first because
+//! the owner's deletion is what tells the dispatcher the task ended: its next `execute` here
+//! must find the slot free (a "no free slot" refusal, 429, is the dispatcher's over-commit).
+//!
+//! # Failures
+//! A failed run records its error and its class (`FailureClass`, from `CopyError::class`): a
+//! permanent one (source missing, permission denied, path refused, destination too small,
+//! invalid arguments) ends the task `Failed` at once; a transient one leaves it `Pending` for
+//! the dispatcher's retry back-off while attempts are left (`placement::after_failure`).
 //!
 //! # Drain
 //! A drain is kept in ZooKeeper twice: the registration's `draining` flag (what the dispatcher
@@ -61,7 +70,8 @@ pub mod lease;
 use self::lease::RunnerLease;
 use crate::clock::now_ms;
 use crate::copy_volume::{copy_volume, AllowedRoots, CopyControl, CopyOutcome, CopySettings, CopySpec};
-use crate::task::{TaskId, TaskKind, TaskRecord, TaskState};
+use crate::dispatcher::placement::after_failure;
+use crate::task::{FailureClass, TaskId, TaskKind, TaskRecord, TaskState};
 use crate::task_db::{self, DbError, OwnerInfo, RunnerInfo, StoredRecord};
 
 /// The runner's thread name (at most 15 bytes).
@@ -74,6 +84,9 @@ const REGISTRATION_INTERVAL: Duration = Duration::from_millis(500);
 /// How long a drain or undrain request waits for its marker to be written before it answers
 /// `persisted: false` (the write goes on): under the dispatcher's runner RPC timeout.
 const DRAIN_PERSIST_WAIT: Duration = Duration::from_secs(2);
+
+/// The refusal of an `execute` when every slot is taken.
+pub const NO_FREE_SLOT: &str = "no free slot";
 
 /// The step of a Sleep task: how soon it sees a cancel, pause or interrupt.
 const SLEEP_STEP: Duration = Duration::from_millis(50);
@@ -278,7 +291,9 @@ impl TaskRunner {
                 return Ok(serde_json::json!({ "task_id": task_id, "accepted": true, "already_running": true }));
             }
             if running.len() + starting.len() >= inner.config.slots as usize {
-                return Err(RunnerRefusal::new(503, "no free slot"));
+                // 429, not 503: the dispatcher tells a runner that is full (its registration was
+                // behind) from one that is unavailable, and holds off only the latter.
+                return Err(RunnerRefusal::new(429, NO_FREE_SLOT));
             }
             starting.insert(task_id.clone());
             Starting { starting: &inner.starting, task_id: task_id.clone() }
@@ -345,9 +360,13 @@ impl TaskRunner {
         let scheduled = self.context.sched(move || {
             let task_id = stored.record.task_id.clone();
             run_task(&runner, &session, stored, &control, &io_until);
+            // The slot is free, and published, before the owner node goes: the dispatcher learns
+            // of the end from the owner's deletion and may hand this runner its next task at
+            // once, which must find the slot free (see `# Release`).
             runner.running.lock().remove(&task_id);
-            finished.done();
             runner.keep_registered();
+            runner.release_until_done(&session, &task_id);
+            finished.done();
         });
         if let Err(error) = scheduled {
             inner.running.lock().remove(&started_id);
@@ -669,7 +688,8 @@ impl Drop for Starting<'_> {
 /// How a task's run ended, before it is written.
 enum RunEnd {
     Succeeded,
-    Failed(String),
+    /// The run's error, with whether a retry may pass.
+    Failed(String, FailureClass),
     Cancelled,
     /// Paused on request.
     Paused,
@@ -687,7 +707,7 @@ impl RunEnd {
     fn name(&self) -> &'static str {
         match self {
             RunEnd::Succeeded => "succeeded",
-            RunEnd::Failed(_) => "failed",
+            RunEnd::Failed(..) => "failed",
             RunEnd::Cancelled => "cancelled",
             RunEnd::Paused => "paused",
             RunEnd::WindowClosed => "window_closed",
@@ -716,11 +736,14 @@ fn run_task(
         TaskKind::CopyVolume(args) => {
             let roots = match &inner.roots {
                 Ok(roots) => roots,
-                Err(reason) => return RunEnd::Failed(format!("allowed roots unusable: {reason}")),
+                // This runner's configuration, not the task's: another runner may do it.
+                Err(reason) => {
+                    return RunEnd::Failed(format!("allowed roots unusable: {reason}"), FailureClass::Transient)
+                }
             };
             let spec = match CopySpec::for_task(&args, roots, &record.progress, &inner.config.copy) {
                 Ok(spec) => spec,
-                Err(error) => return RunEnd::Failed(error.to_string()),
+                Err(error) => return RunEnd::Failed(error.to_string(), error.class()),
             };
             // Tests and operators read how much a resumed copy redoes from this line.
             tracing::info!(
@@ -755,14 +778,14 @@ fn run_task(
                 CopyOutcome::Cancelled => RunEnd::Cancelled,
                 CopyOutcome::Interrupted { .. } => RunEnd::Interrupted,
                 CopyOutcome::Paused { .. } => RunEnd::Paused,
-                CopyOutcome::Failed(error) => RunEnd::Failed(error.to_string()),
+                CopyOutcome::Failed(error) => RunEnd::Failed(error.to_string(), error.class()),
             }
         }
     }));
     let end = match end {
         Ok(end) => end,
         Err(panic) if runtime::is_cancel_unwind(panic.as_ref()) => std::panic::resume_unwind(panic),
-        Err(_) => RunEnd::Failed("the task panicked".to_string()),
+        Err(_) => RunEnd::Failed("the task panicked".to_string(), FailureClass::Transient),
     };
     let end = match end {
         // Whatever else the run saw, it stopped because it may not write: see `# Lease`.
@@ -775,7 +798,6 @@ fn run_task(
     // Only an end of IO earlier than the run's own end says anything.
     let io_until = io_until.lock().filter(|until| *until < Instant::now());
     crate::run_log::end(&run, outcome, control.stats(), inner.config.copy.block_size, io_until);
-    inner.release_until_done(session, &task_id);
 }
 
 fn run_sleep(duration_ms: u64, fail: bool, control: &CopyControl) -> RunEnd {
@@ -801,7 +823,7 @@ fn run_sleep(duration_ms: u64, fail: bool, control: &CopyControl) -> RunEnd {
         runtime::sleep(left.min(SLEEP_STEP));
     }
     if fail {
-        RunEnd::Failed("the sleep task was asked to fail".to_string())
+        RunEnd::Failed("the sleep task was asked to fail".to_string(), FailureClass::Transient)
     } else {
         RunEnd::Succeeded
     }
@@ -887,15 +909,11 @@ fn finish(
             record.last_failed_ms = Some(now_ms());
             TaskState::Interrupted
         }
-        RunEnd::Failed(message) => {
+        RunEnd::Failed(message, class) => {
             record.attempts += 1;
             record.last_failed_ms = Some(now_ms());
-            record.set_last_error(&message);
-            if record.attempts < max_attempts {
-                TaskState::Pending
-            } else {
-                TaskState::Failed
-            }
+            record.set_last_error(&message, class);
+            after_failure(class, record.attempts, max_attempts)
         }
     };
     if let Err(error) = record.transition_to(state) {

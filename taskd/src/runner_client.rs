@@ -11,7 +11,7 @@
 use std::time::Duration;
 
 use crate::access::TOKEN_HEADER;
-use crate::dispatcher::scheduler::ApiError;
+use crate::dispatcher::placement::Refusal;
 
 /// How long the dispatcher's own runner calls (execute) may take: the next dispatch pass retries.
 pub const RUNNER_RPC_TIMEOUT: Duration = Duration::from_secs(3);
@@ -30,6 +30,32 @@ pub mod paths {
     pub const RUNTIME: &str = "/api/v1/runner/runtime";
     pub const DRAIN: &str = "/api/v1/runner/drain";
     pub const UNDRAIN: &str = "/api/v1/runner/undrain";
+}
+
+/// A runner call that did not succeed: the runner's status and message (502 when it could not
+/// be reached or answered nonsense, 503 when the call could not be made).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message} (status {status})")]
+pub struct RunnerCallError {
+    pub status: u16,
+    pub message: String,
+}
+
+impl RunnerCallError {
+    pub fn new(status: u16, message: impl Into<String>) -> RunnerCallError {
+        RunnerCallError { status, message: message.into() }
+    }
+
+    /// What the placement rules make of an execute that failed so: 429 (or an older runner's
+    /// 503 "no free slot") is a runner whose registration was behind; anything else is a
+    /// runner unavailable for now.
+    pub fn refusal(&self) -> Refusal {
+        match self.status {
+            429 => Refusal::NoFreeSlot,
+            503 if self.message == crate::runner::NO_FREE_SLOT => Refusal::NoFreeSlot,
+            _ => Refusal::Unavailable,
+        }
+    }
 }
 
 /// The dispatcher's client of the runner API. Cheap to clone (the agent is shared).
@@ -63,16 +89,26 @@ impl RunnerClient {
 
     /// `post` on the client's own threads, parking only the caller (a coroutine or a thread),
     /// with the operator's [`FORWARD_TIMEOUT`].
-    pub fn call(&self, address: &str, path: &str, body: &serde_json::Value) -> Result<serde_json::Value, ApiError> {
+    pub fn call(
+        &self,
+        address: &str,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> Result<serde_json::Value, RunnerCallError> {
         let (client, address, path, body) = (self.clone(), address.to_string(), path.to_string(), body.clone());
         self.calls
             .run(move || client.post_within(FORWARD_TIMEOUT, &address, &path, &body))
-            .unwrap_or_else(|error| Err(ApiError::new(503, format!("cannot call the runner: {error}"))))
+            .unwrap_or_else(|error| Err(RunnerCallError::new(503, format!("cannot call the runner: {error}"))))
     }
 
     /// POSTs `body` to `path` on the runner at `address`; the runner's JSON answer, or its
     /// status and message (502 when it cannot be reached or answers nonsense).
-    pub fn post(&self, address: &str, path: &str, body: &serde_json::Value) -> Result<serde_json::Value, ApiError> {
+    pub fn post(
+        &self,
+        address: &str,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> Result<serde_json::Value, RunnerCallError> {
         self.post_within(RUNNER_RPC_TIMEOUT, address, path, body)
     }
 
@@ -82,15 +118,15 @@ impl RunnerClient {
         address: &str,
         path: &str,
         body: &serde_json::Value,
-    ) -> Result<serde_json::Value, ApiError> {
+    ) -> Result<serde_json::Value, RunnerCallError> {
         let mut request = self.agent.post(&format!("http://{address}{path}")).timeout(timeout);
         if let Some(token) = &self.token {
             request = request.set(TOKEN_HEADER, token);
         }
         match request.send_json(body) {
-            Ok(response) => {
-                response.into_json().map_err(|error| ApiError::new(502, format!("bad answer from {address}: {error}")))
-            }
+            Ok(response) => response
+                .into_json()
+                .map_err(|error| RunnerCallError::new(502, format!("bad answer from {address}: {error}"))),
             Err(ureq::Error::Status(status, response)) => {
                 let message = response
                     .into_json::<serde_json::Value>()
@@ -100,9 +136,12 @@ impl RunnerClient {
                 if matches!(status, 401 | 403) {
                     tracing::error!(runner = address, status, %message, "the runner refused the dispatcher's token: is [api] token_file the same on every node?");
                 }
-                Err(ApiError::new(status, message))
+                Err(RunnerCallError::new(status, message))
             }
-            Err(error) => Err(ApiError::new(502, format!("cannot reach the runner at {address}: {error}"))),
+            Err(error) => Err(RunnerCallError::new(502, format!("cannot reach the runner at {address}: {error}"))),
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

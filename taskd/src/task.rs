@@ -10,6 +10,7 @@
 //! the other tasks. Every record fits in [`MAX_RECORD_BYTES`]: paths and the kept error
 //! message are bounded, and `encode` refuses anything larger.
 
+mod failure;
 mod request_id;
 mod state;
 mod window;
@@ -20,6 +21,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+pub use failure::FailureClass;
 pub use request_id::{RequestId, RequestIdError};
 pub use state::{TaskState, TransitionError, UnknownState};
 pub use window::{RuntimeWindow, WindowError};
@@ -298,6 +300,11 @@ pub struct TaskRecord {
     /// Absent when empty, and in records written before it was kept.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub attempt_errors: Vec<String>,
+    /// The class of the last failed attempt's error, as its runner reported it: a `permanent`
+    /// one is never retried. Absent when no attempt failed, and in records written before it
+    /// was kept; absent or unknown counts as `transient` (`FailureClass::deserialize_lenient`).
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "FailureClass::deserialize_lenient")]
+    pub error_class: Option<FailureClass>,
     pub progress: Progress,
     /// When set, the task runs only inside this daily window.
     pub runtime_window: Option<RuntimeWindow>,
@@ -356,6 +363,7 @@ impl TaskRecord {
             attempts: 0,
             last_error: None,
             attempt_errors: Vec::new(),
+            error_class: None,
             progress: Progress::default(),
             runtime_window: None,
             request_id: None,
@@ -380,11 +388,18 @@ impl TaskRecord {
         Ok(())
     }
 
-    /// Keeps `message` as `last_error`, cut to `MAX_ERROR_BYTES` at a char boundary; the error it
-    /// replaces goes to `attempt_errors`.
-    pub fn set_last_error(&mut self, message: &str) {
+    /// Keeps `message` as `last_error`, cut to `MAX_ERROR_BYTES` at a char boundary, with its
+    /// class; the error it replaces goes to `attempt_errors`.
+    pub fn set_last_error(&mut self, message: &str, class: FailureClass) {
         self.retire_last_error();
         self.last_error = Some(cut_at_char(message, MAX_ERROR_BYTES).to_string());
+        self.error_class = Some(class);
+    }
+
+    /// The class of the last failed attempt: transient unless its runner said permanent (old
+    /// records, and records with no failure, count as transient).
+    pub fn last_error_class(&self) -> FailureClass {
+        self.error_class.unwrap_or(FailureClass::Transient)
     }
 
     /// Moves `last_error` (cut to `MAX_ATTEMPT_ERROR_BYTES`) to the end of `attempt_errors`,

@@ -503,6 +503,7 @@ impl Inner {
                     cache_dir: self.config.state_dir.join("task-cache"),
                     claim_grace: self.config.tasks.claim_grace,
                     retention: self.config.tasks.retention,
+                    retry: self.config.tasks.retry,
                     runner_client: self.runner_client.clone(),
                     on_unusable: Arc::new(report_unusable),
                 };

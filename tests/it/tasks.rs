@@ -12,6 +12,7 @@ mod copies;
 mod forwarding;
 mod leases;
 mod operations;
+mod placement;
 mod retention;
 mod submits;
 

@@ -518,6 +518,12 @@ impl Cluster {
     fn spawn(&self, node: usize) -> Result<u32> {
         let mut command = Command::new(&self.binary);
         command.arg("--config").arg(&self.nodes[node].spec.config_path);
+        // Retries 1 s apart, doubling: the daemon's default (10 s) would make every test that
+        // watches a task fail and retry wait for minutes. A test that sets `[tasks] retry_*`
+        // keys itself keeps them (a flag would override the file).
+        if !self.settings.extra_config.contains("retry_") {
+            command.args(["--tasks-retry-base-ms", "1000"]);
+        }
         self.daemons.spawn(node, command)
     }
 

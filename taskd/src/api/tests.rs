@@ -1,4 +1,5 @@
-//! Unit tests of the API's pure pieces: the `vip/set` body's checks.
+//! Unit tests of the API's pure pieces: the `vip/set` body's checks and the status of each
+//! domain error.
 
 use super::*;
 
@@ -31,4 +32,19 @@ fn a_vip_set_body_is_checked_before_anything_is_stored() {
         assert!(answer["error"].as_str().is_some_and(|error| !error.is_empty()), "{bad}: {answer}");
     }
     assert!(serde_json::from_value::<VipSet>(serde_json::json!({ "vip": "10.0.0.101/24" })).is_err());
+}
+
+/// Only the API knows statuses: each domain error of a task operation maps to one.
+#[test]
+fn dispatch_errors_map_to_http_statuses() {
+    let task_id = TaskId::generate();
+    let status = |error: DispatchError| dispatch_status(&error);
+    assert_eq!(status(DispatchError::TaskNotFound { task_id: task_id.clone() }), 404);
+    assert_eq!(status(DispatchError::NoRunner { task_id: task_id.clone() }), 500);
+    assert_eq!(status(DbError::NotFound { what: "task", id: "x".to_string() }.into()), 404);
+    assert_eq!(status(DbError::Rejected { task_id, reason: "no".to_string() }.into()), 409);
+    assert_eq!(status(DbError::Full { n_records: 1, reply_bytes: 1, max_records: 1, max_reply_bytes: 1 }.into()), 507);
+    let transition =
+        DbError::Transition(crate::task::TransitionError { from: TaskState::Succeeded, to: TaskState::Pending });
+    assert_eq!(status(transition.into()), 409);
 }

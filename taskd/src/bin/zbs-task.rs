@@ -248,7 +248,7 @@ fn print_record(record: &TaskRecord) {
         );
     }
     if let Some(error) = &record.last_error {
-        println!("last_error:    {error}");
+        println!("last_error:    {error} ({})", record.last_error_class());
     }
 }
 

@@ -1,12 +1,13 @@
-//! The `[tasks]` table: how the Task Center retries, keeps and copies — settings the runner and
-//! the dispatcher read instead of constants, each with a flag (`--tasks-max-attempts`, ...) and
-//! a range check whose error names the key.
+//! The `[tasks]` table: how the Task Center retries (attempts and the back-off between them),
+//! keeps and copies — settings the runner and the dispatcher read instead of constants, each
+//! with a flag (`--tasks-max-attempts`, ...) and a range check whose error names the key.
 
 use std::time::Duration;
 
 use serde::Deserialize;
 
 use super::{CommandLine, ConfigError};
+use crate::dispatcher::placement::RetryPolicy;
 
 /// The `[tasks]` table as written: every key optional, unknown keys refused.
 #[derive(Debug, Default, Deserialize)]
@@ -19,6 +20,9 @@ pub(super) struct FileTasks {
     copy_block_kib: Option<u64>,
     copy_max_mib_per_s: Option<u64>,
     lease_ms: Option<u64>,
+    retry_base_ms: Option<u64>,
+    retry_factor: Option<u32>,
+    retry_max_ms: Option<u64>,
 }
 
 /// The validated `[tasks]` settings.
@@ -41,6 +45,9 @@ pub struct TasksConfig {
     /// The timer rule between it and the session timeout is checked with the whole
     /// configuration (`Config::validate`).
     pub lease: Option<Duration>,
+    /// The back-off between a transient failure and the next attempt: `retry_base_ms`, times
+    /// `retry_factor` per further failure, at most `retry_max_ms`.
+    pub retry: RetryPolicy,
 }
 
 impl TasksConfig {
@@ -59,6 +66,11 @@ impl TasksConfig {
         let block_kib = cli.tasks_copy_block_kib.or(file.copy_block_kib).unwrap_or(Self::DEFAULT_COPY_BLOCK_KIB);
         let max_mib_per_s = cli.tasks_copy_max_mib_per_s.or(file.copy_max_mib_per_s).unwrap_or(0);
         let lease_ms = cli.tasks_lease_ms.or(file.lease_ms);
+        let default_retry = RetryPolicy::DEFAULT;
+        let retry_base_ms =
+            cli.tasks_retry_base_ms.or(file.retry_base_ms).unwrap_or(default_retry.base.as_millis() as u64);
+        let retry_factor = cli.tasks_retry_factor.or(file.retry_factor).unwrap_or(default_retry.factor);
+        let retry_max_ms = cli.tasks_retry_max_ms.or(file.retry_max_ms).unwrap_or(default_retry.cap.as_millis() as u64);
         if !(1..=100).contains(&max_attempts) {
             return Err(ConfigError::invalid("tasks.max_attempts", "must be between 1 and 100"));
         }
@@ -88,6 +100,20 @@ impl TasksConfig {
         if max_mib_per_s > 1 << 20 {
             return Err(ConfigError::invalid("tasks.copy_max_mib_per_s", "must be at most 1048576 (0 = unlimited)"));
         }
+        // A day at most, so a retry is never forgotten; 100 ms at least, so a failing task cannot
+        // spin the dispatcher.
+        if !(100..=86_400_000).contains(&retry_base_ms) {
+            return Err(ConfigError::invalid("tasks.retry_base_ms", "must be between 100 and 86400000 ms"));
+        }
+        if !(1..=10).contains(&retry_factor) {
+            return Err(ConfigError::invalid("tasks.retry_factor", "must be between 1 and 10"));
+        }
+        if !(retry_base_ms..=86_400_000).contains(&retry_max_ms) {
+            return Err(ConfigError::invalid(
+                "tasks.retry_max_ms",
+                format!("must be between tasks.retry_base_ms ({retry_base_ms}) and 86400000 ms"),
+            ));
+        }
         Ok(TasksConfig {
             max_attempts,
             retention: Duration::from_secs(retention_sec),
@@ -96,6 +122,11 @@ impl TasksConfig {
             copy_block_bytes: block_kib << 10,
             copy_max_bytes_per_s: (max_mib_per_s > 0).then_some(max_mib_per_s << 20),
             lease: lease_ms.map(Duration::from_millis),
+            retry: RetryPolicy {
+                base: Duration::from_millis(retry_base_ms),
+                factor: retry_factor,
+                cap: Duration::from_millis(retry_max_ms),
+            },
         })
     }
 }
@@ -110,6 +141,7 @@ impl Default for TasksConfig {
             copy_block_bytes: Self::DEFAULT_COPY_BLOCK_KIB << 10,
             copy_max_bytes_per_s: None,
             lease: None,
+            retry: RetryPolicy::DEFAULT,
         }
     }
 }

@@ -2,6 +2,7 @@
 //! name the key.
 
 use super::*;
+use crate::dispatcher::placement::RetryPolicy;
 
 fn parse(text: &str) -> Result<Config, ConfigError> {
     Config::from_toml(text, &CommandLine::default())
@@ -235,4 +236,30 @@ fn the_runner_lease_is_a_third_of_the_session_timeout_or_the_configured_one() {
     let flag = CommandLine::try_parse_from(["zbs-taskd", "--tasks-lease-ms", "900"]).expect("flags");
     let from_flag = Config::from_toml_without_secrets("session_timeout_ms = 6000", &flag).expect("valid");
     assert_eq!(from_flag.runner_lease(), Duration::from_millis(900));
+}
+
+/// The retry back-off: 10 s doubling to 5 min by default, each key from the file or its flag,
+/// and a bad value refused at load with its key named.
+#[test]
+fn the_retry_back_off_has_defaults_file_values_flags_and_named_errors() {
+    let defaults = parse("").expect("valid").tasks.retry;
+    assert_eq!(defaults, RetryPolicy { base: Duration::from_secs(10), factor: 2, cap: Duration::from_secs(300) });
+    let text = "[tasks]\nretry_base_ms = 500\nretry_factor = 3\nretry_max_ms = 4000\n";
+    let retry = parse(text).expect("valid").tasks.retry;
+    assert_eq!(retry, RetryPolicy { base: Duration::from_millis(500), factor: 3, cap: Duration::from_millis(4000) });
+    let flags = CommandLine::try_parse_from(["zbs-taskd", "--tasks-retry-base-ms", "1000"]).expect("flags");
+    let retry = Config::from_toml(text, &flags).expect("valid").tasks.retry;
+    assert_eq!((retry.base, retry.factor), (Duration::from_millis(1000), 3), "the flag wins, the file keeps the rest");
+    for (text, key) in [
+        ("[tasks]\nretry_base_ms = 0", "tasks.retry_base_ms"),
+        ("[tasks]\nretry_base_ms = 99999999999", "tasks.retry_base_ms"),
+        ("[tasks]\nretry_factor = 0", "tasks.retry_factor"),
+        ("[tasks]\nretry_factor = 11", "tasks.retry_factor"),
+        ("[tasks]\nretry_base_ms = 5000\nretry_max_ms = 4000", "tasks.retry_max_ms"),
+        ("[tasks]\nretry_max_ms = 86400001", "tasks.retry_max_ms"),
+        ("[tasks]\nretry_factor = -1", "retry_factor"),
+    ] {
+        let message = error_text(parse(text));
+        assert!(message.contains(key), "{text:?} gave {message:?}, which does not name {key}");
+    }
 }

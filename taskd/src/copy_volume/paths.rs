@@ -37,6 +37,8 @@ use std::sync::Arc;
 
 use rustix::fs::{FileType, Mode, OFlags, ResolveFlags};
 
+use crate::task::FailureClass;
+
 /// A refused source or destination; the message names the path and the rule.
 #[derive(Debug, thiserror::Error)]
 pub enum PathError {
@@ -78,6 +80,50 @@ pub enum PathError {
     SameFile { source_path: PathBuf, destination: PathBuf },
     #[error("{role} {path}: {operation}: {source}")]
     Descriptor { role: &'static str, path: PathBuf, operation: &'static str, source: io::Error },
+}
+
+impl PathError {
+    /// Whether a retry may pass. A refused path (outside the roots, a symlink, not a volume, a
+    /// hard link, the same file twice, no file name) is refused the same way every time, and so
+    /// is a source or destination that is missing or denied; this runner's unusable roots (its
+    /// configuration, not the task's), a destination that kept changing while it was opened and
+    /// other IO errors may not recur (another runner, a later try).
+    pub fn class(&self) -> FailureClass {
+        match self {
+            PathError::NoAllowedRoots
+            | PathError::BadRoot { .. }
+            | PathError::RootNotDirectory(_)
+            | PathError::BadDevicePath(_)
+            | PathError::DestinationUnstable { .. } => FailureClass::Transient,
+            PathError::NotAbsolute { .. }
+            | PathError::ParentComponent { .. }
+            | PathError::OutsideRoots { .. }
+            | PathError::Symlink { .. }
+            | PathError::NotAVolume { .. }
+            | PathError::DeviceNotListed { .. }
+            | PathError::HardLinked { .. }
+            | PathError::NoFileName { .. }
+            | PathError::SameFile { .. } => FailureClass::Permanent,
+            PathError::SourceMissing { source, .. }
+            | PathError::DestinationParentMissing { source, .. }
+            | PathError::DestinationUnreadable { source, .. }
+            | PathError::Descriptor { source, .. } => {
+                if is_permanent_io(source) {
+                    FailureClass::Permanent
+                } else {
+                    FailureClass::Transient
+                }
+            }
+        }
+    }
+}
+
+/// An IO error a retry cannot fix: the file is not there, or this daemon may not use it.
+pub(crate) fn is_permanent_io(error: &io::Error) -> bool {
+    matches!(
+        error.raw_os_error(),
+        Some(libc::ENOENT | libc::ENOTDIR | libc::EACCES | libc::EPERM | libc::ELOOP | libc::EROFS | libc::ENXIO)
+    ) || matches!(error.kind(), io::ErrorKind::NotFound | io::ErrorKind::PermissionDenied)
 }
 
 /// How paths are resolved beneath a root: the kernel's `openat2`, or the `openat` walk that

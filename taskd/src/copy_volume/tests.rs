@@ -972,3 +972,33 @@ fn a_copy_without_a_write_permit_leaves_its_destination_alone() {
     assert_eq!(fs::read(sandbox.root().join("dst")).expect("read the destination"), b"someone else's data");
     assert_eq!(control.stats().bytes_read, 0);
 }
+
+/// A copy's error says whether a retry may pass: what the roots refuse, a missing source and a
+/// destination too small fail the same way every time (permanent); an IO error or this
+/// runner's unusable roots may not recur (transient).
+#[test]
+fn copy_errors_are_classified_permanent_or_transient() {
+    let sandbox = Sandbox::new();
+    let roots = sandbox.roots();
+    let refused = |source: PathBuf, destination: PathBuf| {
+        roots.check(&source, &destination).map(|_| ()).expect_err("refused").class()
+    };
+    let missing = refused(sandbox.root().join("nothing-here"), sandbox.root().join("copy"));
+    assert_eq!(missing, FailureClass::Permanent, "a missing source");
+    fs::write(sandbox.outside().join("src"), b"x").expect("write");
+    let outside = refused(sandbox.outside().join("src"), sandbox.root().join("copy"));
+    assert_eq!(outside, FailureClass::Permanent, "a source outside the roots");
+    let no_parent = refused(sandbox.outside().join("src"), sandbox.root().join("no-dir/copy"));
+    assert_eq!(no_parent, FailureClass::Permanent);
+
+    let too_small = CopyError::DestinationTooSmall { path: sandbox.root().join("copy"), len: 1, needed: 2 };
+    assert_eq!(too_small.class(), FailureClass::Permanent);
+    assert_eq!(CopyError::InvalidSpec("io_depth".to_string()).class(), FailureClass::Permanent);
+    let io = |errno| CopyError::Io { operation: "read", offset: 0, source: io::Error::from_raw_os_error(errno) };
+    assert_eq!(io(libc::EIO).class(), FailureClass::Transient, "EIO may pass on a retry");
+    assert_eq!(io(libc::ENOSPC).class(), FailureClass::Transient, "space may come free");
+    assert_eq!(io(libc::EACCES).class(), FailureClass::Permanent, "permission denied");
+    assert_eq!(CopyError::ContextStopped.class(), FailureClass::Transient);
+    let bad_root = PathError::BadRoot { path: sandbox.root(), source: io::Error::from_raw_os_error(libc::EIO) };
+    assert_eq!(CopyError::Path(bad_root).class(), FailureClass::Transient, "this runner's roots, not the task");
+}

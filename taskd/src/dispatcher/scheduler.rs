@@ -15,10 +15,12 @@
 //!
 //! # The dispatch pass
 //! Reads nothing from ZooKeeper but the runners, and those only when its view of them is missing
-//! or older than `RUNNER_VIEW_TTL` (the tasks it hands out are taken off the view's free slots).
-//! With free slots it hands due tasks (`Interrupted`, and `Pending` ones whose retry back-off
-//! has passed) from the cache, oldest first, to the least-loaded healthy, non-draining runner
-//! with a free slot, in the original's `ExecuteTask` order: set `runner_addr` and
+//! or older than `RUNNER_VIEW_TTL`. The decisions are `placement::plan`'s (pure, see
+//! `placement.rs` for the rules): due tasks (`Interrupted`, and `Pending` ones whose retry
+//! back-off has passed), oldest first, to the least-loaded healthy, non-draining runner with a
+//! free slot, counting against each runner the tasks this dispatcher shows `Running` on it
+//! (`assigned`), which a registration read before them does not show. The pass executes them
+//! in the original's `ExecuteTask` order: set `runner_addr` and
 //! `schedule_time` → write the record (fenced on the cached version, all of the pass's writes
 //! in one pipelined round trip; a fenced one is re-read and retried alone) → watch the owner
 //! child → call the runner's execute RPC on a "zbs-task-call" context, whose answer comes back
@@ -44,21 +46,16 @@ use parking_lot::Mutex;
 use quorum::{QuorumHandle, ZkSession};
 use runtime::{ContextHandle, SyncPoint};
 
+use super::placement::{self, Candidate, Command, RetryPolicy, RunnerSlots, RunningVerdict};
 use super::submit::{Submit, SubmitError, Submitted};
 use super::volumes::{self, VolumeUse};
 use crate::clock::now_ms;
-use crate::runner_client::{paths as runner_paths, RunnerClient};
+use crate::runner_client::{paths as runner_paths, RunnerCallError, RunnerClient};
 use crate::task::{RequestId, TaskId, TaskKind, TaskRecord, TaskState};
 use crate::task_db::{self, DbError, ListFilter, StoredRecord, SubmitBody, TaskDb, TaskDbConfig};
 
 /// How often the dispatcher looks for waiting tasks (the original: every 2 s).
 pub const CHECK_INTERVAL: Duration = Duration::from_secs(2);
-
-/// How long a runner that refused or did not answer is skipped.
-const RUNNER_BACKOFF: Duration = Duration::from_secs(5);
-
-/// The first retry waits this long; each further one twice as long.
-const RETRY_BASE: Duration = Duration::from_secs(1);
 
 /// How often the purge runs at most; a shorter retention purges more often (a quarter of it).
 const PURGE_INTERVAL: Duration = Duration::from_secs(600);
@@ -69,10 +66,9 @@ const PURGE_INTERVAL: Duration = Duration::from_secs(600);
 /// rewritten as its tasks end) goes unseen while submits keep coming.
 const RUNNER_VIEW_TTL: Duration = Duration::from_millis(250);
 
-/// The runners that may take tasks, as the dispatch pass last read them.
+/// The runners as the dispatch pass last read their registrations.
 struct RunnerView {
-    /// Address and free slots of each healthy, non-draining runner with a free slot.
-    free: Vec<(String, u32)>,
+    runners: Vec<RunnerSlots>,
     read_at: Instant,
 }
 
@@ -368,6 +364,8 @@ pub struct SchedulerSetup {
     pub claim_grace: Duration,
     /// Finished tasks are purged this long after their last activity.
     pub retention: Duration,
+    /// The back-off between a transient failure and the next attempt (`[tasks] retry_*`).
+    pub retry: RetryPolicy,
     /// How the dispatcher calls the runners (with the cluster's token).
     pub runner_client: RunnerClient,
     /// Told (once, from the worker) that the task database could not be opened for
@@ -420,8 +418,11 @@ fn worker(handle: SchedulerHandle, context: ContextHandle, callers: Vec<ContextH
         callers,
         next_caller: 0,
         watched: HashSet::new(),
-        runner_backoff: HashMap::new(),
+        held_off: HashMap::new(),
+        assigned: HashMap::new(),
         runner_view: None,
+        retry: setup.retry,
+        retry_wake: None,
         last_purge: Instant::now(),
         claim_grace: setup.claim_grace,
         retention: setup.retention,
@@ -460,7 +461,9 @@ fn worker(handle: SchedulerHandle, context: ContextHandle, callers: Vec<ContextH
             next_check = Instant::now() + CHECK_INTERVAL;
             continue;
         }
-        if handle.shared.check_requested.swap(false, Ordering::AcqRel) {
+        // A retry's back-off ended: its task is due now, not at the next check.
+        let retry_due = scheduler.retry_wake().is_some_and(|at| at <= now_ms());
+        if handle.shared.check_requested.swap(false, Ordering::AcqRel) || retry_due {
             let started = Instant::now();
             scheduler.dispatch_pass();
             report_slow("a dispatch pass", started);
@@ -471,7 +474,10 @@ fn worker(handle: SchedulerHandle, context: ContextHandle, callers: Vec<ContextH
         }
         // Refreshes, purges and creates by others changed the counts a reservation checks.
         handle.shared.room.lock().publish(&scheduler.db);
-        wake.wait_timeout(next_check.saturating_duration_since(Instant::now()));
+        let until_check = next_check.saturating_duration_since(Instant::now());
+        let until_retry =
+            scheduler.retry_wake().map_or(until_check, |at| Duration::from_millis(at.saturating_sub(now_ms())));
+        wake.wait_timeout(until_check.min(until_retry));
     }
 }
 
@@ -499,34 +505,17 @@ fn report_slow(what: &str, started: Instant) {
 /// See `report_slow`.
 const SLOW_STEP: Duration = Duration::from_millis(50);
 
-/// An API failure: the HTTP status and the message.
-#[derive(Debug, Clone)]
-pub struct ApiError {
-    pub status: u16,
-    pub message: String,
-}
-
-impl ApiError {
-    pub fn new(status: u16, message: impl Into<String>) -> ApiError {
-        ApiError { status, message: message.into() }
-    }
-}
-
-impl From<DbError> for ApiError {
-    fn from(error: DbError) -> ApiError {
-        let status = match &error {
-            DbError::NotFound { .. } => 404,
-            DbError::Transition(_)
-            | DbError::Rejected { .. }
-            | DbError::Conflict { .. }
-            | DbError::Exists { .. }
-            | DbError::RequestTaken { .. } => 409,
-            DbError::Full { .. } => 507,
-            DbError::Zk { .. } => 503,
-            _ => 500,
-        };
-        ApiError::new(status, error.to_string())
-    }
+/// Why an operation on a task (show, list, cancel, pause, resume, runtime, runners) was not
+/// done: a domain value, which only `api.rs` turns into an HTTP status and JSON.
+#[derive(Debug, thiserror::Error)]
+pub enum DispatchError {
+    #[error("task {task_id} not found")]
+    TaskNotFound { task_id: TaskId },
+    /// A record that says `Running` with no runner: damaged, not the caller's fault.
+    #[error("task {task_id} is running without a runner")]
+    NoRunner { task_id: TaskId },
+    #[error(transparent)]
+    Db(#[from] DbError),
 }
 
 /// What an operation on a task asks of the API handler afterwards.
@@ -550,10 +539,17 @@ pub struct Scheduler {
     next_caller: usize,
     /// Tasks whose owner child has a watch armed.
     watched: HashSet<TaskId>,
-    /// Runners skipped until then (refused or did not answer).
-    runner_backoff: HashMap<String, Instant>,
-    /// The runners' free slots as last read, less what was handed out since (see `RunnerView`).
+    /// Runners held off until then, ms since the epoch (refused or did not answer; drained).
+    held_off: HashMap<String, u64>,
+    /// The tasks this dispatcher's state shows `Running`, by runner: its own assignments not yet
+    /// seen to end, which `placement::free_slots` counts against a runner's slots whatever its
+    /// registration (read before them) says. Rebuilt by every check, kept by every write.
+    assigned: HashMap<TaskId, String>,
+    /// The runners' registrations as last read (see `RunnerView`).
     runner_view: Option<RunnerView>,
+    retry: RetryPolicy,
+    /// The earliest retry back-off to end (ms since the epoch): a pass runs then.
+    retry_wake: Option<u64>,
     last_purge: Instant,
     claim_grace: Duration,
     retention: Duration,
@@ -680,17 +676,20 @@ impl Scheduler {
     }
 
     /// One task, re-read from ZooKeeper when it is not finished (its runner writes progress).
-    pub fn get(&mut self, task_id: &TaskId) -> Result<TaskRecord, ApiError> {
+    pub fn get(&mut self, task_id: &TaskId) -> Result<TaskRecord, DispatchError> {
         let cached = self.db.get(task_id)?;
         let stored = match cached {
             Some(stored) if stored.record.state.is_finished() => Some(stored),
             _ => self.db.refresh(task_id)?,
         };
-        stored.map(|stored| stored.record).ok_or_else(|| ApiError::new(404, format!("task {task_id} not found")))
+        if let Some(stored) = &stored {
+            self.track(&stored.record);
+        }
+        stored.map(|stored| stored.record).ok_or_else(|| DispatchError::TaskNotFound { task_id: task_id.clone() })
     }
 
     /// Records from the cache.
-    pub fn list(&mut self, filter: &ListFilter) -> Result<Vec<TaskRecord>, ApiError> {
+    pub fn list(&mut self, filter: &ListFilter) -> Result<Vec<TaskRecord>, DispatchError> {
         Ok(self.db.list(filter)?.into_iter().map(|stored| stored.record).collect())
     }
 
@@ -700,11 +699,11 @@ impl Scheduler {
     }
 
     /// Cancel or pause: a running task is forwarded to its runner; others change here.
-    pub fn stop_task(&mut self, task_id: &TaskId, to: TaskState) -> Result<TaskAction, ApiError> {
+    pub fn stop_task(&mut self, task_id: &TaskId, to: TaskState) -> Result<TaskAction, DispatchError> {
         let current = self.get(task_id)?;
         if current.state == TaskState::Running {
             let runner_addr =
-                current.runner_addr.clone().ok_or_else(|| ApiError::new(500, "a running task without a runner"))?;
+                current.runner_addr.clone().ok_or_else(|| DispatchError::NoRunner { task_id: task_id.clone() })?;
             return Ok(TaskAction::Forward { runner_addr });
         }
         let stored = self.db.read_modify_write(task_id, |record| {
@@ -716,7 +715,7 @@ impl Scheduler {
     }
 
     /// Resume: `Paused → Pending`, then a check.
-    pub fn resume(&mut self, task_id: &TaskId) -> Result<TaskRecord, ApiError> {
+    pub fn resume(&mut self, task_id: &TaskId) -> Result<TaskRecord, DispatchError> {
         let stored = self.db.read_modify_write(task_id, |record| {
             // Only a paused task resumes. `Running → Pending` is the runner's own retry: done by
             // an operator to a running task it would hand the task out again while its runner
@@ -739,7 +738,7 @@ impl Scheduler {
         &mut self,
         task_id: &TaskId,
         window: crate::task::RuntimeWindow,
-    ) -> Result<TaskAction, ApiError> {
+    ) -> Result<TaskAction, DispatchError> {
         let stored = self.db.read_modify_write(task_id, |record| {
             if record.state.is_finished() {
                 return Err(DbError::Rejected {
@@ -762,15 +761,16 @@ impl Scheduler {
     /// refused, so that no task is assigned to it from a view read before the drain.
     pub fn note_runner_drain(&mut self, address: &str, draining: bool) {
         if draining {
-            self.runner_backoff.insert(address.to_string(), Instant::now() + RUNNER_BACKOFF);
+            let until = now_ms().saturating_add(placement::RUNNER_HOLD_OFF.as_millis() as u64);
+            self.held_off.insert(address.to_string(), until);
         } else {
-            self.runner_backoff.remove(address);
+            self.held_off.remove(address);
         }
         self.runner_view = None;
     }
 
     /// Every registered runner.
-    pub fn runners(&mut self) -> Result<task_db::RunnerList, ApiError> {
+    pub fn runners(&mut self) -> Result<task_db::RunnerList, DispatchError> {
         Ok(task_db::list_runners(&self.session)?)
     }
 
@@ -871,14 +871,26 @@ impl Scheduler {
         }
         // A slot may have come free on its runner: worth a re-read of the runners only when the
         // view has none left (otherwise its age bounds how long the slot goes unseen).
-        if self.runner_view.as_ref().is_some_and(|view| view.free.iter().all(|(_, n_free)| *n_free == 0)) {
+        let no_slot_left = self
+            .runner_view
+            .as_ref()
+            .is_some_and(|view| view.runners.iter().all(|runner| placement::free_slots(runner, &self.assigned) == 0));
+        if no_slot_left {
             self.runner_view = None;
         }
         let read_version = match &read {
             Ok(Some(stored)) => Some(stored.version),
             _ => None,
         };
-        match self.db.refresh_with(task_id, read) {
+        let refreshed = self.db.refresh_with(task_id, read);
+        match &refreshed {
+            Ok(Some(stored)) => self.track(&stored.record),
+            Ok(None) => {
+                self.assigned.remove(task_id);
+            }
+            Err(_) => {}
+        }
+        match refreshed {
             // This dispatcher wrote the task after the read (it was handed out again): the
             // event is about the previous assignment; the new one gets its own watch.
             Ok(Some(stored)) if read_version.is_some_and(|version| version != stored.version) => {
@@ -929,14 +941,9 @@ impl Scheduler {
     /// stale owner, of an earlier assignment, counts as none: `task_db::OwnerMatch`).
     fn judge_running(&mut self, stored: &StoredRecord, owner_present: bool) {
         let task_id = &stored.record.task_id;
-        let claim_late = stored
-            .record
-            .schedule_time_ms
-            .is_none_or(|at| now_ms().saturating_sub(at) > self.claim_grace.as_millis() as u64);
-        if !owner_present && claim_late {
-            self.interrupt(task_id, "its runner is gone");
-        } else {
-            self.watch_owner(task_id);
+        match placement::judge_running(owner_present, stored.record.schedule_time_ms, now_ms(), self.claim_grace) {
+            RunningVerdict::Interrupt => self.interrupt(task_id, "its runner is gone"),
+            RunningVerdict::Watch => self.watch_owner(task_id),
         }
     }
 
@@ -954,6 +961,9 @@ impl Scheduler {
             record.last_failed_ms = Some(now_ms());
             Ok(())
         });
+        if let Ok(stored) = &result {
+            self.track(&stored.record);
+        }
         match result {
             Ok(stored) if stored.record.state == TaskState::Interrupted => {
                 tracing::warn!(%task_id, runner = ?stored.record.runner_addr, why, "task interrupted; rescheduling");
@@ -975,6 +985,12 @@ impl Scheduler {
                 return;
             }
         };
+        // What the cache shows running is what counts against the runners' slots; the re-reads
+        // below drop what has ended since.
+        self.assigned = listed
+            .iter()
+            .filter_map(|stored| Some((stored.record.task_id.clone(), stored.record.runner_addr.clone()?)))
+            .collect();
         let ids: Vec<TaskId> = listed.into_iter().map(|stored| stored.record.task_id).collect();
         for chunk in ids.chunks(RUNNING_READ_BATCH) {
             self.check_running_batch(chunk);
@@ -1019,7 +1035,15 @@ impl Scheduler {
                     continue;
                 }
             };
-            match self.db.refresh_with(task_id, read) {
+            let refreshed = self.db.refresh_with(task_id, read);
+            match &refreshed {
+                Ok(Some(fresh)) => self.track(&fresh.record),
+                Ok(None) => {
+                    self.assigned.remove(task_id);
+                }
+                Err(_) => {}
+            }
+            match refreshed {
                 Ok(Some(fresh)) if fresh.record.state == TaskState::Running => {
                     let owner_present = is_current_owner(&fresh.record, owner.as_ref());
                     self.judge_running(&fresh, owner_present)
@@ -1031,29 +1055,94 @@ impl Scheduler {
     }
 
     /// Hands due tasks (`Interrupted` ones inside their window, `Pending` ones whose back-off
-    /// passed), oldest first, to the runners with free slots. What a submit, an owner change or
-    /// a runner change asks for: nothing is re-read from ZooKeeper but the runners (when the
-    /// view of them is stale), and with no free slot nothing is listed at all.
+    /// passed), oldest first, to the runners with free slots: the decisions are
+    /// `placement::plan`'s, this executes them. What a submit, an owner change or a runner change
+    /// asks for: nothing is re-read from ZooKeeper but the runners (when the view of them is
+    /// stale), and with no free slot nothing is listed at all.
     pub fn dispatch_pass(&mut self) {
-        let Some(capacity) = self.free_capacity() else { return };
+        let now = now_ms();
+        if self.retry_wake.is_some_and(|at| at <= now) {
+            self.retry_wake = None;
+        }
+        let Some(capacity) = self.free_capacity(now) else { return };
         if capacity == 0 {
             return;
         }
-        let mut due: Vec<StoredRecord> = Vec::new();
+        let mut listed: Vec<StoredRecord> = Vec::new();
         for state in [TaskState::Interrupted, TaskState::Pending] {
             // Oldest first: a page a little larger than the free slots usually holds enough due
             // tasks; when it does not (back-offs, closed windows), the whole state is read.
             let page = capacity as usize * 2 + 16;
-            let listed = self.list_state(state, Some(page));
-            let page_full = listed.len() == page;
-            let mut found: Vec<StoredRecord> = listed.into_iter().filter(|stored| is_due(&stored.record)).collect();
-            if found.len() < capacity as usize && page_full {
-                found = self.list_state(state, None).into_iter().filter(|stored| is_due(&stored.record)).collect();
+            let mut found = self.list_state(state, Some(page));
+            if found.len() == page {
+                let n_due =
+                    found.iter().filter(|stored| self.candidate(&stored.record).is_due(now, &self.retry)).count();
+                if n_due < capacity as usize {
+                    found = self.list_state(state, None);
+                }
             }
-            due.extend(found);
+            listed.extend(found);
         }
-        if !due.is_empty() {
-            self.dispatch(due);
+        if listed.is_empty() {
+            return;
+        }
+        let candidates: Vec<Candidate> = listed.iter().map(|stored| self.candidate(&stored.record)).collect();
+        let Some(view) = self.runner_view.as_ref() else { return };
+        let commands = placement::plan(&placement::View {
+            now_ms: now,
+            candidates: &candidates,
+            runners: &view.runners,
+            assigned: &self.assigned,
+            held_off: &self.held_off,
+            retry: &self.retry,
+        });
+        let mut records: HashMap<TaskId, StoredRecord> =
+            listed.into_iter().map(|stored| (stored.record.task_id.clone(), stored)).collect();
+        let mut assignments = Vec::new();
+        for command in commands {
+            match command {
+                Command::Assign { task_id, runner_addr } => {
+                    if let Some(stored) = records.remove(&task_id) {
+                        assignments.push((stored, runner_addr));
+                    }
+                }
+                Command::FailPermanently { task_id } => self.fail_permanently(&task_id),
+                Command::RetryAt { at_ms, .. } => {
+                    self.retry_wake = Some(self.retry_wake.map_or(at_ms, |wake| wake.min(at_ms)));
+                }
+            }
+        }
+        if !assignments.is_empty() {
+            self.dispatch(assignments);
+        }
+    }
+
+    /// The placement rules' view of a cached record (its runtime window judged now).
+    fn candidate(&self, record: &TaskRecord) -> Candidate {
+        Candidate::of(record, record.runtime_window.is_none_or(|window| window.contains_now()))
+    }
+
+    /// When the earliest retry back-off the last pass saw ends, if one does.
+    pub fn retry_wake(&self) -> Option<u64> {
+        self.retry_wake
+    }
+
+    /// `Pending → Failed` for a task whose last failure was permanent (an older runner left it
+    /// pending): it is never tried again.
+    fn fail_permanently(&mut self, task_id: &TaskId) {
+        let result = self.db.read_modify_write(task_id, |record| {
+            if record.state != TaskState::Pending || record.last_error_class() != crate::task::FailureClass::Permanent {
+                return Ok(());
+            }
+            record.transition_to(TaskState::Failed)?;
+            Ok(())
+        });
+        match result {
+            Ok(stored) => {
+                tracing::warn!(%task_id, last_error = ?stored.record.last_error, "a permanent failure: the task fails without a retry");
+                self.track(&stored.record);
+            }
+            Err(error) => tracing::warn!(%task_id, %error, "cannot fail a task"),
         }
     }
 
@@ -1067,9 +1156,11 @@ impl Scheduler {
         }
     }
 
-    /// The free slots of the runners that may take tasks now; `None` when they cannot be read.
-    /// The view is re-read when missing or older than `RUNNER_VIEW_TTL`.
-    fn free_capacity(&mut self) -> Option<u32> {
+    /// The free slots of the runners that may take tasks now (`placement::free_capacity`:
+    /// counting this dispatcher's own assignments their registrations do not show yet); `None`
+    /// when they cannot be read. The view is re-read when missing or older than
+    /// `RUNNER_VIEW_TTL`.
+    fn free_capacity(&mut self, now: u64) -> Option<u32> {
         let stale = self.runner_view.as_ref().is_none_or(|view| view.read_at.elapsed() >= RUNNER_VIEW_TTL);
         if stale {
             let runners = match task_db::list_runners(&self.session) {
@@ -1080,52 +1171,59 @@ impl Scheduler {
                     return None;
                 }
             };
-            let free = runners
+            let runners = runners
                 .into_iter()
-                .filter(|runner| runner.info.healthy && !runner.info.draining && runner.info.free_slots > 0)
-                .map(|runner| (runner.info.address, runner.info.free_slots))
+                .map(|runner| RunnerSlots {
+                    address: runner.info.address,
+                    slots: runner.info.slots,
+                    free_slots: runner.info.free_slots,
+                    draining: runner.info.draining,
+                    healthy: runner.info.healthy,
+                })
                 .collect();
-            self.runner_view = Some(RunnerView { free, read_at: Instant::now() });
+            self.runner_view = Some(RunnerView { runners, read_at: Instant::now() });
         }
-        let now = Instant::now();
-        self.runner_backoff.retain(|_, until| *until > now);
+        self.held_off.retain(|_, until| *until > now);
         let view = self.runner_view.as_ref()?;
-        Some(
-            view.free
-                .iter()
-                .filter(|(address, _)| !self.runner_backoff.contains_key(address))
-                .map(|(_, n_free)| *n_free)
-                .sum(),
-        )
+        let capacity = placement::free_capacity(&placement::View {
+            now_ms: now,
+            candidates: &[],
+            runners: &view.runners,
+            assigned: &self.assigned,
+            held_off: &self.held_off,
+            retry: &self.retry,
+        });
+        Some(capacity.iter().map(|(_, n_free)| *n_free).sum())
     }
 
-    /// Assigns each due task (oldest first) to the least-loaded runner with a free slot and
-    /// writes every assignment at once: one pipelined round trip, each write fenced on the
-    /// version of the cached record it started from. A task whose write was fenced (someone
+    /// Follows a record this dispatcher wrote or re-read: a `Running` one counts against its
+    /// runner's slots until it is seen to end (`assigned`).
+    fn track(&mut self, record: &TaskRecord) {
+        match (&record.state, &record.runner_addr) {
+            (TaskState::Running, Some(runner_addr)) => {
+                self.assigned.insert(record.task_id.clone(), runner_addr.clone());
+            }
+            _ => {
+                self.assigned.remove(&record.task_id);
+            }
+        }
+    }
+
+    /// Writes the plan's assignments at once: one pipelined round trip, each write fenced on
+    /// the version of the cached record it started from. A task whose write was fenced (someone
     /// wrote it since) is re-read and tried once more on its own.
-    fn dispatch(&mut self, mut due: Vec<StoredRecord>) {
-        due.sort_by_key(|stored| stored.record.created_ms);
+    fn dispatch(&mut self, assignments: Vec<(StoredRecord, String)>) {
         let mut writes: Vec<(TaskRecord, i32)> = Vec::new();
         let mut assigned: Vec<String> = Vec::new();
-        for stored in due {
-            // Least loaded: the most free slots left.
-            let Some(view) = self.runner_view.as_mut() else { break };
-            let backoff = &self.runner_backoff;
-            let Some(best) = view
-                .free
-                .iter_mut()
-                .filter(|(address, n_free)| *n_free > 0 && !backoff.contains_key(address))
-                .max_by_key(|(_, n_free)| *n_free)
-            else {
-                break;
-            };
+        for (stored, runner_addr) in assignments {
             let mut record = stored.record;
-            if let Err(error) = assign(&mut record, &best.0) {
+            if let Err(error) = assign(&mut record, &runner_addr) {
                 tracing::debug!(task_id = %record.task_id, %error, "task not dispatched");
                 continue;
             }
-            best.1 -= 1;
-            assigned.push(best.0.clone());
+            // Counted at once: a pass before the write's answer must not hand out its slot again.
+            self.assigned.insert(record.task_id.clone(), runner_addr.clone());
+            assigned.push(runner_addr);
             writes.push((record, stored.version));
         }
         if writes.is_empty() {
@@ -1135,14 +1233,23 @@ impl Scheduler {
             Ok(results) => results,
             Err(error) => {
                 tracing::warn!(%error, n_tasks = writes.len(), "cannot write the tasks' assignments");
+                for (record, _) in &writes {
+                    self.assigned.remove(&record.task_id);
+                }
                 return;
             }
         };
         for (((record, _), runner_addr), result) in writes.into_iter().zip(assigned).zip(results) {
             match result {
                 Ok(stored) => self.hand_over(stored, runner_addr),
-                Err(DbError::Fenced { .. }) => self.execute_task(&record.task_id, runner_addr),
-                Err(error) => tracing::debug!(task_id = %record.task_id, %error, "task not dispatched"),
+                Err(DbError::Fenced { .. }) => {
+                    self.assigned.remove(&record.task_id);
+                    self.execute_task(&record.task_id, runner_addr)
+                }
+                Err(error) => {
+                    self.assigned.remove(&record.task_id);
+                    tracing::debug!(task_id = %record.task_id, %error, "task not dispatched")
+                }
             }
         }
     }
@@ -1152,7 +1259,10 @@ impl Scheduler {
         let addr = runner_addr.clone();
         let written = self.db.read_modify_write(task_id, |record| assign(record, &addr));
         match written {
-            Ok(stored) => self.hand_over(stored, runner_addr),
+            Ok(stored) => {
+                self.track(&stored.record);
+                self.hand_over(stored, runner_addr)
+            }
             Err(error) => tracing::debug!(%task_id, %error, "task not dispatched"),
         }
     }
@@ -1180,10 +1290,21 @@ impl Scheduler {
         }
     }
 
-    fn execute_answered(&mut self, task_id: &TaskId, runner_addr: &str, result: Result<serde_json::Value, ApiError>) {
+    /// The runner's answer to an execute: a refusal puts the task back (`Interrupted`, due at
+    /// once) and holds the runner off as `placement::hold_off_after` says — not at all when it
+    /// only had no free slot (its registration was behind; the view is read again).
+    fn execute_answered(
+        &mut self,
+        task_id: &TaskId,
+        runner_addr: &str,
+        result: Result<serde_json::Value, RunnerCallError>,
+    ) {
         let Err(error) = result else { return };
-        tracing::warn!(%task_id, runner = runner_addr, status = error.status, error = %error.message, "runner did not take the task");
-        self.runner_backoff.insert(runner_addr.to_string(), Instant::now() + RUNNER_BACKOFF);
+        let refusal = error.refusal();
+        tracing::warn!(%task_id, runner = runner_addr, ?refusal, %error, "runner did not take the task");
+        if let Some(until) = placement::hold_off_after(refusal, now_ms()) {
+            self.held_off.insert(runner_addr.to_string(), until);
+        }
         self.runner_view = None;
         let session = self.session.clone();
         let result = self.db.read_modify_write(task_id, |record| {
@@ -1198,8 +1319,9 @@ impl Scheduler {
             record.last_failed_ms = Some(now_ms());
             Ok(())
         });
-        if let Err(error) = result {
-            tracing::warn!(%task_id, %error, "cannot put a refused task back");
+        match result {
+            Ok(stored) => self.track(&stored.record),
+            Err(error) => tracing::warn!(%task_id, %error, "cannot put a refused task back"),
         }
         self.handle.request_check();
     }
@@ -1228,30 +1350,6 @@ fn is_current_owner(record: &TaskRecord, owner: Option<&task_db::Owner>) -> bool
         tracing::info!(task_id = %record.task_id, owner = ?owner.and_then(|owner| owner.info.as_ref()), "a stale owner node: ignored");
     }
     judged == task_db::OwnerMatch::Current
-}
-
-/// A task the dispatch pass may hand out now.
-fn is_due(record: &TaskRecord) -> bool {
-    match record.state {
-        TaskState::Interrupted => record.runtime_window.is_none_or(|window| window.contains_now()),
-        TaskState::Pending => retry_due(record),
-        _ => false,
-    }
-}
-
-/// A `Pending` task inside its runtime window (if it has one) whose earlier failure's back-off
-/// has passed (or that never failed).
-fn retry_due(record: &TaskRecord) -> bool {
-    if record.runtime_window.is_some_and(|window| !window.contains_now()) {
-        return false;
-    }
-    match (record.attempts, record.last_failed_ms) {
-        (0, _) | (_, None) => true,
-        (attempts, Some(failed_ms)) => {
-            let backoff = RETRY_BASE.as_millis() as u64 * (1u64 << (attempts - 1).min(10));
-            now_ms() >= failed_ms.saturating_add(backoff)
-        }
-    }
 }
 
 #[cfg(test)]

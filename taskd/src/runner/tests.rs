@@ -10,7 +10,9 @@ fn a_sleep_succeeds_or_fails_as_asked() {
     let started = Instant::now();
     assert!(matches!(run_sleep(60, false, &control), RunEnd::Succeeded));
     assert!(started.elapsed() >= Duration::from_millis(60));
-    assert!(matches!(run_sleep(0, true, &control), RunEnd::Failed(message) if message.contains("fail")));
+    assert!(
+        matches!(run_sleep(0, true, &control), RunEnd::Failed(message, FailureClass::Transient) if message.contains("fail"))
+    );
 }
 
 #[test]

@@ -170,7 +170,7 @@ fn full_record() -> TaskRecord {
     record.schedule_time_ms = Some(1_763_900_000_500);
     record.last_failed_ms = Some(1_763_900_000_100);
     record.attempts = 2;
-    record.set_last_error("read source at offset 268435456: Input/output error");
+    record.set_last_error("read source at offset 268435456: Input/output error", FailureClass::Transient);
     record.progress = Progress {
         cur_extent: 3,
         n_extents: 400,
@@ -213,7 +213,7 @@ fn the_largest_record_stays_well_under_4_kib() {
     record.task_id = TaskId::parse(&"i".repeat(TaskId::MAX_LEN)).expect("valid");
     record.runner_addr = Some("[ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff]:65535".to_string());
     for _ in 0..=MAX_ATTEMPT_ERRORS {
-        record.set_last_error(&"é".repeat(MAX_ERROR_BYTES));
+        record.set_last_error(&"é".repeat(MAX_ERROR_BYTES), FailureClass::Transient);
     }
     record.request_id = Some(RequestId::parse(&"r".repeat(RequestId::MAX_LEN)).expect("valid"));
     record.progress = Progress {
@@ -317,7 +317,7 @@ fn a_success_after_a_failed_attempt_clears_last_error_and_keeps_the_attempts_err
     let mut record = TaskRecord::new(TaskId::generate(), copy_kind(), 7);
     record.state = TaskState::Running;
     record.attempts = 1;
-    record.set_last_error("first attempt: Input/output error");
+    record.set_last_error("first attempt: Input/output error", FailureClass::Transient);
     record.transition_to(TaskState::Pending).expect("retry");
     assert_eq!(record.last_error.as_deref(), Some("first attempt: Input/output error"));
     record.transition_to(TaskState::Running).expect("dispatched again");
@@ -330,7 +330,7 @@ fn a_success_after_a_failed_attempt_clears_last_error_and_keeps_the_attempts_err
 fn attempt_errors_keep_the_latest_few_cut_short() {
     let mut record = TaskRecord::new(TaskId::generate(), copy_kind(), 7);
     for n in 0..MAX_ATTEMPT_ERRORS + 2 {
-        record.set_last_error(&format!("error {n} {}", "x".repeat(MAX_ERROR_BYTES)));
+        record.set_last_error(&format!("error {n} {}", "x".repeat(MAX_ERROR_BYTES)), FailureClass::Transient);
     }
     assert_eq!(record.attempt_errors.len(), MAX_ATTEMPT_ERRORS);
     assert!(record.attempt_errors[0].starts_with(&format!("error {} ", 1)), "{:?}", record.attempt_errors);
@@ -365,4 +365,32 @@ fn a_sleep_task_fails_its_first_attempts_when_asked() {
     assert!(args.fails_after(0));
     assert!(!args.fails_after(1));
     assert!(SleepArgs { duration_ms: 1, fail: true, fail_first: 0 }.fails_after(5));
+}
+
+/// The failure class a runner wrote decodes back; an old record without it, or one with a
+/// class this build does not know, still decodes and counts as transient (so it is retried as
+/// before), never as a corrupt record.
+#[test]
+fn the_error_class_decodes_defensively() {
+    let mut record = full_record();
+    record.set_last_error("source /v/a cannot be opened: No such file or directory", FailureClass::Permanent);
+    let bytes = record.encode().expect("encode");
+    let decoded = TaskRecord::decode(&bytes).expect("decode");
+    assert_eq!(decoded.error_class, Some(FailureClass::Permanent));
+    assert_eq!(decoded.last_error_class(), FailureClass::Permanent);
+
+    let mut json: serde_json::Value = serde_json::from_slice(&bytes).expect("JSON");
+    json.as_object_mut().expect("an object").remove("error_class");
+    let old = TaskRecord::decode(&serde_json::to_vec(&json).expect("JSON")).expect("an old record decodes");
+    assert_eq!(old.error_class, None);
+    assert_eq!(old.last_error_class(), FailureClass::Transient);
+
+    for odd in
+        [serde_json::json!("fatal"), serde_json::json!(7), serde_json::json!({ "x": 1 }), serde_json::Value::Null]
+    {
+        json["error_class"] = odd.clone();
+        let decoded = TaskRecord::decode(&serde_json::to_vec(&json).expect("JSON"))
+            .unwrap_or_else(|error| panic!("error_class {odd} made the record unreadable: {error}"));
+        assert_eq!(decoded.last_error_class(), FailureClass::Transient, "error_class {odd}");
+    }
 }
