@@ -86,7 +86,7 @@ mod tests;
 pub use http::{reason_phrase, HttpError, Limits, Method, Request, Response};
 pub use pool::WorkerPool;
 pub use router::{Guard, Handler, Placement, Router};
-pub use server::{Hooks, ListenAddress, Server, ServerConfig, ServerHandle, Stage};
+pub use server::{Hooks, ListenAddress, RequestObserver, Server, ServerConfig, ServerHandle, Stage};
 pub use status::ServerStatus;
 
 use std::sync::Once;

@@ -146,6 +146,23 @@ fn run(cli: &Cli, client: &Client) -> Result<(), Failure> {
                         member["healthy"]
                     );
                 }
+                for stopped in value["stopped_nodes"].as_array().into_iter().flatten() {
+                    println!(
+                        "{:<16} {:<24} {:>8} STOPPED: {}",
+                        stopped["node_id"].as_str().unwrap_or("?"),
+                        stopped["address"].as_str().unwrap_or("?"),
+                        "-",
+                        stopped["reason"].as_str().unwrap_or("?")
+                    );
+                }
+                if let Some(stopped) = value["stopped"].as_object() {
+                    println!(
+                        "this node's service is STOPPED: {} (waiting for {}); the leader is {}",
+                        stopped.get("reason").and_then(|reason| reason.as_str()).unwrap_or("?"),
+                        stopped.get("waiting_for").and_then(|waiting| waiting.as_str()).unwrap_or("?"),
+                        value["leader_id"].as_str().unwrap_or("unknown")
+                    );
+                }
             }
         }
         Command::Vip(command) => {
