@@ -185,6 +185,12 @@ pub enum RunnerCommand {
 #[derive(Subcommand)]
 pub enum ClusterCommand {
     Show,
+    /// The leadership history: each election and step-down with its reason, time and node.
+    Events {
+        /// The latest this many (1 to 1000).
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
 }
 
 #[derive(Subcommand)]

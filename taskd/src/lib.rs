@@ -11,6 +11,7 @@ pub mod config;
 pub mod copy_volume;
 pub mod dispatcher;
 pub mod fresh_members;
+pub mod leader_events;
 pub mod logging;
 pub mod metrics;
 pub mod notify;

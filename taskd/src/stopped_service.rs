@@ -380,6 +380,7 @@ fn common_routes(server: ServerConfig, config: &Config, shared: &Arc<Shared>, po
     let standby_status = config.api.standby_status;
     let status = shared.clone();
     let scrape = shared.clone();
+    let events = shared.clone();
     config
         .api
         .limit(server)
@@ -393,6 +394,9 @@ fn common_routes(server: ServerConfig, config: &Config, shared: &Arc<Shared>, po
         .route(Method::Get, "/metrics", move |_request| {
             scrape.refresh_metrics();
             crate::probes::metrics(&scrape.metrics)
+        })
+        .cpu_route(Method::Get, &format!("{}/events", crate::api::PREFIX), move |request| {
+            crate::api::leader_events(events.session(), request)
         })
         // The leader is read from ZooKeeper: on the worker pool.
         .cpu_route(Method::Get, "/api/v1/status", move |_request| Response::json(200, &status.status()))

@@ -445,10 +445,30 @@ impl Inner {
         self.quorum.leave();
     }
 
-    /// Counts this node's step-down once, with the first reason seen (see `counted_leader`).
+    /// Counts this node's step-down once, with the first reason seen (see `counted_leader`),
+    /// and records it in the leadership history.
     fn count_step_down(&self, reason: TransitionReason) {
         if self.counted_leader.swap(false, Ordering::AcqRel) {
             self.metrics.transition(reason);
+            self.record_event("stepped_down", reason.label());
+        }
+    }
+
+    /// Appends a leadership event on a coroutine of the loop (a few ZooKeeper round trips that
+    /// the event's handler need not wait for); one that cannot be written is logged.
+    fn record_event(&self, event: &str, reason: &str) {
+        let event = crate::leader_events::LeaderEvent::new(&self.config.node_id, event, reason);
+        let quorum = self.quorum.clone();
+        let scheduled = self.loop_context.sched(move || {
+            let Some(session) = quorum.session() else {
+                return tracing::warn!(?event, "no ZooKeeper session: the leadership event is not recorded");
+            };
+            if let Err(error) = crate::leader_events::append(&session, &event) {
+                tracing::warn!(?event, %error, "cannot record the leadership event");
+            }
+        });
+        if let Err(error) = scheduled {
+            tracing::warn!(%error, "cannot schedule the leadership event's write");
         }
     }
 
@@ -778,6 +798,7 @@ impl QuorumHandler for Handler {
                 let elected_at = Instant::now();
                 if !self.inner.counted_leader.swap(true, Ordering::AcqRel) {
                     self.inner.metrics.transition(TransitionReason::Elected);
+                    self.inner.record_event("elected", TransitionReason::Elected.label());
                 }
                 self.inner.notifier.status(&format!("leader (member {sequence})"));
                 if self.inner.health.is_invalid() {
@@ -886,6 +907,7 @@ fn api_routes(
     let status_inner = inner.clone();
     let ready_inner = inner.clone();
     let healthz_inner = inner.clone();
+    let events_inner = inner.clone();
     let leader_inner = inner.clone();
     let metrics_inner = inner.clone();
     let standby_status = daemon.api.standby_status;
@@ -919,6 +941,9 @@ fn api_routes(
                 crate::probes::metrics(&inner.metrics)
             }
             None => Response::error(503, "server stopping"),
+        })
+        .cpu_route(Method::Get, &format!("{}/events", crate::api::PREFIX), move |request| {
+            crate::api::leader_events(events_inner.upgrade().and_then(|inner| inner.quorum.session()), request)
         })
         // The answer reads the members from ZooKeeper (see `FreshMembers`): on the worker pool.
         .cpu_route(Method::Get, "/api/v1/status", move |_request| match status_inner.upgrade() {

@@ -198,6 +198,29 @@ fn metrics_and_probes_follow_a_hand_over_and_a_stopped_service_answers() {
             })
         })?;
 
+        // The leadership history holds the hand-over in order, read from any node (the stopped
+        // one too).
+        let old_id = cluster.node(old).node_id.clone();
+        for reader in [new, old] {
+            cluster.wait_until(WAIT, "the history to hold the hand-over", || {
+                get_json(cluster, reader, &format!("{PREFIX}/events?limit=1000")).is_ok_and(|(status, body)| {
+                    let events = body["events"].as_array().cloned().unwrap_or_default();
+                    let is = |event: &Value, node: &str, what: &str, reason: &str| {
+                        event["node_id"] == node && event["event"] == what && event["reason"] == reason
+                    };
+                    let stepped_down =
+                        events.iter().position(|event| is(event, &old_id, "stepped_down", "data_network_failed"));
+                    let elected_before = events.iter().position(|event| is(event, &old_id, "elected", "elected"));
+                    let elected_after = events.iter().rposition(|event| is(event, &new_id, "elected", "elected"));
+                    status == 200
+                        && matches!((elected_before, stepped_down), (Some(a), Some(b)) if a < b)
+                        && matches!((stepped_down, elected_after), (Some(b), Some(c)) if b < c)
+                })
+            })?;
+        }
+        let (status, _) = get_json(cluster, new, &format!("{PREFIX}/events?limit=0"))?;
+        ensure!(status == 400, "a limit of 0 was not refused: {status}");
+
         // Its network comes back: it rejoins as a follower, and the probes say so.
         cluster.set_health(old, true)?;
         cluster.wait_until(WAIT, "the old leader rejoining as a follower", || {

@@ -124,6 +124,28 @@ fn run(cli: &Cli, client: &Client) -> Result<(), Failure> {
             RunnerCommand::Drain { node_id } => print_value(cli, &client.runner_op(node_id, "drain")?),
             RunnerCommand::Undrain { node_id } => print_value(cli, &client.runner_op(node_id, "undrain")?),
         },
+        Command::Cluster(ClusterCommand::Events { limit }) => {
+            let value = client.leader_events(*limit)?;
+            if cli.json {
+                print_json(&value);
+            } else {
+                println!("{:<24} {:<16} {:<13} {}", "TIME (UTC)", "NODE", "EVENT", "REASON");
+                for event in value["events"].as_array().into_iter().flatten() {
+                    let time = event["time_unix_ms"]
+                        .as_i64()
+                        .and_then(chrono::DateTime::from_timestamp_millis)
+                        .map(|time| time.format("%Y-%m-%d %H:%M:%S%.3f").to_string())
+                        .unwrap_or_else(|| "?".to_string());
+                    println!(
+                        "{:<24} {:<16} {:<13} {}",
+                        time,
+                        event["node_id"].as_str().unwrap_or("?"),
+                        event["event"].as_str().unwrap_or("?"),
+                        event["reason"].as_str().unwrap_or("?")
+                    );
+                }
+            }
+        }
         Command::Cluster(ClusterCommand::Show) => {
             let value = client.cluster()?;
             if cli.json {
