@@ -274,6 +274,16 @@ impl Metrics {
         Metrics::set_state(&self.zookeeper_session_state, ZK_STATES, None);
         Metrics::set_state(&self.data_network_state, HEALTH_STATES, Some("unknown"));
         Metrics::set_state(&self.runners, RUNNER_STATES, None);
+        for reason in ["failed", "interrupted", "lease_lapsed"] {
+            let _ = self.task_retries.get_or_create(&ReasonLabels { reason: reason.to_string() });
+        }
+        for operation in ["exists", "read_members"] {
+            let _ =
+                self.zookeeper_operation_seconds.get_or_create(&OperationLabels { operation: operation.to_string() });
+        }
+        for kind in VIP_ERROR_KINDS {
+            let _ = self.vip_errors.get_or_create(&KindLabels { kind: kind.to_string() });
+        }
         for server in ["dispatcher", "runner"] {
             let labels = ServerLabels { server: server.to_string() };
             let _ = self.rpc_in_flight.get_or_create(&labels);
@@ -519,6 +529,9 @@ pub const SERVICE_STATES: &[&str] = &["running", "stopping", "stopped"];
 
 /// The reasons of `zbs_taskd_service_stops_total` (see `task_server::StopReason`).
 pub const STOP_REASONS: &[&str] = &["requested", "network_failure", "vip_failure", "dispatcher_failed"];
+
+/// The kinds of `zbs_taskd_vip_errors_total` (see `Metrics::vip_error`).
+pub const VIP_ERROR_KINDS: &[&str] = &["bad_request", "not_found", "netlink", "garp", "interface", "socket"];
 
 /// The states of `zbs_taskd_runners`.
 pub const RUNNER_STATES: &[&str] = &["up", "draining"];

@@ -91,6 +91,37 @@ fn transitions(samples: &[(String, f64)], reason: &str) -> f64 {
     value(samples, &format!("zbs_taskd_leader_transitions_total{{reason=\"{reason}\"}}")).unwrap_or(-1.0)
 }
 
+/// Metrics only a node with a `[vip]` exports (the loopback cluster has none).
+const NEEDS_A_VIP: &[&str] = &["zbs_taskd_vip_held"];
+
+/// The sample names (`zbs_taskd_...`, histograms as their `_bucket`/`_count`/`_sum` series) the
+/// shipped alert rules and Grafana dashboard use.
+fn metrics_used_by_monitoring() -> Result<std::collections::BTreeSet<String>> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/monitoring");
+    let rules = std::fs::read_to_string(dir.join("zbs-taskd.rules.yml")).context("read the alert rules")?;
+    let dashboard_text = std::fs::read_to_string(dir.join("zbs-taskd-dashboard.json")).context("read the dashboard")?;
+    let dashboard: Value = serde_json::from_str(&dashboard_text).context("the dashboard is not JSON")?;
+    let mut expressions = vec![rules];
+    for panel in dashboard["panels"].as_array().context("the dashboard has no panels")? {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            expressions.push(target["expr"].as_str().context("a target without expr")?.to_string());
+        }
+    }
+    let mut used = std::collections::BTreeSet::new();
+    for text in &expressions {
+        let mut rest = text.as_str();
+        while let Some(at) = rest.find("zbs_taskd_") {
+            let name: String = rest[at..]
+                .chars()
+                .take_while(|character| character.is_ascii_alphanumeric() || *character == '_')
+                .collect();
+            rest = &rest[at + name.len()..];
+            used.insert(name);
+        }
+    }
+    Ok(used)
+}
+
 #[test]
 fn metrics_and_probes_follow_a_hand_over_and_a_stopped_service_answers() {
     with_cluster(Cluster::builder().health_fall_rise(1, 2), |cluster| {
@@ -240,6 +271,19 @@ fn metrics_and_probes_follow_a_hand_over_and_a_stopped_service_answers() {
             get_json(cluster, new, &format!("{PREFIX}/cluster"))
                 .is_ok_and(|(_, body)| body["stopped_nodes"].as_array().is_some_and(|nodes| nodes.is_empty()))
         })?;
+
+        // Every metric the shipped alert rules and dashboard use is exported by these daemons.
+        let mut exported = std::collections::BTreeSet::new();
+        for node in 0..n_nodes {
+            for (series, _) in scrape(cluster, node)? {
+                exported.insert(series.split('{').next().unwrap_or_default().to_string());
+            }
+        }
+        let used = metrics_used_by_monitoring()?;
+        ensure!(used.len() >= 20, "too few metrics found in the rules and dashboard: {used:?}");
+        let missing: Vec<&String> =
+            used.iter().filter(|name| !exported.contains(*name) && !NEEDS_A_VIP.contains(&name.as_str())).collect();
+        ensure!(missing.is_empty(), "used by dist's rules or dashboard, exported by no daemon: {missing:?}");
         Ok(())
     });
 }
