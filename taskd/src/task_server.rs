@@ -51,6 +51,10 @@ pub const QUORUM_PATH: &str = "/zbs/taskd/quorum";
 /// How often the loop polls the dispatcher's published health (the original: a 1 s TimerHandle).
 pub const HEALTH_POLL_INTERVAL: Duration = Duration::from_secs(1);
 
+/// How long a take-over is watched for its dispatcher to be ready (it gives up much sooner:
+/// `OPEN_GIVE_UP`).
+const TAKEOVER_WATCH_LIMIT: Duration = Duration::from_secs(600);
+
 /// How often the leader's task and runner gauges are read from its dispatcher at most.
 pub const LEADER_GAUGES_TTL: Duration = Duration::from_secs(1);
 
@@ -473,12 +477,16 @@ impl Inner {
     }
 
     /// Observes the take-over's second half once the new dispatcher is ready: a coroutine on
-    /// the loop looks every 5 ms, and ends when it is ready, replaced, or the server stops.
+    /// the loop looks every 5 ms, and ends when it is ready, when the dispatcher stopped (this
+    /// node no longer leads), when the server stops, or after `TAKEOVER_WATCH_LIMIT`.
     fn time_takeover(self: &Arc<Self>, elected_at: Instant, handle: SchedulerHandle) {
         let weak = Arc::downgrade(self);
         let _ = self.loop_context.sched(move || loop {
             let Some(inner) = weak.upgrade() else { return };
-            if inner.stopping.load(Ordering::Acquire) {
+            if inner.stopping.load(Ordering::Acquire)
+                || inner.scheduler.lock().is_none()
+                || elected_at.elapsed() > TAKEOVER_WATCH_LIMIT
+            {
                 return;
             }
             if handle.is_ready() {
