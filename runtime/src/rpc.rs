@@ -89,7 +89,7 @@ mod abuse_tests;
 #[cfg(test)]
 mod tests;
 
-pub use config::{Hooks, ListenAddress, ServerConfig, Stage};
+pub use config::{Hooks, ListenAddress, RequestObserver, ServerConfig, Stage};
 pub use error::{Result, RpcError};
 pub use handle::ServerHandle;
 pub use http::{reason_phrase, HttpError, Limits, Method, Request, Response};

@@ -35,9 +35,10 @@ use subtle::ConstantTimeEq;
 /// The header that carries the token, as the original Task Center's REST API names it.
 pub const TOKEN_HEADER: &str = "X-SmartX-Token";
 
-/// Paths that answer without a token even with `protect_reads`: liveness only, nothing about
-/// tasks, members or addresses.
-pub const ALWAYS_OPEN: &[&str] = &["/healthz"];
+/// Paths that answer without a token even with `protect_reads`: liveness, readiness and
+/// leadership only (what a load balancer's health check asks), nothing about tasks, members or
+/// addresses.
+pub const ALWAYS_OPEN: &[&str] = &["/healthz", "/readyz", "/leader"];
 
 /// The shortest and longest token accepted in a token file.
 pub const TOKEN_LEN: std::ops::RangeInclusive<usize> = 32..=256;

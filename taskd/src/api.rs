@@ -524,6 +524,25 @@ pub fn dispatcher_routes(
     config.cpu_route(Method::Get, &format!("{PREFIX}/cluster"), move |_request| Response::json(200, &a.cluster()))
 }
 
+/// The most events one `GET /events` answers, and how many by default.
+pub const MAX_EVENTS_ANSWERED: usize = crate::leader_events::MAX_EVENTS;
+pub const DEFAULT_EVENTS_ANSWERED: usize = 100;
+
+/// `GET /api/v2/task_center/events?limit=N`: the latest leadership events, oldest first, read
+/// from ZooKeeper through `session` (any node answers, leader or not, stopped or not).
+pub fn leader_events(session: Option<Arc<quorum::ZkSession>>, request: &Request) -> Response {
+    let limit = match request.query_param("limit").map(str::parse::<usize>) {
+        None => DEFAULT_EVENTS_ANSWERED,
+        Some(Ok(limit)) if (1..=MAX_EVENTS_ANSWERED).contains(&limit) => limit,
+        Some(_) => return Response::error(400, &format!("limit must be a number from 1 to {MAX_EVENTS_ANSWERED}")),
+    };
+    let Some(session) = session else { return Response::error(503, "no ZooKeeper session") };
+    match crate::leader_events::read(&session, limit) {
+        Ok(events) => Response::json(200, &serde_json::json!({ "events": events })),
+        Err(error) => Response::error(503, &format!("cannot read the leadership events: {error}")),
+    }
+}
+
 /// Adds the runner routes to `config`; `runner` gives the node's runner while it runs.
 pub fn runner_routes(
     config: ServerConfig,

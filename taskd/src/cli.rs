@@ -6,6 +6,8 @@ use clap::{Parser, Subcommand};
 
 use crate::task::TaskState;
 
+pub mod tables;
+
 #[derive(Parser)]
 #[command(name = "zbs-task", version, about = "Client of the zbs Task Center")]
 pub struct Cli {
@@ -24,6 +26,9 @@ pub struct Cli {
     /// Print JSON instead of tables.
     #[arg(long, global = true)]
     pub json: bool,
+    /// How much the tables show: `table`, or `wide` for every column.
+    #[arg(long, short = 'o', global = true, value_enum, default_value_t = tables::Output::Table)]
+    pub output: tables::Output,
     /// Request timeout in seconds.
     #[arg(long, global = true, default_value_t = 15)]
     pub timeout_sec: u64,
@@ -198,6 +203,12 @@ pub enum RunnerCommand {
 #[derive(Subcommand)]
 pub enum ClusterCommand {
     Show,
+    /// The leadership history: each election and step-down with its reason, time and node.
+    Events {
+        /// The latest this many (1 to 1000).
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
 }
 
 #[derive(Subcommand)]

@@ -209,6 +209,11 @@ impl Client {
         self.request("GET", &format!("{PREFIX}/cluster"), None)
     }
 
+    /// `GET /events`: the latest `limit` leadership events, oldest first.
+    pub fn leader_events(&self, limit: usize) -> Result<Value> {
+        self.request("GET", &format!("{PREFIX}/events?limit={limit}"), None)
+    }
+
     /// `GET /vip`: the VIP served now and its sources.
     pub fn vip(&self) -> Result<Value> {
         self.request("GET", &format!("{PREFIX}/vip"), None)

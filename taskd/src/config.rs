@@ -227,6 +227,9 @@ pub struct CommandLine {
     /// (the daemon's own VIP needs none) [default: none].
     #[arg(long, value_name = "IP,...", value_delimiter = ',')]
     pub api_listen_also: Option<Vec<IpAddr>>,
+    /// The status `GET /leader` answers on a node that does not lead (200 to 599) [default: 503].
+    #[arg(long)]
+    pub api_standby_status: Option<u16>,
 }
 
 /// The file's shape: every key optional, unknown keys refused.

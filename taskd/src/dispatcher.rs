@@ -100,6 +100,7 @@ impl TaskDispatcher {
         vip: Option<Arc<VipServer>>,
         on_vip_failure: F,
         listen_on_vip: L,
+        metrics: Arc<crate::metrics::Metrics>,
     ) -> std::io::Result<TaskDispatcher>
     where
         W: Fn() + Send + Sync + 'static,
@@ -144,7 +145,9 @@ impl TaskDispatcher {
         });
         published.publish(!health.is_invalid());
         let vip_sync = match &vip {
-            Some(vip) => Some(start_vip(&context, vip.clone(), Arc::new(on_vip_failure), Arc::new(listen_on_vip))?),
+            Some(vip) => {
+                Some(start_vip(&context, vip.clone(), Arc::new(on_vip_failure), Arc::new(listen_on_vip), metrics)?)
+            }
             None => None,
         };
         tracing::info!(vip = vip.is_some(), "dispatcher started");
@@ -220,9 +223,13 @@ fn start_vip(
     vip: Arc<VipServer>,
     on_failure: Arc<dyn Fn(VipFailure) + Send + Sync>,
     listen_on_vip: Arc<dyn Fn(std::net::IpAddr) + Send + Sync>,
+    metrics: Arc<crate::metrics::Metrics>,
 ) -> std::io::Result<TimerHandle> {
     let retry = Arc::new(Mutex::new(VipRetry::new(&vip.config())));
     let report = move |retry: &Mutex<VipRetry>, result: &vip::VipResult<()>| {
+        if let Err(error) = result {
+            metrics.vip_error(error);
+        }
         let verdict = retry.lock().record(result);
         let message = match result {
             Err(error) => error.to_string(),

@@ -15,11 +15,19 @@ pub const MEMBERS_TTL: Duration = Duration::from_millis(500);
 pub struct FreshMembers {
     quorum: QuorumHandle,
     last_read: Mutex<Option<(Instant, Vec<Member>)>>,
+    /// Where the reads are timed (`zookeeper_operation_seconds{operation="read_members"}`).
+    metrics: Option<std::sync::Arc<crate::metrics::Metrics>>,
 }
 
 impl FreshMembers {
     pub fn new(quorum: QuorumHandle) -> FreshMembers {
-        FreshMembers { quorum, last_read: Mutex::new(None) }
+        FreshMembers { quorum, last_read: Mutex::new(None), metrics: None }
+    }
+
+    /// Times every read into `metrics`.
+    pub fn with_metrics(mut self, metrics: std::sync::Arc<crate::metrics::Metrics>) -> FreshMembers {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// The members read at most [`MEMBERS_TTL`] ago; None without a connected session (a read
@@ -38,8 +46,12 @@ impl FreshMembers {
         if !connected {
             return None;
         }
+        let started = Instant::now();
         match self.quorum.read_members() {
             Ok(members) => {
+                if let Some(metrics) = &self.metrics {
+                    metrics.zookeeper_operation("read_members", started.elapsed());
+                }
                 *self.last_read.lock() = Some((Instant::now(), members.clone()));
                 Some(members)
             }

@@ -143,6 +143,8 @@ pub struct RunnerConfig {
     pub copy: CopySettings,
     /// F: no task IO after this long without confirmed contact with ZooKeeper (`lease.rs`).
     pub lease: Duration,
+    /// Where runs are counted (`None` in tests that need no metrics).
+    pub metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 /// The drain flag and the count of requests that set it (see `# Drain`): the rule that the
@@ -517,7 +519,12 @@ impl Inner {
             if let Some(session) = self.session() {
                 let sent = Instant::now();
                 match session.exists(task_db::layout::DB_ROOT) {
-                    Ok(_) => self.lease.confirm(session.session_id(), sent),
+                    Ok(_) => {
+                        self.lease.confirm(session.session_id(), sent);
+                        if let Some(metrics) = &self.config.metrics {
+                            metrics.zookeeper_operation("exists", sent.elapsed());
+                        }
+                    }
                     Err(error) => tracing::debug!(%error, "lease probe unanswered"),
                 }
                 // A probe that waited (a disconnection) is not followed by another at once.
@@ -731,6 +738,13 @@ fn run_task(
     let mut version = stored.version;
     let started = Instant::now();
     let run = crate::run_log::start(&task_id, &inner.config.node_id, session.session_id());
+    let task_type = record.kind.type_name();
+    if let Some(metrics) = &inner.config.metrics {
+        // A task's first run: no failed or interrupted attempt before it.
+        let first_run = record.attempts == 0 && record.last_failed_ms.is_none();
+        let queue_wait = first_run.then(|| Duration::from_millis(now_ms().saturating_sub(record.created_ms)));
+        metrics.run_started(task_type, queue_wait);
+    }
     let end = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match record.kind.clone() {
         TaskKind::Sleep(args) => run_sleep(args.duration_ms, args.fails_after(record.attempts), control),
         TaskKind::CopyVolume(args) => {
@@ -795,6 +809,13 @@ fn run_task(
     };
     let outcome = end.name();
     finish(session, &mut record, version, end, inner.config.max_attempts, control, started);
+    if let Some(metrics) = &inner.config.metrics {
+        let stats = control.stats();
+        metrics.run_finished(task_type, outcome, started.elapsed(), stats.bytes_read, stats.bytes_written);
+        if matches!(record.state, TaskState::Pending | TaskState::Interrupted) && outcome != "window_closed" {
+            metrics.retry(outcome);
+        }
+    }
     // Only an end of IO earlier than the run's own end says anything.
     let io_until = io_until.lock().filter(|until| *until < Instant::now());
     crate::run_log::end(&run, outcome, control.stats(), inner.config.copy.block_size, io_until);

@@ -4,6 +4,16 @@
 //! failure: it joins, drops, and builds a fresh server once this node's health is valid again
 //! and the re-entry back-off has passed). The process never exits for a network failure unless
 //! `on_network_failure = "exit"` and the exit counter says systemd would not give up on it.
+//!
+//! # The ports across a restart
+//! While the service is stopped, a `StoppedService` answers on both ports (status, probes,
+//! metrics, 503 to every task route). It binds as soon as the stopping server has closed its
+//! listeners (stop stage 1), while that server still drains, and it is dropped right before the
+//! next server binds. So the ports are closed only between stage 1 and the stand-in's bind (one
+//! `WATCH_INTERVAL` poll, a few ms) and between the stand-in's close and the new server's bind
+//! (no wait in between); a signal closes them for good, as the process exits.
+//!
+//! The process's `Metrics` are built here, once, and handed to every server and stand-in.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,8 +22,11 @@ use runtime::{ExitCounter, StopFlag};
 use vip::health::HealthMonitor;
 
 use crate::config::{Config, NetworkFailureAction};
+use crate::metrics::Metrics;
 use crate::notify::Notifier;
 use crate::reentry::ReentryBackoff;
+use crate::runner_client::RunnerClient;
+use crate::stopped_service::{StoppedService, Waiting};
 use crate::task_server::{StopReason, TaskServer};
 
 /// Exit code after a network failure in exit mode (`EX_TEMPFAIL`): not a crash, no core.
@@ -33,6 +46,11 @@ pub struct Supervisor {
     /// Half of `WATCHDOG_USEC`, read once; `None` without a systemd watchdog.
     watchdog_interval: Option<Duration>,
     last_watchdog_ping: std::cell::Cell<Option<Instant>>,
+    metrics: Arc<Metrics>,
+    /// What answers on the ports while the service is stopped (see `# The ports across a restart`).
+    stopped: Option<StoppedService>,
+    /// The stand-in's worker pool and runner client, built on the first stop and kept.
+    stopped_pool: Option<(Arc<runtime::rpc::WorkerPool>, RunnerClient)>,
 }
 
 impl Supervisor {
@@ -45,7 +63,15 @@ impl Supervisor {
             last_watchdog_ping: std::cell::Cell::new(None),
             notifier,
             backoff: ReentryBackoff::new(Duration::from_secs(1), Duration::from_secs(30), Duration::from_secs(300)),
+            metrics: Metrics::new(),
+            stopped: None,
+            stopped_pool: None,
         }
+    }
+
+    /// The process's metrics.
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.metrics.clone()
     }
 
     /// Runs until a signal (returns 0) or, in exit mode, a network failure (returns 75).
@@ -55,6 +81,7 @@ impl Supervisor {
             return EXIT_START_FAILURE;
         }
         crate::run_log::install(&self.config.state_dir);
+        self.read_exit_counter();
         let health = match HealthMonitor::start(&self.config.health, self.config.data_address) {
             Ok(monitor) => Arc::new(monitor),
             Err(error) => {
@@ -64,6 +91,8 @@ impl Supervisor {
         };
         let mut first_start = true;
         loop {
+            // The stand-in gives the ports back right before the new server binds them.
+            self.stopped.take();
             let server = match self.start_server(&health) {
                 Ok(server) => server,
                 Err(error) if first_start => {
@@ -72,7 +101,13 @@ impl Supervisor {
                 }
                 Err(error) => {
                     let wait = self.backoff.stopped(Instant::now());
+                    self.metrics.supervisor_backoff_seconds.set(wait.as_secs_f64());
                     tracing::error!(error = %error, wait_ms = wait.as_millis() as u64, "cannot restart the task server; retrying");
+                    self.answer_while_stopped(
+                        &health,
+                        &format!("cannot restart: {error}"),
+                        Waiting::Backoff { until: Instant::now() + wait },
+                    );
                     if self.wait_or_signal(wait) {
                         return 0;
                     }
@@ -88,6 +123,13 @@ impl Supervisor {
                 if self.stop_flag.is_set() {
                     server.stop(StopReason::Requested);
                 }
+                // A stop of its own (not a signal's) leaves the process up: answer for the
+                // service as soon as its listeners are closed, while it still drains.
+                if self.stopped.is_none() && !self.stop_flag.is_set() && server.has_stopped_listening() {
+                    if let Some(reason) = server.stop_reason().filter(|reason| *reason != StopReason::Requested) {
+                        self.answer_while_stopped(&health, &describe(&reason), Waiting::DataNetwork);
+                    }
+                }
                 std::thread::sleep(WATCH_INTERVAL);
             }
             let reason = server.stop_reason();
@@ -100,6 +142,13 @@ impl Supervisor {
                     tracing::info!("stopped on a signal; exiting");
                     return 0;
                 }
+                Some(ref reason) if self.stopped.is_none() => {
+                    // Stopped before the watch saw its listeners close: answer from now on.
+                    self.answer_while_stopped(&health, &describe(reason), Waiting::DataNetwork);
+                }
+                _ => {}
+            }
+            match reason {
                 Some(StopReason::NetworkFailure(reason)) => {
                     tracing::warn!(%reason, "the service stopped itself for a network failure; the process stays");
                     if self.config.on_network_failure == NetworkFailureAction::Exit && self.exit_allowed() {
@@ -113,6 +162,9 @@ impl Supervisor {
                          (never leader again with this configuration); fix it and restart the daemon"
                     );
                     self.notifier.status("stopped: the vip cannot be held with this configuration");
+                    if let Some(stopped) = &self.stopped {
+                        stopped.set_waiting(Waiting::Restart);
+                    }
                     while !self.wait_or_signal(Duration::from_secs(60)) {}
                     return 0;
                 }
@@ -127,24 +179,85 @@ impl Supervisor {
                 }
             }
             let wait = self.backoff.stopped(Instant::now());
+            self.metrics.supervisor_backoff_seconds.set(wait.as_secs_f64());
+            if let Some(stopped) = &self.stopped {
+                stopped.set_waiting(Waiting::Backoff { until: Instant::now() + wait });
+            }
             tracing::info!(
                 wait_ms = wait.as_millis() as u64,
                 n_failures = self.backoff.n_failures(),
                 "re-entry: waiting for the back-off and for the data network to be valid"
             );
             self.notifier.status("follower-to-be: waiting for a healthy data network");
-            if self.wait_or_signal(wait) || self.wait_for_health(&health) {
+            if self.wait_or_signal(wait) {
                 return 0;
             }
+            if let Some(stopped) = &self.stopped {
+                stopped.set_waiting(Waiting::DataNetwork);
+            }
+            if self.wait_for_health(&health) {
+                return 0;
+            }
+            self.metrics.supervisor_reentries.inc();
             tracing::info!("data network valid again; rejoining the cluster as a new member");
         }
     }
 
     fn start_server(&self, health: &Arc<HealthMonitor>) -> Result<TaskServer, crate::task_server::ServerError> {
-        let server = TaskServer::new(self.config.clone(), health.clone(), self.notifier.clone())?;
+        let server = TaskServer::new(self.config.clone(), health.clone(), self.notifier.clone(), self.metrics.clone())?;
         server.initialize()?;
         server.start()?;
         Ok(server)
+    }
+
+    /// Sets `exit_counter_exits` from the counter's file, when there is one (it is not created
+    /// here: only an exit in exit mode creates it).
+    fn read_exit_counter(&self) {
+        let path = self.config.state_dir.join("exit-counter");
+        if !path.exists() {
+            return;
+        }
+        match ExitCounter::open(&path, self.config.start_limit_interval, self.config.start_limit_burst)
+            .and_then(|counter| counter.recent_exits())
+        {
+            Ok(n_exits) => {
+                self.metrics.exit_counter_exits.set(i64::from(n_exits));
+            }
+            Err(error) => tracing::warn!(%error, "cannot read the exit counter"),
+        }
+    }
+
+    /// Starts the stand-in that answers on the ports while the service is stopped (see
+    /// `stopped_service`); one that cannot bind is logged and the ports stay closed.
+    fn answer_while_stopped(&mut self, health: &Arc<HealthMonitor>, reason: &str, waiting: Waiting) {
+        if let Some(stopped) = &self.stopped {
+            stopped.set_waiting(waiting);
+            return;
+        }
+        if self.stopped_pool.is_none() {
+            let pool = runtime::rpc::WorkerPool::new("taskd-stopped", 2);
+            let client = RunnerClient::new(self.config.api.sent_token());
+            match (pool, client) {
+                (Ok(pool), Ok(client)) => self.stopped_pool = Some((pool, client)),
+                (Err(error), _) => return tracing::error!(%error, "cannot start the stopped service's workers"),
+                (_, Err(error)) => return tracing::error!(%error, "cannot start the stopped service's client"),
+            }
+        }
+        let Some((pool, client)) = &self.stopped_pool else { return };
+        match StoppedService::start(
+            self.config.clone(),
+            self.metrics.clone(),
+            health.flag(),
+            pool.clone(),
+            client.clone(),
+            reason.to_string(),
+            waiting,
+        ) {
+            Ok(stopped) => self.stopped = Some(stopped),
+            Err(error) => {
+                tracing::error!(%error, "the stopped service cannot listen: the ports stay closed until the rejoin")
+            }
+        }
     }
 
     /// In exit mode: true (and the exit is recorded) when exiting keeps within systemd's start
@@ -160,6 +273,7 @@ impl Supervisor {
         };
         match counter.try_record_exit() {
             Ok(Some(n_exits)) => {
+                self.metrics.exit_counter_exits.set(i64::from(n_exits));
                 tracing::warn!(
                     n_exits,
                     window_sec = self.config.start_limit_interval.as_secs(),
@@ -217,5 +331,15 @@ impl Supervisor {
             self.last_watchdog_ping.set(Some(now));
             self.notifier.watchdog();
         }
+    }
+}
+
+/// A stop's reason as the stopped service reports it.
+fn describe(reason: &StopReason) -> String {
+    match reason {
+        StopReason::Requested => "stop requested".to_string(),
+        StopReason::NetworkFailure(reason) => format!("data network failed: {reason}"),
+        StopReason::VipFailure(failure) => format!("vip failed: {}", failure.message),
+        StopReason::DispatcherFailed(reason) => format!("dispatcher failed: {reason}"),
     }
 }

@@ -24,7 +24,7 @@
 //! The supervisor then joins the thread and drops the server.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -40,6 +40,7 @@ use crate::config::Config;
 use crate::copy_volume::CopySettings;
 use crate::dispatcher::{release_vip, NetworkHealthFlag, SchedulerHandle, SchedulerSetup, TaskDispatcher, VipFailure};
 use crate::fresh_members::FreshMembers;
+use crate::metrics::{zk_state_label, Metrics, TransitionReason, SERVICE_STATES, ZK_STATES};
 use crate::notify::Notifier;
 use crate::runner::{RunnerConfig, TaskRunner};
 use crate::runner_client::RunnerClient;
@@ -49,6 +50,16 @@ pub const QUORUM_PATH: &str = "/zbs/taskd/quorum";
 
 /// How often the loop polls the dispatcher's published health (the original: a 1 s TimerHandle).
 pub const HEALTH_POLL_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How long a take-over is watched for its dispatcher to be ready (it gives up much sooner:
+/// `OPEN_GIVE_UP`).
+const TAKEOVER_WATCH_LIMIT: Duration = Duration::from_secs(600);
+
+/// How often the leader's task and runner gauges are read from its dispatcher at most.
+pub const LEADER_GAUGES_TTL: Duration = Duration::from_secs(1);
+
+/// `/healthz` answers 503 when the loop's health poll has not run for this long (three polls).
+pub const LOOP_STALE_AFTER: Duration = Duration::from_secs(3);
 
 /// Why the service stopped.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -109,6 +120,21 @@ struct Inner {
     stop_started: Mutex<Option<Instant>>,
     last_published_health: Mutex<Option<bool>>,
     warned_no_healthy_peer: AtomicBool,
+    /// The process's metrics (they outlive this server: the supervisor owns them).
+    metrics: Arc<Metrics>,
+    /// True from `RoleChanged { leader: true }` until the first step-down path counts the
+    /// transition (a stop, a session loss or `RoleChanged { leader: false }`), so it counts once.
+    counted_leader: AtomicBool,
+    /// Whether this node led when its stop was asked (the step-down histogram's sample).
+    led_at_stop: AtomicBool,
+    /// When the loop last ran its health poll (`CLOCK_MONOTONIC` ms), for `/healthz`.
+    last_loop_tick_ms: AtomicU64,
+    /// Set after stop stage 1: the ports are free for the stopped service's stand-in.
+    listening_stopped: AtomicBool,
+    /// When the leader's task and runner gauges were last read.
+    leader_gauges_at: Mutex<Option<Instant>>,
+    /// The VIP's frames already added to `vip_garps_sent`.
+    vip_frames_counted: AtomicU64,
 }
 
 /// The Task Center service of one process.
@@ -127,6 +153,7 @@ impl TaskServer {
         config: Arc<Config>,
         health_monitor: Arc<HealthMonitor>,
         notifier: Notifier,
+        metrics: Arc<Metrics>,
     ) -> Result<TaskServer, ServerError> {
         let member = MemberInfo {
             id: config.node_id.clone(),
@@ -158,6 +185,7 @@ impl TaskServer {
                 &config,
                 &worker_pool,
                 &runner_client,
+                &metrics,
             ));
             let runner_server = Server::new(api_routes(
                 config.api.limit(ServerConfig::new("runner", config.runner_address())),
@@ -166,9 +194,10 @@ impl TaskServer {
                 &config,
                 &worker_pool,
                 &runner_client,
+                &metrics,
             ));
             Inner {
-                fresh_members: FreshMembers::new(quorum_server.handle()),
+                fresh_members: FreshMembers::new(quorum_server.handle()).with_metrics(metrics.clone()),
                 quorum: quorum_server.handle(),
                 loop_context: quorum_server.context(),
                 health: health_monitor.flag(),
@@ -188,6 +217,13 @@ impl TaskServer {
                 stop_started: Mutex::new(None),
                 last_published_health: Mutex::new(None),
                 warned_no_healthy_peer: AtomicBool::new(false),
+                metrics: metrics.clone(),
+                counted_leader: AtomicBool::new(false),
+                led_at_stop: AtomicBool::new(false),
+                listening_stopped: AtomicBool::new(false),
+                leader_gauges_at: Mutex::new(None),
+                vip_frames_counted: AtomicU64::new(0),
+                last_loop_tick_ms: AtomicU64::new(crate::run_log::monotonic_ns() / 1_000_000),
                 config,
             }
         });
@@ -267,6 +303,7 @@ impl TaskServer {
                 max_bytes_per_s: config.tasks.copy_max_bytes_per_s,
             },
             lease: config.runner_lease(),
+            metrics: Some(self.inner.metrics.clone()),
         };
         let health = self.inner.health.clone();
         match TaskRunner::start(runner_config, self.inner.quorum.clone(), move || health.is_valid()) {
@@ -278,6 +315,8 @@ impl TaskServer {
     /// Runs the loop on a thread of its own; it joins the election.
     pub fn start(&self) -> Result<(), ServerError> {
         self.quorum_server.start()?;
+        self.inner.metrics.service_running.set(1);
+        Metrics::set_state(&self.inner.metrics.service_state, SERVICE_STATES, Some("running"));
         Ok(())
     }
 
@@ -289,6 +328,12 @@ impl TaskServer {
     /// True once the loop has finished (the server stopped, for whatever reason).
     pub fn has_stopped(&self) -> bool {
         self.inner.quorum.is_stopped()
+    }
+
+    /// True once a stop has closed the listeners (stage 1): the ports can be bound again while
+    /// the rest of the stop goes on.
+    pub fn has_stopped_listening(&self) -> bool {
+        self.inner.listening_stopped.load(Ordering::Acquire)
     }
 
     /// Why the server stopped (or is stopping), if it is.
@@ -326,6 +371,7 @@ impl Drop for TaskServer {
             server.shutdown();
         }
         log_stage(8, "rpc io stopped and joined", started);
+        self.inner.count_vip_frames();
         if let Some(started) = *self.inner.stop_started.lock() {
             tracing::info!(total_ms = started.elapsed().as_millis() as u64, "task server stopped");
         }
@@ -348,6 +394,16 @@ fn dispatcher_listeners(config: &Config) -> ServerConfig {
     server
 }
 
+/// The `reason` label of `zbs_taskd_service_stops_total`.
+fn stop_label(reason: &StopReason) -> &'static str {
+    match reason {
+        StopReason::Requested => "requested",
+        StopReason::NetworkFailure(_) => "network_failure",
+        StopReason::VipFailure(_) => "vip_failure",
+        StopReason::DispatcherFailed(_) => "dispatcher_failed",
+    }
+}
+
 fn log_stage(number: u32, stage: &str, started: Instant) {
     tracing::info!("stop stage {number}: {stage} ({:.1} ms)", started.elapsed().as_secs_f64() * 1000.0);
 }
@@ -361,12 +417,25 @@ impl Inner {
         tracing::warn!(?reason, "stopping the task server");
         self.notifier.stopping();
         self.notifier.status(&format!("stopping: {reason:?}"));
+        self.led_at_stop.store(self.quorum.is_leader(), Ordering::Release);
+        self.metrics
+            .service_stops
+            .get_or_create(&crate::metrics::ReasonLabels { reason: stop_label(&reason).to_string() })
+            .inc();
+        self.count_step_down(match &reason {
+            StopReason::Requested => TransitionReason::Shutdown,
+            StopReason::NetworkFailure(_) => TransitionReason::DataNetworkFailed,
+            StopReason::VipFailure(_) => TransitionReason::VipFailed,
+            StopReason::DispatcherFailed(_) => TransitionReason::DispatcherFailed,
+        });
+        Metrics::set_state(&self.metrics.service_state, SERVICE_STATES, Some("stopping"));
         *self.stop_reason.lock() = Some(reason);
         let started = Instant::now();
         for server in &self.rpc_servers {
             server.stop_listening();
         }
         log_stage(1, "rpc servers stopped listening", started);
+        self.listening_stopped.store(true, Ordering::Release);
         let started = Instant::now();
         match &self.vip {
             Some(vip) => {
@@ -380,9 +449,161 @@ impl Inner {
         self.quorum.leave();
     }
 
+    /// Counts this node's step-down once, with the first reason seen (see `counted_leader`),
+    /// and records it in the leadership history.
+    fn count_step_down(&self, reason: TransitionReason) {
+        if self.counted_leader.swap(false, Ordering::AcqRel) {
+            self.metrics.transition(reason);
+            self.record_event("stepped_down", reason.label());
+        }
+    }
+
+    /// Appends a leadership event on a coroutine of the loop (a few ZooKeeper round trips that
+    /// the event's handler need not wait for); one that cannot be written is logged.
+    fn record_event(&self, event: &str, reason: &str) {
+        let event = crate::leader_events::LeaderEvent::new(&self.config.node_id, event, reason);
+        let quorum = self.quorum.clone();
+        let scheduled = self.loop_context.sched(move || {
+            let Some(session) = quorum.session() else {
+                return tracing::warn!(?event, "no ZooKeeper session: the leadership event is not recorded");
+            };
+            if let Err(error) = crate::leader_events::append(&session, &event) {
+                tracing::warn!(?event, %error, "cannot record the leadership event");
+            }
+        });
+        if let Err(error) = scheduled {
+            tracing::warn!(%error, "cannot schedule the leadership event's write");
+        }
+    }
+
+    /// Observes the take-over's second half once the new dispatcher is ready: a coroutine on
+    /// the loop looks every 5 ms, and ends when it is ready, when the dispatcher stopped (this
+    /// node no longer leads), when the server stops, or after `TAKEOVER_WATCH_LIMIT`.
+    fn time_takeover(self: &Arc<Self>, elected_at: Instant, handle: SchedulerHandle) {
+        let weak = Arc::downgrade(self);
+        let _ = self.loop_context.sched(move || loop {
+            let Some(inner) = weak.upgrade() else { return };
+            if inner.stopping.load(Ordering::Acquire)
+                || inner.scheduler.lock().is_none()
+                || elected_at.elapsed() > TAKEOVER_WATCH_LIMIT
+            {
+                return;
+            }
+            if handle.is_ready() {
+                inner.metrics.takeover_seconds.observe(elected_at.elapsed().as_secs_f64());
+                return;
+            }
+            drop(inner);
+            runtime::sleep(Duration::from_millis(5));
+        });
+    }
+
+    /// True while the loop's 1 s health poll ran within the last `LOOP_STALE_AFTER`.
+    fn loop_answers(&self) -> bool {
+        let last = self.last_loop_tick_ms.load(Ordering::Acquire);
+        crate::run_log::monotonic_ns() / 1_000_000 <= last.saturating_add(LOOP_STALE_AFTER.as_millis() as u64)
+    }
+
+    /// Sets the gauges that mirror this server's live state, right before an encoding.
+    fn refresh_metrics(&self) {
+        let metrics = &self.metrics;
+        let leader = self.quorum.is_leader() && !self.stopping.load(Ordering::Acquire);
+        metrics.is_leader.set(i64::from(leader));
+        let zk_state = self.quorum.session().map(|session| zk_state_label(session.state()));
+        Metrics::set_state(&metrics.zookeeper_session_state, ZK_STATES, zk_state);
+        metrics.refresh_health(&self.health);
+        for server in &self.rpc_servers {
+            metrics
+                .rpc_open_connections
+                .get_or_create(&crate::metrics::ServerLabels { server: server.name().to_string() })
+                .set(server.n_connections() as i64);
+        }
+        self.refresh_leader_gauges(leader);
+        self.count_vip_frames();
+        if let Some(vip) = &self.vip {
+            metrics
+                .vip_held
+                .get_or_create(&crate::metrics::VipLabels { vip: vip.vip().to_string() })
+                .set(i64::from(vip.is_active()));
+        }
+    }
+
+    /// The leader's task and runner gauges, from its dispatcher at most once a `LEADER_GAUGES_TTL`
+    /// (a scrape every 100 ms must not load the dispatcher); a follower exports them as 0.
+    fn refresh_leader_gauges(&self, leader: bool) {
+        let metrics = &self.metrics;
+        let scheduler = self.scheduler.lock().clone().filter(|handle| leader && handle.is_ready());
+        let Some(handle) = scheduler else {
+            *self.leader_gauges_at.lock() = None;
+            metrics.tasks.clear();
+            Metrics::set_state(&metrics.runners, crate::metrics::RUNNER_STATES, None);
+            return;
+        };
+        {
+            let mut at = self.leader_gauges_at.lock();
+            if at.is_some_and(|at| at.elapsed() < LEADER_GAUGES_TTL) {
+                return;
+            }
+            *at = Some(Instant::now());
+        }
+        let answer = handle.call(Duration::from_secs(1), |scheduler| {
+            let tasks = scheduler.list(&crate::task_db::ListFilter::all())?;
+            let runners = scheduler.runners()?;
+            Ok::<_, crate::dispatcher::scheduler::DispatchError>((tasks, runners))
+        });
+        let (tasks, runners) = match answer {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(error)) => return tracing::debug!(%error, "metrics: cannot list tasks and runners"),
+            Err(error) => return tracing::debug!(%error, "metrics: the dispatcher did not answer"),
+        };
+        let mut counts: std::collections::HashMap<(&'static str, crate::task::TaskState), i64> = Default::default();
+        for task in &tasks {
+            *counts.entry((task.kind.type_name(), task.state)).or_default() += 1;
+        }
+        for task_type in ["copy_volume", "sleep"] {
+            for state in crate::task::TaskState::ALL {
+                let labels = crate::metrics::TaskLabels {
+                    task: crate::metrics::TaskTypeLabels { r#type: task_type.to_string() },
+                    state: state.as_str().to_string(),
+                };
+                metrics.tasks.get_or_create(&labels).set(counts.get(&(task_type, state)).copied().unwrap_or(0));
+            }
+        }
+        let n_draining = runners.runners.iter().filter(|runner| runner.info.draining).count() as i64;
+        let n_up = runners.runners.len() as i64 - n_draining;
+        metrics.runners.get_or_create(&crate::metrics::StateLabels { state: "up".to_string() }).set(n_up);
+        metrics.runners.get_or_create(&crate::metrics::StateLabels { state: "draining".to_string() }).set(n_draining);
+    }
+
+    /// Adds the frames this server's VIP sent since the last look to the process's counter
+    /// (each server has its own `VipServer`; the counter outlives them).
+    fn count_vip_frames(&self) {
+        let Some(vip) = &self.vip else { return };
+        let n_sent = vip.n_frames_sent();
+        let previous = self.vip_frames_counted.swap(n_sent, Ordering::AcqRel);
+        self.metrics.vip_garps_sent.inc_by(n_sent.saturating_sub(previous));
+    }
+
+    /// Why this node is not ready, or None when it is: the service runs, its ZooKeeper session
+    /// is connected and its data network valid. Generic reasons: `/readyz` needs no token.
+    fn not_ready_reason(&self) -> Option<&'static str> {
+        if self.stopping.load(Ordering::Acquire) {
+            return Some("the service is stopping");
+        }
+        match self.quorum.session().map(|session| session.state()) {
+            Some(quorum::ZkSessionState::SyncConnected) => {}
+            _ => return Some("not connected to ZooKeeper"),
+        }
+        if !self.health.is_valid() {
+            return Some("the data network is not valid");
+        }
+        None
+    }
+
     /// The loop's 1 s poll (and the early wake-up): publish our health in the quorum, keep the
     /// probe's peers current, and stop the service when leading with a failed data network.
     fn poll_health(&self) {
+        self.last_loop_tick_ms.store(crate::run_log::monotonic_ns() / 1_000_000, Ordering::Release);
         if self.stopping.load(Ordering::Acquire) {
             return;
         }
@@ -496,6 +717,7 @@ impl Inner {
             self.vip.clone(),
             on_vip_failure,
             listen_on_vip,
+            self.metrics.clone(),
         ) {
             Ok(mut started) => {
                 let setup = SchedulerSetup {
@@ -582,6 +804,11 @@ impl QuorumHandler for Handler {
         match event {
             Event::RoleChanged { leader: true, sequence } => {
                 tracing::info!(sequence, "became leader");
+                let elected_at = Instant::now();
+                if !self.inner.counted_leader.swap(true, Ordering::AcqRel) {
+                    self.inner.metrics.transition(TransitionReason::Elected);
+                    self.inner.record_event("elected", TransitionReason::Elected.label());
+                }
                 self.inner.notifier.status(&format!("leader (member {sequence})"));
                 if self.inner.health.is_invalid() {
                     // Elected by sequence alone: decide before any leader component starts, so
@@ -593,9 +820,25 @@ impl QuorumHandler for Handler {
                     }
                 }
                 self.inner.start_dispatcher();
+                let scheduler = self.inner.scheduler.lock().clone();
+                if let Some(handle) = scheduler {
+                    self.inner.time_takeover(elected_at, handle);
+                }
             }
             Event::RoleChanged { leader: false, sequence } => {
                 tracing::info!(sequence, "acting as follower");
+                // Connected, it gave way to a member of higher priority; otherwise it stepped
+                // down for a lost connection.
+                let connected = self
+                    .inner
+                    .quorum
+                    .session()
+                    .is_some_and(|session| session.state() == quorum::ZkSessionState::SyncConnected);
+                self.inner.count_step_down(if connected {
+                    TransitionReason::Priority
+                } else {
+                    TransitionReason::ZookeeperLost
+                });
                 self.inner.notifier.status("follower");
                 self.inner.stop_dispatcher();
             }
@@ -605,6 +848,8 @@ impl QuorumHandler for Handler {
             }
             Event::SessionLost => {
                 tracing::warn!("ZooKeeper session lost; rejoining as a follower");
+                self.inner.metrics.zookeeper_session_expirations.inc();
+                self.inner.count_step_down(TransitionReason::SessionExpired);
                 self.inner.stop_dispatcher();
             }
             Event::Stopped => {
@@ -615,6 +860,9 @@ impl QuorumHandler for Handler {
 
     fn on_stop(&mut self) {
         log_stage(3, "quorum: stepped down and gave up the election node", self.stop_started());
+        if self.inner.led_at_stop.load(Ordering::Acquire) {
+            self.inner.metrics.stepdown_seconds.observe(self.stop_started().elapsed().as_secs_f64());
+        }
         let started = Instant::now();
         for server in &self.inner.rpc_servers {
             server.stop_accepting_and_join_outstanding_requests();
@@ -644,7 +892,10 @@ fn api_routes(
     daemon: &Config,
     pool: &Arc<WorkerPool>,
     runner_client: &RunnerClient,
+    metrics: &Arc<Metrics>,
 ) -> ServerConfig {
+    let observer = metrics.rpc_observer(&config.name);
+    let config = config.observer(observer);
     let config = if dispatcher {
         dispatcher_routes(
             config,
@@ -663,13 +914,46 @@ fn api_routes(
     };
     let config = with_debug_routes(config, dispatcher, &inner);
     let status_inner = inner.clone();
+    let ready_inner = inner.clone();
+    let healthz_inner = inner.clone();
+    let events_inner = inner.clone();
+    let leader_inner = inner.clone();
+    let metrics_inner = inner.clone();
+    let standby_status = daemon.api.standby_status;
     let policy = daemon.api.access_policy();
     config
         .guard(move |request| policy.refusal(request))
         .worker_pool(pool.clone())
         .workers_join_timeout(daemon.drain_deadline)
         .stop_workers_on_stop_listening(false)
-        .route(Method::Get, "/healthz", |_request| Response::json(200, &serde_json::json!({ "ok": true })))
+        // A wedged loop stops its 1 s health poll, and `/healthz` then answers 503.
+        .route(Method::Get, "/healthz", move |_request| match healthz_inner.upgrade() {
+            Some(inner) => crate::probes::healthz(inner.loop_answers()),
+            None => crate::probes::healthz(false),
+        })
+        .route(Method::Get, "/readyz", move |_request| match ready_inner.upgrade() {
+            Some(inner) => crate::probes::readyz(inner.not_ready_reason()),
+            None => crate::probes::readyz(Some("the service is stopping")),
+        })
+        .route(Method::Get, "/leader", move |_request| {
+            let leader = leader_inner.upgrade().is_some_and(|inner| {
+                inner.quorum.is_leader()
+                    && !inner.stopping.load(Ordering::Acquire)
+                    && inner.scheduler.lock().as_ref().is_some_and(|handle| handle.is_ready())
+            });
+            crate::probes::leader(leader, standby_status)
+        })
+        // The leader's task gauges come from its dispatcher: on the worker pool.
+        .cpu_route(Method::Get, "/metrics", move |_request| match metrics_inner.upgrade() {
+            Some(inner) => {
+                inner.refresh_metrics();
+                crate::probes::metrics(&inner.metrics)
+            }
+            None => Response::error(503, "server stopping"),
+        })
+        .cpu_route(Method::Get, &format!("{}/events", crate::api::PREFIX), move |request| {
+            crate::api::leader_events(events_inner.upgrade().and_then(|inner| inner.quorum.session()), request)
+        })
         // The answer reads the members from ZooKeeper (see `FreshMembers`): on the worker pool.
         .cpu_route(Method::Get, "/api/v1/status", move |_request| match status_inner.upgrade() {
             Some(inner) => Response::json(200, &status_json(&inner)),
@@ -726,6 +1010,7 @@ fn status_json(inner: &Inner) -> serde_json::Value {
         "leader": inner.quorum.is_leader(),
         "sequence": inner.quorum.sequence(),
         "stopping": inner.stopping.load(Ordering::Acquire),
+        "state": if inner.stopping.load(Ordering::Acquire) { "stopping" } else { "running" },
         "health": {
             "state": format!("{:?}", health.state),
             "valid": inner.health.is_valid(),
@@ -779,6 +1064,10 @@ impl DispatcherAccess for Access {
             Some(inner) => {
                 let mut status = status_json(&inner);
                 status["vip"] = serde_json::json!(inner.vip.as_ref().map(|vip| vip.vip().to_string()));
+                status["stopped_nodes"] = match inner.quorum.session() {
+                    Some(session) => serde_json::json!(crate::stopped_service::read_stopped_nodes(&session)),
+                    None => serde_json::json!([]),
+                };
                 status
             }
             None => serde_json::json!({ "error": "server stopping" }),

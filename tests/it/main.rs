@@ -4,6 +4,7 @@ mod api_abuse;
 mod daemon;
 mod netns;
 mod notify;
+mod observability;
 mod packaging;
 mod quorum;
 mod task_db;

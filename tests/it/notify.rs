@@ -354,6 +354,42 @@ fn a_wedged_event_loop_stops_the_watchdog_pings() {
     });
 }
 
+/// `/healthz` answers 503 while the server's loop is wedged (no health poll for 3 s) and 200 again
+/// once it runs, answered all along (the route runs on the IO pool, not on the loop).
+#[test]
+fn healthz_answers_503_while_the_event_loop_is_wedged() {
+    with_daemon(&[("ZBS_TASKD_DEBUG_HOOKS", "1")], |daemon| {
+        daemon.socket.wait_for("READY=1", WAIT)?;
+        let healthz = format!("http://127.0.0.1:{}/healthz", daemon.dispatcher_port);
+        let status = || match ureq::get(&healthz).timeout(Duration::from_secs(5)).call() {
+            Ok(response) => Ok(response.status()),
+            Err(ureq::Error::Status(status, _)) => Ok(status),
+            Err(error) => Err(anyhow::anyhow!("GET {healthz}: {error}")),
+        };
+        ensure!(status()? == 200, "/healthz before the wedge");
+        let url = format!("http://127.0.0.1:{}/debug/v1/wedge-loop?ms=8000", daemon.dispatcher_port);
+        let response = ureq::post(&url).call().with_context(|| format!("POST {url}"))?;
+        ensure!(response.status() == 202, "the wedge hook answered {}", response.status());
+        let wedged = Instant::now();
+        let mut seen_503 = None;
+        while wedged.elapsed() < Duration::from_secs(7) {
+            if status()? == 503 {
+                seen_503 = Some(wedged.elapsed());
+                break;
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+        let seen_503 = seen_503.context("/healthz never answered 503 while the loop was wedged")?;
+        eprintln!("healthz: 503 {} ms into the wedge", seen_503.as_millis());
+        let deadline = wedged + Duration::from_secs(8) + WAIT;
+        while status()? != 200 {
+            ensure!(Instant::now() < deadline, "/healthz did not answer 200 once the loop ran again");
+            thread::sleep(Duration::from_millis(100));
+        }
+        Ok(())
+    });
+}
+
 /// `n` distinct TCP ports that were free on `address` a moment ago.
 fn free_ports(address: Ipv4Addr, n: usize) -> Result<Vec<u16>> {
     let listeners = (0..n)

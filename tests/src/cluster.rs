@@ -396,10 +396,33 @@ pub struct NodeStatus {
     pub sequence: Option<i64>,
     #[serde(default)]
     pub stopping: bool,
+    /// `running`, `stopping` or `stopped` (a stopped service's stand-in answers).
+    #[serde(default)]
+    pub state: String,
+    /// A stopped service's reason, what it waits for and when it tries again.
+    #[serde(default)]
+    pub stopped: serde_json::Value,
+    /// The leader a stopped service found in ZooKeeper.
+    #[serde(default)]
+    pub leader_id: Option<String>,
+    #[serde(default)]
+    pub leader_address: Option<String>,
     #[serde(default)]
     pub health: serde_json::Value,
     #[serde(default)]
     pub members: Vec<MemberStatus>,
+}
+
+impl NodeStatus {
+    /// True while the service runs: neither stopping nor stopped (a stand-in answering).
+    pub fn is_serving(&self) -> bool {
+        !self.stopping && self.state != "stopped"
+    }
+
+    /// True when the node's service is stopped and its stand-in answers.
+    pub fn is_stopped(&self) -> bool {
+        self.state == "stopped"
+    }
 }
 
 /// One member as a node's status lists it.
@@ -550,7 +573,7 @@ impl Cluster {
     pub fn wait_serving(&self, node: usize, timeout: Duration) -> Result<NodeStatus> {
         let mut last = None;
         self.wait_until(timeout, &format!("{} serving", self.nodes[node].spec.node_id), || {
-            last = self.try_status(node).filter(|status| !status.stopping);
+            last = self.try_status(node).filter(NodeStatus::is_serving);
             last.is_some()
         })?;
         last.ok_or_else(|| anyhow!("no status"))

@@ -756,7 +756,7 @@ impl NetnsCluster {
     pub fn wait_serving(&self, node: usize, timeout: Duration) -> Result<NodeStatus> {
         let mut last = None;
         self.wait_until(timeout, &format!("{} serving", self.nodes[node].spec.node_id), || {
-            last = self.try_status(node).filter(|status| !status.stopping);
+            last = self.try_status(node).filter(NodeStatus::is_serving);
             last.is_some()
         })?;
         last.ok_or_else(|| anyhow!("no status"))

@@ -136,6 +136,8 @@ pub enum Retarget {
 }
 
 struct Inner {
+    /// Announcement frames sent so far.
+    n_frames_sent: u64,
     netlink: RouteSocket,
     packet: PacketSocket,
     schedule: AnnounceSchedule,
@@ -146,6 +148,12 @@ struct Inner {
 }
 
 impl VipServer {
+    /// Announcement frames this server has sent (gratuitous ARPs or neighbour advertisements),
+    /// for metrics.
+    pub fn n_frames_sent(&self) -> u64 {
+        self.inner.lock().n_frames_sent
+    }
+
     /// Validates `config` ([`VipError::BadRequest`] naming the key) and opens the sockets in the
     /// calling thread's network namespace ([`VipError::Socket`]; permanent without
     /// `CAP_NET_ADMIN`/`CAP_NET_RAW`). Touches no interface.
@@ -157,7 +165,14 @@ impl VipServer {
         Ok(VipServer {
             base: config.clone(),
             target: parking_lot::RwLock::new(Arc::new(target)),
-            inner: Mutex::new(Inner { netlink, packet, schedule, active: false, no_arp_logged: false }),
+            inner: Mutex::new(Inner {
+                n_frames_sent: 0,
+                netlink,
+                packet,
+                schedule,
+                active: false,
+                no_arp_logged: false,
+            }),
             store: None,
             poller: None,
             refused_stored: Mutex::new(None),
@@ -610,6 +625,7 @@ impl Target {
             for _ in 0..announcement.frames() {
                 inner.packet.send(link.index, &frame).map_err(|source| self.arp_failed(source))?;
                 sent += 1;
+                inner.n_frames_sent += 1;
             }
             inner.schedule.sent(announcement, now);
             tracing::debug!(vip = %self.vip, ?announcement, "gratuitous ARP sent");

@@ -471,6 +471,19 @@ fn status(dir: &Path) -> Result<()> {
             continue;
         }
         match fetch_status(&agent, node) {
+            Ok(status) if status.is_stopped() => {
+                all_up = false;
+                println!(
+                    "{:<8} pid {:<7} STOPPED   {} (waiting for {}, next attempt in {} ms; leader {}) {}",
+                    node.node_id,
+                    node.pid,
+                    status.stopped["reason"].as_str().unwrap_or("?"),
+                    status.stopped["waiting_for"].as_str().unwrap_or("?"),
+                    status.stopped["next_attempt_in_ms"],
+                    status.leader_id.as_deref().unwrap_or("unknown"),
+                    node.status_url()
+                );
+            }
             Ok(status) => {
                 let valid = status.health.get("valid").and_then(serde_json::Value::as_bool);
                 let health = match valid {
@@ -491,7 +504,7 @@ fn status(dir: &Path) -> Result<()> {
             Err(_) => {
                 all_up = false;
                 println!(
-                    "{:<8} pid {:<7} runs, API not answering: starting, or its service stopped and waits to rejoin (health file: {health_file}; see `cargo xtask cluster logs {}`)",
+                    "{:<8} pid {:<7} runs, API not answering: starting, or between two servers (health file: {health_file}; see `cargo xtask cluster logs {}`)",
                     node.node_id,
                     node.pid,
                     node.node_id

@@ -25,6 +25,9 @@ pub const CHECKSUMS: &str = "SHA256SUMS";
 pub const UNIT_PATH: &str = "lib/systemd/system/zbs-taskd.service";
 pub const CONFIG_PATH: &str = "etc/zbs/taskd.toml";
 pub const SYSUSERS_PATH: &str = "usr/lib/sysusers.d/zbs-taskd.conf";
+/// The Prometheus alert rules and the Grafana dashboard (see the README's "Monitoring").
+pub const RULES_PATH: &str = "usr/share/zbs-taskd/monitoring/zbs-taskd.rules.yml";
+pub const DASHBOARD_PATH: &str = "usr/share/zbs-taskd/monitoring/zbs-taskd-dashboard.json";
 
 #[derive(Args)]
 pub struct DistArgs {
@@ -157,6 +160,8 @@ pub fn payload(binaries: &[(String, PathBuf)], packaging_dir: &Path) -> Result<V
     files.push(PayloadFile::new(UNIT_PATH, packaged("zbs-taskd.service")?, 0o644));
     files.push(PayloadFile::new(CONFIG_PATH, packaged("taskd.toml")?, 0o644));
     files.push(PayloadFile::new(SYSUSERS_PATH, packaged("zbs-taskd.sysusers")?, 0o644));
+    files.push(PayloadFile::new(RULES_PATH, packaged("monitoring/zbs-taskd.rules.yml")?, 0o644));
+    files.push(PayloadFile::new(DASHBOARD_PATH, packaged("monitoring/zbs-taskd-dashboard.json")?, 0o644));
     files.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(files)
 }

@@ -17,8 +17,12 @@ const TEST_PACKAGES: &[&str] = &["zookeeper", "iproute2", "procps", "systemd"];
 /// history checked by the same rules.
 const CI_CHAOS_SEED: u64 = 1311;
 
+/// The alert rules `promtool check rules` checks.
+const ALERT_RULES: &str = "packaging/monitoring/zbs-taskd.rules.yml";
+
 pub fn run() -> Result<()> {
     ensure_packages(TEST_PACKAGES)?;
+    check_alert_rules()?;
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
     let has_rustfmt =
         Command::new(&cargo).args(["fmt", "--version"]).output().is_ok_and(|output| output.status.success());
@@ -56,6 +60,62 @@ pub fn run() -> Result<()> {
         settle_secs: 120,
     })
     .context("the CI chaos run")
+}
+
+/// `promtool check rules` on the shipped alert rules.
+fn check_alert_rules() -> Result<()> {
+    let workspace = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().context("the workspace dir")?;
+    let promtool = promtool()?;
+    let status = Command::new(&promtool)
+        .args(["check", "rules"])
+        .arg(workspace.join(ALERT_RULES))
+        .status()
+        .with_context(|| format!("run {}", promtool.display()))?;
+    if !status.success() {
+        bail!("promtool check rules {ALERT_RULES} failed ({status})");
+    }
+    Ok(())
+}
+
+/// `promtool` from PATH, or from Debian's `prometheus` package unpacked under
+/// `target/tools/prometheus` (`apt-get download` and `dpkg-deb -x`, as any user): installing the
+/// package would also start a Prometheus server, which the tests do not want.
+fn promtool() -> Result<std::path::PathBuf> {
+    if let Ok(output) = Command::new("sh").args(["-c", "command -v promtool"]).output() {
+        let path = String::from_utf8_lossy(&output.stdout).trim().to_string();
+        if output.status.success() && !path.is_empty() {
+            return Ok(path.into());
+        }
+    }
+    let target_dir = std::env::var_os("CARGO_TARGET_DIR").map(std::path::PathBuf::from).unwrap_or_else(|| {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(|root| root.join("target")).unwrap_or_default()
+    });
+    let tools = target_dir.join("tools").join("prometheus");
+    let promtool = tools.join("usr/bin/promtool");
+    if promtool.exists() {
+        return Ok(promtool);
+    }
+    std::fs::create_dir_all(&tools).with_context(|| format!("create {}", tools.display()))?;
+    let download = || Command::new("apt-get").args(["download", "prometheus"]).current_dir(&tools).status();
+    let mut downloaded = download().context("run apt-get download prometheus")?;
+    if !downloaded.success() && is_root() {
+        // The package lists may be missing or stale on a fresh machine.
+        Command::new("apt-get").arg("update").status().context("run apt-get update")?;
+        downloaded = download().context("run apt-get download prometheus")?;
+    }
+    if !downloaded.success() {
+        bail!("apt-get download prometheus failed ({downloaded}): install promtool (Debian's prometheus package)");
+    }
+    let package = std::fs::read_dir(&tools)?
+        .filter_map(|entry| entry.ok().map(|entry| entry.path()))
+        .find(|path| path.extension().is_some_and(|extension| extension == "deb"))
+        .context("apt-get download left no .deb")?;
+    let unpacked = Command::new("dpkg-deb").arg("-x").arg(&package).arg(&tools).status().context("run dpkg-deb")?;
+    if !unpacked.success() || !promtool.exists() {
+        bail!("dpkg-deb -x {} did not give {}", package.display(), promtool.display());
+    }
+    let _ = std::fs::remove_file(&package);
+    Ok(promtool)
 }
 
 /// Installs the missing packages with apt-get when running as root; otherwise says which.

@@ -52,6 +52,16 @@ pub struct Hooks {
     pub on_stage: Option<StageHook>,
 }
 
+/// Told of every request a server answers, for metrics: the daemon counts them, the runtime
+/// only reports. Called on the connection's IO coroutine, so it must be quick and never block.
+pub trait RequestObserver: Send + Sync + 'static {
+    /// A request's handler is about to run (or its refusal to be written).
+    fn started(&self);
+    /// The request was answered: `route` is its registered pattern (`/tasks/{task_id}`), or
+    /// `"unmatched"` for a 404 or 405; `status` the answer's status code.
+    fn finished(&self, method: Method, route: &str, status: u16, elapsed: Duration);
+}
+
 /// An address a server listens on besides its primary one (`ServerConfig::also_listen`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ListenAddress {
@@ -108,6 +118,8 @@ pub struct ServerConfig {
     /// late requests with 503) so that the client gets the response, not a reset.
     pub linger: Duration,
     pub hooks: Hooks,
+    /// Told of every request and its answer (see [`RequestObserver`]).
+    pub observer: Option<Arc<dyn RequestObserver>>,
 }
 
 impl ServerConfig {
@@ -132,7 +144,14 @@ impl ServerConfig {
             write_timeout: Duration::from_secs(30),
             linger: Duration::from_millis(200),
             hooks: Hooks::default(),
+            observer: None,
         }
+    }
+
+    /// Sets the observer told of every request (see [`RequestObserver`]).
+    pub fn observer(mut self, observer: Arc<dyn RequestObserver>) -> ServerConfig {
+        self.observer = Some(observer);
+        self
     }
 
     /// Adds a route run on the IO pool.

@@ -355,18 +355,42 @@ fn read_request(
     }
 }
 
-/// Runs the handler the router finds: on this coroutine, or on the worker pool.
-fn dispatch(mut request: Request, connection: &ConnectionShared, cycle: &Cycle, shared: &Shared) -> Response {
+/// Runs the handler the router finds (see `route_request`), telling the server's observer.
+fn dispatch(request: Request, connection: &ConnectionShared, cycle: &Cycle, shared: &Shared) -> Response {
+    let Some(observer) = &shared.observer else {
+        return route_request(request, connection, cycle, shared, &mut |_| ());
+    };
+    let started = Instant::now();
+    let method = request.method;
+    observer.started();
+    let mut route = String::from("unmatched");
+    let response = route_request(request, connection, cycle, shared, &mut |pattern| route = pattern.to_string());
+    observer.finished(method, &route, response.status(), started.elapsed());
+    response
+}
+
+/// Runs the handler the router finds: on this coroutine, or on the worker pool. `found` is told
+/// the matched route's pattern.
+fn route_request(
+    mut request: Request,
+    connection: &ConnectionShared,
+    cycle: &Cycle,
+    shared: &Shared,
+    found: &mut dyn FnMut(&str),
+) -> Response {
     let lookup_method = request.method;
     let mut lookup = shared.router.lookup(lookup_method, &request.path);
     // HEAD is answered by the GET handler when it has no route of its own; the body is dropped.
     if lookup_method == Method::Head && !matches!(lookup, Lookup::Found { .. }) {
-        if let found @ Lookup::Found { .. } = shared.router.lookup(Method::Get, &request.path) {
-            lookup = found;
+        if let get @ Lookup::Found { .. } = shared.router.lookup(Method::Get, &request.path) {
+            lookup = get;
         }
     }
     let (route, params) = match lookup {
-        Lookup::Found { route, params } => (route, params),
+        Lookup::Found { route, params, pattern } => {
+            found(pattern);
+            (route, params)
+        }
         Lookup::MethodNotAllowed { allowed } => {
             let allow: Vec<&str> = allowed.iter().map(|method| method.as_str()).collect();
             return Response::error(405, &format!("method {} is not allowed on {}", request.method, request.path))

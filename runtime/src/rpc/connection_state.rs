@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-use super::config::ServerConfig;
+use super::config::{RequestObserver, ServerConfig};
 use super::handle::ServerHandle;
 use super::http::{Limits, Method, Response};
 use super::router::Router;
@@ -35,6 +35,7 @@ pub(crate) struct Shared {
     pub(crate) handle: ServerHandle,
     /// The whole answer to a connection past a connection limit, encoded once.
     pub(crate) refusal: Vec<u8>,
+    pub(crate) observer: Option<Arc<dyn RequestObserver>>,
 }
 
 impl Shared {
@@ -60,6 +61,7 @@ impl Shared {
             linger: config.linger,
             handle,
             refusal: Response::error(503, "too many connections").encode(false, false),
+            observer: config.observer.clone(),
         })
     }
 }

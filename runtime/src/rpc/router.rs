@@ -51,6 +51,8 @@ pub(crate) enum Lookup<'a> {
     Found {
         route: &'a Route,
         params: HashMap<String, String>,
+        /// The registered pattern (`/tasks/{task_id}`), a bounded label for metrics.
+        pattern: &'a str,
     },
     /// The path exists, not with this method; the allowed methods go in an `Allow` header.
     MethodNotAllowed {
@@ -139,7 +141,7 @@ impl Router {
             let pattern = &self.patterns[index];
             if pattern.segments.iter().all(|segment| matches!(segment, Segment::Literal(_))) {
                 return match pattern.methods.get(&method) {
-                    Some(route) => Lookup::Found { route, params: HashMap::new() },
+                    Some(route) => Lookup::Found { route, params: HashMap::new(), pattern: &pattern.text },
                     None => Lookup::MethodNotAllowed { allowed: allowed(pattern) },
                 };
             }
@@ -149,7 +151,7 @@ impl Router {
         for pattern in &self.patterns {
             let Some(params) = match_pattern(&pattern.segments, &request_segments) else { continue };
             match pattern.methods.get(&method) {
-                Some(route) => return Lookup::Found { route, params },
+                Some(route) => return Lookup::Found { route, params, pattern: &pattern.text },
                 None => allowed_methods.extend(allowed(pattern)),
             }
         }

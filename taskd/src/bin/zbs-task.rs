@@ -6,9 +6,10 @@ use std::time::Duration;
 
 use clap::Parser;
 use serde_json::Value;
+use taskd::cli::tables::{self, describe, percent};
 use taskd::cli::*;
 use taskd::client::{Client, ClientError};
-use taskd::task::{RuntimeWindow, TaskKind, TaskRecord, TaskState};
+use taskd::task::{RuntimeWindow, TaskRecord, TaskState};
 
 const EXIT_FAILED: u8 = 1;
 const EXIT_USAGE: u8 = 2;
@@ -100,26 +101,20 @@ fn run(cli: &Cli, client: &Client) -> Result<(), Failure> {
                 if cli.json {
                     print_json(&value);
                 } else {
-                    println!(
-                        "{:<16} {:<24} {:>5} {:>5} {:<8} {:<7}",
-                        "NODE", "ADDRESS", "SLOTS", "FREE", "DRAINING", "HEALTHY"
-                    );
-                    for runner in value.get("runners").and_then(Value::as_array).into_iter().flatten() {
-                        println!(
-                            "{:<16} {:<24} {:>5} {:>5} {:<8} {:<7}",
-                            runner["node_id"].as_str().unwrap_or("?"),
-                            runner["address"].as_str().unwrap_or("?"),
-                            runner["slots"],
-                            runner["free_slots"],
-                            runner["draining"],
-                            runner["healthy"]
-                        );
-                    }
+                    println!("{}", tables::runners(&value, cli.output));
                 }
             }
             RunnerCommand::Drain { node_id } => print_value(cli, &client.runner_op(node_id, "drain")?),
             RunnerCommand::Undrain { node_id } => print_value(cli, &client.runner_op(node_id, "undrain")?),
         },
+        Command::Cluster(ClusterCommand::Events { limit }) => {
+            let value = client.leader_events(*limit)?;
+            if cli.json {
+                print_json(&value);
+            } else {
+                println!("{}", tables::events(&value, cli.output));
+            }
+        }
         Command::Cluster(ClusterCommand::Show) => {
             let value = client.cluster()?;
             if cli.json {
@@ -132,14 +127,13 @@ fn run(cli: &Cli, client: &Client) -> Result<(), Failure> {
                 );
                 println!("vip:    {}", value["vip"].as_str().unwrap_or("-"));
                 println!("health: {}", value["health"]["state"].as_str().unwrap_or("?"));
-                println!("{:<16} {:<24} {:>8} {:<7}", "MEMBER", "ADDRESS", "SEQUENCE", "HEALTHY");
-                for member in value["members"].as_array().into_iter().flatten() {
+                println!("{}", tables::members(&value, cli.output));
+                if let Some(stopped) = value["stopped"].as_object() {
                     println!(
-                        "{:<16} {:<24} {:>8} {:<7}",
-                        member["id"].as_str().unwrap_or("?"),
-                        member["address"].as_str().unwrap_or("?"),
-                        member["sequence"],
-                        member["healthy"]
+                        "this node's service is STOPPED: {} (waiting for {}); the leader is {}",
+                        stopped.get("reason").and_then(|reason| reason.as_str()).unwrap_or("?"),
+                        stopped.get("waiting_for").and_then(|waiting| waiting.as_str()).unwrap_or("?"),
+                        value["leader_id"].as_str().unwrap_or("unknown")
                     );
                 }
             }
@@ -207,21 +201,6 @@ fn print_task(cli: &Cli, record: &TaskRecord) {
     }
 }
 
-fn describe(kind: &TaskKind) -> String {
-    match kind {
-        TaskKind::CopyVolume(args) => format!("{} -> {}", args.source.display(), args.destination.display()),
-        TaskKind::Sleep(args) => format!("{} ms{}", args.duration_ms, if args.fail { " (fail)" } else { "" }),
-    }
-}
-
-fn percent(record: &TaskRecord) -> String {
-    match record.progress.bytes_total {
-        0 if record.state == TaskState::Succeeded => "100%".to_string(),
-        0 => "-".to_string(),
-        total => format!("{}%", record.progress.bytes_done * 100 / total),
-    }
-}
-
 fn print_record(record: &TaskRecord) {
     println!("task_id:       {}", record.task_id);
     println!("type:          {}", record.kind.type_name());
@@ -257,22 +236,7 @@ fn print_tasks(cli: &Cli, tasks: &[TaskRecord]) {
     if cli.json {
         print_json(&serde_json::to_value(tasks).unwrap_or_default());
     } else {
-        print_table(tasks);
-    }
-}
-
-fn print_table(tasks: &[TaskRecord]) {
-    println!("{:<36} {:<11} {:<11} {:>5} {:<21} ARGS", "TASK_ID", "TYPE", "STATE", "DONE", "RUNNER");
-    for record in tasks {
-        println!(
-            "{:<36} {:<11} {:<11} {:>5} {:<21} {}",
-            record.task_id,
-            record.kind.type_name(),
-            record.state.as_str(),
-            percent(record),
-            record.runner_addr.as_deref().unwrap_or("-"),
-            describe(&record.kind)
-        );
+        println!("{}", tables::tasks(tasks, cli.output));
     }
 }
 

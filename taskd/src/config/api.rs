@@ -23,6 +23,7 @@ pub(super) struct FileApi {
     max_connections_per_client: Option<usize>,
     header_timeout_ms: Option<u64>,
     listen_also: Option<Vec<IpAddr>>,
+    standby_status: Option<u16>,
 }
 
 /// The validated `[api]` settings.
@@ -44,12 +45,16 @@ pub struct ApiConfig {
     /// More addresses the dispatcher API listens on (bound with `IP_FREEBIND`): a VIP that
     /// another tool moves. The daemon's own VIP needs no entry.
     pub listen_also: Vec<IpAddr>,
+    /// What `GET /leader` answers on a node that does not lead (a load balancer's health check
+    /// finds the leader by it); the leader answers 200.
+    pub standby_status: u16,
 }
 
 impl ApiConfig {
     pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
     pub const DEFAULT_MAX_CONNECTIONS_PER_CLIENT: usize = 64;
     pub const DEFAULT_HEADER_TIMEOUT_MS: u64 = 10_000;
+    pub const DEFAULT_STANDBY_STATUS: u16 = 503;
 
     /// The file's values with the flags over them, checked; the token file is read only when
     /// `read_tokens`.
@@ -86,6 +91,10 @@ impl ApiConfig {
         if !(100..=60_000).contains(&header_timeout_ms) {
             return Err(ConfigError::invalid("api.header_timeout_ms", "must be between 100 and 60000 ms"));
         }
+        let standby_status = cli.api_standby_status.or(file.standby_status).unwrap_or(Self::DEFAULT_STANDBY_STATUS);
+        if !(200..=599).contains(&standby_status) {
+            return Err(ConfigError::invalid("api.standby_status", "must be an HTTP status between 200 and 599"));
+        }
         let tokens = match (&token_file, read_tokens) {
             (Some(path), true) => Some(Arc::new(
                 ApiTokens::read(path).map_err(|error| ConfigError::invalid("api.token_file", error.to_string()))?,
@@ -100,6 +109,7 @@ impl ApiConfig {
             max_connections_per_client,
             header_timeout: Duration::from_millis(header_timeout_ms),
             listen_also,
+            standby_status,
         })
     }
 
@@ -132,6 +142,7 @@ impl Default for ApiConfig {
             max_connections_per_client: Self::DEFAULT_MAX_CONNECTIONS_PER_CLIENT,
             header_timeout: Duration::from_millis(Self::DEFAULT_HEADER_TIMEOUT_MS),
             listen_also: Vec::new(),
+            standby_status: Self::DEFAULT_STANDBY_STATUS,
         }
     }
 }

@@ -27,6 +27,8 @@ pub struct HealthStatus {
     pub bad_streak: u32,
     /// Rounds recorded since the start.
     pub rounds: u64,
+    /// Bad rounds (failed probes, link down) recorded since the start.
+    pub n_bad_rounds: u64,
     /// State changes since the start.
     pub n_changes: u64,
     /// The latest failure reason (kept after recovery, for the operator).
@@ -145,6 +147,7 @@ impl HealthFlag {
             good_streak: hysteresis.good_streak(),
             bad_streak: hysteresis.bad_streak(),
             rounds: hysteresis.rounds(),
+            n_bad_rounds: hysteresis.n_bad_rounds(),
             n_changes: hysteresis.n_changes(),
             last_reason: hysteresis.last_reason().map(str::to_string),
             link_down: hysteresis.link_down().map(str::to_string),

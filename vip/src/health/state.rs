@@ -98,6 +98,7 @@ pub struct Hysteresis {
     good_streak: u32,
     bad_streak: u32,
     rounds: u64,
+    n_bad_rounds: u64,
     n_changes: u64,
     last_reason: Option<String>,
     link_down: Option<String>,
@@ -113,6 +114,7 @@ impl Hysteresis {
             good_streak: 0,
             bad_streak: 0,
             rounds: 0,
+            n_bad_rounds: 0,
             n_changes: 0,
             last_reason: None,
             link_down: None,
@@ -139,6 +141,11 @@ impl Hysteresis {
         self.rounds
     }
 
+    /// Bad samples recorded so far (failed probe rounds, rounds with the link down).
+    pub fn n_bad_rounds(&self) -> u64 {
+        self.n_bad_rounds
+    }
+
     /// State changes so far.
     pub fn n_changes(&self) -> u64 {
         self.n_changes
@@ -163,6 +170,9 @@ impl Hysteresis {
             None => sample,
         };
         self.rounds += 1;
+        if matches!(sample, HealthSample::Bad(_) | HealthSample::Down(_)) {
+            self.n_bad_rounds += 1;
+        }
         match sample {
             HealthSample::Good => {
                 self.count_good();

@@ -49,6 +49,7 @@ mod latency;
 mod load;
 mod machine;
 mod raw_zk;
+mod scrape;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -158,8 +159,23 @@ fn measure(cluster: &Cluster, work: &Path, report: &mut Report) -> Result<()> {
     report.set("backlog_run_per_s", (N_SUBMITS_PER_ROUND * N_THROUGHPUT_ROUNDS) as f64 / backlog.as_secs_f64());
     report.set("rss_mib_after_backlog", rss_mib(leader_pid)?);
 
-    phase("submit-to-running latency at 200/s, after the backlog");
-    latency_phase(cluster, &api, N_LATENCY_SUBMITS, "", report)?;
+    phase("submit-to-running latency at 200/s, after the backlog, /metrics scraped every 100 ms");
+    let metrics_url =
+        format!("http://{}:{}/metrics", cluster.node(leader).address, cluster.node(leader).dispatcher_port);
+    let stop_scraping = std::sync::atomic::AtomicBool::new(false);
+    let (latency, scrapes) = std::thread::scope(|scope| {
+        let scraper = scope.spawn(|| scrape::scrape_until(&metrics_url, &stop_scraping));
+        let latency = latency_phase(cluster, &api, N_LATENCY_SUBMITS, "", report);
+        stop_scraping.store(true, std::sync::atomic::Ordering::Release);
+        let scrapes = scraper.join().unwrap_or_else(|_| Err(anyhow::anyhow!("the scraper panicked")));
+        (latency, scrapes)
+    });
+    latency?;
+    let mut scrapes = scrapes?;
+    report.set("metrics_scrape_ms_p50", percentile(&mut scrapes.durations_ms, 0.5));
+    report.set("metrics_scrape_ms_p99", percentile(&mut scrapes.durations_ms, 0.99));
+    report.set("metrics_scrapes", scrapes.durations_ms.len() as f64);
+    report.set("metrics_families", scrapes.n_families as f64);
     report.set("rss_mib_after_latency", rss_mib(leader_pid)?);
 
     phase("cache show and list");

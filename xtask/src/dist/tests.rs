@@ -30,6 +30,8 @@ fn payload_has_the_install_layout() {
             "usr/share/bash-completion/completions/zbs-taskd",
             "usr/share/fish/vendor_completions.d/zbs-taskd.fish",
             "usr/share/man/man1/zbs-taskd.1",
+            "usr/share/zbs-taskd/monitoring/zbs-taskd-dashboard.json",
+            "usr/share/zbs-taskd/monitoring/zbs-taskd.rules.yml",
             "usr/share/zsh/vendor-completions/_zbs-taskd",
         ]
     );

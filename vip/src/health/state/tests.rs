@@ -138,3 +138,16 @@ fn sample_helpers() {
         assert_eq!(HealthState::from_u8(state.to_u8()), state);
     }
 }
+
+#[test]
+fn bad_rounds_are_counted_across_recoveries_and_link_downs() {
+    let mut model = Hysteresis::new(2, 2);
+    feed(&mut model, &bad("no echo from 10.0.1.2"), 3);
+    feed(&mut model, &HealthSample::Good, 4);
+    feed(&mut model, &bad("no echo from 10.0.1.3"), 1);
+    assert_eq!(model.n_bad_rounds(), 4, "bad streaks end, the count does not");
+    model.set_link_down(Some("carrier lost".to_string()));
+    feed(&mut model, &HealthSample::Good, 2);
+    assert_eq!(model.n_bad_rounds(), 6, "a good probe with the link down is a bad round");
+    assert_eq!(model.rounds(), 10);
+}
