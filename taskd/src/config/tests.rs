@@ -236,3 +236,15 @@ fn the_runner_lease_is_a_third_of_the_session_timeout_or_the_configured_one() {
     let from_flag = Config::from_toml_without_secrets("session_timeout_ms = 6000", &flag).expect("valid");
     assert_eq!(from_flag.runner_lease(), Duration::from_millis(900));
 }
+
+#[test]
+fn a_vip_needs_a_session_timeout_long_enough_for_its_fence() {
+    let vip = "[vip]\naddress = \"10.0.0.100/24\"\ninterface = \"eth0\"\n";
+    parse(&format!("session_timeout_ms = 4000\n{vip}")).expect("the netns tests' session fits the fence");
+    parse("session_timeout_ms = 2000").expect("without a VIP there is no fence to fit");
+    let message = error_text(parse(&format!("session_timeout_ms = 3000\n{vip}")));
+    assert!(message.contains("session_timeout_ms") && message.contains("fence"), "{message}");
+    parse(&format!("session_timeout_ms = 3000\n{vip}sync_interval_ms = 500\n")).expect("a shorter renewal fits");
+    let message = error_text(parse(&format!("session_timeout_ms = 4000\n{vip}sync_interval_ms = 2000\n")));
+    assert!(message.contains("vip.sync_interval_ms"), "{message}");
+}

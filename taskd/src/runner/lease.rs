@@ -90,6 +90,15 @@ impl RunnerLease {
         lease_holds(contact, session_id, effective_lease(self.lease, session_timeout), Instant::now())
     }
 
+    /// The send time of the latest answered probe on `session_id`; `None` when the latest contact
+    /// is another session's (the leader's VIP fence counts only its own session's contact).
+    pub fn contact_of(&self, session_id: i64) -> Option<Instant> {
+        match *self.contact.lock() {
+            Some((contact_session, at)) if contact_session == session_id => Some(at),
+            _ => None,
+        }
+    }
+
     /// Until when a task claimed with `session_id` could do IO by the latest confirmed contact:
     /// that contact plus the lease, or `None` when the latest contact is another session's.
     pub fn valid_until(&self, session_id: i64, session_timeout: Duration) -> Option<Instant> {
