@@ -369,13 +369,21 @@ fn sigkill_moves_the_vip_after_the_session_and_a_restart_removes_the_leftover() 
         );
         let holders = cluster.vip_holders()?;
         ensure!(holders == [new], "the killed leader's VIP did not lapse by itself: {holders:?}");
+        // The sampler looks every 50 ms: wait until it has seen the new holder too.
+        cluster.wait_until(WAIT, "the VIP sampler seeing the new holder", || {
+            cluster.holder_sampler().samples_since(killed_at).iter().any(|sample| sample.seen.contains(&new))
+        })?;
         let samples = cluster.holder_sampler().samples_since(killed_at);
         let last_old = samples.iter().rposition(|sample| sample.seen.contains(&old));
         let first_new = samples.iter().position(|sample| sample.seen.contains(&new));
+        let at = |index: Option<usize>| index.map(|index| samples[index].at.duration_since(killed_at));
         ensure!(
             matches!((last_old, first_new), (Some(last_old), Some(first_new)) if last_old < first_new),
-            "the killed leader's VIP was still there when {} took it",
-            cluster.node(new).node_id
+            "the killed leader's VIP was last seen {:?} after the kill, {}'s first {:?} ({} samples)",
+            at(last_old),
+            cluster.node(new).node_id,
+            at(first_new),
+            samples.len()
         );
         eprintln!(
             "sigkill: VIP on {} {:.0} ms after the kill",
