@@ -72,25 +72,22 @@ impl VipSet {
     }
 }
 
-/// What `vip show` answers: the VIP served now, where it comes from, and both sources.
+/// What `vip show` answers: the VIP served now (on a follower, the leader's, read fresh from the
+/// store: `VipServer::shown`), where it comes from, and both sources.
 fn vip_json(vip: &VipServer) -> serde_json::Value {
     let base = vip.base_config();
-    let (stored, store_error) = match vip.store().map(|store| store.read()) {
-        Some(Ok(stored)) => (stored, None),
-        Some(Err(error)) => (None, Some(error.to_string())),
-        None => (None, None),
-    };
-    let config = vip.config();
+    let shown = vip.shown();
+    let config = &shown.config;
     let source = if config.address == base.address && config.interface == base.interface { "config" } else { "stored" };
     serde_json::json!({
-        "address": vip.vip().to_string(),
+        "address": shown.address(),
         "interface": config.interface,
-        "label": vip.label(),
+        "label": config.effective_label().unwrap_or_default(),
         "source": source,
         "held": vip.is_active(),
         "configured": { "address": base.address, "interface": base.interface },
-        "stored": stored,
-        "store_error": store_error,
+        "stored": shown.stored,
+        "store_error": shown.store_error,
     })
 }
 

@@ -501,7 +501,25 @@ impl Config {
         if let Some(vip) = &self.vip {
             vip.validate().map_err(|error| ConfigError::Invalid { key: "vip", message: error.to_string() })?;
         }
+        self.check_vip_fence()?;
         Ok(())
+    }
+
+    /// The VIP's fence rule (`vip::FenceRule`; ARCHITECTURE.md, `vip`), with a `[vip]` only: the
+    /// VIP's kernel lifetime ends by the last confirmed contact (the runner's lease probe, every
+    /// quarter of the lease) plus S - 1.25 s, and a live leader renews it every
+    /// `vip.sync_interval_ms` before it lapses.
+    fn check_vip_fence(&self) -> Result<(), ConfigError> {
+        let Some(vip) = &self.vip else { return Ok(()) };
+        let rule = vip::FenceRule {
+            session_timeout: self.session_timeout,
+            contact_probe_interval: self.runner_lease() / 4,
+            renew_interval: vip.sync_interval(),
+        };
+        rule.check().map_err(|message| {
+            let key = if vip.sync_interval_ms == 1_000 { "session_timeout_ms" } else { "vip.sync_interval_ms" };
+            ConfigError::invalid(key, message)
+        })
     }
 
     /// The address peers probe and clients reach the dispatcher at.

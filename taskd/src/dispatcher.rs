@@ -3,7 +3,10 @@
 //! *publishes* the data network's health in an atomic flag and wakes the server's loop at once
 //! when the health turns bad; `ConfigVIP`/`SyncVIP` bind the VIP on start and keep it bound
 //! (re-added if someone removed it, re-announced) every `sync_interval_ms`. VIP failures are
-//! reported to the server's loop with the error's policy (permanent or transient). The
+//! reported to the server's loop with the error's policy (permanent or transient). The VIP is
+//! fenced for the term (`vip_fence`, set by the server before the dispatcher starts): every
+//! `ConfigVIP`/`SyncVIP` renews its kernel lifetime up to the runner's last confirmed contact on
+//! the leading session plus the fence's window, so a frozen leader's VIP lapses by itself. The
 //! dispatcher never stops, joins or drops the server: the server's loop decides that, on its own
 //! thread. Stopping the dispatcher releases the VIP.
 //!
@@ -24,6 +27,8 @@ use parking_lot::Mutex;
 use runtime::{ThreadContext, TimerHandle};
 use vip::health::{HealthFlag, HealthState, Subscription};
 use vip::{Retarget, VipRetry, VipServer, VipStoreError, VipVerdict};
+
+use crate::runner::lease::RunnerLease;
 
 pub use scheduler::{SchedulerHandle, SchedulerSetup};
 
@@ -299,6 +304,25 @@ fn refresh_stored_vip(vip: &VipServer) -> vip::VipResult<()> {
             Ok(())
         }
     }
+}
+
+/// The VIP's fence for a term that leads on `session` (see `vip::VipServer::set_fence`): the
+/// runner's latest confirmed contact on that very session (a later session's contact proves
+/// nothing of this term's election node) plus the fence's window for the session timeout the
+/// server granted, or the configured one if shorter. Without a session or a runner the fence
+/// never opens: the VIP is not held, and the VIP loop's failures make the leader step down.
+pub fn vip_fence(
+    lease: Option<Arc<RunnerLease>>,
+    session: Option<&quorum::ZkSession>,
+    configured_session_timeout: Duration,
+) -> vip::HoldUntil {
+    let (Some(lease), Some(session)) = (lease, session) else {
+        tracing::error!("no runner or no session for the vip's fence: the vip cannot be held in this term");
+        return Arc::new(|| None);
+    };
+    let session_id = session.session_id();
+    let window = vip::fence_window(configured_session_timeout.min(session.session_timeout()));
+    Arc::new(move || lease.contact_of(session_id).map(|contact| contact + window))
 }
 
 /// Releases the VIP; idempotent, logged.

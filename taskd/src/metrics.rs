@@ -501,6 +501,7 @@ impl Metrics {
             vip::VipError::ArpBroadcastFailed { .. } => "garp",
             vip::VipError::Interface(_) => "interface",
             vip::VipError::Socket { .. } => "socket",
+            vip::VipError::Fenced(_) => "fenced",
         };
         self.vip_errors.get_or_create(&KindLabels { kind: kind.to_string() }).inc();
     }
@@ -531,7 +532,7 @@ pub const SERVICE_STATES: &[&str] = &["running", "stopping", "stopped"];
 pub const STOP_REASONS: &[&str] = &["requested", "network_failure", "vip_failure", "dispatcher_failed"];
 
 /// The kinds of `zbs_taskd_vip_errors_total` (see `Metrics::vip_error`).
-pub const VIP_ERROR_KINDS: &[&str] = &["bad_request", "not_found", "netlink", "garp", "interface", "socket"];
+pub const VIP_ERROR_KINDS: &[&str] = &["bad_request", "not_found", "netlink", "garp", "interface", "socket", "fenced"];
 
 /// The states of `zbs_taskd_runners`.
 pub const RUNNER_STATES: &[&str] = &["up", "draining"];

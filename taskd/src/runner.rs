@@ -272,6 +272,12 @@ impl TaskRunner {
         Ok(TaskRunner { inner, context, registration_timer: Mutex::new(Some(timer)) })
     }
 
+    /// The runner's lease: its latest confirmed contact with ZooKeeper, which the leader's VIP
+    /// fence also counts from.
+    pub fn lease(&self) -> Arc<RunnerLease> {
+        self.inner.lease.clone()
+    }
+
     /// `POST /api/v1/runner/execute`: claims the task and starts it; answers at once.
     pub fn execute(&self, task_id: &str) -> Result<serde_json::Value, RunnerRefusal> {
         let inner = &self.inner;

@@ -710,6 +710,12 @@ impl Inner {
             }
         };
         let report_unusable = self.dispatcher_failure_reporter();
+        if let Some(vip) = &self.vip {
+            // This term's fence, before the dispatcher binds the VIP.
+            let lease = self.runner.lock().as_ref().map(|runner| runner.lease());
+            let session = self.quorum.session();
+            vip.set_fence(Some(crate::dispatcher::vip_fence(lease, session.as_deref(), self.config.session_timeout)));
+        }
         let failure = match TaskDispatcher::start(
             self.health.clone(),
             self.published_health.clone(),
@@ -1063,7 +1069,9 @@ impl DispatcherAccess for Access {
         match self.inner.upgrade() {
             Some(inner) => {
                 let mut status = status_json(&inner);
-                status["vip"] = serde_json::json!(inner.vip.as_ref().map(|vip| vip.vip().to_string()));
+                // Fresh from the store on a follower too (`VipServer::shown`), never the VIP this
+                // node held before the last `vip set`.
+                status["vip"] = serde_json::json!(inner.vip.as_ref().map(|vip| vip.shown().address()));
                 status["stopped_nodes"] = match inner.quorum.session() {
                     Some(session) => serde_json::json!(crate::stopped_service::read_stopped_nodes(&session)),
                     None => serde_json::json!([]),

@@ -14,10 +14,13 @@ use anyhow::{bail, ensure, Context, Result};
 mod bad_vip_config;
 mod cluster_status;
 mod listening;
+mod vip_fence;
 mod vip_ipv6;
 mod vip_set;
 
-use tests::netns::{health_invalid, skip_reason, NetnsCluster, NetnsClusterBuilder, Signal};
+use tests::netns::{
+    health_invalid, ip, skip_reason, NetnsCluster, NetnsClusterBuilder, Signal, MANAGEMENT_INTERFACE, VIP, VIP_PREFIX,
+};
 
 /// Generous bound for anything that should happen "soon" on a busy 2-core machine.
 const WAIT: Duration = Duration::from_secs(20);
@@ -342,8 +345,10 @@ fn whole_outage_recovery_keeps_the_vip_on_the_leader() {
     });
 }
 
-/// (f): SIGKILL of the leader leaves its VIP behind; another node takes the VIP once the session
-/// has expired, and the dead node's leftover goes when its daemon starts again.
+/// (f): SIGKILL of the leader cannot release its VIP; its fence (a kernel address lifetime) removes
+/// it before another node takes the VIP once the session has expired. A leftover VIP without a
+/// lifetime (from a daemon of before the fence, or added by hand) goes when the daemon starts
+/// again.
 #[test]
 fn sigkill_moves_the_vip_after_the_session_and_a_restart_removes_the_leftover() {
     with_cluster("sigkill", NetnsCluster::builder(), |cluster| {
@@ -363,9 +368,22 @@ fn sigkill_moves_the_vip_after_the_session_and_a_restart_removes_the_leftover() 
             cluster.session_timeout()
         );
         let holders = cluster.vip_holders()?;
+        ensure!(holders == [new], "the killed leader's VIP did not lapse by itself: {holders:?}");
+        // The sampler looks every 50 ms: wait until it has seen the new holder too.
+        cluster.wait_until(WAIT, "the VIP sampler seeing the new holder", || {
+            cluster.holder_sampler().samples_since(killed_at).iter().any(|sample| sample.seen.contains(&new))
+        })?;
+        let samples = cluster.holder_sampler().samples_since(killed_at);
+        let last_old = samples.iter().rposition(|sample| sample.seen.contains(&old));
+        let first_new = samples.iter().position(|sample| sample.seen.contains(&new));
+        let at = |index: Option<usize>| index.map(|index| samples[index].at.duration_since(killed_at));
         ensure!(
-            holders.contains(&old),
-            "the killed leader's namespace should still hold its leftover VIP: {holders:?}"
+            matches!((last_old, first_new), (Some(last_old), Some(first_new)) if last_old < first_new),
+            "the killed leader's VIP was last seen {:?} after the kill, {}'s first {:?} ({} samples)",
+            at(last_old),
+            cluster.node(new).node_id,
+            at(first_new),
+            samples.len()
         );
         eprintln!(
             "sigkill: VIP on {} {:.0} ms after the kill",
@@ -373,6 +391,11 @@ fn sigkill_moves_the_vip_after_the_session_and_a_restart_removes_the_leftover() 
             moved_after.as_secs_f64() * 1000.0
         );
 
+        // A permanent leftover, as a daemon without the fence leaves it.
+        let vip = format!("{VIP}/{VIP_PREFIX}");
+        let label = format!("{MANAGEMENT_INTERFACE}:vip");
+        let namespace = &cluster.node(old).namespace;
+        ip(&["-n", namespace, "addr", "add", &vip, "dev", MANAGEMENT_INTERFACE, "label", &label])?;
         let restarted_at = Instant::now();
         cluster.restart(old)?;
         cluster.wait_until(WAIT, "the restarted node removing its leftover VIP", || {

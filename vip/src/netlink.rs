@@ -11,9 +11,10 @@ use std::os::fd::AsRawFd;
 use std::time::Duration;
 
 use netlink_packet_core::{
-    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REQUEST,
+    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REPLACE,
+    NLM_F_REQUEST,
 };
-use netlink_packet_route::address::{AddressAttribute, AddressFlags, AddressMessage, AddressScope};
+use netlink_packet_route::address::{AddressAttribute, AddressFlags, AddressMessage, AddressScope, CacheInfo};
 use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkLayerType, LinkMessage};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
@@ -136,23 +137,32 @@ impl RouteSocket {
     }
 
     /// Adds `vip` to the interface, an IPv4 one with `label`, an IPv6 one without duplicate
-    /// address detection (usable at once); `Ok(false)` when the kernel already has it.
-    pub(crate) fn add_address(&mut self, index: u32, vip: VipAddress, label: &str) -> io::Result<bool> {
-        let mut request = address_request(index, vip);
-        if vip.ip.is_ipv4() {
-            request.attributes.push(AddressAttribute::Label(label.to_string()));
-        } else {
-            request.attributes.push(AddressAttribute::Flags(AddressFlags::Nodad));
-        }
-        if let Some(broadcast) = vip.broadcast() {
-            request.attributes.push(AddressAttribute::Broadcast(broadcast));
-        }
+    /// address detection (usable at once); `Ok(false)` when the kernel already has it. With a
+    /// `lifetime` (whole seconds, at least 1) the kernel deletes the address by itself once it
+    /// lapses (the fence, `fence.rs`); without one it is permanent.
+    pub(crate) fn add_address(
+        &mut self,
+        index: u32,
+        vip: VipAddress,
+        label: &str,
+        lifetime: Option<u32>,
+    ) -> io::Result<bool> {
+        let request = vip_request(index, vip, label, lifetime);
         let flags = NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL;
         match self.transact(RouteNetlinkMessage::NewAddress(request), flags) {
             Ok(_) => Ok(true),
             Err(error) if error.raw_os_error() == Some(libc::EEXIST) => Ok(false),
             Err(error) => Err(error),
         }
+    }
+
+    /// Sets the lifetime of `vip`, which must be on the interface, anew from now (`NLM_F_REPLACE`:
+    /// the kernel restarts the address's age). The kernel creates an absent address all the same,
+    /// so the caller renews only a VIP it has just found; everything but the lifetime is sent as
+    /// `add_address` sends it, so nothing else changes.
+    pub(crate) fn renew_address(&mut self, index: u32, vip: VipAddress, label: &str, lifetime: u32) -> io::Result<()> {
+        let request = vip_request(index, vip, label, Some(lifetime));
+        self.transact(RouteNetlinkMessage::NewAddress(request), NLM_F_ACK | NLM_F_REPLACE).map(drop)
     }
 
     /// Deletes `vip` (that address with that prefix) from the interface; `Ok(false)` when absent.
@@ -220,6 +230,28 @@ impl RouteSocket {
             }
         }
     }
+}
+
+/// The VIP as `add_address` and `renew_address` send it.
+fn vip_request(index: u32, vip: VipAddress, label: &str, lifetime: Option<u32>) -> AddressMessage {
+    let mut request = address_request(index, vip);
+    if vip.ip.is_ipv4() {
+        request.attributes.push(AddressAttribute::Label(label.to_string()));
+    } else {
+        request.attributes.push(AddressAttribute::Flags(AddressFlags::Nodad));
+    }
+    if let Some(broadcast) = vip.broadcast() {
+        request.attributes.push(AddressAttribute::Broadcast(broadcast));
+    }
+    if let Some(seconds) = lifetime {
+        // Preferred as long as valid: an address past its preferred lifetime is deprecated, and an
+        // IPv4 one whose preferred lifetime is infinite is not even scheduled for its expiry.
+        let mut cache_info = CacheInfo::default();
+        cache_info.ifa_valid = seconds.max(1);
+        cache_info.ifa_preferred = seconds.max(1);
+        request.attributes.push(AddressAttribute::CacheInfo(cache_info));
+    }
+    request
 }
 
 fn address_request(index: u32, vip: VipAddress) -> AddressMessage {

@@ -9,7 +9,7 @@
 //! garp_burst = 5                     # gratuitous ARPs sent back to back on takeover
 //! garp_second_burst_after_ms = 5000  # a second burst this long after takeover; 0 = none
 //! garp_refresh_ms = 3000             # one more every this long while leader; 0 = none
-//! sync_interval_ms = 1000            # how often the leader calls `sync_vip`
+//! sync_interval_ms = 1000            # how often the leader calls `sync_vip` (and renews the VIP)
 //! transient_failure_limit = 5        # failed calls in a row before the leader steps down
 //! retry_backoff_ms = 100             # first retry delay, doubled up to sync_interval_ms
 //! ```
@@ -50,7 +50,8 @@ pub struct VipConfig {
     #[serde(default = "default_garp_refresh_ms")]
     pub garp_refresh_ms: u64,
     /// How often the leader's dispatcher calls `sync_vip`, in milliseconds (default 1000). It is
-    /// also the granularity of the second burst and of the refresh.
+    /// also the granularity of the second burst and of the refresh, and the renewal interval of a
+    /// fenced VIP's lifetime (`FenceRule`: it must fit the session timeout).
     #[serde(default = "default_sync_interval_ms")]
     pub sync_interval_ms: u64,
     /// Transient failures in a row after which the leader steps down (default 5).

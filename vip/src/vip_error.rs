@@ -11,7 +11,7 @@
 //!   dispatcher), and never comes back as leader with the same configuration: holding the
 //!   election node with a VIP it cannot bind would make the cluster unreachable.
 //! - **Transient** errors — [`VipError::NetLink`], [`VipError::ArpBroadcastFailed`],
-//!   [`VipError::Socket`], [`VipError::Interface`]. The caller retries with back-off
+//!   [`VipError::Socket`], [`VipError::Interface`], [`VipError::Fenced`]. The caller retries with back-off
 //!   ([`VipRetry`]); when `transient_failure_limit` calls in a row fail, the leader steps down
 //!   (releasing the VIP first) so that a healthy node can take over. A node that stepped down
 //!   for a transient error may become leader again later.
@@ -62,6 +62,11 @@ pub enum VipError {
     /// while this node was leader, or lost its address in the VIP's subnet. Transient.
     #[error("interface: {0}")]
     Interface(String),
+    /// The VIP is fenced (`VipServer::set_fence`) and the fence grants no lifetime now: no
+    /// confirmed contact with ZooKeeper in this term, or the last one is too old. Nothing was added
+    /// or renewed; a VIP already there lapses by itself. Transient.
+    #[error("fenced: {0}")]
+    Fenced(String),
     /// A netlink or packet socket could not be opened or configured. Transient, unless refused
     /// for lack of privilege.
     #[error("socket: {context}: {source}")]
@@ -81,7 +86,7 @@ impl VipError {
         match self {
             VipError::BadRequest(_) | VipError::NotFound(_) => true,
             VipError::NetLink { source, .. } | VipError::Socket { source, .. } => is_privilege_error(source),
-            VipError::ArpBroadcastFailed { .. } | VipError::Interface(_) => false,
+            VipError::ArpBroadcastFailed { .. } | VipError::Interface(_) | VipError::Fenced(_) => false,
         }
     }
 

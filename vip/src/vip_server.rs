@@ -20,6 +20,18 @@
 //! - A node that starts, or that is not leader, calls [`VipServer::remove_leftover`]: after a
 //!   `kill -9` the address stays on the interface, and two nodes would answer for it.
 //!
+//! # The fence
+//!
+//! A holder that is frozen (SIGSTOP, a stall) or dead calls nothing, so `clean_vip` cannot be
+//! what removes its VIP before a successor takes it. The leader therefore sets a fence
+//! ([`VipServer::set_fence`]) for its term: the VIP is added, and renewed by every `config_vip`
+//! and `sync_vip`, with a kernel lifetime that ends by the fence's deadline (last confirmed contact
+//! with ZooKeeper plus a window, `fence.rs`), and is neither added nor renewed once the deadline
+//! is under a second away ([`VipError::Fenced`]). The kernel deletes a VIP nobody renews. A
+//! renewal is one `RTM_NEWADDR` with `NLM_F_REPLACE` on the VIP just found on the interface; it
+//! sends no announcement. A VIP that lapsed on a live leader (its renewals delayed) is missing at
+//! the next `sync_vip`, which adds it back and announces it like any missing VIP.
+//!
 //! # The VIP is a secondary address
 //!
 //! `config_vip` requires the interface to have another address whose subnet contains the
@@ -68,6 +80,7 @@ use std::time::Instant;
 
 use parking_lot::Mutex;
 
+use crate::fence::lifetime_until;
 use crate::garp::{announcement_frame, AnnounceSchedule, PacketSocket};
 use crate::netlink::{Address, Link, RouteSocket};
 use crate::vip_config::{VipAddress, VipConfig};
@@ -92,6 +105,29 @@ pub struct SyncReport {
     pub re_added: bool,
     /// Gratuitous ARP frames sent by this call.
     pub arp_frames_sent: u32,
+}
+
+/// Until when this node may hold the VIP, asked right before every add and renewal of a fenced
+/// VIP: the last confirmed contact of the leading session plus the fence's window
+/// ([`crate::fence_window`]); `None` when there is no such contact.
+pub type HoldUntil = Arc<dyn Fn() -> Option<Instant> + Send + Sync>;
+
+/// What a node reports as the VIP ([`VipServer::shown`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShownVip {
+    /// The VIP held (by a leader) or served by the leader (as a follower knows it).
+    pub config: VipConfig,
+    /// The stored VIP as read (None: nothing stored, or unreadable).
+    pub stored: Option<StoredVip>,
+    /// Why the store could not be read, when it could not.
+    pub store_error: Option<String>,
+}
+
+impl ShownVip {
+    /// The VIP's address with its prefix, as the kernel writes it (`10.0.0.100/24`).
+    pub fn address(&self) -> String {
+        self.config.vip().map(|vip| vip.to_string()).unwrap_or_else(|_| self.config.address.clone())
+    }
 }
 
 /// The VIP service of one node. See the module documentation.
@@ -145,6 +181,34 @@ struct Inner {
     active: bool,
     /// The interface does not speak ARP, and that was logged once.
     no_arp_logged: bool,
+    /// The fence of the current term (`set_fence`); `None`: the VIP is added without a lifetime.
+    hold_until: Option<HoldUntil>,
+    /// `config_vip` found the fence closed: the term's first add is `sync_vip`'s.
+    awaiting_fence: bool,
+}
+
+impl Inner {
+    /// The lifetime the VIP gets if added or renewed now: `None` when unfenced (permanent), the
+    /// whole seconds left before the fence's deadline otherwise, or [`VipError::Fenced`] when
+    /// under a second is left. Asked immediately before the request, so that only a stall between
+    /// this and the kernel's handling of it can stretch the deadline (`FENCE_MARGIN`).
+    fn lifetime(&self, vip: VipAddress) -> VipResult<Option<u32>> {
+        let Some(hold_until) = &self.hold_until else { return Ok(None) };
+        let now = Instant::now();
+        match hold_until() {
+            Some(until) => match lifetime_until(until, now) {
+                Some(seconds) => Ok(Some(seconds)),
+                None => Err(VipError::Fenced(format!(
+                    "{vip} not added or renewed: the last confirmed contact with ZooKeeper is too old \
+                     ({} ms past the fence's deadline)",
+                    now.saturating_duration_since(until).as_millis()
+                ))),
+            },
+            None => Err(VipError::Fenced(format!(
+                "{vip} not added or renewed: no confirmed contact with ZooKeeper in this term"
+            ))),
+        }
+    }
 }
 
 impl VipServer {
@@ -172,6 +236,8 @@ impl VipServer {
                 schedule,
                 active: false,
                 no_arp_logged: false,
+                hold_until: None,
+                awaiting_fence: false,
             }),
             store: None,
             poller: None,
@@ -186,6 +252,19 @@ impl VipServer {
         self.poller = Some(StorePoller::start(store.clone(), self.base.sync_interval()));
         self.store = Some(store);
         self
+    }
+
+    /// Fences the VIP from now on (see `fence.rs`): every add and renewal gives it a kernel
+    /// lifetime that ends by what `hold_until` answers, and none happens when it answers `None` or
+    /// less than a second ahead ([`VipError::Fenced`], transient). The leader sets it at the start
+    /// of each term, before `config_vip`; `None` goes back to a permanent VIP.
+    pub fn set_fence(&self, hold_until: Option<HoldUntil>) {
+        self.inner.lock().hold_until = hold_until;
+    }
+
+    /// Whether the VIP is fenced (`set_fence`).
+    pub fn is_fenced(&self) -> bool {
+        self.inner.lock().hold_until.is_some()
     }
 
     /// The store of the run-time VIP, when there is one.
@@ -285,6 +364,43 @@ impl VipServer {
         self.retarget(&desired).map_err(VipStoreError::Vip)
     }
 
+    /// What this node reports as the VIP (`vip show`, `cluster show`), read fresh: while it holds
+    /// the VIP, the one it holds; otherwise the one a leader serves, which is the stored VIP as
+    /// ZooKeeper holds it now (the poller's latest answer when ZooKeeper cannot be read now), or
+    /// the file's. A follower's own target changes only when it takes over, so reporting that one
+    /// would name the VIP of before the last `vip set`. A stored VIP that is not valid is ignored,
+    /// as the leader ignores it. Blocks on ZooKeeper: not for the leader's VIP loop.
+    pub fn shown(&self) -> ShownVip {
+        let read = self.store.as_ref().map(|store| match store.read() {
+            Ok(stored) => {
+                if let Some(poller) = &self.poller {
+                    poller.record(stored.clone());
+                }
+                Ok(stored)
+            }
+            Err(VipStoreError::Corrupt(message)) => Err(message),
+            Err(error) => match self.poller.as_ref().and_then(StorePoller::latest) {
+                Some(Ok(stored)) => Ok(stored),
+                _ => Err(error.to_string()),
+            },
+        });
+        let (stored, store_error) = match read {
+            Some(Ok(stored)) => (stored, None),
+            Some(Err(error)) => (None, Some(error)),
+            None => (None, None),
+        };
+        let config = if self.is_active() || store_error.is_some() {
+            self.config()
+        } else {
+            match &stored {
+                Some(stored) if stored.validate(&self.base).is_ok() => stored.apply_to(&self.base),
+                Some(_) => self.config(),
+                None => self.base.clone(),
+            }
+        };
+        ShownVip { config, stored, store_error }
+    }
+
     /// Whether `config`'s VIP could be taken on this node now, changing nothing: valid, its
     /// interface exists with an address in the VIP's subnet, and its address is not there with
     /// another prefix. The errors `config_vip` would report ([`VipError::BadRequest`],
@@ -337,6 +453,7 @@ impl VipServer {
             return Ok(Retarget::Changed);
         }
         inner.active = false;
+        inner.awaiting_fence = false;
         inner.schedule.stop();
         let removed = old.delete(&mut inner)?;
         *self.target.write() = new_target.clone();
@@ -410,6 +527,7 @@ impl VipServer {
     pub fn clean_vip(&self) -> VipResult<bool> {
         let mut inner = self.inner.lock();
         inner.active = false;
+        inner.awaiting_fence = false;
         inner.schedule.stop();
         let target = self.target();
         let removed = target.delete(&mut inner)?;
@@ -426,6 +544,7 @@ impl VipServer {
     pub fn remove_leftover(&self) -> VipResult<bool> {
         let mut inner = self.inner.lock();
         inner.active = false;
+        inner.awaiting_fence = false;
         inner.schedule.stop();
         let target = self.target();
         let mut removed = target.delete(&mut inner)?;
@@ -488,12 +607,24 @@ impl Target {
             return Err(VipError::NotFound(self.no_subnet_message()));
         }
         let presence = if present {
+            self.renew(inner, &link)?;
             VipPresence::AlreadyPresent
         } else {
-            self.add(inner, &link)?;
+            if let Err(error) = self.add(inner, &link) {
+                if matches!(error, VipError::Fenced(_)) && !inner.active {
+                    // The term has begun but its fence is not open yet (no contact confirmed on
+                    // the leading session so far): `sync_vip` adds the VIP, with the takeover
+                    // burst, once it opens.
+                    inner.active = true;
+                    inner.awaiting_fence = true;
+                    inner.schedule.start();
+                }
+                return Err(error);
+            }
             tracing::info!(vip = %self.vip, interface = %self.config.interface, label = %self.label, "VIP added");
             VipPresence::Added
         };
+        inner.awaiting_fence = false;
         if !inner.active {
             inner.active = true;
             inner.schedule.start();
@@ -518,12 +649,21 @@ impl Target {
         if !self.has_subnet_address(&addresses) {
             return Err(VipError::Interface(self.no_subnet_message()));
         }
-        if !present {
+        if present {
+            // A renewal only: no announcement beyond what the schedule has due.
+            self.renew(inner, &link)?;
+        } else if inner.awaiting_fence {
+            self.add(inner, &link)?;
+            inner.awaiting_fence = false;
+            tracing::info!(vip = %self.vip, %interface, label = %self.label, "VIP added once its fence opened");
+        } else {
             self.add(inner, &link)?;
             tracing::warn!(
                 vip = %self.vip,
                 %interface,
-                "the VIP was missing from the interface (removed by someone else?); re-added it"
+                fenced = inner.hold_until.is_some(),
+                "the VIP was missing from the interface (removed by someone else, or its lifetime lapsed while \
+                 this leader could not renew it); re-added it"
             );
             report.re_added = true;
             inner.schedule.start();
@@ -584,7 +724,8 @@ impl Target {
 
     fn add(&self, inner: &mut Inner, link: &Link) -> VipResult<()> {
         let context = format!("add {} to {}", self.vip, self.config.interface);
-        match inner.netlink.add_address(link.index, self.vip, &self.label) {
+        let lifetime = inner.lifetime(self.vip)?;
+        match inner.netlink.add_address(link.index, self.vip, &self.label, lifetime) {
             Ok(_) => Ok(()),
             Err(error) if error.raw_os_error() == Some(libc::ENODEV) => Err(VipError::Interface(format!(
                 "interface {} disappeared while the VIP was being added",
@@ -593,6 +734,27 @@ impl Target {
             Err(error) if error.raw_os_error() == Some(libc::EINVAL) => Err(VipError::BadRequest(format!(
                 "the kernel refused {} with label {:?} on {}: {error}",
                 self.vip, self.label, self.config.interface
+            ))),
+            Err(error) => Err(VipError::netlink(context)(error)),
+        }
+    }
+
+    /// Renews a fenced VIP just found on the interface: its lifetime starts anew (nothing else
+    /// changes, nothing is announced). Nothing to do for an unfenced one.
+    fn renew(&self, inner: &mut Inner, link: &Link) -> VipResult<()> {
+        if inner.hold_until.is_none() {
+            return Ok(());
+        }
+        let context = format!("renew {} on {}", self.vip, self.config.interface);
+        let Some(lifetime) = inner.lifetime(self.vip)? else { return Ok(()) };
+        match inner.netlink.renew_address(link.index, self.vip, &self.label, lifetime) {
+            Ok(()) => {
+                tracing::trace!(vip = %self.vip, lifetime_s = lifetime, "VIP renewed");
+                Ok(())
+            }
+            Err(error) if error.raw_os_error() == Some(libc::ENODEV) => Err(VipError::Interface(format!(
+                "interface {} disappeared while the VIP was being renewed",
+                self.config.interface
             ))),
             Err(error) => Err(VipError::netlink(context)(error)),
         }

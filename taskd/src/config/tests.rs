@@ -263,3 +263,15 @@ fn the_retry_back_off_has_defaults_file_values_flags_and_named_errors() {
         assert!(message.contains(key), "{text:?} gave {message:?}, which does not name {key}");
     }
 }
+
+#[test]
+fn a_vip_needs_a_session_timeout_long_enough_for_its_fence() {
+    let vip = "[vip]\naddress = \"10.0.0.100/24\"\ninterface = \"eth0\"\n";
+    parse(&format!("session_timeout_ms = 4000\n{vip}")).expect("the netns tests' session fits the fence");
+    parse("session_timeout_ms = 2000").expect("without a VIP there is no fence to fit");
+    let message = error_text(parse(&format!("session_timeout_ms = 3000\n{vip}")));
+    assert!(message.contains("session_timeout_ms") && message.contains("fence"), "{message}");
+    parse(&format!("session_timeout_ms = 3000\n{vip}sync_interval_ms = 500\n")).expect("a shorter renewal fits");
+    let message = error_text(parse(&format!("session_timeout_ms = 4000\n{vip}sync_interval_ms = 2000\n")));
+    assert!(message.contains("vip.sync_interval_ms"), "{message}");
+}

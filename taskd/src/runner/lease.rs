@@ -103,6 +103,15 @@ impl RunnerLease {
         };
         IoCheck { allowed: lease_holds(contact, session_id, lease, now), until }
     }
+
+    /// The send time of the latest answered probe on `session_id`; `None` when the latest contact
+    /// is another session's (the leader's VIP fence counts only its own session's contact).
+    pub fn contact_of(&self, session_id: i64) -> Option<Instant> {
+        match *self.contact.lock() {
+            Some((contact_session, at)) if contact_session == session_id => Some(at),
+            _ => None,
+        }
+    }
 }
 
 /// What one IO check found (see [`RunnerLease::check_io`]).

@@ -16,6 +16,7 @@ use super::{assert_no_crash, with_cluster, TAKEOVER_BURST, WAIT};
 const SET_VIP: Ipv4Addr = Ipv4Addr::new(10, 213, 1, 101);
 const VIP_PATH: &str = "/api/v2/task_center/vip";
 const SET_PATH: &str = "/api/v2/task_center/vip/set";
+const CLUSTER_PATH: &str = "/api/v2/task_center/cluster";
 
 #[test]
 fn a_vip_set_through_the_api_moves_at_once_survives_failover_and_refuses_bad_input() {
@@ -36,13 +37,19 @@ fn a_vip_set_through_the_api_moves_at_once_survives_failover_and_refuses_bad_inp
         eprintln!("vip set: {SET_VIP} on the leader {:.0} ms after the request", moved_after.as_secs_f64() * 1000.0);
         ensure!(moved_after < Duration::from_secs(3), "the leader took {moved_after:?} to move to the set VIP");
 
-        // Any node shows it (a follower reads the store).
+        // Any node shows it (a follower reads the store): as the VIP served, not only as the
+        // stored one, in `vip show` and in `cluster show`.
         let (status, shown) = cluster.http("GET", &cluster.api_url(follower, VIP_PATH), None)?;
         ensure!(status == 200, "show answered {status}: {shown}");
         ensure!(
             shown["stored"]["address"] == format!("{SET_VIP}/24") && shown["held"] == false,
             "a follower shows {shown}"
         );
+        ensure!(
+            shown["address"] == format!("{SET_VIP}/24") && shown["source"] == "stored",
+            "a follower shows the old VIP as the one served: {shown}"
+        );
+        ensure_cluster_view_shows(cluster, follower, SET_VIP)?;
         // A follower does not change the VIP: it names the leader.
         let (status, answer) = cluster.http("POST", &cluster.api_url(follower, SET_PATH), Some(&body))?;
         ensure!(status == 421, "a follower answered the set with {status}: {answer}");
@@ -117,8 +124,28 @@ fn a_vip_set_through_the_api_moves_at_once_survives_failover_and_refuses_bad_inp
         ensure!(status == 200 && answer["source"] == "config", "clear answered {status}: {answer}");
         wait_only_holder(cluster, VIP, new)?;
         ensure!(cluster.address_holders(SET_VIP)?.is_empty(), "the cleared VIP is still held");
+        let follower = (new + 1) % cluster.n_nodes();
+        let (_, shown) = cluster.http("GET", &cluster.api_url(follower, VIP_PATH), None)?;
+        ensure!(
+            shown["address"] == format!("{VIP}/24") && shown["source"] == "config",
+            "after the clear a follower shows {shown}"
+        );
+        ensure_cluster_view_shows(cluster, follower, VIP)?;
         assert_no_crash(cluster)
     });
+}
+
+/// `cluster show` on `node` names `address` (with the netns cluster's /24) as the VIP.
+fn ensure_cluster_view_shows(cluster: &NetnsCluster, node: usize, address: Ipv4Addr) -> Result<()> {
+    let (status, view) = cluster.http("GET", &cluster.api_url(node, CLUSTER_PATH), None)?;
+    ensure!(status == 200, "cluster show answered {status}: {view}");
+    ensure!(
+        view["vip"] == format!("{address}/24"),
+        "{} shows the VIP {} in `cluster show`, not {address}/24",
+        cluster.node(node).node_id,
+        view["vip"]
+    );
+    Ok(())
 }
 
 fn wait_only_holder(cluster: &NetnsCluster, address: Ipv4Addr, node: usize) -> Result<()> {

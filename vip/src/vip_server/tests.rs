@@ -322,6 +322,96 @@ fn gratuitous_arp_bursts_and_refreshes() {
     assert_garps(&capture.frames(quiet), 0, "after clean");
 }
 
+/// The valid lifetime the kernel shows for the VIP (`None`: absent; `Some(None)`: forever).
+fn vip_valid_lifetime(lab: &Lab) -> Option<Option<u32>> {
+    let output = Command::new("ip")
+        .args(["-n", &lab.namespace, "-4", "-o", "addr", "show", "dev", "zbsv0"])
+        .output()
+        .expect("run ip");
+    let text = String::from_utf8_lossy(&output.stdout);
+    let line = text.lines().find(|line| line.contains("10.214.0.100/"))?;
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let at = words.iter().position(|word| *word == "valid_lft")?;
+    let value = words.get(at + 1)?;
+    Some(value.strip_suffix("sec").and_then(|seconds| seconds.parse().ok()))
+}
+
+#[test]
+fn a_fenced_vip_is_renewed_without_announcing_lapses_by_itself_and_is_never_added_past_its_fence() {
+    let Some(lab) = Lab::create("fenced_vip") else {
+        return;
+    };
+    // Only the takeover bursts: every other announcement would be a renewal's.
+    let mut config = config();
+    config.garp_second_burst_after_ms = 0;
+    config.garp_refresh_ms = 0;
+    let server = lab.server(config).expect("server");
+    let capture = lab.capture();
+    let quiet = Duration::from_millis(200);
+    let deadline = std::sync::Arc::new(parking_lot::Mutex::new(None::<Instant>));
+    let read = deadline.clone();
+    server.set_fence(Some(std::sync::Arc::new(move || *read.lock())));
+    let set = |from_now: Option<Duration>| *deadline.lock() = from_now.map(|delay| Instant::now() + delay);
+
+    // No contact in this term: nothing is added.
+    let error = expect_error(server.config_vip(), "Fenced");
+    assert!(matches!(error, VipError::Fenced(_)) && !error.is_permanent(), "{error}");
+    assert!(lab.vip_lines().is_empty(), "{:?}", lab.addresses());
+
+    // The term has begun: once the fence opens, the next sync adds the VIP with the whole seconds
+    // left before the fence, and sends the takeover burst.
+    set(Some(Duration::from_millis(2_900)));
+    let report = server.sync_vip().expect("sync_vip adds once the fence opens");
+    assert!(report.active && report.arp_frames_sent == 5, "{report:?}");
+    assert_eq!(vip_valid_lifetime(&lab), Some(Some(2)), "{:?}", lab.addresses());
+    assert_eq!(capture.frames(quiet).len(), 5, "the takeover burst");
+    assert_eq!(server.config_vip().expect("config_vip"), VipPresence::AlreadyPresent);
+    assert!(capture.frames(quiet).is_empty(), "a repeated config_vip announced the VIP");
+
+    // Renewed: the lifetime starts anew, nothing is announced.
+    std::thread::sleep(Duration::from_millis(1_100));
+    set(Some(Duration::from_millis(3_900)));
+    let report = server.sync_vip().expect("sync_vip renews");
+    assert!(report.active && !report.re_added && report.arp_frames_sent == 0, "{report:?}");
+    assert_eq!(vip_valid_lifetime(&lab), Some(Some(3)), "{:?}", lab.addresses());
+    assert!(capture.frames(quiet).is_empty(), "a renewal announced the VIP");
+
+    // The fence closes (no fresh contact): no renewal, and the kernel drops the VIP by itself
+    // within its lifetime and one second of slack.
+    set(Some(Duration::from_millis(500)));
+    let closed_at = Instant::now();
+    expect_error(server.sync_vip(), "Fenced");
+    while !lab.vip_lines().is_empty() {
+        assert!(closed_at.elapsed() < Duration::from_secs(6), "the VIP did not lapse: {:?}", lab.addresses());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let lapsed_after = closed_at.elapsed();
+    assert!(lapsed_after >= Duration::from_millis(2_500), "lapsed after {lapsed_after:?}, before its lifetime");
+    eprintln!("fenced_vip: the VIP lapsed {} ms after its last renewal", lapsed_after.as_millis());
+    // While the fence stays closed, a sync never brings it back.
+    expect_error(server.sync_vip(), "Fenced");
+    assert!(lab.vip_lines().is_empty(), "{:?}", lab.addresses());
+
+    // Fresh contact again (a live leader whose renewals were late): re-added and announced.
+    set(Some(Duration::from_millis(2_500)));
+    let report = server.sync_vip().expect("sync_vip re-adds");
+    assert!(report.re_added, "{report:?}");
+    assert_eq!(capture.frames(quiet).len(), 5, "the burst after the re-add");
+    assert_eq!(vip_valid_lifetime(&lab), Some(Some(2)));
+
+    // Released: gone, and an open fence does not bring it back.
+    assert!(server.clean_vip().expect("clean_vip"));
+    set(Some(Duration::from_secs(10)));
+    assert!(!server.sync_vip().expect("sync after clean").active);
+    assert!(lab.vip_lines().is_empty(), "{:?}", lab.addresses());
+
+    // Unfenced: permanent, as before.
+    server.set_fence(None);
+    server.config_vip().expect("config_vip unfenced");
+    assert_eq!(vip_valid_lifetime(&lab), Some(None), "{:?}", lab.addresses());
+    server.clean_vip().expect("clean_vip");
+}
+
 /// The message of an error of the expected kind; fails the test otherwise.
 fn expect_error<T: std::fmt::Debug>(result: VipResult<T>, kind: &str) -> VipError {
     let error = match result {
@@ -332,6 +422,7 @@ fn expect_error<T: std::fmt::Debug>(result: VipResult<T>, kind: &str) -> VipErro
         VipError::BadRequest(_) => kind == "BadRequest",
         VipError::NotFound(_) => kind == "NotFound",
         VipError::Interface(_) => kind == "Interface",
+        VipError::Fenced(_) => kind == "Fenced",
         _ => false,
     };
     assert!(matches, "expected {kind}, got {error:?}");
