@@ -17,6 +17,7 @@ pub mod reentry;
 pub mod run_log;
 pub mod runner;
 pub mod runner_client;
+pub mod state_lock;
 pub mod supervisor;
 pub mod task;
 pub mod task_db;

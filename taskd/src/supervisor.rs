@@ -4,6 +4,9 @@
 //! failure: it joins, drops, and builds a fresh server once this node's health is valid again
 //! and the re-entry back-off has passed). The process never exits for a network failure unless
 //! `on_network_failure = "exit"` and the exit counter says systemd would not give up on it.
+//! Before all that it takes the state directory's lock (`state_lock`) and keeps it to the end:
+//! a second daemon on the same state directory exits 1 at once, and every server it builds knows
+//! it is its node's only live incarnation.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,6 +17,7 @@ use vip::health::HealthMonitor;
 use crate::config::{Config, NetworkFailureAction};
 use crate::notify::Notifier;
 use crate::reentry::ReentryBackoff;
+use crate::state_lock::{SoleIncarnation, StateDirLock};
 use crate::task_server::{StopReason, TaskServer};
 
 /// Exit code after a network failure in exit mode (`EX_TEMPFAIL`): not a crash, no core.
@@ -54,6 +58,18 @@ impl Supervisor {
             tracing::error!(state_dir = %self.config.state_dir.display(), %error, "cannot create the state directory");
             return EXIT_START_FAILURE;
         }
+        // First, before anything that acts for this node: one daemon per state directory, and
+        // the proof that the previous incarnation is dead (see `state_lock`).
+        let state_lock = match StateDirLock::acquire(&self.config.state_dir) {
+            Ok(lock) => lock,
+            Err(error) => {
+                tracing::error!(%error, "cannot take the state directory's lock; not starting");
+                eprintln!("zbs-taskd: {error}");
+                return EXIT_START_FAILURE;
+            }
+        };
+        tracing::info!(lock = %state_lock.path().display(), "state directory locked for this process's life");
+        let incarnation = state_lock.sole_incarnation();
         crate::run_log::install(&self.config.state_dir);
         let health = match HealthMonitor::start(&self.config.health, self.config.data_address) {
             Ok(monitor) => Arc::new(monitor),
@@ -64,7 +80,7 @@ impl Supervisor {
         };
         let mut first_start = true;
         loop {
-            let server = match self.start_server(&health) {
+            let server = match self.start_server(&health, incarnation) {
                 Ok(server) => server,
                 Err(error) if first_start => {
                     tracing::error!(error = %error, "cannot start the task server");
@@ -140,8 +156,12 @@ impl Supervisor {
         }
     }
 
-    fn start_server(&self, health: &Arc<HealthMonitor>) -> Result<TaskServer, crate::task_server::ServerError> {
-        let server = TaskServer::new(self.config.clone(), health.clone(), self.notifier.clone())?;
+    fn start_server(
+        &self,
+        health: &Arc<HealthMonitor>,
+        incarnation: SoleIncarnation,
+    ) -> Result<TaskServer, crate::task_server::ServerError> {
+        let server = TaskServer::new(self.config.clone(), health.clone(), self.notifier.clone(), incarnation)?;
         server.initialize()?;
         server.start()?;
         Ok(server)

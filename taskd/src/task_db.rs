@@ -54,8 +54,8 @@ use layout::{child_reply_bytes, owner_path, request_path, task_path, DB_ROOT, RE
 pub use error::{DbError, Result};
 pub use filter::ListFilter;
 pub use owner::{
-    claim, decode_owner_of, owner_match, owner_of, release, watch_owner, watch_owner_presence, Owner, OwnerInfo,
-    OwnerMatch,
+    claim, decode_owner_of, is_previous_incarnations, owner_match, owner_of, release, remove_stale_owners, watch_owner,
+    watch_owner_presence, Owner, OwnerInfo, OwnerMatch,
 };
 pub use records::{decode_read, read_record, write_record, CorruptRecord};
 pub use requests::{create_task_with_request, read_request, RequestNode, SubmitBody};

@@ -43,6 +43,7 @@ use crate::fresh_members::FreshMembers;
 use crate::notify::Notifier;
 use crate::runner::{RunnerConfig, TaskRunner};
 use crate::runner_client::RunnerClient;
+use crate::state_lock::SoleIncarnation;
 
 /// The election path of the Task Center's quorum.
 pub const QUORUM_PATH: &str = "/zbs/taskd/quorum";
@@ -119,6 +120,7 @@ pub struct TaskServer {
     health_subscription: Mutex<Option<Subscription>>,
     initialized: AtomicBool,
     _worker_pool: Arc<WorkerPool>,
+    incarnation: SoleIncarnation,
 }
 
 impl TaskServer {
@@ -127,6 +129,7 @@ impl TaskServer {
         config: Arc<Config>,
         health_monitor: Arc<HealthMonitor>,
         notifier: Notifier,
+        incarnation: SoleIncarnation,
     ) -> Result<TaskServer, ServerError> {
         let member = MemberInfo {
             id: config.node_id.clone(),
@@ -136,7 +139,10 @@ impl TaskServer {
             data_address: Some(config.data_address.to_string()),
         };
         let zk = ZkConfig::new(config.zookeeper_hosts.clone(), config.session_timeout);
-        let quorum_server = QuorumServer::new(QuorumConfig::new(zk, QUORUM_PATH, member))?;
+        // The state directory's lock proves that an election node of this node id with another
+        // session is a dead incarnation's: it is deleted at once, not left to its session's expiry.
+        let quorum_server =
+            QuorumServer::new(QuorumConfig::new(zk, QUORUM_PATH, member).with_stale_own_nodes_removed(true))?;
         let worker_pool = WorkerPool::with_default_size("taskd-workers")?;
         let runner_client = RunnerClient::new(config.api.sent_token())?;
         // Sockets of the VIP server belong to this thread's network namespace: the supervisor's.
@@ -198,6 +204,7 @@ impl TaskServer {
             health_subscription: Mutex::new(None),
             initialized: AtomicBool::new(false),
             _worker_pool: worker_pool,
+            incarnation,
         })
     }
 
@@ -267,6 +274,9 @@ impl TaskServer {
                 max_bytes_per_s: config.tasks.copy_max_bytes_per_s,
             },
             lease: config.runner_lease(),
+            // The proof that no other live process has this node id: owner nodes of this node
+            // id held by another session are dead, deleted before the runner registers.
+            sole_incarnation: Some(self.incarnation),
         };
         let health = self.inner.health.clone();
         match TaskRunner::start(runner_config, self.inner.quorum.clone(), move || health.is_valid()) {
