@@ -13,6 +13,7 @@ mod error;
 mod event;
 pub mod member;
 mod server;
+pub mod takeover;
 pub mod zk;
 
 pub use cluster::{QuorumCluster, QuorumHandle};

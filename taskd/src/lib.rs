@@ -9,6 +9,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod copy_volume;
+pub mod crash_watch;
 pub mod dispatcher;
 pub mod fresh_members;
 pub mod logging;

@@ -11,7 +11,10 @@
 //! # Shutdown
 //! `stop(reason)` runs once, from any thread (the supervisor for a signal, the loop itself for a
 //! network failure), and each stage is logged with its duration:
-//! 1. RPC servers stop listening (established connections are still served);
+//! 1. the member announces leaving (`quorum::takeover`), then the RPC servers stop listening
+//!    (established connections are still served); when the announcement fails they listen until
+//!    stage 8, so a live member's port never refuses while its election node could be taken
+//!    for a crashed one's (`crash_watch`);
 //! 2. the VIP is released, before the quorum is left, so the next leader never fights for it;
 //! 3. the quorum is left: the leader steps down and gives up its election node, so the next
 //!    leader is elected through ZooKeeper's watch while this node still drains;
@@ -38,6 +41,7 @@ use vip::VipServer;
 use crate::api::{dispatcher_routes, runner_routes, CopyRules, DispatcherAccess};
 use crate::config::Config;
 use crate::copy_volume::CopySettings;
+use crate::crash_watch::CrashWatch;
 use crate::dispatcher::{release_vip, NetworkHealthFlag, SchedulerHandle, SchedulerSetup, TaskDispatcher, VipFailure};
 use crate::fresh_members::FreshMembers;
 use crate::notify::Notifier;
@@ -110,6 +114,8 @@ struct Inner {
     stop_started: Mutex<Option<Instant>>,
     last_published_health: Mutex<Option<bool>>,
     warned_no_healthy_peer: AtomicBool,
+    /// The crash detector (`crash_watch`): asked to stop in stage 1, joined when dropped.
+    crash_watch: Mutex<Option<CrashWatch>>,
 }
 
 /// The Task Center service of one process.
@@ -194,6 +200,7 @@ impl TaskServer {
                 stop_started: Mutex::new(None),
                 last_published_health: Mutex::new(None),
                 warned_no_healthy_peer: AtomicBool::new(false),
+                crash_watch: Mutex::new(None),
                 config,
             }
         });
@@ -227,6 +234,13 @@ impl TaskServer {
         }
         self.start_runner();
         self.quorum_server.initialize(Handler { inner: self.inner.clone() })?;
+        // After the listeners: a member's port listens before its election node can exist.
+        match CrashWatch::start(self.inner.quorum.clone()) {
+            Ok(watch) => *self.inner.crash_watch.lock() = Some(watch),
+            Err(error) => {
+                tracing::error!(%error, "cannot start the crash detector; a crashed leader waits for its session")
+            }
+        }
         let mut timers = self.timers.lock();
         let poller = self.inner.clone();
         timers.push(TimerHandle::new(
@@ -327,6 +341,7 @@ impl Drop for TaskServer {
         self.inner.stop(StopReason::Requested);
         self.health_subscription.lock().take();
         self.timers.lock().clear();
+        drop(self.inner.crash_watch.lock().take());
         if let Err(error) = self.quorum_server.join() {
             tracing::error!(%error, "task server loop did not join");
         }
@@ -373,10 +388,23 @@ impl Inner {
         self.notifier.status(&format!("stopping: {reason:?}"));
         *self.stop_reason.lock() = Some(reason);
         let started = Instant::now();
-        for server in &self.rpc_servers {
-            server.stop_listening();
+        if let Some(watch) = self.crash_watch.lock().as_ref() {
+            watch.request_stop();
         }
-        log_stage(1, "rpc servers stopped listening", started);
+        // A port closes only after the leaving marker exists, so that no peer's crash detector
+        // takes the refusals of this live process for a crash (`crash_watch`'s `# Safety`).
+        match self.quorum.announce_leaving() {
+            Ok(_) => {
+                for server in &self.rpc_servers {
+                    server.stop_listening();
+                }
+                log_stage(1, "leaving announced; rpc servers stopped listening", started);
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot announce leaving: the rpc servers listen until everything has stopped");
+                log_stage(1, "rpc servers still listening (leaving not announced)", started);
+            }
+        }
         let started = Instant::now();
         match &self.vip {
             Some(vip) => {

@@ -225,23 +225,33 @@ pub fn is_previous_incarnations(owner: &Owner, node_id: &str, own_session: i64) 
 
 /// Deletes every owner node that names runner `node_id` under another session than `session`'s
 /// (see `runner`'s `# Restart`: only with the proof that no other live process has this node
-/// id); returns how many went. Reads are pipelined in batches; each delete is conditional on
-/// the version read, so a node re-created meanwhile stays.
+/// id); returns how many went.
 pub fn remove_stale_owners(session: &ZkSession, node_id: &str) -> Result<usize> {
+    let own_session = session.session_id();
+    remove_owners_where(session, |owner| is_previous_incarnations(owner, node_id, own_session))
+}
+
+/// Deletes every owner node held by `dead_session`, a session whose process is proven dead (the
+/// crash detector took its election node over); returns how many went.
+pub fn remove_owners_of_session(session: &ZkSession, dead_session: i64) -> Result<usize> {
+    remove_owners_where(session, |owner| owner.session_id == dead_session)
+}
+
+/// Deletes the owner nodes `doomed` picks. Reads are pipelined in batches; each delete is
+/// conditional on the version read, so a node re-created meanwhile stays.
+fn remove_owners_where(session: &ZkSession, doomed: impl Fn(&Owner) -> bool) -> Result<usize> {
     let task_names = match session.children(DB_ROOT) {
         Ok(names) => names,
         Err(ZkError::NoNode { .. }) => return Ok(0),
         Err(source) => return Err(DbError::Zk { context: "list the tasks", source }),
     };
-    let own_session = session.session_id();
     let mut n_removed = 0;
     for batch in task_names.chunks(DEFAULT_READ_BATCH) {
         let paths: Vec<String> = batch.iter().map(|name| format!("{DB_ROOT}/{name}/{OWNER_NODE}")).collect();
         let replies = session.get_data_of_each(&paths).map_err(DbError::zk("read the task owners"))?;
         for (path, reply) in paths.iter().zip(replies) {
             let Some((data, stat)) = reply.map_err(DbError::zk("read a task owner"))? else { continue };
-            let owner = decode_owner(path, &data, stat.ephemeral_owner);
-            if !is_previous_incarnations(&owner, node_id, own_session) {
+            if !doomed(&decode_owner(path, &data, stat.ephemeral_owner)) {
                 continue;
             }
             match session.delete(path, Some(stat.version)) {
@@ -249,12 +259,12 @@ pub fn remove_stale_owners(session: &ZkSession, node_id: &str) -> Result<usize> 
                     tracing::info!(
                         path,
                         old_session = format_args!("{:#x}", stat.ephemeral_owner),
-                        "deleted an owner node of this node's previous incarnation"
+                        "deleted the owner node of a dead process"
                     );
                     n_removed += 1;
                 }
                 Err(ZkError::NoNode { .. } | ZkError::BadVersion { .. }) => {}
-                Err(source) => return Err(DbError::Zk { context: "delete a stale owner", source }),
+                Err(source) => return Err(DbError::Zk { context: "delete a dead process's owner node", source }),
             }
         }
     }
