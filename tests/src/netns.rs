@@ -1036,6 +1036,28 @@ impl NetnsCluster {
         kill(Pid::from_raw(child.id() as i32), signal).with_context(|| format!("send {signal} to keepalived"))
     }
 
+    /// Crashes the node's keepalived as a SIGKILL of the whole service would: its child
+    /// processes (VRRP, BFD, checkers) first, so that none hears of its parent's death and says
+    /// goodbye, then the parent, which is reaped; no-op when it does not run. Only the pids this
+    /// fixture started and their children are signalled.
+    pub fn kill_keepalived(&self, node: usize) -> Result<()> {
+        let mut slot = lock(&self.keepalived[node]);
+        let Some(mut child) = slot.take() else { return Ok(()) };
+        let parent = child.id();
+        let children_path = format!("/proc/{parent}/task/{parent}/children");
+        let children: Vec<i32> = fs::read_to_string(&children_path)
+            .unwrap_or_default()
+            .split_whitespace()
+            .filter_map(|pid| pid.parse().ok())
+            .collect();
+        for pid in children {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+        let _ = child.kill();
+        child.wait().with_context(|| format!("reap keepalived on {}", self.nodes[node].spec.node_id))?;
+        Ok(())
+    }
+
     /// Sends `signal` to the node's keepalived and waits (up to 10 s, then SIGKILL) for it to
     /// exit; no-op when it does not run.
     pub fn stop_keepalived(&self, node: usize, signal: Signal) -> Result<()> {
