@@ -58,6 +58,11 @@ const HOLD_POLL: Duration = Duration::from_millis(50);
 /// How long a connect may take before it counts as no answer.
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 
+/// How old the membership the watcher picks its target from may be. It is read from ZooKeeper,
+/// not taken from the election's view: a follower re-reads the members only when its
+/// predecessor changes, so after a hand-over the member now next in line would not know it.
+const MEMBERS_TTL: Duration = Duration::from_millis(250);
+
 /// The pause after a probe that had no answer (the host may be down: nothing to prove fast).
 const NO_ANSWER_PAUSE: Duration = Duration::from_millis(100);
 
@@ -71,7 +76,7 @@ impl CrashWatch {
     /// Starts watching the leader whenever this member is next in line.
     pub fn start(quorum: QuorumHandle) -> std::io::Result<CrashWatch> {
         let stop = Arc::new(AtomicBool::new(false));
-        let watcher = Watcher { quorum, stop: stop.clone() };
+        let watcher = Watcher { quorum, stop: stop.clone(), members: Default::default() };
         let thread = std::thread::Builder::new().name(THREAD_NAME.to_string()).spawn(move || watcher.run())?;
         Ok(CrashWatch { stop, thread: Some(thread) })
     }
@@ -101,6 +106,8 @@ impl Drop for CrashWatch {
 struct Watcher {
     quorum: QuorumHandle,
     stop: Arc<AtomicBool>,
+    /// The members as last read from ZooKeeper, and when.
+    members: std::cell::RefCell<(Vec<Member>, Option<Instant>)>,
 }
 
 impl Watcher {
@@ -137,6 +144,7 @@ impl Watcher {
                 Verdict::Refused => {
                     self.take_over(&target, suspect_since.unwrap_or_else(Instant::now));
                     settled.push(target.node_name.clone());
+                    self.forget_members();
                     probes.clear();
                 }
                 Verdict::Suspect => {
@@ -152,8 +160,20 @@ impl Watcher {
         self.stop.load(Ordering::Acquire)
     }
 
+    /// The member to watch, from a membership at most `MEMBERS_TTL` old (the election's own view
+    /// when ZooKeeper cannot be read).
     fn target(&self) -> Option<Member> {
-        watch_target(&self.quorum.members(), self.quorum.sequence()).cloned()
+        let mut members = self.members.borrow_mut();
+        if members.1.is_none_or(|read_at| read_at.elapsed() >= MEMBERS_TTL) {
+            let fresh = self.quorum.read_members().unwrap_or_else(|_| self.quorum.members());
+            *members = (fresh, Some(Instant::now()));
+        }
+        watch_target(&members.0, self.quorum.sequence()).cloned()
+    }
+
+    /// Makes the next `target` read the membership again (after a take-over).
+    fn forget_members(&self) {
+        self.members.borrow_mut().1 = None;
     }
 
     /// One probe: a connect, and when it is accepted, the connection held until it ends (or the

@@ -767,6 +767,17 @@ impl NetnsCluster {
         vip_holders(&self.address_sockets)
     }
 
+    /// Deletes the VIP from the node's management interface (a crashed keeper's leftover that
+    /// its restart does not clear); no-op when it is not there.
+    pub fn remove_vip_from(&self, node: usize) -> Result<()> {
+        if !self.vip_holders()?.contains(&node) {
+            return Ok(());
+        }
+        let vip = format!("{VIP}/{VIP_PREFIX}");
+        ip(&["-n", &self.nodes[node].spec.namespace, "addr", "del", &vip, "dev", MANAGEMENT_INTERFACE])?;
+        Ok(())
+    }
+
     /// Which nodes' namespaces have the IPv6 `address` on their management interface now.
     pub fn address6_holders(&self, address: std::net::Ipv6Addr) -> Result<Vec<usize>> {
         let wanted = format!("inet6 {address}/");

@@ -90,6 +90,29 @@ fn a_sigkilled_leader_is_replaced_and_its_tasks_rescheduled_before_its_session_e
         );
         let record = wait_state(cluster, new, &task_id, "succeeded", WAIT)?;
         ensure!(record["attempts"] == json!(0), "the crash counted as a failed attempt: {record}");
+
+        // Again, one hand-over later: the member next in line now is one whose predecessor did
+        // not change (its election view is older than the hand-over), and it must watch too.
+        let members = quorum::member::read_members(&zk, taskd::task_server::QUORUM_PATH)?;
+        let second_session = members
+            .iter()
+            .find(|member| member.info.id == cluster.node(new).node_id)
+            .map(|member| member.session_id)
+            .context("the new leader has no election node")?;
+        let killed_again_at = Instant::now();
+        cluster.kill(new)?;
+        let third = cluster.wait_for_new_leader(new, WAIT)?;
+        let elected_again_after = killed_again_at.elapsed();
+        ensure!(third != old, "the dead first leader leads again");
+        ensure!(
+            session_alive(cluster, second_session)?,
+            "the second dead leader's session {second_session:#x} expired before node {third} led"
+        );
+        ensure!(
+            cluster.log(third).contains(TAKEN_OVER),
+            "node {third} did not take the second dead leader's node over"
+        );
+        eprintln!("second SIGKILLed leader: new leader after {} ms", elapsed_ms(elected_again_after));
         eprintln!(
             "SIGKILLed leader: new leader after {} ms, its task claimed again after {} ms (session timeout {} ms)",
             elapsed_ms(elected_after),
