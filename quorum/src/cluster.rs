@@ -172,6 +172,21 @@ impl QuorumHandle {
         let _ = self.shared.sender.unbounded_send(Input::SetHealth(healthy));
     }
 
+    /// Announces that this member is leaving (`takeover`'s marker, with its own session), so
+    /// that no peer takes its refused ports for a crash: call it before closing any port.
+    /// `Ok(false)` when the member has no election node (nothing to protect).
+    pub fn announce_leaving(&self) -> Result<bool, ZkError> {
+        let (Some(session), Some(sequence)) = (self.session(), self.sequence()) else { return Ok(false) };
+        let node_name = crate::takeover::member_node_name(sequence);
+        crate::takeover::announce_leaving(&session, &self.shared.service_path, &node_name)?;
+        Ok(true)
+    }
+
+    /// The service's election path.
+    pub fn service_path(&self) -> &str {
+        &self.shared.service_path
+    }
+
     /// True once the member has left (after `Stopped`).
     pub fn is_stopped(&self) -> bool {
         self.shared.stopped.is_done()

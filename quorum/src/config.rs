@@ -26,6 +26,11 @@ pub struct QuorumConfig {
     pub close_timeout: Duration,
     /// Pause between two attempts after a failed connect or election step.
     pub retry_backoff: Duration,
+    /// The member's id is this process's alone (the daemon holds a lock proving that its
+    /// earlier incarnations are dead): before it creates its election node, election nodes with
+    /// its id and another session are deleted, so a restarted member does not leave its dead
+    /// predecessor's node leading (or ahead in line) until that session expires.
+    pub remove_stale_own_nodes: bool,
 }
 
 impl QuorumConfig {
@@ -40,7 +45,15 @@ impl QuorumConfig {
             step_down_after_disconnect: session_timeout / 3,
             close_timeout: session_timeout,
             retry_backoff: Duration::from_millis(200),
+            remove_stale_own_nodes: false,
         }
+    }
+
+    /// See [`QuorumConfig::remove_stale_own_nodes`]: only for a member whose id no other live
+    /// process can hold.
+    pub fn with_stale_own_nodes_removed(mut self, remove: bool) -> QuorumConfig {
+        self.remove_stale_own_nodes = remove;
+        self
     }
 
     /// Enables or disables priority take-over.

@@ -16,6 +16,11 @@
 //! own (`ephemeralOwner`) and re-evaluates. `Expired` is final: a new session is built and the
 //! member rejoins at the tail, as a follower.
 //!
+//! A restarted member (`QuorumConfig::remove_stale_own_nodes`, given only by a daemon that holds
+//! the proof that its earlier incarnations are dead) deletes the election nodes of its own id and
+//! another session before it creates its own, so a crashed leader's node does not keep leading
+//! until its session expires.
+//!
 //! Everything (session messages, watch firings, requests from other threads) reaches the driver
 //! through one mailbox; helper coroutines that wait on the session state or on a watch only post
 //! to it. The driver cancels each helper it replaces by dropping the helper's cancel sender.
@@ -504,6 +509,9 @@ impl Election {
     }
 
     fn create_own_node(&mut self, session: &ZkSession) -> Result<OwnNode, ZkError> {
+        if self.config.remove_stale_own_nodes {
+            self.remove_stale_own_nodes(session)?;
+        }
         let started = Instant::now();
         let created = session.create_ephemeral_sequential(&self.own_prefix(), &self.member_info.encode())?;
         let own_node = own_node_from(created.path, created.sequence)?;
@@ -517,6 +525,28 @@ impl Election {
         self.shared.set_sequence(Some(own_node.sequence));
         self.own_node = Some(own_node.clone());
         Ok(own_node)
+    }
+
+    /// Deletes the election nodes of this member's id held by other sessions: a dead earlier
+    /// incarnation's (`QuorumConfig::remove_stale_own_nodes`). Any session may delete another's
+    /// ephemeral node; the successor's watch fires as if that member had left.
+    fn remove_stale_own_nodes(&self, session: &ZkSession) -> Result<(), ZkError> {
+        let service_path = &self.config.service_path;
+        let names = session.children(service_path)?;
+        let members = self.read_members(session, sorted_member_nodes(service_path, &names))?;
+        for member in stale_own_members(&members, &self.member_info.id, session.session_id()) {
+            let path = format!("{service_path}/{}", member.node_name);
+            match session.delete(&path, None) {
+                Ok(()) => tracing::warn!(
+                    %path,
+                    old_session = format_args!("{:#x}", member.session_id),
+                    "deleted the election node of this member's previous incarnation"
+                ),
+                Err(ZkError::NoNode { .. }) => {}
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(())
     }
 
     /// Moves the election node to the tail in one multi-op, after stepping down.
@@ -667,11 +697,41 @@ fn sorted_names(names: &[String]) -> Vec<&str> {
     sorted
 }
 
+/// The members that carry `member_id` under a session other than `own_session`.
+pub(crate) fn stale_own_members<'a>(
+    members: &'a [Member],
+    member_id: &'a str,
+    own_session: i64,
+) -> impl Iterator<Item = &'a Member> + 'a {
+    members.iter().filter(move |member| member.info.id == member_id && member.session_id != own_session)
+}
+
 /// Where a leader's step-down clock starts when it learns at `learned_at` that it is
 /// disconnected: its last confirmed contact with ZooKeeper, if any (a leader frozen past its
 /// lease has then already used it up), never later than when it learned.
 pub(crate) fn step_down_clock_start(last_contact: Option<Instant>, learned_at: Instant) -> Instant {
     last_contact.map_or(learned_at, |contact| contact.min(learned_at))
+}
+
+#[cfg(test)]
+mod stale_tests {
+    use super::stale_own_members;
+    use crate::member::{Member, MemberInfo};
+
+    fn member(sequence: i64, id: &str, session_id: i64) -> Member {
+        Member { sequence, node_name: format!("member-{sequence:010}"), session_id, info: MemberInfo::new(id, "a:1") }
+    }
+
+    /// Only this id's nodes of other sessions are a dead incarnation's; its own session's node
+    /// and every other member's stay.
+    #[test]
+    fn only_this_ids_nodes_of_other_sessions_are_stale() {
+        let members =
+            [member(1, "node-1", 10), member(2, "node-2", 11), member(3, "node-1", 12), member(4, "node-1", 13)];
+        let stale: Vec<i64> = stale_own_members(&members, "node-1", 13).map(|member| member.sequence).collect();
+        assert_eq!(stale, vec![1, 3]);
+        assert_eq!(stale_own_members(&members, "node-3", 13).count(), 0);
+    }
 }
 
 #[cfg(test)]

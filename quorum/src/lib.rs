@@ -15,6 +15,7 @@ mod event;
 pub mod member;
 mod server;
 mod shared;
+pub mod takeover;
 pub mod zk;
 
 pub use cluster::{QuorumCluster, QuorumHandle};

@@ -50,6 +50,15 @@
 //! answered `persisted` only once the marker holds its own value, written for it or a later
 //! request of the same value.
 //!
+//! # Restart
+//! A node restarted after a crash finds its previous incarnation's owner nodes still there (their
+//! session lives until it expires, a whole session timeout), so its tasks would look owned that
+//! long. With the state directory's lock (`RunnerConfig::sole_incarnation`), the runner deletes
+//! every owner node that names its node id under another session before it registers with a new
+//! session (`task_db::remove_stale_owners`): the dispatcher's owner watches fire, and the tasks
+//! are `Interrupted` and handed out again at once. The registration of the old session is
+//! replaced the same way (`task_db::register_runner`).
+//!
 //! # Stop
 //! `stop` (stage 6 of the server's shutdown) interrupts every task at its next safe point
 //! (a block of a copy, a step of a sleep), waits for them up to the drain deadline — each
@@ -145,6 +154,9 @@ pub struct RunnerConfig {
     pub lease: Duration,
     /// Where runs are counted (`None` in tests that need no metrics).
     pub metrics: Option<Arc<crate::metrics::Metrics>>,
+    /// With the proof that this process is its node's only live incarnation, owner nodes of
+    /// this node id held by another session are deleted before each registration (`# Restart`).
+    pub sole_incarnation: Option<crate::state_lock::SoleIncarnation>,
 }
 
 /// The drain flag and the count of requests that set it (see `# Drain`): the rule that the
@@ -649,6 +661,26 @@ impl Inner {
         }
     }
 
+    /// See `# Restart`. A failure leaves the old owner nodes to their session's expiry (the
+    /// slow path), and registration goes on.
+    fn remove_stale_owners(&self, session: &ZkSession) {
+        if self.config.sole_incarnation.is_none() {
+            return;
+        }
+        let started = Instant::now();
+        match task_db::remove_stale_owners(session, &self.config.node_id) {
+            Ok(0) => {}
+            Ok(n_removed) => tracing::warn!(
+                n_removed,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "removed the owner nodes of this node's previous incarnation: its tasks are rescheduled now"
+            ),
+            Err(error) => {
+                tracing::warn!(%error, "cannot remove the previous incarnation's owner nodes; they go with its session")
+            }
+        }
+    }
+
     fn register_once(&self) {
         if self.stopping.load(Ordering::Acquire) {
             return;
@@ -672,7 +704,10 @@ impl Inner {
                     Err(error) => Err(error),
                 }
             }
-            _ => task_db::register_runner(&session, &info),
+            _ => {
+                self.remove_stale_owners(&session);
+                task_db::register_runner(&session, &info)
+            }
         };
         match result {
             Ok(version) => {

@@ -14,6 +14,9 @@
 //! (no wait in between); a signal closes them for good, as the process exits.
 //!
 //! The process's `Metrics` are built here, once, and handed to every server and stand-in.
+//! Before all that it takes the state directory's lock (`state_lock`) and keeps it to the end:
+//! a second daemon on the same state directory exits 1 at once, and every server it builds knows
+//! it is its node's only live incarnation.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -26,6 +29,7 @@ use crate::metrics::Metrics;
 use crate::notify::Notifier;
 use crate::reentry::ReentryBackoff;
 use crate::runner_client::RunnerClient;
+use crate::state_lock::{SoleIncarnation, StateDirLock};
 use crate::stopped_service::{StoppedService, Waiting};
 use crate::task_server::{StopReason, TaskServer};
 
@@ -80,6 +84,18 @@ impl Supervisor {
             tracing::error!(state_dir = %self.config.state_dir.display(), %error, "cannot create the state directory");
             return EXIT_START_FAILURE;
         }
+        // First, before anything that acts for this node: one daemon per state directory, and
+        // the proof that the previous incarnation is dead (see `state_lock`).
+        let state_lock = match StateDirLock::acquire(&self.config.state_dir) {
+            Ok(lock) => lock,
+            Err(error) => {
+                tracing::error!(%error, "cannot take the state directory's lock; not starting");
+                eprintln!("zbs-taskd: {error}");
+                return EXIT_START_FAILURE;
+            }
+        };
+        tracing::info!(lock = %state_lock.path().display(), "state directory locked for this process's life");
+        let incarnation = state_lock.sole_incarnation();
         crate::run_log::install(&self.config.state_dir);
         self.read_exit_counter();
         let health = match HealthMonitor::start(&self.config.health, self.config.data_address) {
@@ -93,7 +109,7 @@ impl Supervisor {
         loop {
             // The stand-in gives the ports back right before the new server binds them.
             self.stopped.take();
-            let server = match self.start_server(&health) {
+            let server = match self.start_server(&health, incarnation) {
                 Ok(server) => server,
                 Err(error) if first_start => {
                     tracing::error!(error = %error, "cannot start the task server");
@@ -203,8 +219,18 @@ impl Supervisor {
         }
     }
 
-    fn start_server(&self, health: &Arc<HealthMonitor>) -> Result<TaskServer, crate::task_server::ServerError> {
-        let server = TaskServer::new(self.config.clone(), health.clone(), self.notifier.clone(), self.metrics.clone())?;
+    fn start_server(
+        &self,
+        health: &Arc<HealthMonitor>,
+        incarnation: SoleIncarnation,
+    ) -> Result<TaskServer, crate::task_server::ServerError> {
+        let server = TaskServer::new(
+            self.config.clone(),
+            health.clone(),
+            self.notifier.clone(),
+            self.metrics.clone(),
+            incarnation,
+        )?;
         server.initialize()?;
         server.start()?;
         Ok(server)

@@ -54,14 +54,14 @@ use layout::{child_reply_bytes, owner_path, request_path, task_path, DB_ROOT, RE
 pub use error::{DbError, Result};
 pub use filter::ListFilter;
 pub use owner::{
-    claim, decode_owner_of, owner_match, owner_of, release, watch_owner, watch_owner_presence, Owner, OwnerInfo,
-    OwnerMatch,
+    claim, decode_owner_of, is_previous_incarnations, owner_match, owner_of, release, remove_owners_of_session,
+    remove_stale_owners, watch_owner, watch_owner_presence, Owner, OwnerInfo, OwnerMatch,
 };
 pub use records::{decode_read, read_record, write_record, CorruptRecord};
 pub use requests::{create_task_with_request, read_request, RequestNode, SubmitBody};
 pub use runners::{
-    is_drained, list_runners, read_runners, register_runner, set_drained, unregister_runner, update_runner,
-    watch_runners, RegisteredRunner, RunnerInfo, RunnerList, MAX_RUNNER_BYTES,
+    is_drained, list_runners, read_runners, register_runner, remove_registration_of_session, set_drained,
+    unregister_runner, update_runner, watch_runners, RegisteredRunner, RunnerInfo, RunnerList, MAX_RUNNER_BYTES,
 };
 
 /// A task record with the znode version it was read or written at (for the next fenced write).

@@ -11,7 +11,10 @@
 //! # Shutdown
 //! `stop(reason)` runs once, from any thread (the supervisor for a signal, the loop itself for a
 //! network failure), and each stage is logged with its duration:
-//! 1. RPC servers stop listening (established connections are still served);
+//! 1. the member announces leaving (`quorum::takeover`), then the RPC servers stop listening
+//!    (established connections are still served); when the announcement fails they listen until
+//!    stage 8, so a live member's port never refuses while its election node could be taken
+//!    for a crashed one's (`crash_watch`);
 //! 2. the VIP is released, before the quorum is left, so the next leader never fights for it;
 //! 3. the quorum is left: the leader steps down and gives up its election node, so the next
 //!    leader is elected through ZooKeeper's watch while this node still drains;
@@ -38,12 +41,14 @@ use vip::VipServer;
 use crate::api::{dispatcher_routes, runner_routes, CopyRules, DispatcherAccess};
 use crate::config::Config;
 use crate::copy_volume::CopySettings;
+use crate::crash_watch::CrashWatch;
 use crate::dispatcher::{release_vip, NetworkHealthFlag, SchedulerHandle, SchedulerSetup, TaskDispatcher, VipFailure};
 use crate::fresh_members::FreshMembers;
 use crate::metrics::{zk_state_label, Metrics, TransitionReason, SERVICE_STATES, ZK_STATES};
 use crate::notify::Notifier;
 use crate::runner::{RunnerConfig, TaskRunner};
 use crate::runner_client::RunnerClient;
+use crate::state_lock::SoleIncarnation;
 
 /// The election path of the Task Center's quorum.
 pub const QUORUM_PATH: &str = "/zbs/taskd/quorum";
@@ -135,6 +140,8 @@ struct Inner {
     leader_gauges_at: Mutex<Option<Instant>>,
     /// The VIP's frames already added to `vip_garps_sent`.
     vip_frames_counted: AtomicU64,
+    /// The crash detector (`crash_watch`): asked to stop in stage 1, joined when dropped.
+    crash_watch: Mutex<Option<CrashWatch>>,
 }
 
 /// The Task Center service of one process.
@@ -145,6 +152,7 @@ pub struct TaskServer {
     health_subscription: Mutex<Option<Subscription>>,
     initialized: AtomicBool,
     _worker_pool: Arc<WorkerPool>,
+    incarnation: SoleIncarnation,
 }
 
 impl TaskServer {
@@ -154,6 +162,7 @@ impl TaskServer {
         health_monitor: Arc<HealthMonitor>,
         notifier: Notifier,
         metrics: Arc<Metrics>,
+        incarnation: SoleIncarnation,
     ) -> Result<TaskServer, ServerError> {
         let member = MemberInfo {
             id: config.node_id.clone(),
@@ -163,7 +172,10 @@ impl TaskServer {
             data_address: Some(config.data_address.to_string()),
         };
         let zk = ZkConfig::new(config.zookeeper_hosts.clone(), config.session_timeout);
-        let quorum_server = QuorumServer::new(QuorumConfig::new(zk, QUORUM_PATH, member))?;
+        // The state directory's lock proves that an election node of this node id with another
+        // session is a dead incarnation's: it is deleted at once, not left to its session's expiry.
+        let quorum_server =
+            QuorumServer::new(QuorumConfig::new(zk, QUORUM_PATH, member).with_stale_own_nodes_removed(true))?;
         let worker_pool = WorkerPool::with_default_size("taskd-workers")?;
         let runner_client = RunnerClient::new(config.api.sent_token())?;
         // Sockets of the VIP server belong to this thread's network namespace: the supervisor's.
@@ -224,6 +236,7 @@ impl TaskServer {
                 leader_gauges_at: Mutex::new(None),
                 vip_frames_counted: AtomicU64::new(0),
                 last_loop_tick_ms: AtomicU64::new(crate::run_log::monotonic_ns() / 1_000_000),
+                crash_watch: Mutex::new(None),
                 config,
             }
         });
@@ -234,6 +247,7 @@ impl TaskServer {
             health_subscription: Mutex::new(None),
             initialized: AtomicBool::new(false),
             _worker_pool: worker_pool,
+            incarnation,
         })
     }
 
@@ -256,6 +270,13 @@ impl TaskServer {
         }
         self.start_runner();
         self.quorum_server.initialize(Handler { inner: self.inner.clone() })?;
+        // After the listeners: a member's port listens before its election node can exist.
+        match CrashWatch::start(self.inner.quorum.clone()) {
+            Ok(watch) => *self.inner.crash_watch.lock() = Some(watch),
+            Err(error) => {
+                tracing::error!(%error, "cannot start the crash detector; a crashed leader waits for its session")
+            }
+        }
         let mut timers = self.timers.lock();
         let poller = self.inner.clone();
         timers.push(TimerHandle::new(
@@ -304,6 +325,9 @@ impl TaskServer {
             },
             lease: config.runner_lease(),
             metrics: Some(self.inner.metrics.clone()),
+            // The proof that no other live process has this node id: owner nodes of this node
+            // id held by another session are dead, deleted before the runner registers.
+            sole_incarnation: Some(self.incarnation),
         };
         let health = self.inner.health.clone();
         match TaskRunner::start(runner_config, self.inner.quorum.clone(), move || health.is_valid()) {
@@ -362,6 +386,7 @@ impl Drop for TaskServer {
         self.inner.stop(StopReason::Requested);
         self.health_subscription.lock().take();
         self.timers.lock().clear();
+        drop(self.inner.crash_watch.lock().take());
         if let Err(error) = self.quorum_server.join() {
             tracing::error!(%error, "task server loop did not join");
         }
@@ -431,11 +456,25 @@ impl Inner {
         Metrics::set_state(&self.metrics.service_state, SERVICE_STATES, Some("stopping"));
         *self.stop_reason.lock() = Some(reason);
         let started = Instant::now();
-        for server in &self.rpc_servers {
-            server.stop_listening();
+        if let Some(watch) = self.crash_watch.lock().as_ref() {
+            watch.request_stop();
         }
-        log_stage(1, "rpc servers stopped listening", started);
-        self.listening_stopped.store(true, Ordering::Release);
+        // A port closes only after the leaving marker exists, so that no peer's crash detector
+        // takes the refusals of this live process for a crash (`crash_watch`'s `# Safety`).
+        match self.quorum.announce_leaving() {
+            Ok(_) => {
+                for server in &self.rpc_servers {
+                    server.stop_listening();
+                }
+                log_stage(1, "leaving announced; rpc servers stopped listening", started);
+                // The ports are free for the stopped service's stand-in.
+                self.listening_stopped.store(true, Ordering::Release);
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot announce leaving: the rpc servers listen until everything has stopped");
+                log_stage(1, "rpc servers still listening (leaving not announced)", started);
+            }
+        }
         let started = Instant::now();
         match &self.vip {
             Some(vip) => {

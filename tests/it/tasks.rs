@@ -4,12 +4,16 @@
 //! and bad requests are refused with a 4xx that changes nothing. The submodules run copies at
 //! scale and through failures (`copies`), the operations on running copies (`operations`), the
 //! API's authentication (`auth`), the copies' confinement to their roots (`confinement`), and
-//! exactly once under overlapping faults: runner leases and stale owner nodes (`leases`).
+//! exactly once under overlapping faults: runner leases and stale owner nodes (`leases`), and a
+//! restarted daemon's clean-up after its previous incarnation (`incarnation`), and a crashed
+//! leader replaced at once, never a live one (`crash_takeover`).
 
 mod auth;
 mod confinement;
 mod copies;
+mod crash_takeover;
 mod forwarding;
+mod incarnation;
 mod leases;
 mod operations;
 mod placement;

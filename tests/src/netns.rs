@@ -767,6 +767,17 @@ impl NetnsCluster {
         vip_holders(&self.address_sockets)
     }
 
+    /// Deletes the VIP from the node's management interface (a crashed keeper's leftover that
+    /// its restart does not clear); no-op when it is not there.
+    pub fn remove_vip_from(&self, node: usize) -> Result<()> {
+        if !self.vip_holders()?.contains(&node) {
+            return Ok(());
+        }
+        let vip = format!("{VIP}/{VIP_PREFIX}");
+        ip(&["-n", &self.nodes[node].spec.namespace, "addr", "del", &vip, "dev", MANAGEMENT_INTERFACE])?;
+        Ok(())
+    }
+
     /// Which nodes' namespaces have the IPv6 `address` on their management interface now.
     pub fn address6_holders(&self, address: std::net::Ipv6Addr) -> Result<Vec<usize>> {
         let wanted = format!("inet6 {address}/");
@@ -1034,6 +1045,28 @@ impl NetnsCluster {
         let child =
             slot.as_ref().ok_or_else(|| anyhow!("keepalived does not run on {}", self.nodes[node].spec.node_id))?;
         kill(Pid::from_raw(child.id() as i32), signal).with_context(|| format!("send {signal} to keepalived"))
+    }
+
+    /// Crashes the node's keepalived as a SIGKILL of the whole service would: its child
+    /// processes (VRRP, BFD, checkers) first, so that none hears of its parent's death and says
+    /// goodbye, then the parent, which is reaped; no-op when it does not run. Only the pids this
+    /// fixture started and their children are signalled.
+    pub fn kill_keepalived(&self, node: usize) -> Result<()> {
+        let mut slot = lock(&self.keepalived[node]);
+        let Some(mut child) = slot.take() else { return Ok(()) };
+        let parent = child.id();
+        let children_path = format!("/proc/{parent}/task/{parent}/children");
+        let children: Vec<i32> = fs::read_to_string(&children_path)
+            .unwrap_or_default()
+            .split_whitespace()
+            .filter_map(|pid| pid.parse().ok())
+            .collect();
+        for pid in children {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+        let _ = child.kill();
+        child.wait().with_context(|| format!("reap keepalived on {}", self.nodes[node].spec.node_id))?;
+        Ok(())
     }
 
     /// Sends `signal` to the node's keepalived and waits (up to 10 s, then SIGKILL) for it to

@@ -40,7 +40,7 @@ pub enum Which {
     Copy,
     /// Task Center: submit throughput and latency, cache queries, copy throughput, dispatcher memory.
     Tasks,
-    /// VIP failover in a network-namespace cluster: data link down, silent cut, SIGTERM (root).
+    /// VIP failover in a network-namespace cluster: data link down, silent cut, SIGTERM, crash (root).
     Failover,
     /// Every benchmark above, one after the other (failover only as root with keepalived
     /// installed), then `report`.
@@ -109,9 +109,15 @@ fn failover_unavailable() -> Option<String> {
     if unsafe { libc::geteuid() } != 0 {
         return Some("needs root for its network namespaces".to_string());
     }
-    let keepalived = ["/usr/sbin/keepalived", "/sbin/keepalived", "/usr/bin/keepalived"];
-    if !keepalived.iter().any(|path| std::path::Path::new(path).is_file()) {
-        return Some("keepalived is not installed (`apt-get install keepalived`)".to_string());
+    // As root the benchmark installs keepalived and ping itself; it is skipped only when they
+    // cannot be installed.
+    let missing = failover::ensure_tools();
+    if !missing.is_empty() {
+        return Some(format!(
+            "{} not installed and not installable now (`apt-get install {}`)",
+            missing.join(", "),
+            missing.join(" ")
+        ));
     }
     None
 }

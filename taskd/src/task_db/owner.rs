@@ -8,7 +8,9 @@ use quorum::{ZkError, ZkSession};
 use serde::{Deserialize, Serialize};
 
 use super::error::{DbError, Result};
-use super::layout::{is_valid_node_id, owner_path, task_path, MAX_ADDRESS_LEN};
+use super::layout::{
+    is_valid_node_id, owner_path, task_path, DB_ROOT, DEFAULT_READ_BATCH, MAX_ADDRESS_LEN, OWNER_NODE,
+};
 use crate::task::TaskId;
 
 /// How often `claim` tries when a previous owner comes and goes under it.
@@ -212,6 +214,61 @@ pub fn watch_owner_presence(session: &ZkSession, task_id: &TaskId) -> Result<(bo
     let path = owner_path(task_id);
     let (stat, watch) = session.exists_and_watch(&path).map_err(DbError::zk("watch a task's owner"))?;
     Ok((stat.is_some(), watch))
+}
+
+/// True for an owner node that names runner `node_id` under a session other than `own_session`:
+/// with the proof that this process is its node's only live incarnation, a dead one's.
+/// Undecodable data names nobody and is never judged stale.
+pub fn is_previous_incarnations(owner: &Owner, node_id: &str, own_session: i64) -> bool {
+    owner.session_id != own_session && owner.info.as_ref().is_some_and(|info| info.runner_id == node_id)
+}
+
+/// Deletes every owner node that names runner `node_id` under another session than `session`'s
+/// (see `runner`'s `# Restart`: only with the proof that no other live process has this node
+/// id); returns how many went.
+pub fn remove_stale_owners(session: &ZkSession, node_id: &str) -> Result<usize> {
+    let own_session = session.session_id();
+    remove_owners_where(session, |owner| is_previous_incarnations(owner, node_id, own_session))
+}
+
+/// Deletes every owner node held by `dead_session`, a session whose process is proven dead (the
+/// crash detector took its election node over); returns how many went.
+pub fn remove_owners_of_session(session: &ZkSession, dead_session: i64) -> Result<usize> {
+    remove_owners_where(session, |owner| owner.session_id == dead_session)
+}
+
+/// Deletes the owner nodes `doomed` picks. Reads are pipelined in batches; each delete is
+/// conditional on the version read, so a node re-created meanwhile stays.
+fn remove_owners_where(session: &ZkSession, doomed: impl Fn(&Owner) -> bool) -> Result<usize> {
+    let task_names = match session.children(DB_ROOT) {
+        Ok(names) => names,
+        Err(ZkError::NoNode { .. }) => return Ok(0),
+        Err(source) => return Err(DbError::Zk { context: "list the tasks", source }),
+    };
+    let mut n_removed = 0;
+    for batch in task_names.chunks(DEFAULT_READ_BATCH) {
+        let paths: Vec<String> = batch.iter().map(|name| format!("{DB_ROOT}/{name}/{OWNER_NODE}")).collect();
+        let replies = session.get_data_of_each(&paths).map_err(DbError::zk("read the task owners"))?;
+        for (path, reply) in paths.iter().zip(replies) {
+            let Some((data, stat)) = reply.map_err(DbError::zk("read a task owner"))? else { continue };
+            if !doomed(&decode_owner(path, &data, stat.ephemeral_owner)) {
+                continue;
+            }
+            match session.delete(path, Some(stat.version)) {
+                Ok(()) => {
+                    tracing::info!(
+                        path,
+                        old_session = format_args!("{:#x}", stat.ephemeral_owner),
+                        "deleted the owner node of a dead process"
+                    );
+                    n_removed += 1;
+                }
+                Err(ZkError::NoNode { .. } | ZkError::BadVersion { .. }) => {}
+                Err(source) => return Err(DbError::Zk { context: "delete a dead process's owner node", source }),
+            }
+        }
+    }
+    Ok(n_removed)
 }
 
 /// Decodes an owner node's data read by the caller (the dispatcher's pipelined reads); data

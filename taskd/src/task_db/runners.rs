@@ -156,6 +156,26 @@ pub fn unregister_runner(session: &ZkSession, node_id: &str) -> Result<bool> {
     }
 }
 
+/// Removes `node_id`'s registration if `dead_session` holds it (a process proven dead); false
+/// when it is not that session's.
+pub fn remove_registration_of_session(session: &ZkSession, node_id: &str, dead_session: i64) -> Result<bool> {
+    if !is_valid_node_id(node_id) {
+        return Ok(false);
+    }
+    let path = runner_path(node_id);
+    let Some(stat) = session.exists(&path).map_err(DbError::zk("check a runner registration"))? else {
+        return Ok(false);
+    };
+    if stat.ephemeral_owner != dead_session {
+        return Ok(false);
+    }
+    match session.delete(&path, Some(stat.version)) {
+        Ok(()) => Ok(true),
+        Err(ZkError::NoNode { .. } | ZkError::BadVersion { .. }) => Ok(false),
+        Err(source) => Err(DbError::Zk { context: "remove a dead runner's registration", source }),
+    }
+}
+
 /// Every registered runner (reads pipelined). Bad registrations are listed in `corrupt`,
 /// logged, and never hide the others.
 pub fn list_runners(session: &ZkSession) -> Result<RunnerList> {

@@ -219,7 +219,7 @@ mod owners {
 
     use proptest::prelude::*;
 
-    use super::super::owner::{decode_owner_of, owner_match, Owner, OwnerInfo, OwnerMatch};
+    use super::super::owner::{decode_owner_of, is_previous_incarnations, owner_match, Owner, OwnerInfo, OwnerMatch};
     use super::id;
 
     fn owner(address: &str, epoch: Option<u64>) -> Owner {
@@ -274,6 +274,22 @@ mod owners {
         fn any_owner_data_decodes_without_panic(data in proptest::collection::vec(any::<u8>(), 0..256), session in any::<i64>()) {
             let decoded = decode_owner_of(&id("1"), &data, session);
             prop_assert_eq!(decoded.session_id, session);
+        }
+
+        /// A restart removes only its own node id's owners of other sessions: never one of its own
+        /// session, never another runner's, never one whose data names nobody.
+        #[test]
+        fn only_this_nodes_owners_of_other_sessions_are_a_previous_incarnations(
+            own_session in any::<i64>(),
+            owner_session in any::<i64>(),
+            same_runner in any::<bool>(),
+            decodable in any::<bool>(),
+        ) {
+            let runner_id = if same_runner { "node-a" } else { "node-b" };
+            let info = OwnerInfo { runner_id: runner_id.to_string(), address: "a:1".to_string(), session_id: None, epoch: None };
+            let candidate = Owner { info: decodable.then_some(info), session_id: owner_session };
+            let expected = same_runner && decodable && owner_session != own_session;
+            prop_assert_eq!(is_previous_incarnations(&candidate, "node-a", own_session), expected);
         }
 
         /// An owner that claimed exactly this assignment is never judged stale.

@@ -1,8 +1,9 @@
 //! The failover benchmark: the VIP's move in a real cluster of network namespaces
 //! (`tests::netns`: three `zbs-taskd` release processes, ZooKeeper and a client on the
 //! management network, the `probe` health source on the data network). Each trial fails the
-//! VIP's holder in one of three ways — its data interface down, its data link silently detached
-//! from the switch (interface up), SIGTERM — and measures:
+//! VIP's holder in one of four ways — its data interface down, its data link silently detached
+//! from the switch (interface up), SIGTERM, and a crash (SIGKILL of the process, started again
+//! 100 ms later as systemd's `RestartSec=100ms` would) — and measures:
 //!
 //! - `*_vip_up_ms`: from the injection to the VIP present in another node's namespace (a netlink
 //!   address dump every millisecond);
@@ -21,9 +22,19 @@
 //! same shape whose daemons hold no VIP (they only answer at whichever node has it): VRRP on the
 //! management network, `advert_int 1`, `track_interface` on the data link, a `vrrp_script` that
 //! pings the peers' data addresses (interval 1, fall 2, rise 2, FAULT on failure); SIGTERM goes to
-//! keepalived. Its results are the `keepalived_*` keys and `*_ratio` = ours / keepalived (p50 of
-//! the client's unavailability). When keepalived is not installed, that part is skipped and a
-//! note says so.
+//! keepalived; a crash SIGKILLs keepalived's children and then keepalived itself. Its results are
+//! the `keepalived_*` keys and `*_ratio` = ours / keepalived (p50 of the client's
+//! unavailability). Ours are also written as `taskd_*`, the names the issues use.
+//!
+//! In a crash the dead holder keeps the VIP on its interface until its restarted process removes
+//! it (ours at start, keepalived when it comes back as backup): those two-holder samples are
+//! counted apart (`{taskd,keepalived}_crash_vip_on_two_nodes_samples`) from the others
+//! (`{taskd,keepalived}_vip_on_two_nodes_samples`, and today's `vip_on_two_nodes_samples`, all
+//! trials of ours).
+//!
+//! What it needs (`ensure_tools`): as root it installs what is missing with apt-get — keepalived,
+//! and `ping` (Debian's `iputils-ping`), which keepalived's check script runs; without them the
+//! keepalived side is skipped and a note names the package.
 
 use std::time::{Duration, Instant};
 
@@ -57,23 +68,73 @@ enum Scenario {
     LinkCut,
     SilentCut,
     Sigterm,
+    Crash,
 }
 
 impl Scenario {
-    const ALL: [Scenario; 3] = [Scenario::LinkCut, Scenario::SilentCut, Scenario::Sigterm];
+    const ALL: [Scenario; 4] = [Scenario::LinkCut, Scenario::SilentCut, Scenario::Sigterm, Scenario::Crash];
 
     fn key(self) -> &'static str {
         match self {
             Scenario::LinkCut => "link_cut",
             Scenario::SilentCut => "silent_cut",
             Scenario::Sigterm => "sigterm",
+            Scenario::Crash => "crash",
         }
     }
+}
+
+/// After this long with the VIP still only on a crashed keepalived's node, the trial counts as
+/// one where the VIP stayed (its restarted keepalived took mastership back).
+const KEEPALIVED_CRASH_STAY: Duration = Duration::from_secs(8);
+
+/// How long a crashed process stays down before it is started again (systemd's `RestartSec`).
+const CRASH_RESTART_AFTER: Duration = Duration::from_millis(100);
+
+/// The commands the keepalived side needs, and the Debian packages that have them.
+const KEEPALIVED_TOOLS: [(&str, &str); 2] = [("keepalived", "keepalived"), ("ping", "iputils-ping")];
+
+/// True when `command` is an executable file on `PATH` or in the sbin dirs (root's tools).
+fn have_command(command: &str) -> bool {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/sbin", "/usr/bin", "/bin"].map(std::path::PathBuf::from))
+        .any(|dir| dir.join(command).is_file())
+}
+
+/// Installs (as root, with apt-get) the keepalived side's missing tools; returns the packages
+/// still missing afterwards (empty when everything is there).
+pub fn ensure_tools() -> Vec<&'static str> {
+    let missing = || -> Vec<&'static str> {
+        KEEPALIVED_TOOLS.iter().filter(|(command, _)| !have_command(command)).map(|(_, package)| *package).collect()
+    };
+    let wanted = missing();
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if wanted.is_empty() || unsafe { libc::geteuid() } != 0 || !have_command("apt-get") {
+        return wanted;
+    }
+    eprintln!("failover bench: installing {} (apt-get)", wanted.join(" "));
+    let install = |packages: &[&str]| {
+        std::process::Command::new("apt-get")
+            .args(["install", "-y", "--no-install-recommends"])
+            .args(packages)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()
+            .is_ok_and(|status| status.success())
+    };
+    if !install(&wanted) {
+        // A fresh machine's package lists may be missing or stale.
+        let _ = std::process::Command::new("apt-get").args(["update", "-q"]).status();
+        install(&wanted);
+    }
+    missing()
 }
 
 /// One failover, in milliseconds from the injection.
 #[derive(Clone, Debug)]
 struct Trial {
+    /// When the trial began (before its wait for a formed cluster).
+    started_at: Instant,
     vip_up_ms: f64,
     unavailable_ms: f64,
     failback_failed_requests: usize,
@@ -97,14 +158,12 @@ pub fn run(trials: usize) -> Result<()> {
     let core_files = cluster.core_files().len();
     let crash_lines = cluster.crash_lines().len();
     let settings = format!("{:?}", cluster.settings());
+    let taskd_crash_two_holders = crash_two_holder_samples(&cluster, &results);
     drop(cluster);
 
-    let keepalived_installed = std::process::Command::new("keepalived")
-        .arg("--version")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .is_ok_and(|status| status.success());
+    let missing_tools = ensure_tools();
+    let keepalived_installed = missing_tools.is_empty();
+    let mut keepalived_two_holders = (0, 0);
     let keepalived_results = if keepalived_installed {
         let cluster = NetnsCluster::builder()
             .nodes(N_NODES)
@@ -119,7 +178,11 @@ pub fn run(trials: usize) -> Result<()> {
             .context("start the network-namespace cluster for keepalived")?;
         cluster.start_keepalived()?;
         eprintln!("failover bench: keepalived on {N_NODES} nodes in {}", cluster.dir().display());
-        Some(measure_all(&cluster, Keeper::Keepalived, trials)?)
+        let keepalived_results = measure_all(&cluster, Keeper::Keepalived, trials)?;
+        let in_crashes = crash_two_holder_samples(&cluster, &keepalived_results);
+        let all = cluster.holder_sampler().two_holder_samples().len();
+        keepalived_two_holders = (all.saturating_sub(in_crashes), in_crashes);
+        Some(keepalived_results)
     } else {
         None
     };
@@ -136,11 +199,17 @@ pub fn run(trials: usize) -> Result<()> {
         report.set(&format!("{key}_vip_up_ms_p50"), percentile(&mut vip_up, 0.5));
         report.set(&format!("{key}_vip_up_ms_p99"), percentile(&mut vip_up, 0.99));
         report.set(&format!("{key}_vip_up_ms_max"), percentile(&mut vip_up, 1.0));
+        report.set(&format!("taskd_{key}_vip_up_ms_p50"), percentile(&mut vip_up, 0.5));
+        report.set(&format!("taskd_{key}_vip_up_ms_p99"), percentile(&mut vip_up, 0.99));
+        report.set(&format!("taskd_{key}_unavailable_ms_p50"), percentile(&mut unavailable, 0.5));
         failback_failed_requests += scenario_trials.iter().map(|trial| trial.failback_failed_requests).sum::<usize>();
     }
     report.set("failback_failed_requests", failback_failed_requests as f64);
     report.set("trials", trials as f64);
     report.set("vip_on_two_nodes_samples", vip_on_two_nodes_samples as f64);
+    report
+        .set("taskd_vip_on_two_nodes_samples", vip_on_two_nodes_samples.saturating_sub(taskd_crash_two_holders) as f64);
+    report.set("taskd_crash_vip_on_two_nodes_samples", taskd_crash_two_holders as f64);
     report.set("vip_samples", vip_samples as f64);
     report.set("core_files", core_files as f64);
     report.set("crash_lines", crash_lines as f64);
@@ -155,13 +224,16 @@ pub fn run(trials: usize) -> Result<()> {
             let mut keepalived_failback = 0;
             for (scenario, scenario_trials) in keepalived_results {
                 let key = scenario.key();
-                let mut unavailable: Vec<f64> = scenario_trials.iter().map(|trial| trial.unavailable_ms).collect();
-                let mut vip_up: Vec<f64> = scenario_trials.iter().map(|trial| trial.vip_up_ms).collect();
+                let moved: Vec<&Trial> = scenario_trials.iter().filter(|trial| !trial.vip_up_ms.is_nan()).collect();
+                report.set(&format!("keepalived_{key}_vip_stayed_trials"), (scenario_trials.len() - moved.len()) as f64);
+                let mut unavailable: Vec<f64> = moved.iter().map(|trial| trial.unavailable_ms).collect();
+                let mut vip_up: Vec<f64> = moved.iter().map(|trial| trial.vip_up_ms).collect();
                 let keepalived_p50 = percentile(&mut unavailable, 0.5);
                 report.set(&format!("keepalived_{key}_unavailable_ms_p50"), keepalived_p50);
                 report.set(&format!("keepalived_{key}_unavailable_ms_p99"), percentile(&mut unavailable, 0.99));
                 report.set(&format!("keepalived_{key}_vip_up_ms_p50"), percentile(&mut vip_up, 0.5));
                 report.set(&format!("keepalived_{key}_vip_up_ms_p99"), percentile(&mut vip_up, 0.99));
+                report.set(&format!("keepalived_{key}_unavailable_ms_p50"), keepalived_p50);
                 if let Some(ours) = report.results.get(&format!("{key}_unavailable_ms_p50")).copied() {
                     report.set(&format!("{key}_unavailable_ratio"), if keepalived_p50 > 0.0 { ours / keepalived_p50 } else { f64::NAN });
                 }
@@ -174,9 +246,14 @@ pub fn run(trials: usize) -> Result<()> {
                 keepalived_failback += scenario_trials.iter().map(|trial| trial.failback_failed_requests).sum::<usize>();
             }
             report.set("keepalived_failback_failed_requests", keepalived_failback as f64);
+            report.set("keepalived_vip_on_two_nodes_samples", keepalived_two_holders.0 as f64);
+            report.set("keepalived_crash_vip_on_two_nodes_samples", keepalived_two_holders.1 as f64);
             report.note("keepalived: VRRP advert_int 1, equal priorities, track_interface data0, vrrp_script pinging the peers' data addresses (interval 1, fall 2, rise 2)");
         }
-        None => report.note("keepalived was not run: it is not installed here (apt-get install keepalived); the keepalived_* keys are absent"),
+        None => report.note(format!(
+            "keepalived was not run: missing here, and not installable now: apt-get install {}; the keepalived_* keys are absent",
+            missing_tools.join(" ")
+        )),
     }
     report.write()?;
     let plot = bench_dir().join("failover.svg");
@@ -213,6 +290,7 @@ fn measure_all(cluster: &NetnsCluster, keeper: Keeper, trials: usize) -> Result<
 }
 
 fn run_trial(cluster: &NetnsCluster, keeper: Keeper, scenario: Scenario) -> Result<Trial> {
+    let started_at = Instant::now();
     cluster.wait_formed(WAIT)?;
     let old = cluster.wait_for_vip_holder(None, WAIT)?;
     let old_id = cluster.node(old).node_id.clone();
@@ -224,10 +302,30 @@ fn run_trial(cluster: &NetnsCluster, keeper: Keeper, scenario: Scenario) -> Resu
         (Scenario::SilentCut, _) => cluster.cut_data_link_silently(old)?,
         (Scenario::Sigterm, Keeper::Taskd) => cluster.signal(old, Signal::SIGTERM)?,
         (Scenario::Sigterm, Keeper::Keepalived) => cluster.signal_keepalived(old, Signal::SIGTERM)?,
+        (Scenario::Crash, Keeper::Taskd) => cluster.kill(old)?,
+        (Scenario::Crash, Keeper::Keepalived) => cluster.kill_keepalived(old)?,
     }
+    let mut crashed_restarted = scenario != Scenario::Crash;
     loop {
+        if !crashed_restarted && injected_at.elapsed() >= CRASH_RESTART_AFTER {
+            restart_crashed(cluster, keeper, old)?;
+            crashed_restarted = true;
+        }
         if cluster.vip_holders()?.into_iter().any(|node| node != old) {
             break;
+        }
+        if scenario == Scenario::Crash && keeper == Keeper::Keepalived && injected_at.elapsed() > KEEPALIVED_CRASH_STAY
+        {
+            // The restarted keepalived became master again before a backup's master-down timer
+            // ran out: the address never left the old node. Not a failover: counted apart.
+            eprintln!("failover bench: keepalived kept the VIP on the crashed node (restarted as master)");
+            std::thread::sleep(KEEPALIVED_SETTLE);
+            return Ok(Trial {
+                started_at,
+                vip_up_ms: f64::NAN,
+                unavailable_ms: f64::NAN,
+                failback_failed_requests: 0,
+            });
         }
         if injected_at.elapsed() > WAIT {
             bail!("the VIP did not move within {WAIT:?}");
@@ -235,6 +333,10 @@ fn run_trial(cluster: &NetnsCluster, keeper: Keeper, scenario: Scenario) -> Resu
         std::thread::sleep(Duration::from_millis(1));
     }
     let vip_up = injected_at.elapsed();
+    if !crashed_restarted {
+        std::thread::sleep(CRASH_RESTART_AFTER.saturating_sub(injected_at.elapsed()));
+        restart_crashed(cluster, keeper, old)?;
+    }
     // Any node but the old one: keepalived can move the VIP twice (two backups become master at
     // once and the lower address yields).
     cluster.wait_until(WAIT, "the client answered by a node other than the old holder", || {
@@ -255,9 +357,18 @@ fn run_trial(cluster: &NetnsCluster, keeper: Keeper, scenario: Scenario) -> Resu
                 cluster.stop_keepalived(old, Signal::SIGTERM)?;
                 cluster.start_keepalived_on(old)?;
             }
+            Scenario::Crash => {}
         }
         std::thread::sleep(KEEPALIVED_SETTLE);
+        if scenario == Scenario::Crash && cluster.vip_holders()?.len() > 1 {
+            // keepalived restarted as backup does not remove the address its killed instance
+            // left: the crash's two-holder interval ends here, as an operator's clean-up would
+            // end it, so the next trial starts from one holder.
+            eprintln!("failover bench: keepalived left the VIP on the crashed node; removing it");
+            cluster.remove_vip_from(old)?;
+        }
         return Ok(Trial {
+            started_at,
             vip_up_ms: vip_up.as_secs_f64() * 1000.0,
             unavailable_ms: unavailable.as_secs_f64() * 1000.0,
             failback_failed_requests: cluster.client().failures_since(restored_at),
@@ -277,19 +388,58 @@ fn run_trial(cluster: &NetnsCluster, keeper: Keeper, scenario: Scenario) -> Resu
             std::thread::sleep(FAILBACK_WINDOW);
         }
         Scenario::Sigterm => {}
+        Scenario::Crash => {
+            // Restarted already: watched rejoining as a follower, like a restored link.
+            cluster.wait_until(WAIT, "the crashed holder rejoining as a follower", || {
+                cluster
+                    .try_status(old)
+                    .is_some_and(|status| !status.stopping && !status.leader && status.members.len() == N_NODES)
+            })?;
+            std::thread::sleep(FAILBACK_WINDOW);
+        }
     }
     let failback_failed_requests = cluster.client().failures_since(restored_at);
     // A fresh process, so that the re-entry back-off does not grow from trial to trial.
-    if scenario != Scenario::Sigterm {
-        cluster.signal(old, Signal::SIGTERM)?;
+    match scenario {
+        Scenario::LinkCut | Scenario::SilentCut => {
+            cluster.signal(old, Signal::SIGTERM)?;
+            cluster.wait_exit(old, WAIT)?;
+            cluster.restart(old)?;
+        }
+        Scenario::Sigterm => {
+            cluster.wait_exit(old, WAIT)?;
+            cluster.restart(old)?;
+        }
+        Scenario::Crash => {}
     }
-    cluster.wait_exit(old, WAIT)?;
-    cluster.restart(old)?;
     Ok(Trial {
+        started_at,
         vip_up_ms: vip_up.as_secs_f64() * 1000.0,
         unavailable_ms: unavailable.as_secs_f64() * 1000.0,
         failback_failed_requests,
     })
+}
+
+/// Starts the crashed holder's process again (ours, or keepalived), as systemd would.
+fn restart_crashed(cluster: &NetnsCluster, keeper: Keeper, old: usize) -> Result<()> {
+    match keeper {
+        Keeper::Taskd => cluster.restart(old).map(drop),
+        Keeper::Keepalived => cluster.start_keepalived_on(old).map(drop),
+    }
+}
+
+/// Two-holder samples taken during the crash trials (from the first crash trial's start on; the
+/// crash trials run last).
+fn crash_two_holder_samples(cluster: &NetnsCluster, results: &[(Scenario, Vec<Trial>)]) -> usize {
+    let Some(first_crash) = results
+        .iter()
+        .filter(|(scenario, _)| *scenario == Scenario::Crash)
+        .flat_map(|(_, trials)| trials.iter().map(|trial| trial.started_at))
+        .min()
+    else {
+        return 0;
+    };
+    cluster.holder_sampler().samples_since(first_crash).iter().filter(|sample| sample.holders.len() > 1).count()
 }
 
 /// Per-trial times as an SVG scatter plot (plotters): one column per scenario and measure, the
