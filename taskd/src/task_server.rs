@@ -33,12 +33,11 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use quorum::{Event, Member, MemberInfo, QuorumConfig, QuorumHandle, QuorumHandler, QuorumServer, ZkConfig};
-use runtime::rpc::{self, Method, Response, Server, ServerConfig, WorkerPool};
+use runtime::rpc::{self, Server, ServerConfig, WorkerPool};
 use runtime::{ContextHandle, JoinError, TimerHandle};
 use vip::health::{HealthFlag, HealthMonitor, Subscription};
 use vip::VipServer;
 
-use crate::api::{dispatcher_routes, runner_routes, CopyRules, DispatcherAccess};
 use crate::config::Config;
 use crate::copy_volume::CopySettings;
 use crate::crash_watch::CrashWatch;
@@ -49,6 +48,13 @@ use crate::notify::Notifier;
 use crate::runner::{RunnerConfig, TaskRunner};
 use crate::runner_client::RunnerClient;
 use crate::state_lock::SoleIncarnation;
+
+mod routes;
+mod stop_stage;
+
+pub use routes::DEBUG_HOOKS_ENV;
+
+use stop_stage::{log_done, timed, StopStage};
 
 /// The election path of the Task Center's quorum.
 pub const QUORUM_PATH: &str = "/zbs/taskd/quorum";
@@ -190,22 +196,19 @@ impl TaskServer {
             None => None,
         };
         let inner = Arc::new_cyclic(|weak: &std::sync::Weak<Inner>| {
-            let dispatcher_server = Server::new(api_routes(
-                dispatcher_listeners(&config),
-                true,
+            let dispatcher_server = Server::new(routes::dispatcher_api(
+                routes::dispatcher_listeners(&config),
                 weak.clone(),
                 &config,
                 &worker_pool,
                 &runner_client,
                 &metrics,
             ));
-            let runner_server = Server::new(api_routes(
+            let runner_server = Server::new(routes::runner_api(
                 config.api.limit(ServerConfig::new("runner", config.runner_address())),
-                false,
                 weak.clone(),
                 &config,
                 &worker_pool,
-                &runner_client,
                 &metrics,
             ));
             Inner {
@@ -390,33 +393,18 @@ impl Drop for TaskServer {
         if let Err(error) = self.quorum_server.join() {
             tracing::error!(%error, "task server loop did not join");
         }
-        // Stage 8: the RPC servers' IO, on the owner's thread after the loop has ended.
-        let started = Instant::now();
-        for server in &self.inner.rpc_servers {
-            server.shutdown();
-        }
-        log_stage(8, "rpc io stopped and joined", started);
+        // On the owner's thread after the loop has ended.
+        timed(StopStage::StopRpcIo, || {
+            for server in &self.inner.rpc_servers {
+                server.shutdown();
+            }
+            String::new()
+        });
         self.inner.count_vip_frames();
         if let Some(started) = *self.inner.stop_started.lock() {
             tracing::info!(total_ms = started.elapsed().as_millis() as u64, "task server stopped");
         }
     }
-}
-
-/// Where the dispatcher API listens: the management address, the file's VIP and `[api]
-/// listen_also` (bound with `IP_FREEBIND`: a follower's listener waits there for the address,
-/// so clients are answered the moment the VIP arrives), never a wildcard — so never on the data
-/// network. A VIP stored at run time is added while leading (`listen_on_vip` in
-/// `start_dispatcher`).
-fn dispatcher_listeners(config: &Config) -> ServerConfig {
-    let mut server = config.api.limit(ServerConfig::new("dispatcher", config.dispatcher_address()));
-    let vip = config.vip.as_ref().and_then(|vip| vip.vip().ok()).map(|vip| vip.ip);
-    for ip in vip.into_iter().chain(config.api.listen_also.iter().copied()) {
-        if ip != config.management_address {
-            server = server.also_listen(SocketAddr::new(ip, config.dispatcher_port), true);
-        }
-    }
-    server
 }
 
 /// The `reason` label of `zbs_taskd_service_stops_total`.
@@ -427,10 +415,6 @@ fn stop_label(reason: &StopReason) -> &'static str {
         StopReason::VipFailure(_) => "vip_failure",
         StopReason::DispatcherFailed(_) => "dispatcher_failed",
     }
-}
-
-fn log_stage(number: u32, stage: &str, started: Instant) {
-    tracing::info!("stop stage {number}: {stage} ({:.1} ms)", started.elapsed().as_secs_f64() * 1000.0);
 }
 
 impl Inner {
@@ -455,34 +439,34 @@ impl Inner {
         });
         Metrics::set_state(&self.metrics.service_state, SERVICE_STATES, Some("stopping"));
         *self.stop_reason.lock() = Some(reason);
-        let started = Instant::now();
-        if let Some(watch) = self.crash_watch.lock().as_ref() {
-            watch.request_stop();
-        }
-        // A port closes only after the leaving marker exists, so that no peer's crash detector
-        // takes the refusals of this live process for a crash (`crash_watch`'s `# Safety`).
-        match self.quorum.announce_leaving() {
-            Ok(_) => {
-                for server in &self.rpc_servers {
-                    server.stop_listening();
+        timed(StopStage::StopListening, || {
+            if let Some(watch) = self.crash_watch.lock().as_ref() {
+                watch.request_stop();
+            }
+            // A port closes only after the leaving marker exists, so that no peer's crash detector
+            // takes the refusals of this live process for a crash (`crash_watch`'s `# Safety`).
+            match self.quorum.announce_leaving() {
+                Ok(_) => {
+                    for server in &self.rpc_servers {
+                        server.stop_listening();
+                    }
+                    // The ports are free for the stopped service's stand-in.
+                    self.listening_stopped.store(true, Ordering::Release);
+                    String::new()
                 }
-                log_stage(1, "leaving announced; rpc servers stopped listening", started);
-                // The ports are free for the stopped service's stand-in.
-                self.listening_stopped.store(true, Ordering::Release);
+                Err(error) => {
+                    tracing::warn!(%error, "cannot announce leaving: the rpc servers listen until everything has stopped");
+                    "not so: leaving not announced, the servers listen until stage 8".to_string()
+                }
             }
-            Err(error) => {
-                tracing::warn!(%error, "cannot announce leaving: the rpc servers listen until everything has stopped");
-                log_stage(1, "rpc servers still listening (leaving not announced)", started);
-            }
-        }
-        let started = Instant::now();
-        match &self.vip {
+        });
+        timed(StopStage::ReleaseVip, || match &self.vip {
             Some(vip) => {
                 release_vip(vip);
-                log_stage(2, "vip released", started);
+                String::new()
             }
-            None => log_stage(2, "vip released (no vip configured)", started),
-        }
+            None => "no vip configured".to_string(),
+        });
         // Stage 3 onwards run on the loop: the quorum steps down, gives up the election node,
         // calls `Handler::on_stop` (stages 4 to 6), closes the session and unloops.
         self.quorum.leave();
@@ -898,230 +882,36 @@ impl QuorumHandler for Handler {
                 self.inner.stop_dispatcher();
             }
             Event::Stopped => {
-                log_stage(7, "quorum left (ZooKeeper session closed); unlooping", self.stop_started());
+                log_done(StopStage::CloseSession, self.stop_started(), "");
             }
         }
     }
 
     fn on_stop(&mut self) {
-        log_stage(3, "quorum: stepped down and gave up the election node", self.stop_started());
+        log_done(StopStage::LeaveQuorum, self.stop_started(), "");
         if self.inner.led_at_stop.load(Ordering::Acquire) {
             self.inner.metrics.stepdown_seconds.observe(self.stop_started().elapsed().as_secs_f64());
         }
-        let started = Instant::now();
-        for server in &self.inner.rpc_servers {
-            server.stop_accepting_and_join_outstanding_requests();
-        }
-        log_stage(4, "rpc requests drained", started);
-        let started = Instant::now();
-        self.inner.stop_dispatcher();
-        log_stage(5, "dispatcher stopped", started);
-        let started = Instant::now();
-        let runner = self.inner.runner.lock().take();
-        let n_interrupted = runner.map(|runner| runner.stop()).unwrap_or(0);
-        log_stage(6, &format!("runner stopped ({n_interrupted} running tasks interrupted)"), started);
+        timed(StopStage::DrainRequests, || {
+            for server in &self.inner.rpc_servers {
+                server.stop_accepting_and_join_outstanding_requests();
+            }
+            String::new()
+        });
+        timed(StopStage::StopDispatcher, || {
+            self.inner.stop_dispatcher();
+            String::new()
+        });
+        timed(StopStage::StopRunner, || {
+            let runner = self.inner.runner.lock().take();
+            let n_interrupted = runner.map(|runner| runner.stop()).unwrap_or(0);
+            format!("{n_interrupted} running tasks interrupted")
+        });
     }
 }
 
 impl Handler {
     fn stop_started(&self) -> Instant {
         self.inner.stop_started.lock().unwrap_or_else(Instant::now)
-    }
-}
-
-/// The routes both RPC servers answer: status and health of this node.
-fn api_routes(
-    config: ServerConfig,
-    dispatcher: bool,
-    inner: std::sync::Weak<Inner>,
-    daemon: &Config,
-    pool: &Arc<WorkerPool>,
-    runner_client: &RunnerClient,
-    metrics: &Arc<Metrics>,
-) -> ServerConfig {
-    let observer = metrics.rpc_observer(&config.name);
-    let config = config.observer(observer);
-    let config = if dispatcher {
-        dispatcher_routes(
-            config,
-            Arc::new(Access { inner: inner.clone() }),
-            CopyRules {
-                allowed_roots: daemon.allowed_roots.clone(),
-                allowed_devices: daemon.allowed_devices.clone(),
-                allow_hard_links: daemon.allow_hard_links,
-            },
-            pool.clone(),
-            runner_client.clone(),
-        )
-    } else {
-        let runner_inner = inner.clone();
-        runner_routes(config, Arc::new(move || runner_inner.upgrade().and_then(|inner| inner.runner.lock().clone())))
-    };
-    let config = with_debug_routes(config, dispatcher, &inner);
-    let status_inner = inner.clone();
-    let ready_inner = inner.clone();
-    let healthz_inner = inner.clone();
-    let events_inner = inner.clone();
-    let leader_inner = inner.clone();
-    let metrics_inner = inner.clone();
-    let standby_status = daemon.api.standby_status;
-    let policy = daemon.api.access_policy();
-    config
-        .guard(move |request| policy.refusal(request))
-        .worker_pool(pool.clone())
-        .workers_join_timeout(daemon.drain_deadline)
-        .stop_workers_on_stop_listening(false)
-        // A wedged loop stops its 1 s health poll, and `/healthz` then answers 503.
-        .route(Method::Get, "/healthz", move |_request| match healthz_inner.upgrade() {
-            Some(inner) => crate::probes::healthz(inner.loop_answers()),
-            None => crate::probes::healthz(false),
-        })
-        .route(Method::Get, "/readyz", move |_request| match ready_inner.upgrade() {
-            Some(inner) => crate::probes::readyz(inner.not_ready_reason()),
-            None => crate::probes::readyz(Some("the service is stopping")),
-        })
-        .route(Method::Get, "/leader", move |_request| {
-            let leader = leader_inner.upgrade().is_some_and(|inner| {
-                inner.quorum.is_leader()
-                    && !inner.stopping.load(Ordering::Acquire)
-                    && inner.scheduler.lock().as_ref().is_some_and(|handle| handle.is_ready())
-            });
-            crate::probes::leader(leader, standby_status)
-        })
-        // The leader's task gauges come from its dispatcher: on the worker pool.
-        .cpu_route(Method::Get, "/metrics", move |_request| match metrics_inner.upgrade() {
-            Some(inner) => {
-                inner.refresh_metrics();
-                crate::probes::metrics(&inner.metrics)
-            }
-            None => Response::error(503, "server stopping"),
-        })
-        .cpu_route(Method::Get, &format!("{}/events", crate::api::PREFIX), move |request| {
-            crate::api::leader_events(events_inner.upgrade().and_then(|inner| inner.quorum.session()), request)
-        })
-        // The answer reads the members from ZooKeeper (see `FreshMembers`): on the worker pool.
-        .cpu_route(Method::Get, "/api/v1/status", move |_request| match status_inner.upgrade() {
-            Some(inner) => Response::json(200, &status_json(&inner)),
-            None => Response::error(503, "server stopping"),
-        })
-}
-
-/// The environment variable that enables the test-only debug routes in a build with the
-/// `debug-hooks` feature (the tests' builds); a release or `dist` build has no such routes.
-pub const DEBUG_HOOKS_ENV: &str = "ZBS_TASKD_DEBUG_HOOKS";
-
-#[cfg(feature = "debug-hooks")]
-fn with_debug_routes(config: ServerConfig, dispatcher: bool, inner: &std::sync::Weak<Inner>) -> ServerConfig {
-    if dispatcher && std::env::var(DEBUG_HOOKS_ENV).is_ok_and(|value| value == "1") {
-        debug_routes(config, inner.clone())
-    } else {
-        config
-    }
-}
-
-#[cfg(not(feature = "debug-hooks"))]
-fn with_debug_routes(config: ServerConfig, _dispatcher: bool, _inner: &std::sync::Weak<Inner>) -> ServerConfig {
-    config
-}
-
-/// `POST /debug/v1/wedge-loop?ms=N`: blocks the server loop's thread for N ms (at most 60 s), so
-/// a test can see that a hung loop stops the systemd watchdog pings.
-#[cfg(feature = "debug-hooks")]
-fn debug_routes(config: ServerConfig, inner: std::sync::Weak<Inner>) -> ServerConfig {
-    config.route(Method::Post, "/debug/v1/wedge-loop", move |request| {
-        let Some(ms) = request.query_param("ms").and_then(|ms| ms.parse::<u64>().ok()).filter(|ms| *ms <= 60_000)
-        else {
-            return Response::error(400, "ms must be a number of milliseconds up to 60000");
-        };
-        let Some(inner) = inner.upgrade() else { return Response::error(503, "server stopping") };
-        tracing::warn!(ms, "debug hook: wedging the server loop");
-        match inner.loop_context.sched(move || std::thread::sleep(Duration::from_millis(ms))) {
-            Ok(()) => Response::json(202, &serde_json::json!({ "wedged_ms": ms })),
-            Err(_) => Response::error(503, "server stopping"),
-        }
-    })
-}
-
-/// The node's status; its members' health is read fresh from ZooKeeper when the session is up
-/// (`members_source` says `zookeeper` or `cache`). Blocks: called on the worker pool.
-fn status_json(inner: &Inner) -> serde_json::Value {
-    let health = inner.health.status();
-    let (members, members_source) =
-        crate::fresh_members::members_answer(inner.fresh_members.read(), || inner.quorum.members());
-    serde_json::json!({
-        "node_id": inner.config.node_id,
-        "pid": std::process::id(),
-        "role": inner.role_name(),
-        "leader": inner.quorum.is_leader(),
-        "sequence": inner.quorum.sequence(),
-        "stopping": inner.stopping.load(Ordering::Acquire),
-        "state": if inner.stopping.load(Ordering::Acquire) { "stopping" } else { "running" },
-        "health": {
-            "state": format!("{:?}", health.state),
-            "valid": inner.health.is_valid(),
-            "reason": health.last_reason,
-        },
-        "members": members,
-        "members_source": members_source,
-    })
-}
-
-/// The dispatcher API's view of the server.
-struct Access {
-    inner: std::sync::Weak<Inner>,
-}
-
-impl DispatcherAccess for Access {
-    fn scheduler(&self) -> Result<SchedulerHandle, Response> {
-        let Some(inner) = self.inner.upgrade() else {
-            return Err(Response::error(503, "server stopping"));
-        };
-        if inner.stopping.load(Ordering::Acquire) {
-            return Err(Response::error(503, "server stopping"));
-        }
-        if !inner.quorum.is_leader() {
-            // Named from a fresh read: a follower's cached list keeps an old leader it does not
-            // watch (it watches only its predecessor) for as long as nothing else changes.
-            let members = inner.fresh_members.read().unwrap_or_else(|| inner.quorum.members());
-            let leader = members.into_iter().min_by_key(|member| member.sequence);
-            return Err(match leader {
-                Some(leader) if leader.info.id != inner.config.node_id => Response::json(
-                    421,
-                    &serde_json::json!({
-                        "error": format!("not the leader; the leader is {} at {}", leader.info.id, leader.info.address),
-                        "status": 421,
-                        "leader": leader.info.address,
-                        "leader_id": leader.info.id,
-                    }),
-                ),
-                _ => Response::error(503, "no leader elected yet"),
-            });
-        }
-        let scheduler = inner.scheduler.lock().clone();
-        match scheduler {
-            Some(handle) if handle.is_ready() => Ok(handle),
-            _ => Err(Response::error(503, "the dispatcher is starting")),
-        }
-    }
-
-    fn cluster(&self) -> serde_json::Value {
-        match self.inner.upgrade() {
-            Some(inner) => {
-                let mut status = status_json(&inner);
-                // Fresh from the store on a follower too (`VipServer::shown`), never the VIP this
-                // node held before the last `vip set`.
-                status["vip"] = serde_json::json!(inner.vip.as_ref().map(|vip| vip.shown().address()));
-                status["stopped_nodes"] = match inner.quorum.session() {
-                    Some(session) => serde_json::json!(crate::stopped_service::read_stopped_nodes(&session)),
-                    None => serde_json::json!([]),
-                };
-                status
-            }
-            None => serde_json::json!({ "error": "server stopping" }),
-        }
-    }
-
-    fn vip(&self) -> Option<Arc<VipServer>> {
-        self.inner.upgrade()?.vip.clone()
     }
 }
