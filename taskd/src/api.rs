@@ -293,6 +293,17 @@ pub struct CopyRules {
     pub allow_hard_links: bool,
 }
 
+impl CopyRules {
+    /// The submit check's view of the daemon's configuration.
+    pub fn from_daemon(config: &crate::config::Config) -> CopyRules {
+        CopyRules {
+            allowed_roots: config.allowed_roots.clone(),
+            allowed_devices: config.allowed_devices.clone(),
+            allow_hard_links: config.allow_hard_links,
+        }
+    }
+}
+
 /// Adds the dispatcher routes to `config`.
 pub fn dispatcher_routes(
     config: ServerConfig,

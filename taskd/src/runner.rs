@@ -159,6 +159,35 @@ pub struct RunnerConfig {
     pub sole_incarnation: Option<crate::state_lock::SoleIncarnation>,
 }
 
+impl RunnerConfig {
+    /// The runner's view of the daemon's configuration; `metrics` and `sole_incarnation` come
+    /// from the process, not the file.
+    pub fn from_daemon(
+        config: &crate::config::Config,
+        metrics: Option<Arc<crate::metrics::Metrics>>,
+        sole_incarnation: Option<crate::state_lock::SoleIncarnation>,
+    ) -> RunnerConfig {
+        RunnerConfig {
+            node_id: config.node_id.clone(),
+            address: config.runner_address().to_string(),
+            slots: config.runner_slots,
+            allowed_roots: config.allowed_roots.clone(),
+            allowed_devices: config.allowed_devices.clone(),
+            allow_hard_links: config.allow_hard_links,
+            drain_deadline: config.drain_deadline,
+            max_attempts: config.tasks.max_attempts,
+            copy: CopySettings {
+                extent_size: config.tasks.copy_extent_bytes,
+                block_size: config.tasks.copy_block_bytes,
+                max_bytes_per_s: config.tasks.copy_max_bytes_per_s,
+            },
+            lease: config.runner_lease(),
+            metrics,
+            sole_incarnation,
+        }
+    }
+}
+
 /// The drain flag and the count of requests that set it (see `# Drain`): the rule that the
 /// latest request wins over the start-up read of the marker.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

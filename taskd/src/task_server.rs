@@ -39,7 +39,6 @@ use vip::health::{HealthFlag, HealthMonitor, Subscription};
 use vip::VipServer;
 
 use crate::config::Config;
-use crate::copy_volume::CopySettings;
 use crate::crash_watch::CrashWatch;
 use crate::dispatcher::{release_vip, NetworkHealthFlag, SchedulerHandle, SchedulerSetup, TaskDispatcher, VipFailure};
 use crate::fresh_members::FreshMembers;
@@ -103,6 +102,27 @@ pub enum ServerError {
     Vip(#[from] vip::VipError),
 }
 
+/// What this node runs beyond its runner, in one slot: a follower nothing, a leader its
+/// dispatcher and — once its scheduling started — the handle requests reach it through.
+enum Role {
+    Follower,
+    Leader { dispatcher: TaskDispatcher, scheduler: Option<SchedulerHandle> },
+}
+
+impl Role {
+    /// The running dispatcher's scheduler, for requests.
+    fn scheduler(&self) -> Option<SchedulerHandle> {
+        match self {
+            Role::Leader { scheduler, .. } => scheduler.clone(),
+            Role::Follower => None,
+        }
+    }
+
+    fn runs_dispatcher(&self) -> bool {
+        matches!(self, Role::Leader { .. })
+    }
+}
+
 /// What the loop, the RPC handlers and the supervisor share.
 struct Inner {
     config: Arc<Config>,
@@ -112,9 +132,8 @@ struct Inner {
     health_monitor: Arc<HealthMonitor>,
     notifier: Notifier,
     published_health: NetworkHealthFlag,
-    dispatcher: Mutex<Option<TaskDispatcher>>,
-    /// The scheduler of the running dispatcher (a copy, so requests need not lock `dispatcher`).
-    scheduler: Mutex<Option<SchedulerHandle>>,
+    /// What this node runs beyond its runner: nothing, or the leader's dispatcher.
+    role: Mutex<Role>,
     runner: Mutex<Option<Arc<TaskRunner>>>,
     vip: Option<Arc<VipServer>>,
     /// The members as ZooKeeper holds them, for the status and cluster answers.
@@ -219,8 +238,7 @@ impl TaskServer {
                 health_monitor,
                 notifier,
                 published_health: NetworkHealthFlag::new(),
-                dispatcher: Mutex::new(None),
-                scheduler: Mutex::new(None),
+                role: Mutex::new(Role::Follower),
                 runner: Mutex::new(None),
                 vip,
                 vip_failure: Mutex::new(None),
@@ -311,27 +329,10 @@ impl TaskServer {
 
     /// Starts this node's runner; it registers once the quorum has a session.
     fn start_runner(&self) {
-        let config = &self.inner.config;
-        let runner_config = RunnerConfig {
-            node_id: config.node_id.clone(),
-            address: config.runner_address().to_string(),
-            slots: config.runner_slots,
-            allowed_roots: config.allowed_roots.clone(),
-            allowed_devices: config.allowed_devices.clone(),
-            allow_hard_links: config.allow_hard_links,
-            drain_deadline: config.drain_deadline,
-            max_attempts: config.tasks.max_attempts,
-            copy: CopySettings {
-                extent_size: config.tasks.copy_extent_bytes,
-                block_size: config.tasks.copy_block_bytes,
-                max_bytes_per_s: config.tasks.copy_max_bytes_per_s,
-            },
-            lease: config.runner_lease(),
-            metrics: Some(self.inner.metrics.clone()),
-            // The proof that no other live process has this node id: owner nodes of this node
-            // id held by another session are dead, deleted before the runner registers.
-            sole_incarnation: Some(self.incarnation),
-        };
+        // The proof that no other live process has this node id: owner nodes of this node id
+        // held by another session are dead, deleted before the runner registers.
+        let runner_config =
+            RunnerConfig::from_daemon(&self.inner.config, Some(self.inner.metrics.clone()), Some(self.incarnation));
         let health = self.inner.health.clone();
         match TaskRunner::start(runner_config, self.inner.quorum.clone(), move || health.is_valid()) {
             Ok(runner) => *self.inner.runner.lock() = Some(Arc::new(runner)),
@@ -507,7 +508,7 @@ impl Inner {
         let _ = self.loop_context.sched(move || loop {
             let Some(inner) = weak.upgrade() else { return };
             if inner.stopping.load(Ordering::Acquire)
-                || inner.scheduler.lock().is_none()
+                || inner.role.lock().scheduler().is_none()
                 || elected_at.elapsed() > TAKEOVER_WATCH_LIMIT
             {
                 return;
@@ -555,7 +556,7 @@ impl Inner {
     /// (a scrape every 100 ms must not load the dispatcher); a follower exports them as 0.
     fn refresh_leader_gauges(&self, leader: bool) {
         let metrics = &self.metrics;
-        let scheduler = self.scheduler.lock().clone().filter(|handle| leader && handle.is_ready());
+        let scheduler = self.role.lock().scheduler().filter(|handle| leader && handle.is_ready());
         let Some(handle) = scheduler else {
             *self.leader_gauges_at.lock() = None;
             metrics.tasks.clear();
@@ -644,7 +645,7 @@ impl Inner {
         }
         self.publish_health_in_quorum();
         if !self.quorum.is_leader() {
-            if self.dispatcher.lock().is_some() {
+            if self.role.lock().runs_dispatcher() {
                 self.stop_dispatcher();
             }
             return;
@@ -711,8 +712,9 @@ impl Inner {
     }
 
     fn start_dispatcher(self: &Arc<Self>) {
-        let mut dispatcher = self.dispatcher.lock();
-        if dispatcher.is_some() || self.stopping.load(Ordering::Acquire) {
+        // Started and stopped only on the loop, so the slot is not held while the dispatcher
+        // starts: requests meanwhile find no scheduler (503, "starting"), never a held lock.
+        if self.role.lock().runs_dispatcher() || self.stopping.load(Ordering::Acquire) {
             return;
         }
         let wake = self.loop_waker();
@@ -749,29 +751,23 @@ impl Inner {
             self.metrics.clone(),
         ) {
             Ok(mut started) => {
-                let setup = SchedulerSetup {
-                    quorum: self.quorum.clone(),
-                    cache_dir: self.config.state_dir.join("task-cache"),
-                    claim_grace: self.config.tasks.claim_grace,
-                    retention: self.config.tasks.retention,
-                    retry: self.config.tasks.retry,
-                    runner_client: self.runner_client.clone(),
-                    on_unusable: Arc::new(report_unusable),
-                };
+                let setup = SchedulerSetup::from_daemon(
+                    &self.config,
+                    self.quorum.clone(),
+                    self.runner_client.clone(),
+                    Arc::new(report_unusable),
+                );
                 let scheduling = started.start_scheduling(setup);
-                *dispatcher = Some(started);
-                match scheduling {
-                    Ok(handle) => {
-                        *self.scheduler.lock() = Some(handle);
-                        None
-                    }
-                    Err(error) => Some(format!("cannot start task scheduling: {error}")),
-                }
+                let (scheduler, failure) = match scheduling {
+                    Ok(handle) => (Some(handle), None),
+                    Err(error) => (None, Some(format!("cannot start task scheduling: {error}"))),
+                };
+                *self.role.lock() = Role::Leader { dispatcher: started, scheduler };
+                failure
             }
             Err(error) => Some(format!("cannot start the dispatcher: {error}")),
         };
         if let Some(reason) = failure {
-            drop(dispatcher);
             *self.dispatcher_failure.lock() = Some(reason);
             // On the loop already: decide now rather than at the next poll.
             self.poll_health();
@@ -807,9 +803,8 @@ impl Inner {
     }
 
     fn stop_dispatcher(&self) {
-        self.scheduler.lock().take();
-        let dispatcher = self.dispatcher.lock().take();
-        if let Some(dispatcher) = dispatcher {
+        let role = std::mem::replace(&mut *self.role.lock(), Role::Follower);
+        if let Role::Leader { dispatcher, .. } = role {
             dispatcher.stop();
         }
     }
@@ -849,7 +844,7 @@ impl QuorumHandler for Handler {
                     }
                 }
                 self.inner.start_dispatcher();
-                let scheduler = self.inner.scheduler.lock().clone();
+                let scheduler = self.inner.role.lock().scheduler();
                 if let Some(handle) = scheduler {
                     self.inner.time_takeover(elected_at, handle);
                 }

@@ -373,6 +373,27 @@ pub struct SchedulerSetup {
     pub on_unusable: Arc<dyn Fn(String) + Send + Sync>,
 }
 
+impl SchedulerSetup {
+    /// The scheduler's view of the daemon's configuration (its cache dir, claim grace, retention
+    /// and retry back-off), with what the process hands it.
+    pub fn from_daemon(
+        config: &crate::config::Config,
+        quorum: QuorumHandle,
+        runner_client: RunnerClient,
+        on_unusable: Arc<dyn Fn(String) + Send + Sync>,
+    ) -> SchedulerSetup {
+        SchedulerSetup {
+            quorum,
+            cache_dir: config.state_dir.join("task-cache"),
+            claim_grace: config.tasks.claim_grace,
+            retention: config.tasks.retention,
+            retry: config.tasks.retry,
+            runner_client,
+            on_unusable,
+        }
+    }
+}
+
 /// How long the worker tries to open the task database before it reports the dispatcher
 /// unusable (a ZooKeeper hiccup passes within it; an unusable cache directory does not).
 pub const OPEN_GIVE_UP: Duration = Duration::from_secs(10);

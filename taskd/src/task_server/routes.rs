@@ -49,11 +49,7 @@ pub(super) fn dispatcher_api(
     let config = dispatcher_routes(
         config,
         Arc::new(Access { inner: inner.clone() }),
-        CopyRules {
-            allowed_roots: daemon.allowed_roots.clone(),
-            allowed_devices: daemon.allowed_devices.clone(),
-            allow_hard_links: daemon.allow_hard_links,
-        },
+        CopyRules::from_daemon(daemon),
         pool.clone(),
         runner_client.clone(),
     );
@@ -106,7 +102,7 @@ fn node_routes(config: ServerConfig, inner: Weak<Inner>, daemon: &Config, pool: 
             let leader = leader_inner.upgrade().is_some_and(|inner| {
                 inner.quorum.is_leader()
                     && !inner.stopping.load(Ordering::Acquire)
-                    && inner.scheduler.lock().as_ref().is_some_and(|handle| handle.is_ready())
+                    && inner.role.lock().scheduler().is_some_and(|handle| handle.is_ready())
             });
             crate::probes::leader(leader, standby_status)
         })
@@ -219,7 +215,7 @@ impl DispatcherAccess for Access {
                 _ => Response::error(503, "no leader elected yet"),
             });
         }
-        let scheduler = inner.scheduler.lock().clone();
+        let scheduler = inner.role.lock().scheduler();
         match scheduler {
             Some(handle) if handle.is_ready() => Ok(handle),
             _ => Err(Response::error(503, "the dispatcher is starting")),
