@@ -230,7 +230,7 @@ fn start_vip(
     listen_on_vip: Arc<dyn Fn(std::net::IpAddr) + Send + Sync>,
     metrics: Arc<crate::metrics::Metrics>,
 ) -> std::io::Result<TimerHandle> {
-    let retry = Arc::new(Mutex::new(VipRetry::new(&vip.config())));
+    let retry = Arc::new(Mutex::new(vip.config().retry_policy()));
     let report = move |retry: &Mutex<VipRetry>, result: &vip::VipResult<()>| {
         if let Err(error) = result {
             metrics.vip_error(error);

@@ -4,16 +4,16 @@
 pub mod arp_capture;
 pub mod health;
 
+mod config;
+mod error;
 mod fence;
 mod garp;
 mod netlink;
-mod vip_config;
-mod vip_error;
-mod vip_server;
-mod vip_store;
+mod server;
+mod store;
 
+pub use config::{VipAddress, VipConfig};
+pub use error::{VipError, VipResult, VipRetry, VipVerdict};
 pub use fence::{fence_window, lifetime_until, FenceRule, FENCE_MARGIN, KERNEL_EXPIRY_SLACK, MIN_LIFETIME};
-pub use vip_config::{VipAddress, VipConfig};
-pub use vip_error::{VipError, VipResult, VipRetry, VipVerdict};
-pub use vip_server::{HoldUntil, Retarget, ShownVip, SyncReport, VipPresence, VipServer};
-pub use vip_store::{StoredVip, VipStore, VipStoreError, STORED_VIP_VERSION, VIP_ZNODE};
+pub use server::{HoldUntil, Retarget, ShownVip, SyncReport, VipPresence, VipServer};
+pub use store::{StoredVip, VipStore, VipStoreError, STORED_VIP_VERSION, VIP_ZNODE};

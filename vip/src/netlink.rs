@@ -19,7 +19,7 @@ use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkLayerType, LinkMe
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
 
-use crate::vip_config::VipAddress;
+use crate::config::VipAddress;
 
 /// Large enough for any dump datagram the kernel sends.
 const RECEIVE_BUFFER_LEN: usize = 64 * 1024;

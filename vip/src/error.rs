@@ -21,8 +21,6 @@
 use std::io;
 use std::time::Duration;
 
-use crate::vip_config::VipConfig;
-
 /// A VIP operation failed. See the module's policy.
 #[derive(Debug, thiserror::Error)]
 pub enum VipError {
@@ -134,12 +132,14 @@ pub struct VipRetry {
 }
 
 impl VipRetry {
-    /// A policy with the configuration's limit and back-off.
-    pub fn new(config: &VipConfig) -> VipRetry {
+    /// A policy that steps down after `limit` transient failures in a row and backs off from
+    /// `first_backoff`, doubling, up to `max_backoff` (`VipConfig::retry_policy` gives the
+    /// configuration's).
+    pub fn new(limit: u32, first_backoff: Duration, max_backoff: Duration) -> VipRetry {
         VipRetry {
-            limit: config.transient_failure_limit.max(1),
-            first_backoff: Duration::from_millis(config.retry_backoff_ms.max(1)),
-            max_backoff: config.sync_interval().max(Duration::from_millis(config.retry_backoff_ms.max(1))),
+            limit: limit.max(1),
+            first_backoff,
+            max_backoff: max_backoff.max(first_backoff),
             failures_in_a_row: 0,
         }
     }

@@ -14,8 +14,8 @@ use std::sync::Arc;
 use quorum::{ZkError, ZkSession, ZkSessionState};
 use serde::{Deserialize, Serialize};
 
-use crate::vip_config::VipConfig;
-use crate::vip_error::VipResult;
+use crate::config::VipConfig;
+use crate::error::VipResult;
 
 /// Where the run-time VIP lives.
 pub const VIP_ZNODE: &str = "/zbs/taskd/vip";

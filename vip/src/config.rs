@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::vip_error::{VipError, VipResult};
+use crate::error::{VipError, VipResult, VipRetry};
 
 /// The `[vip]` section. `address` and `interface` have no default.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -92,6 +92,13 @@ const MAX_SYNC_INTERVAL_MS: u64 = 60_000;
 const MAX_FAILURE_LIMIT: u32 = 1000;
 
 impl VipConfig {
+    /// The error policy with this configuration's limit and back-off: from `retry_backoff_ms`,
+    /// doubling, up to `sync_interval_ms`; step-down after `transient_failure_limit`.
+    pub fn retry_policy(&self) -> VipRetry {
+        let first = std::time::Duration::from_millis(self.retry_backoff_ms.max(1));
+        VipRetry::new(self.transient_failure_limit, first, self.sync_interval())
+    }
+
     /// A configuration with every default, for `address` on `interface`.
     pub fn new(address: impl Into<String>, interface: impl Into<String>) -> VipConfig {
         VipConfig {

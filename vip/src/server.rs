@@ -57,7 +57,7 @@
 //! server.remove_leftover()?; // at start, as a follower
 //!
 //! // On becoming leader, then every `sync_interval_ms` on the dispatcher's loop:
-//! let mut retry = VipRetry::new(&config);
+//! let mut retry = config.retry_policy();
 //! let result = server.config_vip().map(|_| ());
 //! match retry.record(&result) {
 //!     VipVerdict::Healthy => {}                        // next: server.sync_vip() after the interval
@@ -80,12 +80,12 @@ use std::time::Instant;
 
 use parking_lot::Mutex;
 
+use crate::config::{VipAddress, VipConfig};
+use crate::error::{VipError, VipResult};
 use crate::fence::lifetime_until;
 use crate::garp::{announcement_frame, AnnounceSchedule, PacketSocket};
 use crate::netlink::{Address, Link, RouteSocket};
-use crate::vip_config::{VipAddress, VipConfig};
-use crate::vip_error::{VipError, VipResult};
-use crate::vip_store::{StorePoller, StoredVip, VipStore, VipStoreError};
+use crate::store::{StorePoller, StoredVip, VipStore, VipStoreError};
 
 /// Whether `config_vip` found the VIP already on the interface.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

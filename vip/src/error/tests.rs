@@ -3,7 +3,7 @@
 use std::io;
 use std::time::Duration;
 
-use super::{VipError, VipRetry, VipVerdict};
+use super::{VipError, VipVerdict};
 use crate::VipConfig;
 
 fn transient() -> VipError {
@@ -41,7 +41,7 @@ fn transient_failures_back_off_then_step_down() {
     config.transient_failure_limit = 5;
     config.retry_backoff_ms = 100;
     config.sync_interval_ms = 300;
-    let mut retry = VipRetry::new(&config);
+    let mut retry = config.retry_policy();
     let failed: Result<(), VipError> = Err(transient());
     let ms = Duration::from_millis;
     assert_eq!(retry.record(&failed), VipVerdict::RetryAfter(ms(100)));
