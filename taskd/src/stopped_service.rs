@@ -210,7 +210,7 @@ impl Shared {
     fn read_leader(&self) -> Option<Member> {
         let session = self.session()?;
         let started = Instant::now();
-        match quorum::member::read_members(&session, crate::task_server::QUORUM_PATH) {
+        match quorum::member::read_members(&session, crate::task_db::layout::QUORUM_PATH) {
             Ok(members) => {
                 self.metrics.zookeeper_operation("read_members", started.elapsed());
                 members.into_iter().min_by_key(|member| member.sequence)

@@ -55,8 +55,7 @@ pub use routes::DEBUG_HOOKS_ENV;
 
 use stop_stage::{log_done, timed, StopStage};
 
-/// The election path of the Task Center's quorum.
-pub const QUORUM_PATH: &str = "/zbs/taskd/quorum";
+pub use crate::task_db::layout::QUORUM_PATH;
 
 /// How often the loop polls the dispatcher's published health (the original: a 1 s TimerHandle).
 pub const HEALTH_POLL_INTERVAL: Duration = Duration::from_secs(1);

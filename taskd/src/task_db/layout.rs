@@ -35,6 +35,9 @@ use crate::task::TaskId;
 /// The parent of every task record.
 pub const DB_ROOT: &str = "/zbs/taskd/db";
 
+/// The election path of the Task Center's quorum: each member's ephemeral-sequential node.
+pub const QUORUM_PATH: &str = "/zbs/taskd/quorum";
+
 /// The parent of every runner registration.
 pub const RUNNERS_ROOT: &str = "/zbs/taskd/runners";
 
