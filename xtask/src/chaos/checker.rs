@@ -364,3 +364,42 @@ fn check_leaders(facts: &Facts, findings: &mut Findings) {
 
 #[cfg(test)]
 mod tests;
+
+/// How long after a killed daemon is started again its node's leftover VIP still counts as a dead
+/// holder's: the new process removes every leftover VIP at start, before it joins the election.
+pub const RESTART_CLEANUP_GRACE_NS: u64 = 2_000_000_000;
+
+/// A node whose daemon was SIGKILLed: from the kill until its restart plus
+/// [`RESTART_CLEANUP_GRACE_NS`], its VIP address is a dead process's leftover.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeadWindow {
+    pub node: usize,
+    pub from_ns: u64,
+    pub restarted_ns: u64,
+}
+
+/// The VIP samples that saw two or more holders, split: `(live, dead)`. A sample is a dead
+/// holder's when every holder but one is a node whose daemon was SIGKILLed and not yet started
+/// again (see [`DeadWindow`]): the kernel of that host still has the address, no process is
+/// behind it, and a SIGKILL leaves nobody to remove it — what the crash fast path trades for
+/// taking over at once (the fence removes it within the session timeout, the restart at once).
+/// Every other two-holder sample is live: two live processes holding the VIP.
+pub fn split_vip_two_holder_samples(samples: &[(u64, Vec<usize>)], dead: &[DeadWindow]) -> (usize, usize) {
+    let (mut live, mut dead_holder) = (0, 0);
+    for (at_ns, holders) in samples.iter().filter(|(_, holders)| holders.len() > 1) {
+        let is_dead = |node: usize| {
+            dead.iter().any(|window| {
+                window.node == node
+                    && window.from_ns <= *at_ns
+                    && *at_ns <= window.restarted_ns.saturating_add(RESTART_CLEANUP_GRACE_NS)
+            })
+        };
+        let alive = holders.iter().filter(|node| !is_dead(**node)).count();
+        if alive <= 1 {
+            dead_holder += 1;
+        } else {
+            live += 1;
+        }
+    }
+    (live, dead_holder)
+}

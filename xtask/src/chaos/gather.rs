@@ -13,7 +13,10 @@ use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
 use taskd::task::{TaskKind, TaskRecord};
 
-use super::checker::{CopyFact, Facts, LeaderSample, RunFact, StoppedFact, SubmitFact, TaskFact, TERMINAL_STATES};
+use super::checker::{
+    split_vip_two_holder_samples, CopyFact, DeadWindow, Facts, LeaderSample, RunFact, StoppedFact, SubmitFact,
+    TaskFact, TERMINAL_STATES,
+};
 use super::nemesis::{Fault, Nemesis};
 use super::target::Target;
 use super::workload::History;
@@ -31,7 +34,11 @@ pub struct Gathered {
     /// Nodes with no process at the end (every node was restarted after its faults).
     pub down_at_end: Vec<usize>,
     pub unexpected_exits: Vec<String>,
+    /// Samples of the VIP on two nodes with live processes.
     pub vip_two_holder_samples: usize,
+    /// Samples of the VIP on a SIGKILLed node beside the new holder (see
+    /// `checker::split_vip_two_holder_samples`), counted apart.
+    pub vip_dead_holder_samples: usize,
     pub vip_samples: usize,
     /// Each time the VIP was on two nodes, with the faults active then.
     pub vip_episodes: Vec<String>,
@@ -187,7 +194,20 @@ pub fn gather(
         leader_overlap_bound_ns: LEADER_OVERLAP_BOUND.as_nanos() as u64,
         gathered_ns: taskd::run_log::monotonic_ns(),
     };
-    let (vip_two_holder_samples, vip_samples, episodes) = target.vip_two_holder_samples();
+    let (two_holder, vip_samples, episodes) = target.vip_two_holder_samples();
+    let killed: Vec<DeadWindow> = nemesis
+        .records
+        .iter()
+        .filter_map(|record| match &record.fault {
+            Fault::KillDaemon { node, signal, .. } if signal == "SIGKILL" => Some(DeadWindow {
+                node: *node,
+                from_ns: record.start_mono_ns,
+                restarted_ns: record.end_mono_ns.unwrap_or(u64::MAX),
+            }),
+            _ => None,
+        })
+        .collect();
+    let (vip_two_holder_samples, vip_dead_holder_samples) = split_vip_two_holder_samples(&two_holder, &killed);
     let vip_episodes = episodes
         .iter()
         .map(|(first, last, holders)| {
@@ -216,6 +236,7 @@ pub fn gather(
         down_at_end: (0..target.n_nodes()).filter(|&node| target.pid(node).is_none()).collect(),
         unexpected_exits: nemesis.unexpected_exits.clone(),
         vip_two_holder_samples,
+        vip_dead_holder_samples,
         vip_samples,
         vip_episodes,
         n_leader_samples,

@@ -17,6 +17,9 @@ use super::checker::LeaderSample;
 /// and the nodes that held it.
 pub type TwoHolderEpisode = (u64, u64, Vec<usize>);
 
+/// One VIP sample that saw several holders: when (`CLOCK_MONOTONIC`) and which nodes.
+pub type HolderSample = (u64, Vec<usize>);
+
 pub enum Target {
     Loopback { cluster: Cluster, agent: ureq::Agent },
     Netns { cluster: NetnsCluster },
@@ -217,11 +220,11 @@ impl Target {
         }
     }
 
-    /// Samples of the VIP on two nodes at once (netns), else 0; the number of samples; and the
-    /// episodes of two holders: `(first, last)` on `CLOCK_MONOTONIC` and the nodes.
-    pub fn vip_two_holder_samples(&self) -> (usize, usize, Vec<TwoHolderEpisode>) {
+    /// The samples of the VIP on two nodes at once (netns; `CLOCK_MONOTONIC` and the holders),
+    /// the number of samples, and the episodes of two holders: `(first, last)` and the nodes.
+    pub fn vip_two_holder_samples(&self) -> (Vec<HolderSample>, usize, Vec<TwoHolderEpisode>) {
         match self {
-            Target::Loopback { .. } => (0, 0, Vec::new()),
+            Target::Loopback { .. } => (Vec::new(), 0, Vec::new()),
             Target::Netns { cluster } => {
                 let (now, now_ns) = (Instant::now(), taskd::run_log::monotonic_ns());
                 let to_ns = |at: Instant| now_ns.saturating_sub(now.saturating_duration_since(at).as_nanos() as u64);
@@ -243,8 +246,12 @@ impl Target {
                     }
                     in_episode = sample.holders.len() > 1;
                 }
-                let n_two = samples.iter().filter(|sample| sample.holders.len() > 1).count();
-                (n_two, samples.len(), episodes)
+                let two: Vec<HolderSample> = samples
+                    .iter()
+                    .filter(|sample| sample.holders.len() > 1)
+                    .map(|sample| (to_ns(sample.at), sample.holders.clone()))
+                    .collect();
+                (two, samples.len(), episodes)
             }
         }
     }

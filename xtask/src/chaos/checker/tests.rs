@@ -194,3 +194,23 @@ fn a_paused_leader_that_answers_leader_once_after_waking_is_within_the_bound() {
     let findings = check(&facts);
     assert_eq!(findings.max_concurrent_leaders, 1, "{:#?}", findings.details);
 }
+
+#[test]
+fn a_killed_holders_leftover_vip_is_counted_apart_from_two_live_holders() {
+    let killed = [DeadWindow { node: 1, from_ns: 1_000 * MS, restarted_ns: 3_000 * MS }];
+    let samples = vec![
+        (500 * MS, vec![1]),
+        // Node 1 killed, node 2 took over: the dead node's leftover.
+        (1_100 * MS, vec![1, 2]),
+        (4_900 * MS, vec![1, 2]),
+        // Past the restart and its clean-up grace: two live holders.
+        (5_100 * MS, vec![1, 2]),
+        // Nodes 0 and 2 both alive.
+        (1_200 * MS, vec![0, 2]),
+        // Three holders, one dead: still two live ones.
+        (1_300 * MS, vec![0, 1, 2]),
+        (6_000 * MS, vec![2]),
+    ];
+    assert_eq!(split_vip_two_holder_samples(&samples, &killed), (3, 2));
+    assert_eq!(split_vip_two_holder_samples(&samples, &[]), (5, 0));
+}
