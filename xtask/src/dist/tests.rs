@@ -173,8 +173,8 @@ fn the_client_gets_its_man_page_and_completions_from_its_clap_definition() {
 /// routes cannot make the check pass by accident.
 #[test]
 fn the_debug_route_marker_finds_the_debug_routes() {
-    let routes = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../taskd/src/task_server.rs"))
-        .expect("read taskd's task_server.rs");
+    let routes = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../taskd/src/task_server/routes.rs"))
+        .expect("read taskd's task_server/routes.rs");
     let debug_paths: Vec<&str> =
         routes.lines().filter(|line| line.contains("config.route(") && line.contains("\"/debug/")).collect();
     assert!(!debug_paths.is_empty(), "the debug routes moved: update has_debug_routes");
