@@ -13,6 +13,7 @@ mod election;
 mod error;
 mod event;
 pub mod member;
+pub mod observer;
 mod server;
 mod shared;
 pub mod takeover;
@@ -24,6 +25,7 @@ pub use election::QuorumHandler;
 pub use error::{QuorumError, Result, ZkError};
 pub use event::Event;
 pub use member::{Member, MemberInfo};
+pub use observer::{OperationObserver, ZkObserver};
 pub use server::QuorumServer;
 pub use zk::{ZkConfig, ZkSession, ZkSessionState};
 

@@ -20,6 +20,7 @@ use zookeeper_client::{
 };
 
 use crate::error::{Result, ZkError};
+use crate::observer::ZkObserver;
 
 /// How to reach ZooKeeper and what session to ask for.
 #[derive(Debug, Clone)]
@@ -33,6 +34,8 @@ pub struct ZkConfig {
     pub operation_timeout: Duration,
     /// How long `connect` tries before giving up.
     pub connect_timeout: Duration,
+    /// Told of every request's operation and latency (none by default).
+    pub observer: ZkObserver,
 }
 
 impl ZkConfig {
@@ -43,6 +46,7 @@ impl ZkConfig {
             session_timeout,
             operation_timeout: session_timeout * 2,
             connect_timeout: session_timeout * 2,
+            observer: ZkObserver::default(),
         }
     }
 }
@@ -248,6 +252,7 @@ pub struct ZkSession {
     session_id: i64,
     session_timeout: Duration,
     operation_timeout: Duration,
+    observer: ZkObserver,
 }
 
 impl std::fmt::Debug for ZkSession {
@@ -286,6 +291,7 @@ impl ZkSession {
             session_id,
             session_timeout,
             operation_timeout: config.operation_timeout.max(session_timeout),
+            observer: config.observer.clone(),
         })
     }
 
@@ -325,7 +331,10 @@ impl ZkSession {
     where
         F: Future<Output = std::result::Result<T, zookeeper_client::Error>>,
     {
-        match runtime::block_on_timeout(future, self.operation_timeout) {
+        let started = Instant::now();
+        let answer = runtime::block_on_timeout(future, self.operation_timeout);
+        self.observer.finished(metric_name(operation), started);
+        match answer {
             Some(result) => result.map_err(|error| ZkError::from_client(operation, path, error)),
             None => Err(ZkError::Timeout { operation, path: path.to_string(), timeout: self.operation_timeout }),
         }
@@ -397,13 +406,15 @@ impl ZkSession {
         let first_path = paths.first().map(String::as_str).unwrap_or("");
         let client = self.client("get data", first_path)?;
         // The client sends each request when its future is made, so all are in flight at once.
+        let started = Instant::now();
         let requests: Vec<_> = paths.iter().map(|path| client.get_data(path)).collect();
-        let replies = runtime::block_on_timeout(futures::future::join_all(requests), self.operation_timeout)
-            .ok_or_else(|| ZkError::Timeout {
-                operation: "get data",
-                path: first_path.to_string(),
-                timeout: self.operation_timeout,
-            })?;
+        let replies = runtime::block_on_timeout(futures::future::join_all(requests), self.operation_timeout);
+        self.observer.finished("get_data_batch", started);
+        let replies = replies.ok_or_else(|| ZkError::Timeout {
+            operation: "get data",
+            path: first_path.to_string(),
+            timeout: self.operation_timeout,
+        })?;
         Ok(replies
             .into_iter()
             .zip(paths)
@@ -449,16 +460,18 @@ impl ZkSession {
         let first_path = writes.first().map(|(path, _, _)| path.as_str()).unwrap_or("");
         let client = self.client("set data", first_path)?;
         // The client sends each request when its future is made, so all are in flight at once.
+        let started = Instant::now();
         let requests: Vec<_> = writes
             .iter()
             .map(|(path, data, expected_version)| client.set_data(path, data, *expected_version))
             .collect();
-        let replies = runtime::block_on_timeout(futures::future::join_all(requests), self.operation_timeout)
-            .ok_or_else(|| ZkError::Timeout {
-                operation: "set data",
-                path: first_path.to_string(),
-                timeout: self.operation_timeout,
-            })?;
+        let replies = runtime::block_on_timeout(futures::future::join_all(requests), self.operation_timeout);
+        self.observer.finished("set_data_batch", started);
+        let replies = replies.ok_or_else(|| ZkError::Timeout {
+            operation: "set data",
+            path: first_path.to_string(),
+            timeout: self.operation_timeout,
+        })?;
         Ok(replies
             .into_iter()
             .zip(writes)
@@ -489,8 +502,13 @@ impl ZkSession {
             };
             added.map_err(|error| ZkError::from_client("multi", operation.path(), error))?;
         }
-        let outcome = runtime::block_on_timeout(writer.commit(), self.operation_timeout).ok_or_else(|| {
-            ZkError::Timeout { operation: "multi", path: first_path.clone(), timeout: self.operation_timeout }
+        let started = Instant::now();
+        let outcome = runtime::block_on_timeout(writer.commit(), self.operation_timeout);
+        self.observer.finished("multi", started);
+        let outcome = outcome.ok_or_else(|| ZkError::Timeout {
+            operation: "multi",
+            path: first_path.clone(),
+            timeout: self.operation_timeout,
         })?;
         let results = outcome.map_err(|error| match error {
             zookeeper_client::MultiWriteError::RequestFailed { source } => {
@@ -572,5 +590,19 @@ impl Drop for ZkSession {
                 "ZooKeeper session dropped without close; it closes once its last request returns"
             );
         }
+    }
+}
+
+/// The observer's name of an operation (the error messages' name, spaces as underscores).
+fn metric_name(operation: &'static str) -> &'static str {
+    match operation {
+        "ensure path" => "ensure_path",
+        "exists and watch" => "exists_and_watch",
+        "get data" => "get_data",
+        "get data and watch" => "get_data_and_watch",
+        "list children" => "list_children",
+        "list and watch children" => "list_and_watch_children",
+        "set data" => "set_data",
+        other => other,
     }
 }

@@ -2,7 +2,9 @@
 //! first `TaskServer` and handed to every server it builds (so counters survive a re-entry),
 //! owning the registry, every family's name and help text, and the text encoding `GET /metrics`
 //! answers. Components only increment; gauges that mirror live state (leader, ZooKeeper, data
-//! network, VIP, connections) are set by the server's `refresh` right before each encoding.
+//! network, VIP, connections, the leader's tasks and runners) are set by the server's `refresh`
+//! right before each encoding, from state kept as it changes (the tasks by type and state are
+//! the scheduler's `TaskTally`, counted by the cache: a scrape never lists tasks).
 //!
 //! Names follow Prometheus conventions: the `zbs_taskd_` prefix, `_total` on counters (added by
 //! `prometheus-client`), `_seconds` and `_bytes` in base units.
@@ -11,14 +13,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
-use runtime::rpc::{Method, RequestObserver};
+use runtime::rpc::RequestObserver;
 
 /// The `Content-Type` of the answer: OpenMetrics text, which Prometheus scrapes natively.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -26,108 +27,10 @@ pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; cha
 /// The prefix of every family.
 pub const PREFIX: &str = "zbs_taskd";
 
-/// Why leadership changed hands on this node (`zbs_taskd_leader_transitions_total{reason}`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TransitionReason {
-    /// This node became leader.
-    Elected,
-    /// This leader stopped its service for a failed data network.
-    DataNetworkFailed,
-    /// This leader lost its ZooKeeper connection and stepped down (the session may live on).
-    ZookeeperLost,
-    /// This leader's ZooKeeper session expired.
-    SessionExpired,
-    /// This leader stopped on a signal or an operator's request.
-    Shutdown,
-    /// This leader gave way to a member of higher priority.
-    Priority,
-    /// This leader could not hold the VIP.
-    VipFailed,
-    /// This leader could not run its dispatcher.
-    DispatcherFailed,
-}
+mod labels;
+mod observers;
 
-impl TransitionReason {
-    pub const ALL: [TransitionReason; 8] = [
-        TransitionReason::Elected,
-        TransitionReason::DataNetworkFailed,
-        TransitionReason::ZookeeperLost,
-        TransitionReason::SessionExpired,
-        TransitionReason::Shutdown,
-        TransitionReason::Priority,
-        TransitionReason::VipFailed,
-        TransitionReason::DispatcherFailed,
-    ];
-
-    pub fn label(self) -> &'static str {
-        match self {
-            TransitionReason::Elected => "elected",
-            TransitionReason::DataNetworkFailed => "data_network_failed",
-            TransitionReason::ZookeeperLost => "zookeeper_lost",
-            TransitionReason::SessionExpired => "session_expired",
-            TransitionReason::Shutdown => "shutdown",
-            TransitionReason::Priority => "priority",
-            TransitionReason::VipFailed => "vip_failed",
-            TransitionReason::DispatcherFailed => "dispatcher_failed",
-        }
-    }
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ReasonLabels {
-    pub reason: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct StateLabels {
-    pub state: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct OperationLabels {
-    pub operation: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct VipLabels {
-    pub vip: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct KindLabels {
-    pub kind: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct TaskLabels {
-    #[prometheus(flatten)]
-    pub task: TaskTypeLabels,
-    pub state: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct TaskTypeLabels {
-    pub r#type: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct OutcomeLabels {
-    pub r#type: String,
-    pub outcome: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ServerLabels {
-    pub server: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RequestLabels {
-    pub server: String,
-    pub method: String,
-    pub route: String,
-    pub status: String,
-}
+pub use labels::*;
 
 /// Every family the daemon exports (see the module doc); cheap to share.
 pub struct Metrics {
@@ -153,6 +56,7 @@ pub struct Metrics {
     pub vip_garps_sent: Counter,
     pub vip_errors: Family<KindLabels, Counter>,
     pub tasks: Family<TaskLabels, Gauge>,
+    pub task_transitions: Family<TransitionLabels, Counter>,
     pub task_runs_started: Family<TaskTypeLabels, Counter>,
     pub task_runs_finished: Family<OutcomeLabels, Counter>,
     pub task_retries: Family<ReasonLabels, Counter>,
@@ -239,6 +143,7 @@ impl Metrics {
             vip_garps_sent: Counter::default(),
             vip_errors: Family::default(),
             tasks: Family::default(),
+            task_transitions: Family::default(),
             task_runs_started: Family::default(),
             task_runs_finished: Family::default(),
             task_retries: Family::default(),
@@ -277,7 +182,7 @@ impl Metrics {
         for reason in ["failed", "interrupted", "lease_lapsed"] {
             let _ = self.task_retries.get_or_create(&ReasonLabels { reason: reason.to_string() });
         }
-        for operation in ["exists", "read_members"] {
+        for operation in ZK_OPERATIONS {
             let _ =
                 self.zookeeper_operation_seconds.get_or_create(&OperationLabels { operation: operation.to_string() });
         }
@@ -349,7 +254,7 @@ impl Metrics {
                 ),
                 (
                     "zookeeper_operation_seconds",
-                    "Latency of the daemon's ZooKeeper reads by operation",
+                    "Latency of the daemon's ZooKeeper requests by operation (batches pipelined in one round trip as one)",
                     m.zookeeper_operation_seconds.clone(),
                 ),
                 (
@@ -388,6 +293,11 @@ impl Metrics {
                     "tasks",
                     "Tasks by type and state, as the leader's cache holds them (exported by the leader only)",
                     m.tasks.clone(),
+                ),
+                (
+                    "task_transitions",
+                    "Task state changes the leader's cache applied, by type, from (new: a submit) and to",
+                    m.task_transitions.clone(),
                 ),
                 ("task_runs_started", "Task runs this node's runner started, by type", m.task_runs_started.clone()),
                 (
@@ -479,9 +389,59 @@ impl Metrics {
             .observe(elapsed.as_secs_f64());
     }
 
+    /// A callback that counts each task transition the leader's cache applies (handed to the
+    /// scheduler, called on its worker).
+    pub fn task_transition_counter(self: &Arc<Self>) -> Arc<dyn Fn(crate::task_db::TaskTransition) + Send + Sync> {
+        let metrics = self.clone();
+        Arc::new(move |transition| {
+            let labels = TransitionLabels {
+                r#type: transition.task_type.to_string(),
+                from: transition.from.map_or("new", crate::task::TaskState::as_str).to_string(),
+                to: transition.to.as_str().to_string(),
+            };
+            metrics.task_transitions.get_or_create(&labels).inc();
+        })
+    }
+
+    /// Sets the leader's task gauges (every type and state, zeros too) and runner gauges from
+    /// its scheduler's counts; without them (a follower, a dispatcher not ready) the task
+    /// series are dropped and the runners read 0.
+    pub fn set_leader_gauges(
+        &self,
+        tasks: Option<&crate::task_db::TaskCounts>,
+        runners: Option<crate::dispatcher::scheduler::RunnerCounts>,
+    ) {
+        match tasks {
+            Some(counts) => {
+                for task_type in crate::task::TaskKind::TYPE_NAMES {
+                    for state in crate::task::TaskState::ALL {
+                        let labels = TaskLabels {
+                            task: TaskTypeLabels { r#type: task_type.to_string() },
+                            state: state.as_str().to_string(),
+                        };
+                        let count = i64::try_from(counts.get(task_type, state)).unwrap_or(i64::MAX);
+                        self.tasks.get_or_create(&labels).set(count);
+                    }
+                }
+            }
+            None => self.tasks.clear(),
+        }
+        let runners = runners.unwrap_or_default();
+        for (state, count) in [("up", runners.n_up), ("draining", runners.n_draining)] {
+            let count = i64::try_from(count).unwrap_or(i64::MAX);
+            self.runners.get_or_create(&StateLabels { state: state.to_string() }).set(count);
+        }
+    }
+
     /// A request observer for the RPC server `server` (`dispatcher` or `runner`).
     pub fn rpc_observer(self: &Arc<Self>, server: &str) -> Arc<dyn RequestObserver> {
-        Arc::new(RpcMetrics { metrics: self.clone(), server: server.to_string() })
+        Arc::new(observers::RpcMetrics { metrics: self.clone(), server: server.to_string() })
+    }
+
+    /// An observer for a ZooKeeper session's config: every request it makes is timed into
+    /// `zookeeper_operation_seconds{operation}`.
+    pub fn zookeeper_observer(self: &Arc<Self>) -> quorum::ZkObserver {
+        quorum::ZkObserver::new(Arc::new(observers::ZkMetrics::new(self.clone())))
     }
 
     /// A task run began on this node; `queue_wait` only on a task's first attempt.
@@ -525,36 +485,6 @@ impl Metrics {
     }
 }
 
-/// The states of `zbs_taskd_service_state`.
-pub const SERVICE_STATES: &[&str] = &["running", "stopping", "stopped"];
-
-/// The reasons of `zbs_taskd_service_stops_total` (see `task_server::StopReason`).
-pub const STOP_REASONS: &[&str] = &["requested", "network_failure", "vip_failure", "dispatcher_failed"];
-
-/// The kinds of `zbs_taskd_vip_errors_total` (see `Metrics::vip_error`).
-pub const VIP_ERROR_KINDS: &[&str] = &["bad_request", "not_found", "netlink", "garp", "interface", "socket", "fenced"];
-
-/// The states of `zbs_taskd_runners`.
-pub const RUNNER_STATES: &[&str] = &["up", "draining"];
-
-/// The states of `zbs_taskd_zookeeper_session_state`.
-pub const ZK_STATES: &[&str] = &["connected", "read_only", "disconnected", "expired", "closed", "auth_failed"];
-
-/// The states of `zbs_taskd_data_network_state`.
-pub const HEALTH_STATES: &[&str] = &["unknown", "valid", "invalid"];
-
-/// The label of a session state in `zbs_taskd_zookeeper_session_state`.
-pub fn zk_state_label(state: quorum::ZkSessionState) -> &'static str {
-    match state {
-        quorum::ZkSessionState::SyncConnected => "connected",
-        quorum::ZkSessionState::ConnectedReadOnly => "read_only",
-        quorum::ZkSessionState::Disconnected => "disconnected",
-        quorum::ZkSessionState::Expired => "expired",
-        quorum::ZkSessionState::Closed => "closed",
-        quorum::ZkSessionState::AuthFailed => "auth_failed",
-    }
-}
-
 impl Metrics {
     /// Mirrors the data network's health (state, valid, probe counters) into the gauges.
     pub fn refresh_health(&self, health: &vip::health::HealthFlag) {
@@ -570,33 +500,6 @@ impl Metrics {
         self.data_network_rounds.inner().store(status.rounds, Ordering::Relaxed);
         self.data_network_bad_rounds.inner().store(status.n_bad_rounds, Ordering::Relaxed);
         self.data_network_state_changes.inner().store(status.n_changes, Ordering::Relaxed);
-    }
-}
-
-/// Counts one RPC server's requests (see `runtime::rpc::RequestObserver`).
-struct RpcMetrics {
-    metrics: Arc<Metrics>,
-    server: String,
-}
-
-impl RequestObserver for RpcMetrics {
-    fn started(&self) {
-        self.metrics.rpc_in_flight.get_or_create(&ServerLabels { server: self.server.clone() }).inc();
-    }
-
-    fn finished(&self, method: Method, route: &str, status: u16, elapsed: Duration) {
-        let server = ServerLabels { server: self.server.clone() };
-        self.metrics.rpc_in_flight.get_or_create(&server).dec();
-        self.metrics.rpc_request_seconds.get_or_create(&server).observe(elapsed.as_secs_f64());
-        self.metrics
-            .rpc_requests
-            .get_or_create(&RequestLabels {
-                server: self.server.clone(),
-                method: method.as_str().to_string(),
-                route: route.to_string(),
-                status: status.to_string(),
-            })
-            .inc();
     }
 }
 

@@ -566,12 +566,8 @@ impl Inner {
             if let Some(session) = self.session() {
                 let sent = Instant::now();
                 match session.exists(task_db::layout::DB_ROOT) {
-                    Ok(_) => {
-                        self.lease.confirm(session.session_id(), sent);
-                        if let Some(metrics) = &self.config.metrics {
-                            metrics.zookeeper_operation("exists", sent.elapsed());
-                        }
-                    }
+                    // The session times it (`zookeeper_operation_seconds{operation="exists"}`).
+                    Ok(_) => self.lease.confirm(session.session_id(), sent),
                     Err(error) => tracing::debug!(%error, "lease probe unanswered"),
                 }
                 // A probe that waited (a disconnection) is not followed by another at once.

@@ -233,6 +233,7 @@ impl Shared {
         }
         let mut zk = ZkConfig::new(self.config.zookeeper_hosts.clone(), self.config.session_timeout);
         zk.connect_timeout = Duration::from_secs(2);
+        zk.observer = self.metrics.zookeeper_observer();
         let session = match ZkSession::connect(&zk) {
             Ok(session) => Arc::new(session),
             Err(error) => {

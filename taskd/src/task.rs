@@ -196,6 +196,9 @@ pub struct InvalidArgs {
 }
 
 impl TaskKind {
+    /// Every type's name (`type_name`), for the metrics that export each type at zero too.
+    pub const TYPE_NAMES: [&'static str; 2] = ["copy_volume", "sleep"];
+
     /// The type's name as in JSON and on the command line (`copy_volume`, `sleep`).
     pub fn type_name(&self) -> &'static str {
         match self {

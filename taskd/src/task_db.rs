@@ -30,6 +30,7 @@
 //! runner report tells it a record changed) or the next `open`.
 
 mod cache;
+mod counts;
 mod error;
 mod filter;
 mod keys;
@@ -48,9 +49,10 @@ use quorum::zk::ZkOp;
 use quorum::{ZkError, ZkSession};
 
 use crate::task::{TaskId, TaskRecord, TaskState};
-use cache::RecordCache;
+use cache::{Origin, RecordCache};
 use layout::{child_reply_bytes, owner_path, request_path, task_path, DB_ROOT, REQUESTS_ROOT, RUNNERS_ROOT};
 
+pub use counts::{CacheWatch, TaskCounts, TaskTally, TaskTransition};
 pub use error::{DbError, Result};
 pub use filter::ListFilter;
 pub use owner::{
@@ -84,6 +86,8 @@ pub struct TaskDbConfig {
     pub max_write_attempts: u32,
     /// Deletes per multi-op when purging.
     pub purge_batch: usize,
+    /// Told of the cache's counts and transitions (the leader's task metrics).
+    pub watch: CacheWatch,
 }
 
 impl TaskDbConfig {
@@ -95,6 +99,7 @@ impl TaskDbConfig {
             read_batch: layout::DEFAULT_READ_BATCH,
             max_write_attempts: 5,
             purge_batch: 100,
+            watch: CacheWatch::default(),
         }
     }
 
@@ -159,7 +164,7 @@ impl TaskDb {
         session.ensure_path(DB_ROOT).map_err(DbError::zk("create the task directory"))?;
         session.ensure_path(RUNNERS_ROOT).map_err(DbError::zk("create the runners directory"))?;
         session.ensure_path(REQUESTS_ROOT).map_err(DbError::zk("create the requests directory"))?;
-        let cache = RecordCache::create_empty(&config.cache_dir)?;
+        let cache = RecordCache::create_empty(&config.cache_dir, config.watch.clone())?;
         let mut db = TaskDb {
             session,
             config,
@@ -213,7 +218,7 @@ impl TaskDb {
                     Err(source) => corrupt.push(CorruptRecord { path: path.clone(), reason: source.to_string() }),
                 }
             }
-            self.cache.put_all(&loaded)?;
+            self.cache.put_all(&loaded, Origin::Read)?;
             loaded_ids.extend(loaded.into_iter().map(|stored| stored.record.task_id));
         }
         // Forget what the cache held that ZooKeeper no longer has (a rebuild of an open db).
@@ -288,7 +293,7 @@ impl TaskDb {
     pub fn adopt_created(&mut self, record: &TaskRecord) -> Result<StoredRecord> {
         self.count_child(&record.task_id);
         let stored = StoredRecord { record: record.clone(), version: 0 };
-        self.cache.put(&stored)?;
+        self.cache.put(&stored, Origin::Created)?;
         Ok(stored)
     }
 
@@ -296,11 +301,17 @@ impl TaskDb {
     pub fn adopt_all_created(&mut self, records: &[TaskRecord]) -> Result<()> {
         let stored: Vec<StoredRecord> =
             records.iter().map(|record| StoredRecord { record: record.clone(), version: 0 }).collect();
-        self.cache.put_all(&stored)?;
+        self.cache.put_all(&stored, Origin::Created)?;
         for record in records {
             self.count_child(&record.task_id);
         }
         Ok(())
+    }
+
+    /// The cached records' counts by type and state, as the cache keeps them with every change
+    /// (nothing is listed).
+    pub fn counts(&self) -> TaskCounts {
+        self.config.watch.tally.snapshot()
     }
 
     /// The cached record of `task_id`.
@@ -499,7 +510,7 @@ impl TaskDb {
         if !was_corrupt && !self.cache.contains(task_id) {
             self.count_child(task_id);
         }
-        self.cache.put(stored)
+        self.cache.put(stored, Origin::Read)
     }
 
     /// Drops a record that ZooKeeper no longer has from the cache, the reports and the counts.

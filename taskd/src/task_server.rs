@@ -64,9 +64,6 @@ pub const HEALTH_POLL_INTERVAL: Duration = Duration::from_secs(1);
 /// `OPEN_GIVE_UP`).
 const TAKEOVER_WATCH_LIMIT: Duration = Duration::from_secs(600);
 
-/// How often the leader's task and runner gauges are read from its dispatcher at most.
-pub const LEADER_GAUGES_TTL: Duration = Duration::from_secs(1);
-
 /// `/healthz` answers 503 when the loop's health poll has not run for this long (three polls).
 pub const LOOP_STALE_AFTER: Duration = Duration::from_secs(3);
 
@@ -160,8 +157,6 @@ struct Inner {
     last_loop_tick_ms: AtomicU64,
     /// Set after stop stage 1: the ports are free for the stopped service's stand-in.
     listening_stopped: AtomicBool,
-    /// When the leader's task and runner gauges were last read.
-    leader_gauges_at: Mutex<Option<Instant>>,
     /// The VIP's frames already added to `vip_garps_sent`.
     vip_frames_counted: AtomicU64,
     /// The crash detector (`crash_watch`): asked to stop in stage 1, joined when dropped.
@@ -195,7 +190,8 @@ impl TaskServer {
             healthy: health_monitor.flag().is_valid(),
             data_address: Some(config.data_address.to_string()),
         };
-        let zk = ZkConfig::new(config.zookeeper_hosts.clone(), config.session_timeout);
+        let mut zk = ZkConfig::new(config.zookeeper_hosts.clone(), config.session_timeout);
+        zk.observer = metrics.zookeeper_observer();
         // The state directory's lock proves that an election node of this node id with another
         // session is a dead incarnation's: it is deleted at once, not left to its session's expiry.
         let quorum_server =
@@ -253,7 +249,6 @@ impl TaskServer {
                 counted_leader: AtomicBool::new(false),
                 led_at_stop: AtomicBool::new(false),
                 listening_stopped: AtomicBool::new(false),
-                leader_gauges_at: Mutex::new(None),
                 vip_frames_counted: AtomicU64::new(0),
                 last_loop_tick_ms: AtomicU64::new(crate::run_log::monotonic_ns() / 1_000_000),
                 crash_watch: Mutex::new(None),
@@ -551,51 +546,13 @@ impl Inner {
         }
     }
 
-    /// The leader's task and runner gauges, from its dispatcher at most once a `LEADER_GAUGES_TTL`
-    /// (a scrape every 100 ms must not load the dispatcher); a follower exports them as 0.
+    /// The leader's task and runner gauges, copied from counters its scheduler keeps (nothing is
+    /// listed: a scrape every 100 ms costs the dispatcher nothing); a follower exports none.
     fn refresh_leader_gauges(&self, leader: bool) {
-        let metrics = &self.metrics;
-        let scheduler = self.role.lock().scheduler().filter(|handle| leader && handle.is_ready());
-        let Some(handle) = scheduler else {
-            *self.leader_gauges_at.lock() = None;
-            metrics.tasks.clear();
-            Metrics::set_state(&metrics.runners, crate::metrics::RUNNER_STATES, None);
-            return;
-        };
-        {
-            let mut at = self.leader_gauges_at.lock();
-            if at.is_some_and(|at| at.elapsed() < LEADER_GAUGES_TTL) {
-                return;
-            }
-            *at = Some(Instant::now());
-        }
-        let answer = handle.call(Duration::from_secs(1), |scheduler| {
-            let tasks = scheduler.list(&crate::task_db::ListFilter::all())?;
-            let runners = scheduler.runners()?;
-            Ok::<_, crate::dispatcher::scheduler::DispatchError>((tasks, runners))
-        });
-        let (tasks, runners) = match answer {
-            Ok(Ok(answer)) => answer,
-            Ok(Err(error)) => return tracing::debug!(%error, "metrics: cannot list tasks and runners"),
-            Err(error) => return tracing::debug!(%error, "metrics: the dispatcher did not answer"),
-        };
-        let mut counts: std::collections::HashMap<(&'static str, crate::task::TaskState), i64> = Default::default();
-        for task in &tasks {
-            *counts.entry((task.kind.type_name(), task.state)).or_default() += 1;
-        }
-        for task_type in ["copy_volume", "sleep"] {
-            for state in crate::task::TaskState::ALL {
-                let labels = crate::metrics::TaskLabels {
-                    task: crate::metrics::TaskTypeLabels { r#type: task_type.to_string() },
-                    state: state.as_str().to_string(),
-                };
-                metrics.tasks.get_or_create(&labels).set(counts.get(&(task_type, state)).copied().unwrap_or(0));
-            }
-        }
-        let n_draining = runners.runners.iter().filter(|runner| runner.info.draining).count() as i64;
-        let n_up = runners.runners.len() as i64 - n_draining;
-        metrics.runners.get_or_create(&crate::metrics::StateLabels { state: "up".to_string() }).set(n_up);
-        metrics.runners.get_or_create(&crate::metrics::StateLabels { state: "draining".to_string() }).set(n_draining);
+        let scheduler = self.role.lock().scheduler().filter(|_| leader);
+        let tasks = scheduler.as_ref().and_then(SchedulerHandle::task_counts);
+        let runners = scheduler.as_ref().and_then(SchedulerHandle::runner_counts);
+        self.metrics.set_leader_gauges(tasks.as_ref(), runners);
     }
 
     /// Adds the frames this server's VIP sent since the last look to the process's counter
@@ -755,6 +712,7 @@ impl Inner {
                     self.quorum.clone(),
                     self.runner_client.clone(),
                     Arc::new(report_unusable),
+                    Some(self.metrics.task_transition_counter()),
                 );
                 let scheduling = started.start_scheduling(setup);
                 let (scheduler, failure) = match scheduling {

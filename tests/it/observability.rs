@@ -1,8 +1,11 @@
 //! Observability against real daemons: every node's `/metrics`, `/healthz`, `/readyz` and
 //! `/leader` scraped before, during and after a hand-over for a failed data network (the
 //! `file` health source), and the stopped service's stand-in answering status, probes, metrics
-//! and task routes (503 naming the new leader) until the node rejoins.
+//! and task routes (503 naming the new leader) until the node rejoins. The leader's task gauges
+//! match its task list after a mix of transitions, and again on the next leader, which rebuilt
+//! them from ZooKeeper.
 
+use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -74,6 +77,74 @@ fn value(samples: &[(String, f64)], series: &str) -> Option<f64> {
     samples.iter().find(|(name, _)| name == series).map(|(_, value)| *value)
 }
 
+/// The sum of every sample of `family` whose labels contain each of `labels` (`key="value"`).
+fn sum_of(samples: &[(String, f64)], family: &str, labels: &[&str]) -> f64 {
+    samples
+        .iter()
+        .filter(|(series, _)| series.starts_with(&format!("{family}{{")))
+        .filter(|(series, _)| labels.iter().all(|label| series.contains(label)))
+        .map(|(_, value)| *value)
+        .sum()
+}
+
+/// Submits a Sleep task on `node` with `body`; its id.
+fn submit_sleep(cluster: &Cluster, node: usize, body: Value) -> Result<String> {
+    let spec = cluster.node(node);
+    let url = format!("http://{}:{}{PREFIX}/sleep/create", spec.address, spec.dispatcher_port);
+    let (status, created) =
+        tests::http::json_answer(agent().post(&url).set("X-SmartX-Token", cluster.token()), Some(&body))?;
+    ensure!(status == 201, "submit a sleep {body}: {status} {created}");
+    created["task_id"].as_str().map(str::to_string).with_context(|| format!("no task_id in {created}"))
+}
+
+/// `POST /tasks/<id>/<verb>` on `node` (cancel, pause): done (200) or forwarded to the runner (202).
+fn task_verb(cluster: &Cluster, node: usize, task_id: &str, verb: &str) -> Result<()> {
+    let spec = cluster.node(node);
+    let url = format!("http://{}:{}{PREFIX}/tasks/{task_id}/{verb}", spec.address, spec.dispatcher_port);
+    let (status, answer) = tests::http::json_answer(agent().post(&url).set("X-SmartX-Token", cluster.token()), None)?;
+    ensure!(status == 200 || status == 202, "{verb} {task_id}: {status} {answer}");
+    Ok(())
+}
+
+/// The task list of `node` (the leader) by (type, state).
+fn listed_by_type_and_state(cluster: &Cluster, node: usize) -> Result<BTreeMap<(String, String), f64>> {
+    let (status, body) = get_json(cluster, node, &format!("{PREFIX}/tasks"))?;
+    ensure!(status == 200, "list the tasks on node {node}: {status} {body}");
+    let tasks = body.as_array().or_else(|| body["tasks"].as_array()).cloned().unwrap_or_default();
+    let mut counts = BTreeMap::new();
+    for task in &tasks {
+        let task_type = task["kind"]["type"].as_str().unwrap_or("?").to_string();
+        let key = (task_type, task["state"].as_str().unwrap_or("?").to_string());
+        *counts.entry(key).or_default() += 1.0;
+    }
+    Ok(counts)
+}
+
+/// Every `zbs_taskd_tasks` gauge of `node` equals its task list's count (zeros included), and
+/// the list holds `n_tasks`: Ok(None) when they agree, else what differs.
+fn gauges_against_list(cluster: &Cluster, node: usize, n_tasks: usize) -> Result<Option<String>> {
+    let listed = listed_by_type_and_state(cluster, node)?;
+    let samples = scrape(cluster, node)?;
+    let n_listed: f64 = listed.values().sum();
+    if n_listed != n_tasks as f64 {
+        return Ok(Some(format!("{n_listed} tasks listed, {n_tasks} expected")));
+    }
+    let mut n_gauges = 0;
+    for task_type in ["copy_volume", "sleep"] {
+        for state in ["pending", "running", "paused", "succeeded", "failed", "cancelled", "interrupted"] {
+            let series = format!("zbs_taskd_tasks{{type=\"{task_type}\",state=\"{state}\"}}");
+            let gauge = value(&samples, &series);
+            let expected = listed.get(&(task_type.to_string(), state.to_string())).copied().unwrap_or(0.0);
+            if gauge != Some(expected) {
+                return Ok(Some(format!("{series} is {gauge:?}, the list has {expected}: {listed:?}")));
+            }
+            n_gauges += 1;
+        }
+    }
+    ensure!(n_gauges == 14, "every type and state checked");
+    Ok(None)
+}
+
 fn leaders_by_metric(cluster: &Cluster) -> Result<Vec<usize>> {
     let mut leaders = Vec::new();
     for node in 0..cluster.n_nodes() {
@@ -124,7 +195,9 @@ fn metrics_used_by_monitoring() -> Result<std::collections::BTreeSet<String>> {
 
 #[test]
 fn metrics_and_probes_follow_a_hand_over_and_a_stopped_service_answers() {
-    with_cluster(Cluster::builder().health_fall_rise(1, 2), |cluster| {
+    // One attempt: a failing task fails at once.
+    let builder = Cluster::builder().health_fall_rise(1, 2).extra_config("tasks = { max_attempts = 1 }");
+    with_cluster(builder, |cluster| {
         let old = cluster.wait_for_leader(WAIT)?;
         let n_nodes = cluster.n_nodes();
 
@@ -171,6 +244,63 @@ fn metrics_and_probes_follow_a_hand_over_and_a_stopped_service_answers() {
                 .and_then(|samples| value(&samples, "zbs_taskd_tasks{type=\"sleep\",state=\"succeeded\"}"));
             n_listed == Some(1.0) && counted == Some(1.0)
         })?;
+
+        // A mix of transitions: succeeded, failed, cancelled while running, paused while running.
+        for _ in 0..2 {
+            submit_sleep(cluster, old, serde_json::json!({ "duration_ms": 10 }))?;
+        }
+        submit_sleep(cluster, old, serde_json::json!({ "duration_ms": 10, "fail": true }))?;
+        let to_cancel = submit_sleep(cluster, old, serde_json::json!({ "duration_ms": 600_000 }))?;
+        let to_pause = submit_sleep(cluster, old, serde_json::json!({ "duration_ms": 600_000 }))?;
+        cluster.wait_until(WAIT, "the long sleeps running", || {
+            listed_by_type_and_state(cluster, old)
+                .is_ok_and(|listed| listed.get(&("sleep".to_string(), "running".to_string())) == Some(&2.0))
+        })?;
+        task_verb(cluster, old, &to_cancel, "cancel")?;
+        task_verb(cluster, old, &to_pause, "pause")?;
+        let n_tasks = 6;
+        cluster.wait_until(WAIT, "the mix settled, the gauges matching the task list", || {
+            let settled = listed_by_type_and_state(cluster, old).is_ok_and(|listed| {
+                let count = |state: &str| listed.get(&("sleep".to_string(), state.to_string())).copied();
+                count("succeeded") == Some(3.0)
+                    && count("failed") == Some(1.0)
+                    && count("cancelled") == Some(1.0)
+                    && count("paused") == Some(1.0)
+            });
+            settled && gauges_against_list(cluster, old, n_tasks).is_ok_and(|differs| differs.is_none())
+        })?;
+        let samples = scrape(cluster, old)?;
+        let transitions_to =
+            |to: &str| sum_of(&samples, "zbs_taskd_task_transitions_total", &[&format!("to=\"{to}\"")]);
+        ensure!(
+            sum_of(&samples, "zbs_taskd_task_transitions_total", &["from=\"new\"", "to=\"pending\""]) == 6.0,
+            "six submits, but: {:?}",
+            samples.iter().filter(|(series, _)| series.contains("transitions")).collect::<Vec<_>>()
+        );
+        ensure!(transitions_to("running") >= 6.0, "every task ran: {}", transitions_to("running"));
+        ensure!(transitions_to("succeeded") == 3.0, "succeeded: {}", transitions_to("succeeded"));
+        ensure!(transitions_to("failed") == 1.0, "failed: {}", transitions_to("failed"));
+        ensure!(transitions_to("cancelled") == 1.0, "cancelled: {}", transitions_to("cancelled"));
+        ensure!(transitions_to("paused") == 1.0, "paused: {}", transitions_to("paused"));
+        // Every run ended on some node's runner, and was counted there.
+        let mut n_runs_finished = 0.0;
+        for node in 0..n_nodes {
+            n_runs_finished +=
+                sum_of(&scrape(cluster, node)?, "zbs_taskd_task_runs_finished_total", &["type=\"sleep\""]);
+        }
+        ensure!(n_runs_finished >= 6.0, "{n_runs_finished} runs counted by the runners, 6 ended");
+        // The sessions time their requests: the election node's and the submits' creates.
+        let zk_count = |samples: &[(String, f64)], operation: &str| {
+            value(samples, &format!("zbs_taskd_zookeeper_operation_seconds_count{{operation=\"{operation}\"}}"))
+                .unwrap_or(0.0)
+        };
+        ensure!(zk_count(&samples, "create") >= 7.0, "the submits' creates were not timed");
+        ensure!(zk_count(&samples, "list_children") >= 1.0, "the rebuild's listing was not timed");
+        for node in 0..n_nodes {
+            let samples = scrape(cluster, node)?;
+            ensure!(zk_count(&samples, "create") >= 1.0, "node {node}'s election node create was not timed");
+            ensure!(zk_count(&samples, "exists") >= 1.0, "node {node}'s lease probes were not timed");
+        }
 
         // The leader's data network fails: it hands over and its service stops.
         cluster.set_health(old, false)?;
@@ -220,6 +350,16 @@ fn metrics_and_probes_follow_a_hand_over_and_a_stopped_service_answers() {
         })?;
         let samples = scrape(cluster, new)?;
         ensure!(transitions(&samples, "elected") >= 1.0, "the new leader counted no election");
+        // The new leader rebuilt its counts from ZooKeeper: they match its list (the paused and
+        // finished tasks kept their states; none was counted as a transition there).
+        cluster.wait_until(WAIT, "the new leader's gauges matching its task list", || {
+            gauges_against_list(cluster, new, n_tasks).is_ok_and(|differs| differs.is_none())
+        })?;
+        let samples = scrape(cluster, new)?;
+        ensure!(
+            sum_of(&samples, "zbs_taskd_task_transitions_total", &["from=\"new\""]) == 0.0,
+            "the new leader counted a rebuilt task as submitted"
+        );
         // The leader lists the stopped node.
         cluster.wait_until(WAIT, "the leader's cluster answer to list the stopped node", || {
             get_json(cluster, new, &format!("{PREFIX}/cluster")).is_ok_and(|(_, body)| {

@@ -35,6 +35,12 @@
 //! on the request znode settles a race of duplicates. A copy is checked by the worker against the
 //! other unfinished copies (`volumes::find_conflict`) and reserved there until it is cached, so
 //! that no two accepted copies write one volume or one writes what another reads.
+//!
+//! # What metrics read
+//! The handle shares, without a trip to the worker, the cache's counts by type and state (kept
+//! by the cache with every change it applies, `task_db::TaskTally`) and the runners up and
+//! draining as the dispatch pass last read them (at most `CHECK_INTERVAL` old). A scrape reads
+//! those; it never lists tasks or runners.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
@@ -52,7 +58,10 @@ use super::volumes::{self, VolumeUse};
 use crate::clock::now_ms;
 use crate::runner_client::{paths as runner_paths, RunnerCallError, RunnerClient};
 use crate::task::{RequestId, TaskId, TaskKind, TaskRecord, TaskState};
-use crate::task_db::{self, DbError, ListFilter, StoredRecord, SubmitBody, TaskDb, TaskDbConfig};
+use crate::task_db::{
+    self, CacheWatch, DbError, ListFilter, StoredRecord, SubmitBody, TaskCounts, TaskDb, TaskDbConfig, TaskTally,
+    TaskTransition,
+};
 
 /// How often the dispatcher looks for waiting tasks (the original: every 2 s).
 pub const CHECK_INTERVAL: Duration = Duration::from_secs(2);
@@ -137,6 +146,18 @@ struct Shared {
     session: Mutex<Option<Arc<ZkSession>>>,
     /// Records whose znodes submits created, for the worker to cache (`adopt_created`).
     created: Mutex<Vec<TaskRecord>>,
+    /// The cache's counts by type and state (see `# What metrics read`).
+    tally: TaskTally,
+    /// The runners as the dispatch pass last read them.
+    runner_counts: Mutex<Option<RunnerCounts>>,
+}
+
+/// Registered runners by state, as the dispatch pass last read them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RunnerCounts {
+    /// Registered and not draining.
+    pub n_up: u64,
+    pub n_draining: u64,
 }
 
 /// The database's counts as the worker last published them, and the submits in flight (reserved,
@@ -200,6 +221,8 @@ impl SchedulerHandle {
                 room: Mutex::new(Room::default()),
                 session: Mutex::new(None),
                 created: Mutex::new(Vec::new()),
+                tally: TaskTally::default(),
+                runner_counts: Mutex::new(None),
             }),
         }
     }
@@ -218,6 +241,17 @@ impl SchedulerHandle {
     /// True once the task database is open.
     pub fn is_ready(&self) -> bool {
         self.shared.ready.load(Ordering::Acquire)
+    }
+
+    /// The cached tasks by type and state, once the database is open (a copy of counters the
+    /// cache keeps: nothing is listed, the worker is not asked).
+    pub fn task_counts(&self) -> Option<TaskCounts> {
+        self.is_ready().then(|| self.shared.tally.snapshot())
+    }
+
+    /// The runners up and draining as the dispatch pass last read them, once it has.
+    pub fn runner_counts(&self) -> Option<RunnerCounts> {
+        *self.shared.runner_counts.lock()
     }
 
     /// Submits a new task with its ZooKeeper create on the caller's coroutine, so that the
@@ -371,6 +405,8 @@ pub struct SchedulerSetup {
     /// Told (once, from the worker) that the task database could not be opened for
     /// [`OPEN_GIVE_UP`]: a leader without a working dispatcher must hand leadership over.
     pub on_unusable: Arc<dyn Fn(String) + Send + Sync>,
+    /// Told of each task state change the cache applies (on the worker: it must be quick).
+    pub on_transition: Option<Arc<dyn Fn(TaskTransition) + Send + Sync>>,
 }
 
 impl SchedulerSetup {
@@ -381,6 +417,7 @@ impl SchedulerSetup {
         quorum: QuorumHandle,
         runner_client: RunnerClient,
         on_unusable: Arc<dyn Fn(String) + Send + Sync>,
+        on_transition: Option<Arc<dyn Fn(TaskTransition) + Send + Sync>>,
     ) -> SchedulerSetup {
         SchedulerSetup {
             quorum,
@@ -390,6 +427,7 @@ impl SchedulerSetup {
             retry: config.tasks.retry,
             runner_client,
             on_unusable,
+            on_transition,
         }
     }
 }
@@ -417,7 +455,7 @@ fn worker(handle: SchedulerHandle, context: ContextHandle, callers: Vec<ContextH
     let mut reported = false;
     let db = loop {
         let error = match setup.quorum.session() {
-            Some(session) => match TaskDb::open(session.clone(), TaskDbConfig::new(&setup.cache_dir)) {
+            Some(session) => match TaskDb::open(session.clone(), db_config(&handle, &setup)) {
                 Ok(db) => break db,
                 Err(error) => error.to_string(),
             },
@@ -500,6 +538,13 @@ fn worker(handle: SchedulerHandle, context: ContextHandle, callers: Vec<ContextH
             scheduler.retry_wake().map_or(until_check, |at| Duration::from_millis(at.saturating_sub(now_ms())));
         wake.wait_timeout(until_check.min(until_retry));
     }
+}
+
+/// The database's configuration: the defaults, counting into the handle's tally and reporting
+/// transitions to the setup's callback.
+fn db_config(handle: &SchedulerHandle, setup: &SchedulerSetup) -> TaskDbConfig {
+    let watch = CacheWatch { tally: handle.shared.tally.clone(), on_transition: setup.on_transition.clone() };
+    TaskDbConfig { watch, ..TaskDbConfig::new(&setup.cache_dir) }
 }
 
 /// Withdraws the session from submitters when the worker ends (the dispatcher stopped): a
@@ -1201,7 +1246,10 @@ impl Scheduler {
                     draining: runner.info.draining,
                     healthy: runner.info.healthy,
                 })
-                .collect();
+                .collect::<Vec<_>>();
+            let n_draining = runners.iter().filter(|runner| runner.draining).count() as u64;
+            let counts = RunnerCounts { n_up: runners.len() as u64 - n_draining, n_draining };
+            *self.handle.shared.runner_counts.lock() = Some(counts);
             self.runner_view = Some(RunnerView { runners, read_at: Instant::now() });
         }
         self.held_off.retain(|_, until| *until > now);

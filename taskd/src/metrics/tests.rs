@@ -75,3 +75,57 @@ fn a_state_family_is_one_hot() {
     assert_eq!(sample(&text, "zbs_taskd_service_state{state=\"running\"}"), Some(0.0));
     assert_eq!(sample(&text, "zbs_taskd_service_state{state=\"stopping\"}"), Some(0.0));
 }
+
+#[test]
+fn leader_gauges_come_from_counts_and_a_follower_exports_none() {
+    let metrics = Metrics::new();
+    let mut counts = crate::task_db::TaskCounts::default();
+    counts.add(("sleep", crate::task::TaskState::Running));
+    counts.add(("sleep", crate::task::TaskState::Running));
+    counts.add(("copy_volume", crate::task::TaskState::Failed));
+    let runners = crate::dispatcher::scheduler::RunnerCounts { n_up: 2, n_draining: 1 };
+    metrics.set_leader_gauges(Some(&counts), Some(runners));
+    let text = metrics.encode();
+    assert_eq!(sample(&text, "zbs_taskd_tasks{type=\"sleep\",state=\"running\"}"), Some(2.0), "{text}");
+    assert_eq!(sample(&text, "zbs_taskd_tasks{type=\"copy_volume\",state=\"failed\"}"), Some(1.0));
+    // Every type and state is exported, zeros too.
+    assert_eq!(sample(&text, "zbs_taskd_tasks{type=\"copy_volume\",state=\"pending\"}"), Some(0.0));
+    assert_eq!(sample(&text, "zbs_taskd_runners{state=\"up\"}"), Some(2.0));
+    assert_eq!(sample(&text, "zbs_taskd_runners{state=\"draining\"}"), Some(1.0));
+    metrics.set_leader_gauges(None, None);
+    let text = metrics.encode();
+    assert!(!text.contains("zbs_taskd_tasks{"), "{text}");
+    assert_eq!(sample(&text, "zbs_taskd_runners{state=\"up\"}"), Some(0.0));
+}
+
+#[test]
+fn task_transitions_are_counted_by_type_from_and_to() {
+    let metrics = Metrics::new();
+    let count = metrics.task_transition_counter();
+    let transition = |from, to| crate::task_db::TaskTransition { task_type: "sleep", from, to };
+    count(transition(None, crate::task::TaskState::Pending));
+    count(transition(Some(crate::task::TaskState::Pending), crate::task::TaskState::Running));
+    count(transition(Some(crate::task::TaskState::Pending), crate::task::TaskState::Running));
+    let text = metrics.encode();
+    let series = |from: &str, to: &str| {
+        format!("zbs_taskd_task_transitions_total{{type=\"sleep\",from=\"{from}\",to=\"{to}\"}}")
+    };
+    assert_eq!(sample(&text, &series("new", "pending")), Some(1.0), "{text}");
+    assert_eq!(sample(&text, &series("pending", "running")), Some(2.0), "{text}");
+}
+
+#[test]
+fn zookeeper_requests_are_timed_by_operation() {
+    let metrics = Metrics::new();
+    let observer = observers::ZkMetrics::new(metrics.clone());
+    quorum::OperationObserver::finished(&observer, "multi", Duration::from_millis(3));
+    quorum::OperationObserver::finished(&observer, "multi", Duration::from_millis(5));
+    quorum::OperationObserver::finished(&observer, "get_data_and_watch", Duration::from_millis(1));
+    let text = metrics.encode();
+    let count = |operation: &str| {
+        sample(&text, &format!("zbs_taskd_zookeeper_operation_seconds_count{{operation=\"{operation}\"}}"))
+    };
+    assert_eq!(count("multi"), Some(2.0), "{text}");
+    assert_eq!(count("get_data_and_watch"), Some(1.0), "{text}");
+    assert_eq!(count("exists"), Some(0.0), "known operations start at zero: {text}");
+}

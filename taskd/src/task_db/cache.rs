@@ -9,38 +9,56 @@
 //! every state change deletes an index key, and LevelDB keeps the tombstone until a compaction,
 //! so scanning the nearly empty Pending or Running range walked over every task that had passed
 //! through it (71% of the dispatcher's CPU in `bench tasks` after a few thousand tasks).
+//!
+//! Each index entry carries its record's type and state, so the counts by type and state
+//! (`CacheWatch::tally`) follow every change of the index exactly: an entry added counts one up,
+//! one removed one down, and each record whose state changes is reported once as a transition.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use rusty_leveldb::{LdbIterator, Options, WriteBatch, DB};
 
+use super::counts::{CacheWatch, TaskCounts, TaskKey, TaskTransition};
 use super::error::{DbError, Result};
 use super::filter::ListFilter;
 use super::keys;
 use super::StoredRecord;
-use crate::task::{TaskId, TaskRecord};
+use crate::task::{TaskId, TaskRecord, TaskState};
 
 /// The LevelDB cache of task records. Not `Send`: LevelDB's handle holds `Rc`s.
 pub(super) struct RecordCache {
     db: DB,
     dir: PathBuf,
-    /// `keys::state_key` of every cached record: the listings by state scan this.
-    state_index: BTreeSet<Vec<u8>>,
+    /// `keys::state_key` of every cached record, with its type and state: the listings by
+    /// state scan this, the counts follow it.
+    state_index: BTreeMap<Vec<u8>, TaskKey>,
+    /// Told of every change of the index.
+    watch: CacheWatch,
 }
 
 /// One write to the cache: the LevelDB batch and the state-index changes applied with it, once
-/// LevelDB has taken the batch.
+/// LevelDB has taken the batch, with the transitions they make.
 #[derive(Default)]
 struct Staged {
     batch: WriteBatch,
     index_removals: Vec<Vec<u8>>,
-    index_additions: Vec<Vec<u8>>,
+    index_additions: Vec<(Vec<u8>, TaskKey)>,
+    transitions: Vec<TaskTransition>,
+}
+
+/// Where a put's record comes from: a record the database created is a transition from
+/// nothing; one first seen by a rebuild is not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Origin {
+    Created,
+    Read,
 }
 
 impl RecordCache {
-    /// Removes whatever is at `dir` and opens an empty cache there.
-    pub(super) fn create_empty(dir: &Path) -> Result<RecordCache> {
+    /// Removes whatever is at `dir` and opens an empty cache there; `watch`'s tally starts at
+    /// zero.
+    pub(super) fn create_empty(dir: &Path, watch: CacheWatch) -> Result<RecordCache> {
         let display = dir.display().to_string();
         match std::fs::remove_dir_all(dir) {
             Ok(()) => {}
@@ -55,7 +73,8 @@ impl RecordCache {
         let options = Options { create_if_missing: true, error_if_exists: false, ..Options::default() };
         let mut db = DB::open(dir, options).map_err(DbError::cache("open the LevelDB cache"))?;
         db.put(keys::SENTINEL_KEY, &[]).map_err(DbError::cache("write the cache's sentinel"))?;
-        Ok(RecordCache { db, dir: dir.to_path_buf(), state_index: BTreeSet::new() })
+        watch.tally.update(|counts| *counts = TaskCounts::default());
+        Ok(RecordCache { db, dir: dir.to_path_buf(), state_index: BTreeMap::new(), watch })
     }
 
     /// Where the cache lives.
@@ -64,26 +83,37 @@ impl RecordCache {
     }
 
     /// Adds `stored` to `staged`, replacing its previous entries (if cached).
-    fn stage_put(&mut self, staged: &mut Staged, stored: &StoredRecord) -> Result<()> {
+    fn stage_put(&mut self, staged: &mut Staged, stored: &StoredRecord, origin: Origin) -> Result<()> {
         let record = &stored.record;
         let json = record.encode().map_err(|source| DbError::Record {
             context: "encode for the cache",
             task_id: record.task_id.to_string(),
             source,
         })?;
-        self.stage_delete(staged, &record.task_id)?;
+        let from = self.stage_delete(staged, &record.task_id)?;
         let batch = &mut staged.batch;
         batch.put(&keys::date_key(record.created_ms, &record.task_id), &keys::record_value(stored.version, &json));
         batch.put(&keys::id_key(&record.task_id), &keys::id_value(record.created_ms, record.state));
-        staged.index_additions.push(keys::state_key(record.state, record.created_ms, &record.task_id));
+        let task_type = record.kind.type_name();
+        staged
+            .index_additions
+            .push((keys::state_key(record.state, record.created_ms, &record.task_id), (task_type, record.state)));
+        let changed = match from {
+            Some(from) => from != record.state,
+            None => origin == Origin::Created,
+        };
+        if changed {
+            staged.transitions.push(TaskTransition { task_type, from, to: record.state });
+        }
         Ok(())
     }
 
     /// Adds the removal of `task_id`'s entries to `staged`; nothing when it is not cached.
-    fn stage_delete(&mut self, staged: &mut Staged, task_id: &TaskId) -> Result<()> {
+    /// Returns the state it was cached in.
+    fn stage_delete(&mut self, staged: &mut Staged, task_id: &TaskId) -> Result<Option<TaskState>> {
         let id_key = keys::id_key(task_id);
         let Some(value) = self.db.get(&id_key) else {
-            return Ok(());
+            return Ok(None);
         };
         let (created_ms, state) = keys::parse_id_value(&value).ok_or_else(|| DbError::CorruptCache {
             key: format!("id {task_id}"),
@@ -92,32 +122,49 @@ impl RecordCache {
         staged.batch.delete(&keys::date_key(created_ms, task_id));
         staged.batch.delete(&id_key);
         staged.index_removals.push(keys::state_key(state, created_ms, task_id));
-        Ok(())
+        Ok(Some(state))
     }
 
     /// Writes `staged` to LevelDB, then applies its state-index changes (removals first: a put
-    /// removes the record's old key and adds its new one).
+    /// removes the record's old key and adds its new one) to the index and the tally together,
+    /// then reports its transitions.
     fn commit(&mut self, staged: Staged, context: &'static str) -> Result<()> {
         self.db.write(staged.batch, false).map_err(DbError::cache(context))?;
-        for key in &staged.index_removals {
-            self.state_index.remove(key);
+        let state_index = &mut self.state_index;
+        self.watch.tally.update(|counts| {
+            for key in &staged.index_removals {
+                if let Some(removed) = state_index.remove(key) {
+                    counts.remove(removed);
+                }
+            }
+            for (key, added) in staged.index_additions {
+                if state_index.insert(key, added).is_none() {
+                    counts.add(added);
+                }
+            }
+        });
+        for transition in staged.transitions {
+            self.watch.transition(transition);
         }
-        self.state_index.extend(staged.index_additions);
         Ok(())
     }
 
     /// Stores (or replaces) one record.
-    pub(super) fn put(&mut self, stored: &StoredRecord) -> Result<()> {
+    pub(super) fn put(&mut self, stored: &StoredRecord, origin: Origin) -> Result<()> {
         let mut staged = Staged::default();
-        self.stage_put(&mut staged, stored)?;
+        self.stage_put(&mut staged, stored, origin)?;
         self.commit(staged, "write to the cache")
     }
 
     /// Stores many records in one batch (the rebuild).
-    pub(super) fn put_all<'a>(&mut self, records: impl IntoIterator<Item = &'a StoredRecord>) -> Result<()> {
+    pub(super) fn put_all<'a>(
+        &mut self,
+        records: impl IntoIterator<Item = &'a StoredRecord>,
+        origin: Origin,
+    ) -> Result<()> {
         let mut staged = Staged::default();
         for stored in records {
-            self.stage_put(&mut staged, stored)?;
+            self.stage_put(&mut staged, stored, origin)?;
         }
         self.commit(staged, "write a batch to the cache")
     }
@@ -178,7 +225,7 @@ impl RecordCache {
             }
             Some(state) => {
                 let (low, high) = keys::state_range(state, filter.created_from_ms, filter.created_before_ms);
-                let in_range = self.state_index.range(low..high);
+                let in_range = self.state_index.range(low..high).map(|(key, _)| key);
                 let keys: Vec<Vec<u8>> = if filter.newest_first {
                     in_range.rev().take(limit).cloned().collect()
                 } else {

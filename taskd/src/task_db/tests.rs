@@ -3,7 +3,7 @@
 
 use chrono::{Local, NaiveDate, TimeZone};
 
-use super::cache::RecordCache;
+use super::cache::{Origin, RecordCache};
 use super::filter::ListFilter;
 use super::keys;
 use super::layout;
@@ -104,13 +104,16 @@ fn created_on_covers_one_local_day() {
 #[test]
 fn cache_lists_in_creation_order_by_state_and_range() -> Result<(), super::DbError> {
     let dir = tempfile::tempdir().expect("temp dir");
-    let mut cache = RecordCache::create_empty(&dir.path().join("cache"))?;
-    cache.put_all(&[
-        stored("c", 300, TaskState::Running, 1),
-        stored("a", 100, TaskState::Pending, 0),
-        stored("b", 200, TaskState::Pending, 3),
-        stored("d", 200, TaskState::Succeeded, 7),
-    ])?;
+    let mut cache = RecordCache::create_empty(&dir.path().join("cache"), Default::default())?;
+    cache.put_all(
+        &[
+            stored("c", 300, TaskState::Running, 1),
+            stored("a", 100, TaskState::Pending, 0),
+            stored("b", 200, TaskState::Pending, 3),
+            stored("d", 200, TaskState::Succeeded, 7),
+        ],
+        Origin::Read,
+    )?;
     assert_eq!(ids(&cache.list(&ListFilter::all())?), ["a", "b", "d", "c"]);
     assert_eq!(ids(&cache.list(&ListFilter::in_state(TaskState::Pending))?), ["a", "b"]);
     let range = ListFilter { created_from_ms: Some(150), created_before_ms: Some(300), ..ListFilter::default() };
@@ -131,7 +134,7 @@ fn cache_lists_in_creation_order_by_state_and_range() -> Result<(), super::DbErr
     assert_eq!(cached_ids, ["a", "b", "c", "d"]);
 
     // Replacing a record moves it between state indexes; removing forgets every key.
-    cache.put(&stored("a", 100, TaskState::Running, 1))?;
+    cache.put(&stored("a", 100, TaskState::Running, 1), Origin::Read)?;
     assert_eq!(ids(&cache.list(&ListFilter::in_state(TaskState::Pending))?), ["b"]);
     assert_eq!(ids(&cache.list(&ListFilter::in_state(TaskState::Running))?), ["a", "c"]);
     cache.remove(&id("c"))?;
@@ -146,11 +149,11 @@ fn cache_lists_in_creation_order_by_state_and_range() -> Result<(), super::DbErr
 fn a_new_cache_starts_empty_even_over_an_old_one() -> Result<(), super::DbError> {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("cache");
-    let mut cache = RecordCache::create_empty(&path)?;
-    cache.put(&stored("old", 1, TaskState::Pending, 0))?;
+    let mut cache = RecordCache::create_empty(&path, Default::default())?;
+    cache.put(&stored("old", 1, TaskState::Pending, 0), Origin::Read)?;
     cache.close()?;
     std::fs::write(path.join("garbage"), b"not leveldb").expect("write a stray file");
-    let mut cache = RecordCache::create_empty(&path)?;
+    let mut cache = RecordCache::create_empty(&path, Default::default())?;
     assert!(cache.list(&ListFilter::all())?.is_empty());
     assert!(!path.join("garbage").exists());
     cache.close()
