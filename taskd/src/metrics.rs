@@ -73,6 +73,8 @@ pub struct Metrics {
     pub supervisor_backoff_seconds: Gauge<f64, AtomicU64>,
     pub exit_counter_exits: Gauge,
     pub metric_families: AtomicU64,
+    /// Every VIP `vip_held` has a series for, so that a stopped service can set them all to 0.
+    vips_seen: parking_lot::Mutex<std::collections::BTreeSet<String>>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -160,6 +162,7 @@ impl Metrics {
             supervisor_backoff_seconds: Gauge::default(),
             exit_counter_exits: Gauge::default(),
             metric_families: AtomicU64::new(0),
+            vips_seen: parking_lot::Mutex::new(std::collections::BTreeSet::new()),
         };
         let metrics = metrics.registered();
         metrics.initialize_label_sets();
@@ -431,6 +434,25 @@ impl Metrics {
             let count = i64::try_from(count).unwrap_or(i64::MAX);
             self.runners.get_or_create(&StateLabels { state: state.to_string() }).set(count);
         }
+    }
+
+    /// Sets `vip_held{vip}`: 1 while this node holds `vip`.
+    pub fn set_vip_held(&self, vip: &str, held: bool) {
+        self.vips_seen.lock().insert(vip.to_string());
+        self.vip_held.get_or_create(&VipLabels { vip: vip.to_string() }).set(i64::from(held));
+    }
+
+    /// What a stopped service exports: not leading, not running, no session, no VIP held (the
+    /// stand-in never binds one), none of the leader's task or runner gauges.
+    pub fn service_stopped(&self) {
+        self.service_running.set(0);
+        self.is_leader.set(0);
+        Metrics::set_state(&self.service_state, SERVICE_STATES, Some("stopped"));
+        Metrics::set_state(&self.zookeeper_session_state, ZK_STATES, None);
+        for vip in self.vips_seen.lock().iter() {
+            self.vip_held.get_or_create(&VipLabels { vip: vip.clone() }).set(0);
+        }
+        self.set_leader_gauges(None, None);
     }
 
     /// A request observer for the RPC server `server` (`dispatcher` or `runner`).

@@ -28,7 +28,7 @@ use vip::health::HealthFlag;
 
 use crate::api::{dispatcher_routes, runner_routes, CopyRules, DispatcherAccess};
 use crate::config::Config;
-use crate::metrics::{Metrics, SERVICE_STATES, ZK_STATES};
+use crate::metrics::Metrics;
 use crate::runner_client::RunnerClient;
 
 /// Where stopped nodes announce themselves (ephemeral children named by node id).
@@ -138,10 +138,7 @@ impl StoppedService {
             leader: Mutex::new(None),
             config: config.clone(),
         });
-        metrics.service_running.set(0);
-        metrics.is_leader.set(0);
-        Metrics::set_state(&metrics.service_state, SERVICE_STATES, Some("stopped"));
-        Metrics::set_state(&metrics.zookeeper_session_state, ZK_STATES, None);
+        metrics.service_stopped();
         let announcer_shared = shared.clone();
         let announcer = std::thread::Builder::new()
             .name("taskd-stopped-zk".to_string())
@@ -326,7 +323,7 @@ impl Shared {
     }
 
     fn refresh_metrics(&self) {
-        self.metrics.is_leader.set(0);
+        self.metrics.service_stopped();
         self.metrics.refresh_health(&self.health);
     }
 }

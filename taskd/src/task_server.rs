@@ -539,10 +539,7 @@ impl Inner {
         self.refresh_leader_gauges(leader);
         self.count_vip_frames();
         if let Some(vip) = &self.vip {
-            metrics
-                .vip_held
-                .get_or_create(&crate::metrics::VipLabels { vip: vip.vip().to_string() })
-                .set(i64::from(vip.is_active()));
+            metrics.set_vip_held(&vip.vip().to_string(), vip.is_active());
         }
     }
 

@@ -329,6 +329,15 @@ fn exit_mode_exits_75_until_the_start_limit_then_stays_up() {
         cluster.set_health(0, true)?;
         let pid = cluster.restart(0)?;
         ensure!(cluster.wait_for_leader(WAIT)? == 0, "the only node does not lead");
+        // The restarted process exports what the counter holds.
+        let spec = cluster.node(0);
+        let url = format!("http://{}:{}/metrics", spec.address, spec.dispatcher_port);
+        let metrics = ureq::get(&url).call()?.into_string()?;
+        ensure!(
+            metrics.lines().any(|line| line == "zbs_taskd_exit_counter_exits 2"),
+            "exit_counter_exits is not 2: {:?}",
+            metrics.lines().find(|line| line.starts_with("zbs_taskd_exit_counter_exits"))
+        );
         cluster.set_health(0, false)?;
         wait_for_log(cluster, 0, "exiting again would exceed systemd's start limit; staying up instead", WAIT)?;
         thread::sleep(Duration::from_secs(1));

@@ -16,6 +16,7 @@ mod cluster_status;
 mod listening;
 mod vip_fence;
 mod vip_ipv6;
+mod vip_metrics;
 mod vip_set;
 
 use tests::netns::{

@@ -212,6 +212,18 @@ fn metrics_and_probes_follow_a_hand_over_and_a_stopped_service_answers() {
             let expected = if node == old { 200 } else { 503 };
             ensure!(get(cluster, node, "/leader")?.0 == expected, "node {node}'s /leader is not {expected}");
         }
+        // The leader exports its runners (as its dispatch pass read them), a follower none.
+        cluster.wait_until(WAIT, "the leader's runners gauge to count every runner", || {
+            scrape(cluster, old).is_ok_and(|samples| {
+                value(&samples, "zbs_taskd_runners{state=\"up\"}") == Some(n_nodes as f64)
+                    && value(&samples, "zbs_taskd_runners{state=\"draining\"}") == Some(0.0)
+            })
+        })?;
+        for follower in (0..n_nodes).filter(|node| *node != old) {
+            let samples = scrape(cluster, follower)?;
+            ensure!(value(&samples, "zbs_taskd_runners{state=\"up\"}") == Some(0.0), "follower {follower}'s runners");
+            ensure!(!samples.iter().any(|(series, _)| series.starts_with("zbs_taskd_tasks{")), "a follower's tasks");
+        }
         let samples = scrape(cluster, old)?;
         ensure!(transitions(&samples, "elected") >= 1.0, "the leader counted no election");
         ensure!(
@@ -333,6 +345,13 @@ fn metrics_and_probes_follow_a_hand_over_and_a_stopped_service_answers() {
 
         let samples = scrape(cluster, old)?;
         ensure!(transitions(&samples, "data_network_failed") == 1.0, "the step-down was not counted by its reason");
+        ensure!(
+            value(&samples, "zbs_taskd_supervisor_backoff_seconds").is_some_and(|wait| wait > 0.0),
+            "the re-entry back-off is not exported"
+        );
+        // The stopped node exports none of the leader's gauges it had.
+        ensure!(!samples.iter().any(|(series, _)| series.starts_with("zbs_taskd_tasks{")), "the stopped node's tasks");
+        ensure!(value(&samples, "zbs_taskd_runners{state=\"up\"}") == Some(0.0), "the stopped node's runners");
         ensure!(value(&samples, "zbs_taskd_service_state{state=\"stopped\"}") == Some(1.0), "service_state");
         ensure!(value(&samples, "zbs_taskd_data_network_valid") == Some(0.0), "data_network_valid");
         ensure!(

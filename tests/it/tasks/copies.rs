@@ -1,5 +1,6 @@
 //! CopyVolume at scale and through failures, with 1 MiB extents so small files have many: fifty
-//! sparse copies equal their sources with the same holes; a copy whose runner is SIGKILLed
+//! sparse copies equal their sources with the same holes (and the runners count the bytes they
+//! read, never the holes); a copy whose runner is SIGKILLed
 //! resumes on another runner from its last recorded extent; the copies of a SIGTERMed runner
 //! are recorded `Interrupted` and finish elsewhere.
 
@@ -61,6 +62,20 @@ fn fifty_sparse_copies_equal_their_sources_with_the_same_holes() {
             );
         }
         eprintln!("50 sparse copies finished in {:?} on runners {runners:?}", started.elapsed());
+        // The runners counted what they read: at least every allocated byte of the sources,
+        // never their holes (far less than their lengths).
+        let (mut n_allocated, mut n_length) = (0, 0);
+        for (source, _) in &copies {
+            let meta = std::fs::metadata(source)?;
+            n_allocated += meta.blocks() * 512;
+            n_length += meta.len();
+        }
+        let transferred = metric_sum(cluster, "zbs_taskd_copy_transferred_bytes_total")?;
+        ensure!(
+            transferred >= n_allocated as f64 && transferred < n_length as f64 / 2.0,
+            "copy_transferred_bytes {transferred}: the sources allocate {n_allocated} of {n_length} bytes"
+        );
+        ensure!(metric_sum(cluster, "zbs_taskd_copy_skipped_bytes_total")? >= 0.0, "no copy_skipped_bytes");
         ensure!(runners.len() == cluster.n_nodes(), "the copies ran on only {runners:?}");
         Ok(())
     });
@@ -153,4 +168,21 @@ fn a_killed_or_stopped_runners_copies_resume_elsewhere() {
         }
         Ok(())
     });
+}
+
+/// The sum over every node of the metric `series` (exactly as encoded); an error when a node
+/// does not export it.
+fn metric_sum(cluster: &Cluster, series: &str) -> Result<f64> {
+    let mut sum = 0.0;
+    for node in 0..cluster.n_nodes() {
+        let spec = cluster.node(node);
+        let url = format!("http://{}:{}/metrics", spec.address, spec.dispatcher_port);
+        let text = agent().get(&url).set(taskd::access::TOKEN_HEADER, cluster.token()).call()?.into_string()?;
+        let value = text
+            .lines()
+            .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse::<f64>().ok())
+            .with_context(|| format!("node {node} does not export {series}"))?;
+        sum += value;
+    }
+    Ok(sum)
 }

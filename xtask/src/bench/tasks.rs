@@ -21,9 +21,12 @@
 //!    its rounds; one thread alone gives `raw_zk_create_serial_per_s`, the ceiling of anything
 //!    that waits for one create per round trip. The machine's CPU share during each kind of
 //!    round is kept ([`machine`]). Then the runners are undrained and the backlog runs.
-//! 4. **Submit-to-running latency after that history**: 2,000 submits at 200/s (10 s), the
-//!    headline `submit_to_running_ms_*`: a daemon that has run a few thousand tasks is the usual
-//!    case, and the fresh numbers show how much the history costs.
+//! 4. **Submit-to-running latency after that history**: 2,000 submits at 200/s (10 s) while a
+//!    Prometheus-like scraper reads the leader's `/metrics` every 100 ms, the headline
+//!    `submit_to_running_ms_*` (a daemon that has run a few thousand tasks, and is monitored, is
+//!    the usual case; the fresh numbers show how much the history costs), and 2,000 without
+//!    scraping beside them (`unscraped_*`), in rounds of 1,000 ordered unscraped, scraped,
+//!    scraped, unscraped; `metrics_scrape_ms_*` and `metrics_families` say what a scrape costs.
 //! 5. **Cache queries**: `show` of finished tasks (the API answers finished ones from the LevelDB
 //!    cache; an unfinished one is re-read from ZooKeeper, so it is not what is timed here) in a
 //!    pseudo-random order, and `list` of every task and of the first 100, with thousands of
@@ -159,23 +162,8 @@ fn measure(cluster: &Cluster, work: &Path, report: &mut Report) -> Result<()> {
     report.set("backlog_run_per_s", (N_SUBMITS_PER_ROUND * N_THROUGHPUT_ROUNDS) as f64 / backlog.as_secs_f64());
     report.set("rss_mib_after_backlog", rss_mib(leader_pid)?);
 
-    phase("submit-to-running latency at 200/s, after the backlog, /metrics scraped every 100 ms");
-    let metrics_url =
-        format!("http://{}:{}/metrics", cluster.node(leader).address, cluster.node(leader).dispatcher_port);
-    let stop_scraping = std::sync::atomic::AtomicBool::new(false);
-    let (latency, scrapes) = std::thread::scope(|scope| {
-        let scraper = scope.spawn(|| scrape::scrape_until(&metrics_url, &stop_scraping));
-        let latency = latency_phase(cluster, &api, N_LATENCY_SUBMITS, "", report);
-        stop_scraping.store(true, std::sync::atomic::Ordering::Release);
-        let scrapes = scraper.join().unwrap_or_else(|_| Err(anyhow::anyhow!("the scraper panicked")));
-        (latency, scrapes)
-    });
-    latency?;
-    let mut scrapes = scrapes?;
-    report.set("metrics_scrape_ms_p50", percentile(&mut scrapes.durations_ms, 0.5));
-    report.set("metrics_scrape_ms_p99", percentile(&mut scrapes.durations_ms, 0.99));
-    report.set("metrics_scrapes", scrapes.durations_ms.len() as f64);
-    report.set("metrics_families", scrapes.n_families as f64);
+    phase("submit-to-running latency at 200/s, after the backlog, with and without /metrics scraped every 100 ms");
+    scraped_latency_phase(cluster, &api, leader, report)?;
     report.set("rss_mib_after_latency", rss_mib(leader_pid)?);
 
     phase("cache show and list");
@@ -265,6 +253,43 @@ fn throughput_phase(cluster: &Cluster, api: &Api, report: &mut Report) -> Result
 /// Open-loop submits at `LATENCY_RATE_PER_S`; sets `{prefix}submit_to_running_ms_*` and the
 /// breakdown `{prefix}latency_*`.
 fn latency_phase(cluster: &Cluster, api: &Api, n: usize, prefix: &str, report: &mut Report) -> Result<()> {
+    let mut run = latency_run(cluster, api, n)?;
+    report_latency(&mut run, prefix, report);
+    Ok(())
+}
+
+/// The samples of one or more open-loop runs (merged by `absorb`).
+#[derive(Default)]
+struct LatencyRun {
+    to_running: Vec<f64>,
+    to_persisted: Vec<f64>,
+    persisted_to_dispatched: Vec<f64>,
+    dispatched_to_running: Vec<f64>,
+    acks: Vec<f64>,
+    lag_max_ms: f64,
+    n_sent: usize,
+    /// CPU busy share during each run, weighted by its submits.
+    cpu_weighted: f64,
+    zk_packets: u64,
+}
+
+impl LatencyRun {
+    fn absorb(&mut self, other: LatencyRun) {
+        self.to_running.extend(other.to_running);
+        self.to_persisted.extend(other.to_persisted);
+        self.persisted_to_dispatched.extend(other.persisted_to_dispatched);
+        self.dispatched_to_running.extend(other.dispatched_to_running);
+        self.acks.extend(other.acks);
+        self.lag_max_ms = self.lag_max_ms.max(other.lag_max_ms);
+        self.n_sent += other.n_sent;
+        self.cpu_weighted += other.cpu_weighted;
+        self.zk_packets += other.zk_packets;
+    }
+}
+
+/// `n` open-loop submits at `LATENCY_RATE_PER_S`, until every task ran; the samples from the
+/// daemons' log lines.
+fn latency_run(cluster: &Cluster, api: &Api, n: usize) -> Result<LatencyRun> {
     let packets_before = machine::zk_packets_received(cluster.zookeeper())?;
     let cpu_before = CpuSample::now()?;
     let sent = latency::open_loop(api, n, LATENCY_RATE_PER_S, LATENCY_SENDERS, LATENCY_SLEEP_MS)?;
@@ -274,10 +299,12 @@ fn latency_phase(cluster: &Cluster, api: &Api, n: usize, prefix: &str, report: &
     let submitted = latency::task_times(cluster, "task submitted");
     let dispatched = latency::task_times(cluster, "task dispatched");
     let started = latency::task_times(cluster, "task started");
-    let mut to_running = Vec::new();
-    let mut to_persisted = Vec::new();
-    let mut persisted_to_dispatched = Vec::new();
-    let mut dispatched_to_running = Vec::new();
+    let mut run = LatencyRun {
+        n_sent: sent.len(),
+        cpu_weighted: cpu * sent.len() as f64,
+        zk_packets: packets,
+        ..LatencyRun::default()
+    };
     let mut missing = 0;
     for sample in &sent {
         let times = (submitted.get(&sample.task_id), dispatched.get(&sample.task_id), started.get(&sample.task_id));
@@ -285,29 +312,76 @@ fn latency_phase(cluster: &Cluster, api: &Api, n: usize, prefix: &str, report: &
             missing += 1;
             continue;
         };
-        to_running.push(latency::millis_between(sample.sent, running));
-        to_persisted.push(latency::millis_between(sample.sent, persisted));
-        persisted_to_dispatched.push(latency::millis_between(persisted, dispatched));
-        dispatched_to_running.push(latency::millis_between(dispatched, running));
+        run.to_running.push(latency::millis_between(sample.sent, running));
+        run.to_persisted.push(latency::millis_between(sample.sent, persisted));
+        run.persisted_to_dispatched.push(latency::millis_between(persisted, dispatched));
+        run.dispatched_to_running.push(latency::millis_between(dispatched, running));
     }
     ensure!(missing * 100 <= sent.len(), "{missing} of {} latency tasks have no log lines", sent.len());
+    run.acks = sent.iter().map(|sample| sample.ack.as_secs_f64() * 1000.0).collect();
+    run.lag_max_ms = sent.iter().map(|sample| sample.lag).max().unwrap_or_default().as_secs_f64() * 1000.0;
+    Ok(run)
+}
+
+/// Sets `{prefix}submit_to_running_ms_*`, the breakdown `{prefix}latency_*` and the run's load.
+fn report_latency(run: &mut LatencyRun, prefix: &str, report: &mut Report) {
     let mut set_percentiles = |name: &str, samples: &mut Vec<f64>| {
         report.set(&format!("{prefix}{name}_p50"), percentile(samples, 0.5));
         report.set(&format!("{prefix}{name}_p99"), percentile(samples, 0.99));
         report.set(&format!("{prefix}{name}_max"), percentile(samples, 1.0));
     };
-    set_percentiles("submit_to_running_ms", &mut to_running);
-    set_percentiles("latency_submit_to_persisted_ms", &mut to_persisted);
-    set_percentiles("latency_persisted_to_dispatched_ms", &mut persisted_to_dispatched);
-    set_percentiles("latency_dispatched_to_running_ms", &mut dispatched_to_running);
-    let mut acks: Vec<f64> = sent.iter().map(|sample| sample.ack.as_secs_f64() * 1000.0).collect();
-    set_percentiles("latency_submit_ack_ms", &mut acks);
-    let lag_max = sent.iter().map(|sample| sample.lag).max().unwrap_or_default();
-    report.set(&format!("{prefix}latency_send_lag_ms_max"), lag_max.as_secs_f64() * 1000.0);
-    report.set(&format!("{prefix}latency_samples"), to_running.len() as f64);
-    report.set(&format!("{prefix}latency_cpu_busy"), cpu);
-    report.set(&format!("{prefix}latency_zk_requests_per_task"), packets as f64 / sent.len() as f64);
+    set_percentiles("submit_to_running_ms", &mut run.to_running);
+    set_percentiles("latency_submit_to_persisted_ms", &mut run.to_persisted);
+    set_percentiles("latency_persisted_to_dispatched_ms", &mut run.persisted_to_dispatched);
+    set_percentiles("latency_dispatched_to_running_ms", &mut run.dispatched_to_running);
+    set_percentiles("latency_submit_ack_ms", &mut run.acks);
+    report.set(&format!("{prefix}latency_send_lag_ms_max"), run.lag_max_ms);
+    report.set(&format!("{prefix}latency_samples"), run.to_running.len() as f64);
+    let n_sent = run.n_sent.max(1) as f64;
+    report.set(&format!("{prefix}latency_cpu_busy"), run.cpu_weighted / n_sent);
+    report.set(&format!("{prefix}latency_zk_requests_per_task"), run.zk_packets as f64 / n_sent);
     report.set("latency_rate_per_s", LATENCY_RATE_PER_S);
+}
+
+/// The latency after the backlog with and without a 100 ms `/metrics` scrape of the leader, in
+/// rounds of `N_LATENCY_SUBMITS / 2` ordered unscraped, scraped, scraped, unscraped (so that a
+/// drift over the phase, such as the growing history, weighs on both alike): the headline
+/// `submit_to_running_ms_*` is scraped, `unscraped_*` beside it, and `metrics_scrape_*` what the
+/// scrapes cost.
+fn scraped_latency_phase(cluster: &Cluster, api: &Api, leader: usize, report: &mut Report) -> Result<()> {
+    let metrics_url =
+        format!("http://{}:{}/metrics", cluster.node(leader).address, cluster.node(leader).dispatcher_port);
+    let n_round = N_LATENCY_SUBMITS / 2;
+    let (mut scraped, mut unscraped) = (LatencyRun::default(), LatencyRun::default());
+    let mut scrape_ms = Vec::new();
+    let mut n_families = 0;
+    for scrape_this_round in [false, true, true, false] {
+        if !scrape_this_round {
+            unscraped.absorb(latency_run(cluster, api, n_round)?);
+            continue;
+        }
+        let stop_scraping = std::sync::atomic::AtomicBool::new(false);
+        let (run, scrapes) = std::thread::scope(|scope| {
+            let scraper = scope.spawn(|| scrape::scrape_until(&metrics_url, &stop_scraping));
+            let run = latency_run(cluster, api, n_round);
+            stop_scraping.store(true, std::sync::atomic::Ordering::Release);
+            let scrapes = scraper.join().unwrap_or_else(|_| Err(anyhow::anyhow!("the scraper panicked")));
+            (run, scrapes)
+        });
+        scraped.absorb(run?);
+        let scrapes = scrapes?;
+        scrape_ms.extend(scrapes.durations_ms);
+        n_families = scrapes.n_families;
+    }
+    let scraped_p99 = percentile(&mut scraped.to_running.clone(), 0.99);
+    let unscraped_p99 = percentile(&mut unscraped.to_running.clone(), 0.99);
+    report.set("scraped_vs_unscraped_p99_ratio", scraped_p99 / unscraped_p99);
+    report_latency(&mut unscraped, "unscraped_", report);
+    report_latency(&mut scraped, "", report);
+    report.set("metrics_scrape_ms_p50", percentile(&mut scrape_ms, 0.5));
+    report.set("metrics_scrape_ms_p99", percentile(&mut scrape_ms, 0.99));
+    report.set("metrics_scrapes", scrape_ms.len() as f64);
+    report.set("metrics_families", n_families as f64);
     Ok(())
 }
 

@@ -192,6 +192,11 @@ fn specs() -> Vec<Spec> {
                     .goal(RatioAtLeast(0.5)),
                 row("submit → running at 200 tasks/s, p50", "submit_to_running_ms_p50", "ms", Lower),
                 row("submit → running at 200 tasks/s, p99", "submit_to_running_ms_p99", "ms", Lower).goal(AtMost(50.0)),
+                // Issue 15: a 100 ms scrape leaves it unchanged within noise (same run, ABBA rounds).
+                row("submit → running p99, /metrics scraped every 100 ms", "submit_to_running_ms_p99", "ms", Lower)
+                    .vs("not scraped, same run", "unscraped_submit_to_running_ms_p99")
+                    .goal(RatioAtMost(1.25)),
+                row("a /metrics scrape of the leader, p99", "metrics_scrape_ms_p99", "ms", Lower),
                 row("show from the cache, p99", "cache_show_us_p99", "µs", Lower),
                 row("list of 100 from the cache, p99", "cache_list_100_ms_p99", "ms", Lower),
                 row("CopyVolume task, 2 GiB sparse file", "copy_mib_per_s", "MiB/s", Higher)
