@@ -295,12 +295,15 @@ fn metrics_and_probes_follow_a_hand_over_and_a_stopped_service_answers() {
         ensure!(transitions_to("cancelled") == 1.0, "cancelled: {}", transitions_to("cancelled"));
         ensure!(transitions_to("paused") == 1.0, "paused: {}", transitions_to("paused"));
         // Every run ended on some node's runner, and was counted there.
-        let mut n_runs_finished = 0.0;
+        let (mut n_runs_finished, mut n_queue_waits) = (0.0, 0.0);
         for node in 0..n_nodes {
-            n_runs_finished +=
-                sum_of(&scrape(cluster, node)?, "zbs_taskd_task_runs_finished_total", &["type=\"sleep\""]);
+            let samples = scrape(cluster, node)?;
+            n_runs_finished += sum_of(&samples, "zbs_taskd_task_runs_finished_total", &["type=\"sleep\""]);
+            n_queue_waits += value(&samples, "zbs_taskd_task_queue_wait_seconds_count").unwrap_or(0.0);
         }
         ensure!(n_runs_finished >= 6.0, "{n_runs_finished} runs counted by the runners, 6 ended");
+        // Each task's first run observed its queue wait, on whichever runner took it.
+        ensure!(n_queue_waits == 6.0, "{n_queue_waits} queue waits observed, 6 tasks ran");
         // The sessions time their requests: the election node's and the submits' creates.
         let zk_count = |samples: &[(String, f64)], operation: &str| {
             value(samples, &format!("zbs_taskd_zookeeper_operation_seconds_count{{operation=\"{operation}\"}}"))
