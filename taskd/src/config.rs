@@ -7,6 +7,7 @@ use std::time::Duration;
 
 mod api;
 mod tasks;
+mod vips;
 
 use crate::runner::lease::{TimerRule, TimerRuleError};
 use clap::{Parser, ValueEnum};
@@ -16,6 +17,7 @@ use vip::VipConfig;
 
 pub use api::ApiConfig;
 pub use tasks::TasksConfig;
+pub use vips::VipSection;
 
 /// Where the daemon looks for its file when `--config` is not given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/zbs/taskd.toml";
@@ -259,7 +261,7 @@ struct FileConfig {
     tasks: tasks::FileTasks,
     #[serde(default)]
     health: HealthConfig,
-    vip: Option<VipConfig>,
+    vip: Option<VipSection>,
     #[serde(default)]
     api: api::FileApi,
 }
@@ -297,8 +299,9 @@ pub struct Config {
     pub start_limit_interval: Duration,
     pub log: LogConfig,
     pub health: HealthConfig,
-    /// The cluster's virtual IP, held by the leader; `None` runs without one.
-    pub vip: Option<VipConfig>,
+    /// The cluster's virtual IPs, one per service (`[[vip]]`, or the old `[vip]` as the service
+    /// `default`), all held by the leader; empty runs without one.
+    pub vips: Vec<VipConfig>,
     /// Tasks the runner executes at once.
     pub runner_slots: u32,
     /// Where CopyVolume tasks may read and write; empty refuses every copy.
@@ -367,14 +370,14 @@ impl Config {
         let start_limit_interval_sec =
             cli.start_limit_interval_sec.or(file.exit_limit.start_limit_interval_sec).unwrap_or(10);
         let health = merge_health(file.health, cli);
-        let vip = merge_vip(file.vip, cli)?;
+        let vips = vips::merge_vips(file.vip, cli)?;
         let tasks = TasksConfig::merge(file.tasks, cli)?;
         let api = ApiConfig::merge(file.api, cli, secrets == Secrets::Read)?;
         let config = Config {
             tasks,
             api,
             health,
-            vip,
+            vips,
             node_id,
             zookeeper_hosts,
             session_timeout: Duration::from_millis(session_timeout_ms),
@@ -498,9 +501,7 @@ impl Config {
         }
         // The health section's own validation names its keys in full (`health.probe.port`).
         self.health.validate().map_err(|error| ConfigError::Invalid { key: "health", message: error.to_string() })?;
-        if let Some(vip) = &self.vip {
-            vip.validate().map_err(|error| ConfigError::Invalid { key: "vip", message: error.to_string() })?;
-        }
+        vips::check_vips(&self.vips)?;
         self.check_vip_fence()?;
         Ok(())
     }
@@ -510,16 +511,29 @@ impl Config {
     /// quarter of the lease) plus S - 1.25 s, and a live leader renews it every
     /// `vip.sync_interval_ms` before it lapses.
     fn check_vip_fence(&self) -> Result<(), ConfigError> {
-        let Some(vip) = &self.vip else { return Ok(()) };
-        let rule = vip::FenceRule {
-            session_timeout: self.session_timeout,
-            contact_probe_interval: self.runner_lease() / 4,
-            renew_interval: vip.sync_interval(),
-        };
-        rule.check().map_err(|message| {
-            let key = if vip.sync_interval_ms == 1_000 { "session_timeout_ms" } else { "vip.sync_interval_ms" };
-            ConfigError::invalid(key, message)
-        })
+        for vip in &self.vips {
+            let rule = vip::FenceRule {
+                session_timeout: self.session_timeout,
+                contact_probe_interval: self.runner_lease() / 4,
+                renew_interval: vip.sync_interval(),
+            };
+            rule.check().map_err(|message| {
+                let key = if vip.sync_interval_ms == 1_000 { "session_timeout_ms" } else { "vip.sync_interval_ms" };
+                ConfigError::invalid(key, format!("[[vip]] service {:?}: {message}", vip.service))
+            })?;
+        }
+        Ok(())
+    }
+
+    /// The VIP of `service`, if one is configured.
+    pub fn vip(&self, service: &str) -> Option<&VipConfig> {
+        self.vips.iter().find(|vip| vip.service == service)
+    }
+
+    /// The VIP clients reach this cluster's API at by default: the service `default`'s, or the
+    /// first table's.
+    pub fn main_vip(&self) -> Option<&VipConfig> {
+        self.vip(vip::DEFAULT_SERVICE).or(self.vips.first())
     }
 
     /// The address peers probe and clients reach the dispatcher at.
@@ -538,24 +552,6 @@ impl Config {
 enum Secrets {
     Read,
     Skip,
-}
-
-fn merge_vip(file: Option<VipConfig>, cli: &CommandLine) -> Result<Option<VipConfig>, ConfigError> {
-    match (file, &cli.vip_address, &cli.vip_interface) {
-        (Some(mut vip), address, interface) => {
-            if let Some(address) = address {
-                vip.address = address.clone();
-            }
-            if let Some(interface) = interface {
-                vip.interface = interface.clone();
-            }
-            Ok(Some(vip))
-        }
-        (None, Some(address), Some(interface)) => Ok(Some(VipConfig::new(address.as_str(), interface.as_str()))),
-        (None, Some(_), None) => Err(ConfigError::invalid("vip.interface", "--vip-address needs --vip-interface")),
-        (None, None, Some(_)) => Err(ConfigError::invalid("vip.address", "--vip-interface needs --vip-address")),
-        (None, None, None) => Ok(None),
-    }
 }
 
 fn merge_health(mut health: HealthConfig, cli: &CommandLine) -> HealthConfig {

@@ -28,3 +28,4 @@ pub mod supervisor;
 pub mod task;
 pub mod task_db;
 pub mod task_server;
+pub mod vip_keeper;

@@ -90,7 +90,14 @@ pub struct OperationLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct VipLabels {
+    pub service: String,
     pub vip: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VipErrorLabels {
+    pub service: String,
+    pub kind: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -151,7 +158,7 @@ pub struct Metrics {
     pub data_network_state_changes: Counter,
     pub vip_held: Family<VipLabels, Gauge>,
     pub vip_garps_sent: Counter,
-    pub vip_errors: Family<KindLabels, Counter>,
+    pub vip_errors: Family<VipErrorLabels, Counter>,
     pub tasks: Family<TaskLabels, Gauge>,
     pub task_runs_started: Family<TaskTypeLabels, Counter>,
     pub task_runs_finished: Family<OutcomeLabels, Counter>,
@@ -282,7 +289,8 @@ impl Metrics {
                 self.zookeeper_operation_seconds.get_or_create(&OperationLabels { operation: operation.to_string() });
         }
         for kind in VIP_ERROR_KINDS {
-            let _ = self.vip_errors.get_or_create(&KindLabels { kind: kind.to_string() });
+            let labels = VipErrorLabels { service: vip::DEFAULT_SERVICE.to_string(), kind: kind.to_string() };
+            let _ = self.vip_errors.get_or_create(&labels);
         }
         for server in ["dispatcher", "runner"] {
             let labels = ServerLabels { server: server.to_string() };
@@ -383,7 +391,7 @@ impl Metrics {
                     "Gratuitous ARP (or unsolicited neighbour advertisement) frames sent for the VIP",
                     m.vip_garps_sent.clone(),
                 ),
-                ("vip_errors", "Failed VIP operations by kind", m.vip_errors.clone()),
+                ("vip_errors", "Failed VIP operations by service and kind", m.vip_errors.clone()),
                 (
                     "tasks",
                     "Tasks by type and state, as the leader's cache holds them (exported by the leader only)",
@@ -492,8 +500,8 @@ impl Metrics {
         }
     }
 
-    /// A VIP operation failed.
-    pub fn vip_error(&self, error: &vip::VipError) {
+    /// An operation on the VIP of `service` failed.
+    pub fn vip_error(&self, service: &str, error: &vip::VipError) {
         let kind = match error {
             vip::VipError::BadRequest(_) => "bad_request",
             vip::VipError::NotFound(_) => "not_found",
@@ -503,7 +511,7 @@ impl Metrics {
             vip::VipError::Socket { .. } => "socket",
             vip::VipError::Fenced(_) => "fenced",
         };
-        self.vip_errors.get_or_create(&KindLabels { kind: kind.to_string() }).inc();
+        self.vip_errors.get_or_create(&VipErrorLabels { service: service.to_string(), kind: kind.to_string() }).inc();
     }
 
     /// A run ended so that its task runs again (pending again, or interrupted and handed out

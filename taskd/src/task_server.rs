@@ -38,9 +38,11 @@ use runtime::{ContextHandle, JoinError, TimerHandle};
 use vip::health::{HealthFlag, HealthMonitor, Subscription};
 use vip::VipServer;
 
+use crate::vip_keeper::Vips;
+
 use crate::config::Config;
 use crate::crash_watch::CrashWatch;
-use crate::dispatcher::{release_vip, NetworkHealthFlag, SchedulerHandle, SchedulerSetup, TaskDispatcher, VipFailure};
+use crate::dispatcher::{NetworkHealthFlag, SchedulerHandle, SchedulerSetup, TaskDispatcher, VipFailure};
 use crate::fresh_members::FreshMembers;
 use crate::metrics::{zk_state_label, Metrics, TransitionReason, SERVICE_STATES, ZK_STATES};
 use crate::notify::Notifier;
@@ -134,7 +136,7 @@ struct Inner {
     /// What this node runs beyond its runner: nothing, or the leader's dispatcher.
     role: Mutex<Role>,
     runner: Mutex<Option<Arc<TaskRunner>>>,
-    vip: Option<Arc<VipServer>>,
+    vips: Vips,
     /// The members as ZooKeeper holds them, for the status and cluster answers.
     fresh_members: FreshMembers,
     vip_failure: Mutex<Option<VipFailure>>,
@@ -202,16 +204,18 @@ impl TaskServer {
             QuorumServer::new(QuorumConfig::new(zk, QUORUM_PATH, member).with_stale_own_nodes_removed(true))?;
         let worker_pool = WorkerPool::with_default_size("taskd-workers")?;
         let runner_client = RunnerClient::new(config.api.sent_token())?;
-        // Sockets of the VIP server belong to this thread's network namespace: the supervisor's.
-        // The VIP stored in ZooKeeper (`zbs-task vip set`) overrides the file's; the `vip` routes
-        // act on this server.
-        let vip = match &config.vip {
-            Some(vip_config) => {
-                let quorum = quorum_server.handle();
-                let store = vip::VipStore::new(move || quorum.session());
-                Some(Arc::new(VipServer::new(vip_config)?.with_store(store)))
-            }
-            None => None,
+        // Sockets of the VIP servers belong to this thread's network namespace: the supervisor's.
+        // The VIP stored in ZooKeeper for a service (`zbs-task vip set --service`) overrides the
+        // file's; the `vip` routes act on these servers.
+        let vips = {
+            let quorum = quorum_server.handle();
+            let store = vip::VipStore::new(move || quorum.session());
+            let servers = config
+                .vips
+                .iter()
+                .map(|vip_config| Ok(Arc::new(VipServer::new(vip_config)?.with_store(store.clone()))))
+                .collect::<Result<Vec<_>, vip::VipError>>()?;
+            Vips::new(servers)
         };
         let inner = Arc::new_cyclic(|weak: &std::sync::Weak<Inner>| {
             let dispatcher_server = Server::new(routes::dispatcher_api(
@@ -239,7 +243,7 @@ impl TaskServer {
                 published_health: NetworkHealthFlag::new(),
                 role: Mutex::new(Role::Follower),
                 runner: Mutex::new(None),
-                vip,
+                vips,
                 vip_failure: Mutex::new(None),
                 runner_client: runner_client.clone(),
                 dispatcher_failure: Mutex::new(None),
@@ -276,14 +280,8 @@ impl TaskServer {
         if self.initialized.swap(true, Ordering::AcqRel) {
             return Err(ServerError::AlreadyInitialized);
         }
-        if let Some(vip) = &self.inner.vip {
-            // A node that starts is not leader: a VIP left by a killed daemon must go.
-            match vip.remove_leftover() {
-                Ok(true) => tracing::warn!(vip = %vip.vip(), "removed a leftover vip at start"),
-                Ok(false) => {}
-                Err(error) => tracing::warn!(vip = %vip.vip(), %error, "cannot check for a leftover vip"),
-            }
-        }
+        // A node that starts is not leader: a VIP left by a killed daemon must go, every service's.
+        self.inner.vips.remove_leftovers();
         for server in &self.inner.rpc_servers {
             let address = server.serve_in_background(&format!("rpc-{}", server.name()))?;
             tracing::info!(server = %server.name(), %address, "rpc server listening");
@@ -460,13 +458,7 @@ impl Inner {
                 }
             }
         });
-        timed(StopStage::ReleaseVip, || match &self.vip {
-            Some(vip) => {
-                release_vip(vip);
-                String::new()
-            }
-            None => "no vip configured".to_string(),
-        });
+        timed(StopStage::ReleaseVip, || self.vips.release_all());
         // Stage 3 onwards run on the loop: the quorum steps down, gives up the election node,
         // calls `Handler::on_stop` (stages 4 to 6), closes the session and unloops.
         self.quorum.leave();
@@ -543,11 +535,9 @@ impl Inner {
         }
         self.refresh_leader_gauges(leader);
         self.count_vip_frames();
-        if let Some(vip) = &self.vip {
-            metrics
-                .vip_held
-                .get_or_create(&crate::metrics::VipLabels { vip: vip.vip().to_string() })
-                .set(i64::from(vip.is_active()));
+        for vip in self.vips.iter() {
+            let labels = crate::metrics::VipLabels { service: vip.service().to_string(), vip: vip.vip().to_string() };
+            metrics.vip_held.get_or_create(&labels).set(i64::from(vip.is_active()));
         }
     }
 
@@ -598,11 +588,13 @@ impl Inner {
         metrics.runners.get_or_create(&crate::metrics::StateLabels { state: "draining".to_string() }).set(n_draining);
     }
 
-    /// Adds the frames this server's VIP sent since the last look to the process's counter
-    /// (each server has its own `VipServer`; the counter outlives them).
+    /// Adds the frames this server's VIPs sent since the last look to the process's counter
+    /// (each server has its own `VipServer`s; the counter outlives them).
     fn count_vip_frames(&self) {
-        let Some(vip) = &self.vip else { return };
-        let n_sent = vip.n_frames_sent();
+        if self.vips.is_empty() {
+            return;
+        }
+        let n_sent: u64 = self.vips.iter().map(|vip| vip.n_frames_sent()).sum();
         let previous = self.vip_frames_counted.swap(n_sent, Ordering::AcqRel);
         self.metrics.vip_garps_sent.inc_by(n_sent.saturating_sub(previous));
     }
@@ -734,17 +726,17 @@ impl Inner {
             }
         };
         let report_unusable = self.dispatcher_failure_reporter();
-        if let Some(vip) = &self.vip {
-            // This term's fence, before the dispatcher binds the VIP.
+        if !self.vips.is_empty() {
+            // This term's fence, before the dispatcher binds the VIPs.
             let lease = self.runner.lock().as_ref().map(|runner| runner.lease());
             let session = self.quorum.session();
-            vip.set_fence(Some(crate::dispatcher::vip_fence(lease, session.as_deref(), self.config.session_timeout)));
+            self.vips.set_fence(crate::vip_keeper::vip_fence(lease, session.as_deref(), self.config.session_timeout));
         }
         let failure = match TaskDispatcher::start(
             self.health.clone(),
             self.published_health.clone(),
             wake,
-            self.vip.clone(),
+            self.vips.clone(),
             on_vip_failure,
             listen_on_vip,
             self.metrics.clone(),

@@ -14,6 +14,7 @@ use anyhow::{bail, ensure, Context, Result};
 mod bad_vip_config;
 mod cluster_status;
 mod listening;
+mod two_vips;
 mod vip_fence;
 mod vip_ipv6;
 mod vip_set;

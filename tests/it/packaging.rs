@@ -81,10 +81,10 @@ fn default_config_vip_example_is_valid_and_shows_the_defaults() {
         .join("\n");
     let documented = Config::from_toml(&example, &command_line())
         .unwrap_or_else(|error| panic!("the [vip] example: {error}\n{example}"));
-    let vip = documented.vip.clone().expect("the example turns the VIP on");
+    let vip = documented.main_vip().cloned().expect("the example turns the VIP on");
     let minimal = format!("[vip]\naddress = {:?}\ninterface = {:?}\n", vip.address, vip.interface);
     let defaults = Config::from_toml(&minimal, &command_line()).expect("a minimal [vip] section is valid");
-    assert_eq!(documented.vip, defaults.vip, "a value shown in the [vip] example is not the default");
+    assert_eq!(documented.vips, defaults.vips, "a value shown in the [vip] example is not the default");
 }
 
 /// Every flag of the daemon (one per key) names a key the file documents, so a new key cannot

@@ -142,6 +142,8 @@ pub struct VipServer {
     poller: Option<StorePoller>,
     /// The last stored VIP that could not be used, so it is logged once.
     refused_stored: Mutex<Option<StoredVip>>,
+    /// The leader's latest failure with this VIP, for `vip show` ([`VipServer::note_error`]).
+    last_error: Mutex<Option<String>>,
 }
 
 /// One VIP: its configuration, parsed address and label.
@@ -242,13 +244,20 @@ impl VipServer {
             store: None,
             poller: None,
             refused_stored: Mutex::new(None),
+            last_error: Mutex::new(None),
         })
     }
 
-    /// Lets the VIP stored in ZooKeeper ([`VIP_ZNODE`](crate::VIP_ZNODE)) override the file's
-    /// address and interface; see [`VipServer::refresh_stored`].
-    /// A thread reads the store every `sync_interval_ms`.
+    /// Lets the VIP stored in ZooKeeper for this server's service ([`crate::vip_znode`]) override
+    /// the file's address and interface; see [`VipServer::refresh_stored`].
+    /// A thread reads the store every `sync_interval_ms`. `store` may be any service's: this
+    /// server uses the same session's store of its own service.
     pub fn with_store(mut self, store: VipStore) -> VipServer {
+        let store = match store.for_service(&self.base.service) {
+            Ok(store) => store,
+            // The configuration was validated by `new`: the service name is one.
+            Err(_) => store,
+        };
         self.poller = Some(StorePoller::start(store.clone(), self.base.sync_interval()));
         self.store = Some(store);
         self
@@ -265,6 +274,22 @@ impl VipServer {
     /// Whether the VIP is fenced (`set_fence`).
     pub fn is_fenced(&self) -> bool {
         self.inner.lock().hold_until.is_some()
+    }
+
+    /// The service this VIP is for (`[[vip]] service`).
+    pub fn service(&self) -> &str {
+        &self.base.service
+    }
+
+    /// Records the latest result of the leader's work on this VIP: the error, or `None` once an
+    /// operation succeeded; a new term starts with `None`.
+    pub fn note_error(&self, error: Option<String>) {
+        *self.last_error.lock() = error;
+    }
+
+    /// The leader's latest failure with this VIP, if its latest operation failed.
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error.lock().clone()
     }
 
     /// The store of the run-time VIP, when there is one.
@@ -340,7 +365,7 @@ impl VipServer {
             Err(message) => {
                 let mut refused = self.refused_stored.lock();
                 if refused.is_none() {
-                    tracing::error!(%message, "the stored vip is unreadable; keeping the current one");
+                    tracing::error!(service = %self.base.service, %message, "the stored vip is unreadable; keeping the current one");
                     *refused = Some(StoredVip::new("", ""));
                 }
                 return Err(VipStoreError::Corrupt(message));
@@ -352,7 +377,7 @@ impl VipServer {
                 Err(error) => {
                     let mut refused = self.refused_stored.lock();
                     if refused.as_ref() != Some(stored) {
-                        tracing::error!(%error, ?stored, "the stored vip is not valid; keeping the current one");
+                        tracing::error!(service = %self.base.service, %error, ?stored, "the stored vip is not valid; keeping the current one");
                         *refused = Some(stored.clone());
                     }
                     return Err(VipStoreError::Corrupt(error.to_string()));
@@ -445,6 +470,7 @@ impl VipServer {
         if !inner.active {
             *self.target.write() = new_target.clone();
             tracing::info!(
+                service = %self.base.service,
                 old = %old.vip,
                 new = %new_target.vip,
                 interface = %new_target.config.interface,
@@ -458,6 +484,7 @@ impl VipServer {
         let removed = old.delete(&mut inner)?;
         *self.target.write() = new_target.clone();
         tracing::info!(
+            service = %self.base.service,
             old = %old.vip,
             new = %new_target.vip,
             interface = %new_target.config.interface,
@@ -532,7 +559,7 @@ impl VipServer {
         let target = self.target();
         let removed = target.delete(&mut inner)?;
         if removed {
-            tracing::info!(vip = %target.vip, interface = %target.config.interface, "VIP released");
+            tracing::info!(service = %target.config.service, vip = %target.vip, interface = %target.config.interface, "VIP released");
         }
         Ok(removed)
     }
@@ -549,8 +576,7 @@ impl VipServer {
         let target = self.target();
         let mut removed = target.delete(&mut inner)?;
         if removed {
-            tracing::warn!(
-                vip = %target.vip,
+            tracing::warn!(service = %target.config.service, vip = %target.vip,
                 interface = %target.config.interface,
                 "removed a leftover VIP from this node, which is not leader"
             );
@@ -621,7 +647,7 @@ impl Target {
                 }
                 return Err(error);
             }
-            tracing::info!(vip = %self.vip, interface = %self.config.interface, label = %self.label, "VIP added");
+            tracing::info!(service = %self.config.service, vip = %self.vip, interface = %self.config.interface, label = %self.label, "VIP added");
             VipPresence::Added
         };
         inner.awaiting_fence = false;
@@ -655,11 +681,10 @@ impl Target {
         } else if inner.awaiting_fence {
             self.add(inner, &link)?;
             inner.awaiting_fence = false;
-            tracing::info!(vip = %self.vip, %interface, label = %self.label, "VIP added once its fence opened");
+            tracing::info!(service = %self.config.service, vip = %self.vip, %interface, label = %self.label, "VIP added once its fence opened");
         } else {
             self.add(inner, &link)?;
-            tracing::warn!(
-                vip = %self.vip,
+            tracing::warn!(service = %self.config.service, vip = %self.vip,
                 %interface,
                 fenced = inner.hold_until.is_some(),
                 "the VIP was missing from the interface (removed by someone else, or its lifetime lapsed while \
@@ -700,7 +725,7 @@ impl Target {
                 )));
             }
             if address.label.as_deref() != Some(self.label.as_str()) {
-                tracing::debug!(vip = %self.vip, label = ?address.label, "the VIP is present with another label");
+                tracing::debug!(service = %self.config.service, vip = %self.vip, label = ?address.label, "the VIP is present with another label");
             }
             present = true;
         }
@@ -749,7 +774,7 @@ impl Target {
         let Some(lifetime) = inner.lifetime(self.vip)? else { return Ok(()) };
         match inner.netlink.renew_address(link.index, self.vip, &self.label, lifetime) {
             Ok(()) => {
-                tracing::trace!(vip = %self.vip, lifetime_s = lifetime, "VIP renewed");
+                tracing::trace!(service = %self.config.service, vip = %self.vip, lifetime_s = lifetime, "VIP renewed");
                 Ok(())
             }
             Err(error) if error.raw_os_error() == Some(libc::ENODEV) => Err(VipError::Interface(format!(
@@ -790,7 +815,7 @@ impl Target {
                 inner.n_frames_sent += 1;
             }
             inner.schedule.sent(announcement, now);
-            tracing::debug!(vip = %self.vip, ?announcement, "gratuitous ARP sent");
+            tracing::debug!(service = %self.config.service, vip = %self.vip, ?announcement, "gratuitous ARP sent");
         }
         Ok(sent)
     }
@@ -808,9 +833,9 @@ impl Drop for VipServer {
         if !self.inner.get_mut().active {
             return;
         }
-        tracing::warn!(vip = %self.vip(), "VipServer dropped while holding the VIP; releasing it");
+        tracing::warn!(service = %self.base.service, vip = %self.vip(), "VipServer dropped while holding the VIP; releasing it");
         if let Err(error) = self.clean_vip() {
-            tracing::error!(vip = %self.vip(), %error, "cannot release the VIP");
+            tracing::error!(service = %self.base.service, vip = %self.vip(), %error, "cannot release the VIP");
         }
     }
 }
@@ -819,6 +844,7 @@ impl std::fmt::Debug for VipServer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let target = self.target();
         f.debug_struct("VipServer")
+            .field("service", &target.config.service)
             .field("vip", &target.vip)
             .field("interface", &target.config.interface)
             .field("label", &target.label)

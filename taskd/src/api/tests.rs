@@ -2,6 +2,7 @@
 //! domain error.
 
 use super::*;
+use vip::StoredVip;
 
 fn base() -> vip::VipConfig {
     vip::VipConfig::new("10.0.0.100/24", "eth0")

@@ -122,14 +122,15 @@ fn the_health_section_is_read_and_its_flags_win() {
 
 #[test]
 fn the_vip_is_optional_and_validated() {
-    assert_eq!(parse("").expect("valid").vip, None);
+    assert_eq!(parse("").expect("valid").vips, Vec::new());
     let config = parse("[vip]\naddress = \"10.0.0.100/24\"\ninterface = \"eth0\"\n").expect("valid");
-    let vip = config.vip.expect("a vip");
+    assert_eq!(config.vips.len(), 1);
+    let vip = config.vip(vip::DEFAULT_SERVICE).expect("a vip").clone();
     assert_eq!(vip.address, "10.0.0.100/24");
     assert_eq!(vip.interface, "eth0");
     let flags = CommandLine::try_parse_from(["zbs-taskd", "--vip-address", "10.1.0.9/16", "--vip-interface", "eth1"])
         .expect("flags");
-    let vip = Config::from_toml("", &flags).expect("valid").vip.expect("a vip from the flags");
+    let vip = Config::from_toml("", &flags).expect("valid").main_vip().expect("a vip from the flags").clone();
     assert_eq!((vip.address.as_str(), vip.interface.as_str()), ("10.1.0.9/16", "eth1"));
     let flags = CommandLine::try_parse_from(["zbs-taskd", "--vip-address", "10.1.0.9/16"]).expect("flags");
     let message = error_text(Config::from_toml("", &flags));
