@@ -592,6 +592,7 @@ impl VipServer {
                 let context = format!("delete the leftover {leftover} from {}", target.config.interface);
                 if inner.netlink.delete_address(link.index, leftover).map_err(VipError::netlink(context))? {
                     tracing::warn!(
+                        service = %target.config.service,
                         vip = %leftover,
                         label = %target.label,
                         "removed a leftover VIP (set at run time) from this node, which is not leader"

@@ -125,7 +125,22 @@ fn run(cli: &Cli, client: &Client) -> Result<(), Failure> {
                     value["node_id"].as_str().unwrap_or("?"),
                     value["role"].as_str().unwrap_or("?")
                 );
-                println!("vip:    {}", value["vip"].as_str().unwrap_or("-"));
+                let vips: Vec<String> = value["vips"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|vip| {
+                        format!(
+                            "{} ({})",
+                            vip["address"].as_str().unwrap_or("-"),
+                            vip["service"].as_str().unwrap_or("?")
+                        )
+                    })
+                    .collect();
+                match vips.len() {
+                    0 | 1 => println!("vip:    {}", value["vip"].as_str().unwrap_or("-")),
+                    _ => println!("vips:   {}", vips.join(", ")),
+                }
                 println!("health: {}", value["health"]["state"].as_str().unwrap_or("?"));
                 println!("{}", tables::members(&value, cli.output));
                 if let Some(stopped) = value["stopped"].as_object() {

@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 use anyhow::{ensure, Context, Result};
 use serde_json::json;
 use tests::netns::{
-    HolderSampler, NetnsCluster, NetnsClusterBuilder, Signal, SECOND_VIP, SECOND_VIP_SERVICE, SERVICE_INTERFACE, VIP,
+    ip, HolderSampler, NetnsCluster, NetnsClusterBuilder, Signal, MANAGEMENT_INTERFACE, SECOND_VIP, SECOND_VIP_SERVICE,
+    SERVICE_INTERFACE, VIP,
 };
 
 use super::{assert_announced, assert_never_two_holders, assert_no_crash, with_cluster, TAKEOVER_BURST, WAIT};
@@ -256,6 +257,46 @@ fn a_leader_whose_second_interface_vanishes_keeps_the_first_vip_and_reports_the_
                 && !line.ends_with(" 0")),
             "no interface error counted for the iscsi VIP:\n{text}"
         );
+        assert_no_crash(cluster)
+    });
+}
+
+/// A node that starts removes what a killed run left under every VIP's label (here addresses of
+/// an earlier `vip set`, on both interfaces), and nothing else.
+#[test]
+fn a_starting_node_removes_the_leftovers_of_every_vip() {
+    with_cluster("two_vips_leftovers", two_vips(), |cluster| {
+        let leader = holder_of_both(cluster, None)?;
+        let follower = (leader + 1) % cluster.n_nodes();
+        cluster.signal(follower, Signal::SIGTERM)?;
+        cluster.wait_exit(follower, WAIT)?;
+        let namespace = cluster.node(follower).namespace.clone();
+        let leftovers =
+            [(Ipv4Addr::new(10, 213, 1, 77), MANAGEMENT_INTERFACE), (Ipv4Addr::new(10, 213, 3, 77), SERVICE_INTERFACE)];
+        for (address, interface) in leftovers {
+            let label = format!("{interface}:vip");
+            ip(&["-n", &namespace, "addr", "add", &format!("{address}/24"), "dev", interface, "label", &label])?;
+        }
+        // An address under another label is not the daemon's: it stays.
+        ip(&["-n", &namespace, "addr", "add", "10.213.3.78/24", "dev", SERVICE_INTERFACE, "label", "svc0:other"])?;
+        cluster.restart(follower)?;
+        cluster.wait_until(WAIT, "the restarted node removing both leftovers", || {
+            leftovers
+                .iter()
+                .all(|(address, _)| cluster.address_holders(*address).is_ok_and(|holders| holders.is_empty()))
+        })?;
+        ensure!(
+            cluster.address_holders(Ipv4Addr::new(10, 213, 3, 78))? == [follower],
+            "an address under another label was removed"
+        );
+        let log = cluster.log(follower);
+        for service in ["default", SECOND_VIP_SERVICE] {
+            ensure!(
+                log.lines().any(|line| line.contains("removed a leftover") && line.contains(service)),
+                "the restarted node did not log removing the leftover of {service}:\n{log}"
+            );
+        }
+        ensure!(holder_of_both(cluster, None)? == leader, "the VIPs moved while a follower restarted");
         assert_no_crash(cluster)
     });
 }
