@@ -211,7 +211,8 @@ fn keep_one(
                 reporter.report(&Err(error));
                 return;
             }
-            let result = vip.sync_vip().map(|report| {
+            // `keep_vip`: `sync_vip`, or the takeover again while it has not succeeded.
+            let result = vip.keep_vip().map(|report| {
                 if report.re_added {
                     tracing::warn!(service = vip.service(), vip = %vip.vip(), "the vip had disappeared; added it back");
                 }

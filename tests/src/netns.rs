@@ -706,6 +706,32 @@ impl NetnsCluster {
         ip(&["-n", &self.nodes[node].spec.namespace, "link", "del", SERVICE_INTERFACE]).map(drop)
     }
 
+    /// Creates the node's `svc0` again after [`NetnsCluster::delete_service_interface`]: the veth
+    /// pair, on the service bridge, with the node's address, up.
+    pub fn restore_service_interface(&self, node: usize) -> Result<()> {
+        let namespace = &self.nodes[node].spec.namespace;
+        let port = format!("s{}", node + 1);
+        let switch = self.switch_namespace();
+        ip(&[
+            "-n",
+            switch,
+            "link",
+            "add",
+            &port,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            SERVICE_INTERFACE,
+            "netns",
+            namespace,
+        ])?;
+        ip(&["-n", switch, "link", "set", &port, "master", SERVICE_BRIDGE, "up"])?;
+        let address = format!("{}/24", node_address(SERVICE_NET, node));
+        ip(&["-n", namespace, "addr", "add", &address, "dev", SERVICE_INTERFACE])?;
+        ip(&["-n", namespace, "link", "set", SERVICE_INTERFACE, "up"]).map(drop)
+    }
+
     /// How many gratuitous ARPs announcing the VIP at the node's management MAC the switch saw
     /// since `since`.
     pub fn vip_announcements_since(&self, node: usize, since: Instant) -> Result<usize> {

@@ -13,6 +13,9 @@
 //! - Every `sync_interval_ms` the leader's dispatcher calls [`VipServer::sync_vip`]: a VIP that
 //!   someone removed is added back (with a warning and a fresh burst), and the second burst and
 //!   the periodic refresh go out when due.
+//! - A leader with several VIPs calls [`VipServer::keep_vip`] instead: `sync_vip`, or, while the
+//!   term's takeover has not succeeded (the interface missing at takeover), the takeover again,
+//!   so one VIP that could not be taken is retried while the leader keeps the others.
 //! - On the way out (stop, step-down, ZooKeeper unreachable) the leader calls
 //!   [`VipServer::clean_vip`] *before* it leaves the quorum, so the next leader never fights for
 //!   the address. After it, `sync_vip` does nothing until the next `config_vip`: a late tick of
@@ -187,6 +190,9 @@ struct Inner {
     hold_until: Option<HoldUntil>,
     /// `config_vip` found the fence closed: the term's first add is `sync_vip`'s.
     awaiting_fence: bool,
+    /// A term has begun (`config_vip` was called) and has not ended (`clean_vip`,
+    /// `remove_leftover`): `keep_vip` retries a takeover that failed.
+    term_open: bool,
 }
 
 impl Inner {
@@ -240,6 +246,7 @@ impl VipServer {
                 no_arp_logged: false,
                 hold_until: None,
                 awaiting_fence: false,
+                term_open: false,
             }),
             store: None,
             poller: None,
@@ -529,7 +536,29 @@ impl VipServer {
     pub fn config_vip(&self) -> VipResult<VipPresence> {
         let now = Instant::now();
         let mut inner = self.inner.lock();
+        inner.term_open = true;
         self.target().config_vip(&mut inner, now)
+    }
+
+    /// The leader's periodic call when it holds several VIPs: [`VipServer::sync_vip`] once the
+    /// term's takeover succeeded; until then (the interface missing at takeover, say) the
+    /// takeover again, with its errors, so that one VIP that could not be taken is retried, and
+    /// reported, while the leader keeps the others. After `clean_vip` it does nothing, like
+    /// `sync_vip`: a late tick never brings a released VIP back.
+    pub fn keep_vip(&self) -> VipResult<SyncReport> {
+        let now = Instant::now();
+        let mut inner = self.inner.lock();
+        if inner.term_open && !inner.active {
+            let target = self.target();
+            target.config_vip(&mut inner, now)?;
+            tracing::info!(
+                service = %target.config.service,
+                vip = %target.vip,
+                "VIP taken at a retry of the takeover"
+            );
+            return Ok(SyncReport { active: true, re_added: false, arp_frames_sent: 0 });
+        }
+        self.target().sync_vip_at(&mut inner, now)
     }
 
     /// The leader's periodic check (every `sync_interval_ms`): re-adds the VIP if someone
@@ -553,6 +582,7 @@ impl VipServer {
     /// absent VIP or interface is fine. Returns whether an address was deleted.
     pub fn clean_vip(&self) -> VipResult<bool> {
         let mut inner = self.inner.lock();
+        inner.term_open = false;
         inner.active = false;
         inner.awaiting_fence = false;
         inner.schedule.stop();
@@ -570,6 +600,7 @@ impl VipServer {
     /// Returns whether a leftover was deleted.
     pub fn remove_leftover(&self) -> VipResult<bool> {
         let mut inner = self.inner.lock();
+        inner.term_open = false;
         inner.active = false;
         inner.awaiting_fence = false;
         inner.schedule.stop();

@@ -300,3 +300,50 @@ fn a_starting_node_removes_the_leftovers_of_every_vip() {
         assert_no_crash(cluster)
     });
 }
+
+/// A new leader whose second VIP's interface is missing at takeover keeps the first VIP, reports
+/// the second's error, and takes the second as soon as the interface comes.
+#[test]
+fn a_second_vip_missing_at_takeover_is_taken_when_its_interface_comes() {
+    with_cluster("two_vips_missing_at_takeover", two_vips(), |cluster| {
+        let old = holder_of_both(cluster, None)?;
+        for node in (0..cluster.n_nodes()).filter(|&node| node != old) {
+            cluster.delete_service_interface(node)?;
+        }
+        cluster.signal(old, Signal::SIGTERM)?;
+        let mut new = None;
+        cluster.wait_until(WAIT, "another node holding the default VIP", || {
+            new = match cluster.address_holders(VIP).ok().as_deref() {
+                Some(&[node]) if node != old => Some(node),
+                _ => None,
+            };
+            new.is_some()
+        })?;
+        let new = new.context("no new holder")?;
+        let mut shown = serde_json::Value::Null;
+        cluster.wait_until(WAIT, "the new leader reporting the iscsi VIP's error", || {
+            shown =
+                cluster.http("GET", &cluster.api_url(new, VIPS_PATH), None).map(|(_, body)| body).unwrap_or_default();
+            shown["vips"][1]["error"].as_str().is_some_and(|error| error.contains(SERVICE_INTERFACE))
+        })?;
+        std::thread::sleep(Duration::from_secs(2));
+        ensure!(cluster.status(new)?.leader, "the new leader left over its missing second interface");
+        ensure!(cluster.address_holders(VIP)? == [new], "the default VIP moved: {:?}", cluster.address_holders(VIP)?);
+        ensure!(cluster.address_holders(SECOND_VIP)?.is_empty(), "the second VIP is held somewhere");
+
+        let restored_at = Instant::now();
+        cluster.restore_service_interface(new)?;
+        cluster.wait_until(WAIT, "the new leader taking the second VIP", || {
+            cluster.address_holders(SECOND_VIP).ok().as_deref() == Some(&[new][..])
+        })?;
+        assert_second_announced(cluster, new, restored_at)?;
+        cluster.wait_until(WAIT, "the iscsi VIP's error cleared", || {
+            cluster
+                .http("GET", &cluster.api_url(new, VIPS_PATH), None)
+                .is_ok_and(|(_, body)| body["vips"][1]["error"].is_null() && body["vips"][1]["held"] == true)
+        })?;
+        ensure!(cluster.status(new)?.leader, "the new leader lost its leadership");
+        assert_no_crash(cluster)?;
+        assert_neither_on_two_nodes(cluster)
+    });
+}
