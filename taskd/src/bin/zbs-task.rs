@@ -162,6 +162,8 @@ fn run(cli: &Cli, client: &Client) -> Result<(), Failure> {
                     let value = client.vips()?;
                     if cli.json {
                         print_json(&value);
+                    } else if value["vips"].as_array().is_none_or(Vec::is_empty) {
+                        println!("no VIP is configured on this node ([[vip]] in its configuration file)");
                     } else {
                         println!("{}", tables::vips(&value, cli.output));
                     }
