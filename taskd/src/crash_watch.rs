@@ -229,17 +229,28 @@ impl Watcher {
                 return;
             }
         }
-        match task_db::remove_owners_of_session(&session, target.session_id) {
-            Ok(n_removed) => {
-                tracing::info!(n_removed, "removed the dead leader's owner nodes: its tasks are rescheduled now")
-            }
-            Err(error) => {
-                tracing::warn!(%error, "cannot remove the dead leader's owner nodes; they go with its session")
-            }
+        remove_dead_session(&session, &target.info.id, target.session_id);
+    }
+}
+
+/// After a take-over of a member's election node: deletes the owner nodes and the runner
+/// registration of its dead session, so its tasks are `Interrupted` and handed out at once
+/// (what fails is logged: it goes with the session later).
+pub(crate) fn remove_dead_session(session: &quorum::ZkSession, node_id: &str, dead_session: i64) {
+    match task_db::remove_owners_of_session(session, dead_session) {
+        Ok(n_removed) => {
+            tracing::info!(
+                node = node_id,
+                n_removed,
+                "removed the dead session's owner nodes: its tasks are rescheduled now"
+            )
         }
-        if let Err(error) = task_db::remove_registration_of_session(&session, &target.info.id, target.session_id) {
-            tracing::warn!(%error, "cannot remove the dead leader's runner registration; it goes with its session");
+        Err(error) => {
+            tracing::warn!(%error, node = node_id, "cannot remove the dead session's owner nodes; they go with its session")
         }
+    }
+    if let Err(error) = task_db::remove_registration_of_session(session, node_id, dead_session) {
+        tracing::warn!(%error, node = node_id, "cannot remove the dead session's runner registration; it goes with its session");
     }
 }
 
