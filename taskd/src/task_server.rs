@@ -39,6 +39,7 @@ use vip::health::{HealthFlag, HealthMonitor, Subscription};
 use vip::VipServer;
 
 use crate::config::Config;
+use crate::crash_watch::runners::RunnerWatch;
 use crate::crash_watch::CrashWatch;
 use crate::dispatcher::{release_vip, NetworkHealthFlag, SchedulerHandle, SchedulerSetup, TaskDispatcher, VipFailure};
 use crate::fresh_members::FreshMembers;
@@ -106,7 +107,13 @@ pub enum ServerError {
 /// dispatcher and — once its scheduling started — the handle requests reach it through.
 enum Role {
     Follower,
-    Leader { dispatcher: TaskDispatcher, scheduler: Option<SchedulerHandle> },
+    Leader {
+        dispatcher: TaskDispatcher,
+        scheduler: Option<SchedulerHandle>,
+        /// The watch over the other nodes' runners (`crash_watch::runners`): a dead runner's tasks
+        /// are rescheduled at once. Stopped before the dispatcher.
+        runner_watch: Option<RunnerWatch>,
+    },
 }
 
 impl Role {
@@ -793,7 +800,14 @@ impl Inner {
                     Ok(handle) => (Some(handle), None),
                     Err(error) => (None, Some(format!("cannot start task scheduling: {error}"))),
                 };
-                *self.role.lock() = Role::Leader { dispatcher: started, scheduler };
+                let runner_watch = match RunnerWatch::start(self.quorum.clone(), self.config.node_id.clone()) {
+                    Ok(watch) => Some(watch),
+                    Err(error) => {
+                        tracing::error!(%error, "cannot start the runner watch; a dead runner's tasks wait for its session");
+                        None
+                    }
+                };
+                *self.role.lock() = Role::Leader { dispatcher: started, scheduler, runner_watch };
                 failure
             }
             Err(error) => Some(format!("cannot start the dispatcher: {error}")),
@@ -835,7 +849,8 @@ impl Inner {
 
     fn stop_dispatcher(&self) {
         let role = std::mem::replace(&mut *self.role.lock(), Role::Follower);
-        if let Role::Leader { dispatcher, .. } = role {
+        if let Role::Leader { dispatcher, runner_watch, .. } = role {
+            drop(runner_watch);
             dispatcher.stop();
         }
     }

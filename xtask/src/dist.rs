@@ -25,9 +25,9 @@ pub const CHECKSUMS: &str = "SHA256SUMS";
 pub const UNIT_PATH: &str = "lib/systemd/system/zbs-taskd.service";
 pub const CONFIG_PATH: &str = "etc/zbs/taskd.toml";
 /// The tuned profile (an example configuration: 50 ms silent-cut detection, realtime probes).
-pub const TUNED_PROFILE_PATH: &str = "usr/share/doc/zbs-taskd/profiles/tuned.toml";
+pub const TUNED_PROFILE_PATH: &str = "usr/share/zbs-taskd/profiles/tuned.toml";
 /// The unit drop-in the tuned profile needs (realtime priority allowed up to 10).
-pub const TUNED_DROP_IN_PATH: &str = "usr/share/doc/zbs-taskd/profiles/zbs-taskd.service.d/tuned.conf";
+pub const TUNED_DROP_IN_PATH: &str = "usr/share/zbs-taskd/profiles/zbs-taskd.service.d/tuned.conf";
 pub const SYSUSERS_PATH: &str = "usr/lib/sysusers.d/zbs-taskd.conf";
 /// The Prometheus alert rules and the Grafana dashboard (see the README's "Monitoring").
 pub const RULES_PATH: &str = "usr/share/zbs-taskd/monitoring/zbs-taskd.rules.yml";
