@@ -16,8 +16,12 @@
 //! every report and asks the rule (`early_takeover.rs`): when every healthy member but the leader
 //! has said so without a break for `early_takeover_ms` (timed on the reader's clock, so clock
 //! skew between hosts does not shorten it), it takes the leader's election node over through
-//! `quorum::takeover` — the leaving marker of a stopping leader still wins — and removes the lost
-//! session's owner nodes and registration, as the crash detector does.
+//! `quorum::takeover` — the leaving marker of a stopping leader still wins. Unlike the crash
+//! detector it leaves the lost session's owner nodes and runner registration alone: the lost
+//! leader may be alive, and its runner may write until its lease lapses (F after its last
+//! contact), so its tasks are handed out again only when the session expires (S after that
+//! contact, the timer rule's order). The early take-over moves leadership and the VIP, never a
+//! task.
 //!
 //! # Trade-off
 //!
@@ -29,12 +33,12 @@
 //!   (the election's watch), releasing the VIP;
 //! - a leader that does not reach ZooKeeper steps down after D = S/3 without contact (the timer
 //!   rule), and whatever it does, its VIP's kernel lifetime lapses by c + S − 250 ms (the fence,
-//!   c its last confirmed contact); its runner stops every task write after F (the lease), so the
-//!   tasks handed out again are never written by two runners.
+//!   c its last confirmed contact). Its tasks keep their owner nodes until its session expires,
+//!   so none is handed out while its runner may still write (it stops after F, the lease).
 //!
 //! So with the option on, two nodes may hold the VIP from the take-over (at least
 //! `early_takeover_ms` after the cut) until the cut-off leader's step-down (S/3 after its last
-//! contact, at most the fence's c + S − 250 ms): at most S/3 − `early_takeover_ms` in the usual
+//! contact, at most the fence's c + S − 250 ms): about S/3 − `early_takeover_ms` in the usual
 //! case. Clients on the cut-off side cannot reach the old holder anyway (it has no link), which is
 //! why the option suits hosts whose failure mode is power loss more than a double cut.
 //!
@@ -61,7 +65,6 @@ use vip::health::PeerReach;
 use self::early_takeover::{decide, EarlyTakeover, EarlyTakeoverView};
 use self::report::{LostPeer, UnreachableReport, REPORT_VERSION, UNREACHABLE_PATH};
 use crate::clock::now_ms;
-use crate::crash_watch::remove_dead_session;
 
 /// The thread's name (at most 15 bytes).
 const THREAD_NAME: &str = "zbs-reach";
@@ -319,9 +322,9 @@ impl Watcher {
                     address = %leader.info.address,
                     lost_session = format_args!("{session_id:#x}"),
                     early_takeover_ms = self.settings.wait.as_millis() as u64,
-                    "every healthy member lost the leader on both networks: took its election node over early"
+                    "every healthy member lost the leader on both networks: took its election node over early \
+                     (its tasks stay owned until its session expires)"
                 );
-                remove_dead_session(session, &leader.info.id, session_id);
             }
             Ok(TakeOver::Announced) => {
                 tracing::info!(leader = %leader.info.id, "the lost leader announced leaving: not taken over")

@@ -111,7 +111,7 @@ enum Role {
         dispatcher: TaskDispatcher,
         scheduler: Option<SchedulerHandle>,
         /// The watch over the other nodes' runners (`crash_watch::runners`): a dead runner's tasks
-        /// are rescheduled at once. Stopped before the dispatcher.
+        /// are rescheduled at once. Asked to stop before the dispatcher, joined after it.
         runner_watch: Option<RunnerWatch>,
     },
 }
@@ -850,8 +850,14 @@ impl Inner {
     fn stop_dispatcher(&self) {
         let role = std::mem::replace(&mut *self.role.lock(), Role::Follower);
         if let Role::Leader { dispatcher, runner_watch, .. } = role {
-            drop(runner_watch);
+            // The watch is only asked to stop first: its thread may be waiting on ZooKeeper (a
+            // lost connection, the very reason for many step-downs), and the dispatcher's stop
+            // releases the VIP before anything else, which must not wait for that.
+            if let Some(watch) = &runner_watch {
+                watch.request_stop();
+            }
             dispatcher.stop();
+            drop(runner_watch);
         }
     }
 

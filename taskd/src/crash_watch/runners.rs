@@ -1,7 +1,8 @@
 //! The leader's watch over its runners: the crash detector's proof applied to every other node's
 //! runner, so a SIGKILLed runner's tasks are rescheduled at once, not a session timeout later.
 //!
-//! While this node leads, one thread ([`RunnerWatch`], owned by the leader's `Role`) reads the
+//! While this node leads, one thread ([`RunnerWatch`], owned by the leader's `Role`; asked to stop
+//! before the dispatcher stops, which releases the VIP first, and joined after) reads the
 //! runner registrations and the members every [`REFRESH`] and keeps one watcher thread per
 //! runner to watch (`verdict::runners_to_watch`: every runner but this node's whose session also
 //! holds an election node). A watcher holds a TCP connection to the runner's port (its management
@@ -61,7 +62,13 @@ impl RunnerWatch {
         Ok(RunnerWatch { stop, thread: Some(thread) })
     }
 
-    /// Stops every watcher and joins the threads (at most one connect, or one hold poll).
+    /// Asks the watch to stop, without waiting.
+    pub fn request_stop(&self) {
+        self.stop.store(true, Ordering::Release);
+    }
+
+    /// Stops every watcher and joins the threads: at most one connect or one hold poll, unless
+    /// the manager waits on ZooKeeper (then until that call returns).
     pub fn stop(&mut self) {
         self.stop.store(true, Ordering::Release);
         if let Some(thread) = self.thread.take() {

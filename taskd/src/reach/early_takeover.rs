@@ -43,7 +43,7 @@ pub enum EarlyTakeover {
     TakeOver {
         /// The leader's election node.
         node_name: String,
-        /// The leader's session, whose owner nodes and registration go after the take-over.
+        /// The leader's session (for the log: its owner nodes stay until it expires).
         session_id: i64,
     },
 }
