@@ -13,7 +13,6 @@ use std::time::Duration;
 use chrono::NaiveDate;
 use runtime::rpc::{Method, Request, Response, ServerConfig, WorkerPool};
 use serde::Deserialize;
-use vip::{StoredVip, VipServer};
 
 use crate::copy_volume::AllowedRoots;
 use crate::dispatcher::scheduler::{CallError, DispatchError, SchedulerHandle, TaskAction};
@@ -22,6 +21,10 @@ use crate::runner::{TaskRequest, TaskRunner};
 use crate::runner_client::{paths as runner_paths, RunnerClient};
 use crate::task::{CopyVolumeArgs, RequestId, RuntimeWindow, SleepArgs, TaskId, TaskKind, TaskState};
 use crate::task_db::{DbError, ListFilter};
+
+mod vip_routes;
+
+pub use vip_routes::VipSet;
 
 /// How long a request waits for the dispatcher's answer.
 pub const DISPATCHER_CALL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -40,86 +43,8 @@ pub trait DispatcherAccess: Send + Sync + 'static {
     /// Leader, members (with their health read fresh from ZooKeeper, see `FreshMembers`),
     /// health, VIP: for `cluster show`. Blocks: called on the worker pool.
     fn cluster(&self) -> serde_json::Value;
-    /// The node's VIP server, for `vip show|set`; None without a `[vip]`.
-    fn vip(&self) -> Option<Arc<VipServer>>;
-}
-
-/// `POST /api/v2/task_center/vip/set`: a new VIP (`address` and `interface`), or `clear` to go
-/// back to the configuration file's `[vip]`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct VipSet {
-    pub address: Option<String>,
-    pub interface: Option<String>,
-    #[serde(default)]
-    pub clear: bool,
-}
-
-impl VipSet {
-    /// The VIP to store (None for `clear`), checked against the file's `[vip]`; a 400 naming
-    /// what is wrong.
-    fn stored(self, base: &vip::VipConfig) -> Result<Option<StoredVip>, Response> {
-        match (self.clear, self.address, self.interface) {
-            (true, None, None) => Ok(None),
-            (true, _, _) => Err(Response::error(400, "`clear` takes no `address` or `interface`")),
-            (false, Some(address), Some(interface)) => {
-                let stored = StoredVip::new(address, interface);
-                stored.validate(base).map_err(|error| Response::error(400, &error.to_string()))?;
-                Ok(Some(stored))
-            }
-            (false, _, _) => Err(Response::error(400, "give both `address` and `interface`, or `clear`: true")),
-        }
-    }
-}
-
-/// What `vip show` answers: the VIP served now (on a follower, the leader's, read fresh from the
-/// store: `VipServer::shown`), where it comes from, and both sources.
-fn vip_json(vip: &VipServer) -> serde_json::Value {
-    let base = vip.base_config();
-    let shown = vip.shown();
-    let config = &shown.config;
-    let source = if config.address == base.address && config.interface == base.interface { "config" } else { "stored" };
-    serde_json::json!({
-        "address": shown.address(),
-        "interface": config.interface,
-        "label": config.effective_label().unwrap_or_default(),
-        "source": source,
-        "held": vip.is_active(),
-        "configured": { "address": base.address, "interface": base.interface },
-        "stored": shown.stored,
-        "store_error": shown.store_error,
-    })
-}
-
-/// Checks that the leader can hold the new VIP (a 409 when not, nothing changed), stores it, and
-/// hands it to the leader's VIP loop, which moves to it at its next `sync_interval_ms` tick:
-/// after this answer, so that a client that asked through the old VIP gets it.
-fn set_vip(vip: &VipServer, stored: Option<StoredVip>) -> Result<Response, Response> {
-    let store = vip.store().ok_or_else(|| Response::error(503, "this node has no vip store"))?;
-    let base = vip.base_config();
-    let desired = stored.as_ref().map(|stored| stored.apply_to(base)).unwrap_or_else(|| base.clone());
-    vip.check(&desired).map_err(|error| {
-        Response::error(
-            409,
-            &format!("the leader cannot hold {} on {}: {error}; nothing changed", desired.address, desired.interface),
-        )
-    })?;
-    store.write(stored.as_ref()).map_err(|error| Response::error(503, &format!("cannot store the vip: {error}")))?;
-    vip.note_stored(stored.clone());
-    tracing::info!(address = %desired.address, interface = %desired.interface, "vip set through the api");
-    let source = if stored.is_some() { "stored" } else { "config" };
-    Ok(Response::json(
-        200,
-        &serde_json::json!({
-            "address": desired.address,
-            "interface": desired.interface,
-            "source": source,
-            "held": vip.is_active(),
-            "applies_within_ms": desired.sync_interval_ms,
-            "configured": { "address": base.address, "interface": base.interface },
-            "stored": stored,
-        }),
-    ))
+    /// The node's VIPs, one per service, for `vip show|set|clean`; empty without a `[[vip]]`.
+    fn vips(&self) -> crate::vip_keeper::Vips;
 }
 
 /// The header a client may send its request id in instead of the body's `request_id`.
@@ -503,30 +428,7 @@ pub fn dispatcher_routes(
             })())
         });
     }
-    let a = access.clone();
-    let vip_pool = pool.clone();
-    let config = config.cpu_route(Method::Get, &format!("{PREFIX}/vip"), move |_request| {
-        answer((|| {
-            let vip = a.vip().ok_or_else(|| Response::error(404, "no [vip] is configured on this node"))?;
-            // The stored VIP is read from ZooKeeper: a blocking call, on the worker pool.
-            vip_pool
-                .run(move || vip_json(&vip))
-                .map(|json| Response::json(200, &json))
-                .map_err(|error| Response::error(503, &error.to_string()))
-        })())
-    });
-    let a = access.clone();
-    let vip_pool = pool.clone();
-    let config = config.cpu_route(Method::Post, &format!("{PREFIX}/vip/set"), move |request| {
-        answer((|| {
-            let body: VipSet = request.json()?;
-            let vip = a.vip().ok_or_else(|| Response::error(404, "no [vip] is configured on this node"))?;
-            let stored = body.stored(vip.base_config())?;
-            // Only the leader changes the VIP (a follower answers 421 with the leader's address).
-            a.scheduler()?;
-            vip_pool.run(move || set_vip(&vip, stored)).map_err(|error| Response::error(503, &error.to_string()))?
-        })())
-    });
+    let config = vip_routes::vip_routes(config, &access, &pool);
     let a = access;
     // The answer reads the members from ZooKeeper (see `FreshMembers`): on the worker pool.
     config.cpu_route(Method::Get, &format!("{PREFIX}/cluster"), move |_request| Response::json(200, &a.cluster()))

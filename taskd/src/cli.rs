@@ -96,13 +96,13 @@ fn read_token(path: &std::path::Path) -> Result<String, String> {
         .map_err(|error| format!("token file {}: no usable token ({error:?})", path.display()))
 }
 
-/// Where clients reach the leader by a configuration: its VIP (without the prefix) at the
+/// Where clients reach the leader by a configuration: its main VIP (the service `default`'s, or
+/// the first; without the prefix) at the
 /// dispatcher port, or, without a VIP, this node's dispatcher address (a follower names the
 /// leader).
 pub fn server_of(config: &crate::config::Config) -> String {
     let vip_host = config
-        .vip
-        .as_ref()
+        .main_vip()
         .and_then(|vip| vip.address.split('/').next().and_then(|host| host.parse::<std::net::IpAddr>().ok()));
     match vip_host {
         Some(host) => std::net::SocketAddr::new(host, config.dispatcher_port).to_string(),
@@ -121,7 +121,8 @@ pub enum Command {
     /// The cluster: leader, members, health, VIP.
     #[command(subcommand)]
     Cluster(ClusterCommand),
-    /// The VIP: show it, or set one (kept in ZooKeeper, over the configuration file's `[vip]`).
+    /// The VIPs, one per service: show them, set one or clean one (kept in ZooKeeper, over the
+    /// configuration file's `[[vip]]`).
     #[command(subcommand)]
     Vip(VipCommand),
 }
@@ -213,21 +214,36 @@ pub enum ClusterCommand {
 
 #[derive(Subcommand)]
 pub enum VipCommand {
-    /// The VIP served now, where it comes from (configuration file or stored), and whether the
-    /// answering node holds it.
-    Show,
-    /// Sets the VIP, like `10.0.0.100/24 eth0`; the leader moves to it within a second. `--clear`
-    /// goes back to the configuration file's `[vip]`.
+    /// Every VIP, one per service: the VIP served now, where it comes from (configuration file or
+    /// stored), whether the answering node holds it, and the leader's latest error with it.
+    /// `--service` shows one in detail.
+    Show {
+        /// Only this service's VIP, in detail.
+        #[arg(long)]
+        service: Option<String>,
+    },
+    /// Sets a service's VIP, like `10.0.0.100/24 eth0`; the leader moves to it within a second.
+    /// `--clear` goes back to the configuration file's table (the same as `vip clean`).
     Set {
+        /// The service whose VIP this is [default: default].
+        #[arg(long, default_value = vip::DEFAULT_SERVICE)]
+        service: String,
         /// The VIP with its prefix length.
         #[arg(required_unless_present = "clear", conflicts_with = "clear")]
         address: Option<String>,
         /// The interface that carries it on every node.
         #[arg(required_unless_present = "clear", conflicts_with = "clear")]
         interface: Option<String>,
-        /// Remove the stored VIP: the configuration file's applies again.
+        /// Remove the stored VIP: the configuration file's applies again (`vip clean`).
         #[arg(long)]
         clear: bool,
+    },
+    /// Removes a service's stored VIP, so the configuration file's applies again (the
+    /// original's verb; `vip set --clear` does the same).
+    Clean {
+        /// The service whose stored VIP goes [default: default].
+        #[arg(long, default_value = vip::DEFAULT_SERVICE)]
+        service: String,
     },
 }
 

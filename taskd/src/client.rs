@@ -214,16 +214,29 @@ impl Client {
         self.request("GET", &format!("{PREFIX}/events?limit={limit}"), None)
     }
 
-    /// `GET /vip`: the VIP served now and its sources.
+    /// `GET /vip`: the service `default`'s VIP served now and its sources.
     pub fn vip(&self) -> Result<Value> {
         self.request("GET", &format!("{PREFIX}/vip"), None)
     }
 
-    /// `POST /vip/set`: a new VIP, or `None` to clear the stored one.
-    pub fn set_vip(&self, vip: Option<(&str, &str)>) -> Result<Value> {
+    /// `GET /vip/<service>`: one service's VIP. The name is checked here too, so it cannot change
+    /// the path.
+    pub fn service_vip(&self, service: &str) -> Result<Value> {
+        vip::check_service_name(service)
+            .map_err(|message| ClientError::Status { status: 400, message: format!("not sent: {message}") })?;
+        self.request("GET", &format!("{PREFIX}/vip/{service}"), None)
+    }
+
+    /// `GET /vips`: every VIP, one per service.
+    pub fn vips(&self) -> Result<Value> {
+        self.request("GET", &format!("{PREFIX}/vips"), None)
+    }
+
+    /// `POST /vip/set`: a new VIP for `service`, or `None` to clean the stored one.
+    pub fn set_vip(&self, service: &str, vip: Option<(&str, &str)>) -> Result<Value> {
         let body = match vip {
-            Some((address, interface)) => json!({ "address": address, "interface": interface }),
-            None => json!({ "clear": true }),
+            Some((address, interface)) => json!({ "service": service, "address": address, "interface": interface }),
+            None => json!({ "service": service, "clear": true }),
         };
         self.request("POST", &format!("{PREFIX}/vip/set"), Some(&body))
     }

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 mod api;
 mod tasks;
+mod vips;
 
 use crate::runner::lease::{TimerRule, TimerRuleError};
 use clap::{Parser, ValueEnum};
@@ -16,6 +17,7 @@ use vip::VipConfig;
 
 pub use api::ApiConfig;
 pub use tasks::TasksConfig;
+pub use vips::VipSection;
 
 /// Where the daemon looks for its file when `--config` is not given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/zbs/taskd.toml";
@@ -25,6 +27,9 @@ pub const DEFAULT_DISPATCHER_PORT: u16 = 10_600;
 
 /// The default log filter: `may` logs every connection's epoll registration at info.
 pub const DEFAULT_LOG_LEVEL: &str = "info,may=warn";
+
+/// The shortest `early_takeover_ms` other than 0 (off).
+pub const MIN_EARLY_TAKEOVER_MS: u64 = 200;
 
 /// The exit code for a configuration error (`EX_CONFIG` from sysexits.h).
 pub const EXIT_CONFIG: i32 = 78;
@@ -85,6 +90,11 @@ pub struct CommandLine {
     /// ZooKeeper session timeout in milliseconds, 1000..=60000 [default: 6000].
     #[arg(long)]
     pub session_timeout_ms: Option<u64>,
+    /// Take over a leader every healthy member has lost on both networks for this many ms,
+    /// without waiting for its session; 0 is off. Needs the probe health source; 200 to half the
+    /// session timeout [default: 0, off].
+    #[arg(long)]
+    pub early_takeover_ms: Option<u64>,
     /// Management network address: ZooKeeper, API and VIP side [default: 127.0.0.1].
     #[arg(long)]
     pub management_address: Option<IpAddr>,
@@ -134,6 +144,10 @@ pub struct CommandLine {
     /// Good health rounds in a row that make it valid again [default: 5].
     #[arg(long)]
     pub health_rise: Option<u32>,
+    /// SCHED_FIFO priority (1..=99) of the probe's prober and echo threads; 0 is off. Needs
+    /// CAP_SYS_NICE or LimitRTPRIO; refused, they stay ordinary [default: 0].
+    #[arg(long)]
+    pub health_realtime_priority: Option<u8>,
     /// UDP echo port of the probe source, the same on every node [default: 10602].
     #[arg(long)]
     pub health_probe_port: Option<u16>,
@@ -239,6 +253,7 @@ struct FileConfig {
     node_id: Option<String>,
     zookeeper_hosts: Option<String>,
     session_timeout_ms: Option<u64>,
+    early_takeover_ms: Option<u64>,
     management_address: Option<IpAddr>,
     data_address: Option<IpAddr>,
     dispatcher_port: Option<u16>,
@@ -259,7 +274,7 @@ struct FileConfig {
     tasks: tasks::FileTasks,
     #[serde(default)]
     health: HealthConfig,
-    vip: Option<VipConfig>,
+    vip: Option<VipSection>,
     #[serde(default)]
     api: api::FileApi,
 }
@@ -285,6 +300,9 @@ pub struct Config {
     pub node_id: String,
     pub zookeeper_hosts: String,
     pub session_timeout: Duration,
+    /// `early_takeover_ms`: how long every healthy member must have lost the leader on both
+    /// networks before the next in line takes it over (`reach`); zero is off.
+    pub early_takeover: Duration,
     pub management_address: IpAddr,
     pub data_address: IpAddr,
     pub dispatcher_port: u16,
@@ -297,8 +315,9 @@ pub struct Config {
     pub start_limit_interval: Duration,
     pub log: LogConfig,
     pub health: HealthConfig,
-    /// The cluster's virtual IP, held by the leader; `None` runs without one.
-    pub vip: Option<VipConfig>,
+    /// The cluster's virtual IPs, one per service (`[[vip]]`, or the old `[vip]` as the service
+    /// `default`), all held by the leader; empty runs without one.
+    pub vips: Vec<VipConfig>,
     /// Tasks the runner executes at once.
     pub runner_slots: u32,
     /// Where CopyVolume tasks may read and write; empty refuses every copy.
@@ -367,17 +386,18 @@ impl Config {
         let start_limit_interval_sec =
             cli.start_limit_interval_sec.or(file.exit_limit.start_limit_interval_sec).unwrap_or(10);
         let health = merge_health(file.health, cli);
-        let vip = merge_vip(file.vip, cli)?;
+        let vips = vips::merge_vips(file.vip, cli)?;
         let tasks = TasksConfig::merge(file.tasks, cli)?;
         let api = ApiConfig::merge(file.api, cli, secrets == Secrets::Read)?;
         let config = Config {
             tasks,
             api,
             health,
-            vip,
+            vips,
             node_id,
             zookeeper_hosts,
             session_timeout: Duration::from_millis(session_timeout_ms),
+            early_takeover: Duration::from_millis(cli.early_takeover_ms.or(file.early_takeover_ms).unwrap_or(0)),
             management_address: cli
                 .management_address
                 .or(file.management_address)
@@ -498,10 +518,38 @@ impl Config {
         }
         // The health section's own validation names its keys in full (`health.probe.port`).
         self.health.validate().map_err(|error| ConfigError::Invalid { key: "health", message: error.to_string() })?;
-        if let Some(vip) = &self.vip {
-            vip.validate().map_err(|error| ConfigError::Invalid { key: "vip", message: error.to_string() })?;
-        }
+        vips::check_vips(&self.vips)?;
         self.check_vip_fence()?;
+        self.check_early_takeover()?;
+        Ok(())
+    }
+
+    /// The early take-over's rule (ARCHITECTURE.md, the crash rule): off (0), or from
+    /// [`MIN_EARLY_TAKEOVER_MS`] to half the session timeout — below, a connect timeout and a few
+    /// probe rounds cannot tell a cut from a hiccup; above, the session's own expiry comes soon
+    /// after and the option saves little. It needs the `probe` health source, whose per-peer view
+    /// says whom this node cannot reach on the data network.
+    fn check_early_takeover(&self) -> Result<(), ConfigError> {
+        let wait_ms = self.early_takeover.as_millis() as u64;
+        if wait_ms == 0 {
+            return Ok(());
+        }
+        let most_ms = self.session_timeout.as_millis() as u64 / 2;
+        if !(MIN_EARLY_TAKEOVER_MS..=most_ms).contains(&wait_ms) {
+            return Err(ConfigError::invalid(
+                "early_takeover_ms",
+                format!(
+                    "must be 0 (off) or from {MIN_EARLY_TAKEOVER_MS} ms to half of session_timeout_ms ({most_ms} ms), \
+                     not {wait_ms}"
+                ),
+            ));
+        }
+        if self.health.source != SourceKind::Probe {
+            return Err(ConfigError::invalid(
+                "early_takeover_ms",
+                "needs health.source = \"probe\": only the probe knows whom this node cannot reach on the data network",
+            ));
+        }
         Ok(())
     }
 
@@ -510,16 +558,29 @@ impl Config {
     /// quarter of the lease) plus S - 1.25 s, and a live leader renews it every
     /// `vip.sync_interval_ms` before it lapses.
     fn check_vip_fence(&self) -> Result<(), ConfigError> {
-        let Some(vip) = &self.vip else { return Ok(()) };
-        let rule = vip::FenceRule {
-            session_timeout: self.session_timeout,
-            contact_probe_interval: self.runner_lease() / 4,
-            renew_interval: vip.sync_interval(),
-        };
-        rule.check().map_err(|message| {
-            let key = if vip.sync_interval_ms == 1_000 { "session_timeout_ms" } else { "vip.sync_interval_ms" };
-            ConfigError::invalid(key, message)
-        })
+        for vip in &self.vips {
+            let rule = vip::FenceRule {
+                session_timeout: self.session_timeout,
+                contact_probe_interval: self.runner_lease() / 4,
+                renew_interval: vip.sync_interval(),
+            };
+            rule.check().map_err(|message| {
+                let key = if vip.sync_interval_ms == 1_000 { "session_timeout_ms" } else { "vip.sync_interval_ms" };
+                ConfigError::invalid(key, format!("[[vip]] service {:?}: {message}", vip.service))
+            })?;
+        }
+        Ok(())
+    }
+
+    /// The VIP of `service`, if one is configured.
+    pub fn vip(&self, service: &str) -> Option<&VipConfig> {
+        self.vips.iter().find(|vip| vip.service == service)
+    }
+
+    /// The VIP clients reach this cluster's API at by default: the service `default`'s, or the
+    /// first table's.
+    pub fn main_vip(&self) -> Option<&VipConfig> {
+        self.vip(vip::DEFAULT_SERVICE).or(self.vips.first())
     }
 
     /// The address peers probe and clients reach the dispatcher at.
@@ -540,24 +601,6 @@ enum Secrets {
     Skip,
 }
 
-fn merge_vip(file: Option<VipConfig>, cli: &CommandLine) -> Result<Option<VipConfig>, ConfigError> {
-    match (file, &cli.vip_address, &cli.vip_interface) {
-        (Some(mut vip), address, interface) => {
-            if let Some(address) = address {
-                vip.address = address.clone();
-            }
-            if let Some(interface) = interface {
-                vip.interface = interface.clone();
-            }
-            Ok(Some(vip))
-        }
-        (None, Some(address), Some(interface)) => Ok(Some(VipConfig::new(address.as_str(), interface.as_str()))),
-        (None, Some(_), None) => Err(ConfigError::invalid("vip.interface", "--vip-address needs --vip-interface")),
-        (None, None, Some(_)) => Err(ConfigError::invalid("vip.address", "--vip-interface needs --vip-address")),
-        (None, None, None) => Ok(None),
-    }
-}
-
 fn merge_health(mut health: HealthConfig, cli: &CommandLine) -> HealthConfig {
     if let Some(source) = cli.health_source.as_deref() {
         health.source = match source {
@@ -571,6 +614,9 @@ fn merge_health(mut health: HealthConfig, cli: &CommandLine) -> HealthConfig {
     }
     if let Some(rise) = cli.health_rise {
         health.rise = rise;
+    }
+    if let Some(priority) = cli.health_realtime_priority {
+        health.realtime_priority = priority;
     }
     if let Some(port) = cli.health_probe_port {
         health.probe.port = port;

@@ -54,7 +54,7 @@ pub struct Metrics {
     pub data_network_state_changes: Counter,
     pub vip_held: Family<VipLabels, Gauge>,
     pub vip_garps_sent: Counter,
-    pub vip_errors: Family<KindLabels, Counter>,
+    pub vip_errors: Family<VipErrorLabels, Counter>,
     pub tasks: Family<TaskLabels, Gauge>,
     pub task_transitions: Family<TransitionLabels, Counter>,
     pub task_runs_started: Family<TaskTypeLabels, Counter>,
@@ -73,8 +73,9 @@ pub struct Metrics {
     pub supervisor_backoff_seconds: Gauge<f64, AtomicU64>,
     pub exit_counter_exits: Gauge,
     pub metric_families: AtomicU64,
-    /// Every VIP `vip_held` has a series for, so that a stopped service can set them all to 0.
-    vips_seen: parking_lot::Mutex<std::collections::BTreeSet<String>>,
+    /// Every (service, VIP) `vip_held` has a series for, so that a stopped service can set them
+    /// all to 0.
+    vips_seen: parking_lot::Mutex<std::collections::BTreeSet<(String, String)>>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -190,7 +191,8 @@ impl Metrics {
                 self.zookeeper_operation_seconds.get_or_create(&OperationLabels { operation: operation.to_string() });
         }
         for kind in VIP_ERROR_KINDS {
-            let _ = self.vip_errors.get_or_create(&KindLabels { kind: kind.to_string() });
+            let labels = VipErrorLabels { service: vip::DEFAULT_SERVICE.to_string(), kind: kind.to_string() };
+            let _ = self.vip_errors.get_or_create(&labels);
         }
         for server in ["dispatcher", "runner"] {
             let labels = ServerLabels { server: server.to_string() };
@@ -291,7 +293,7 @@ impl Metrics {
                     "Gratuitous ARP (or unsolicited neighbour advertisement) frames sent for the VIP",
                     m.vip_garps_sent.clone(),
                 ),
-                ("vip_errors", "Failed VIP operations by kind", m.vip_errors.clone()),
+                ("vip_errors", "Failed VIP operations by service and kind", m.vip_errors.clone()),
                 (
                     "tasks",
                     "Tasks by type and state, as the leader's cache holds them (exported by the leader only)",
@@ -436,10 +438,11 @@ impl Metrics {
         }
     }
 
-    /// Sets `vip_held{vip}`: 1 while this node holds `vip`.
-    pub fn set_vip_held(&self, vip: &str, held: bool) {
-        self.vips_seen.lock().insert(vip.to_string());
-        self.vip_held.get_or_create(&VipLabels { vip: vip.to_string() }).set(i64::from(held));
+    /// Sets `vip_held{service,vip}`: 1 while this node holds `vip` for `service`.
+    pub fn set_vip_held(&self, service: &str, vip: &str, held: bool) {
+        self.vips_seen.lock().insert((service.to_string(), vip.to_string()));
+        let labels = VipLabels { service: service.to_string(), vip: vip.to_string() };
+        self.vip_held.get_or_create(&labels).set(i64::from(held));
     }
 
     /// What a stopped service exports: not leading, not running, no session, no VIP held (the
@@ -449,8 +452,8 @@ impl Metrics {
         self.is_leader.set(0);
         Metrics::set_state(&self.service_state, SERVICE_STATES, Some("stopped"));
         Metrics::set_state(&self.zookeeper_session_state, ZK_STATES, None);
-        for vip in self.vips_seen.lock().iter() {
-            self.vip_held.get_or_create(&VipLabels { vip: vip.clone() }).set(0);
+        for (service, vip) in self.vips_seen.lock().iter() {
+            self.vip_held.get_or_create(&VipLabels { service: service.clone(), vip: vip.clone() }).set(0);
         }
         self.set_leader_gauges(None, None);
     }
@@ -474,8 +477,8 @@ impl Metrics {
         }
     }
 
-    /// A VIP operation failed.
-    pub fn vip_error(&self, error: &vip::VipError) {
+    /// An operation on the VIP of `service` failed.
+    pub fn vip_error(&self, service: &str, error: &vip::VipError) {
         let kind = match error {
             vip::VipError::BadRequest(_) => "bad_request",
             vip::VipError::NotFound(_) => "not_found",
@@ -485,7 +488,7 @@ impl Metrics {
             vip::VipError::Socket { .. } => "socket",
             vip::VipError::Fenced(_) => "fenced",
         };
-        self.vip_errors.get_or_create(&KindLabels { kind: kind.to_string() }).inc();
+        self.vip_errors.get_or_create(&VipErrorLabels { service: service.to_string(), kind: kind.to_string() }).inc();
     }
 
     /// A run ended so that its task runs again (pending again, or interrupted and handed out

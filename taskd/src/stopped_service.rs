@@ -342,8 +342,8 @@ impl DispatcherAccess for StoppedAccess {
         self.shared.status()
     }
 
-    fn vip(&self) -> Option<Arc<vip::VipServer>> {
-        None
+    fn vips(&self) -> crate::vip_keeper::Vips {
+        crate::vip_keeper::Vips::default()
     }
 }
 

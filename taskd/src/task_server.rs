@@ -38,12 +38,16 @@ use runtime::{ContextHandle, JoinError, TimerHandle};
 use vip::health::{HealthFlag, HealthMonitor, Subscription};
 use vip::VipServer;
 
+use crate::vip_keeper::Vips;
+
 use crate::config::Config;
+use crate::crash_watch::runners::RunnerWatch;
 use crate::crash_watch::CrashWatch;
-use crate::dispatcher::{release_vip, NetworkHealthFlag, SchedulerHandle, SchedulerSetup, TaskDispatcher, VipFailure};
+use crate::dispatcher::{NetworkHealthFlag, SchedulerHandle, SchedulerSetup, TaskDispatcher, VipFailure};
 use crate::fresh_members::FreshMembers;
 use crate::metrics::{zk_state_label, Metrics, TransitionReason, SERVICE_STATES, ZK_STATES};
 use crate::notify::Notifier;
+use crate::reach::{ReachSettings, ReachWatch};
 use crate::runner::{RunnerConfig, TaskRunner};
 use crate::runner_client::RunnerClient;
 use crate::state_lock::SoleIncarnation;
@@ -102,7 +106,13 @@ pub enum ServerError {
 /// dispatcher and — once its scheduling started — the handle requests reach it through.
 enum Role {
     Follower,
-    Leader { dispatcher: TaskDispatcher, scheduler: Option<SchedulerHandle> },
+    Leader {
+        dispatcher: TaskDispatcher,
+        scheduler: Option<SchedulerHandle>,
+        /// The watch over the other nodes' runners (`crash_watch::runners`): a dead runner's tasks
+        /// are rescheduled at once. Asked to stop before the dispatcher, joined after it.
+        runner_watch: Option<RunnerWatch>,
+    },
 }
 
 impl Role {
@@ -131,7 +141,7 @@ struct Inner {
     /// What this node runs beyond its runner: nothing, or the leader's dispatcher.
     role: Mutex<Role>,
     runner: Mutex<Option<Arc<TaskRunner>>>,
-    vip: Option<Arc<VipServer>>,
+    vips: Vips,
     /// The members as ZooKeeper holds them, for the status and cluster answers.
     fresh_members: FreshMembers,
     vip_failure: Mutex<Option<VipFailure>>,
@@ -161,6 +171,9 @@ struct Inner {
     vip_frames_counted: AtomicU64,
     /// The crash detector (`crash_watch`): asked to stop in stage 1, joined when dropped.
     crash_watch: Mutex<Option<CrashWatch>>,
+    /// The reach watcher and early take-over (`reach`), with `early_takeover_ms` only: asked to
+    /// stop in stage 1, joined when dropped.
+    reach_watch: Mutex<Option<ReachWatch>>,
 }
 
 /// The Task Center service of one process.
@@ -198,16 +211,18 @@ impl TaskServer {
             QuorumServer::new(QuorumConfig::new(zk, QUORUM_PATH, member).with_stale_own_nodes_removed(true))?;
         let worker_pool = WorkerPool::with_default_size("taskd-workers")?;
         let runner_client = RunnerClient::new(config.api.sent_token())?;
-        // Sockets of the VIP server belong to this thread's network namespace: the supervisor's.
-        // The VIP stored in ZooKeeper (`zbs-task vip set`) overrides the file's; the `vip` routes
-        // act on this server.
-        let vip = match &config.vip {
-            Some(vip_config) => {
-                let quorum = quorum_server.handle();
-                let store = vip::VipStore::new(move || quorum.session());
-                Some(Arc::new(VipServer::new(vip_config)?.with_store(store)))
-            }
-            None => None,
+        // Sockets of the VIP servers belong to this thread's network namespace: the supervisor's.
+        // The VIP stored in ZooKeeper for a service (`zbs-task vip set --service`) overrides the
+        // file's; the `vip` routes act on these servers.
+        let vips = {
+            let quorum = quorum_server.handle();
+            let store = vip::VipStore::new(move || quorum.session());
+            let servers = config
+                .vips
+                .iter()
+                .map(|vip_config| Ok(Arc::new(VipServer::new(vip_config)?.with_store(store.clone()))))
+                .collect::<Result<Vec<_>, vip::VipError>>()?;
+            Vips::new(servers)
         };
         let inner = Arc::new_cyclic(|weak: &std::sync::Weak<Inner>| {
             let dispatcher_server = Server::new(routes::dispatcher_api(
@@ -235,7 +250,7 @@ impl TaskServer {
                 published_health: NetworkHealthFlag::new(),
                 role: Mutex::new(Role::Follower),
                 runner: Mutex::new(None),
-                vip,
+                vips,
                 vip_failure: Mutex::new(None),
                 runner_client: runner_client.clone(),
                 dispatcher_failure: Mutex::new(None),
@@ -252,6 +267,7 @@ impl TaskServer {
                 vip_frames_counted: AtomicU64::new(0),
                 last_loop_tick_ms: AtomicU64::new(crate::run_log::monotonic_ns() / 1_000_000),
                 crash_watch: Mutex::new(None),
+                reach_watch: Mutex::new(None),
                 config,
             }
         });
@@ -271,14 +287,8 @@ impl TaskServer {
         if self.initialized.swap(true, Ordering::AcqRel) {
             return Err(ServerError::AlreadyInitialized);
         }
-        if let Some(vip) = &self.inner.vip {
-            // A node that starts is not leader: a VIP left by a killed daemon must go.
-            match vip.remove_leftover() {
-                Ok(true) => tracing::warn!(vip = %vip.vip(), "removed a leftover vip at start"),
-                Ok(false) => {}
-                Err(error) => tracing::warn!(vip = %vip.vip(), %error, "cannot check for a leftover vip"),
-            }
-        }
+        // A node that starts is not leader: a VIP left by a killed daemon must go, every service's.
+        self.inner.vips.remove_leftovers();
         for server in &self.inner.rpc_servers {
             let address = server.serve_in_background(&format!("rpc-{}", server.name()))?;
             tracing::info!(server = %server.name(), %address, "rpc server listening");
@@ -292,6 +302,7 @@ impl TaskServer {
                 tracing::error!(%error, "cannot start the crash detector; a crashed leader waits for its session")
             }
         }
+        self.start_reach_watch();
         let mut timers = self.timers.lock();
         let poller = self.inner.clone();
         timers.push(TimerHandle::new(
@@ -319,6 +330,28 @@ impl TaskServer {
             timers.push(TimerHandle::new(&self.inner.loop_context, move || notifier.watchdog(), interval, true)?);
         }
         Ok(())
+    }
+
+    /// Starts the reach watcher (`reach`) when `early_takeover_ms` is on (the configuration
+    /// checked that the health source is the probe, whose per-peer view it publishes).
+    fn start_reach_watch(&self) {
+        let config = &self.inner.config;
+        if config.early_takeover.is_zero() {
+            return;
+        }
+        let settings = ReachSettings {
+            quorum: self.inner.quorum.clone(),
+            node_id: config.node_id.clone(),
+            peer_reach: self.inner.health_monitor.peer_reach(),
+            probe_port: config.health.probe.port,
+            wait: config.early_takeover,
+        };
+        match ReachWatch::start(settings) {
+            Ok(watch) => *self.inner.reach_watch.lock() = Some(watch),
+            Err(error) => {
+                tracing::error!(%error, "cannot start the reach watcher; a lost leader waits for its session")
+            }
+        }
     }
 
     /// Starts this node's runner; it registers once the quorum has a session.
@@ -385,6 +418,7 @@ impl Drop for TaskServer {
         self.health_subscription.lock().take();
         self.timers.lock().clear();
         drop(self.inner.crash_watch.lock().take());
+        drop(self.inner.reach_watch.lock().take());
         if let Err(error) = self.quorum_server.join() {
             tracing::error!(%error, "task server loop did not join");
         }
@@ -438,6 +472,9 @@ impl Inner {
             if let Some(watch) = self.crash_watch.lock().as_ref() {
                 watch.request_stop();
             }
+            if let Some(watch) = self.reach_watch.lock().as_ref() {
+                watch.request_stop();
+            }
             // A port closes only after the leaving marker exists, so that no peer's crash detector
             // takes the refusals of this live process for a crash (`crash_watch`'s `# Safety`).
             match self.quorum.announce_leaving() {
@@ -455,13 +492,7 @@ impl Inner {
                 }
             }
         });
-        timed(StopStage::ReleaseVip, || match &self.vip {
-            Some(vip) => {
-                release_vip(vip);
-                String::new()
-            }
-            None => "no vip configured".to_string(),
-        });
+        timed(StopStage::ReleaseVip, || self.vips.release_all());
         // Stage 3 onwards run on the loop: the quorum steps down, gives up the election node,
         // calls `Handler::on_stop` (stages 4 to 6), closes the session and unloops.
         self.quorum.leave();
@@ -538,8 +569,8 @@ impl Inner {
         }
         self.refresh_leader_gauges(leader);
         self.count_vip_frames();
-        if let Some(vip) = &self.vip {
-            metrics.set_vip_held(&vip.vip().to_string(), vip.is_active());
+        for vip in self.vips.iter() {
+            metrics.set_vip_held(vip.service(), &vip.vip().to_string(), vip.is_active());
         }
     }
 
@@ -552,11 +583,13 @@ impl Inner {
         self.metrics.set_leader_gauges(tasks.as_ref(), runners);
     }
 
-    /// Adds the frames this server's VIP sent since the last look to the process's counter
-    /// (each server has its own `VipServer`; the counter outlives them).
+    /// Adds the frames this server's VIPs sent since the last look to the process's counter
+    /// (each server has its own `VipServer`s; the counter outlives them).
     fn count_vip_frames(&self) {
-        let Some(vip) = &self.vip else { return };
-        let n_sent = vip.n_frames_sent();
+        if self.vips.is_empty() {
+            return;
+        }
+        let n_sent: u64 = self.vips.iter().map(|vip| vip.n_frames_sent()).sum();
         let previous = self.vip_frames_counted.swap(n_sent, Ordering::AcqRel);
         self.metrics.vip_garps_sent.inc_by(n_sent.saturating_sub(previous));
     }
@@ -688,17 +721,17 @@ impl Inner {
             }
         };
         let report_unusable = self.dispatcher_failure_reporter();
-        if let Some(vip) = &self.vip {
-            // This term's fence, before the dispatcher binds the VIP.
+        if !self.vips.is_empty() {
+            // This term's fence, before the dispatcher binds the VIPs.
             let lease = self.runner.lock().as_ref().map(|runner| runner.lease());
             let session = self.quorum.session();
-            vip.set_fence(Some(crate::dispatcher::vip_fence(lease, session.as_deref(), self.config.session_timeout)));
+            self.vips.set_fence(crate::vip_keeper::vip_fence(lease, session.as_deref(), self.config.session_timeout));
         }
         let failure = match TaskDispatcher::start(
             self.health.clone(),
             self.published_health.clone(),
             wake,
-            self.vip.clone(),
+            self.vips.clone(),
             on_vip_failure,
             listen_on_vip,
             self.metrics.clone(),
@@ -716,7 +749,14 @@ impl Inner {
                     Ok(handle) => (Some(handle), None),
                     Err(error) => (None, Some(format!("cannot start task scheduling: {error}"))),
                 };
-                *self.role.lock() = Role::Leader { dispatcher: started, scheduler };
+                let runner_watch = match RunnerWatch::start(self.quorum.clone(), self.config.node_id.clone()) {
+                    Ok(watch) => Some(watch),
+                    Err(error) => {
+                        tracing::error!(%error, "cannot start the runner watch; a dead runner's tasks wait for its session");
+                        None
+                    }
+                };
+                *self.role.lock() = Role::Leader { dispatcher: started, scheduler, runner_watch };
                 failure
             }
             Err(error) => Some(format!("cannot start the dispatcher: {error}")),
@@ -758,8 +798,15 @@ impl Inner {
 
     fn stop_dispatcher(&self) {
         let role = std::mem::replace(&mut *self.role.lock(), Role::Follower);
-        if let Role::Leader { dispatcher, .. } = role {
+        if let Role::Leader { dispatcher, runner_watch, .. } = role {
+            // The watch is only asked to stop first: its thread may be waiting on ZooKeeper (a
+            // lost connection, the very reason for many step-downs), and the dispatcher's stop
+            // releases the VIP before anything else, which must not wait for that.
+            if let Some(watch) = &runner_watch {
+                watch.request_stop();
+            }
             dispatcher.stop();
+            drop(runner_watch);
         }
     }
 

@@ -9,4 +9,5 @@ mod packaging;
 mod quorum;
 mod task_db;
 mod tasks;
+mod vip_store;
 mod zk_harness;

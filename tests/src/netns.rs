@@ -11,6 +11,10 @@
 //!     ├── mzk ── mgmt0 of -zk 10.213.1.250 (ZooKeeper :2181)
 //!     └── mcl ── mgmt0 of -cl 10.213.1.200 (the client)
 //!   VIP 10.213.1.100/24 on the leader's mgmt0 (label mgmt0:vip)
+//!
+//!   with `second_vip(true)`, a third bridge and link per node for a second service's VIP:
+//!     svcbr (service, 10.213.3.0/24)   s1 ── svc0 of -n1 10.213.3.1, ...
+//!   VIP 10.213.3.100/24 of the service `iscsi` on the leader's svc0 (label svc0:vip)
 //! ```
 //!
 //! ZooKeeper is the [`crate::zk`] fixture placed in its namespace
@@ -89,6 +93,16 @@ pub const DATA_INTERFACE: &str = "data0";
 const MANAGEMENT_BRIDGE: &str = "mgmtbr";
 const DATA_BRIDGE: &str = "databr";
 
+/// The second VIP (`NetnsClusterBuilder::second_vip`): its service, address, prefix, interface.
+pub const SECOND_VIP_SERVICE: &str = "iscsi";
+pub const SECOND_VIP: Ipv4Addr = Ipv4Addr::new(10, 213, 3, 100);
+pub const SECOND_VIP_PREFIX: u8 = 24;
+pub const SERVICE_INTERFACE: &str = "svc0";
+/// The service subnet's first three octets; node `i` is `.{i+1}`.
+const SERVICE_NET: [u8; 3] = [10, 213, 3];
+/// The bridge of the service links.
+const SERVICE_BRIDGE: &str = "svcbr";
+
 /// Where `ip netns add` puts its namespaces.
 const NETNS_DIR: &str = "/run/netns";
 /// Every namespace this harness creates starts with it.
@@ -156,6 +170,7 @@ pub struct NetnsClusterBuilder {
     binary: Option<PathBuf>,
     vip: bool,
     vip_setting: Option<(String, String)>,
+    second_vip: bool,
     track_interface: bool,
     detached_dir: Option<PathBuf>,
 }
@@ -179,6 +194,7 @@ impl Default for NetnsClusterBuilder {
             binary: None,
             vip: true,
             vip_setting: None,
+            second_vip: false,
             track_interface: true,
             detached_dir: None,
         }
@@ -279,6 +295,22 @@ impl NetnsClusterBuilder {
         self
     }
 
+    /// Gives every node a third link, `svc0` on the bridge `svcbr` (10.213.3.0/24), and the
+    /// daemons a second VIP there: `[[vip]]` tables for the service `default` ([`VIP`] on
+    /// [`MANAGEMENT_INTERFACE`]) and [`SECOND_VIP_SERVICE`] ([`SECOND_VIP`] on
+    /// [`SERVICE_INTERFACE`]). A second holder sampler and ARP watcher follow that VIP
+    /// ([`NetnsCluster::second_holder_sampler`], [`NetnsCluster::second_arp_watcher`]).
+    /// Ignored with `vip(false)` or `vip_setting`.
+    pub fn second_vip(mut self, second_vip: bool) -> Self {
+        self.second_vip = second_vip;
+        self
+    }
+
+    /// Whether the daemons hold the second VIP.
+    fn holds_second_vip(&self) -> bool {
+        self.second_vip && self.vip && self.vip_setting.is_none()
+    }
+
     /// Builds a cluster that can outlive this process ([`NetnsCluster::detach`]): its files in
     /// `dir` (which must not exist or be empty) instead of a temp dir, its namespaces named
     /// `zbsx-<role>` (one such cluster per machine; the leftover sweep of test clusters leaves them
@@ -331,7 +363,7 @@ impl NetnsClusterBuilder {
                 format!("{NETNS_PREFIX}{}-{}", std::process::id(), SEQUENCE.fetch_add(1, Ordering::Relaxed))
             }
         };
-        let topology = Topology::build(&prefix, self.n_nodes)?;
+        let topology = Topology::build(&prefix, self.n_nodes, self.holds_second_vip())?;
         let zookeeper_builder = ZooKeeper::builder()
             .in_netns(&topology.zookeeper_ns, ZOOKEEPER_ADDRESS, ZOOKEEPER_PORT)
             .start_timeout(self.start_timeout);
@@ -365,12 +397,20 @@ impl NetnsClusterBuilder {
         let holder_sampler = HolderSampler::start(address_sockets.clone(), self.holder_sample_interval);
         let client = ClientLoop::start(&topology.client_ns, self.client_interval, self.client_timeout);
         let arp_watcher = ArpWatcher::start(&topology.switch_ns, MANAGEMENT_BRIDGE)?;
+        let (second_holder_sampler, second_arp_watcher) = if self.holds_second_vip() {
+            let sampler = HolderSampler::start_for(address_sockets.clone(), self.holder_sample_interval, SECOND_VIP);
+            (Some(sampler), Some(ArpWatcher::start(&topology.switch_ns, SERVICE_BRIDGE)?))
+        } else {
+            (None, None)
+        };
         let daemons = Daemons::new("netns fixture", nodes.iter().map(|node| node.spec.daemon_files()).collect());
         let daemons = if self.detached_dir.is_some() { daemons.outliving_this_process() } else { daemons };
         let cluster = NetnsCluster {
             daemons,
             nodes,
             arp_watcher,
+            second_holder_sampler,
+            second_arp_watcher,
             binary,
             address_sockets,
             holder_sampler,
@@ -444,6 +484,11 @@ impl NetnsClusterBuilder {
                 (Some((address, interface)), _) => {
                     format!("[vip]\naddress = {address:?}\ninterface = {interface:?}\n")
                 }
+                (None, true) if self.second_vip => format!(
+                    "[[vip]]\nservice = \"default\"\naddress = \"{VIP}/{VIP_PREFIX}\"\ninterface = \"{MANAGEMENT_INTERFACE}\"\n\
+                     [[vip]]\nservice = \"{SECOND_VIP_SERVICE}\"\naddress = \"{SECOND_VIP}/{SECOND_VIP_PREFIX}\"\n\
+                     interface = \"{SERVICE_INTERFACE}\"\n"
+                ),
                 (None, true) => {
                     format!("[vip]\naddress = \"{VIP}/{VIP_PREFIX}\"\ninterface = \"{MANAGEMENT_INTERFACE}\"\n")
                 }
@@ -537,6 +582,9 @@ pub struct NetnsCluster {
     /// The API token every node accepts.
     token: String,
     arp_watcher: ArpWatcher,
+    /// With `second_vip(true)`: the second VIP's sampler and the service bridge's ARP watcher.
+    second_holder_sampler: Option<HolderSampler>,
+    second_arp_watcher: Option<ArpWatcher>,
     start_timeout: Duration,
     keep_dir: AtomicBool,
     dir: Option<ClusterDir>,
@@ -632,6 +680,58 @@ impl NetnsCluster {
         &self.arp_watcher
     }
 
+    /// The second VIP's holder sampler (`second_vip(true)`), like [`NetnsCluster::holder_sampler`].
+    pub fn second_holder_sampler(&self) -> Option<&HolderSampler> {
+        self.second_holder_sampler.as_ref()
+    }
+
+    /// The ARP frames seen on the service bridge (`second_vip(true)`).
+    pub fn second_arp_watcher(&self) -> Option<&ArpWatcher> {
+        self.second_arp_watcher.as_ref()
+    }
+
+    /// How many gratuitous ARPs announcing [`SECOND_VIP`] at the node's `svc0` MAC the switch's
+    /// service bridge saw since `since` (`second_vip(true)`).
+    pub fn second_vip_announcements_since(&self, node: usize, since: Instant) -> Result<usize> {
+        let watcher = self.second_arp_watcher.as_ref().ok_or_else(|| anyhow!("built without second_vip(true)"))?;
+        let text = ip(&["-n", &self.nodes[node].spec.namespace, "-o", "link", "show", SERVICE_INTERFACE])?;
+        let mac = word_after(&text, "link/ether").ok_or_else(|| anyhow!("no MAC in {text:?}"))?;
+        let mac = vip::arp_capture::parse_mac(&mac).ok_or_else(|| anyhow!("not a MAC: {mac:?}"))?;
+        Ok(watcher.frames_since(since).iter().filter(|seen| seen.frame.announces(SECOND_VIP, mac)).count())
+    }
+
+    /// Deletes the node's `svc0` (the veth pair goes with it), as an interface that vanishes
+    /// (`second_vip(true)`).
+    pub fn delete_service_interface(&self, node: usize) -> Result<()> {
+        ip(&["-n", &self.nodes[node].spec.namespace, "link", "del", SERVICE_INTERFACE]).map(drop)
+    }
+
+    /// Creates the node's `svc0` again after [`NetnsCluster::delete_service_interface`]: the veth
+    /// pair, on the service bridge, with the node's address, up.
+    pub fn restore_service_interface(&self, node: usize) -> Result<()> {
+        let namespace = &self.nodes[node].spec.namespace;
+        let port = format!("s{}", node + 1);
+        let switch = self.switch_namespace();
+        ip(&[
+            "-n",
+            switch,
+            "link",
+            "add",
+            &port,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            SERVICE_INTERFACE,
+            "netns",
+            namespace,
+        ])?;
+        ip(&["-n", switch, "link", "set", &port, "master", SERVICE_BRIDGE, "up"])?;
+        let address = format!("{}/24", node_address(SERVICE_NET, node));
+        ip(&["-n", namespace, "addr", "add", &address, "dev", SERVICE_INTERFACE])?;
+        ip(&["-n", namespace, "link", "set", SERVICE_INTERFACE, "up"]).map(drop)
+    }
+
     /// How many gratuitous ARPs announcing the VIP at the node's management MAC the switch saw
     /// since `since`.
     pub fn vip_announcements_since(&self, node: usize, since: Instant) -> Result<usize> {
@@ -654,6 +754,20 @@ impl NetnsCluster {
             let request =
                 status_agent(Duration::from_secs(10)).request(&method, &url).set(taskd::access::TOKEN_HEADER, &token);
             crate::http::json_answer(request, body.as_ref())
+        })?
+    }
+
+    /// A `GET` of a text answer (`/metrics`) from the client namespace: the status and the body.
+    pub fn http_text(&self, url: &str) -> Result<(u16, String)> {
+        let (url, token) = (url.to_string(), self.token.clone());
+        in_netns(self.client_namespace(), move || -> Result<(u16, String)> {
+            let request = status_agent(Duration::from_secs(10)).get(&url).set(taskd::access::TOKEN_HEADER, &token);
+            let response = match request.call() {
+                Ok(response) | Err(ureq::Error::Status(_, response)) => response,
+                Err(error) => return Err(anyhow!("GET {url}: {error}")),
+            };
+            let status = response.status();
+            Ok((status, response.into_string().with_context(|| format!("read the answer of {url}"))?))
         })?
     }
 
@@ -694,6 +808,8 @@ impl NetnsCluster {
             formed
                 && leaders.len() == 1
                 && (!self.settings.vip || self.vip_holders().ok().as_deref() == Some(&leaders[..]))
+                && (!self.settings.holds_second_vip()
+                    || self.address_holders(SECOND_VIP).ok().as_deref() == Some(&leaders[..]))
         })
         .with_context(|| format!("form a cluster of {n_nodes} (its dir is kept: {})", self.dir().display()))?;
         Ok(())
@@ -1105,6 +1221,12 @@ impl Drop for NetnsCluster {
         self.client.stop();
         self.holder_sampler.stop();
         self.arp_watcher.stop();
+        if let Some(sampler) = &mut self.second_holder_sampler {
+            sampler.stop();
+        }
+        if let Some(watcher) = &mut self.second_arp_watcher {
+            watcher.stop();
+        }
         for node in 0..self.keepalived.len() {
             let _ = self.stop_keepalived(node, Signal::SIGTERM);
         }
@@ -1179,7 +1301,7 @@ struct Topology {
 }
 
 impl Topology {
-    fn build(prefix: &str, n_nodes: usize) -> Result<Topology> {
+    fn build(prefix: &str, n_nodes: usize, service_links: bool) -> Result<Topology> {
         let mut topology = Topology {
             switch_ns: format!("{prefix}-sw"),
             zookeeper_ns: format!("{prefix}-zk"),
@@ -1196,7 +1318,12 @@ impl Topology {
             ip(&["-n", namespace, "link", "set", "lo", "up"])?;
         }
         let switch = topology.switch_ns.clone();
-        for bridge in [MANAGEMENT_BRIDGE, DATA_BRIDGE] {
+        let bridges: &[&str] = if service_links {
+            &[MANAGEMENT_BRIDGE, DATA_BRIDGE, SERVICE_BRIDGE]
+        } else {
+            &[MANAGEMENT_BRIDGE, DATA_BRIDGE]
+        };
+        for &bridge in bridges {
             ip(&["-n", &switch, "link", "add", bridge, "type", "bridge"])?;
             ip(&["-n", &switch, "link", "set", bridge, "up"])?;
         }
@@ -1216,6 +1343,15 @@ impl Topology {
                 DATA_BRIDGE,
                 node_address(DATA_NET, index),
             ));
+            if service_links {
+                links.push((
+                    namespace.clone(),
+                    SERVICE_INTERFACE,
+                    format!("s{}", index + 1),
+                    SERVICE_BRIDGE,
+                    node_address(SERVICE_NET, index),
+                ));
+            }
         }
         links.push((
             topology.zookeeper_ns.clone(),
@@ -1439,8 +1575,12 @@ fn parse_address(payload: &[u8], addresses: &mut Vec<Ipv4Addr>) {
 }
 
 fn holds_vip(socket: &Mutex<AddressSocket>) -> Result<bool> {
+    holds_address(socket, VIP)
+}
+
+fn holds_address(socket: &Mutex<AddressSocket>, address: Ipv4Addr) -> Result<bool> {
     let mut socket = socket.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    Ok(socket.ipv4_addresses()?.contains(&VIP))
+    Ok(socket.ipv4_addresses()?.contains(&address))
 }
 
 fn vip_holders(sockets: &[Mutex<AddressSocket>]) -> Result<Vec<usize>> {
@@ -1475,6 +1615,11 @@ pub struct HolderSampler {
 
 impl HolderSampler {
     fn start(sockets: Arc<Vec<Mutex<AddressSocket>>>, interval: Duration) -> HolderSampler {
+        HolderSampler::start_for(sockets, interval, VIP)
+    }
+
+    /// A sampler of `address` instead of [`VIP`].
+    fn start_for(sockets: Arc<Vec<Mutex<AddressSocket>>>, interval: Duration, address: Ipv4Addr) -> HolderSampler {
         let samples = Arc::new(Mutex::new(Vec::new()));
         let errors = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
@@ -1485,7 +1630,7 @@ impl HolderSampler {
                 .spawn(move || {
                     while !stop.load(Ordering::Acquire) {
                         let started = Instant::now();
-                        match sweep(&sockets) {
+                        match sweep(&sockets, address) {
                             Ok(sample) => lock(&samples).push(sample),
                             Err(error) => lock(&errors).push(format!("{error:#}")),
                         }
@@ -1533,14 +1678,14 @@ impl Drop for HolderSampler {
     }
 }
 
-fn sweep(sockets: &[Mutex<AddressSocket>]) -> Result<HolderSample> {
+fn sweep(sockets: &[Mutex<AddressSocket>], address: Ipv4Addr) -> Result<HolderSample> {
     let mut first = Vec::with_capacity(sockets.len());
     for socket in sockets {
-        first.push(holds_vip(socket)?);
+        first.push(holds_address(socket, address)?);
     }
     let mut second = vec![false; sockets.len()];
     for (node, socket) in sockets.iter().enumerate().rev() {
-        second[node] = holds_vip(socket)?;
+        second[node] = holds_address(socket, address)?;
     }
     let holders = (0..sockets.len()).filter(|&node| first[node] && second[node]).collect();
     let seen = (0..sockets.len()).filter(|&node| first[node] || second[node]).collect();

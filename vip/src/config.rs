@@ -1,8 +1,10 @@
-//! The `[vip]` configuration section: the virtual IP, where it lives, how it is announced and how
-//! errors are retried.
+//! One VIP's configuration: a `[[vip]]` table (or the old single `[vip]`, service `default`): the
+//! virtual IP, the service it is for, where it lives, how it is announced and how errors are
+//! retried.
 //!
 //! ```toml
-//! [vip]
+//! [[vip]]
+//! service = "iscsi"                  # [a-z0-9_-]{1,32}; default "default"
 //! address = "10.0.0.100/24"          # IPv4 or IPv6 with its prefix length; required
 //! interface = "eth0"                 # the management interface; required
 //! label = "eth0:vip"                 # default "<interface>:vip"; at most 15 bytes
@@ -31,6 +33,10 @@ use crate::error::{VipError, VipResult, VipRetry};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct VipConfig {
+    /// The client-facing service this VIP is for (`crate::check_service_name`); default
+    /// `default`, the service of the old single `[vip]` table.
+    #[serde(default = "default_service")]
+    pub service: String,
     /// The VIP with its prefix length, like `10.0.0.100/24`.
     pub address: String,
     /// The interface that carries it, like `eth0`.
@@ -63,6 +69,9 @@ pub struct VipConfig {
     pub retry_backoff_ms: u64,
 }
 
+fn default_service() -> String {
+    crate::service::DEFAULT_SERVICE.to_string()
+}
 fn default_garp_burst() -> u32 {
     5
 }
@@ -102,6 +111,7 @@ impl VipConfig {
     /// A configuration with every default, for `address` on `interface`.
     pub fn new(address: impl Into<String>, interface: impl Into<String>) -> VipConfig {
         VipConfig {
+            service: default_service(),
             address: address.into(),
             interface: interface.into(),
             label: None,
@@ -117,6 +127,7 @@ impl VipConfig {
     /// Checks every key; a [`VipError::BadRequest`] whose message starts with the key's full
     /// name. It looks at no interface: a missing one is found by `VipServer::config_vip`.
     pub fn validate(&self) -> VipResult<()> {
+        crate::service::check_service_name(&self.service).map_err(|message| bad("vip.service", message))?;
         self.vip()?;
         check_interface_name(&self.interface)?;
         self.effective_label()?;

@@ -10,10 +10,12 @@ mod fence;
 mod garp;
 mod netlink;
 mod server;
+mod service;
 mod store;
 
 pub use config::{VipAddress, VipConfig};
 pub use error::{VipError, VipResult, VipRetry, VipVerdict};
 pub use fence::{fence_window, lifetime_until, FenceRule, FENCE_MARGIN, KERNEL_EXPIRY_SLACK, MIN_LIFETIME};
 pub use server::{HoldUntil, Retarget, ShownVip, SyncReport, VipPresence, VipServer};
-pub use store::{StoredVip, VipStore, VipStoreError, STORED_VIP_VERSION, VIP_ZNODE};
+pub use service::{check_service_name, DEFAULT_SERVICE, MAX_SERVICE_LEN};
+pub use store::{vip_znode, StoredVip, VipStore, VipStoreError, STORED_VIP_VERSION, VIP_ZNODE};

@@ -13,6 +13,9 @@
 //! - Every `sync_interval_ms` the leader's dispatcher calls [`VipServer::sync_vip`]: a VIP that
 //!   someone removed is added back (with a warning and a fresh burst), and the second burst and
 //!   the periodic refresh go out when due.
+//! - A leader with several VIPs calls [`VipServer::keep_vip`] instead: `sync_vip`, or, while the
+//!   term's takeover has not succeeded (the interface missing at takeover), the takeover again,
+//!   so one VIP that could not be taken is retried while the leader keeps the others.
 //! - On the way out (stop, step-down, ZooKeeper unreachable) the leader calls
 //!   [`VipServer::clean_vip`] *before* it leaves the quorum, so the next leader never fights for
 //!   the address. After it, `sync_vip` does nothing until the next `config_vip`: a late tick of
@@ -83,8 +86,8 @@ use parking_lot::Mutex;
 use crate::config::{VipAddress, VipConfig};
 use crate::error::{VipError, VipResult};
 use crate::fence::lifetime_until;
-use crate::garp::{announcement_frame, AnnounceSchedule, PacketSocket};
-use crate::netlink::{Address, Link, RouteSocket};
+use crate::garp::{AnnounceSchedule, PacketSocket};
+use crate::netlink::RouteSocket;
 use crate::store::{StorePoller, StoredVip, VipStore, VipStoreError};
 
 /// Whether `config_vip` found the VIP already on the interface.
@@ -142,6 +145,8 @@ pub struct VipServer {
     poller: Option<StorePoller>,
     /// The last stored VIP that could not be used, so it is logged once.
     refused_stored: Mutex<Option<StoredVip>>,
+    /// The leader's latest failure with this VIP, for `vip show` ([`VipServer::note_error`]).
+    last_error: Mutex<Option<String>>,
 }
 
 /// One VIP: its configuration, parsed address and label.
@@ -185,6 +190,9 @@ struct Inner {
     hold_until: Option<HoldUntil>,
     /// `config_vip` found the fence closed: the term's first add is `sync_vip`'s.
     awaiting_fence: bool,
+    /// A term has begun (`config_vip` was called) and has not ended (`clean_vip`,
+    /// `remove_leftover`): `keep_vip` retries a takeover that failed.
+    term_open: bool,
 }
 
 impl Inner {
@@ -238,17 +246,25 @@ impl VipServer {
                 no_arp_logged: false,
                 hold_until: None,
                 awaiting_fence: false,
+                term_open: false,
             }),
             store: None,
             poller: None,
             refused_stored: Mutex::new(None),
+            last_error: Mutex::new(None),
         })
     }
 
-    /// Lets the VIP stored in ZooKeeper ([`VIP_ZNODE`](crate::VIP_ZNODE)) override the file's
-    /// address and interface; see [`VipServer::refresh_stored`].
-    /// A thread reads the store every `sync_interval_ms`.
+    /// Lets the VIP stored in ZooKeeper for this server's service ([`crate::vip_znode`]) override
+    /// the file's address and interface; see [`VipServer::refresh_stored`].
+    /// A thread reads the store every `sync_interval_ms`. `store` may be any service's: this
+    /// server uses the same session's store of its own service.
     pub fn with_store(mut self, store: VipStore) -> VipServer {
+        let store = match store.for_service(&self.base.service) {
+            Ok(store) => store,
+            // The configuration was validated by `new`: the service name is one.
+            Err(_) => store,
+        };
         self.poller = Some(StorePoller::start(store.clone(), self.base.sync_interval()));
         self.store = Some(store);
         self
@@ -265,6 +281,22 @@ impl VipServer {
     /// Whether the VIP is fenced (`set_fence`).
     pub fn is_fenced(&self) -> bool {
         self.inner.lock().hold_until.is_some()
+    }
+
+    /// The service this VIP is for (`[[vip]] service`).
+    pub fn service(&self) -> &str {
+        &self.base.service
+    }
+
+    /// Records the latest result of the leader's work on this VIP: the error, or `None` once an
+    /// operation succeeded; a new term starts with `None`.
+    pub fn note_error(&self, error: Option<String>) {
+        *self.last_error.lock() = error;
+    }
+
+    /// The leader's latest failure with this VIP, if its latest operation failed.
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error.lock().clone()
     }
 
     /// The store of the run-time VIP, when there is one.
@@ -340,7 +372,7 @@ impl VipServer {
             Err(message) => {
                 let mut refused = self.refused_stored.lock();
                 if refused.is_none() {
-                    tracing::error!(%message, "the stored vip is unreadable; keeping the current one");
+                    tracing::error!(service = %self.base.service, %message, "the stored vip is unreadable; keeping the current one");
                     *refused = Some(StoredVip::new("", ""));
                 }
                 return Err(VipStoreError::Corrupt(message));
@@ -352,7 +384,7 @@ impl VipServer {
                 Err(error) => {
                     let mut refused = self.refused_stored.lock();
                     if refused.as_ref() != Some(stored) {
-                        tracing::error!(%error, ?stored, "the stored vip is not valid; keeping the current one");
+                        tracing::error!(service = %self.base.service, %error, ?stored, "the stored vip is not valid; keeping the current one");
                         *refused = Some(stored.clone());
                     }
                     return Err(VipStoreError::Corrupt(error.to_string()));
@@ -445,6 +477,7 @@ impl VipServer {
         if !inner.active {
             *self.target.write() = new_target.clone();
             tracing::info!(
+                service = %self.base.service,
                 old = %old.vip,
                 new = %new_target.vip,
                 interface = %new_target.config.interface,
@@ -458,6 +491,7 @@ impl VipServer {
         let removed = old.delete(&mut inner)?;
         *self.target.write() = new_target.clone();
         tracing::info!(
+            service = %self.base.service,
             old = %old.vip,
             new = %new_target.vip,
             interface = %new_target.config.interface,
@@ -502,7 +536,29 @@ impl VipServer {
     pub fn config_vip(&self) -> VipResult<VipPresence> {
         let now = Instant::now();
         let mut inner = self.inner.lock();
+        inner.term_open = true;
         self.target().config_vip(&mut inner, now)
+    }
+
+    /// The leader's periodic call when it holds several VIPs: [`VipServer::sync_vip`] once the
+    /// term's takeover succeeded; until then (the interface missing at takeover, say) the
+    /// takeover again, with its errors, so that one VIP that could not be taken is retried, and
+    /// reported, while the leader keeps the others. After `clean_vip` it does nothing, like
+    /// `sync_vip`: a late tick never brings a released VIP back.
+    pub fn keep_vip(&self) -> VipResult<SyncReport> {
+        let now = Instant::now();
+        let mut inner = self.inner.lock();
+        if inner.term_open && !inner.active {
+            let target = self.target();
+            target.config_vip(&mut inner, now)?;
+            tracing::info!(
+                service = %target.config.service,
+                vip = %target.vip,
+                "VIP taken at a retry of the takeover"
+            );
+            return Ok(SyncReport { active: true, re_added: false, arp_frames_sent: 0 });
+        }
+        self.target().sync_vip_at(&mut inner, now)
     }
 
     /// The leader's periodic check (every `sync_interval_ms`): re-adds the VIP if someone
@@ -526,13 +582,14 @@ impl VipServer {
     /// absent VIP or interface is fine. Returns whether an address was deleted.
     pub fn clean_vip(&self) -> VipResult<bool> {
         let mut inner = self.inner.lock();
+        inner.term_open = false;
         inner.active = false;
         inner.awaiting_fence = false;
         inner.schedule.stop();
         let target = self.target();
         let removed = target.delete(&mut inner)?;
         if removed {
-            tracing::info!(vip = %target.vip, interface = %target.config.interface, "VIP released");
+            tracing::info!(service = %target.config.service, vip = %target.vip, interface = %target.config.interface, "VIP released");
         }
         Ok(removed)
     }
@@ -543,14 +600,14 @@ impl VipServer {
     /// Returns whether a leftover was deleted.
     pub fn remove_leftover(&self) -> VipResult<bool> {
         let mut inner = self.inner.lock();
+        inner.term_open = false;
         inner.active = false;
         inner.awaiting_fence = false;
         inner.schedule.stop();
         let target = self.target();
         let mut removed = target.delete(&mut inner)?;
         if removed {
-            tracing::warn!(
-                vip = %target.vip,
+            tracing::warn!(service = %target.config.service, vip = %target.vip,
                 interface = %target.config.interface,
                 "removed a leftover VIP from this node, which is not leader"
             );
@@ -566,6 +623,7 @@ impl VipServer {
                 let context = format!("delete the leftover {leftover} from {}", target.config.interface);
                 if inner.netlink.delete_address(link.index, leftover).map_err(VipError::netlink(context))? {
                     tracing::warn!(
+                        service = %target.config.service,
                         vip = %leftover,
                         label = %target.label,
                         "removed a leftover VIP (set at run time) from this node, which is not leader"
@@ -589,217 +647,6 @@ impl VipServer {
     }
 }
 
-impl Target {
-    fn config_vip(&self, inner: &mut Inner, now: Instant) -> VipResult<VipPresence> {
-        let link = match self.read_link(inner)? {
-            Some(link) => link,
-            None => {
-                return Err(VipError::NotFound(format!(
-                    "vip.interface: interface {:?} does not exist on this node",
-                    self.config.interface
-                )))
-            }
-        };
-        self.check_usable(&link)?;
-        let addresses = self.read_addresses(inner, &link)?;
-        let present = self.find_vip(&addresses)?;
-        if !self.has_subnet_address(&addresses) {
-            return Err(VipError::NotFound(self.no_subnet_message()));
-        }
-        let presence = if present {
-            self.renew(inner, &link)?;
-            VipPresence::AlreadyPresent
-        } else {
-            if let Err(error) = self.add(inner, &link) {
-                if matches!(error, VipError::Fenced(_)) && !inner.active {
-                    // The term has begun but its fence is not open yet (no contact confirmed on
-                    // the leading session so far): `sync_vip` adds the VIP, with the takeover
-                    // burst, once it opens.
-                    inner.active = true;
-                    inner.awaiting_fence = true;
-                    inner.schedule.start();
-                }
-                return Err(error);
-            }
-            tracing::info!(vip = %self.vip, interface = %self.config.interface, label = %self.label, "VIP added");
-            VipPresence::Added
-        };
-        inner.awaiting_fence = false;
-        if !inner.active {
-            inner.active = true;
-            inner.schedule.start();
-        }
-        self.announce(inner, &link, now)?;
-        Ok(presence)
-    }
-
-    fn sync_vip_at(&self, inner: &mut Inner, now: Instant) -> VipResult<SyncReport> {
-        if !inner.active {
-            return Ok(SyncReport::default());
-        }
-        let interface = &self.config.interface;
-        let link = match self.read_link(inner)? {
-            Some(link) => link,
-            None => return Err(VipError::Interface(format!("interface {interface} disappeared while leader"))),
-        };
-        self.check_usable(&link)?;
-        let addresses = self.read_addresses(inner, &link)?;
-        let mut report = SyncReport { active: true, ..SyncReport::default() };
-        let present = self.find_vip(&addresses)?;
-        if !self.has_subnet_address(&addresses) {
-            return Err(VipError::Interface(self.no_subnet_message()));
-        }
-        if present {
-            // A renewal only: no announcement beyond what the schedule has due.
-            self.renew(inner, &link)?;
-        } else if inner.awaiting_fence {
-            self.add(inner, &link)?;
-            inner.awaiting_fence = false;
-            tracing::info!(vip = %self.vip, %interface, label = %self.label, "VIP added once its fence opened");
-        } else {
-            self.add(inner, &link)?;
-            tracing::warn!(
-                vip = %self.vip,
-                %interface,
-                fenced = inner.hold_until.is_some(),
-                "the VIP was missing from the interface (removed by someone else, or its lifetime lapsed while \
-                 this leader could not renew it); re-added it"
-            );
-            report.re_added = true;
-            inner.schedule.start();
-        }
-        report.arp_frames_sent = self.announce(inner, &link, now)?;
-        Ok(report)
-    }
-
-    fn read_link(&self, inner: &mut Inner) -> VipResult<Option<Link>> {
-        let interface = &self.config.interface;
-        inner.netlink.link(interface).map_err(VipError::netlink(format!("read link {interface}")))
-    }
-
-    fn read_addresses(&self, inner: &mut Inner, link: &Link) -> VipResult<Vec<Address>> {
-        let interface = &self.config.interface;
-        inner.netlink.addresses(link.index).map_err(VipError::netlink(format!("read the addresses of {interface}")))
-    }
-
-    fn check_usable(&self, link: &Link) -> VipResult<()> {
-        match link.unusable_reason() {
-            Some(reason) => Err(VipError::Interface(format!("interface {} {reason}", self.config.interface))),
-            None => Ok(()),
-        }
-    }
-
-    /// Whether the VIP is among `addresses`; the VIP's address with another prefix is a conflict.
-    fn find_vip(&self, addresses: &[Address]) -> VipResult<bool> {
-        let mut present = false;
-        for address in addresses.iter().filter(|address| address.ip == self.vip.ip) {
-            if address.prefix_len != self.vip.prefix_len {
-                return Err(VipError::BadRequest(format!(
-                    "{}/{} is already on {} with another prefix than the VIP {}; remove it or fix vip.address",
-                    address.ip, address.prefix_len, self.config.interface, self.vip
-                )));
-            }
-            if address.label.as_deref() != Some(self.label.as_str()) {
-                tracing::debug!(vip = %self.vip, label = ?address.label, "the VIP is present with another label");
-            }
-            present = true;
-        }
-        Ok(present)
-    }
-
-    /// Whether another address of the interface has a subnet that contains the VIP.
-    fn has_subnet_address(&self, addresses: &[Address]) -> bool {
-        addresses.iter().any(|address| {
-            address.ip != self.vip.ip && VipAddress::same_subnet(address.ip, address.prefix_len, self.vip.ip)
-        })
-    }
-
-    fn no_subnet_message(&self) -> String {
-        format!(
-            "vip.interface: interface {} has no address in a subnet that contains the VIP {} \
-             (the VIP is added beside the node's own address, never alone)",
-            self.config.interface, self.vip
-        )
-    }
-
-    fn add(&self, inner: &mut Inner, link: &Link) -> VipResult<()> {
-        let context = format!("add {} to {}", self.vip, self.config.interface);
-        let lifetime = inner.lifetime(self.vip)?;
-        match inner.netlink.add_address(link.index, self.vip, &self.label, lifetime) {
-            Ok(_) => Ok(()),
-            Err(error) if error.raw_os_error() == Some(libc::ENODEV) => Err(VipError::Interface(format!(
-                "interface {} disappeared while the VIP was being added",
-                self.config.interface
-            ))),
-            Err(error) if error.raw_os_error() == Some(libc::EINVAL) => Err(VipError::BadRequest(format!(
-                "the kernel refused {} with label {:?} on {}: {error}",
-                self.vip, self.label, self.config.interface
-            ))),
-            Err(error) => Err(VipError::netlink(context)(error)),
-        }
-    }
-
-    /// Renews a fenced VIP just found on the interface: its lifetime starts anew (nothing else
-    /// changes, nothing is announced). Nothing to do for an unfenced one.
-    fn renew(&self, inner: &mut Inner, link: &Link) -> VipResult<()> {
-        if inner.hold_until.is_none() {
-            return Ok(());
-        }
-        let context = format!("renew {} on {}", self.vip, self.config.interface);
-        let Some(lifetime) = inner.lifetime(self.vip)? else { return Ok(()) };
-        match inner.netlink.renew_address(link.index, self.vip, &self.label, lifetime) {
-            Ok(()) => {
-                tracing::trace!(vip = %self.vip, lifetime_s = lifetime, "VIP renewed");
-                Ok(())
-            }
-            Err(error) if error.raw_os_error() == Some(libc::ENODEV) => Err(VipError::Interface(format!(
-                "interface {} disappeared while the VIP was being renewed",
-                self.config.interface
-            ))),
-            Err(error) => Err(VipError::netlink(context)(error)),
-        }
-    }
-
-    fn delete(&self, inner: &mut Inner) -> VipResult<bool> {
-        let Some(link) = self.read_link(inner)? else {
-            return Ok(false);
-        };
-        let context = format!("delete {} from {}", self.vip, self.config.interface);
-        inner.netlink.delete_address(link.index, self.vip).map_err(VipError::netlink(context))
-    }
-
-    /// Sends every announcement due at `now`; returns the number of frames sent.
-    fn announce(&self, inner: &mut Inner, link: &Link, now: Instant) -> VipResult<u32> {
-        let Some(mac) = link.arp_mac() else {
-            if !inner.no_arp_logged {
-                inner.no_arp_logged = true;
-                tracing::info!(
-                    interface = %self.config.interface,
-                    "the interface does not use ARP (not Ethernet, or NOARP); no gratuitous ARP is sent"
-                );
-            }
-            inner.schedule.stop();
-            return Ok(0);
-        };
-        let frame = announcement_frame(mac, self.vip.ip);
-        let mut sent = 0;
-        while let Some(announcement) = inner.schedule.due(now) {
-            for _ in 0..announcement.frames() {
-                inner.packet.send(link.index, &frame).map_err(|source| self.arp_failed(source))?;
-                sent += 1;
-                inner.n_frames_sent += 1;
-            }
-            inner.schedule.sent(announcement, now);
-            tracing::debug!(vip = %self.vip, ?announcement, "gratuitous ARP sent");
-        }
-        Ok(sent)
-    }
-
-    fn arp_failed(&self, source: std::io::Error) -> VipError {
-        VipError::ArpBroadcastFailed { interface: self.config.interface.clone(), vip: self.vip.ip, source }
-    }
-}
-
 impl Drop for VipServer {
     /// A safety net, not the stop path: a server dropped while it still holds the VIP releases
     /// it (and says so), so that no code path leaves the address bound on a node that is no
@@ -808,9 +655,9 @@ impl Drop for VipServer {
         if !self.inner.get_mut().active {
             return;
         }
-        tracing::warn!(vip = %self.vip(), "VipServer dropped while holding the VIP; releasing it");
+        tracing::warn!(service = %self.base.service, vip = %self.vip(), "VipServer dropped while holding the VIP; releasing it");
         if let Err(error) = self.clean_vip() {
-            tracing::error!(vip = %self.vip(), %error, "cannot release the VIP");
+            tracing::error!(service = %self.base.service, vip = %self.vip(), %error, "cannot release the VIP");
         }
     }
 }
@@ -819,12 +666,15 @@ impl std::fmt::Debug for VipServer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let target = self.target();
         f.debug_struct("VipServer")
+            .field("service", &target.config.service)
             .field("vip", &target.vip)
             .field("interface", &target.config.interface)
             .field("label", &target.label)
             .finish_non_exhaustive()
     }
 }
+
+mod target;
 
 #[cfg(test)]
 mod tests;

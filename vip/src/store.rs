@@ -1,28 +1,45 @@
-//! The VIP set at run time (`zbs-task vip set`), kept in ZooKeeper so that it survives restarts
-//! and every node that becomes leader finds it: the znode [`VIP_ZNODE`] holds
-//! `{"version": 1, "address": "10.0.0.100/24", "interface": "eth0"}` and overrides the
-//! configuration file's `vip.address` and `vip.interface` (the timing keys stay the file's).
-//! No znode means the file's `[vip]`.
+//! The VIPs set at run time (`zbs-task vip set --service NAME`), kept in ZooKeeper so that they
+//! survive restarts and every node that becomes leader finds them: the znode
+//! `/zbs/taskd/vip/<service>` ([`vip_znode`]) holds
+//! `{"version": 1, "address": "10.0.0.100/24", "interface": "eth0"}` and overrides that service's
+//! `address` and `interface` in the configuration file (the timing keys stay the file's). No znode
+//! means the file's `[[vip]]` for that service.
 //!
-//! The znode is checked twice: by the API before it is written (a 4xx, nothing stored), and by
+//! # The single VIP of older versions
+//!
+//! Before VIPs were per service, the one run-time VIP was the data of [`VIP_ZNODE`] itself, the
+//! parent of today's znodes (a ZooKeeper node may hold data and children). Such a VIP belongs to
+//! the service `default` and is migrated, not lost: the first read of `default` that finds no
+//! `/zbs/taskd/vip/default` but data in the parent creates the child with that data and empties
+//! the parent in one transaction (guarded by the parent's version, so two nodes migrating at once
+//! cannot both win, and a `vip set` in between wins over the old value). Writing or cleaning
+//! `default` empties the parent too, so a cleaned VIP never comes back from it.
+//!
+//! A znode is checked twice: by the API before it is written (a 4xx, nothing stored), and by
 //! every reader, because anyone with ZooKeeper access can write it. A stored VIP that does not
 //! parse or validate is reported as an error and ignored by the leader, which keeps the VIP it
 //! holds.
 
 use std::sync::Arc;
 
+use quorum::zk::{NodeKind, ZkOp};
 use quorum::{ZkError, ZkSession, ZkSessionState};
 use serde::{Deserialize, Serialize};
 
 use crate::config::VipConfig;
 use crate::error::VipResult;
+use crate::service::DEFAULT_SERVICE;
 
-/// Where the run-time VIP lives.
+/// The parent of the per-service znodes, and where older versions kept their single VIP.
 pub const VIP_ZNODE: &str = "/zbs/taskd/vip";
-/// Its parent, created when missing.
-const VIP_PARENT: &str = "/zbs/taskd";
 /// The schema version this build writes and reads.
 pub const STORED_VIP_VERSION: u32 = 1;
+
+/// Where the run-time VIP of `service` lives: `/zbs/taskd/vip/<service>`. The caller has checked
+/// the name (`check_service_name`), so it is one path segment.
+pub fn vip_znode(service: &str) -> String {
+    format!("{VIP_ZNODE}/{service}")
+}
 
 /// The run-time VIP as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -41,8 +58,8 @@ impl StoredVip {
         StoredVip { version: STORED_VIP_VERSION, address: address.into(), interface: interface.into() }
     }
 
-    /// `base` (the file's `[vip]`) with this address and interface; the label goes back to its
-    /// default, `<interface>:vip`, since a label names its interface.
+    /// `base` (the file's `[[vip]]` of the service) with this address and interface; the label
+    /// goes back to its default, `<interface>:vip`, since a label names its interface.
     pub fn apply_to(&self, base: &VipConfig) -> VipConfig {
         let mut config = base.clone();
         if config.interface != self.interface {
@@ -58,16 +75,17 @@ impl StoredVip {
     pub fn validate(&self, base: &VipConfig) -> VipResult<()> {
         if self.version != STORED_VIP_VERSION {
             return Err(crate::VipError::BadRequest(format!(
-                "{VIP_ZNODE}: schema version {} is not {STORED_VIP_VERSION}",
+                "{}: schema version {} is not {STORED_VIP_VERSION}",
+                vip_znode(&base.service),
                 self.version
             )));
         }
         self.apply_to(base).validate()
     }
 
-    /// Parses the znode's data.
+    /// Parses a znode's data.
     pub fn from_bytes(data: &[u8]) -> Result<StoredVip, String> {
-        serde_json::from_slice(data).map_err(|error| format!("{VIP_ZNODE} is not a stored VIP: {error}"))
+        serde_json::from_slice(data).map_err(|error| format!("not a stored VIP: {error}"))
     }
 
     /// The znode's data.
@@ -93,17 +111,32 @@ pub enum VipStoreError {
     Vip(#[from] crate::VipError),
 }
 
-/// Reads and writes [`VIP_ZNODE`] through whatever session the daemon has now.
+/// Reads and writes one service's znode through whatever session the daemon has now.
 #[derive(Clone)]
 pub struct VipStore {
     session: Arc<dyn Fn() -> Option<Arc<ZkSession>> + Send + Sync>,
+    service: String,
+    znode: String,
 }
 
 impl VipStore {
-    /// A store that asks `session` for the current ZooKeeper session at each call (a new one
-    /// replaces the old after a session loss).
+    /// The store of the service `default` that asks `session` for the current ZooKeeper session
+    /// at each call (a new one replaces the old after a session loss); see
+    /// [`VipStore::for_service`].
     pub fn new(session: impl Fn() -> Option<Arc<ZkSession>> + Send + Sync + 'static) -> VipStore {
-        VipStore { session: Arc::new(session) }
+        VipStore { session: Arc::new(session), service: DEFAULT_SERVICE.to_string(), znode: vip_znode(DEFAULT_SERVICE) }
+    }
+
+    /// The same session's store for `service`; a name that is not a service name
+    /// (`check_service_name`) is refused, so no name can make it reach outside [`VIP_ZNODE`].
+    pub fn for_service(&self, service: &str) -> Result<VipStore, String> {
+        crate::service::check_service_name(service)?;
+        Ok(VipStore { session: self.session.clone(), service: service.to_string(), znode: vip_znode(service) })
+    }
+
+    /// The service whose VIP this store keeps.
+    pub fn service(&self) -> &str {
+        &self.service
     }
 
     /// The session when it is connected: a request on a disconnected session would wait for the
@@ -114,38 +147,95 @@ impl VipStore {
             .ok_or(VipStoreError::NoSession)
     }
 
-    /// The stored VIP; `None` when nothing is stored (the file's `[vip]` applies).
+    /// The stored VIP; `None` when nothing is stored (the file's `[[vip]]` applies). For the
+    /// service `default`, a VIP stored by an older version is migrated first (module docs).
     pub fn read(&self) -> Result<Option<StoredVip>, VipStoreError> {
-        match self.session()?.get_data(VIP_ZNODE)? {
+        let session = self.session()?;
+        match self.read_znode(&session)? {
+            Some(stored) => Ok(Some(stored)),
+            None if self.service == DEFAULT_SERVICE => self.migrate_legacy(&session),
             None => Ok(None),
-            Some((data, _stat)) => StoredVip::from_bytes(&data).map(Some).map_err(VipStoreError::Corrupt),
+        }
+    }
+
+    fn read_znode(&self, session: &ZkSession) -> Result<Option<StoredVip>, VipStoreError> {
+        match session.get_data(&self.znode)? {
+            None => Ok(None),
+            Some((data, _stat)) => StoredVip::from_bytes(&data)
+                .map(Some)
+                .map_err(|message| VipStoreError::Corrupt(format!("{}: {message}", self.znode))),
+        }
+    }
+
+    /// Moves a VIP stored in [`VIP_ZNODE`]'s own data (older versions) to the `default` znode.
+    fn migrate_legacy(&self, session: &ZkSession) -> Result<Option<StoredVip>, VipStoreError> {
+        let Some((data, stat)) = session.get_data(VIP_ZNODE)? else { return Ok(None) };
+        if data.is_empty() {
+            return Ok(None);
+        }
+        let legacy = StoredVip::from_bytes(&data)
+            .map_err(|message| VipStoreError::Corrupt(format!("{VIP_ZNODE} (a VIP of an older version): {message}")))?;
+        let operations = [
+            ZkOp::Create { path: self.znode.clone(), data: data.clone(), kind: NodeKind::Persistent },
+            ZkOp::SetData { path: VIP_ZNODE.to_string(), data: Vec::new(), expected_version: Some(stat.version) },
+        ];
+        match session.multi(&operations) {
+            Ok(_) => {
+                tracing::info!(
+                    from = VIP_ZNODE,
+                    to = %self.znode,
+                    address = %legacy.address,
+                    interface = %legacy.interface,
+                    "migrated the run-time VIP of an older version to the service default"
+                );
+                Ok(Some(legacy))
+            }
+            // Someone stored `default` or migrated in between: what is there now wins, and the
+            // old value goes (unless it changed meanwhile: the next read looks again).
+            Err(ZkError::NodeExists { .. } | ZkError::BadVersion { .. }) => {
+                let _ = session.set_data(VIP_ZNODE, &[], Some(stat.version));
+                self.read_znode(session)
+            }
+            Err(error) => Err(error.into()),
         }
     }
 
     /// Stores `vip` (checked by the caller), or removes the stored VIP with `None`.
     pub fn write(&self, vip: Option<&StoredVip>) -> Result<(), VipStoreError> {
         let session = self.session()?;
-        let Some(vip) = vip else {
-            return match session.delete(VIP_ZNODE, None) {
-                Ok(()) => Ok(()),
-                Err(error) if error.is_no_node() => Ok(()),
-                Err(error) => Err(error.into()),
-            };
-        };
-        let data = vip.to_bytes();
-        session.ensure_path(VIP_PARENT)?;
-        match session.set_data(VIP_ZNODE, &data, None) {
-            Ok(_) => Ok(()),
-            Err(error) if error.is_no_node() => match session.create_persistent(VIP_ZNODE, &data) {
-                Ok(_) => Ok(()),
-                // Another writer created it in between: write over it.
-                Err(ZkError::NodeExists { .. }) => {
-                    session.set_data(VIP_ZNODE, &data, None).map(drop).map_err(Into::into)
-                }
-                Err(error) => Err(error.into()),
+        match vip {
+            None => match session.delete(&self.znode, None) {
+                Ok(()) => {}
+                Err(error) if error.is_no_node() => {}
+                Err(error) => return Err(error.into()),
             },
-            Err(error) => Err(error.into()),
+            Some(vip) => {
+                let data = vip.to_bytes();
+                session.ensure_path(VIP_ZNODE)?;
+                match session.set_data(&self.znode, &data, None) {
+                    Ok(_) => {}
+                    Err(error) if error.is_no_node() => match session.create_persistent(&self.znode, &data) {
+                        Ok(_) => {}
+                        // Another writer created it in between: write over it.
+                        Err(ZkError::NodeExists { .. }) => {
+                            session.set_data(&self.znode, &data, None)?;
+                        }
+                        Err(error) => return Err(error.into()),
+                    },
+                    Err(error) => return Err(error.into()),
+                }
+            }
         }
+        if self.service == DEFAULT_SERVICE {
+            // A VIP of an older version must not come back through the migration.
+            match session.get_data(VIP_ZNODE)? {
+                Some((data, stat)) if !data.is_empty() => {
+                    session.set_data(VIP_ZNODE, &[], Some(stat.version))?;
+                }
+                _ => {}
+            }
+        }
+        Ok(())
     }
 }
 
@@ -169,7 +259,7 @@ impl StorePoller {
         let thread = {
             let (latest, stop) = (latest.clone(), stop.clone());
             std::thread::Builder::new()
-                .name("zbs-vip-store".to_string())
+                .name(format!("zbs-vip-{}", store.service()).chars().take(15).collect())
                 .spawn(move || {
                     let step = std::time::Duration::from_millis(20);
                     while !stop.load(Ordering::Acquire) {
@@ -214,7 +304,7 @@ impl Drop for StorePoller {
 
 impl std::fmt::Debug for VipStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("VipStore").field("znode", &VIP_ZNODE).finish()
+        f.debug_struct("VipStore").field("znode", &self.znode).finish()
     }
 }
 

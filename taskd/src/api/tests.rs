@@ -2,6 +2,7 @@
 //! domain error.
 
 use super::*;
+use vip::StoredVip;
 
 fn base() -> vip::VipConfig {
     vip::VipConfig::new("10.0.0.100/24", "eth0")
@@ -47,4 +48,15 @@ fn dispatch_errors_map_to_http_statuses() {
     let transition =
         DbError::Transition(crate::task::TransitionError { from: TaskState::Succeeded, to: TaskState::Pending });
     assert_eq!(status(transition.into()), 409);
+}
+
+#[test]
+fn a_vip_set_body_names_a_service_or_means_default_and_hostile_names_are_400() {
+    let body = |value: serde_json::Value| serde_json::from_value::<VipSet>(value).expect("a body");
+    assert_eq!(body(serde_json::json!({ "clear": true })).service().ok().as_deref(), Some("default"));
+    assert_eq!(body(serde_json::json!({ "service": "iscsi", "clear": true })).service().ok().as_deref(), Some("iscsi"));
+    for hostile in ["../quorum", "a/b", "", "ISCSI", "..", "x y", &"x".repeat(33)] {
+        let refused = body(serde_json::json!({ "service": hostile, "clear": true })).service().expect_err("refused");
+        assert_eq!(refused.status(), 400, "{hostile:?}");
+    }
 }

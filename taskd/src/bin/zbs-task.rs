@@ -125,7 +125,22 @@ fn run(cli: &Cli, client: &Client) -> Result<(), Failure> {
                     value["node_id"].as_str().unwrap_or("?"),
                     value["role"].as_str().unwrap_or("?")
                 );
-                println!("vip:    {}", value["vip"].as_str().unwrap_or("-"));
+                let vips: Vec<String> = value["vips"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|vip| {
+                        format!(
+                            "{} ({})",
+                            vip["address"].as_str().unwrap_or("-"),
+                            vip["service"].as_str().unwrap_or("?")
+                        )
+                    })
+                    .collect();
+                match vips.len() {
+                    0 | 1 => println!("vip:    {}", value["vip"].as_str().unwrap_or("-")),
+                    _ => println!("vips:   {}", vips.join(", ")),
+                }
                 println!("health: {}", value["health"]["state"].as_str().unwrap_or("?"));
                 println!("{}", tables::members(&value, cli.output));
                 if let Some(stopped) = value["stopped"].as_object() {
@@ -139,14 +154,35 @@ fn run(cli: &Cli, client: &Client) -> Result<(), Failure> {
             }
         }
         Command::Vip(command) => {
+            let checked = |service: &str| {
+                vip::check_service_name(service).map_err(|message| Failure::Usage(format!("--service: {message}")))
+            };
             let value = match command {
-                VipCommand::Show => client.vip()?,
-                VipCommand::Set { clear: true, .. } => client.set_vip(None)?,
-                VipCommand::Set { address, interface, .. } => {
+                VipCommand::Show { service: None } => {
+                    let value = client.vips()?;
+                    if cli.json {
+                        print_json(&value);
+                    } else if value["vips"].as_array().is_none_or(Vec::is_empty) {
+                        println!("no VIP is configured on this node ([[vip]] in its configuration file)");
+                    } else {
+                        println!("{}", tables::vips(&value, cli.output));
+                    }
+                    return Ok(());
+                }
+                VipCommand::Show { service: Some(service) } => {
+                    checked(service)?;
+                    client.service_vip(service)?
+                }
+                VipCommand::Set { service, clear: true, .. } | VipCommand::Clean { service } => {
+                    checked(service)?;
+                    client.set_vip(service, None)?
+                }
+                VipCommand::Set { service, address, interface, .. } => {
+                    checked(service)?;
                     let (Some(address), Some(interface)) = (address, interface) else {
                         return Err(Failure::Usage("vip set needs an address and an interface, or --clear".into()));
                     };
-                    client.set_vip(Some((address, interface)))?
+                    client.set_vip(service, Some((address, interface)))?
                 }
             };
             print_vip(cli, &value);
@@ -160,6 +196,7 @@ fn print_vip(cli: &Cli, value: &Value) {
         return print_json(value);
     }
     let text = |value: &Value| value.as_str().unwrap_or("-").to_string();
+    println!("service:    {}", text(&value["service"]));
     println!("vip:        {} on {} ({})", text(&value["address"]), text(&value["interface"]), text(&value["source"]));
     println!("held here:  {}", value["held"].as_bool().unwrap_or(false));
     println!("configured: {} on {}", text(&value["configured"]["address"]), text(&value["configured"]["interface"]));
@@ -173,6 +210,9 @@ fn print_vip(cli: &Cli, value: &Value) {
     }
     if let Some(error) = value["store_error"].as_str() {
         println!("store:      unreadable ({error})");
+    }
+    if let Some(error) = value["error"].as_str() {
+        println!("error:      {error}");
     }
     if let Some(within) = value["applies_within_ms"].as_u64() {
         println!("the leader moves to it within {within} ms");

@@ -181,5 +181,34 @@ pub fn events(answer: &Value, output: Output) -> String {
     render(table, &[])
 }
 
+/// `vip show`'s VIPs, one row per service, from the `vips` route's answer; `ERROR` is the
+/// leader's latest failure with that VIP (`-` when its latest operation succeeded).
+pub fn vips(answer: &Value, output: Output) -> String {
+    let mut headers = vec!["SERVICE", "ADDRESS", "INTERFACE", "SOURCE", "HELD_HERE", "ERROR"];
+    if output == Output::Wide {
+        headers.extend(["LABEL", "CONFIGURED", "STORED"]);
+    }
+    let mut table = table(&headers);
+    for vip in answer["vips"].as_array().into_iter().flatten() {
+        let mut row = vec![
+            text(&vip["service"]),
+            text(&vip["address"]),
+            text(&vip["interface"]),
+            text(&vip["source"]),
+            text(&vip["held"]),
+            text(&vip["error"]),
+        ];
+        if output == Output::Wide {
+            let on = |value: &Value| match value.as_object() {
+                Some(_) => format!("{} on {}", text(&value["address"]), text(&value["interface"])),
+                None => "-".to_string(),
+            };
+            row.extend([text(&vip["label"]), on(&vip["configured"]), on(&vip["stored"])]);
+        }
+        table.add_row(row);
+    }
+    render(table, &[])
+}
+
 #[cfg(test)]
 mod tests;

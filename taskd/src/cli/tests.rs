@@ -46,3 +46,40 @@ fn the_config_file_names_the_server_and_a_bad_one_is_an_error() {
     let error = cli.server_address().expect_err("an invalid file");
     assert!(error.contains("give --server"), "{error}");
 }
+
+#[test]
+fn vip_verbs_take_a_service_and_default_to_the_default_one() {
+    let command = |args: &[&str]| match Cli::try_parse_from([&["zbs-task", "vip"], args].concat()) {
+        Ok(cli) => match cli.command {
+            Command::Vip(command) => Ok(command),
+            _ => panic!("not a vip command"),
+        },
+        Err(error) => Err(error.to_string()),
+    };
+    match command(&["set", "--service", "iscsi", "10.0.1.100/24", "eth1"]) {
+        Ok(VipCommand::Set { service, address, interface, clear: false }) => {
+            assert_eq!(
+                (service.as_str(), address.as_deref(), interface.as_deref()),
+                ("iscsi", Some("10.0.1.100/24"), Some("eth1"))
+            );
+        }
+        _ => panic!("vip set --service did not parse"),
+    }
+    match command(&["set", "10.0.0.100/24", "eth0"]) {
+        Ok(VipCommand::Set { service, .. }) => assert_eq!(service, "default"),
+        _ => panic!("vip set did not parse"),
+    }
+    match command(&["clean", "--service", "iscsi"]) {
+        Ok(VipCommand::Clean { service }) => assert_eq!(service, "iscsi"),
+        _ => panic!("vip clean did not parse"),
+    }
+    match command(&["set", "--clear", "--service", "iscsi"]) {
+        Ok(VipCommand::Set { service, clear: true, address: None, .. }) => assert_eq!(service, "iscsi"),
+        _ => panic!("vip set --clear did not parse"),
+    }
+    match command(&["show"]) {
+        Ok(VipCommand::Show { service: None }) => {}
+        _ => panic!("vip show did not parse"),
+    }
+    assert!(command(&["set", "--clear", "10.0.0.100/24", "eth0"]).is_err());
+}

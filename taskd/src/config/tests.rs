@@ -122,14 +122,15 @@ fn the_health_section_is_read_and_its_flags_win() {
 
 #[test]
 fn the_vip_is_optional_and_validated() {
-    assert_eq!(parse("").expect("valid").vip, None);
+    assert_eq!(parse("").expect("valid").vips, Vec::new());
     let config = parse("[vip]\naddress = \"10.0.0.100/24\"\ninterface = \"eth0\"\n").expect("valid");
-    let vip = config.vip.expect("a vip");
+    assert_eq!(config.vips.len(), 1);
+    let vip = config.vip(vip::DEFAULT_SERVICE).expect("a vip").clone();
     assert_eq!(vip.address, "10.0.0.100/24");
     assert_eq!(vip.interface, "eth0");
     let flags = CommandLine::try_parse_from(["zbs-taskd", "--vip-address", "10.1.0.9/16", "--vip-interface", "eth1"])
         .expect("flags");
-    let vip = Config::from_toml("", &flags).expect("valid").vip.expect("a vip from the flags");
+    let vip = Config::from_toml("", &flags).expect("valid").main_vip().expect("a vip from the flags").clone();
     assert_eq!((vip.address.as_str(), vip.interface.as_str()), ("10.1.0.9/16", "eth1"));
     let flags = CommandLine::try_parse_from(["zbs-taskd", "--vip-address", "10.1.0.9/16"]).expect("flags");
     let message = error_text(Config::from_toml("", &flags));
@@ -274,4 +275,22 @@ fn a_vip_needs_a_session_timeout_long_enough_for_its_fence() {
     parse(&format!("session_timeout_ms = 3000\n{vip}sync_interval_ms = 500\n")).expect("a shorter renewal fits");
     let message = error_text(parse(&format!("session_timeout_ms = 4000\n{vip}sync_interval_ms = 2000\n")));
     assert!(message.contains("vip.sync_interval_ms"), "{message}");
+}
+
+#[test]
+fn early_takeover_is_off_by_default_and_checked_against_the_session_timeout() {
+    assert_eq!(parse("").expect("valid").early_takeover, Duration::ZERO, "off by default");
+    let on = parse("session_timeout_ms = 4000\nearly_takeover_ms = 500").expect("valid");
+    assert_eq!(on.early_takeover, Duration::from_millis(500));
+    assert!(parse("session_timeout_ms = 4000\nearly_takeover_ms = 2000").is_ok(), "half the session timeout");
+    for text in [
+        "session_timeout_ms = 4000\nearly_takeover_ms = 2001",
+        "early_takeover_ms = 199",
+        "early_takeover_ms = 500\n[health]\nsource = \"file\"",
+    ] {
+        let message = error_text(parse(text));
+        assert!(message.contains("early_takeover_ms"), "{text:?} gave {message:?}");
+    }
+    let flags = CommandLine::try_parse_from(["zbs-taskd", "--early-takeover-ms", "800"]).expect("flags parse");
+    assert_eq!(Config::from_toml("", &flags).expect("valid").early_takeover, Duration::from_millis(800));
 }

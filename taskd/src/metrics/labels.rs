@@ -67,11 +67,13 @@ pub struct OperationLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct VipLabels {
+    pub service: String,
     pub vip: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct KindLabels {
+pub struct VipErrorLabels {
+    pub service: String,
     pub kind: String,
 }
 

@@ -133,16 +133,16 @@ fn zookeeper_requests_are_timed_by_operation() {
 #[test]
 fn a_stopped_service_exports_no_vip_held_and_no_leader_gauges() {
     let metrics = Metrics::new();
-    metrics.set_vip_held("10.0.0.9", true);
+    metrics.set_vip_held("task_center", "10.0.0.9", true);
     metrics.is_leader.set(1);
     let mut counts = crate::task_db::TaskCounts::default();
     counts.add(("sleep", crate::task::TaskState::Pending));
     metrics
         .set_leader_gauges(Some(&counts), Some(crate::dispatcher::scheduler::RunnerCounts { n_up: 3, n_draining: 0 }));
-    assert_eq!(sample(&metrics.encode(), "zbs_taskd_vip_held{vip=\"10.0.0.9\"}"), Some(1.0));
+    assert_eq!(sample(&metrics.encode(), "zbs_taskd_vip_held{service=\"task_center\",vip=\"10.0.0.9\"}"), Some(1.0));
     metrics.service_stopped();
     let text = metrics.encode();
-    assert_eq!(sample(&text, "zbs_taskd_vip_held{vip=\"10.0.0.9\"}"), Some(0.0), "{text}");
+    assert_eq!(sample(&text, "zbs_taskd_vip_held{service=\"task_center\",vip=\"10.0.0.9\"}"), Some(0.0), "{text}");
     assert_eq!(sample(&text, "zbs_taskd_is_leader"), Some(0.0));
     assert_eq!(sample(&text, "zbs_taskd_service_state{state=\"stopped\"}"), Some(1.0));
     assert_eq!(sample(&text, "zbs_taskd_runners{state=\"up\"}"), Some(0.0));

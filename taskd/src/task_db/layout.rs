@@ -11,6 +11,10 @@
 //!                                  what it asked (JSON, ≤ ~1.5 KiB); created in one multi-op with
 //!                                  the task's znode, deleted with it. Never listed: it is only
 //!                                  read by name (one per task at most, so up to ~1.3 MB of names)
+//! /zbs/taskd/vip/<service>         persistent, the VIP set at run time for one service
+//!                                  (`vip::vip_znode`, JSON ≤ ~200 B); `<service>` is
+//!                                  `[a-z0-9_-]{1,32}`. `/zbs/taskd/vip`'s own data held the single
+//!                                  VIP of older versions; it is migrated to `default` (`vip::store`)
 //! ```
 //!
 //! # Sizes

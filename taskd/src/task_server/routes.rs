@@ -9,7 +9,6 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 
 use runtime::rpc::{Method, Response, ServerConfig, WorkerPool};
-use vip::VipServer;
 
 use super::Inner;
 use crate::api::{dispatcher_routes, runner_routes, CopyRules, DispatcherAccess};
@@ -17,16 +16,17 @@ use crate::config::Config;
 use crate::dispatcher::SchedulerHandle;
 use crate::metrics::Metrics;
 use crate::runner_client::RunnerClient;
+use crate::vip_keeper::Vips;
 
-/// Where the dispatcher API listens: the management address, the file's VIP and `[api]
+/// Where the dispatcher API listens: the management address, the file's VIPs and `[api]
 /// listen_also` (bound with `IP_FREEBIND`: a follower's listener waits there for the address,
 /// so clients are answered the moment the VIP arrives), never a wildcard — so never on the data
 /// network. A VIP stored at run time is added while leading (`listen_on_vip` in
 /// `start_dispatcher`).
 pub(super) fn dispatcher_listeners(config: &Config) -> ServerConfig {
     let mut server = config.api.limit(ServerConfig::new("dispatcher", config.dispatcher_address()));
-    let vip = config.vip.as_ref().and_then(|vip| vip.vip().ok()).map(|vip| vip.ip);
-    for ip in vip.into_iter().chain(config.api.listen_also.iter().copied()) {
+    let vips = config.vips.iter().filter_map(|vip| vip.vip().ok()).map(|vip| vip.ip);
+    for ip in vips.chain(config.api.listen_also.iter().copied()) {
         if ip != config.management_address {
             server = server.also_listen(SocketAddr::new(ip, config.dispatcher_port), true);
         }
@@ -228,7 +228,19 @@ impl DispatcherAccess for Access {
                 let mut status = status_json(&inner);
                 // Fresh from the store on a follower too (`VipServer::shown`), never the VIP this
                 // node held before the last `vip set`.
-                status["vip"] = serde_json::json!(inner.vip.as_ref().map(|vip| vip.shown().address()));
+                // `vip` is the main VIP's (service `default`, or the first), as before services.
+                let shown: Vec<(String, String)> =
+                    inner.vips.iter().map(|vip| (vip.service().to_string(), vip.shown().address())).collect();
+                let main = shown
+                    .iter()
+                    .find(|(service, _)| service == vip::DEFAULT_SERVICE)
+                    .or(shown.first())
+                    .map(|(_, address)| address.clone());
+                status["vip"] = serde_json::json!(main);
+                status["vips"] = shown
+                    .iter()
+                    .map(|(service, address)| serde_json::json!({ "service": service, "address": address }))
+                    .collect();
                 status["stopped_nodes"] = match inner.quorum.session() {
                     Some(session) => serde_json::json!(crate::stopped_service::read_stopped_nodes(&session)),
                     None => serde_json::json!([]),
@@ -239,7 +251,7 @@ impl DispatcherAccess for Access {
         }
     }
 
-    fn vip(&self) -> Option<Arc<VipServer>> {
-        self.inner.upgrade()?.vip.clone()
+    fn vips(&self) -> Vips {
+        self.inner.upgrade().map(|inner| inner.vips.clone()).unwrap_or_default()
     }
 }

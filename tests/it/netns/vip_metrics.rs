@@ -1,4 +1,4 @@
-//! The VIP's metrics across a hand-over for a cut data link: `zbs_taskd_vip_held{vip}` is 1 on
+//! The VIP's metrics across a hand-over for a cut data link: `zbs_taskd_vip_held{service,vip}` is 1 on
 //! exactly the node whose namespace holds the VIP and 0 on every other (the old leader's stopped
 //! service included), before and after; the old leader counts the step-down's reason and its
 //! gratuitous ARPs, the new leader its election and its own ARPs.
@@ -36,8 +36,12 @@ fn value(samples: &[(String, f64)], series: &str) -> Option<f64> {
 }
 
 fn vip_held(samples: &[(String, f64)]) -> Option<f64> {
-    // The label is the VIP as configured, with its prefix length.
-    value(samples, &format!("zbs_taskd_vip_held{{vip=\"{VIP}/{VIP_PREFIX}\"}}"))
+    // The `vip` label is the VIP as configured, with its prefix length (beside its `service`).
+    let label = format!("vip=\"{VIP}/{VIP_PREFIX}\"");
+    let mut held =
+        samples.iter().filter(|(series, _)| series.starts_with("zbs_taskd_vip_held{") && series.contains(&label));
+    let (_, value) = held.next()?;
+    held.next().is_none().then_some(*value)
 }
 
 /// Waits until `vip_held` is 1 on `holder` and 0 on every other node.

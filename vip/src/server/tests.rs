@@ -507,6 +507,40 @@ fn an_interface_that_vanishes_while_leader_is_transient() {
     assert!(!server.clean_vip().expect("clean_vip with no interface"));
 }
 
+/// A takeover that failed (the interface missing) is retried by `keep_vip` until the interface
+/// comes, and not once the term ended: a released VIP never comes back from a late tick.
+#[test]
+fn keep_vip_retries_a_failed_takeover_until_the_term_ends() {
+    let Some(lab) = Lab::create("keep_vip_retries_a_failed_takeover_until_the_term_ends") else {
+        return;
+    };
+    let server = lab.server(VipConfig::new("10.216.0.100/24", "zbsv2")).expect("server");
+    expect_error(server.config_vip(), "NotFound");
+    expect_error(server.keep_vip(), "NotFound");
+    assert!(!server.is_active());
+    lab.ip("link add zbsv2 type veth peer name zbsv3");
+    lab.ip("addr add 10.216.0.1/24 dev zbsv2");
+    lab.ip("link set zbsv2 up");
+    lab.ip("link set zbsv3 up");
+    let report = server.keep_vip().expect("the retried takeover");
+    assert!(report.active, "{report:?}");
+    assert!(server.is_active() && server.has_vip().expect("has_vip"));
+    // Held: keep_vip is sync_vip (the VIP removed behind its back comes back).
+    lab.ip("addr del 10.216.0.100/24 dev zbsv2");
+    assert!(server.keep_vip().expect("sync").re_added);
+    // The term ends: nothing comes back, and a failed takeover of a new term is not retried
+    // after its release either.
+    assert!(server.clean_vip().expect("clean_vip"));
+    assert!(!server.keep_vip().expect("after clean").active);
+    assert!(!server.has_vip().expect("has_vip"));
+    lab.ip("link set zbsv2 down");
+    expect_error(server.config_vip(), "Interface");
+    server.clean_vip().expect("clean_vip");
+    lab.ip("link set zbsv2 up");
+    assert!(!server.keep_vip().expect("after clean").active);
+    assert!(!server.has_vip().expect("has_vip"));
+}
+
 #[test]
 fn a_dropped_leader_releases_the_vip() {
     fn assert_send_sync<T: Send + Sync>() {}

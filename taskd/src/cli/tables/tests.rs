@@ -53,3 +53,25 @@ fn members_list_stopped_nodes_as_stopped() {
     );
     assert!(text.lines().any(|line| line.starts_with("node-2") && line.contains("running")), "{text}");
 }
+
+#[test]
+fn vips_list_one_row_per_service_with_its_error() {
+    let answer = json!({ "vips": [
+        { "service": "default", "address": "10.0.0.100/24", "interface": "eth0", "source": "config", "held": true,
+          "error": null, "label": "eth0:vip", "configured": { "address": "10.0.0.100/24", "interface": "eth0" }, "stored": null },
+        { "service": "iscsi", "address": "10.0.1.100/24", "interface": "eth1", "source": "stored", "held": false,
+          "error": "interface: interface eth1 disappeared while leader", "label": "eth1:vip",
+          "configured": { "address": "10.0.1.9/24", "interface": "eth1" },
+          "stored": { "version": 1, "address": "10.0.1.100/24", "interface": "eth1" } },
+    ]});
+    let text = vips(&answer, Output::Table);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    let starts = header_starts(lines[0], &["SERVICE", "ADDRESS", "INTERFACE", "SOURCE", "HELD_HERE", "ERROR"]);
+    assert!(lines[1].starts_with("default") && lines[1][starts[5]..].starts_with('-'), "{text}");
+    assert!(lines[2].starts_with("iscsi") && lines[2][starts[5]..].starts_with("interface: interface eth1"), "{text}");
+    assert!(lines[2][starts[1]..].starts_with("10.0.1.100/24"), "{text}");
+    assert!(!text.contains("CONFIGURED"), "{text}");
+    let wide = vips(&answer, Output::Wide);
+    assert!(wide.contains("10.0.1.9/24 on eth1") && wide.contains("eth1:vip"), "{wide}");
+}
