@@ -100,6 +100,9 @@ fn records_are_listed_from_the_cache_and_rebuilt_from_zookeeper_at_reopen() -> R
     other.delete(&task_path(&created[2].record.task_id), None)?;
     let report = db.rebuild()?;
     assert_eq!((report.n_loaded, db.len()), (3, 3), "two left of ours, and the foreign one");
+    // The counts the cache keeps follow the rebuild: two pending of ours and the foreign one.
+    assert_eq!(db.counts().get("sleep", TaskState::Pending), 3);
+    assert_eq!(db.counts().get("sleep", TaskState::Paused), 0);
     assert_eq!(db.get(&created[2].record.task_id)?, None);
     assert!(db.list(&ListFilter::in_state(TaskState::Paused))?.is_empty());
     assert_eq!(db.get(&foreign.task_id)?.map(|stored| stored.record), Some(foreign.clone()));
@@ -117,6 +120,13 @@ fn records_are_listed_from_the_cache_and_rebuilt_from_zookeeper_at_reopen() -> R
     let cached = reopened.list(&ListFilter::all())?;
     assert_eq!(cached, records_in_zookeeper(&dispatcher)?, "the rebuilt cache equals ZooKeeper");
     assert_eq!(cached[0].record, foreign, "the other session's record, oldest first");
+    // A reopened database counts from zero: exactly what it cached.
+    let mut recount = task_db::TaskCounts::default();
+    for stored in &cached {
+        recount.add((stored.record.kind.type_name(), stored.record.state));
+    }
+    assert_eq!(reopened.counts(), recount);
+    assert_eq!(reopened.counts().total(), 4);
     let newest = reopened.list(&ListFilter::all().newest_first().with_limit(2))?;
     assert_eq!(ids(&newest), [cached[3].record.task_id.clone(), cached[2].record.task_id.clone()]);
     reopened.close()?;
