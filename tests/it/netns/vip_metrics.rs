@@ -5,21 +5,15 @@
 
 use std::time::Instant;
 
-use anyhow::{anyhow, ensure, Context, Result};
-use tests::netns::{in_netns, NetnsCluster, VIP, VIP_PREFIX};
+use anyhow::{ensure, Context, Result};
+use tests::netns::{NetnsCluster, VIP, VIP_PREFIX};
 
 use super::{assert_no_crash, leader_with_pid, with_cluster, WAIT};
 
 /// The node's `/metrics`, read from the client's namespace: (series as encoded, value).
 fn scrape(cluster: &NetnsCluster, node: usize) -> Result<Vec<(String, f64)>> {
-    let url = cluster.api_url(node, "/metrics");
-    let token = cluster.token().to_string();
-    let text = in_netns(cluster.client_namespace(), move || -> Result<String> {
-        let agent = ureq::AgentBuilder::new().timeout(std::time::Duration::from_secs(10)).build();
-        let response =
-            agent.get(&url).set("X-SmartX-Token", &token).call().map_err(|error| anyhow!("GET {url}: {error}"))?;
-        response.into_string().with_context(|| format!("read the answer to GET {url}"))
-    })??;
+    let (status, text) = cluster.http_text(&cluster.api_url(node, "/metrics"))?;
+    ensure!(status == 200, "GET /metrics on node {node}: {status}: {text}");
     ensure!(text.ends_with("# EOF\n"), "node {node}'s metrics do not end with # EOF");
     Ok(text
         .lines()
