@@ -6,7 +6,7 @@
 //! [`copy_volume`] is called by the runner (from a coroutine or a thread) with [`CopyPaths`]
 //! that [`AllowedRoots::check`] accepted, a [`CopySpec`] and a [`CopyControl`]. It starts a
 //! dedicated `runtime::ThreadContext` (`zbs-task-copy`), opens both files there once with
-//! [`CopyPaths::open`] — the confinement's boundary (`paths.rs`): beneath the roots' descriptors,
+//! [`CopyPaths::open`] — the confinement's boundary (`paths/open.rs`): beneath the roots' descriptors,
 //! no symlink, never blocking — and from then on uses only those descriptors, never a path. It
 //! does every file syscall on that context:
 //! positional IO (`FileExt::read_at`/`write_at`), `lseek(SEEK_DATA/SEEK_HOLE)`, `set_len`,
