@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context, Result};
 use nix::sys::signal::Signal;
 use tests::cluster::{daemon_binary, Cluster, ClusterBuilder, OnNetworkFailure};
+use tests::cluster_options::DaemonConfig;
+use tests::prelude::*;
 
 /// Generous bound for anything that should happen "soon" on a busy 2-core machine.
 const WAIT: Duration = Duration::from_secs(20);
@@ -376,9 +378,15 @@ fn run_with_bad_config(dir: &Path, toml: Option<&str>, args: &[&str]) -> Result<
 fn bad_config_exits_78_naming_the_key() {
     let dir = tempfile::Builder::new().prefix("zbs-bad-config-").tempdir().expect("temp dir");
     let state_dir = dir.path().join("state");
-    // Valid except for what each case adds; port 9 is never contacted, the daemon stops first.
-    let base =
-        format!("node_id = \"node-1\"\nzookeeper_hosts = \"127.0.0.1:9\"\nstate_dir = \"{}\"\n", state_dir.display());
+    // Valid except for what each case adds (top-level keys only, so what a case appends is
+    // top-level too); port 9 is never contacted, the daemon stops first.
+    let base = DaemonConfig {
+        node_id: Some("node-1".to_string()),
+        zookeeper_hosts: Some("127.0.0.1:9".to_string()),
+        state_dir: Some(state_dir.clone()),
+        ..DaemonConfig::default()
+    };
+    let base = base.to_toml().expect("write the base configuration");
     let missing = dir.path().join("no-such-dir/taskd.toml");
     let missing = missing.to_str().expect("utf-8 temp path");
     let cases: Vec<(&str, Option<String>, Vec<&str>, &str)> = vec![

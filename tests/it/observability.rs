@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::{anyhow, ensure, Context, Result};
 use serde_json::Value;
 use tests::cluster::{Cluster, ClusterBuilder};
+use tests::prelude::*;
 
 const WAIT: Duration = Duration::from_secs(30);
 

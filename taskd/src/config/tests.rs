@@ -275,3 +275,41 @@ fn a_vip_needs_a_session_timeout_long_enough_for_its_fence() {
     let message = error_text(parse(&format!("session_timeout_ms = 4000\n{vip}sync_interval_ms = 2000\n")));
     assert!(message.contains("vip.sync_interval_ms"), "{message}");
 }
+
+/// A file written through `FileConfig::to_toml` parses back to the same `FileConfig`, every
+/// table included, and a daemon loads it: the fixtures write their configurations this way.
+#[test]
+fn a_written_file_config_reads_back_the_same() {
+    let mut file = FileConfig {
+        node_id: Some("node-1".to_string()),
+        zookeeper_hosts: Some("127.0.0.1:2181".to_string()),
+        session_timeout_ms: Some(4_000),
+        management_address: Some(IpAddr::from([127, 0, 0, 2])),
+        state_dir: Some(PathBuf::from("/var/lib/zbs-taskd")),
+        on_network_failure: Some(NetworkFailureAction::Exit),
+        allowed_roots: Some(vec![PathBuf::from("/srv/a \"quoted\" root")]),
+        vip: Some(VipConfig::new("10.0.0.100/24", "eth0")),
+        ..FileConfig::default()
+    };
+    file.exit_limit.start_limit_burst = Some(3);
+    file.log = FileLog { format: Some(LogFormat::Json), level: Some("info,may=warn".to_string()), file: None };
+    file.tasks.copy_extent_mib = Some(1);
+    file.tasks.retry_base_ms = Some(1_000);
+    file.health.source = SourceKind::File;
+    file.health.fall = 2;
+    file.health.file.on_missing = MissingFile::Ok;
+    file.health.probe.interface = Some("data0".to_string());
+    file.api.protect_reads = Some(true);
+    file.api.listen_also = Some(vec![IpAddr::from([10, 0, 0, 7])]);
+    let text = file.to_toml().expect("write the file");
+    assert_eq!(FileConfig::parse(&text, Path::new("<written>")).expect("read it back"), file, "{text}");
+    let config = Config::from_toml_without_secrets(&text, &CommandLine::default()).expect("a daemon loads it");
+    assert_eq!(config.session_timeout, Duration::from_millis(4_000));
+    assert_eq!(config.tasks.copy_extent_bytes, 1 << 20);
+}
+
+/// An empty `FileConfig` writes nothing, so every key keeps the daemon's default.
+#[test]
+fn a_default_file_config_writes_no_key() {
+    assert_eq!(FileConfig::default().to_toml().expect("write the file").trim(), "");
+}
