@@ -150,6 +150,10 @@ impl ContextHandle {
     }
 
     /// Runs `f` as a new coroutine on this context; callable from any thread or coroutine.
+    ///
+    /// # Errors
+    ///
+    /// [`SchedError::Stopped`] once the context has been asked to stop.
     pub fn sched<F>(&self, f: F) -> Result<(), SchedError>
     where
         F: FnOnce() + Send + 'static,
@@ -187,6 +191,11 @@ impl ContextHandle {
     /// Waits until the context has stopped and, when it owns a thread, joins that thread.
     /// From the context's own thread this returns `JoinError::SelfJoin` at once: the thread
     /// cannot wait for itself, and the join is left to whoever owns a handle.
+    ///
+    /// # Errors
+    ///
+    /// [`JoinError::SelfJoin`] from the context's own thread, [`JoinError::Panicked`] when its
+    /// thread panicked outside a coroutine.
     pub fn join(&self) -> Result<(), JoinError> {
         if self.is_current() {
             return Err(JoinError::SelfJoin);
