@@ -35,7 +35,7 @@
 //! A failed run records its error and its class (`FailureClass`, from `CopyError::class`): a
 //! permanent one (source missing, permission denied, path refused, destination too small,
 //! invalid arguments) ends the task `Failed` at once; a transient one leaves it `Pending` for
-//! the dispatcher's retry back-off while attempts are left (`placement::after_failure`).
+//! the dispatcher's retry back-off while attempts are left (`task::after_failure`).
 //!
 //! # Drain
 //! A drain is kept in ZooKeeper twice: the registration's `draining` flag (what the dispatcher
@@ -79,8 +79,7 @@ pub mod lease;
 use self::lease::RunnerLease;
 use crate::clock::now_ms;
 use crate::copy_volume::{copy_volume, AllowedRoots, CopyControl, CopyOutcome, CopySettings, CopySpec};
-use crate::dispatcher::placement::after_failure;
-use crate::task::{FailureClass, TaskId, TaskKind, TaskRecord, TaskState};
+use crate::task::{after_failure, FailureClass, TaskId, TaskKind, TaskRecord, TaskState};
 use crate::task_db::{self, DbError, OwnerInfo, RunnerInfo, StoredRecord};
 
 /// The runner's thread name (at most 15 bytes).
