@@ -3,31 +3,18 @@
 //! `file` health source), and the stopped service's stand-in answering status, probes, metrics
 //! and task routes (503 naming the new leader) until the node rejoins.
 
-use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use anyhow::{anyhow, ensure, Context, Result};
 use serde_json::Value;
-use tests::cluster::{Cluster, ClusterBuilder};
+use tests::cluster::Cluster;
 use tests::prelude::*;
+
+use crate::with_cluster;
 
 const WAIT: Duration = Duration::from_secs(30);
 
 const PREFIX: &str = "/api/v2/task_center";
-
-fn serialize() -> MutexGuard<'static, ()> {
-    static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-fn with_cluster(builder: ClusterBuilder, scenario: impl FnOnce(&Cluster) -> Result<()>) {
-    let _serial = serialize();
-    let cluster = builder.start().expect("start the cluster");
-    if let Err(error) = scenario(&cluster) {
-        cluster.keep_dir_on_drop();
-        panic!("{error:?}\n(cluster dir: {})", cluster.dir().display());
-    }
-}
 
 fn agent() -> ureq::Agent {
     ureq::AgentBuilder::new().timeout(Duration::from_secs(15)).build()
