@@ -13,6 +13,36 @@ use parking_lot::Mutex;
 use crate::park::{self, Unparker};
 
 /// A mutual-exclusion lock for coroutines (and threads), fair in arrival order.
+///
+/// # Examples
+///
+/// Coroutines on one context hold the lock across a `sleep` (which parks only the coroutine,
+/// so the others run and queue for the lock); no increment is lost.
+///
+/// ```
+/// use std::sync::Arc;
+/// use std::time::Duration;
+/// use runtime::{sleep, CoMutex, SyncPoint, ThreadContext};
+///
+/// let context = ThreadContext::new("locks")?;
+/// let counter = Arc::new(CoMutex::new(0u32));
+/// let finished = SyncPoint::<()>::new();
+/// for _ in 0..4 {
+///     let (counter, finished) = (counter.clone(), finished.clone());
+///     context.sched(move || {
+///         let mut value = counter.lock();
+///         let read = *value;
+///         sleep(Duration::from_millis(5));
+///         *value = read + 1;
+///         if *value == 4 {
+///             finished.done();
+///         }
+///     })?;
+/// }
+/// finished.wait();
+/// assert_eq!(*counter.lock(), 4);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub struct CoMutex<T: ?Sized> {
     state: Mutex<LockState>,
     value: UnsafeCell<T>,

@@ -23,6 +23,11 @@ impl EventLoop {
     /// Runs the loop on the calling thread until `unloop` is called, then cancels the coroutines
     /// that have not finished (see `context`'s `# Stop`). A loop runs once; it cannot nest inside
     /// another loop or a coroutine.
+    ///
+    /// # Errors
+    ///
+    /// [`RunError::Nested`] inside another loop or a coroutine, [`RunError::AlreadyRunning`] while
+    /// another thread runs it, [`RunError::Stopped`] when it ran (or was unlooped) before.
     pub fn run(&self) -> Result<(), RunError> {
         context::run_loop(&self.handle)
     }
@@ -39,6 +44,10 @@ impl EventLoop {
     }
 
     /// Runs `f` as a coroutine on this loop.
+    ///
+    /// # Errors
+    ///
+    /// [`SchedError::Stopped`] once `unloop` has been called.
     pub fn sched<F>(&self, f: F) -> Result<(), SchedError>
     where
         F: FnOnce() + Send + 'static,

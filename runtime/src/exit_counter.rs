@@ -108,6 +108,12 @@ impl ExitCounter {
     /// warning) when it is corrupt. The directory must exist.
     ///
     /// `window` must be at least a millisecond and `limit` at most [`SLOT_COUNT`].
+    ///
+    /// # Errors
+    ///
+    /// `InvalidSettings` for a window under a millisecond or a limit over [`SLOT_COUNT`],
+    /// `NotAFileName` for a path without one, and the IO error of opening, sizing, locking or mapping
+    /// the file.
     pub fn open(path: impl AsRef<Path>, window: Duration, limit: u32) -> Result<ExitCounter> {
         let path = path.as_ref().to_path_buf();
         if window < Duration::from_millis(1) {
@@ -145,6 +151,10 @@ impl ExitCounter {
     }
 
     /// Records an exit now; returns the exits within the window, this one included.
+    ///
+    /// # Errors
+    ///
+    /// The IO error of locking or syncing the file.
     pub fn record_exit(&self) -> Result<u32> {
         self.record_exit_at(now_ms())
     }
@@ -153,21 +163,37 @@ impl ExitCounter {
     /// within the window, this one included; otherwise records nothing and returns `None`.
     /// Checking and recording happen under one lock, so two processes cannot both take the
     /// last allowed exit.
+    ///
+    /// # Errors
+    ///
+    /// The IO error of locking or syncing the file.
     pub fn try_record_exit(&self) -> Result<Option<u32>> {
         self.try_record_exit_at(now_ms())
     }
 
     /// The exits within the window.
+    ///
+    /// # Errors
+    ///
+    /// The IO error of locking the file.
     pub fn recent_exits(&self) -> Result<u32> {
         self.recent_exits_at(now_ms())
     }
 
     /// Whether recording one more exit now would stay within the limit.
+    ///
+    /// # Errors
+    ///
+    /// The IO error of locking the file.
     pub fn may_exit(&self) -> Result<bool> {
         Ok(self.recent_exits()? < self.limit)
     }
 
     /// The exits recorded since the file was (re)created, however old.
+    ///
+    /// # Errors
+    ///
+    /// The IO error of locking the file.
     pub fn total_exits(&self) -> Result<u64> {
         self.with_ring(now_ms(), |ring| ring.total_exits)
     }

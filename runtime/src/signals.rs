@@ -100,6 +100,11 @@ impl StopFlag {
 /// [module documentation](self)). Calling this again returns a flag sharing the same atomic and
 /// registers nothing more. If registration fails, the handlers registered so far are removed
 /// and the error is returned; a later call tries again.
+///
+/// # Errors
+///
+/// The OS error of a handler's registration (`sigaction`), after removing the ones registered
+/// by this call.
 pub fn install_stop_flag() -> io::Result<StopFlag> {
     let mut installed = INSTALLED_FLAG.lock().unwrap_or_else(PoisonError::into_inner);
     if let Some(flag) = installed.as_ref() {

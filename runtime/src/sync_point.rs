@@ -15,6 +15,21 @@ use parking_lot::Mutex;
 use crate::park::{self, Unparker};
 
 /// A one-shot (or, with `wait_and_reset`, reusable) completion signal carrying a `T`.
+///
+/// # Examples
+///
+/// An operation on another thread hands its result to a waiting caller.
+///
+/// ```
+/// use runtime::SyncPoint;
+///
+/// let answer = SyncPoint::<u64>::new();
+/// let reply = answer.value_callback();
+/// let worker = std::thread::spawn(move || reply(6 * 7));
+/// assert_eq!(answer.wait_and_reset(), 42);
+/// assert!(!answer.is_done(), "reset for the next round");
+/// worker.join().unwrap();
+/// ```
 pub struct SyncPoint<T = ()> {
     inner: Arc<Mutex<State<T>>>,
 }

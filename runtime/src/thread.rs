@@ -36,6 +36,10 @@ pub struct Thread<T> {
 
 impl<T: Send + 'static> Thread<T> {
     /// Starts `f` on a new OS thread called `name` (Linux shows the first 15 bytes).
+    ///
+    /// # Errors
+    ///
+    /// The OS error when the thread cannot be created (out of memory or threads).
     pub fn spawn<F>(name: &str, f: F) -> io::Result<Thread<T>>
     where
         F: FnOnce() -> T + Send + 'static,
@@ -74,6 +78,11 @@ impl<T> Thread<T> {
 
     /// Waits for the thread to finish and returns its result. A coroutine caller is parked,
     /// not its thread. From the thread itself: `JoinError::SelfJoin`, at once.
+    ///
+    /// # Errors
+    ///
+    /// [`JoinError::SelfJoin`] from the thread itself, [`JoinError::Panicked`] with the panic's
+    /// message, [`JoinError::AlreadyJoined`] when somebody joined it before.
     pub fn join(&self) -> Result<T, JoinError> {
         if self.is_current() {
             return Err(JoinError::SelfJoin);

@@ -11,17 +11,49 @@ use crate::context::{self, ContextHandle, SchedError, DEFAULT_STACK_SIZE};
 use crate::thread::{JoinError, Thread};
 
 /// A named OS thread running a coroutine loop.
+///
+/// # Examples
+///
+/// A coroutine waiting on a [`SyncPoint`](crate::SyncPoint) parks only itself: another
+/// coroutine of the same context runs on the same thread meanwhile and wakes it.
+///
+/// ```
+/// use runtime::{SyncPoint, ThreadContext};
+///
+/// let context = ThreadContext::new("example")?;
+/// let greeting = SyncPoint::<&'static str>::new();
+/// let answer = SyncPoint::<String>::new();
+/// let (waited, reply) = (greeting.clone(), answer.value_callback());
+/// context.sched(move || {
+///     let word = waited.wait_and_reset();
+///     let thread = std::thread::current().name().unwrap_or_default().to_string();
+///     reply(format!("{word} on {thread}"));
+/// })?;
+/// context.sched(move || greeting.done_with("hello"))?;
+/// assert_eq!(answer.wait_and_reset(), "hello on example");
+/// context.stop();
+/// context.join()?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub struct ThreadContext {
     handle: ContextHandle,
 }
 
 impl ThreadContext {
     /// Starts a thread called `name` running an empty loop.
+    ///
+    /// # Errors
+    ///
+    /// The OS error when the thread cannot be created.
     pub fn new(name: &str) -> io::Result<ThreadContext> {
         ThreadContext::with_stack_size(name, DEFAULT_STACK_SIZE)
     }
 
     /// Like `new`, with coroutine stacks of `stack_size` bytes.
+    ///
+    /// # Errors
+    ///
+    /// The OS error when the thread cannot be created.
     pub fn with_stack_size(name: &str, stack_size: usize) -> io::Result<ThreadContext> {
         let handle = ContextHandle::new(name, stack_size);
         let loop_handle = handle.clone();
@@ -40,6 +72,10 @@ impl ThreadContext {
     }
 
     /// Runs `f` as a coroutine on this context; callable from any thread or coroutine.
+    ///
+    /// # Errors
+    ///
+    /// [`SchedError::Stopped`] once the context has been asked to stop.
     pub fn sched<F>(&self, f: F) -> Result<(), SchedError>
     where
         F: FnOnce() + Send + 'static,
@@ -54,6 +90,11 @@ impl ThreadContext {
 
     /// Waits for the context's thread to finish (after `stop`). From the context's own thread
     /// it returns `JoinError::SelfJoin` at once.
+    ///
+    /// # Errors
+    ///
+    /// [`JoinError::SelfJoin`] from the context's own thread; [`JoinError::Panicked`] when its
+    /// thread panicked outside a coroutine.
     pub fn join(&self) -> Result<(), JoinError> {
         self.handle.join()
     }

@@ -33,6 +33,33 @@ impl TimerShared {
 }
 
 /// A scheduled callback; cancelled when dropped.
+///
+/// # Examples
+///
+/// A repeating timer counts its ticks; once `cancel` returns, the count stays put.
+///
+/// ```
+/// use std::sync::atomic::{AtomicU32, Ordering};
+/// use std::sync::Arc;
+/// use std::time::Duration;
+/// use runtime::{ThreadContext, TimerHandle};
+///
+/// let context = ThreadContext::new("timers")?;
+/// let ticks = Arc::new(AtomicU32::new(0));
+/// let counter = ticks.clone();
+/// let timer = TimerHandle::new(&context, move || {
+///     counter.fetch_add(1, Ordering::SeqCst);
+/// }, Duration::from_millis(10), true)?;
+/// while ticks.load(Ordering::SeqCst) < 3 {
+///     std::thread::sleep(Duration::from_millis(5));
+/// }
+/// timer.cancel();
+/// let after_cancel = ticks.load(Ordering::SeqCst);
+/// std::thread::sleep(Duration::from_millis(50));
+/// assert_eq!(ticks.load(Ordering::SeqCst), after_cancel, "no tick after cancel returned");
+/// assert!(timer.is_finished());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub struct TimerHandle {
     shared: Arc<TimerShared>,
 }
@@ -40,6 +67,10 @@ pub struct TimerHandle {
 impl TimerHandle {
     /// Runs `callback` on `context` after `interval`, and then every `interval` if `repeat`
     /// (fixed rate: ticks keep their phase; ticks missed while the context was busy are skipped).
+    ///
+    /// # Errors
+    ///
+    /// [`SchedError::Stopped`] when `context` has been stopped: the timer would never run.
     pub fn new<C, F>(context: &C, callback: F, interval: Duration, repeat: bool) -> Result<TimerHandle, SchedError>
     where
         C: AsRef<ContextHandle> + ?Sized,

@@ -6,17 +6,19 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 mod api;
+mod file;
 mod tasks;
 mod vips;
 
 use crate::runner::lease::{TimerRule, TimerRuleError};
 use clap::{Parser, ValueEnum};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use vip::health::{HealthConfig, MissingFile, SourceKind};
 use vip::VipConfig;
 
-pub use api::ApiConfig;
-pub use tasks::TasksConfig;
+pub use api::{ApiConfig, FileApi};
+pub use file::{FileConfig, FileExitLimit, FileLog};
+pub use tasks::{FileTasks, TasksConfig};
 pub use vips::VipSection;
 
 /// Where the daemon looks for its file when `--config` is not given.
@@ -52,7 +54,7 @@ impl ConfigError {
 }
 
 /// What the daemon does when this node's data network fails while it leads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum NetworkFailureAction {
     /// Stop the service, keep the process, rejoin as a follower once healthy (the default).
@@ -62,7 +64,7 @@ pub enum NetworkFailureAction {
 }
 
 /// How log lines look.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum LogFormat {
     /// `I1123 20:17:43.026106  4351 file.rs:698] message`, as the original daemons write.
@@ -246,54 +248,6 @@ pub struct CommandLine {
     pub api_standby_status: Option<u16>,
 }
 
-/// The file's shape: every key optional, unknown keys refused.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileConfig {
-    node_id: Option<String>,
-    zookeeper_hosts: Option<String>,
-    session_timeout_ms: Option<u64>,
-    early_takeover_ms: Option<u64>,
-    management_address: Option<IpAddr>,
-    data_address: Option<IpAddr>,
-    dispatcher_port: Option<u16>,
-    runner_port: Option<u16>,
-    state_dir: Option<PathBuf>,
-    drain_deadline_ms: Option<u64>,
-    on_network_failure: Option<NetworkFailureAction>,
-    step_down_requires_healthy_peer: Option<bool>,
-    runner_slots: Option<u32>,
-    allowed_roots: Option<Vec<PathBuf>>,
-    allowed_devices: Option<Vec<PathBuf>>,
-    allow_hard_links: Option<bool>,
-    #[serde(default)]
-    exit_limit: FileExitLimit,
-    #[serde(default)]
-    log: FileLog,
-    #[serde(default)]
-    tasks: tasks::FileTasks,
-    #[serde(default)]
-    health: HealthConfig,
-    vip: Option<VipSection>,
-    #[serde(default)]
-    api: api::FileApi,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileExitLimit {
-    start_limit_burst: Option<u32>,
-    start_limit_interval_sec: Option<u64>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileLog {
-    format: Option<LogFormat>,
-    level: Option<String>,
-    file: Option<PathBuf>,
-}
-
 /// The validated configuration the daemon runs with.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -357,8 +311,8 @@ impl Config {
 
     fn read(command_line: &CommandLine) -> Result<FileConfig, ConfigError> {
         match &command_line.config {
-            Some(path) => read_file(path),
-            None if Path::new(DEFAULT_CONFIG_PATH).exists() => read_file(Path::new(DEFAULT_CONFIG_PATH)),
+            Some(path) => FileConfig::read(path),
+            None if Path::new(DEFAULT_CONFIG_PATH).exists() => FileConfig::read(Path::new(DEFAULT_CONFIG_PATH)),
             None => Ok(FileConfig::default()),
         }
     }
@@ -366,13 +320,13 @@ impl Config {
     /// Parses TOML text as a config file and applies the flags over it (a token file it names
     /// is read); for tests and tools.
     pub fn from_toml(text: &str, command_line: &CommandLine) -> Result<Config, ConfigError> {
-        let file = parse_file(text, Path::new("<inline>"))?;
+        let file = FileConfig::parse(text, Path::new("<inline>"))?;
         Config::merge(file, command_line, Secrets::Read)
     }
 
     /// Like `from_toml`, without reading the token file it names.
     pub fn from_toml_without_secrets(text: &str, command_line: &CommandLine) -> Result<Config, ConfigError> {
-        let file = parse_file(text, Path::new("<inline>"))?;
+        let file = FileConfig::parse(text, Path::new("<inline>"))?;
         Config::merge(file, command_line, Secrets::Skip)
     }
 
@@ -640,17 +594,6 @@ fn merge_health(mut health: HealthConfig, cli: &CommandLine) -> HealthConfig {
         health.chunk.url = Some(url.clone());
     }
     health
-}
-
-fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
-    let text =
-        std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
-    parse_file(&text, path)
-}
-
-fn parse_file(text: &str, path: &Path) -> Result<FileConfig, ConfigError> {
-    // toml's message names the key and shows the offending line.
-    toml::from_str(text).map_err(|error| ConfigError::Parse { path: path.to_path_buf(), message: error.to_string() })
 }
 
 fn validate_node_id(node_id: &str) -> Result<(), ConfigError> {

@@ -21,7 +21,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-pub use failure::FailureClass;
+pub use failure::{after_failure, FailureClass};
 pub use request_id::{RequestId, RequestIdError};
 pub use state::{TaskState, TransitionError, UnknownState};
 pub use window::{RuntimeWindow, WindowError};

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 use tests::cluster::{Cluster, ClusterBuilder};
+use tests::prelude::*;
 
 const PER_CLIENT: usize = 16;
 /// Above the 300 slow loris, so they alone never fill the port: an honest caller must find a place.
@@ -26,10 +27,11 @@ fn with_node(scenario: impl FnOnce(&Cluster) -> Result<()>) {
     let _serial = serialize();
     let cluster = ClusterBuilder::new()
         .nodes(1)
-        .api_config(format!(
-            "max_connections = {PER_PORT}\nmax_connections_per_client = {PER_CLIENT}\nheader_timeout_ms = {}\n",
-            HEADER_TIMEOUT.as_millis()
-        ))
+        .configure(|config| {
+            config.api.max_connections = Some(PER_PORT);
+            config.api.max_connections_per_client = Some(PER_CLIENT);
+            config.api.header_timeout_ms = Some(HEADER_TIMEOUT.as_millis() as u64);
+        })
         .start()
         .expect("start a node");
     if let Err(error) = scenario(&cluster) {

@@ -4,13 +4,16 @@
 
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::{Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 use nix::sys::signal::Signal;
 use tests::cluster::{daemon_binary, Cluster, ClusterBuilder, OnNetworkFailure};
+use tests::cluster_options::DaemonConfig;
+use tests::prelude::*;
+
+use crate::{serialize, with_cluster};
 
 /// Generous bound for anything that should happen "soon" on a busy 2-core machine.
 const WAIT: Duration = Duration::from_secs(20);
@@ -21,23 +24,6 @@ const NO_FLAP_WINDOW: Duration = Duration::from_secs(3);
 /// The exit codes the daemon documents.
 const EXIT_NETWORK_FAILURE: i32 = 75;
 const EXIT_CONFIG: i32 = 78;
-
-/// The daemon tests run one at a time: each starts a JVM and four processes, and two at once on
-/// two cores would only make every one slower.
-fn serialize() -> MutexGuard<'static, ()> {
-    static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-/// Starts a cluster and runs `scenario` on it; a failure panics while the cluster still exists,
-/// so that its drop keeps the nodes' dirs and logs.
-fn with_cluster(builder: ClusterBuilder, scenario: impl FnOnce(&Cluster) -> Result<()>) {
-    let _serial = serialize();
-    let cluster = builder.start().expect("start the cluster");
-    if let Err(error) = scenario(&cluster) {
-        panic!("{error:?}\n(cluster dir: {})", cluster.dir().display());
-    }
-}
 
 /// Checks that the node's log has `stop stage 1:` to `stop stage 8:`, in order, in its last stop.
 fn assert_stop_stages_in_order(cluster: &Cluster, node: usize) -> Result<()> {
@@ -385,9 +371,15 @@ fn run_with_bad_config(dir: &Path, toml: Option<&str>, args: &[&str]) -> Result<
 fn bad_config_exits_78_naming_the_key() {
     let dir = tempfile::Builder::new().prefix("zbs-bad-config-").tempdir().expect("temp dir");
     let state_dir = dir.path().join("state");
-    // Valid except for what each case adds; port 9 is never contacted, the daemon stops first.
-    let base =
-        format!("node_id = \"node-1\"\nzookeeper_hosts = \"127.0.0.1:9\"\nstate_dir = \"{}\"\n", state_dir.display());
+    // Valid except for what each case adds (top-level keys only, so what a case appends is
+    // top-level too); port 9 is never contacted, the daemon stops first.
+    let base = DaemonConfig {
+        node_id: Some("node-1".to_string()),
+        zookeeper_hosts: Some("127.0.0.1:9".to_string()),
+        state_dir: Some(state_dir.clone()),
+        ..DaemonConfig::default()
+    };
+    let base = base.to_toml().expect("write the base configuration");
     let missing = dir.path().join("no-such-dir/taskd.toml");
     let missing = missing.to_str().expect("utf-8 temp path");
     let cases: Vec<(&str, Option<String>, Vec<&str>, &str)> = vec![

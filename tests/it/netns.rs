@@ -24,6 +24,7 @@ mod vip_set;
 use tests::netns::{
     health_invalid, ip, skip_reason, NetnsCluster, NetnsClusterBuilder, Signal, MANAGEMENT_INTERFACE, VIP, VIP_PREFIX,
 };
+use tests::prelude::*;
 
 /// Generous bound for anything that should happen "soon" on a busy 2-core machine.
 const WAIT: Duration = Duration::from_secs(20);

@@ -17,7 +17,9 @@ use anyhow::{bail, ensure, Context, Result};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use tests::cluster::daemon_binary;
+use tests::cluster_options::{write_daemon_config, DaemonConfig};
 use tests::zk::ZooKeeper;
+use vip::health::SourceKind;
 
 /// The watchdog period the test hands the daemon: it pings every half of it.
 const WATCHDOG_USEC: u64 = 200_000;
@@ -143,36 +145,25 @@ impl NotifiedDaemon {
         let stderr_path = dir.path().join("stderr.log");
         fs::write(&health_path, "ok\n").context("write the health file")?;
         let config_path = dir.path().join("taskd.toml");
-        fs::write(
-            &config_path,
-            format!(
-                "node_id = \"notify-test\"\n\
-                 zookeeper_hosts = \"{zookeeper}\"\n\
-                 management_address = \"{address}\"\n\
-                 data_address = \"{address}\"\n\
-                 dispatcher_port = {dispatcher_port}\n\
-                 runner_port = {runner_port}\n\
-                 state_dir = \"{state_dir}\"\n\
-                 drain_deadline_ms = 2000\n\
-                 [log]\n\
-                 level = \"info\"\n\
-                 file = \"{log}\"\n\
-                 [health]\n\
-                 source = \"file\"\n\
-                 fall = 2\n\
-                 rise = 2\n\
-                 [health.file]\n\
-                 path = \"{health}\"\n\
-                 interval_ms = 100\n",
-                zookeeper = zookeeper.connect_string(),
-                dispatcher_port = ports[0],
-                runner_port = ports[1],
-                state_dir = state_dir.display(),
-                log = log_path.display(),
-                health = health_path.display(),
-            ),
-        )
-        .context("write the config")?;
+        let mut config = DaemonConfig {
+            node_id: Some("notify-test".to_string()),
+            zookeeper_hosts: Some(zookeeper.connect_string()),
+            management_address: Some(address.into()),
+            data_address: Some(address.into()),
+            dispatcher_port: Some(ports[0]),
+            runner_port: Some(ports[1]),
+            state_dir: Some(state_dir.clone()),
+            drain_deadline_ms: Some(2000),
+            ..DaemonConfig::default()
+        };
+        config.log.level = Some("info".to_string());
+        config.log.file = Some(log_path.clone());
+        config.health.source = SourceKind::File;
+        config.health.fall = 2;
+        config.health.rise = 2;
+        config.health.file.path = health_path.clone();
+        config.health.file.interval_ms = 100;
+        write_daemon_config(&config_path, "the notify test", &config)?;
         let stderr = fs::File::create(&stderr_path).context("create stderr.log")?;
         let stdout = stderr.try_clone().context("duplicate the stderr handle")?;
         // systemd sets WATCHDOG_PID to the main process's pid, and the daemon (through the

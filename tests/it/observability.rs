@@ -6,30 +6,18 @@
 //! them from ZooKeeper.
 
 use std::collections::BTreeMap;
-use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use anyhow::{anyhow, ensure, Context, Result};
 use serde_json::Value;
-use tests::cluster::{Cluster, ClusterBuilder};
+use tests::cluster::Cluster;
+use tests::prelude::*;
+
+use crate::with_cluster;
 
 const WAIT: Duration = Duration::from_secs(30);
 
 const PREFIX: &str = "/api/v2/task_center";
-
-fn serialize() -> MutexGuard<'static, ()> {
-    static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-fn with_cluster(builder: ClusterBuilder, scenario: impl FnOnce(&Cluster) -> Result<()>) {
-    let _serial = serialize();
-    let cluster = builder.start().expect("start the cluster");
-    if let Err(error) = scenario(&cluster) {
-        cluster.keep_dir_on_drop();
-        panic!("{error:?}\n(cluster dir: {})", cluster.dir().display());
-    }
-}
 
 fn agent() -> ureq::Agent {
     ureq::AgentBuilder::new().timeout(Duration::from_secs(15)).build()
@@ -196,7 +184,7 @@ fn metrics_used_by_monitoring() -> Result<std::collections::BTreeSet<String>> {
 #[test]
 fn metrics_and_probes_follow_a_hand_over_and_a_stopped_service_answers() {
     // One attempt: a failing task fails at once.
-    let builder = Cluster::builder().health_fall_rise(1, 2).extra_config("tasks = { max_attempts = 1 }");
+    let builder = Cluster::builder().health_fall_rise(1, 2).configure(|config| config.tasks.max_attempts = Some(1));
     with_cluster(builder, |cluster| {
         let old = cluster.wait_for_leader(WAIT)?;
         let n_nodes = cluster.n_nodes();

@@ -31,6 +31,8 @@ use anyhow::{bail, ensure, Context, Result};
 use chrono::Timelike;
 use serde_json::{json, Value};
 use tests::cluster::{daemon_binary, glog_time, Cluster, ClusterBuilder, Signal};
+use tests::cluster_options::DaemonConfig;
+use tests::prelude::*;
 
 /// Generous bound for anything that should happen soon on a busy 2-core machine.
 const WAIT: Duration = Duration::from_secs(30);
@@ -43,28 +45,34 @@ fn serialize() -> MutexGuard<'static, ()> {
 }
 
 /// A cluster whose runners may copy under `roots` (and 2 s sessions, so a killed runner's
-/// owner nodes vanish soon), with two slots per runner unless `extra` (more config lines) says
-/// otherwise, and the log filter `log_level`.
-fn start_cluster(roots: &Path, extra: &str, log_level: &str) -> Result<Cluster> {
-    let slots = if extra.contains("runner_slots") { "" } else { "runner_slots = 2\n" };
+/// owner nodes vanish soon), with two slots per runner unless `configure` says otherwise, and
+/// the log filter `log_level`.
+fn start_cluster(roots: &Path, configure: impl FnOnce(&mut DaemonConfig), log_level: &str) -> Result<Cluster> {
     ClusterBuilder::new()
         .session_timeout(Duration::from_millis(2000))
         .log_level(log_level)
-        .extra_config(format!("allowed_roots = [\"{}\"]\n{slots}{extra}", roots.display()))
+        .configure(|config| {
+            config.allowed_roots = Some(vec![roots.to_path_buf()]);
+            config.runner_slots = Some(2);
+            configure(config);
+        })
         .start()
 }
 
 fn with_cluster(scenario: impl FnOnce(&Cluster, &Path) -> Result<()>) {
-    with_tuned_cluster("", "info", scenario)
+    with_tuned_cluster(|_| {}, "info", scenario)
 }
 
-/// `with_cluster` with more top-level config lines (e.g. `tasks = { copy_extent_mib = 1 }`:
-/// the fixture appends top-level keys after its own, so a table must be written inline) and a
-/// log filter.
-fn with_tuned_cluster(extra: &str, log_level: &str, scenario: impl FnOnce(&Cluster, &Path) -> Result<()>) {
+/// `with_cluster` with every node's configuration changed by `configure` (e.g.
+/// `|config| config.tasks.copy_extent_mib = Some(1)`) and a log filter.
+fn with_tuned_cluster(
+    configure: impl FnOnce(&mut DaemonConfig),
+    log_level: &str,
+    scenario: impl FnOnce(&Cluster, &Path) -> Result<()>,
+) {
     let _serial = serialize();
     let roots = tempfile::Builder::new().prefix("zbs-tasks-").tempdir().expect("create the copy root");
-    let cluster = start_cluster(roots.path(), extra, log_level).expect("start the cluster");
+    let cluster = start_cluster(roots.path(), configure, log_level).expect("start the cluster");
     if let Err(error) = scenario(&cluster, roots.path()) {
         cluster.keep_dir_on_drop();
         panic!("{error:?}\n(cluster dir: {})", cluster.dir().display());

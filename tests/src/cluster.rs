@@ -6,9 +6,10 @@
 //! directory and with the core-size limit raised, so that a crash would leave a `core` file there
 //! (this machine's `core_pattern` is relative) for [`Cluster::core_files`] to find.
 //!
-//! A background sampler polls every node's `/api/v1/status` every few milliseconds and keeps
-//! each answer with its time, so that a test can assert that two nodes never led at one instant
-//! ([`Sampler::definite_overlaps`]) and a benchmark can see when a new leader appeared.
+//! A background sampler (`cluster/sampler.rs`) polls every node's `/api/v1/status` every few
+//! milliseconds and keeps each answer with its time, so that a test can assert that two nodes
+//! never led at one instant ([`Sampler::definite_overlaps`]) and a benchmark can see when a new
+//! leader appeared.
 //!
 //! Dropping the cluster stops every daemon it started (SIGTERM, then SIGKILL after a grace) and
 //! then ZooKeeper. When the thread is panicking (a failed test) the dir is kept and its path
@@ -23,18 +24,27 @@
 use std::fs;
 use std::net::{Ipv4Addr, SocketAddrV4, TcpListener};
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
-use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::sync::OnceLock;
+use std::thread;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use anyhow::{anyhow, bail, ensure, Context, Result};
+use anyhow::{anyhow, ensure, Context, Result};
 use chrono::TimeZone;
 use serde::Deserialize;
 
+use taskd::config::{FileExitLimit, LogFormat, NetworkFailureAction};
+use vip::health::SourceKind;
+
+use crate::cluster_options::{write_daemon_config, ClusterOptions, ClusterSettings, DaemonConfig};
 use crate::daemon::{DaemonFiles, Daemons};
+use crate::node_control::NodeControl;
+
+mod sampler;
+
 use crate::zk::ZooKeeper;
+pub use sampler::{Observation, Overlap, Sample, Sampler};
 
 /// The signals [`Cluster::signal`] sends, re-exported so that users need no `nix` of their own.
 pub use nix::sys::signal::Signal;
@@ -60,27 +70,12 @@ pub enum OnNetworkFailure {
 /// A step run on one node's files before it starts.
 type PrepareNode = fn(&NodeSpec) -> Result<()>;
 
-/// Settings for starting a cluster; every node gets the same ones.
+/// Settings for starting a cluster; every node gets the same ones. The setters both fixtures
+/// share (node count, session timeout, `configure`, ...) are [`ClusterSettings`]'.
 #[derive(Clone, Debug)]
 pub struct ClusterBuilder {
-    n_nodes: usize,
-    session_timeout: Duration,
-    drain_deadline: Duration,
-    health_fall: u32,
-    health_rise: u32,
-    health_interval: Duration,
-    on_network_failure: OnNetworkFailure,
-    step_down_requires_healthy_peer: bool,
-    log_level: String,
+    options: ClusterOptions,
     sample_interval: Duration,
-    start_timeout: Duration,
-    binary: Option<PathBuf>,
-    /// Top-level TOML lines added to every node's config (`extra_config`).
-    extra_config: String,
-    /// `[api] protect_reads` of every node (the token itself is always on).
-    protect_reads: bool,
-    /// More `[api]` lines of every node (`api_config`).
-    api_config: String,
     /// Run on a node's files before it starts (`prepare_node`).
     prepare: Vec<(usize, PrepareNode)>,
     /// ZooKeeper servers: 1 standalone, 3 an ensemble (`zookeeper_servers`).
@@ -89,25 +84,35 @@ pub struct ClusterBuilder {
 
 impl Default for ClusterBuilder {
     fn default() -> Self {
+        let mut config = DaemonConfig {
+            session_timeout_ms: Some(6_000),
+            drain_deadline_ms: Some(2_000),
+            on_network_failure: Some(NetworkFailureAction::Stay),
+            step_down_requires_healthy_peer: Some(true),
+            ..DaemonConfig::default()
+        };
+        config.log.format = Some(LogFormat::Glog);
+        config.log.level = Some("info".to_string());
+        config.health.source = SourceKind::File;
+        config.health.fall = 2;
+        config.health.rise = 3;
+        config.health.file.interval_ms = 100;
+        config.api.protect_reads = Some(false);
+        // Retries 1 s apart, doubling: the daemon's default (10 s) would make every test that
+        // watches a task fail and retry wait for minutes. A test may set its own.
+        config.tasks.retry_base_ms = Some(1_000);
         ClusterBuilder {
-            n_nodes: 3,
-            session_timeout: Duration::from_millis(6000),
-            drain_deadline: Duration::from_millis(2000),
-            health_fall: 2,
-            health_rise: 3,
-            health_interval: Duration::from_millis(100),
-            on_network_failure: OnNetworkFailure::Stay,
-            step_down_requires_healthy_peer: true,
-            log_level: "info".to_string(),
+            options: ClusterOptions::new(config),
             sample_interval: Duration::from_millis(20),
-            start_timeout: Duration::from_secs(60),
-            binary: None,
-            extra_config: String::new(),
-            protect_reads: false,
-            api_config: String::new(),
             prepare: Vec::new(),
             zookeeper_servers: 1,
         }
+    }
+}
+
+impl ClusterSettings for ClusterBuilder {
+    fn options_mut(&mut self) -> &mut ClusterOptions {
+        &mut self.options
     }
 }
 
@@ -118,52 +123,33 @@ impl ClusterBuilder {
         Self::default()
     }
 
-    /// Sets the number of daemons (1 to 254).
-    pub fn nodes(mut self, n_nodes: usize) -> Self {
-        self.n_nodes = n_nodes;
-        self
-    }
-
-    /// Sets `session_timeout_ms`.
-    pub fn session_timeout(mut self, session_timeout: Duration) -> Self {
-        self.session_timeout = session_timeout;
-        self
-    }
-
-    /// Sets `drain_deadline_ms`.
-    pub fn drain_deadline(mut self, drain_deadline: Duration) -> Self {
-        self.drain_deadline = drain_deadline;
-        self
-    }
-
-    /// Sets the health source's `fall` and `rise` rounds.
-    pub fn health_fall_rise(mut self, fall: u32, rise: u32) -> Self {
-        self.health_fall = fall;
-        self.health_rise = rise;
-        self
+    /// The settings both fixtures share, every node's configuration among them.
+    pub fn options(&self) -> &ClusterOptions {
+        &self.options
     }
 
     /// Sets how often the health file is read (`health.file.interval_ms`).
     pub fn health_interval(mut self, interval: Duration) -> Self {
-        self.health_interval = interval;
+        self.options.config.health.file.interval_ms = interval.as_millis() as u64;
         self
     }
 
     /// Sets `on_network_failure` (and the `[exit_limit]` section in exit mode).
     pub fn on_network_failure(mut self, action: OnNetworkFailure) -> Self {
-        self.on_network_failure = action;
-        self
-    }
-
-    /// Sets `step_down_requires_healthy_peer` (the whole-outage guard).
-    pub fn step_down_requires_healthy_peer(mut self, required: bool) -> Self {
-        self.step_down_requires_healthy_peer = required;
-        self
-    }
-
-    /// Sets the daemons' log filter (`log.level`).
-    pub fn log_level(mut self, level: impl Into<String>) -> Self {
-        self.log_level = level.into();
+        let config = &mut self.options.config;
+        match action {
+            OnNetworkFailure::Stay => {
+                config.on_network_failure = Some(NetworkFailureAction::Stay);
+                config.exit_limit = FileExitLimit::default();
+            }
+            OnNetworkFailure::Exit { start_limit_burst, start_limit_interval_sec } => {
+                config.on_network_failure = Some(NetworkFailureAction::Exit);
+                config.exit_limit = FileExitLimit {
+                    start_limit_burst: Some(start_limit_burst),
+                    start_limit_interval_sec: Some(start_limit_interval_sec),
+                };
+            }
+        }
         self
     }
 
@@ -173,32 +159,9 @@ impl ClusterBuilder {
         self
     }
 
-    /// Sets how long start-up may take: ZooKeeper, then every node serving and one leader.
-    pub fn start_timeout(mut self, timeout: Duration) -> Self {
-        self.start_timeout = timeout;
-        self
-    }
-
-    /// Uses this `zbs-taskd` binary instead of the one next to the running executable.
-    pub fn binary(mut self, binary: impl Into<PathBuf>) -> Self {
-        self.binary = Some(binary.into());
-        self
-    }
-
-    /// Adds top-level TOML lines (`key = value`, no section) to every node's config, e.g.
-    /// `runner_slots = 2` or `allowed_roots = ["/tmp/x"]`.
-    pub fn extra_config(mut self, toml_text: impl Into<String>) -> Self {
-        let mut text = toml_text.into();
-        if !text.is_empty() && !text.ends_with('\n') {
-            text.push('\n');
-        }
-        self.extra_config.push_str(&text);
-        self
-    }
-
     /// Reads need the API token too (`[api] protect_reads`).
     pub fn protect_reads(mut self, protect: bool) -> Self {
-        self.protect_reads = protect;
+        self.options.config.api.protect_reads = Some(protect);
         self
     }
 
@@ -206,16 +169,6 @@ impl ClusterBuilder {
     /// to break its state dir.
     pub fn prepare_node(mut self, index: usize, prepare: fn(&NodeSpec) -> Result<()>) -> Self {
         self.prepare.push((index, prepare));
-        self
-    }
-
-    /// More lines of every node's `[api]` table, e.g. `max_connections = 64`.
-    pub fn api_config(mut self, toml_lines: impl Into<String>) -> Self {
-        let mut lines = toml_lines.into();
-        if !lines.ends_with('\n') {
-            lines.push('\n');
-        }
-        self.api_config.push_str(&lines);
         self
     }
 
@@ -230,8 +183,9 @@ impl ClusterBuilder {
     /// Starts ZooKeeper and every node (all at once), then waits until each answers its status,
     /// sees every member, and exactly one leads.
     pub fn start(self) -> Result<Cluster> {
-        ensure!((1..=254).contains(&self.n_nodes), "a cluster has 1 to 254 nodes, not {}", self.n_nodes);
-        let binary = match &self.binary {
+        let n_nodes = self.options.n_nodes;
+        ensure!((1..=254).contains(&n_nodes), "a cluster has 1 to 254 nodes, not {n_nodes}");
+        let binary = match &self.options.binary {
             Some(binary) => binary.clone(),
             None => daemon_binary()?,
         };
@@ -242,13 +196,13 @@ impl ClusterBuilder {
         let token_path = dir.path().join("token");
         taskd::access::create_token_file(&token_path, None).context("write the cluster's API token")?;
         let token = taskd::access::ApiTokens::read(&token_path).context("read the API token")?.sent().to_string();
-        let mut specs = Vec::with_capacity(self.n_nodes);
-        for index in 0..self.n_nodes {
+        let mut specs = Vec::with_capacity(n_nodes);
+        for index in 0..n_nodes {
             let spec = NodeSpec::plan(index, dir.path())?;
             fs::create_dir_all(&spec.state_dir).with_context(|| format!("create {}", spec.state_dir.display()))?;
             write_health(&spec.health_path, true)?;
-            fs::write(&spec.config_path, self.config_toml(&spec, &zookeeper.connect_string(), &token_path))
-                .with_context(|| format!("write {}", spec.config_path.display()))?;
+            let config = self.node_config(&spec, &zookeeper.connect_string(), &token_path);
+            write_daemon_config(&spec.config_path, "the zbs-taskd-rs cluster fixture", &config)?;
             for (_, prepare) in self.prepare.iter().filter(|(node, _)| *node == index) {
                 prepare(&spec).with_context(|| format!("prepare {}", spec.node_id))?;
             }
@@ -267,7 +221,7 @@ impl ClusterBuilder {
             token_path,
             dir: Some(dir),
             zookeeper: Some(zookeeper),
-            start_timeout: self.start_timeout,
+            start_timeout: self.options.start_timeout,
             keep_dir: AtomicBool::new(false),
             settings: self,
         };
@@ -279,65 +233,20 @@ impl ClusterBuilder {
         Ok(cluster)
     }
 
-    fn config_toml(&self, spec: &NodeSpec, zookeeper_hosts: &str, token_path: &Path) -> String {
-        let mut toml = format!(
-            "# Written by the zbs-taskd-rs cluster fixture.\n\
-             node_id = \"{node_id}\"\n\
-             zookeeper_hosts = \"{zookeeper_hosts}\"\n\
-             session_timeout_ms = {session_timeout_ms}\n\
-             management_address = \"{address}\"\n\
-             data_address = \"{address}\"\n\
-             dispatcher_port = {dispatcher_port}\n\
-             runner_port = {runner_port}\n\
-             state_dir = \"{state_dir}\"\n\
-             drain_deadline_ms = {drain_deadline_ms}\n\
-             step_down_requires_healthy_peer = {guard}\n",
-            node_id = spec.node_id,
-            session_timeout_ms = self.session_timeout.as_millis(),
-            address = spec.address,
-            dispatcher_port = spec.dispatcher_port,
-            runner_port = spec.runner_port,
-            state_dir = spec.state_dir.display(),
-            drain_deadline_ms = self.drain_deadline.as_millis(),
-            guard = self.step_down_requires_healthy_peer,
-        );
-        toml.push_str(&self.extra_config);
-        match self.on_network_failure {
-            OnNetworkFailure::Stay => toml.push_str("on_network_failure = \"stay\"\n"),
-            OnNetworkFailure::Exit { start_limit_burst, start_limit_interval_sec } => toml.push_str(&format!(
-                "on_network_failure = \"exit\"\n\
-                 [exit_limit]\n\
-                 start_limit_burst = {start_limit_burst}\n\
-                 start_limit_interval_sec = {start_limit_interval_sec}\n"
-            )),
-        }
-        toml.push_str(&format!(
-            "[log]\n\
-             format = \"glog\"\n\
-             level = \"{level}\"\n\
-             file = \"{log}\"\n\
-             [health]\n\
-             source = \"file\"\n\
-             fall = {fall}\n\
-             rise = {rise}\n\
-             [health.file]\n\
-             path = \"{health}\"\n\
-             interval_ms = {interval_ms}\n\
-             [api]\n\
-             token_file = \"{token}\"\n\
-             protect_reads = {protect_reads}\n\
-             {api_config}",
-            api_config = self.api_config,
-            token = token_path.display(),
-            protect_reads = self.protect_reads,
-            level = self.log_level,
-            log = spec.log_path.display(),
-            fall = self.health_fall,
-            rise = self.health_rise,
-            health = spec.health_path.display(),
-            interval_ms = self.health_interval.as_millis(),
-        ));
-        toml
+    /// Node `spec`'s configuration: the cluster's, with the node's own keys over it.
+    fn node_config(&self, spec: &NodeSpec, zookeeper_hosts: &str, token_path: &Path) -> DaemonConfig {
+        let mut config = self.options.config.clone();
+        config.node_id = Some(spec.node_id.clone());
+        config.zookeeper_hosts = Some(zookeeper_hosts.to_string());
+        config.management_address = Some(spec.address.into());
+        config.data_address = Some(spec.address.into());
+        config.dispatcher_port = Some(spec.dispatcher_port);
+        config.runner_port = Some(spec.runner_port);
+        config.state_dir = Some(spec.state_dir.clone());
+        config.log.file = Some(spec.log_path.clone());
+        config.health.file.path = spec.health_path.clone();
+        config.api.token_file = Some(token_path.to_path_buf());
+        config
     }
 }
 
@@ -492,10 +401,6 @@ impl Cluster {
         &self.token_path
     }
 
-    pub fn n_nodes(&self) -> usize {
-        self.nodes.len()
-    }
-
     /// Where the node lives and listens.
     pub fn node(&self, node: usize) -> &NodeSpec {
         &self.nodes[node].spec
@@ -523,7 +428,7 @@ impl Cluster {
 
     /// The session timeout the nodes were configured with.
     pub fn session_timeout(&self) -> Duration {
-        self.settings.session_timeout
+        self.settings.options.session_timeout()
     }
 
     /// The ZooKeeper the nodes use.
@@ -541,12 +446,6 @@ impl Cluster {
     fn spawn(&self, node: usize) -> Result<u32> {
         let mut command = Command::new(&self.binary);
         command.arg("--config").arg(&self.nodes[node].spec.config_path);
-        // Retries 1 s apart, doubling: the daemon's default (10 s) would make every test that
-        // watches a task fail and retry wait for minutes. A test that sets `[tasks] retry_*`
-        // keys itself keeps them (a flag would override the file).
-        if !self.settings.extra_config.contains("retry_") {
-            command.args(["--tasks-retry-base-ms", "1000"]);
-        }
         self.daemons.spawn(node, command)
     }
 
@@ -564,50 +463,9 @@ impl Cluster {
     }
 
     /// Starts a node whose process has exited (or was never started), with the same config and
-    /// dirs; returns its pid. It does not wait for it to serve: see [`Cluster::wait_serving`].
+    /// dirs; returns its pid. It does not wait for it to serve: see [`NodeControl::wait_serving`].
     pub fn restart(&self, node: usize) -> Result<u32> {
         self.spawn(node)
-    }
-
-    /// Waits until the node answers its status and is not stopping.
-    pub fn wait_serving(&self, node: usize, timeout: Duration) -> Result<NodeStatus> {
-        let mut last = None;
-        self.wait_until(timeout, &format!("{} serving", self.nodes[node].spec.node_id), || {
-            last = self.try_status(node).filter(NodeStatus::is_serving);
-            last.is_some()
-        })?;
-        last.ok_or_else(|| anyhow!("no status"))
-    }
-
-    /// The node's status, or the reason it has none (not listening, bad answer).
-    pub fn status(&self, node: usize) -> Result<NodeStatus> {
-        fetch_status(&self.agent, &self.nodes[node].spec.status_url(), &self.token)
-            .with_context(|| format!("status of {}", self.nodes[node].spec.node_id))
-    }
-
-    /// The node's status, or None when it does not answer.
-    pub fn try_status(&self, node: usize) -> Option<NodeStatus> {
-        self.status(node).ok()
-    }
-
-    /// The one node whose status says leader; None when none or more than one does.
-    pub fn leader(&self) -> Option<usize> {
-        let leaders: Vec<usize> =
-            (0..self.nodes.len()).filter(|&node| self.try_status(node).is_some_and(|status| status.leader)).collect();
-        match leaders.as_slice() {
-            [leader] => Some(*leader),
-            _ => None,
-        }
-    }
-
-    /// Waits until exactly one node says leader; returns it.
-    pub fn wait_for_leader(&self, timeout: Duration) -> Result<usize> {
-        let mut leader = None;
-        self.wait_until(timeout, "one leader", || {
-            leader = self.leader();
-            leader.is_some()
-        })?;
-        leader.ok_or_else(|| anyhow!("no leader"))
     }
 
     /// Waits until exactly one node leads and it is not `old`; returns it.
@@ -620,71 +478,10 @@ impl Cluster {
         leader.ok_or_else(|| anyhow!("no new leader"))
     }
 
-    /// Polls `done` every 10 ms until it says true; an error naming `what` after `timeout`.
-    pub fn wait_until(&self, timeout: Duration, what: &str, done: impl FnMut() -> bool) -> Result<Duration> {
-        crate::daemon::wait_until(timeout, what, done)
-    }
-
     /// Writes `ok` or `fail` into the node's health file (to a temp name, then renamed over it,
     /// so that the daemon never reads half a file).
     pub fn set_health(&self, node: usize, ok: bool) -> Result<()> {
         write_health(&self.nodes[node].spec.health_path, ok)
-    }
-
-    /// Sends `signal` to the node's running process.
-    pub fn signal(&self, node: usize, signal: Signal) -> Result<()> {
-        self.daemons.signal(node, signal)
-    }
-
-    /// Waits for the node's process to exit and returns how it ended (it is not killed on timeout).
-    pub fn wait_exit(&self, node: usize, timeout: Duration) -> Result<ExitStatus> {
-        self.daemons.wait_exit(node, timeout)
-    }
-
-    /// SIGKILLs the node's process and reaps it; no-op when it is not running.
-    pub fn kill(&self, node: usize) -> Result<()> {
-        self.daemons.kill(node)
-    }
-
-    /// The pid of the node's running process; None once it has exited.
-    pub fn pid(&self, node: usize) -> Option<u32> {
-        self.daemons.pid(node)
-    }
-
-    /// True while the node's process runs.
-    pub fn is_running(&self, node: usize) -> bool {
-        self.pid(node).is_some()
-    }
-
-    /// How many times the node's process was started.
-    pub fn n_starts(&self, node: usize) -> u32 {
-        self.daemons.n_starts(node)
-    }
-
-    /// The node's log file (glog lines of every run, appended).
-    pub fn log(&self, node: usize) -> String {
-        self.daemons.log(node)
-    }
-
-    /// What the node's processes wrote to stderr and stdout (every run, appended).
-    pub fn stderr(&self, node: usize) -> String {
-        self.daemons.stderr(node)
-    }
-
-    /// The wall-clock times of the node's log lines that contain `needle`, from their glog
-    /// header (local time, microseconds).
-    pub fn log_times(&self, node: usize, needle: &str) -> Vec<SystemTime> {
-        self.log(node).lines().filter(|line| line.contains(needle)).filter_map(glog_time).collect()
-    }
-
-    /// Files named `core` or `core.*` in any node's dir or state dir.
-    pub fn core_files(&self) -> Vec<PathBuf> {
-        self.daemons.core_files()
-    }
-
-    /// Log lines of every node that name a crash or a self-join: the original daemon's failure.
-    pub fn crash_lines(&self) -> Vec<String> {
-        self.daemons.crash_lines()
     }
 
     /// The members as ZooKeeper holds them now (each one's published health included), read
@@ -704,10 +501,16 @@ impl Cluster {
         }
         Ok(members)
     }
+}
 
-    /// Stops every running node: SIGTERM to all at once, SIGKILL to those still running after `grace`.
-    pub fn stop_all(&self, grace: Duration) {
-        self.daemons.stop_all(grace)
+impl NodeControl for Cluster {
+    fn daemons(&self) -> &Daemons {
+        &self.daemons
+    }
+
+    fn status(&self, node: usize) -> Result<NodeStatus> {
+        fetch_status(&self.agent, &self.nodes[node].spec.status_url(), &self.token)
+            .with_context(|| format!("status of {}", self.nodes[node].spec.node_id))
     }
 }
 
@@ -724,208 +527,6 @@ impl Drop for Cluster {
         // ZooKeeper last, after every session was closed.
         drop(self.zookeeper.take());
     }
-}
-
-/// One answer (or no answer) of one node, as the sampler saw it.
-#[derive(Clone, Debug)]
-pub struct Observation {
-    /// When the answer arrived (or the request failed).
-    pub at: Instant,
-    /// The same moment on the wall clock, microseconds since the Unix epoch.
-    pub unix_micros: u64,
-    pub node: usize,
-    /// None when the node did not answer.
-    pub status: Option<Sample>,
-}
-
-/// The part of a status the sampler keeps.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Sample {
-    pub pid: u32,
-    pub leader: bool,
-    pub sequence: Option<i64>,
-    pub stopping: bool,
-}
-
-impl Observation {
-    pub fn is_leader(&self) -> bool {
-        self.status.as_ref().is_some_and(|status| status.leader)
-    }
-}
-
-/// Two nodes seen leading at one instant: `other` said leader at `at` while `node` said leader
-/// (same process, same election node) both before and after it.
-#[derive(Clone, Debug)]
-pub struct Overlap {
-    pub node: usize,
-    pub other: usize,
-    pub at: Instant,
-    pub unix_micros: u64,
-}
-
-/// A thread that polls every node's status in turn and keeps every answer.
-pub struct Sampler {
-    observations: Arc<Mutex<Vec<Observation>>>,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Sampler {
-    fn start(urls: Vec<String>, interval: Duration, token: String) -> Sampler {
-        let observations = Arc::new(Mutex::new(Vec::new()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let thread = {
-            let observations = observations.clone();
-            let stop = stop.clone();
-            thread::Builder::new()
-                .name("cluster-sampler".to_string())
-                .spawn(move || {
-                    let agent = status_agent();
-                    while !stop.load(Ordering::Acquire) {
-                        for (node, url) in urls.iter().enumerate() {
-                            let status = fetch_status(&agent, url, &token).ok().map(|status| Sample {
-                                pid: status.pid,
-                                leader: status.leader,
-                                sequence: status.sequence,
-                                stopping: status.stopping,
-                            });
-                            let observation =
-                                Observation { at: Instant::now(), unix_micros: unix_micros(), node, status };
-                            observations.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).push(observation);
-                        }
-                        thread::sleep(interval);
-                    }
-                })
-                .ok()
-        };
-        if thread.is_none() {
-            eprintln!("cluster fixture: cannot start the status sampler thread");
-        }
-        Sampler { observations, stop, thread }
-    }
-
-    /// A sampler without a thread, holding these observations; for the fixture's own tests.
-    #[cfg(test)]
-    fn from_observations(observations: Vec<Observation>) -> Sampler {
-        Sampler {
-            observations: Arc::new(Mutex::new(observations)),
-            stop: Arc::new(AtomicBool::new(true)),
-            thread: None,
-        }
-    }
-
-    fn stop(&mut self) {
-        self.stop.store(true, Ordering::Release);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-
-    fn locked(&self) -> MutexGuard<'_, Vec<Observation>> {
-        self.observations.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    /// Every observation so far, in the order they were made (and so by time: one thread makes them).
-    pub fn observations(&self) -> Vec<Observation> {
-        self.locked().clone()
-    }
-
-    /// Observations made at or after `since`.
-    pub fn observations_since(&self, since: Instant) -> Vec<Observation> {
-        let observations = self.locked();
-        let start = observations.partition_point(|observation| observation.at < since);
-        observations[start..].to_vec()
-    }
-
-    /// Proven moments of two leaders: node A said leader before and after node B said leader,
-    /// with no observation of A in between saying otherwise and the same pid and election node
-    /// throughout (a member's leadership on one election node does not come back once lost, so
-    /// A led at that instant too). A hand-over between two polls of one sweep is not an overlap.
-    pub fn definite_overlaps(&self) -> Vec<Overlap> {
-        let observations = self.observations();
-        let n_nodes = observations.iter().map(|observation| observation.node + 1).max().unwrap_or(0);
-        let mut overlaps = Vec::new();
-        for node in 0..n_nodes {
-            for (first, last) in leadership_spans(&observations, node) {
-                for other in &observations {
-                    if other.node != node && other.is_leader() && other.at > first && other.at < last {
-                        overlaps.push(Overlap {
-                            node,
-                            other: other.node,
-                            at: other.at,
-                            unix_micros: other.unix_micros,
-                        });
-                    }
-                }
-            }
-        }
-        overlaps
-    }
-
-    /// The first observation at or after `since` of a node other than `old` saying leader.
-    pub fn first_leader_after(&self, since: Instant, old: usize) -> Option<Observation> {
-        let observations = self.locked();
-        let start = observations.partition_point(|observation| observation.at < since);
-        observations[start..].iter().find(|observation| observation.node != old && observation.is_leader()).cloned()
-    }
-
-    /// Waits until the sampler has seen a node other than `old` lead at or after `since`.
-    pub fn wait_for_leader_after(&self, since: Instant, old: usize, timeout: Duration) -> Result<Observation> {
-        let started = Instant::now();
-        loop {
-            if let Some(observation) = self.first_leader_after(since, old) {
-                return Ok(observation);
-            }
-            if started.elapsed() >= timeout {
-                bail!("the sampler saw no leader other than node {old} within {timeout:?}");
-            }
-            thread::sleep(Duration::from_millis(1));
-        }
-    }
-
-    /// True when `node` said leader in an observation at or after `since`.
-    pub fn led_since(&self, node: usize, since: Instant) -> bool {
-        let observations = self.locked();
-        let start = observations.partition_point(|observation| observation.at < since);
-        observations[start..].iter().any(|observation| observation.node == node && observation.is_leader())
-    }
-}
-
-impl Drop for Sampler {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-/// `(first, last)` times of each run of `node`'s observations that all say leader with one pid
-/// and one election node.
-fn leadership_spans(observations: &[Observation], node: usize) -> Vec<(Instant, Instant)> {
-    let mut spans = Vec::new();
-    let mut current: Option<(Instant, Instant, u32, Option<i64>)> = None;
-    for observation in observations.iter().filter(|observation| observation.node == node) {
-        match (&observation.status, &mut current) {
-            (Some(status), Some((_, last, pid, sequence)))
-                if status.leader && status.pid == *pid && status.sequence == *sequence =>
-            {
-                *last = observation.at;
-            }
-            (Some(status), _) if status.leader => {
-                if let Some((first, last, _, _)) = current.take() {
-                    spans.push((first, last));
-                }
-                current = Some((observation.at, observation.at, status.pid, status.sequence));
-            }
-            _ => {
-                if let Some((first, last, _, _)) = current.take() {
-                    spans.push((first, last));
-                }
-            }
-        }
-    }
-    if let Some((first, last, _, _)) = current {
-        spans.push((first, last));
-    }
-    spans
 }
 
 /// An HTTP client that opens a fresh connection per request: an idle keep-alive connection

@@ -49,7 +49,7 @@ use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
@@ -59,8 +59,14 @@ use anyhow::{anyhow, bail, ensure, Context, Result};
 use nix::sys::signal::kill;
 use nix::unistd::Pid;
 
+use taskd::config::{LogFormat, NetworkFailureAction, VipSection};
+use vip::health::SourceKind;
+use vip::VipConfig;
+
 use crate::cluster::{daemon_binary, NodeStatus};
+use crate::cluster_options::{write_daemon_config, ClusterOptions, ClusterSettings, DaemonConfig};
 use crate::daemon::{die_with_parent, read_lossy, DaemonFiles, Daemons};
+use crate::node_control::NodeControl;
 use crate::zk::ZooKeeper;
 
 mod detached;
@@ -151,104 +157,76 @@ pub enum Cut {
     Detach,
 }
 
-/// Settings for starting a cluster; every node gets the same ones.
+/// Settings for starting a cluster; every node gets the same ones. The setters both fixtures
+/// share (node count, session timeout, `configure`, ...) are [`ClusterSettings`]'.
 #[derive(Clone, Debug)]
 pub struct NetnsClusterBuilder {
-    n_nodes: usize,
-    session_timeout: Duration,
-    drain_deadline: Duration,
-    health_fall: u32,
-    health_rise: u32,
-    probe_interval: Duration,
-    probe_timeout: Duration,
-    step_down_requires_healthy_peer: bool,
-    log_level: String,
+    options: ClusterOptions,
     holder_sample_interval: Duration,
     client_interval: Duration,
     client_timeout: Duration,
-    start_timeout: Duration,
-    binary: Option<PathBuf>,
     vip: bool,
     vip_setting: Option<(String, String)>,
     second_vip: bool,
-    track_interface: bool,
     detached_dir: Option<PathBuf>,
 }
 
 impl Default for NetnsClusterBuilder {
     fn default() -> Self {
+        let mut config = DaemonConfig {
+            session_timeout_ms: Some(4_000),
+            drain_deadline_ms: Some(2_000),
+            on_network_failure: Some(NetworkFailureAction::Stay),
+            step_down_requires_healthy_peer: Some(true),
+            ..DaemonConfig::default()
+        };
+        config.log.format = Some(LogFormat::Glog);
+        config.log.level = Some("info,may=warn".to_string());
+        config.health.source = SourceKind::Probe;
+        config.health.fall = 2;
+        config.health.rise = 3;
+        config.health.probe.port = PROBE_PORT;
+        config.health.probe.interval_ms = 100;
+        config.health.probe.timeout_ms = 50;
+        config.health.probe.track_interface = true;
+        config.health.probe.interface = Some(DATA_INTERFACE.to_string());
         NetnsClusterBuilder {
-            n_nodes: 3,
-            session_timeout: Duration::from_millis(4000),
-            drain_deadline: Duration::from_millis(2000),
-            health_fall: 2,
-            health_rise: 3,
-            probe_interval: Duration::from_millis(100),
-            probe_timeout: Duration::from_millis(50),
-            step_down_requires_healthy_peer: true,
-            log_level: "info,may=warn".to_string(),
+            options: ClusterOptions::new(config),
             holder_sample_interval: Duration::from_millis(50),
             client_interval: Duration::from_millis(20),
             client_timeout: Duration::from_millis(200),
-            start_timeout: Duration::from_secs(60),
-            binary: None,
             vip: true,
             vip_setting: None,
             second_vip: false,
-            track_interface: true,
             detached_dir: None,
         }
     }
 }
 
+impl ClusterSettings for NetnsClusterBuilder {
+    fn options_mut(&mut self) -> &mut ClusterOptions {
+        &mut self.options
+    }
+}
+
 impl NetnsClusterBuilder {
-    /// Three nodes, 4 s sessions, the `probe` source every 100 ms (50 ms timeout) with fall 2 /
-    /// rise 3, the whole-outage guard on, VIP samples every 50 ms, a client request every 20 ms.
+    /// Three nodes (1 to 99), 4 s sessions, the `probe` source every 100 ms (50 ms timeout) with
+    /// fall 2 / rise 3, the whole-outage guard on, VIP samples every 50 ms, a client request every
+    /// 20 ms.
     pub fn new() -> Self {
         Self::default()
     }
 
-    /// Sets the number of daemons (1 to 99).
-    pub fn nodes(mut self, n_nodes: usize) -> Self {
-        self.n_nodes = n_nodes;
-        self
-    }
-
-    /// Sets `session_timeout_ms`.
-    pub fn session_timeout(mut self, session_timeout: Duration) -> Self {
-        self.session_timeout = session_timeout;
-        self
-    }
-
-    /// Sets `drain_deadline_ms`.
-    pub fn drain_deadline(mut self, drain_deadline: Duration) -> Self {
-        self.drain_deadline = drain_deadline;
-        self
-    }
-
-    /// Sets the health `fall` and `rise` rounds.
-    pub fn health_fall_rise(mut self, fall: u32, rise: u32) -> Self {
-        self.health_fall = fall;
-        self.health_rise = rise;
-        self
+    /// The settings both fixtures share, every node's configuration among them.
+    pub fn options(&self) -> &ClusterOptions {
+        &self.options
     }
 
     /// Sets the probe's round interval and timeout.
     pub fn probe_timing(mut self, interval: Duration, timeout: Duration) -> Self {
-        self.probe_interval = interval;
-        self.probe_timeout = timeout;
-        self
-    }
-
-    /// Sets `step_down_requires_healthy_peer` (the whole-outage guard).
-    pub fn step_down_requires_healthy_peer(mut self, required: bool) -> Self {
-        self.step_down_requires_healthy_peer = required;
-        self
-    }
-
-    /// Sets the daemons' log filter.
-    pub fn log_level(mut self, level: impl Into<String>) -> Self {
-        self.log_level = level.into();
+        let probe = &mut self.options.config.health.probe;
+        probe.interval_ms = interval.as_millis() as u64;
+        probe.timeout_ms = timeout.as_millis() as u64;
         self
     }
 
@@ -262,18 +240,6 @@ impl NetnsClusterBuilder {
     pub fn client_timing(mut self, interval: Duration, timeout: Duration) -> Self {
         self.client_interval = interval;
         self.client_timeout = timeout;
-        self
-    }
-
-    /// Sets how long start-up may take: ZooKeeper, every node serving, one leader holding the VIP.
-    pub fn start_timeout(mut self, timeout: Duration) -> Self {
-        self.start_timeout = timeout;
-        self
-    }
-
-    /// Uses this `zbs-taskd` binary instead of the one next to the running executable.
-    pub fn binary(mut self, binary: impl Into<PathBuf>) -> Self {
-        self.binary = Some(binary.into());
         self
     }
 
@@ -322,7 +288,7 @@ impl NetnsClusterBuilder {
 
     /// Sets `health.probe.track_interface` (default true).
     pub fn track_interface(mut self, track_interface: bool) -> Self {
-        self.track_interface = track_interface;
+        self.options.config.health.probe.track_interface = track_interface;
         self
     }
 
@@ -341,11 +307,12 @@ impl NetnsClusterBuilder {
     /// What [`NetnsClusterBuilder::start`] does, without waiting for the cluster to form: every
     /// daemon has been spawned when it returns.
     pub fn launch(self) -> Result<NetnsCluster> {
-        ensure!((1..=99).contains(&self.n_nodes), "a cluster has 1 to 99 nodes, not {}", self.n_nodes);
+        let n_nodes = self.options.n_nodes;
+        ensure!((1..=99).contains(&n_nodes), "a cluster has 1 to 99 nodes, not {n_nodes}");
         if let Some(reason) = skip_reason() {
             bail!("{reason}");
         }
-        let binary = match &self.binary {
+        let binary = match &self.options.binary {
             Some(binary) => binary.clone(),
             None => daemon_binary()?,
         };
@@ -363,10 +330,10 @@ impl NetnsClusterBuilder {
                 format!("{NETNS_PREFIX}{}-{}", std::process::id(), SEQUENCE.fetch_add(1, Ordering::Relaxed))
             }
         };
-        let topology = Topology::build(&prefix, self.n_nodes, self.holds_second_vip())?;
+        let topology = Topology::build(&prefix, n_nodes, self.holds_second_vip())?;
         let zookeeper_builder = ZooKeeper::builder()
             .in_netns(&topology.zookeeper_ns, ZOOKEEPER_ADDRESS, ZOOKEEPER_PORT)
-            .start_timeout(self.start_timeout);
+            .start_timeout(self.options.start_timeout);
         let zookeeper = match &dir {
             ClusterDir::Kept(path) => ClusterZooKeeper::Detached(
                 zookeeper_builder
@@ -381,12 +348,12 @@ impl NetnsClusterBuilder {
         let token_path = dir.path().join("token");
         taskd::access::create_token_file(&token_path, None).context("write the cluster's API token")?;
         let token = taskd::access::ApiTokens::read(&token_path).context("read the API token")?.sent().to_string();
-        let mut nodes = Vec::with_capacity(self.n_nodes);
-        for index in 0..self.n_nodes {
+        let mut nodes = Vec::with_capacity(n_nodes);
+        for index in 0..n_nodes {
             let spec = NodeSpec::plan(index, dir.path(), &topology)?;
             fs::create_dir_all(&spec.state_dir).with_context(|| format!("create {}", spec.state_dir.display()))?;
-            fs::write(&spec.config_path, self.config_toml(&spec, &token_path))
-                .with_context(|| format!("write {}", spec.config_path.display()))?;
+            let config = self.node_config(&spec, &token_path);
+            write_daemon_config(&spec.config_path, "the zbs-taskd-rs network-namespace cluster fixture", &config)?;
             nodes.push(Node { spec });
         }
         let address_sockets = nodes
@@ -419,8 +386,8 @@ impl NetnsClusterBuilder {
             keep_dir: AtomicBool::new(false),
             dir: Some(dir),
             zookeeper: Some(zookeeper),
-            start_timeout: self.start_timeout,
-            keepalived: (0..self.n_nodes).map(|_| Mutex::new(None)).collect(),
+            start_timeout: self.options.start_timeout,
+            keepalived: (0..n_nodes).map(|_| Mutex::new(None)).collect(),
             settings: self,
             topology: Some(topology),
             detached: false,
@@ -432,69 +399,37 @@ impl NetnsClusterBuilder {
         Ok(cluster)
     }
 
-    fn config_toml(&self, spec: &NodeSpec, token_path: &Path) -> String {
-        format!(
-            "# Written by the zbs-taskd-rs network-namespace cluster fixture.\n\
-             node_id = \"{node_id}\"\n\
-             zookeeper_hosts = \"{ZOOKEEPER_ADDRESS}:{ZOOKEEPER_PORT}\"\n\
-             session_timeout_ms = {session_timeout_ms}\n\
-             management_address = \"{management_address}\"\n\
-             data_address = \"{data_address}\"\n\
-             dispatcher_port = {DISPATCHER_PORT}\n\
-             runner_port = {RUNNER_PORT}\n\
-             state_dir = \"{state_dir}\"\n\
-             drain_deadline_ms = {drain_deadline_ms}\n\
-             on_network_failure = \"stay\"\n\
-             step_down_requires_healthy_peer = {guard}\n\
-             [log]\n\
-             format = \"glog\"\n\
-             level = \"{level}\"\n\
-             file = \"{log}\"\n\
-             [health]\n\
-             source = \"probe\"\n\
-             fall = {fall}\n\
-             rise = {rise}\n\
-             [health.probe]\n\
-             port = {PROBE_PORT}\n\
-             interval_ms = {interval_ms}\n\
-             timeout_ms = {timeout_ms}\n\
-             track_interface = {track_interface}\n\
-             interface = \"{DATA_INTERFACE}\"\n\
-             [api]\n\
-             token_file = \"{token}\"\n\
-             {listen_also}\
-             {vip}",
-            listen_also = if self.vip { String::new() } else { format!("listen_also = [\"{VIP}\"]\n") },
-            node_id = spec.node_id,
-            management_address = spec.management_address,
-            token = token_path.display(),
-            session_timeout_ms = self.session_timeout.as_millis(),
-            data_address = spec.data_address,
-            state_dir = spec.state_dir.display(),
-            drain_deadline_ms = self.drain_deadline.as_millis(),
-            guard = self.step_down_requires_healthy_peer,
-            level = self.log_level,
-            log = spec.log_path.display(),
-            fall = self.health_fall,
-            rise = self.health_rise,
-            interval_ms = self.probe_interval.as_millis(),
-            timeout_ms = self.probe_timeout.as_millis(),
-            track_interface = self.track_interface,
-            vip = match (&self.vip_setting, self.vip) {
-                (Some((address, interface)), _) => {
-                    format!("[vip]\naddress = {address:?}\ninterface = {interface:?}\n")
-                }
-                (None, true) if self.second_vip => format!(
-                    "[[vip]]\nservice = \"default\"\naddress = \"{VIP}/{VIP_PREFIX}\"\ninterface = \"{MANAGEMENT_INTERFACE}\"\n\
-                     [[vip]]\nservice = \"{SECOND_VIP_SERVICE}\"\naddress = \"{SECOND_VIP}/{SECOND_VIP_PREFIX}\"\n\
-                     interface = \"{SERVICE_INTERFACE}\"\n"
-                ),
-                (None, true) => {
-                    format!("[vip]\naddress = \"{VIP}/{VIP_PREFIX}\"\ninterface = \"{MANAGEMENT_INTERFACE}\"\n")
-                }
-                (None, false) => String::new(),
-            },
-        )
+    /// Node `spec`'s configuration: the cluster's, with the node's own keys and the VIP (or
+    /// keepalived's VIP in `[api] listen_also`) over it.
+    fn node_config(&self, spec: &NodeSpec, token_path: &Path) -> DaemonConfig {
+        let mut config = self.options.config.clone();
+        config.node_id = Some(spec.node_id.clone());
+        config.zookeeper_hosts = Some(format!("{ZOOKEEPER_ADDRESS}:{ZOOKEEPER_PORT}"));
+        config.management_address = Some(spec.management_address.into());
+        config.data_address = Some(spec.data_address.into());
+        config.dispatcher_port = Some(DISPATCHER_PORT);
+        config.runner_port = Some(RUNNER_PORT);
+        config.state_dir = Some(spec.state_dir.clone());
+        config.log.file = Some(spec.log_path.clone());
+        config.api.token_file = Some(token_path.to_path_buf());
+        if !self.vip {
+            config.api.listen_also = Some(vec![VIP.into()]);
+        }
+        config.vip = match (&self.vip_setting, self.vip) {
+            (Some((address, interface)), _) => {
+                Some(VipSection::One(VipConfig::new(address.as_str(), interface.as_str())))
+            }
+            (None, true) if self.second_vip => Some(VipSection::Many(vec![
+                VipConfig::new(format!("{VIP}/{VIP_PREFIX}"), MANAGEMENT_INTERFACE),
+                VipConfig {
+                    service: SECOND_VIP_SERVICE.to_string(),
+                    ..VipConfig::new(format!("{SECOND_VIP}/{SECOND_VIP_PREFIX}"), SERVICE_INTERFACE)
+                },
+            ])),
+            (None, true) => Some(VipSection::One(VipConfig::new(format!("{VIP}/{VIP_PREFIX}"), MANAGEMENT_INTERFACE))),
+            (None, false) => None,
+        };
+        config
     }
 }
 
@@ -606,10 +541,6 @@ impl NetnsCluster {
         NetnsClusterBuilder::new()
     }
 
-    pub fn n_nodes(&self) -> usize {
-        self.nodes.len()
-    }
-
     /// The API token every node accepts (sent by [`NetnsCluster::http`]).
     pub fn token(&self) -> &str {
         &self.token
@@ -632,7 +563,7 @@ impl NetnsCluster {
 
     /// The session timeout the nodes were configured with.
     pub fn session_timeout(&self) -> Duration {
-        self.settings.session_timeout
+        self.settings.options.session_timeout()
     }
 
     /// The `zbs-taskd` binary the nodes run.
@@ -820,64 +751,6 @@ impl NetnsCluster {
         self.spawn(node)
     }
 
-    /// The node's status, asked from the client namespace at the node's own address.
-    pub fn status(&self, node: usize) -> Result<NodeStatus> {
-        let url = self.nodes[node].spec.status_url();
-        in_netns(self.client_namespace(), move || fetch_status(&status_agent(STATUS_TIMEOUT), &url))?
-            .with_context(|| format!("status of {}", self.nodes[node].spec.node_id))
-    }
-
-    /// The node's status, or None when it does not answer.
-    pub fn try_status(&self, node: usize) -> Option<NodeStatus> {
-        self.status(node).ok()
-    }
-
-    /// Every node's status (None when it does not answer), asked in parallel from one thread in
-    /// the client namespace.
-    pub fn statuses(&self) -> Vec<Option<NodeStatus>> {
-        let urls: Vec<String> = self.nodes.iter().map(|node| node.spec.status_url()).collect();
-        in_netns(self.client_namespace(), move || {
-            let agent = status_agent(STATUS_TIMEOUT);
-            urls.iter().map(|url| fetch_status(&agent, url).ok()).collect()
-        })
-        .unwrap_or_else(|_| vec![None; self.nodes.len()])
-    }
-
-    /// The one node whose status says leader; None when none or more than one does.
-    pub fn leader(&self) -> Option<usize> {
-        let leaders: Vec<usize> = self
-            .statuses()
-            .iter()
-            .enumerate()
-            .filter(|(_, status)| status.as_ref().is_some_and(|status| status.leader))
-            .map(|(node, _)| node)
-            .collect();
-        match leaders.as_slice() {
-            [leader] => Some(*leader),
-            _ => None,
-        }
-    }
-
-    /// Waits until exactly one node says leader; returns it.
-    pub fn wait_for_leader(&self, timeout: Duration) -> Result<usize> {
-        let mut leader = None;
-        self.wait_until(timeout, "one leader", || {
-            leader = self.leader();
-            leader.is_some()
-        })?;
-        leader.ok_or_else(|| anyhow!("no leader"))
-    }
-
-    /// Waits until the node answers its status and is not stopping.
-    pub fn wait_serving(&self, node: usize, timeout: Duration) -> Result<NodeStatus> {
-        let mut last = None;
-        self.wait_until(timeout, &format!("{} serving", self.nodes[node].spec.node_id), || {
-            last = self.try_status(node).filter(NodeStatus::is_serving);
-            last.is_some()
-        })?;
-        last.ok_or_else(|| anyhow!("no status"))
-    }
-
     /// Which nodes' namespaces hold the VIP now (netlink address dump in each, in node order).
     pub fn vip_holders(&self) -> Result<Vec<usize>> {
         vip_holders(&self.address_sockets)
@@ -1006,61 +879,6 @@ impl NetnsCluster {
     /// Restores the node's management link.
     pub fn restore_management_link(&self, node: usize) -> Result<()> {
         self.restore(node, Network::Management)
-    }
-
-    /// Polls `done` every 10 ms until it says true; an error naming `what` after `timeout`.
-    pub fn wait_until(&self, timeout: Duration, what: &str, done: impl FnMut() -> bool) -> Result<Duration> {
-        crate::daemon::wait_until(timeout, what, done)
-    }
-
-    /// Sends `signal` to the node's running daemon.
-    pub fn signal(&self, node: usize, signal: Signal) -> Result<()> {
-        self.daemons.signal(node, signal)
-    }
-
-    /// Waits for the node's process to exit and returns how it ended (not killed on timeout).
-    pub fn wait_exit(&self, node: usize, timeout: Duration) -> Result<ExitStatus> {
-        self.daemons.wait_exit(node, timeout)
-    }
-
-    /// SIGKILLs the node's process and reaps it; no-op when it is not running.
-    pub fn kill(&self, node: usize) -> Result<()> {
-        self.daemons.kill(node)
-    }
-
-    /// The pid of the node's running daemon; None once it has exited.
-    pub fn pid(&self, node: usize) -> Option<u32> {
-        self.daemons.pid(node)
-    }
-
-    /// True while the node's daemon runs.
-    pub fn is_running(&self, node: usize) -> bool {
-        self.pid(node).is_some()
-    }
-
-    /// How many times the node's daemon was started.
-    pub fn n_starts(&self, node: usize) -> u32 {
-        self.daemons.n_starts(node)
-    }
-
-    /// The node's log file (every run, appended).
-    pub fn log(&self, node: usize) -> String {
-        self.daemons.log(node)
-    }
-
-    /// What the node's processes wrote to stderr and stdout.
-    pub fn stderr(&self, node: usize) -> String {
-        self.daemons.stderr(node)
-    }
-
-    /// Files named `core` or `core.*` in any node's dir or state dir.
-    pub fn core_files(&self) -> Vec<PathBuf> {
-        self.daemons.core_files()
-    }
-
-    /// Log lines of every node that name a crash or a self-join.
-    pub fn crash_lines(&self) -> Vec<String> {
-        self.daemons.crash_lines()
     }
 
     /// Starts keepalived in every node's namespace as the VIP's keeper (for a cluster built with
@@ -1210,6 +1028,30 @@ impl NetnsCluster {
     /// Stops every running node: SIGTERM to all at once, SIGKILL to those still running after `grace`.
     pub fn stop_all(&self, grace: Duration) {
         self.daemons.stop_all(grace)
+    }
+}
+
+impl NodeControl for NetnsCluster {
+    fn daemons(&self) -> &Daemons {
+        &self.daemons
+    }
+
+    /// The node's status, asked from the client namespace at the node's own address.
+    fn status(&self, node: usize) -> Result<NodeStatus> {
+        let url = self.nodes[node].spec.status_url();
+        in_netns(self.client_namespace(), move || fetch_status(&status_agent(STATUS_TIMEOUT), &url))?
+            .with_context(|| format!("status of {}", self.nodes[node].spec.node_id))
+    }
+
+    /// Every node's status (None when it does not answer), asked in parallel from one thread in
+    /// the client namespace.
+    fn statuses(&self) -> Vec<Option<NodeStatus>> {
+        let urls: Vec<String> = self.nodes.iter().map(|node| node.spec.status_url()).collect();
+        in_netns(self.client_namespace(), move || {
+            let agent = status_agent(STATUS_TIMEOUT);
+            urls.iter().map(|url| fetch_status(&agent, url).ok()).collect()
+        })
+        .unwrap_or_else(|_| vec![None; self.nodes.len()])
     }
 }
 

@@ -26,6 +26,7 @@ use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use tests::cluster::Cluster;
 use tests::netns::NetnsCluster;
+use tests::prelude::*;
 
 use target::Target;
 
@@ -111,11 +112,13 @@ fn init_cluster(args: &ChaosArgs, volumes: &Path) -> Result<Target> {
         .zookeeper_servers(3)
         .session_timeout(SESSION_TIMEOUT)
         .sample_interval(Duration::from_millis(20))
-        .extra_config(format!(
-            "allowed_roots = [\"{}\"]\nrunner_slots = 4\n\
-             tasks = {{ copy_extent_mib = 1, copy_block_kib = 64, copy_max_mib_per_s = 8 }}",
-            volumes.display()
-        ))
+        .configure(|config| {
+            config.allowed_roots = Some(vec![volumes.to_path_buf()]);
+            config.runner_slots = Some(4);
+            config.tasks.copy_extent_mib = Some(1);
+            config.tasks.copy_block_kib = Some(64);
+            config.tasks.copy_max_mib_per_s = Some(8);
+        })
         .start()
         .context("start the loopback cluster with a 3-server ensemble")?;
     Ok(Target::loopback(cluster))

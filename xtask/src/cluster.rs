@@ -28,6 +28,8 @@ use clap::{Args, Subcommand};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
+use taskd::config::{FileConfig, LogFormat};
+use vip::health::SourceKind;
 
 /// The state file in `target/cluster/`.
 const STATE_FILE: &str = "cluster.json";
@@ -219,7 +221,7 @@ pub fn up(dir: &Path, n_nodes: usize) -> Result<()> {
         let node = plan_node(&dir, index)?;
         fs::create_dir_all(&node.state_dir).with_context(|| format!("create {}", node.state_dir.display()))?;
         fs::write(&node.health_path, "ok\n").with_context(|| format!("write {}", node.health_path.display()))?;
-        fs::write(&node.config_path, config_toml(&node, &state.zookeeper_hosts, &volumes, &token))
+        fs::write(&node.config_path, config_toml(&node, &state.zookeeper_hosts, &volumes, &token)?)
             .with_context(|| format!("write {}", node.config_path.display()))?;
         state.nodes.push(node);
         // Recorded before and after the start, so that `down` finds whatever did start.
@@ -279,60 +281,43 @@ pub fn volumes_dir(cluster_dir: &Path) -> PathBuf {
     cluster_dir.join("volumes")
 }
 
-fn config_toml(node: &NodeState, zookeeper_hosts: &str, volumes: &Path, token: &Path) -> String {
-    format!(
+/// Node `node`'s configuration file: every node copies and moves volumes under `volumes`,
+/// changes need the token in `token`, and its data network's health is the file it names.
+fn config_toml(node: &NodeState, zookeeper_hosts: &str, volumes: &Path, token: &Path) -> Result<String> {
+    let mut config = FileConfig {
+        node_id: Some(node.node_id.clone()),
+        zookeeper_hosts: Some(zookeeper_hosts.to_string()),
+        management_address: Some(node.address.into()),
+        data_address: Some(node.address.into()),
+        dispatcher_port: Some(node.dispatcher_port),
+        runner_port: Some(node.runner_port),
+        state_dir: Some(node.state_dir.clone()),
+        drain_deadline_ms: Some(DRAIN_DEADLINE.as_millis() as u64),
+        allowed_roots: Some(vec![volumes.to_path_buf()]),
+        ..FileConfig::default()
+    };
+    // Small extents and a rate limit, so that a copy's progress is visible on a laptop-sized
+    // volume (a production node keeps the defaults: 256 MiB extents, no limit).
+    config.tasks.copy_extent_mib = Some(16);
+    config.tasks.copy_max_mib_per_s = Some(64);
+    config.api.token_file = Some(token.to_path_buf());
+    config.log.format = Some(LogFormat::Glog);
+    config.log.level = Some("info,may=warn".to_string());
+    config.log.file = Some(node.log_path.clone());
+    config.health.source = SourceKind::File;
+    config.health.fall = 2;
+    config.health.rise = 3;
+    config.health.file.path = node.health_path.clone();
+    config.health.file.interval_ms = 200;
+    let toml = config.to_toml().context("write the node's configuration")?;
+    Ok(format!(
         "# Written by `cargo xtask cluster up`; see packaging/taskd.toml for every key.\n\
-         node_id = \"{node_id}\"\n\
-         zookeeper_hosts = \"{zookeeper_hosts}\"\n\
-         management_address = \"{address}\"\n\
-         data_address = \"{address}\"\n\
-         dispatcher_port = {dispatcher_port}\n\
-         runner_port = {runner_port}\n\
-         state_dir = \"{state_dir}\"\n\
-         drain_deadline_ms = {drain_deadline_ms}\n\
-         # CopyVolume reads and writes only under these.\n\
-         allowed_roots = [{volumes}]\n\
-         \n\
-         # Small extents and a rate limit, so that a copy's progress is visible on a laptop-sized\n\
-         # volume (a production node keeps the defaults: 256 MiB extents, no limit).\n\
-         [tasks]\n\
-         copy_extent_mib = 16\n\
-         copy_max_mib_per_s = 64\n\
-         \n\
-         # Changes through either API need this token (zbs-task --token-file, or X-SmartX-Token).\n\
-         [api]\n\
-         token_file = {token}\n\
-         \n\
-         [log]\n\
-         format = \"glog\"\n\
-         level = \"info,may=warn\"\n\
-         file = \"{log}\"\n\
-         \n\
-         # Write `fail` into the health file to fail this node's data network, `ok` to heal it.\n\
-         [health]\n\
-         source = \"file\"\n\
-         fall = 2\n\
-         rise = 3\n\
-         \n\
-         [health.file]\n\
-         path = \"{health}\"\n\
-         interval_ms = 200\n",
-        node_id = node.node_id,
-        address = node.address,
-        dispatcher_port = node.dispatcher_port,
-        runner_port = node.runner_port,
-        state_dir = node.state_dir.display(),
-        drain_deadline_ms = DRAIN_DEADLINE.as_millis(),
-        log = node.log_path.display(),
-        health = node.health_path.display(),
-        volumes = toml_string(&volumes.display().to_string()),
-        token = toml_string(&token.display().to_string()),
-    )
-}
-
-/// `text` as a TOML basic string, quoted and escaped.
-fn toml_string(text: &str) -> String {
-    serde_json::Value::String(text.to_string()).to_string()
+         # CopyVolume reads and writes only under allowed_roots; small extents and a rate limit make a\n\
+         # copy's progress visible. Changes through either API need the token in [api] token_file\n\
+         # (zbs-task --token-file, or X-SmartX-Token). Write `fail` into the [health.file] path to fail\n\
+         # this node's data network, `ok` to heal it.\n\
+         {toml}"
+    ))
 }
 
 /// Starts the node in a session of its own (so that it outlives xtask and its terminal), with
@@ -452,124 +437,6 @@ fn print_guide(state: &ClusterState) -> Result<()> {
     Ok(())
 }
 
-fn status(dir: &Path) -> Result<()> {
-    let Some(state) = load_state(dir)? else {
-        println!("no cluster (no {} in {}); `cargo xtask cluster up` starts one", STATE_FILE, dir.display());
-        std::process::exit(3);
-    };
-    let zookeeper = if zookeeper_runs(&state)? { "running" } else { "NOT running" };
-    println!("ZooKeeper at {}: {zookeeper}", state.zookeeper_hosts);
-    let agent = status_agent();
-    let mut all_up = zookeeper == "running";
-    for node in &state.nodes {
-        let health_file = fs::read_to_string(&node.health_path)
-            .map(|text| text.trim().to_string())
-            .unwrap_or_else(|_| "missing".to_string());
-        if !node.is_running()? {
-            all_up = false;
-            println!("{:<8} pid {:<7} not running (health file: {health_file})", node.node_id, node.pid);
-            continue;
-        }
-        match fetch_status(&agent, node) {
-            Ok(status) if status.is_stopped() => {
-                all_up = false;
-                println!(
-                    "{:<8} pid {:<7} STOPPED   {} (waiting for {}, next attempt in {} ms; leader {}) {}",
-                    node.node_id,
-                    node.pid,
-                    status.stopped["reason"].as_str().unwrap_or("?"),
-                    status.stopped["waiting_for"].as_str().unwrap_or("?"),
-                    status.stopped["next_attempt_in_ms"],
-                    status.leader_id.as_deref().unwrap_or("unknown"),
-                    node.status_url()
-                );
-            }
-            Ok(status) => {
-                let valid = status.health.get("valid").and_then(serde_json::Value::as_bool);
-                let health = match valid {
-                    Some(true) => "healthy",
-                    Some(false) => "UNHEALTHY",
-                    None => "health unknown",
-                };
-                println!(
-                    "{:<8} pid {:<7} {:<9} {health:<9} members {} {}(health file: {health_file}) {}",
-                    node.node_id,
-                    node.pid,
-                    status.role,
-                    status.members.len(),
-                    if status.stopping { "STOPPING " } else { "" },
-                    node.status_url()
-                );
-            }
-            Err(_) => {
-                all_up = false;
-                println!(
-                    "{:<8} pid {:<7} runs, API not answering: starting, or between two servers (health file: {health_file}; see `cargo xtask cluster logs {}`)",
-                    node.node_id,
-                    node.pid,
-                    node.node_id
-                );
-            }
-        }
-    }
-    if !all_up {
-        std::process::exit(3);
-    }
-    Ok(())
-}
-
-fn logs(dir: &Path, args: LogsArgs) -> Result<()> {
-    let state = load_state(dir)?.with_context(|| format!("no cluster (no {STATE_FILE} in {})", dir.display()))?;
-    let selected: Vec<&NodeState> = match args.node.as_deref() {
-        None => state.nodes.iter().collect(),
-        Some("zk") => {
-            let zookeeper = DetachedZooKeeper::load(&state.zookeeper_dir)?.context("ZooKeeper's state is gone")?;
-            for server in &zookeeper.servers {
-                print_tail(&server.log_path, args.lines, &format!("zk-{}", server.id));
-            }
-            return Ok(());
-        }
-        Some(name) => {
-            let wanted = name.strip_prefix("node-").unwrap_or(name);
-            let node =
-                state.nodes.iter().find(|node| node.node_id.strip_prefix("node-") == Some(wanted)).with_context(
-                    || format!("no node {name:?}: the cluster has node-1 to node-{}, and zk", state.nodes.len()),
-                )?;
-            print_stderr_extra(node, args.lines);
-            vec![node]
-        }
-    };
-    for node in selected {
-        print_tail(&node.log_path, args.lines, &node.node_id);
-    }
-    Ok(())
-}
-
-/// The daemon writes its glog lines to stderr too: show only what its log file lacks (a
-/// configuration error, a panic).
-fn print_stderr_extra(node: &NodeState, n_lines: usize) {
-    let read =
-        |path: &Path| fs::read(path).map(|bytes| String::from_utf8_lossy(&bytes).into_owned()).unwrap_or_default();
-    let log = read(&node.log_path);
-    let stderr = read(&node.stderr_path);
-    let extra: Vec<&str> = stderr.lines().filter(|line| !log.contains(line)).collect();
-    if !extra.is_empty() {
-        println!("==> {} stderr, lines not in its log: {} <==", node.node_id, node.stderr_path.display());
-        for line in &extra[extra.len().saturating_sub(n_lines)..] {
-            println!("{line}");
-        }
-    }
-}
-
-fn print_tail(path: &Path, n_lines: usize, label: &str) {
-    let text = fs::read(path).map(|bytes| String::from_utf8_lossy(&bytes).into_owned()).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    println!("==> {label}: {} <==", path.display());
-    for line in &lines[lines.len().saturating_sub(n_lines)..] {
-        println!("{line}");
-    }
-}
-
 fn down(dir: &Path) -> Result<()> {
     let Some(state) = load_state(dir)? else {
         println!("no cluster (no {STATE_FILE} in {})", dir.display());
@@ -662,6 +529,9 @@ fn free_ports(address: Ipv4Addr, n: usize) -> Result<Vec<u16>> {
     listeners.iter().map(|listener| Ok(listener.local_addr().context("read a bound port")?.port())).collect()
 }
 
+mod inspect;
+
+use self::inspect::{logs, print_tail, status};
 mod netns;
 
 #[cfg(test)]

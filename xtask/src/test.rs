@@ -47,6 +47,8 @@ pub fn run() -> Result<()> {
     } else {
         eprintln!("test: this toolchain has no clippy; lints not checked");
     }
+    // Every target of every crate, the library crates' doc tests included (`runtime`'s examples
+    // of ThreadContext, TimerHandle, SyncPoint and CoMutex run here, as in CI).
     let status =
         Command::new(&cargo).args(["test", "--workspace", "--no-fail-fast"]).status().context("run cargo test")?;
     if !status.success() {

@@ -144,6 +144,10 @@ impl Request {
     }
 
     /// The body parsed as JSON, or a ready 400 response that says what is wrong with it.
+    ///
+    /// # Errors
+    ///
+    /// A 400 [`Response`] naming what is wrong when the body is not JSON of type `T`.
     pub fn json<T: DeserializeOwned>(&self) -> Result<T, Response> {
         serde_json::from_slice(&self.body)
             .map_err(|error| Response::error(400, &format!("invalid JSON request body: {error}")))

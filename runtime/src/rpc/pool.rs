@@ -29,6 +29,11 @@ impl std::fmt::Debug for WorkerPool {
 
 impl WorkerPool {
     /// Starts `n_threads` (at least one) contexts named `<name>-<i>`.
+    ///
+    /// # Errors
+    ///
+    /// [`RpcError::Spawn`] when a context's thread cannot be started; the contexts started so far
+    /// are stopped and joined.
     pub fn new(name: &str, n_threads: usize) -> Result<std::sync::Arc<WorkerPool>, RpcError> {
         let n_threads = n_threads.max(1);
         let mut contexts = Vec::with_capacity(n_threads);
@@ -48,6 +53,10 @@ impl WorkerPool {
     }
 
     /// One context per CPU.
+    ///
+    /// # Errors
+    ///
+    /// As [`WorkerPool::new`].
     pub fn with_default_size(name: &str) -> Result<std::sync::Arc<WorkerPool>, RpcError> {
         let n_threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
         WorkerPool::new(name, n_threads)
@@ -74,6 +83,11 @@ impl WorkerPool {
     /// Runs `job` on one of the pool's contexts (round robin) and waits for its result; only
     /// the calling coroutine parks. A panic in the job is returned as `JobPanicked`; a pool
     /// that is stopped (before or during the job) gives `PoolStopped`.
+    ///
+    /// # Errors
+    ///
+    /// [`RpcError::JobPanicked`] with the panic's message; [`RpcError::PoolStopped`] when the pool
+    /// is stopped before the job ran or while it ran.
     pub fn run<T, F>(&self, job: F) -> Result<T, RpcError>
     where
         T: Send + 'static,

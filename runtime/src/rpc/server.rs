@@ -106,6 +106,10 @@ impl Server {
     /// is left alone. `Ok(Some(bound))` when it was bound now, `Ok(None)` when there was
     /// nothing to do now. For a VIP that moves to an address the server did not know at its
     /// start.
+    ///
+    /// # Errors
+    ///
+    /// [`RpcError::Bind`] when the server is serving and `address` cannot be bound now.
     pub fn listen_also(&self, address: SocketAddr, freebind: bool) -> Result<Option<SocketAddr>> {
         self.inner.listen_also(ListenAddress { address, freebind })
     }
@@ -123,12 +127,23 @@ impl Server {
     /// Binds and starts accepting: `NotRunning → PreStarting → Starting → Running`, with the
     /// pre-start and pre-serve hooks. After a complete tear-down it sets the server up again
     /// (a tear-down the flags left unfinished is finished first).
+    ///
+    /// # Errors
+    ///
+    /// [`RpcError::Bind`] naming the address that cannot be bound; [`RpcError::NotStopped`] when
+    /// the server is not stopped (already serving, or stopping); [`RpcError::Spawn`] when an
+    /// accept coroutine or the deadline sweeper cannot be started.
     pub fn setup(&self) -> Result<SocketAddr> {
         self.inner.exclusive_setup()
     }
 
     /// `setup` if needed, then waits until `stop`, then `cleanup`. Blocks the caller (parks it,
     /// when it is a coroutine).
+    ///
+    /// # Errors
+    ///
+    /// [`RpcError::SelfJoin`] when called from one of the server's own handlers (it would wait for
+    /// itself); `setup`'s errors.
     pub fn serve(&self) -> Result<()> {
         if self.inner.called_from_handler() {
             return Err(RpcError::SelfJoin(format!("serve of server {}", self.name())));
@@ -148,6 +163,11 @@ impl Server {
     /// `setup` here (so bind errors are returned and `local_addr` is known at once), then the
     /// wait-for-stop and `cleanup` of `serve` on a `runtime::Thread` named `thread_name`, owned
     /// by the server and joined by `join` or drop.
+    ///
+    /// # Errors
+    ///
+    /// [`RpcError::NotStopped`] while a serving thread still runs; `setup`'s errors;
+    /// [`RpcError::Spawn`] when the thread cannot be started.
     pub fn serve_in_background(&self, thread_name: &str) -> Result<SocketAddr> {
         let serving = self.inner.serve_thread.lock().as_ref().is_some_and(|thread| !thread.is_finished());
         if serving {
@@ -170,6 +190,11 @@ impl Server {
     }
 
     /// Waits for the background serving thread (after `stop`) to finish its `cleanup`.
+    ///
+    /// # Errors
+    ///
+    /// [`RpcError::SelfJoin`] from the serving thread itself; [`RpcError::ServeThread`] with the
+    /// message of the serving thread's panic.
     pub fn join(&self) -> Result<()> {
         self.inner.join_serve_thread()
     }

@@ -8,22 +8,29 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::{CommandLine, ConfigError};
 use crate::access::{AccessPolicy, ApiTokens};
 
 /// The `[api]` table as written: every key optional, unknown keys refused.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct FileApi {
-    token_file: Option<PathBuf>,
-    protect_reads: Option<bool>,
-    max_connections: Option<usize>,
-    max_connections_per_client: Option<usize>,
-    header_timeout_ms: Option<u64>,
-    listen_also: Option<Vec<IpAddr>>,
-    standby_status: Option<u16>,
+pub struct FileApi {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub protect_reads: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_connections_per_client: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub header_timeout_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen_also: Option<Vec<IpAddr>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub standby_status: Option<u16>,
 }
 
 /// The validated `[api]` settings.

@@ -4,25 +4,35 @@
 
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::{CommandLine, ConfigError};
 use crate::dispatcher::placement::RetryPolicy;
 
 /// The `[tasks]` table as written: every key optional, unknown keys refused.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct FileTasks {
-    max_attempts: Option<u32>,
-    retention_sec: Option<u64>,
-    claim_grace_ms: Option<u64>,
-    copy_extent_mib: Option<u64>,
-    copy_block_kib: Option<u64>,
-    copy_max_mib_per_s: Option<u64>,
-    lease_ms: Option<u64>,
-    retry_base_ms: Option<u64>,
-    retry_factor: Option<u32>,
-    retry_max_ms: Option<u64>,
+pub struct FileTasks {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_attempts: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retention_sec: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub claim_grace_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub copy_extent_mib: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub copy_block_kib: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub copy_max_mib_per_s: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lease_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_base_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_factor: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_max_ms: Option<u64>,
 }
 
 /// The validated `[tasks]` settings.

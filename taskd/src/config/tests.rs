@@ -294,3 +294,45 @@ fn early_takeover_is_off_by_default_and_checked_against_the_session_timeout() {
     let flags = CommandLine::try_parse_from(["zbs-taskd", "--early-takeover-ms", "800"]).expect("flags parse");
     assert_eq!(Config::from_toml("", &flags).expect("valid").early_takeover, Duration::from_millis(800));
 }
+
+/// A file written through `FileConfig::to_toml` parses back to the same `FileConfig`, every
+/// table included, and a daemon loads it: the fixtures write their configurations this way.
+#[test]
+fn a_written_file_config_reads_back_the_same() {
+    let mut file = FileConfig {
+        node_id: Some("node-1".to_string()),
+        zookeeper_hosts: Some("127.0.0.1:2181".to_string()),
+        session_timeout_ms: Some(4_000),
+        management_address: Some(IpAddr::from([127, 0, 0, 2])),
+        state_dir: Some(PathBuf::from("/var/lib/zbs-taskd")),
+        on_network_failure: Some(NetworkFailureAction::Exit),
+        allowed_roots: Some(vec![PathBuf::from("/srv/a \"quoted\" root")]),
+        vip: Some(VipSection::Many(vec![VipConfig::new("10.0.0.100/24", "eth0"), {
+            let mut iscsi = VipConfig::new("10.0.1.100/24", "eth1");
+            iscsi.service = "iscsi".to_string();
+            iscsi
+        }])),
+        ..FileConfig::default()
+    };
+    file.exit_limit.start_limit_burst = Some(3);
+    file.log = FileLog { format: Some(LogFormat::Json), level: Some("info,may=warn".to_string()), file: None };
+    file.tasks.copy_extent_mib = Some(1);
+    file.tasks.retry_base_ms = Some(1_000);
+    file.health.source = SourceKind::File;
+    file.health.fall = 2;
+    file.health.file.on_missing = MissingFile::Ok;
+    file.health.probe.interface = Some("data0".to_string());
+    file.api.protect_reads = Some(true);
+    file.api.listen_also = Some(vec![IpAddr::from([10, 0, 0, 7])]);
+    let text = file.to_toml().expect("write the file");
+    assert_eq!(FileConfig::parse(&text, Path::new("<written>")).expect("read it back"), file, "{text}");
+    let config = Config::from_toml_without_secrets(&text, &CommandLine::default()).expect("a daemon loads it");
+    assert_eq!(config.session_timeout, Duration::from_millis(4_000));
+    assert_eq!(config.tasks.copy_extent_bytes, 1 << 20);
+}
+
+/// An empty `FileConfig` writes nothing, so every key keeps the daemon's default.
+#[test]
+fn a_default_file_config_writes_no_key() {
+    assert_eq!(FileConfig::default().to_toml().expect("write the file").trim(), "");
+}

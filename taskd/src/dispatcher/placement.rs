@@ -12,7 +12,7 @@
 //!   (`RetryPolicy`, the `[tasks] retry_*` keys: 10 s doubling to 5 min by default, as
 //!   Kubernetes Jobs do).
 //! * A failure is transient or permanent (`FailureClass`, reported by the runner). A permanent
-//!   one fails the task at once (`after_failure`); a `Pending` task whose last failure was
+//!   one fails the task at once (`task::after_failure`); a `Pending` task whose last failure was
 //!   permanent (written by an older runner) is failed, never handed out (`FailPermanently`).
 //! * A runner takes tasks only while registered healthy, not draining and not held off; its
 //!   free slots are its slots less the larger of what its registration counts busy and the tasks
@@ -76,17 +76,6 @@ impl RetryPolicy {
 impl Default for RetryPolicy {
     fn default() -> RetryPolicy {
         RetryPolicy::DEFAULT
-    }
-}
-
-/// The state a run's failure leaves its task in (the runner writes it): `Failed` at once for a
-/// permanent failure or once `max_attempts` failed runs are spent (`attempts` counts this one),
-/// `Pending` for a retry otherwise.
-pub fn after_failure(class: FailureClass, attempts: u32, max_attempts: u32) -> TaskState {
-    match class {
-        FailureClass::Permanent => TaskState::Failed,
-        FailureClass::Transient if attempts >= max_attempts => TaskState::Failed,
-        FailureClass::Transient => TaskState::Pending,
     }
 }
 

@@ -2,6 +2,7 @@
 
 use std::time::{Duration, Instant};
 
+use super::run::{run_sleep, RunEnd};
 use super::*;
 
 #[test]

@@ -1,10 +1,12 @@
-//! `FailureClass`: whether a failed attempt may succeed if tried again. The runner records the
-//! class of its run's error in the task's final state; the dispatcher's placement rules retry
-//! only a transient failure.
+//! `FailureClass`: whether a failed attempt may succeed if tried again, and `after_failure`, the
+//! state a failed run leaves its task in. The runner records the class of its run's error in the
+//! task's final state; the dispatcher's placement rules retry only a transient failure.
 
 use std::fmt;
 
 use serde::{Deserialize, Deserializer, Serialize};
+
+use super::TaskState;
 
 /// The class of a failed attempt's error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -47,5 +49,16 @@ impl FailureClass {
 impl fmt::Display for FailureClass {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+/// The state a run's failure leaves its task in (the runner writes it): `Failed` at once for a
+/// permanent failure or once `max_attempts` failed runs are spent (`attempts` counts this one),
+/// `Pending` for a retry otherwise.
+pub fn after_failure(class: FailureClass, attempts: u32, max_attempts: u32) -> TaskState {
+    match class {
+        FailureClass::Permanent => TaskState::Failed,
+        FailureClass::Transient if attempts >= max_attempts => TaskState::Failed,
+        FailureClass::Transient => TaskState::Pending,
     }
 }

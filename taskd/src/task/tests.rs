@@ -394,3 +394,12 @@ fn the_error_class_decodes_defensively() {
         assert_eq!(decoded.last_error_class(), FailureClass::Transient, "error_class {odd}");
     }
 }
+
+proptest::proptest! {
+    #[test]
+    fn a_permanent_failure_is_never_retried(attempts in 1u32..100, max_attempts in 1u32..100) {
+        proptest::prop_assert_eq!(after_failure(FailureClass::Permanent, attempts, max_attempts), TaskState::Failed);
+        let transient = after_failure(FailureClass::Transient, attempts, max_attempts);
+        proptest::prop_assert_eq!(transient == TaskState::Pending, attempts < max_attempts);
+    }
+}

@@ -11,6 +11,7 @@ use std::time::Instant;
 use anyhow::{ensure, Context, Result};
 use taskd::config::EXIT_CONFIG;
 use tests::netns::{skip_reason, NetnsCluster, MANAGEMENT_INTERFACE, VIP};
+use tests::prelude::*;
 
 use super::{assert_no_crash, serialize, HOLD_WINDOW, WAIT};
 

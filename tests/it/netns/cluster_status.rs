@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Result};
 use tests::netns::{health_invalid, health_valid, NetnsCluster};
+use tests::prelude::*;
 
 use super::{with_cluster, WAIT};
 

@@ -6,13 +6,12 @@
 //! session expires (the leader may be alive and its runner still writing until its lease lapses).
 //! Off (the default), nobody can lead before the old session expires.
 
-use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
 use serde_json::{json, Value};
 use tests::netns::{Cut, NetnsCluster, NetnsClusterBuilder, Network, RUNNER_PORT};
+use tests::prelude::*;
 
 use super::{leader_with_pid, with_cluster, WAIT};
 
@@ -21,18 +20,6 @@ const SESSION_TIMEOUT: Duration = Duration::from_secs(12);
 
 /// The option under test (at most half the session timeout, the configuration's rule).
 const EARLY_TAKEOVER_MS: u64 = 800;
-
-/// A daemon binary that runs the fixture's `zbs-taskd` with `--early-takeover-ms` (the fixture
-/// writes the config file; a flag wins over it). The script lives as long as the returned dir.
-fn daemon_with_early_takeover() -> Result<(tempfile::TempDir, PathBuf)> {
-    let binary = tests::cluster::daemon_binary()?;
-    let dir = tempfile::Builder::new().prefix("zbs-early-takeover-").tempdir().context("create the wrapper's dir")?;
-    let wrapper = dir.path().join("zbs-taskd");
-    let script = format!("#!/bin/sh\nexec {} --early-takeover-ms {EARLY_TAKEOVER_MS} \"$@\"\n", binary.display());
-    std::fs::write(&wrapper, script).context("write the wrapper")?;
-    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).context("chmod the wrapper")?;
-    Ok((dir, wrapper))
-}
 
 fn builder() -> NetnsClusterBuilder {
     NetnsCluster::builder().session_timeout(SESSION_TIMEOUT)
@@ -100,8 +87,8 @@ fn other_leader(cluster: &NetnsCluster, old: usize) -> Option<usize> {
 
 #[test]
 fn with_early_takeover_a_leader_cut_off_on_both_networks_is_replaced_well_before_its_session_timeout() {
-    let (_wrapper_dir, wrapper) = daemon_with_early_takeover().expect("write the daemon wrapper");
-    with_cluster("early_takeover_on", builder().binary(wrapper), |cluster| {
+    let builder = builder().configure(|config| config.early_takeover_ms = Some(EARLY_TAKEOVER_MS));
+    with_cluster("early_takeover_on", builder, |cluster| {
         let (old, _) = leader_with_pid(cluster)?;
         let old_id = cluster.node(old).node_id.clone();
         let task_id = task_on_leaders_runner(cluster, old)?;

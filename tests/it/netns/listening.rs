@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::{ensure, Context, Result};
 use tests::netns::{in_netns, NetnsCluster, DISPATCHER_PORT, RUNNER_PORT, VIP};
+use tests::prelude::*;
 
 use super::{with_cluster, WAIT};
 

@@ -14,6 +14,7 @@ use tests::netns::{
     ip, HolderSampler, NetnsCluster, NetnsClusterBuilder, Signal, MANAGEMENT_INTERFACE, SECOND_VIP, SECOND_VIP_SERVICE,
     SERVICE_INTERFACE, VIP,
 };
+use tests::prelude::*;
 
 use super::{assert_announced, assert_never_two_holders, assert_no_crash, with_cluster, TAKEOVER_BURST, WAIT};
 

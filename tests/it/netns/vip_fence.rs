@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
 use tests::netns::{NetnsCluster, Signal};
+use tests::prelude::*;
 
 use super::{assert_never_two_holders, assert_no_crash, leader_with_pid, with_cluster, WAIT};
 

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{ensure, Context, Result};
 use serde_json::json;
 use tests::netns::{in_netns, NetnsCluster, Signal, MANAGEMENT_INTERFACE, VIP};
+use tests::prelude::*;
 
 use super::{assert_no_crash, with_cluster, WAIT};
 

@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use anyhow::{ensure, Context, Result};
 use tests::netns::{NetnsCluster, VIP, VIP_PREFIX};
+use tests::prelude::*;
 
 use super::{assert_no_crash, leader_with_pid, with_cluster, WAIT};
 

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{ensure, Context, Result};
 use serde_json::json;
 use tests::netns::{NetnsCluster, Signal, MANAGEMENT_INTERFACE, VIP};
+use tests::prelude::*;
 
 use super::{assert_no_crash, with_cluster, TAKEOVER_BURST, WAIT};
 

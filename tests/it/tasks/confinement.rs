@@ -16,11 +16,18 @@ use super::*;
 const MIB: u64 = 1 << 20;
 
 /// One failed run fails a task (a refused path is no transient error); small extents.
-const CONFINED: &str = "tasks = { copy_extent_mib = 1, copy_block_kib = 64, max_attempts = 1 }\nrunner_slots = 4";
+fn confined(config: &mut DaemonConfig) {
+    config.tasks.copy_extent_mib = Some(1);
+    config.tasks.copy_block_kib = Some(64);
+    config.tasks.max_attempts = Some(1);
+    config.runner_slots = Some(4);
+}
 
-/// As `CONFINED`, each copy paced to 1 MiB/s: a 16 MiB copy runs for about 16 s.
-const CONFINED_PACED: &str =
-    "tasks = { copy_extent_mib = 1, copy_block_kib = 64, max_attempts = 1, copy_max_mib_per_s = 1 }\nrunner_slots = 4";
+/// As `confined`, each copy paced to 1 MiB/s: a 16 MiB copy runs for about 16 s.
+fn confined_paced(config: &mut DaemonConfig) {
+    confined(config);
+    config.tasks.copy_max_mib_per_s = Some(1);
+}
 
 /// The bytes every outside "secret" source is made of; no destination may ever hold them.
 const SECRET: &[u8; 16] = b"SECRET-OUTSIDE!!";
@@ -111,7 +118,7 @@ fn stop_cleanly(cluster: &Cluster) -> Result<()> {
 #[test]
 fn a_component_swapped_for_a_symlink_during_a_thousand_copies_reads_and_writes_nothing_outside() {
     let outside = tempfile::Builder::new().prefix("zbs-outside-").tempdir().expect("create the outside dir");
-    with_tuned_cluster(CONFINED, "info", |cluster, roots| {
+    with_tuned_cluster(confined, "info", |cluster, roots| {
         let leader = leader(cluster)?;
         let outside = outside.path();
         // `swap` is either the real directory or a symlink to `outside`; `other` is the rest.
@@ -245,7 +252,7 @@ fn walk(dir: &Path) -> Result<Vec<PathBuf>> {
 
 #[test]
 fn fifos_fail_their_copy_within_a_second_a_cancel_ends_a_paced_copy_within_a_second_and_the_daemons_stop() {
-    with_tuned_cluster(CONFINED_PACED, "info", |cluster, roots| {
+    with_tuned_cluster(confined_paced, "info", |cluster, roots| {
         let leader = leader(cluster)?;
 
         // Refused at submit: the dispatcher's check already sees the FIFO.

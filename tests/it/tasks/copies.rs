@@ -9,81 +9,94 @@ use super::*;
 const MIB: u64 = 1 << 20;
 
 /// Copies in 1 MiB extents of 256 KiB blocks.
-const SMALL_EXTENTS: &str = "tasks = { copy_extent_mib = 1, copy_block_kib = 256 }";
+fn small_extents(config: &mut DaemonConfig) {
+    config.tasks.copy_extent_mib = Some(1);
+    config.tasks.copy_block_kib = Some(256);
+}
 
 /// Small extents, and each copy paced to 4 MiB/s so a 16 MiB copy takes about 4 s: long
 /// enough to kill or stop its runner in the middle.
-const PACED: &str = "tasks = { copy_extent_mib = 1, copy_block_kib = 256, copy_max_mib_per_s = 4 }";
+fn paced(config: &mut DaemonConfig) {
+    small_extents(config);
+    config.tasks.copy_max_mib_per_s = Some(4);
+}
 
 /// A log filter that keeps the runner's per-extent "copy progress recorded" lines.
 const RUNNER_DEBUG: &str = "info,taskd::runner=debug";
 
 #[test]
 fn fifty_sparse_copies_equal_their_sources_with_the_same_holes() {
-    with_tuned_cluster(&format!("{SMALL_EXTENTS}\nrunner_slots = 4"), "info", |cluster, roots| {
-        let leader = leader(cluster)?;
-        let mut copies = Vec::new();
-        for index in 0..50u64 {
-            let source = roots.join(format!("sparse-{index}"));
-            let destination = roots.join(format!("copy-{index}"));
-            // 8 to 16 MiB with six random data regions of up to 256 KiB each.
-            sparse_file(&source, (8 + index % 9) * MIB, 0x5eed_0000 + index)?;
-            copies.push((source, destination));
-        }
-        // A destination left over from an earlier copy is overwritten, holes included.
-        std::fs::write(&copies[0].1, vec![0xa5u8; 3 * MIB as usize])?;
-        let started = std::time::Instant::now();
-        let mut task_ids = Vec::new();
-        for (source, destination) in &copies {
-            // Only the leftover destination holds data; asking to overwrite the others is harmless.
-            let body = json!({ "source": source, "destination": destination, "io_depth": 4, "overwrite": true });
-            task_ids.push(submit(cluster, leader, "copy_volume/create", body)?);
-        }
-        let mut runners = std::collections::BTreeMap::<String, usize>::new();
-        for (task_id, (source, destination)) in task_ids.iter().zip(&copies) {
-            let record = wait_state(cluster, leader, task_id, "succeeded", Duration::from_secs(60))?;
-            *runners.entry(record["runner_addr"].as_str().unwrap_or_default().to_string()).or_default() += 1;
-            let progress = &record["progress"];
-            let n_extents = std::fs::metadata(source)?.len().div_ceil(MIB);
+    with_tuned_cluster(
+        |config| {
+            small_extents(config);
+            config.runner_slots = Some(4);
+        },
+        "info",
+        |cluster, roots| {
+            let leader = leader(cluster)?;
+            let mut copies = Vec::new();
+            for index in 0..50u64 {
+                let source = roots.join(format!("sparse-{index}"));
+                let destination = roots.join(format!("copy-{index}"));
+                // 8 to 16 MiB with six random data regions of up to 256 KiB each.
+                sparse_file(&source, (8 + index % 9) * MIB, 0x5eed_0000 + index)?;
+                copies.push((source, destination));
+            }
+            // A destination left over from an earlier copy is overwritten, holes included.
+            std::fs::write(&copies[0].1, vec![0xa5u8; 3 * MIB as usize])?;
+            let started = std::time::Instant::now();
+            let mut task_ids = Vec::new();
+            for (source, destination) in &copies {
+                // Only the leftover destination holds data; asking to overwrite the others is harmless.
+                let body = json!({ "source": source, "destination": destination, "io_depth": 4, "overwrite": true });
+                task_ids.push(submit(cluster, leader, "copy_volume/create", body)?);
+            }
+            let mut runners = std::collections::BTreeMap::<String, usize>::new();
+            for (task_id, (source, destination)) in task_ids.iter().zip(&copies) {
+                let record = wait_state(cluster, leader, task_id, "succeeded", Duration::from_secs(60))?;
+                *runners.entry(record["runner_addr"].as_str().unwrap_or_default().to_string()).or_default() += 1;
+                let progress = &record["progress"];
+                let n_extents = std::fs::metadata(source)?.len().div_ceil(MIB);
+                ensure!(
+                    progress["cur_extent"] == json!(n_extents) && progress["n_extents"] == json!(n_extents),
+                    "copy {task_id} of {}: final progress {progress} is not {n_extents} extents of 1 MiB",
+                    source.display()
+                );
+                ensure!(progress["extent_size"] == json!(MIB), "copy {task_id}: {progress}");
+                ensure!(record["attempts"] == json!(0), "copy {task_id} needed retries: {record}");
+                ensure_same_copy(source, destination).with_context(|| format!("copy {task_id}"))?;
+                let meta = std::fs::metadata(destination)?;
+                ensure!(
+                    meta.blocks() * 512 <= 2 * MIB,
+                    "copy {task_id}: {} allocates {} KiB for at most 1.5 MiB of data",
+                    destination.display(),
+                    meta.blocks() / 2
+                );
+            }
+            eprintln!("50 sparse copies finished in {:?} on runners {runners:?}", started.elapsed());
+            // The runners counted what they read: at least every allocated byte of the sources,
+            // never their holes (far less than their lengths).
+            let (mut n_allocated, mut n_length) = (0, 0);
+            for (source, _) in &copies {
+                let meta = std::fs::metadata(source)?;
+                n_allocated += meta.blocks() * 512;
+                n_length += meta.len();
+            }
+            let transferred = metric_sum(cluster, "zbs_taskd_copy_transferred_bytes_total")?;
             ensure!(
-                progress["cur_extent"] == json!(n_extents) && progress["n_extents"] == json!(n_extents),
-                "copy {task_id} of {}: final progress {progress} is not {n_extents} extents of 1 MiB",
-                source.display()
+                transferred >= n_allocated as f64 && transferred < n_length as f64 / 2.0,
+                "copy_transferred_bytes {transferred}: the sources allocate {n_allocated} of {n_length} bytes"
             );
-            ensure!(progress["extent_size"] == json!(MIB), "copy {task_id}: {progress}");
-            ensure!(record["attempts"] == json!(0), "copy {task_id} needed retries: {record}");
-            ensure_same_copy(source, destination).with_context(|| format!("copy {task_id}"))?;
-            let meta = std::fs::metadata(destination)?;
-            ensure!(
-                meta.blocks() * 512 <= 2 * MIB,
-                "copy {task_id}: {} allocates {} KiB for at most 1.5 MiB of data",
-                destination.display(),
-                meta.blocks() / 2
-            );
-        }
-        eprintln!("50 sparse copies finished in {:?} on runners {runners:?}", started.elapsed());
-        // The runners counted what they read: at least every allocated byte of the sources,
-        // never their holes (far less than their lengths).
-        let (mut n_allocated, mut n_length) = (0, 0);
-        for (source, _) in &copies {
-            let meta = std::fs::metadata(source)?;
-            n_allocated += meta.blocks() * 512;
-            n_length += meta.len();
-        }
-        let transferred = metric_sum(cluster, "zbs_taskd_copy_transferred_bytes_total")?;
-        ensure!(
-            transferred >= n_allocated as f64 && transferred < n_length as f64 / 2.0,
-            "copy_transferred_bytes {transferred}: the sources allocate {n_allocated} of {n_length} bytes"
-        );
-        ensure!(metric_sum(cluster, "zbs_taskd_copy_skipped_bytes_total")? >= 0.0, "no copy_skipped_bytes");
-        ensure!(runners.len() == cluster.n_nodes(), "the copies ran on only {runners:?}");
-        Ok(())
-    });
+            ensure!(metric_sum(cluster, "zbs_taskd_copy_skipped_bytes_total")? >= 0.0, "no copy_skipped_bytes");
+            ensure!(runners.len() == cluster.n_nodes(), "the copies ran on only {runners:?}");
+            Ok(())
+        },
+    );
 }
 
 #[test]
 fn a_killed_or_stopped_runners_copies_resume_elsewhere() {
-    with_tuned_cluster(PACED, RUNNER_DEBUG, |cluster, roots| {
+    with_tuned_cluster(paced, RUNNER_DEBUG, |cluster, roots| {
         let leader = leader(cluster)?;
         // Keep the leader's own runner out of it, so a kill does not also move the dispatcher.
         let leader_id = cluster.node(leader).node_id.clone();

@@ -28,10 +28,11 @@ fn with_long_session_cluster(scenario: impl FnOnce(&Cluster) -> Result<()>) {
         .session_timeout(LONG_SESSION)
         // The shortest claim grace: the task is killed moments after its assignment, and a new
         // dispatcher that never saw its owner waits that long for a claim before it interrupts it.
-        .extra_config(format!(
-            "allowed_roots = [\"{}\"]\nrunner_slots = 2\ntasks = {{ claim_grace_ms = 1000 }}\n",
-            roots.path().display()
-        ))
+        .configure(|config| {
+            config.allowed_roots = Some(vec![roots.path().to_path_buf()]);
+            config.runner_slots = Some(2);
+            config.tasks.claim_grace_ms = Some(1000);
+        })
         .start()
         .expect("start the cluster");
     if let Err(error) = scenario(&cluster) {

@@ -19,7 +19,10 @@ fn with_long_session_cluster(scenario: impl FnOnce(&Cluster) -> Result<()>) {
     let roots = tempfile::Builder::new().prefix("zbs-tasks-").tempdir().expect("create the copy root");
     let cluster = ClusterBuilder::new()
         .session_timeout(LONG_SESSION)
-        .extra_config(format!("allowed_roots = [\"{}\"]\nrunner_slots = 2\n", roots.path().display()))
+        .configure(|config| {
+            config.allowed_roots = Some(vec![roots.path().to_path_buf()]);
+            config.runner_slots = Some(2);
+        })
         .start()
         .expect("start the cluster");
     if let Err(error) = scenario(&cluster) {

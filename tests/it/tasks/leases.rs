@@ -16,7 +16,11 @@ const MIB: u64 = 1 << 20;
 
 /// One 64 MiB extent of 64 KiB blocks at 2 MiB/s: the next extent boundary of a copy of a few
 /// MiB is its end, seconds away.
-const SLOW_COPIES: &str = "tasks = { copy_extent_mib = 64, copy_block_kib = 64, copy_max_mib_per_s = 2 }";
+fn slow_copies(config: &mut DaemonConfig) {
+    config.tasks.copy_extent_mib = Some(64);
+    config.tasks.copy_block_kib = Some(64);
+    config.tasks.copy_max_mib_per_s = Some(2);
+}
 
 /// Lines of every node's log that say `task_id` ended in `state`.
 fn n_ends(cluster: &Cluster, task_id: &str, state: &str) -> usize {
@@ -40,7 +44,7 @@ fn written_state(path: &Path) -> Result<(i64, i64, u64)> {
 
 #[test]
 fn a_runner_stopped_past_its_session_writes_no_block_after_its_lease_lapsed() {
-    with_tuned_cluster(SLOW_COPIES, "info", |cluster, roots| {
+    with_tuned_cluster(slow_copies, "info", |cluster, roots| {
         let leader = leader(cluster)?;
         // The leader's runner stays out of it, so the stop does not also move the dispatcher.
         let leader_id = cluster.node(leader).node_id.clone();

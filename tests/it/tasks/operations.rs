@@ -9,7 +9,12 @@ use super::*;
 const MIB: u64 = 1 << 20;
 
 /// 1 MiB extents and 4 MiB/s per copy: a 16 MiB copy takes about 4 s; two attempts per task.
-const PACED: &str = "tasks = { copy_extent_mib = 1, copy_block_kib = 256, copy_max_mib_per_s = 4, max_attempts = 2 }";
+fn paced(config: &mut DaemonConfig) {
+    config.tasks.copy_extent_mib = Some(1);
+    config.tasks.copy_block_kib = Some(256);
+    config.tasks.copy_max_mib_per_s = Some(4);
+    config.tasks.max_attempts = Some(2);
+}
 
 /// Submits a paced copy of a fresh dense file of `mib` MiB; returns (task id, source, destination).
 fn submit_copy(
@@ -60,7 +65,7 @@ fn runs_on(cluster: &Cluster, node: usize, task_id: &str) -> bool {
 
 #[test]
 fn drain_survives_a_restart_and_cancel_pause_resume_and_windows_act_on_running_copies() {
-    with_tuned_cluster(PACED, "info", |cluster, roots| {
+    with_tuned_cluster(paced, "info", |cluster, roots| {
         let leader = leader(cluster)?;
         let drained = (leader + 1) % cluster.n_nodes();
         let drained_id = cluster.node(drained).node_id.clone();

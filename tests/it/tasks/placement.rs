@@ -5,15 +5,18 @@
 
 use super::*;
 
-/// A one-node cluster (one runner) with `extra` config lines, two slots unless `extra` says.
-fn with_one_node(extra: &str, scenario: impl FnOnce(&Cluster, &Path) -> Result<()>) {
+/// A one-node cluster (one runner) changed by `configure`, two slots unless it says otherwise.
+fn with_one_node(configure: impl FnOnce(&mut DaemonConfig), scenario: impl FnOnce(&Cluster, &Path) -> Result<()>) {
     let _serial = serialize();
     let roots = tempfile::Builder::new().prefix("zbs-place-").tempdir().expect("create the copy root");
-    let slots = if extra.contains("runner_slots") { "" } else { "runner_slots = 2\n" };
     let cluster = ClusterBuilder::new()
         .nodes(1)
         .session_timeout(Duration::from_millis(2000))
-        .extra_config(format!("allowed_roots = [\"{}\"]\n{slots}{extra}", roots.path().display()))
+        .configure(|config| {
+            config.allowed_roots = Some(vec![roots.path().to_path_buf()]);
+            config.runner_slots = Some(2);
+            configure(config);
+        })
         .start()
         .expect("start the cluster");
     if let Err(error) = scenario(&cluster, roots.path()) {
@@ -30,94 +33,114 @@ fn with_one_node(extra: &str, scenario: impl FnOnce(&Cluster, &Path) -> Result<(
 /// refused one.
 #[test]
 fn one_runner_takes_a_burst_of_short_tasks_without_over_commit() {
-    with_one_node("", |cluster, _| {
-        let leader = leader(cluster)?;
-        const N_TASKS: u64 = 40;
-        const TASK_MS: u64 = 100;
-        const SLOTS: u64 = 2;
-        let work = Duration::from_millis(N_TASKS * TASK_MS / SLOTS);
-        // Three times the work plus 10 s: far below the 5 s hold-off a single refusal cost.
-        let bound = work * 3 + Duration::from_secs(10);
-        let submitted = std::time::Instant::now();
-        let task_ids: Vec<String> = (0..N_TASKS)
-            .map(|_| submit(cluster, leader, "sleep/create", json!({ "duration_ms": TASK_MS })))
-            .collect::<Result<_>>()?;
-        let mut pending = task_ids.clone();
-        while !pending.is_empty() {
-            let mut still = Vec::new();
-            for task_id in pending {
-                let record = show(cluster, leader, &task_id)?;
-                match record["state"].as_str().unwrap_or_default() {
-                    "succeeded" => {
-                        ensure!(record["attempts"] == json!(0), "task {task_id} needed a retry: {record}")
+    with_one_node(
+        |_| {},
+        |cluster, _| {
+            let leader = leader(cluster)?;
+            const N_TASKS: u64 = 40;
+            const TASK_MS: u64 = 100;
+            const SLOTS: u64 = 2;
+            let work = Duration::from_millis(N_TASKS * TASK_MS / SLOTS);
+            // Three times the work plus 10 s: far below the 5 s hold-off a single refusal cost.
+            let bound = work * 3 + Duration::from_secs(10);
+            let submitted = std::time::Instant::now();
+            let task_ids: Vec<String> = (0..N_TASKS)
+                .map(|_| submit(cluster, leader, "sleep/create", json!({ "duration_ms": TASK_MS })))
+                .collect::<Result<_>>()?;
+            let mut pending = task_ids.clone();
+            while !pending.is_empty() {
+                let mut still = Vec::new();
+                for task_id in pending {
+                    let record = show(cluster, leader, &task_id)?;
+                    match record["state"].as_str().unwrap_or_default() {
+                        "succeeded" => {
+                            ensure!(record["attempts"] == json!(0), "task {task_id} needed a retry: {record}")
+                        }
+                        "failed" | "cancelled" => bail!("task {task_id} ended: {record}"),
+                        _ => still.push(task_id),
                     }
-                    "failed" | "cancelled" => bail!("task {task_id} ended: {record}"),
-                    _ => still.push(task_id),
                 }
-            }
-            pending = still;
-            if !pending.is_empty() && submitted.elapsed() > bound {
-                bail!(
+                pending = still;
+                if !pending.is_empty() && submitted.elapsed() > bound {
+                    bail!(
                     "{} of {N_TASKS} tasks of {TASK_MS} ms on {SLOTS} slots are unfinished {:?} after they were submitted \
                      (bound {bound:?}); first: {}",
                     pending.len(),
                     submitted.elapsed(),
                     show(cluster, leader, &pending[0])?
                 );
+                }
+                std::thread::sleep(Duration::from_millis(100));
             }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        // A figure for the record, not an assertion beyond the bound above.
-        eprintln!(
-            "{N_TASKS} tasks of {TASK_MS} ms on {SLOTS} slots done {:?} after the first submit",
-            submitted.elapsed()
-        );
-        let log = cluster.log(leader);
-        let refusals: Vec<&str> = log.lines().filter(|line| line.contains("runner did not take the task")).collect();
-        ensure!(refusals.is_empty(), "the dispatcher over-committed its runner {} times: {refusals:?}", refusals.len());
-        Ok(())
-    });
+            // A figure for the record, not an assertion beyond the bound above.
+            eprintln!(
+                "{N_TASKS} tasks of {TASK_MS} ms on {SLOTS} slots done {:?} after the first submit",
+                submitted.elapsed()
+            );
+            let log = cluster.log(leader);
+            let refusals: Vec<&str> =
+                log.lines().filter(|line| line.contains("runner did not take the task")).collect();
+            ensure!(
+                refusals.is_empty(),
+                "the dispatcher over-committed its runner {} times: {refusals:?}",
+                refusals.len()
+            );
+            Ok(())
+        },
+    );
 }
 
 /// A permanent failure fails at once: the copy's source is gone when its runner opens it (the
 /// submit's check found it; the copy waited behind a closed runtime window meanwhile).
 #[test]
 fn a_copy_whose_source_is_missing_fails_at_once_with_one_attempt() {
-    with_one_node("", |cluster, roots| {
-        let leader = leader(cluster)?;
-        let source = roots.join("vanishing");
-        let destination = roots.join("copy");
-        sparse_file(&source, 1 << 20, 0x0bad_5eed)?;
-        // A one-minute window two hours from now: closed until the test opens it.
-        let start_hour = (chrono::Local::now().time().hour() + 2) % 24;
-        let closed = json!({ "start_hour": start_hour, "start_min": 0, "end_hour": start_hour, "end_min": 1 });
-        let task_id = submit(
-            cluster,
-            leader,
-            "copy_volume/create",
-            json!({ "source": source, "destination": destination, "runtime_window": closed }),
-        )?;
-        std::fs::remove_file(&source)?;
-        let all_day = json!({ "start_hour": 0, "start_min": 0, "end_hour": 0, "end_min": 0 });
-        let (status, answer) =
-            request(cluster, leader, "POST", &format!("{PREFIX}/tasks/{task_id}/runtime"), Some(&all_day.to_string()))?;
-        ensure!((200..300).contains(&status), "open the window: {status} {answer}");
-        let record = wait_state(cluster, leader, &task_id, "failed", WAIT)?;
-        ensure!(record["attempts"] == json!(1), "a missing source was tried again: {record}");
-        ensure!(record["error_class"] == json!("permanent"), "not classified permanent: {record}");
-        ensure!(
-            record["last_error"].as_str().is_some_and(|error| error.contains("vanishing")),
-            "the error does not name the source: {record}"
-        );
-        Ok(())
-    });
+    with_one_node(
+        |_| {},
+        |cluster, roots| {
+            let leader = leader(cluster)?;
+            let source = roots.join("vanishing");
+            let destination = roots.join("copy");
+            sparse_file(&source, 1 << 20, 0x0bad_5eed)?;
+            // A one-minute window two hours from now: closed until the test opens it.
+            let start_hour = (chrono::Local::now().time().hour() + 2) % 24;
+            let closed = json!({ "start_hour": start_hour, "start_min": 0, "end_hour": start_hour, "end_min": 1 });
+            let task_id = submit(
+                cluster,
+                leader,
+                "copy_volume/create",
+                json!({ "source": source, "destination": destination, "runtime_window": closed }),
+            )?;
+            std::fs::remove_file(&source)?;
+            let all_day = json!({ "start_hour": 0, "start_min": 0, "end_hour": 0, "end_min": 0 });
+            let (status, answer) = request(
+                cluster,
+                leader,
+                "POST",
+                &format!("{PREFIX}/tasks/{task_id}/runtime"),
+                Some(&all_day.to_string()),
+            )?;
+            ensure!((200..300).contains(&status), "open the window: {status} {answer}");
+            let record = wait_state(cluster, leader, &task_id, "failed", WAIT)?;
+            ensure!(record["attempts"] == json!(1), "a missing source was tried again: {record}");
+            ensure!(record["error_class"] == json!("permanent"), "not classified permanent: {record}");
+            ensure!(
+                record["last_error"].as_str().is_some_and(|error| error.contains("vanishing")),
+                "the error does not name the source: {record}"
+            );
+            Ok(())
+        },
+    );
 }
 
 /// A transient failure is retried, and only once its back-off has passed: with a 3 s base, the
 /// second run is assigned at least 3 s after the first failed.
 #[test]
 fn a_transient_failure_is_retried_after_its_back_off() {
-    let retry = "tasks = { retry_base_ms = 3000, retry_factor = 2, retry_max_ms = 3000 }";
+    let retry = |config: &mut DaemonConfig| {
+        config.tasks.retry_base_ms = Some(3000);
+        config.tasks.retry_factor = Some(2);
+        config.tasks.retry_max_ms = Some(3000);
+    };
     with_one_node(retry, |cluster, _| {
         let leader = leader(cluster)?;
         let task_id = submit(cluster, leader, "sleep/create", json!({ "duration_ms": 50, "fail_first": 1 }))?;

@@ -108,11 +108,15 @@ fn a_request_id_creates_one_task_however_often_concurrently_or_across_a_leader_c
 }
 
 /// A copy paced to 4 MiB/s in 1 MiB extents: a 24 MiB volume keeps running for about 6 s.
-const PACED: &str = "tasks = { copy_extent_mib = 1, copy_block_kib = 256, copy_max_mib_per_s = 4 }";
+fn paced(config: &mut DaemonConfig) {
+    config.tasks.copy_extent_mib = Some(1);
+    config.tasks.copy_block_kib = Some(256);
+    config.tasks.copy_max_mib_per_s = Some(4);
+}
 
 #[test]
 fn copies_never_share_a_volume_and_write_over_data_only_when_asked() {
-    with_tuned_cluster(PACED, "info", |cluster, roots| {
+    with_tuned_cluster(paced, "info", |cluster, roots| {
         let leader = leader(cluster)?;
         let source = roots.join("busy.src");
         let destination = roots.join("busy.dst");

@@ -33,12 +33,12 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::error::{HealthError, Result};
 
 /// Which check decides the data network's health.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SourceKind {
     /// UDP echo probes to every peer's data address plus the data link's state.
@@ -51,7 +51,7 @@ pub enum SourceKind {
 }
 
 /// The `[health]` section.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HealthConfig {
     /// Which source decides.
@@ -86,7 +86,7 @@ impl Default for HealthConfig {
 }
 
 /// The `[health.probe]` section.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ProbeConfig {
     /// The UDP echo port, the same on every node (default 10602, beside the dispatcher's 10600
@@ -102,6 +102,7 @@ pub struct ProbeConfig {
     /// Whether the data interface's link state is followed (default true).
     pub track_interface: bool,
     /// The data interface's name; by default the interface that carries the data address.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub interface: Option<String>,
 }
 
@@ -131,7 +132,7 @@ impl ProbeConfig {
 }
 
 /// What a missing or unreadable health file counts as.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum MissingFile {
     /// A bad round (default): the file is the operator's statement of health, and no file is
@@ -143,7 +144,7 @@ pub enum MissingFile {
 }
 
 /// The `[health.file]` section.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct FileConfig {
     /// The file to read (default `/run/zbs/taskd.health`).
@@ -168,11 +169,12 @@ impl FileConfig {
 }
 
 /// The `[health.chunk]` section.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ChunkConfig {
     /// The chunk service's health URL (`http://…`); required when `source = "chunk"`, because
     /// a guessed default that points nowhere would only ever say "bad".
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
     /// Time between the starts of two requests, in milliseconds (default 200).
     pub interval_ms: u64,

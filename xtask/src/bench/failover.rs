@@ -40,6 +40,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use tests::netns::{NetnsCluster, Signal};
+use tests::prelude::*;
 
 use super::report::{bench_dir, percentile, Report};
 

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{bail, ensure, Context, Result};
 use tests::cluster::{Cluster, Signal};
+use tests::prelude::*;
 
 use super::report::{percentile, Report};
 

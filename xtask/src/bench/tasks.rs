@@ -60,6 +60,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
 use tests::cluster::Cluster;
+use tests::prelude::*;
 
 use self::api::Api;
 use self::machine::CpuSample;
@@ -111,7 +112,10 @@ pub fn run() -> Result<()> {
 fn run_in(work: &Path) -> Result<Report> {
     let cluster = Cluster::builder()
         .nodes(N_NODES)
-        .extra_config(format!("allowed_roots = [\"{}\"]\nrunner_slots = {RUNNER_SLOTS}", work.display()))
+        .configure(|config| {
+            config.allowed_roots = Some(vec![work.to_path_buf()]);
+            config.runner_slots = Some(RUNNER_SLOTS);
+        })
         .start()
         .context("start the cluster")?;
     eprintln!("tasks bench: {} nodes from {} in {}", N_NODES, cluster.binary().display(), cluster.dir().display());

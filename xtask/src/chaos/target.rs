@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Result};
 use tests::cluster::{Cluster, Signal};
 use tests::netns::{Cut, NetnsCluster, Network};
+use tests::prelude::*;
 use tests::zk::ZooKeeper;
 
 use super::checker::LeaderSample;

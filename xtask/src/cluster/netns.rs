@@ -9,6 +9,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use ::tests::netns::{skip_reason, DetachedNetnsCluster, NetnsCluster, DATA_INTERFACE};
+use ::tests::prelude::*;
 use anyhow::{bail, Context, Result};
 
 /// How long `up` waits for ZooKeeper, every node serving, and one leader holding the VIP.

@@ -13,7 +13,7 @@ fn node_config_is_valid_for_the_daemon() {
     let volumes = volumes_dir(dir.path());
     let token = token_path(dir.path());
     taskd::access::create_token_file(&token, None).expect("token");
-    let text = config_toml(&node, "127.0.0.1:2181", &volumes, &token);
+    let text = config_toml(&node, "127.0.0.1:2181", &volumes, &token).expect("write the config");
     let config = taskd::config::Config::from_toml(&text, &taskd::config::CommandLine::default())
         .unwrap_or_else(|error| panic!("the cluster's node config is invalid: {error}\n{text}"));
     assert_eq!(config.node_id, "node-2");

@@ -165,13 +165,6 @@ proptest! {
             prop_assert_eq!(retry.backoff(attempts + 1), (wait * retry.factor).min(retry.cap));
         }
     }
-
-    #[test]
-    fn a_permanent_failure_is_never_retried(attempts in 1u32..100, max_attempts in 1u32..100) {
-        prop_assert_eq!(after_failure(FailureClass::Permanent, attempts, max_attempts), TaskState::Failed);
-        let transient = after_failure(FailureClass::Transient, attempts, max_attempts);
-        prop_assert_eq!(transient == TaskState::Pending, attempts < max_attempts);
-    }
 }
 
 #[test]

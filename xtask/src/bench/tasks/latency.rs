@@ -16,6 +16,7 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::{anyhow, Context, Result};
 use parking_lot::Mutex;
 use tests::cluster::{glog_time, Cluster};
+use tests::prelude::*;
 
 use super::api::Api;
 
