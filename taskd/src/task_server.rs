@@ -25,6 +25,15 @@
 //! 8. on the server's thread, after the loop: the RPC servers' IO is stopped and joined.
 //!
 //! The supervisor then joins the thread and drops the server.
+//!
+//! # Where each part lives
+//! This file is the lifecycle: the shared state (`Inner`), `new`, `initialize`, `start`, stages
+//! 1 and 2 of the stop and the drop. The rest extends `Inner` from children: `health_poll.rs`
+//! (the loop's decisions: its health poll, and what the probes read), `role.rs` (the `Role` slot
+//! and its transitions: the dispatcher started and stopped, each step-down counted once),
+//! `quorum_handler.rs` (quorum events on the loop, and stop stages 4 to 6), `metrics_refresh.rs`
+//! (the live gauges before a scrape), `routes.rs` (both ports' routes) and `stop_stage.rs` (the
+//! stop order as data).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -32,7 +41,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use quorum::{Event, Member, MemberInfo, QuorumConfig, QuorumHandle, QuorumHandler, QuorumServer, ZkConfig};
+use quorum::{MemberInfo, QuorumConfig, QuorumHandle, QuorumServer, ZkConfig};
 use runtime::rpc::{self, Server, ServerConfig, WorkerPool};
 use runtime::{ContextHandle, JoinError, TimerHandle};
 use vip::health::{HealthFlag, HealthMonitor, Subscription};
@@ -41,32 +50,33 @@ use vip::VipServer;
 use crate::vip_keeper::Vips;
 
 use crate::config::Config;
-use crate::crash_watch::runners::RunnerWatch;
 use crate::crash_watch::CrashWatch;
-use crate::dispatcher::{NetworkHealthFlag, SchedulerHandle, SchedulerSetup, TaskDispatcher, VipFailure};
+use crate::dispatcher::{NetworkHealthFlag, VipFailure};
 use crate::fresh_members::FreshMembers;
-use crate::metrics::{zk_state_label, Metrics, TransitionReason, SERVICE_STATES, ZK_STATES};
+use crate::metrics::{Metrics, TransitionReason, SERVICE_STATES};
 use crate::notify::Notifier;
 use crate::reach::{ReachSettings, ReachWatch};
 use crate::runner::{RunnerConfig, TaskRunner};
 use crate::runner_client::RunnerClient;
 use crate::state_lock::SoleIncarnation;
 
+mod health_poll;
+mod metrics_refresh;
+mod quorum_handler;
+mod role;
 mod routes;
 mod stop_stage;
 
 pub use routes::DEBUG_HOOKS_ENV;
 
-use stop_stage::{log_done, timed, StopStage};
+use quorum_handler::Handler;
+use role::Role;
+use stop_stage::{timed, StopStage};
 
 pub use crate::task_db::layout::QUORUM_PATH;
 
 /// How often the loop polls the dispatcher's published health (the original: a 1 s TimerHandle).
 pub const HEALTH_POLL_INTERVAL: Duration = Duration::from_secs(1);
-
-/// How long a take-over is watched for its dispatcher to be ready (it gives up much sooner:
-/// `OPEN_GIVE_UP`).
-const TAKEOVER_WATCH_LIMIT: Duration = Duration::from_secs(600);
 
 /// `/healthz` answers 503 when the loop's health poll has not run for this long (three polls).
 pub const LOOP_STALE_AFTER: Duration = Duration::from_secs(3);
@@ -100,33 +110,6 @@ pub enum ServerError {
     AlreadyInitialized,
     #[error("vip: {0}")]
     Vip(#[from] vip::VipError),
-}
-
-/// What this node runs beyond its runner, in one slot: a follower nothing, a leader its
-/// dispatcher and — once its scheduling started — the handle requests reach it through.
-enum Role {
-    Follower,
-    Leader {
-        dispatcher: TaskDispatcher,
-        scheduler: Option<SchedulerHandle>,
-        /// The watch over the other nodes' runners (`crash_watch::runners`): a dead runner's tasks
-        /// are rescheduled at once. Asked to stop before the dispatcher, joined after it.
-        runner_watch: Option<RunnerWatch>,
-    },
-}
-
-impl Role {
-    /// The running dispatcher's scheduler, for requests.
-    fn scheduler(&self) -> Option<SchedulerHandle> {
-        match self {
-            Role::Leader { scheduler, .. } => scheduler.clone(),
-            Role::Follower => None,
-        }
-    }
-
-    fn runs_dispatcher(&self) -> bool {
-        matches!(self, Role::Leader { .. })
-    }
 }
 
 /// What the loop, the RPC handlers and the supervisor share.
@@ -496,418 +479,5 @@ impl Inner {
         // Stage 3 onwards run on the loop: the quorum steps down, gives up the election node,
         // calls `Handler::on_stop` (stages 4 to 6), closes the session and unloops.
         self.quorum.leave();
-    }
-
-    /// Counts this node's step-down once, with the first reason seen (see `counted_leader`),
-    /// and records it in the leadership history.
-    fn count_step_down(&self, reason: TransitionReason) {
-        if self.counted_leader.swap(false, Ordering::AcqRel) {
-            self.metrics.transition(reason);
-            self.record_event("stepped_down", reason.label());
-        }
-    }
-
-    /// Appends a leadership event on a coroutine of the loop (a few ZooKeeper round trips that
-    /// the event's handler need not wait for); one that cannot be written is logged.
-    fn record_event(&self, event: &str, reason: &str) {
-        let event = crate::leader_events::LeaderEvent::new(&self.config.node_id, event, reason);
-        let quorum = self.quorum.clone();
-        let scheduled = self.loop_context.sched(move || {
-            let Some(session) = quorum.session() else {
-                return tracing::warn!(?event, "no ZooKeeper session: the leadership event is not recorded");
-            };
-            if let Err(error) = crate::leader_events::append(&session, &event) {
-                tracing::warn!(?event, %error, "cannot record the leadership event");
-            }
-        });
-        if let Err(error) = scheduled {
-            tracing::warn!(%error, "cannot schedule the leadership event's write");
-        }
-    }
-
-    /// Observes the take-over's second half once the new dispatcher is ready: a coroutine on
-    /// the loop looks every 5 ms, and ends when it is ready, when the dispatcher stopped (this
-    /// node no longer leads), when the server stops, or after `TAKEOVER_WATCH_LIMIT`.
-    fn time_takeover(self: &Arc<Self>, elected_at: Instant, handle: SchedulerHandle) {
-        let weak = Arc::downgrade(self);
-        let _ = self.loop_context.sched(move || loop {
-            let Some(inner) = weak.upgrade() else { return };
-            if inner.stopping.load(Ordering::Acquire)
-                || inner.role.lock().scheduler().is_none()
-                || elected_at.elapsed() > TAKEOVER_WATCH_LIMIT
-            {
-                return;
-            }
-            if handle.is_ready() {
-                inner.metrics.takeover_seconds.observe(elected_at.elapsed().as_secs_f64());
-                return;
-            }
-            drop(inner);
-            runtime::sleep(Duration::from_millis(5));
-        });
-    }
-
-    /// True while the loop's 1 s health poll ran within the last `LOOP_STALE_AFTER`.
-    fn loop_answers(&self) -> bool {
-        let last = self.last_loop_tick_ms.load(Ordering::Acquire);
-        crate::run_log::monotonic_ns() / 1_000_000 <= last.saturating_add(LOOP_STALE_AFTER.as_millis() as u64)
-    }
-
-    /// Sets the gauges that mirror this server's live state, right before an encoding.
-    fn refresh_metrics(&self) {
-        let metrics = &self.metrics;
-        let leader = self.quorum.is_leader() && !self.stopping.load(Ordering::Acquire);
-        metrics.is_leader.set(i64::from(leader));
-        let zk_state = self.quorum.session().map(|session| zk_state_label(session.state()));
-        Metrics::set_state(&metrics.zookeeper_session_state, ZK_STATES, zk_state);
-        metrics.refresh_health(&self.health);
-        for server in &self.rpc_servers {
-            metrics
-                .rpc_open_connections
-                .get_or_create(&crate::metrics::ServerLabels { server: server.name().to_string() })
-                .set(server.n_connections() as i64);
-        }
-        self.refresh_leader_gauges(leader);
-        self.count_vip_frames();
-        for vip in self.vips.iter() {
-            metrics.set_vip_held(vip.service(), &vip.vip().to_string(), vip.is_active());
-        }
-    }
-
-    /// The leader's task and runner gauges, copied from counters its scheduler keeps (nothing is
-    /// listed: a scrape every 100 ms costs the dispatcher nothing); a follower exports none.
-    fn refresh_leader_gauges(&self, leader: bool) {
-        let scheduler = self.role.lock().scheduler().filter(|_| leader);
-        let tasks = scheduler.as_ref().and_then(SchedulerHandle::task_counts);
-        let runners = scheduler.as_ref().and_then(SchedulerHandle::runner_counts);
-        self.metrics.set_leader_gauges(tasks.as_ref(), runners);
-    }
-
-    /// Adds the frames this server's VIPs sent since the last look to the process's counter
-    /// (each server has its own `VipServer`s; the counter outlives them).
-    fn count_vip_frames(&self) {
-        if self.vips.is_empty() {
-            return;
-        }
-        let n_sent: u64 = self.vips.iter().map(|vip| vip.n_frames_sent()).sum();
-        let previous = self.vip_frames_counted.swap(n_sent, Ordering::AcqRel);
-        self.metrics.vip_garps_sent.inc_by(n_sent.saturating_sub(previous));
-    }
-
-    /// Why this node is not ready, or None when it is: the service runs, its ZooKeeper session
-    /// is connected and its data network valid. Generic reasons: `/readyz` needs no token.
-    fn not_ready_reason(&self) -> Option<&'static str> {
-        if self.stopping.load(Ordering::Acquire) {
-            return Some("the service is stopping");
-        }
-        match self.quorum.session().map(|session| session.state()) {
-            Some(quorum::ZkSessionState::SyncConnected) => {}
-            _ => return Some("not connected to ZooKeeper"),
-        }
-        if !self.health.is_valid() {
-            return Some("the data network is not valid");
-        }
-        None
-    }
-
-    /// The loop's 1 s poll (and the early wake-up): publish our health in the quorum, keep the
-    /// probe's peers current, and stop the service when leading with a failed data network.
-    fn poll_health(&self) {
-        self.last_loop_tick_ms.store(crate::run_log::monotonic_ns() / 1_000_000, Ordering::Release);
-        if self.stopping.load(Ordering::Acquire) {
-            return;
-        }
-        let dispatcher_failure = self.dispatcher_failure.lock().take();
-        if let Some(reason) = dispatcher_failure {
-            tracing::error!(%reason, "the dispatcher cannot run on this leader: handing leadership over");
-            self.stop(StopReason::DispatcherFailed(reason));
-            return;
-        }
-        let vip_failure = self.vip_failure.lock().take();
-        if let Some(failure) = vip_failure {
-            tracing::error!(permanent = failure.permanent, message = %failure.message, "the vip cannot be held: stopping the service");
-            self.stop(StopReason::VipFailure(failure));
-            return;
-        }
-        self.publish_health_in_quorum();
-        if !self.quorum.is_leader() {
-            if self.role.lock().runs_dispatcher() {
-                self.stop_dispatcher();
-            }
-            return;
-        }
-        // The dispatcher publishes every change of the health at once, bad and good, so the flag
-        // is the current verdict.
-        if self.published_health.is_healthy() {
-            self.warned_no_healthy_peer.store(false, Ordering::Release);
-            return;
-        }
-        let reason = self.health.status().last_reason.unwrap_or_else(|| "the data network is invalid".to_string());
-        if self.config.step_down_requires_healthy_peer && !self.another_member_is_healthy() {
-            if !self.warned_no_healthy_peer.swap(true, Ordering::AcqRel) {
-                tracing::warn!(%reason, "data network invalid, but no other member reports healthy: keeping leadership (whole-outage guard)");
-            }
-            return;
-        }
-        tracing::error!(%reason, "leader's data network failed: stopping the service, keeping the process");
-        self.stop(StopReason::NetworkFailure(reason));
-    }
-
-    /// Publishes this node's health in the quorum when it changed, and keeps the probe's
-    /// peers current.
-    fn publish_health_in_quorum(&self) {
-        if self.stopping.load(Ordering::Acquire) {
-            return;
-        }
-        let healthy = self.health.is_valid();
-        let mut last = self.last_published_health.lock();
-        if *last != Some(healthy) {
-            *last = Some(healthy);
-            self.quorum.set_health(healthy);
-        }
-        drop(last);
-        // The probe's peers follow the membership as ZooKeeper holds it: a follower watches only
-        // its predecessor, so its cached list can keep members that left and miss ones that came.
-        let members = self.fresh_members.read().unwrap_or_else(|| self.quorum.members());
-        self.update_peers(&members);
-    }
-
-    /// The whole-outage guard's question, asked of ZooKeeper itself: the members' cached data
-    /// can be stale, since a leader watches the membership, not each member's data. When the read
-    /// fails nothing proves a healthy peer, so the answer is no (keep leading): a cached flag may
-    /// be one the peer has since withdrawn, and stepping down on it could leave no leader.
-    fn another_member_is_healthy(&self) -> bool {
-        match self.quorum.read_members() {
-            Ok(members) => members.iter().any(|member| member.info.id != self.config.node_id && member.info.healthy),
-            Err(error) => {
-                tracing::warn!(%error, "cannot read the members from ZooKeeper: no healthy peer confirmed");
-                false
-            }
-        }
-    }
-
-    fn update_peers(&self, members: &[Member]) {
-        let port = self.config.health.probe.port;
-        let peers: Vec<SocketAddr> = members
-            .iter()
-            .filter(|member| member.info.id != self.config.node_id)
-            .filter_map(|member| member.info.data_address.as_deref()?.parse::<std::net::IpAddr>().ok())
-            .map(|ip| SocketAddr::new(ip, port))
-            .collect();
-        self.health_monitor.set_peers(peers);
-    }
-
-    fn start_dispatcher(self: &Arc<Self>) {
-        // Started and stopped only on the loop, so the slot is not held while the dispatcher
-        // starts: requests meanwhile find no scheduler (503, "starting"), never a held lock.
-        if self.role.lock().runs_dispatcher() || self.stopping.load(Ordering::Acquire) {
-            return;
-        }
-        let wake = self.loop_waker();
-        let wake_for_vip = self.loop_waker();
-        let weak = Arc::downgrade(self);
-        let on_vip_failure = move |failure: VipFailure| {
-            if let Some(inner) = weak.upgrade() {
-                *inner.vip_failure.lock() = Some(failure);
-            }
-            wake_for_vip();
-        };
-        let dispatcher_server = Arc::downgrade(&self.rpc_servers[0]);
-        let dispatcher_port = self.config.dispatcher_port;
-        let listen_on_vip = move |ip: std::net::IpAddr| {
-            let Some(server) = dispatcher_server.upgrade() else { return };
-            if let Err(error) = server.listen_also(SocketAddr::new(ip, dispatcher_port), true) {
-                tracing::error!(vip = %ip, %error, "the dispatcher API cannot listen on the vip");
-            }
-        };
-        let report_unusable = self.dispatcher_failure_reporter();
-        if !self.vips.is_empty() {
-            // This term's fence, before the dispatcher binds the VIPs.
-            let lease = self.runner.lock().as_ref().map(|runner| runner.lease());
-            let session = self.quorum.session();
-            self.vips.set_fence(crate::vip_keeper::vip_fence(lease, session.as_deref(), self.config.session_timeout));
-        }
-        let failure = match TaskDispatcher::start(
-            self.health.clone(),
-            self.published_health.clone(),
-            wake,
-            self.vips.clone(),
-            on_vip_failure,
-            listen_on_vip,
-            self.metrics.clone(),
-        ) {
-            Ok(mut started) => {
-                let setup = SchedulerSetup::from_daemon(
-                    &self.config,
-                    self.quorum.clone(),
-                    self.runner_client.clone(),
-                    Arc::new(report_unusable),
-                    Some(self.metrics.task_transition_counter()),
-                );
-                let scheduling = started.start_scheduling(setup);
-                let (scheduler, failure) = match scheduling {
-                    Ok(handle) => (Some(handle), None),
-                    Err(error) => (None, Some(format!("cannot start task scheduling: {error}"))),
-                };
-                let runner_watch = match RunnerWatch::start(self.quorum.clone(), self.config.node_id.clone()) {
-                    Ok(watch) => Some(watch),
-                    Err(error) => {
-                        tracing::error!(%error, "cannot start the runner watch; a dead runner's tasks wait for its session");
-                        None
-                    }
-                };
-                *self.role.lock() = Role::Leader { dispatcher: started, scheduler, runner_watch };
-                failure
-            }
-            Err(error) => Some(format!("cannot start the dispatcher: {error}")),
-        };
-        if let Some(reason) = failure {
-            *self.dispatcher_failure.lock() = Some(reason);
-            // On the loop already: decide now rather than at the next poll.
-            self.poll_health();
-        }
-    }
-
-    /// What the scheduler's worker calls when its database cannot be opened: it only records
-    /// the reason and wakes the loop, which stops the service (`StopReason::DispatcherFailed`).
-    fn dispatcher_failure_reporter(self: &Arc<Self>) -> impl Fn(String) + Send + Sync + 'static {
-        let weak = Arc::downgrade(self);
-        let wake = self.loop_waker();
-        move |reason| {
-            if let Some(inner) = weak.upgrade() {
-                *inner.dispatcher_failure.lock() = Some(reason);
-            }
-            wake();
-        }
-    }
-
-    /// A closure that asks the loop to look at health and VIP now: only a message to the loop,
-    /// which alone decides and stops.
-    fn loop_waker(self: &Arc<Self>) -> impl Fn() + Send + Sync + 'static {
-        let weak = Arc::downgrade(self);
-        let loop_context = self.loop_context.clone();
-        move || {
-            let weak = weak.clone();
-            let _ = loop_context.sched(move || {
-                if let Some(inner) = weak.upgrade() {
-                    inner.poll_health();
-                }
-            });
-        }
-    }
-
-    fn stop_dispatcher(&self) {
-        let role = std::mem::replace(&mut *self.role.lock(), Role::Follower);
-        if let Role::Leader { dispatcher, runner_watch, .. } = role {
-            // The watch is only asked to stop first: its thread may be waiting on ZooKeeper (a
-            // lost connection, the very reason for many step-downs), and the dispatcher's stop
-            // releases the VIP before anything else, which must not wait for that.
-            if let Some(watch) = &runner_watch {
-                watch.request_stop();
-            }
-            dispatcher.stop();
-            drop(runner_watch);
-        }
-    }
-
-    fn role_name(&self) -> &'static str {
-        if self.quorum.is_leader() {
-            "leader"
-        } else {
-            "follower"
-        }
-    }
-}
-
-/// The server's reaction to quorum events, on the loop.
-struct Handler {
-    inner: Arc<Inner>,
-}
-
-impl QuorumHandler for Handler {
-    fn on_event(&mut self, event: Event) {
-        match event {
-            Event::RoleChanged { leader: true, sequence } => {
-                tracing::info!(sequence, "became leader");
-                let elected_at = Instant::now();
-                if !self.inner.counted_leader.swap(true, Ordering::AcqRel) {
-                    self.inner.metrics.transition(TransitionReason::Elected);
-                    self.inner.record_event("elected", TransitionReason::Elected.label());
-                }
-                self.inner.notifier.status(&format!("leader (member {sequence})"));
-                if self.inner.health.is_invalid() {
-                    // Elected by sequence alone: decide before any leader component starts, so
-                    // an unhealthy node hands over without ever running the dispatcher.
-                    self.inner.published_health.publish(false);
-                    self.inner.poll_health();
-                    if self.inner.stopping.load(Ordering::Acquire) {
-                        return;
-                    }
-                }
-                self.inner.start_dispatcher();
-                let scheduler = self.inner.role.lock().scheduler();
-                if let Some(handle) = scheduler {
-                    self.inner.time_takeover(elected_at, handle);
-                }
-            }
-            Event::RoleChanged { leader: false, sequence } => {
-                tracing::info!(sequence, "acting as follower");
-                // Connected, it gave way to a member of higher priority; otherwise it stepped
-                // down for a lost connection.
-                let connected = self
-                    .inner
-                    .quorum
-                    .session()
-                    .is_some_and(|session| session.state() == quorum::ZkSessionState::SyncConnected);
-                self.inner.count_step_down(if connected {
-                    TransitionReason::Priority
-                } else {
-                    TransitionReason::ZookeeperLost
-                });
-                self.inner.notifier.status("follower");
-                self.inner.stop_dispatcher();
-            }
-            Event::MembersChanged(members) => {
-                tracing::info!(n_members = members.len(), "members changed");
-                self.inner.update_peers(&members);
-            }
-            Event::SessionLost => {
-                tracing::warn!("ZooKeeper session lost; rejoining as a follower");
-                self.inner.metrics.zookeeper_session_expirations.inc();
-                self.inner.count_step_down(TransitionReason::SessionExpired);
-                self.inner.stop_dispatcher();
-            }
-            Event::Stopped => {
-                log_done(StopStage::CloseSession, self.stop_started(), "");
-            }
-        }
-    }
-
-    fn on_stop(&mut self) {
-        log_done(StopStage::LeaveQuorum, self.stop_started(), "");
-        if self.inner.led_at_stop.load(Ordering::Acquire) {
-            self.inner.metrics.stepdown_seconds.observe(self.stop_started().elapsed().as_secs_f64());
-        }
-        timed(StopStage::DrainRequests, || {
-            for server in &self.inner.rpc_servers {
-                server.stop_accepting_and_join_outstanding_requests();
-            }
-            String::new()
-        });
-        timed(StopStage::StopDispatcher, || {
-            self.inner.stop_dispatcher();
-            String::new()
-        });
-        timed(StopStage::StopRunner, || {
-            let runner = self.inner.runner.lock().take();
-            let n_interrupted = runner.map(|runner| runner.stop()).unwrap_or(0);
-            format!("{n_interrupted} running tasks interrupted")
-        });
-    }
-}
-
-impl Handler {
-    fn stop_started(&self) -> Instant {
-        self.inner.stop_started.lock().unwrap_or_else(Instant::now)
     }
 }

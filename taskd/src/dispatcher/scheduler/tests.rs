@@ -1,8 +1,16 @@
 //! Unit tests of the scheduler's pieces that need no ZooKeeper: the submit room, assignments,
 //! job fates and the bounded queue (the placement rules are tested in `placement/tests.rs`).
 
-use super::*;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::execution::assign;
+use super::handle::{CallError, JobFate, SchedulerHandle, MAX_QUEUED_CALLS};
+use super::room::Room;
+use crate::clock::now_ms;
 use crate::task::SleepArgs;
+use crate::task::{TaskId, TaskKind, TaskRecord, TaskState};
+use crate::task_db::DbError;
 
 fn sleep_record() -> TaskRecord {
     TaskRecord::new(
