@@ -153,14 +153,13 @@ impl Inner {
     pub(super) fn stop_dispatcher(&self) {
         let role = std::mem::replace(&mut *self.role.lock(), Role::Follower);
         if let Role::Leader { dispatcher, runner_watch, .. } = role {
-            // The watch is only asked to stop first: its thread may be waiting on ZooKeeper (a
-            // lost connection, the very reason for many step-downs), and the dispatcher's stop
-            // releases the VIP before anything else, which must not wait for that.
-            if let Some(watch) = &runner_watch {
-                watch.request_stop();
+            // The watch is stopped without waiting for its threads: one may be waiting on
+            // ZooKeeper (a lost connection, the very reason for many step-downs) or in a connect,
+            // and the dispatcher's stop releases the VIP, which must not wait for that.
+            if let Some(watch) = runner_watch {
+                watch.stop_without_waiting();
             }
             dispatcher.stop();
-            drop(runner_watch);
         }
     }
 
