@@ -158,6 +158,8 @@ pub struct NetnsClusterBuilder {
     vip_setting: Option<(String, String)>,
     track_interface: bool,
     detached_dir: Option<PathBuf>,
+    extra_top_level_config: String,
+    extra_health_config: String,
 }
 
 impl Default for NetnsClusterBuilder {
@@ -181,6 +183,8 @@ impl Default for NetnsClusterBuilder {
             vip_setting: None,
             track_interface: true,
             detached_dir: None,
+            extra_top_level_config: String::new(),
+            extra_health_config: String::new(),
         }
     }
 }
@@ -291,6 +295,21 @@ impl NetnsClusterBuilder {
     /// Sets `health.probe.track_interface` (default true).
     pub fn track_interface(mut self, track_interface: bool) -> Self {
         self.track_interface = track_interface;
+        self
+    }
+
+    /// Adds TOML lines to every node's config at the top level (before the first table), for
+    /// keys the builder has no setter of (`early_takeover_ms = 500`, say). Unchecked: a bad line
+    /// is the daemon's configuration error.
+    pub fn extra_top_level_config(mut self, lines: impl Into<String>) -> Self {
+        self.extra_top_level_config = lines.into();
+        self
+    }
+
+    /// Adds TOML lines to every node's `[health]` table (`realtime_priority = true`, say).
+    /// Unchecked, like [`NetnsClusterBuilder::extra_top_level_config`].
+    pub fn extra_health_config(mut self, lines: impl Into<String>) -> Self {
+        self.extra_health_config = lines.into();
         self
     }
 
@@ -406,6 +425,7 @@ impl NetnsClusterBuilder {
              drain_deadline_ms = {drain_deadline_ms}\n\
              on_network_failure = \"stay\"\n\
              step_down_requires_healthy_peer = {guard}\n\
+             {extra_top_level}\
              [log]\n\
              format = \"glog\"\n\
              level = \"{level}\"\n\
@@ -414,6 +434,7 @@ impl NetnsClusterBuilder {
              source = \"probe\"\n\
              fall = {fall}\n\
              rise = {rise}\n\
+             {extra_health}\
              [health.probe]\n\
              port = {PROBE_PORT}\n\
              interval_ms = {interval_ms}\n\
@@ -424,6 +445,8 @@ impl NetnsClusterBuilder {
              token_file = \"{token}\"\n\
              {listen_also}\
              {vip}",
+            extra_top_level = with_newline(&self.extra_top_level_config),
+            extra_health = with_newline(&self.extra_health_config),
             listen_also = if self.vip { String::new() } else { format!("listen_also = [\"{VIP}\"]\n") },
             node_id = spec.node_id,
             management_address = spec.management_address,
@@ -450,6 +473,14 @@ impl NetnsClusterBuilder {
                 (None, false) => String::new(),
             },
         )
+    }
+}
+
+/// `lines` ending in a newline (nothing when empty), to be pasted into a config.
+fn with_newline(lines: &str) -> String {
+    match lines.trim_end() {
+        "" => String::new(),
+        lines => format!("{lines}\n"),
     }
 }
 
@@ -677,6 +708,13 @@ impl NetnsCluster {
     }
 
     fn wait_until_formed(&self, timeout: Duration) -> Result<()> {
+        self.wait_formed_holding_vip(timeout, self.settings.vip)
+    }
+
+    /// [`NetnsCluster::wait_formed`] for daemons whose configs were rewritten
+    /// ([`NetnsCluster::rewrite_configs`]): `daemons_hold_vip` says whether the leader must hold
+    /// the VIP (the rewritten settings' `vip`), instead of the settings the cluster started with.
+    pub fn wait_formed_holding_vip(&self, timeout: Duration, daemons_hold_vip: bool) -> Result<()> {
         let n_nodes = self.nodes.len();
         self.wait_until(timeout, "every node serving, seeing every member healthy, one leader holding the VIP", || {
             let statuses = self.statuses();
@@ -693,9 +731,30 @@ impl NetnsCluster {
                 (0..n_nodes).filter(|&node| statuses[node].as_ref().is_some_and(|status| status.leader)).collect();
             formed
                 && leaders.len() == 1
-                && (!self.settings.vip || self.vip_holders().ok().as_deref() == Some(&leaders[..]))
+                && (!daemons_hold_vip || self.vip_holders().ok().as_deref() == Some(&leaders[..]))
         })
         .with_context(|| format!("form a cluster of {n_nodes} (its dir is kept: {})", self.dir().display()))?;
+        Ok(())
+    }
+
+    /// Writes every node's `taskd.toml` anew from `settings` (which must have this cluster's
+    /// number of nodes): the running daemons read it at their next start, so a benchmark can run
+    /// several configurations in the same namespaces, stopping and restarting the daemons between
+    /// them. Only the config files change: the fixture's own view (its [`NetnsCluster::settings`],
+    /// the start-up wait) stays the one it started with.
+    pub fn rewrite_configs(&self, settings: &NetnsClusterBuilder) -> Result<()> {
+        ensure!(
+            settings.n_nodes == self.nodes.len(),
+            "the settings are for {} nodes, the cluster has {}",
+            settings.n_nodes,
+            self.nodes.len()
+        );
+        let token_path = self.dir().join("token");
+        for node in &self.nodes {
+            let spec = &node.spec;
+            fs::write(&spec.config_path, settings.config_toml(spec, &token_path))
+                .with_context(|| format!("write {}", spec.config_path.display()))?;
+        }
         Ok(())
     }
 
@@ -892,6 +951,27 @@ impl NetnsCluster {
         self.restore(node, Network::Management)
     }
 
+    /// Takes the node off both networks at once, as a power loss looks to its peers: both of its
+    /// switch-side veths are detached from their bridges by one `ip -batch` in the switch
+    /// namespace (back to back, no process start between them). The node's own interfaces stay
+    /// up and its processes keep running, cut off from everything: whatever it still holds (the
+    /// VIP) is what a host that is partitioned rather than dead would hold.
+    pub fn cut_host(&self, node: usize) -> Result<()> {
+        let spec = &self.nodes[node].spec;
+        let batch = format!("link set {} nomaster\nlink set {} nomaster\n", spec.management_port, spec.data_port);
+        ip_batch(self.switch_namespace(), &batch).with_context(|| format!("cut both links of {}", spec.node_id))
+    }
+
+    /// Puts both of the node's links back after [`NetnsCluster::cut_host`].
+    pub fn restore_host(&self, node: usize) -> Result<()> {
+        let spec = &self.nodes[node].spec;
+        let batch = format!(
+            "link set {} master {MANAGEMENT_BRIDGE}\nlink set {} master {DATA_BRIDGE}\n",
+            spec.management_port, spec.data_port
+        );
+        ip_batch(self.switch_namespace(), &batch).with_context(|| format!("restore both links of {}", spec.node_id))
+    }
+
     /// Polls `done` every 10 ms until it says true; an error naming `what` after `timeout`.
     pub fn wait_until(&self, timeout: Duration, what: &str, done: impl FnMut() -> bool) -> Result<Duration> {
         crate::daemon::wait_until(timeout, what, done)
@@ -963,15 +1043,27 @@ impl NetnsCluster {
         Ok(())
     }
 
-    /// Starts keepalived on one node (it must not run there).
+    /// Starts keepalived on one node (it must not run there) with the config
+    /// [`NetnsCluster::start_keepalived`] describes.
     pub fn start_keepalived_on(&self, node: usize) -> Result<u32> {
         let spec = &self.nodes[node].spec;
-        let mut slot = lock(&self.keepalived[node]);
-        if let Some(child) = slot.as_mut() {
-            if child.try_wait().ok().flatten().is_none() {
-                bail!("keepalived already runs on {}", spec.node_id);
-            }
-        }
+        let script = self.write_keepalived_check_script(node)?;
+        let config = format!(
+            "global_defs {{\n  router_id {node_id}\n}}\n\
+             vrrp_script data_peers {{\n  script \"{script}\"\n  interval 1\n  timeout 2\n  fall 2\n  rise 2\n}}\n\
+             vrrp_instance VI_1 {{\n  state BACKUP\n  interface {MANAGEMENT_INTERFACE}\n  virtual_router_id 51\n  priority 100\n  advert_int 1\n\
+             \x20 track_interface {{\n    {DATA_INTERFACE}\n  }}\n  track_script {{\n    data_peers\n  }}\n\
+             \x20 virtual_ipaddress {{\n    {VIP}/{VIP_PREFIX} dev {MANAGEMENT_INTERFACE} label {MANAGEMENT_INTERFACE}:vip\n  }}\n}}\n",
+            node_id = spec.node_id,
+            script = script.display(),
+        );
+        self.start_keepalived_with(node, &config, false)
+    }
+
+    /// Writes the node's `check-data-peers.sh` (exit 0 when any peer's data address answers a
+    /// ping within 1 s) and returns its path, for a keepalived `vrrp_script`.
+    pub fn write_keepalived_check_script(&self, node: usize) -> Result<PathBuf> {
+        let spec = &self.nodes[node].spec;
         // The peers are pinged in parallel, so that one unreachable peer does not make the script
         // take its ping's timeout before the next peer is asked: good when any peer answers.
         let mut text = String::from("#!/bin/sh\n");
@@ -989,20 +1081,23 @@ impl NetnsCluster {
         fs::write(&script, text).with_context(|| format!("write {}", script.display()))?;
         fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
             .with_context(|| format!("make {} executable", script.display()))?;
-        let config = spec.dir.join("keepalived.conf");
-        fs::write(
-            &config,
-            format!(
-                "global_defs {{\n  router_id {node_id}\n}}\n\
-                 vrrp_script data_peers {{\n  script \"{script}\"\n  interval 1\n  timeout 2\n  fall 2\n  rise 2\n}}\n\
-                 vrrp_instance VI_1 {{\n  state BACKUP\n  interface {MANAGEMENT_INTERFACE}\n  virtual_router_id 51\n  priority 100\n  advert_int 1\n\
-                 \x20 track_interface {{\n    {DATA_INTERFACE}\n  }}\n  track_script {{\n    data_peers\n  }}\n\
-                 \x20 virtual_ipaddress {{\n    {VIP}/{VIP_PREFIX} dev {MANAGEMENT_INTERFACE} label {MANAGEMENT_INTERFACE}:vip\n  }}\n}}\n",
-                node_id = spec.node_id,
-                script = script.display(),
-            ),
-        )
-        .with_context(|| format!("write {}", config.display()))?;
+        Ok(script)
+    }
+
+    /// Starts keepalived on one node (it must not run there) with `config` as its
+    /// `keepalived.conf`, its VRRP subsystem and, when `bfd`, its BFD subsystem. The caller
+    /// chooses the config (a benchmark's tuned profiles); it must not make the daemons and
+    /// keepalived both hold the VIP. Its log is the node's `keepalived.log`, appended to.
+    pub fn start_keepalived_with(&self, node: usize, config: &str, bfd: bool) -> Result<u32> {
+        let spec = &self.nodes[node].spec;
+        let mut slot = lock(&self.keepalived[node]);
+        if let Some(child) = slot.as_mut() {
+            if child.try_wait().ok().flatten().is_none() {
+                bail!("keepalived already runs on {}", spec.node_id);
+            }
+        }
+        let config_path = spec.dir.join("keepalived.conf");
+        fs::write(&config_path, config).with_context(|| format!("write {}", config_path.display()))?;
         let log_path = spec.dir.join("keepalived.log");
         let log = OpenOptions::new()
             .create(true)
@@ -1011,19 +1106,17 @@ impl NetnsCluster {
             .with_context(|| format!("open {}", log_path.display()))?;
         let log_for_stderr = log.try_clone().context("duplicate the log file handle")?;
         let mut command = Command::new("ip");
+        command.args(["netns", "exec", &spec.namespace, "keepalived", "--dont-fork", "--log-console", "--log-detail"]);
+        // `--vrrp` runs VRRP alone; without it keepalived starts each subsystem its config has
+        // (VRRP and BFD here: no virtual servers, so no checker).
+        if bfd {
+            command.arg("--bfd_pid").arg(spec.dir.join("keepalived-bfd.pid"));
+        } else {
+            command.arg("--vrrp");
+        }
         command
-            .args([
-                "netns",
-                "exec",
-                &spec.namespace,
-                "keepalived",
-                "--dont-fork",
-                "--log-console",
-                "--log-detail",
-                "--vrrp",
-            ])
             .arg("--use-file")
-            .arg(&config)
+            .arg(&config_path)
             .arg("--pid")
             .arg(spec.dir.join("keepalived.pid"))
             .arg("--vrrp_pid")
@@ -1037,6 +1130,11 @@ impl NetnsCluster {
         let pid = child.id();
         *slot = Some(child);
         Ok(pid)
+    }
+
+    /// The node's keepalived log (every run, appended); empty when keepalived never ran there.
+    pub fn keepalived_log(&self, node: usize) -> String {
+        read_lossy(&self.nodes[node].spec.dir.join("keepalived.log"))
     }
 
     /// Sends `signal` to the node's keepalived, without waiting.
@@ -1066,6 +1164,13 @@ impl NetnsCluster {
         }
         let _ = child.kill();
         child.wait().with_context(|| format!("reap keepalived on {}", self.nodes[node].spec.node_id))?;
+        // The children, orphaned, are reaped by init whenever it gets to them; until then their
+        // pids exist and a restarted keepalived that finds them in its pid files says "daemon is
+        // already running" and exits. Every one of them was SIGKILLed: their pid files go.
+        let dir = &self.nodes[node].spec.dir;
+        for pid_file in ["keepalived.pid", "keepalived-vrrp.pid", "keepalived-bfd.pid"] {
+            let _ = fs::remove_file(dir.join(pid_file));
+        }
         Ok(())
     }
 
@@ -1278,6 +1383,30 @@ fn remove_leftover_namespaces() {
             }
         }
     }
+}
+
+/// Runs `ip -n <namespace> -batch -` with `commands` (one a line) on its stdin: several link
+/// changes from one process, back to back.
+pub fn ip_batch(namespace: &str, commands: &str) -> Result<()> {
+    use std::io::Write as _;
+    let mut child = Command::new("ip")
+        .args(["-n", namespace, "-batch", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("run ip -batch")?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(commands.as_bytes()).context("write ip -batch's commands")?;
+    }
+    let output = child.wait_with_output().context("wait for ip -batch")?;
+    ensure!(
+        output.status.success(),
+        "ip -n {namespace} -batch failed ({}): {}; commands: {commands:?}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr).trim()
+    );
+    Ok(())
 }
 
 /// Runs `ip` with `args`; its stdout, or an error with its stderr.
