@@ -26,6 +26,9 @@ pub const DEFAULT_DISPATCHER_PORT: u16 = 10_600;
 /// The default log filter: `may` logs every connection's epoll registration at info.
 pub const DEFAULT_LOG_LEVEL: &str = "info,may=warn";
 
+/// The shortest `early_takeover_ms` other than 0 (off).
+pub const MIN_EARLY_TAKEOVER_MS: u64 = 200;
+
 /// The exit code for a configuration error (`EX_CONFIG` from sysexits.h).
 pub const EXIT_CONFIG: i32 = 78;
 
@@ -85,6 +88,11 @@ pub struct CommandLine {
     /// ZooKeeper session timeout in milliseconds, 1000..=60000 [default: 6000].
     #[arg(long)]
     pub session_timeout_ms: Option<u64>,
+    /// Take over a leader every healthy member has lost on both networks for this many ms,
+    /// without waiting for its session; 0 is off. Needs the probe health source; 200 to half the
+    /// session timeout [default: 0, off].
+    #[arg(long)]
+    pub early_takeover_ms: Option<u64>,
     /// Management network address: ZooKeeper, API and VIP side [default: 127.0.0.1].
     #[arg(long)]
     pub management_address: Option<IpAddr>,
@@ -134,6 +142,10 @@ pub struct CommandLine {
     /// Good health rounds in a row that make it valid again [default: 5].
     #[arg(long)]
     pub health_rise: Option<u32>,
+    /// SCHED_FIFO priority (1..=99) of the probe's prober and echo threads; 0 is off. Needs
+    /// CAP_SYS_NICE or LimitRTPRIO; refused, they stay ordinary [default: 0].
+    #[arg(long)]
+    pub health_realtime_priority: Option<u8>,
     /// UDP echo port of the probe source, the same on every node [default: 10602].
     #[arg(long)]
     pub health_probe_port: Option<u16>,
@@ -239,6 +251,7 @@ struct FileConfig {
     node_id: Option<String>,
     zookeeper_hosts: Option<String>,
     session_timeout_ms: Option<u64>,
+    early_takeover_ms: Option<u64>,
     management_address: Option<IpAddr>,
     data_address: Option<IpAddr>,
     dispatcher_port: Option<u16>,
@@ -285,6 +298,9 @@ pub struct Config {
     pub node_id: String,
     pub zookeeper_hosts: String,
     pub session_timeout: Duration,
+    /// `early_takeover_ms`: how long every healthy member must have lost the leader on both
+    /// networks before the next in line takes it over (`reach`); zero is off.
+    pub early_takeover: Duration,
     pub management_address: IpAddr,
     pub data_address: IpAddr,
     pub dispatcher_port: u16,
@@ -378,6 +394,7 @@ impl Config {
             node_id,
             zookeeper_hosts,
             session_timeout: Duration::from_millis(session_timeout_ms),
+            early_takeover: Duration::from_millis(cli.early_takeover_ms.or(file.early_takeover_ms).unwrap_or(0)),
             management_address: cli
                 .management_address
                 .or(file.management_address)
@@ -502,6 +519,36 @@ impl Config {
             vip.validate().map_err(|error| ConfigError::Invalid { key: "vip", message: error.to_string() })?;
         }
         self.check_vip_fence()?;
+        self.check_early_takeover()?;
+        Ok(())
+    }
+
+    /// The early take-over's rule (ARCHITECTURE.md, the crash rule): off (0), or from
+    /// [`MIN_EARLY_TAKEOVER_MS`] to half the session timeout — below, a connect timeout and a few
+    /// probe rounds cannot tell a cut from a hiccup; above, the session's own expiry comes soon
+    /// after and the option saves little. It needs the `probe` health source, whose per-peer view
+    /// says whom this node cannot reach on the data network.
+    fn check_early_takeover(&self) -> Result<(), ConfigError> {
+        let wait_ms = self.early_takeover.as_millis() as u64;
+        if wait_ms == 0 {
+            return Ok(());
+        }
+        let most_ms = self.session_timeout.as_millis() as u64 / 2;
+        if !(MIN_EARLY_TAKEOVER_MS..=most_ms).contains(&wait_ms) {
+            return Err(ConfigError::invalid(
+                "early_takeover_ms",
+                format!(
+                    "must be 0 (off) or from {MIN_EARLY_TAKEOVER_MS} ms to half of session_timeout_ms ({most_ms} ms), \
+                     not {wait_ms}"
+                ),
+            ));
+        }
+        if self.health.source != SourceKind::Probe {
+            return Err(ConfigError::invalid(
+                "early_takeover_ms",
+                "needs health.source = \"probe\": only the probe knows whom this node cannot reach on the data network",
+            ));
+        }
         Ok(())
     }
 
@@ -571,6 +618,9 @@ fn merge_health(mut health: HealthConfig, cli: &CommandLine) -> HealthConfig {
     }
     if let Some(rise) = cli.health_rise {
         health.rise = rise;
+    }
+    if let Some(priority) = cli.health_realtime_priority {
+        health.realtime_priority = priority;
     }
     if let Some(port) = cli.health_probe_port {
         health.probe.port = port;

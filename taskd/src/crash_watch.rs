@@ -28,10 +28,11 @@
 //! *rejects* the management port between members (with a TCP reset) from a dead process: such a
 //! rule is a misconfiguration of the cluster's management network.
 
+mod port_probe;
+pub mod runners;
 pub mod verdict;
 
-use std::io::{ErrorKind, Read};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -40,6 +41,7 @@ use std::time::{Duration, Instant};
 use quorum::takeover::{take_over, TakeOver};
 use quorum::{Member, QuorumHandle};
 
+use self::port_probe::look;
 use self::verdict::{judge, watch_target, Probe, Verdict};
 use crate::task_db;
 
@@ -52,19 +54,13 @@ const THREAD_NAME: &str = "zbs-crash-watch";
 /// How often a member that watches nobody looks at the membership again.
 const IDLE_POLL: Duration = Duration::from_millis(20);
 
-/// How long a held connection's read waits before the watcher checks its target and stop flag.
-const HOLD_POLL: Duration = Duration::from_millis(50);
-
-/// How long a connect may take before it counts as no answer.
-const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
-
 /// How old the membership the watcher picks its target from may be. It is read from ZooKeeper,
 /// not taken from the election's view: a follower re-reads the members only when its
 /// predecessor changes, so after a hand-over the member now next in line would not know it.
 const MEMBERS_TTL: Duration = Duration::from_millis(250);
 
 /// The pause after a probe that had no answer (the host may be down: nothing to prove fast).
-const NO_ANSWER_PAUSE: Duration = Duration::from_millis(100);
+pub(crate) const NO_ANSWER_PAUSE: Duration = Duration::from_millis(100);
 
 /// The crash detector's thread; stopped and joined by `stop` or on drop.
 pub struct CrashWatch {
@@ -135,7 +131,8 @@ impl Watcher {
                 settled.push(target.node_name.clone());
                 continue;
             };
-            let probe = self.look(address, &target.node_name);
+            let probe =
+                look(address, || !self.stopped() && self.target().is_some_and(|now| now.node_name == target.node_name));
             probes.push(probe);
             if probes.len() > 16 {
                 probes.drain(..8);
@@ -176,35 +173,6 @@ impl Watcher {
         self.members.borrow_mut().1 = None;
     }
 
-    /// One probe: a connect, and when it is accepted, the connection held until it ends (or the
-    /// target changes, or the watcher stops: then `Answered`).
-    fn look(&self, address: SocketAddr, node_name: &str) -> Probe {
-        let mut stream = match TcpStream::connect_timeout(&address, CONNECT_TIMEOUT) {
-            Ok(stream) => stream,
-            Err(error) if error.kind() == ErrorKind::ConnectionRefused => return Probe::Refused,
-            Err(_) => return Probe::NoAnswer,
-        };
-        if stream.set_read_timeout(Some(HOLD_POLL)).is_err() {
-            return Probe::Answered;
-        }
-        let mut buffer = [0u8; 512];
-        loop {
-            match stream.read(&mut buffer) {
-                Ok(0) => return Probe::Ended,
-                // The server sends nothing unasked; whatever it is, the process lives.
-                Ok(_) => {}
-                Err(error) if matches!(error.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                    let same_target = self.target().is_some_and(|target| target.node_name == node_name);
-                    if self.stopped() || !same_target {
-                        return Probe::Answered;
-                    }
-                }
-                Err(error) if error.kind() == ErrorKind::Interrupted => {}
-                Err(_) => return Probe::Ended,
-            }
-        }
-    }
-
     /// Takes the dead leader's election node over, then removes its session's owner nodes and
     /// runner registration.
     fn take_over(&self, target: &Member, suspect_since: Instant) {
@@ -229,17 +197,28 @@ impl Watcher {
                 return;
             }
         }
-        match task_db::remove_owners_of_session(&session, target.session_id) {
-            Ok(n_removed) => {
-                tracing::info!(n_removed, "removed the dead leader's owner nodes: its tasks are rescheduled now")
-            }
-            Err(error) => {
-                tracing::warn!(%error, "cannot remove the dead leader's owner nodes; they go with its session")
-            }
+        remove_dead_session(&session, &target.info.id, target.session_id);
+    }
+}
+
+/// After a take-over of a member's election node: deletes the owner nodes and the runner
+/// registration of its dead session, so its tasks are `Interrupted` and handed out at once
+/// (what fails is logged: it goes with the session later).
+pub(crate) fn remove_dead_session(session: &quorum::ZkSession, node_id: &str, dead_session: i64) {
+    match task_db::remove_owners_of_session(session, dead_session) {
+        Ok(n_removed) => {
+            tracing::info!(
+                node = node_id,
+                n_removed,
+                "removed the dead session's owner nodes: its tasks are rescheduled now"
+            )
         }
-        if let Err(error) = task_db::remove_registration_of_session(&session, &target.info.id, target.session_id) {
-            tracing::warn!(%error, "cannot remove the dead leader's runner registration; it goes with its session");
+        Err(error) => {
+            tracing::warn!(%error, node = node_id, "cannot remove the dead session's owner nodes; they go with its session")
         }
+    }
+    if let Err(error) = task_db::remove_registration_of_session(session, node_id, dead_session) {
+        tracing::warn!(%error, node = node_id, "cannot remove the dead session's runner registration; it goes with its session");
     }
 }
 

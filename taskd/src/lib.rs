@@ -18,6 +18,7 @@ pub mod logging;
 pub mod metrics;
 pub mod notify;
 pub mod probes;
+pub mod reach;
 pub mod reentry;
 pub mod run_log;
 pub mod runner;

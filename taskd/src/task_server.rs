@@ -39,11 +39,13 @@ use vip::health::{HealthFlag, HealthMonitor, Subscription};
 use vip::VipServer;
 
 use crate::config::Config;
+use crate::crash_watch::runners::RunnerWatch;
 use crate::crash_watch::CrashWatch;
 use crate::dispatcher::{release_vip, NetworkHealthFlag, SchedulerHandle, SchedulerSetup, TaskDispatcher, VipFailure};
 use crate::fresh_members::FreshMembers;
 use crate::metrics::{zk_state_label, Metrics, TransitionReason, SERVICE_STATES, ZK_STATES};
 use crate::notify::Notifier;
+use crate::reach::{ReachSettings, ReachWatch};
 use crate::runner::{RunnerConfig, TaskRunner};
 use crate::runner_client::RunnerClient;
 use crate::state_lock::SoleIncarnation;
@@ -105,7 +107,13 @@ pub enum ServerError {
 /// dispatcher and — once its scheduling started — the handle requests reach it through.
 enum Role {
     Follower,
-    Leader { dispatcher: TaskDispatcher, scheduler: Option<SchedulerHandle> },
+    Leader {
+        dispatcher: TaskDispatcher,
+        scheduler: Option<SchedulerHandle>,
+        /// The watch over the other nodes' runners (`crash_watch::runners`): a dead runner's tasks
+        /// are rescheduled at once. Asked to stop before the dispatcher, joined after it.
+        runner_watch: Option<RunnerWatch>,
+    },
 }
 
 impl Role {
@@ -166,6 +174,9 @@ struct Inner {
     vip_frames_counted: AtomicU64,
     /// The crash detector (`crash_watch`): asked to stop in stage 1, joined when dropped.
     crash_watch: Mutex<Option<CrashWatch>>,
+    /// The reach watcher and early take-over (`reach`), with `early_takeover_ms` only: asked to
+    /// stop in stage 1, joined when dropped.
+    reach_watch: Mutex<Option<ReachWatch>>,
 }
 
 /// The Task Center service of one process.
@@ -257,6 +268,7 @@ impl TaskServer {
                 vip_frames_counted: AtomicU64::new(0),
                 last_loop_tick_ms: AtomicU64::new(crate::run_log::monotonic_ns() / 1_000_000),
                 crash_watch: Mutex::new(None),
+                reach_watch: Mutex::new(None),
                 config,
             }
         });
@@ -297,6 +309,7 @@ impl TaskServer {
                 tracing::error!(%error, "cannot start the crash detector; a crashed leader waits for its session")
             }
         }
+        self.start_reach_watch();
         let mut timers = self.timers.lock();
         let poller = self.inner.clone();
         timers.push(TimerHandle::new(
@@ -324,6 +337,28 @@ impl TaskServer {
             timers.push(TimerHandle::new(&self.inner.loop_context, move || notifier.watchdog(), interval, true)?);
         }
         Ok(())
+    }
+
+    /// Starts the reach watcher (`reach`) when `early_takeover_ms` is on (the configuration
+    /// checked that the health source is the probe, whose per-peer view it publishes).
+    fn start_reach_watch(&self) {
+        let config = &self.inner.config;
+        if config.early_takeover.is_zero() {
+            return;
+        }
+        let settings = ReachSettings {
+            quorum: self.inner.quorum.clone(),
+            node_id: config.node_id.clone(),
+            peer_reach: self.inner.health_monitor.peer_reach(),
+            probe_port: config.health.probe.port,
+            wait: config.early_takeover,
+        };
+        match ReachWatch::start(settings) {
+            Ok(watch) => *self.inner.reach_watch.lock() = Some(watch),
+            Err(error) => {
+                tracing::error!(%error, "cannot start the reach watcher; a lost leader waits for its session")
+            }
+        }
     }
 
     /// Starts this node's runner; it registers once the quorum has a session.
@@ -390,6 +425,7 @@ impl Drop for TaskServer {
         self.health_subscription.lock().take();
         self.timers.lock().clear();
         drop(self.inner.crash_watch.lock().take());
+        drop(self.inner.reach_watch.lock().take());
         if let Err(error) = self.quorum_server.join() {
             tracing::error!(%error, "task server loop did not join");
         }
@@ -441,6 +477,9 @@ impl Inner {
         *self.stop_reason.lock() = Some(reason);
         timed(StopStage::StopListening, || {
             if let Some(watch) = self.crash_watch.lock().as_ref() {
+                watch.request_stop();
+            }
+            if let Some(watch) = self.reach_watch.lock().as_ref() {
                 watch.request_stop();
             }
             // A port closes only after the leaving marker exists, so that no peer's crash detector
@@ -761,7 +800,14 @@ impl Inner {
                     Ok(handle) => (Some(handle), None),
                     Err(error) => (None, Some(format!("cannot start task scheduling: {error}"))),
                 };
-                *self.role.lock() = Role::Leader { dispatcher: started, scheduler };
+                let runner_watch = match RunnerWatch::start(self.quorum.clone(), self.config.node_id.clone()) {
+                    Ok(watch) => Some(watch),
+                    Err(error) => {
+                        tracing::error!(%error, "cannot start the runner watch; a dead runner's tasks wait for its session");
+                        None
+                    }
+                };
+                *self.role.lock() = Role::Leader { dispatcher: started, scheduler, runner_watch };
                 failure
             }
             Err(error) => Some(format!("cannot start the dispatcher: {error}")),
@@ -803,8 +849,15 @@ impl Inner {
 
     fn stop_dispatcher(&self) {
         let role = std::mem::replace(&mut *self.role.lock(), Role::Follower);
-        if let Role::Leader { dispatcher, .. } = role {
+        if let Role::Leader { dispatcher, runner_watch, .. } = role {
+            // The watch is only asked to stop first: its thread may be waiting on ZooKeeper (a
+            // lost connection, the very reason for many step-downs), and the dispatcher's stop
+            // releases the VIP before anything else, which must not wait for that.
+            if let Some(watch) = &runner_watch {
+                watch.request_stop();
+            }
             dispatcher.stop();
+            drop(runner_watch);
         }
     }
 

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context, Result};
 mod bad_vip_config;
 mod cluster_status;
+mod early_takeover;
 mod listening;
 mod vip_fence;
 mod vip_ipv6;

@@ -257,3 +257,42 @@ fn find_in_path(program: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path).map(|dir| dir.join(program)).find(|candidate| candidate.is_file())
 }
+
+/// The tuned profile (`packaging/profiles/tuned.toml`, README's *Tuned profile*): valid as shipped
+/// (so the timer rule and the fence hold with its numbers), a silent data cut detected within
+/// 50 ms (interval × fall), a rise longer than the fall, the whole-outage guard on, and the probe
+/// threads at a realtime priority the unit's drop-in allows.
+#[test]
+fn tuned_profile_is_valid_detects_a_silent_cut_within_50_ms_and_its_unit_allows_its_priority() {
+    let text = read_packaging("profiles/tuned.toml");
+    let config = Config::from_toml_without_secrets(&text, &command_line())
+        .unwrap_or_else(|error| panic!("packaging/profiles/tuned.toml is not a valid configuration: {error}"));
+    let health = &config.health;
+    assert_eq!(health.source, vip::health::SourceKind::Probe);
+    let budget = health.probe.interval() * health.fall;
+    assert!(budget <= Duration::from_millis(50), "silent-cut detection budget {budget:?} over 50 ms");
+    assert!(health.probe.timeout() < health.probe.interval());
+    assert!(health.rise > health.fall, "rise {} is no hysteresis over fall {}", health.rise, health.fall);
+    assert!(config.step_down_requires_healthy_peer, "the tuned profile keeps the whole-outage guard");
+    assert!(health.realtime_priority > 0, "the tuned profile runs its probes at realtime priority");
+    // With a VIP too (the commented example uncommented), the fence's rule still holds.
+    let with_vip = text.replace("# [vip]\n# address", "[vip]\naddress").replace("# interface", "interface");
+    Config::from_toml_without_secrets(&with_vip, &command_line())
+        .unwrap_or_else(|error| panic!("the tuned profile with its [vip] example: {error}"));
+
+    let drop_in = unit_settings(&read_packaging("profiles/zbs-taskd.service.d/tuned.conf"));
+    assert_eq!(drop_in.get("RestrictRealtime").map(String::as_str), Some("no"), "the drop-in lifts RestrictRealtime");
+    let limit: u8 =
+        drop_in.get("LimitRTPRIO").and_then(|limit| limit.parse().ok()).expect("the drop-in sets LimitRTPRIO");
+    assert!(
+        health.realtime_priority <= limit,
+        "realtime_priority {} above the drop-in's LimitRTPRIO={limit}: the kernel would refuse it",
+        health.realtime_priority
+    );
+    let base = unit_settings(&read_packaging("zbs-taskd.service"));
+    assert_eq!(
+        base.get("RestrictRealtime").map(String::as_str),
+        Some("yes"),
+        "the default unit stays without realtime"
+    );
+}

@@ -64,7 +64,9 @@ mod file;
 mod flag;
 mod link;
 mod monitor;
+mod peer_reach;
 mod probe;
+mod realtime;
 mod rounds;
 mod state;
 mod stop;
@@ -74,6 +76,8 @@ pub use echo::EchoResponder;
 pub use error::{HealthError, Result};
 pub use flag::{HealthFlag, HealthStatus, Subscription};
 pub use monitor::HealthMonitor;
+pub use peer_reach::PeerReach;
+pub use realtime::MAX_REALTIME_PRIORITY;
 pub use state::{HealthChange, HealthSample, HealthState, Hysteresis};
 
 #[cfg(test)]

@@ -24,6 +24,10 @@ pub const CHECKSUMS: &str = "SHA256SUMS";
 /// Where each shipped file goes, relative to the root it is installed into.
 pub const UNIT_PATH: &str = "lib/systemd/system/zbs-taskd.service";
 pub const CONFIG_PATH: &str = "etc/zbs/taskd.toml";
+/// The tuned profile (an example configuration: 50 ms silent-cut detection, realtime probes).
+pub const TUNED_PROFILE_PATH: &str = "usr/share/zbs-taskd/profiles/tuned.toml";
+/// The unit drop-in the tuned profile needs (realtime priority allowed up to 10).
+pub const TUNED_DROP_IN_PATH: &str = "usr/share/zbs-taskd/profiles/zbs-taskd.service.d/tuned.conf";
 pub const SYSUSERS_PATH: &str = "usr/lib/sysusers.d/zbs-taskd.conf";
 /// The Prometheus alert rules and the Grafana dashboard (see the README's "Monitoring").
 pub const RULES_PATH: &str = "usr/share/zbs-taskd/monitoring/zbs-taskd.rules.yml";
@@ -162,6 +166,9 @@ pub fn payload(binaries: &[(String, PathBuf)], packaging_dir: &Path) -> Result<V
     files.push(PayloadFile::new(SYSUSERS_PATH, packaged("zbs-taskd.sysusers")?, 0o644));
     files.push(PayloadFile::new(RULES_PATH, packaged("monitoring/zbs-taskd.rules.yml")?, 0o644));
     files.push(PayloadFile::new(DASHBOARD_PATH, packaged("monitoring/zbs-taskd-dashboard.json")?, 0o644));
+    // The tuned profile and its unit drop-in, as examples an operator copies into place.
+    files.push(PayloadFile::new(TUNED_PROFILE_PATH, packaged("profiles/tuned.toml")?, 0o644));
+    files.push(PayloadFile::new(TUNED_DROP_IN_PATH, packaged("profiles/zbs-taskd.service.d/tuned.conf")?, 0o644));
     files.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(files)
 }

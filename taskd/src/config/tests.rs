@@ -275,3 +275,21 @@ fn a_vip_needs_a_session_timeout_long_enough_for_its_fence() {
     let message = error_text(parse(&format!("session_timeout_ms = 4000\n{vip}sync_interval_ms = 2000\n")));
     assert!(message.contains("vip.sync_interval_ms"), "{message}");
 }
+
+#[test]
+fn early_takeover_is_off_by_default_and_checked_against_the_session_timeout() {
+    assert_eq!(parse("").expect("valid").early_takeover, Duration::ZERO, "off by default");
+    let on = parse("session_timeout_ms = 4000\nearly_takeover_ms = 500").expect("valid");
+    assert_eq!(on.early_takeover, Duration::from_millis(500));
+    assert!(parse("session_timeout_ms = 4000\nearly_takeover_ms = 2000").is_ok(), "half the session timeout");
+    for text in [
+        "session_timeout_ms = 4000\nearly_takeover_ms = 2001",
+        "early_takeover_ms = 199",
+        "early_takeover_ms = 500\n[health]\nsource = \"file\"",
+    ] {
+        let message = error_text(parse(text));
+        assert!(message.contains("early_takeover_ms"), "{text:?} gave {message:?}");
+    }
+    let flags = CommandLine::try_parse_from(["zbs-taskd", "--early-takeover-ms", "800"]).expect("flags parse");
+    assert_eq!(Config::from_toml("", &flags).expect("valid").early_takeover, Duration::from_millis(800));
+}

@@ -56,3 +56,37 @@ pub fn watch_target(members: &[Member], own_sequence: Option<i64>) -> Option<&Me
         _ => None,
     }
 }
+
+/// A runner the leader watches: its registration and the election node of the same session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunnerTarget {
+    pub node_id: String,
+    /// The runner API's address (`ip:port`) from its registration.
+    pub address: String,
+    /// The session that holds both its registration and its election node.
+    pub session_id: i64,
+    /// Its election node: the leaving marker's name, and what a take-over deletes.
+    pub election_node: String,
+}
+
+/// The runners the leader (`own_node_id`) watches: every registered runner but its own whose
+/// session also holds an election node. A registration without one (a member still joining, or
+/// one whose node is gone) is not watched: a stopping member announces leaving through its
+/// election node, so without one nothing could tell its refusals from a crash.
+/// `runners` are `(node id, address, session)` of each registration.
+pub fn runners_to_watch(runners: &[(String, String, i64)], members: &[Member], own_node_id: &str) -> Vec<RunnerTarget> {
+    runners
+        .iter()
+        .filter(|(node_id, _, _)| node_id != own_node_id)
+        .filter_map(|(node_id, address, session_id)| {
+            let member =
+                members.iter().find(|member| member.session_id == *session_id && &member.info.id == node_id)?;
+            Some(RunnerTarget {
+                node_id: node_id.clone(),
+                address: address.clone(),
+                session_id: *session_id,
+                election_node: member.node_name.clone(),
+            })
+        })
+        .collect()
+}

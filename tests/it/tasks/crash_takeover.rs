@@ -3,7 +3,10 @@
 //! ZooKeeper (not a session timeout later); the tasks its own runner held are handed out again
 //! as soon as a runner can take them. And the detector never fires for a live process: a leader
 //! that stops its service for a network failure (keeping its process) or exits on SIGTERM is
-//! replaced through its own hand-over, never taken over.
+//! replaced through its own hand-over, never taken over. The same proof applies to runners: the
+//! leader watches every other runner's port, so a SIGKILLed runner's task runs again on another
+//! runner while the dead session still lives; a runner stopped by SIGTERM drains its own tasks and
+//! is never taken over.
 
 use std::time::Instant;
 
@@ -151,6 +154,91 @@ fn a_leader_that_stops_its_service_or_exits_on_sigterm_is_never_taken_over() {
             );
         }
         ensure!(cluster.pid(old) == Some(old_pid), "the first leader's process did not survive");
+        Ok(())
+    });
+}
+
+/// What the leader's runner watch logs when it takes a dead runner over.
+const RUNNER_TAKEN_OVER: &str = "a runner's process is dead";
+
+/// Submits a sleep of `duration_ms` that only `runner` may take (every other runner drained,
+/// the leader's too), waits for its claim and undrains the others; returns the task id and the
+/// session of its owner node.
+fn task_held_by(cluster: &Cluster, leader: usize, runner: usize, duration_ms: u64) -> Result<(String, i64)> {
+    let others: Vec<usize> = (0..cluster.n_nodes()).filter(|&node| node != runner).collect();
+    for &node in &others {
+        set_drained(cluster, leader, &cluster.node(node).node_id.clone(), true)?;
+    }
+    let task_id = submit(cluster, leader, "sleep/create", json!({ "duration_ms": duration_ms }))?;
+    wait_claimed(cluster, runner, &task_id)?;
+    let record = show(cluster, leader, &task_id)?;
+    ensure!(record["runner_addr"] == json!(runner_addr(cluster, runner)), "the task went elsewhere: {record}");
+    let zk = test_session(cluster)?;
+    let owner = taskd::task_db::owner_of(&zk, &TaskId::parse(&task_id)?)?.context("the claimed task has no owner")?;
+    for &node in &others {
+        set_drained(cluster, leader, &cluster.node(node).node_id.clone(), false)?;
+    }
+    Ok((task_id, owner.session_id))
+}
+
+#[test]
+fn a_sigkilled_runners_task_finishes_on_another_runner_before_its_session_expires() {
+    with_long_session_cluster(|cluster| {
+        let leader = leader(cluster)?;
+        let victim = (0..cluster.n_nodes()).find(|&node| node != leader).context("a follower")?;
+        let (task_id, dead_session) = task_held_by(cluster, leader, victim, 3000)?;
+        ensure!(session_alive(cluster, dead_session)?, "ZooKeeper's dump does not list the runner's session");
+
+        let killed_at = Instant::now();
+        cluster.kill(victim)?;
+        let record = wait_state(cluster, leader, &task_id, "succeeded", WAIT)?;
+        let finished_after = killed_at.elapsed();
+        ensure!(
+            session_alive(cluster, dead_session)?,
+            "the dead runner's session {dead_session:#x} expired before its task finished elsewhere: no early take-over"
+        );
+        ensure!(
+            record["runner_addr"] != json!(runner_addr(cluster, victim)),
+            "finished on the killed runner: {record}"
+        );
+        ensure!(record["attempts"] == json!(0), "the crash counted as a failed attempt: {record}");
+        ensure!(
+            cluster.log(leader).contains(RUNNER_TAKEN_OVER),
+            "the leader did not take the dead runner over:\n{}",
+            cluster.log(leader)
+        );
+        ensure!(cluster.try_status(leader).is_some_and(|status| status.leader), "the leader changed");
+        eprintln!(
+            "SIGKILLed runner: its 3 s task finished on another runner {} ms after the kill (session timeout {} ms)",
+            elapsed_ms(finished_after),
+            LONG_SESSION.as_millis()
+        );
+        Ok(())
+    });
+}
+
+#[test]
+fn a_runner_stopped_by_sigterm_drains_its_own_task_and_is_never_taken_over() {
+    with_long_session_cluster(|cluster| {
+        let leader = leader(cluster)?;
+        let stopped = (0..cluster.n_nodes()).find(|&node| node != leader).context("a follower")?;
+        let (task_id, _) = task_held_by(cluster, leader, stopped, 4000)?;
+        cluster.signal(stopped, Signal::SIGTERM)?;
+        cluster.wait_exit(stopped, WAIT)?;
+        ensure!(
+            cluster.log(stopped).contains("1 running tasks interrupted"),
+            "the stopped runner did not interrupt its own task"
+        );
+        let record = wait_state(cluster, leader, &task_id, "succeeded", WAIT)?;
+        ensure!(record["runner_addr"] != json!(runner_addr(cluster, stopped)), "finished on the stopped runner");
+        // Give the leader's watch time to misjudge the closed port, had it a reason to.
+        std::thread::sleep(Duration::from_secs(1));
+        for node in 0..cluster.n_nodes() {
+            ensure!(
+                !cluster.log(node).contains(RUNNER_TAKEN_OVER),
+                "node {node} took the runner stopped by SIGTERM over"
+            );
+        }
         Ok(())
     });
 }

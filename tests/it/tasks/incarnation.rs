@@ -59,9 +59,21 @@ fn a_runner_killed_and_restarted_at_once_has_its_task_rescheduled_before_its_old
             "ZooKeeper's dump does not list the owner's session {old_session:#x}"
         );
 
+        // The leader is frozen meanwhile: its runner watch (`crash_watch::runners`) would
+        // otherwise take the dead runner over first (the same proof, by another path), and this
+        // test is about the restarted process's own clean-up.
+        cluster.signal(leader, Signal::SIGSTOP)?;
         let killed_at = Instant::now();
-        cluster.kill(victim)?;
-        cluster.restart(victim)?;
+        let restarted = (|| -> Result<()> {
+            cluster.kill(victim)?;
+            cluster.restart(victim)?;
+            cluster.wait_until(WAIT, "the restarted runner removing its previous incarnation's owner nodes", || {
+                cluster.log(victim).contains("removed the owner nodes of this node's previous incarnation")
+            })?;
+            Ok(())
+        })();
+        cluster.signal(leader, Signal::SIGCONT)?;
+        restarted?;
 
         // The task gets a new owner (a new claim, on whichever runner the dispatcher chose) while
         // the killed process's session is still alive: its owner node did not wait for expiry.

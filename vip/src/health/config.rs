@@ -6,6 +6,7 @@
 //! source = "probe"          # "probe" | "file" | "chunk"
 //! fall = 3                  # bad rounds in a row that make the state invalid
 //! rise = 5                  # good rounds in a row that make it valid again
+//! realtime_priority = 0     # SCHED_FIFO priority of the probe's threads, 1 to 99; 0 is off
 //!
 //! [health.probe]
 //! port = 10602              # UDP echo port on every node's data address
@@ -59,6 +60,9 @@ pub struct HealthConfig {
     pub fall: u32,
     /// Good rounds in a row that make the state valid (default 5).
     pub rise: u32,
+    /// The `SCHED_FIFO` priority of the probe source's prober and echo responder threads, 1 to
+    /// 99; 0 (the default) leaves them ordinary. Refused without `CAP_SYS_NICE` (logged once).
+    pub realtime_priority: u8,
     /// Settings of the `probe` source.
     pub probe: ProbeConfig,
     /// Settings of the `file` source.
@@ -73,6 +77,7 @@ impl Default for HealthConfig {
             source: SourceKind::Probe,
             fall: 3,
             rise: 5,
+            realtime_priority: 0,
             probe: ProbeConfig::default(),
             file: FileConfig::default(),
             chunk: ChunkConfig::default(),
@@ -203,6 +208,16 @@ impl HealthConfig {
     pub fn validate(&self) -> Result<()> {
         check_rounds("health.fall", self.fall)?;
         check_rounds("health.rise", self.rise)?;
+        if self.realtime_priority > super::realtime::MAX_REALTIME_PRIORITY {
+            return Err(HealthError::config(
+                "health.realtime_priority",
+                format!(
+                    "must be 0 (off) or a SCHED_FIFO priority from 1 to {}, not {}",
+                    super::realtime::MAX_REALTIME_PRIORITY,
+                    self.realtime_priority
+                ),
+            ));
+        }
         match self.source {
             SourceKind::Probe => self.probe.validate(),
             SourceKind::File => self.file.validate(),

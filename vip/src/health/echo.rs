@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use runtime::Thread;
 
 use super::error::{HealthError, Result};
+use super::realtime::raise_this_thread;
 use super::stop::{StopSignal, Wake};
 
 /// Length of every probe datagram.
@@ -74,14 +75,23 @@ impl EchoResponder {
     ///
     /// [`local_addr`]: EchoResponder::local_addr
     pub fn start(addr: SocketAddr) -> Result<EchoResponder> {
+        EchoResponder::start_with_priority(addr, 0)
+    }
+
+    /// Like `start`, its thread at `SCHED_FIFO` `realtime_priority` (0: ordinary; refused
+    /// quietly, see `realtime`).
+    pub fn start_with_priority(addr: SocketAddr, realtime_priority: u8) -> Result<EchoResponder> {
         let bind_error = |source| HealthError::Bind { what: "echo responder", addr, source };
         let socket = UdpSocket::bind(addr).map_err(bind_error)?;
         socket.set_nonblocking(true).map_err(bind_error)?;
         let local_addr = socket.local_addr().map_err(bind_error)?;
         let stop = StopSignal::new().map_err(HealthError::io("create the echo responder's stop event"))?;
         let thread_stop = stop.clone();
-        let thread = Thread::spawn("zbs-health-echo", move || answer_probes(&socket, &thread_stop))
-            .map_err(HealthError::io("start the echo responder thread"))?;
+        let thread = Thread::spawn("zbs-health-echo", move || {
+            raise_this_thread(realtime_priority, "echo responder");
+            answer_probes(&socket, &thread_stop)
+        })
+        .map_err(HealthError::io("start the echo responder thread"))?;
         tracing::debug!(%local_addr, "health echo responder started");
         Ok(EchoResponder { local_addr, stop, thread: Some(thread) })
     }

@@ -14,6 +14,7 @@ use super::error::{HealthError, Result};
 use super::file::start_file_source;
 use super::flag::{HealthFlag, Shared};
 use super::link::{interface_of_address, LinkWatcher};
+use super::peer_reach::PeerReach;
 use super::probe::{start_prober, PeerList, ProberSettings};
 use super::state::{HealthSample, HealthState};
 use super::stop::StopSignal;
@@ -37,6 +38,8 @@ pub struct HealthMonitor {
     shared: Arc<Shared>,
     source: Option<SourceKind>,
     peers: PeerList,
+    /// Whom the probe source reaches (empty with any other source).
+    reach: PeerReach,
     own_probe_addr: Option<SocketAddr>,
     stop: StopSignal,
     rounds: Option<Thread<()>>,
@@ -56,7 +59,7 @@ impl HealthMonitor {
         let mut monitor = HealthMonitor::without_source(config.fall, config.rise)?;
         monitor.source = Some(config.source);
         match config.source {
-            SourceKind::Probe => monitor.start_probe(&config.probe, data_ip)?,
+            SourceKind::Probe => monitor.start_probe(&config.probe, data_ip, config.realtime_priority)?,
             SourceKind::File => {
                 let thread = start_file_source(monitor.shared.clone(), &config.file, monitor.stop.clone())?;
                 monitor.rounds = Some(thread);
@@ -77,6 +80,7 @@ impl HealthMonitor {
             shared: Shared::new(fall, rise),
             source: None,
             peers: Arc::new(Mutex::new(None)),
+            reach: PeerReach::default(),
             own_probe_addr: None,
             stop: StopSignal::new().map_err(HealthError::io("create the health monitor's stop event"))?,
             rounds: None,
@@ -85,7 +89,7 @@ impl HealthMonitor {
         })
     }
 
-    fn start_probe(&mut self, config: &ProbeConfig, data_ip: IpAddr) -> Result<()> {
+    fn start_probe(&mut self, config: &ProbeConfig, data_ip: IpAddr, realtime_priority: u8) -> Result<()> {
         // The link first, so that a link already down is known before the first round.
         if config.track_interface {
             let interface = match &config.interface {
@@ -102,9 +106,15 @@ impl HealthMonitor {
         let own_probe_addr = SocketAddr::new(data_ip, config.port);
         self.own_probe_addr = Some(own_probe_addr);
         if config.respond {
-            self.echo = Some(EchoResponder::start(own_probe_addr)?);
+            self.echo = Some(EchoResponder::start_with_priority(own_probe_addr, realtime_priority)?);
         }
-        let settings = ProberSettings { bind_ip: data_ip, interval: config.interval(), timeout: config.timeout() };
+        let settings = ProberSettings {
+            bind_ip: data_ip,
+            interval: config.interval(),
+            timeout: config.timeout(),
+            reach: self.reach.clone(),
+            realtime_priority,
+        };
         let thread = start_prober(self.shared.clone(), self.peers.clone(), settings, self.stop.clone())?;
         self.rounds = Some(thread);
         Ok(())
@@ -143,6 +153,12 @@ impl HealthMonitor {
     /// The peers the prober uses now (`None` before the first [`HealthMonitor::set_peers`]).
     pub fn peers(&self) -> Option<Vec<SocketAddr>> {
         self.peers.lock().clone()
+    }
+
+    /// Whom the probe source's rounds reach, peer by peer, and since when one is silent (cheap to
+    /// clone; always empty with another source).
+    pub fn peer_reach(&self) -> PeerReach {
+        self.reach.clone()
     }
 
     /// The address this node's echo responder answers on, if it runs one.

@@ -29,6 +29,8 @@ use runtime::Thread;
 use super::echo::Probe;
 use super::error::{HealthError, Result};
 use super::flag::Shared;
+use super::peer_reach::PeerReach;
+use super::realtime::raise_this_thread;
 use super::rounds::spawn_rounds;
 use super::state::HealthSample;
 use super::stop::{StopSignal, Wake};
@@ -42,6 +44,10 @@ pub(crate) struct ProberSettings {
     pub(crate) bind_ip: IpAddr,
     pub(crate) interval: Duration,
     pub(crate) timeout: Duration,
+    /// Whom the rounds reach, kept for `HealthMonitor::peer_reach`.
+    pub(crate) reach: PeerReach,
+    /// `health.realtime_priority` for the round thread (0: ordinary).
+    pub(crate) realtime_priority: u8,
 }
 
 /// Binds the prober's socket on the calling thread (so in the caller's network namespace) and
@@ -57,9 +63,19 @@ pub(crate) fn start_prober(
     // Bound to the data address so probes leave from it and the peers answer to it.
     let socket = UdpSocket::bind(addr).map_err(bind_error)?;
     socket.set_nonblocking(true).map_err(bind_error)?;
-    let mut prober =
-        Prober { socket, nonce: random_nonce(), round: 0, timeout: settings.timeout, reachable: HashMap::new() };
+    let mut prober = Prober {
+        socket,
+        nonce: random_nonce(),
+        round: 0,
+        timeout: settings.timeout,
+        reachable: HashMap::new(),
+        reach: settings.reach,
+    };
+    let mut priority_to_raise = Some(settings.realtime_priority);
     spawn_rounds("zbs-health-prb", shared, settings.interval, stop, move |stop| {
+        if let Some(priority) = priority_to_raise.take() {
+            raise_this_thread(priority, "prober");
+        }
         let peer_list = peers.lock().clone();
         prober.run_round(&peer_list?, stop)
     })
@@ -72,6 +88,8 @@ struct Prober {
     timeout: Duration,
     /// Each peer's reachability in its latest round, to log changes once.
     reachable: HashMap<SocketAddr, bool>,
+    /// Each peer's silence and since when, for the early take-over.
+    reach: PeerReach,
 }
 
 impl Prober {
@@ -79,10 +97,12 @@ impl Prober {
     fn run_round(&mut self, peers: &[SocketAddr], stop: &StopSignal) -> Option<HealthSample> {
         if peers.is_empty() {
             self.reachable.clear();
+            self.reach.record_round(&[], |_| true, Instant::now());
             return Some(HealthSample::Alone);
         }
         self.round += 1;
-        let deadline = Instant::now() + self.timeout;
+        let round_started = Instant::now();
+        let deadline = round_started + self.timeout;
         let request = Probe { is_reply: false, round: self.round, nonce: self.nonce }.encode();
         let mut first_error: Option<String> = None;
         for peer in peers {
@@ -104,6 +124,7 @@ impl Prober {
             }
         }
         self.log_reachability(peers, &answered);
+        self.reach.record_round(peers, |peer| answered.contains(peer), round_started);
         if answered.is_empty() {
             let detail = first_error.map(|error| format!(" ({error})")).unwrap_or_default();
             let n_peers = waiting_for.len();

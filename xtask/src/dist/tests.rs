@@ -32,6 +32,8 @@ fn payload_has_the_install_layout() {
             "usr/share/man/man1/zbs-taskd.1",
             "usr/share/zbs-taskd/monitoring/zbs-taskd-dashboard.json",
             "usr/share/zbs-taskd/monitoring/zbs-taskd.rules.yml",
+            "usr/share/zbs-taskd/profiles/tuned.toml",
+            "usr/share/zbs-taskd/profiles/zbs-taskd.service.d/tuned.conf",
             "usr/share/zsh/vendor-completions/_zbs-taskd",
         ]
     );
