@@ -1,11 +1,13 @@
 //! The failover benchmark: the VIP's move in a real cluster of network namespaces
-//! (`tests::netns`: three `zbs-taskd` release processes, ZooKeeper and a client on the
+//! (`::tests::netns`: three `zbs-taskd` release processes, ZooKeeper and a client on the
 //! management network, the `probe` health source on the data network), under several systems
 //! that keep the VIP, one after the other in the same namespaces:
 //!
 //! - `taskd`: ours at the bench's settings (probe every 100 ms, fall 2, rise 3, 4 s sessions);
-//! - `taskd_tuned`: ours with tuned keepalived's detection budget (probe every 10 ms, fall 5);
-//! - `taskd_early_takeover`: ours with early takeover on (only `host_down` unless told);
+//! - `taskd_tuned`: ours with tuned keepalived's detection budget, `packaging/profiles/tuned.toml`
+//!   (probe every 10 ms, fall 5, rise 20, realtime probe threads);
+//! - `taskd_early_takeover`: ours at the bench's settings with `early_takeover_ms = 400` (only
+//!   `host_down` unless told);
 //! - `keepalived`: keepalived at its defaults (VRRP `advert_int 1`, ping check);
 //! - `keepalived_tuned`: keepalived "fastest stable" (VRRPv3 `advert_int 0.05`, weighted BFD
 //!   10 ms × 10, realtime, no swap), the one compared with ours tuned;
@@ -36,8 +38,8 @@ mod trials;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use ::tests::netns::NetnsCluster;
 use anyhow::{bail, Context, Result};
-use tests::netns::NetnsCluster;
 
 pub use systems::System;
 pub use tools::ensure_tools;
@@ -70,7 +72,7 @@ impl Options {
 }
 
 pub fn run(options: &Options) -> Result<()> {
-    if let Some(reason) = tests::netns::skip_reason() {
+    if let Some(reason) = ::tests::netns::skip_reason() {
         bail!("the failover benchmark cannot run here: {reason}");
     }
     ensure_quiet(options)?;

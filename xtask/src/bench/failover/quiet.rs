@@ -9,8 +9,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use ::tests::netns::NetnsCluster;
 use anyhow::Result;
-use tests::netns::NetnsCluster;
 
 use super::systems::System;
 use super::tools::have_command;

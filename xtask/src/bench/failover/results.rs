@@ -15,7 +15,7 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use tests::netns::HolderSample;
+use ::tests::netns::HolderSample;
 
 use super::quiet::QuietOutcome;
 use super::systems::System;

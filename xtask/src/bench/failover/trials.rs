@@ -14,9 +14,9 @@
 
 use std::time::{Duration, Instant};
 
+use ::tests::netns::{NetnsCluster, Signal};
 use anyhow::{bail, Result};
 use clap::ValueEnum;
-use tests::netns::{NetnsCluster, Signal};
 
 use super::keepalived_conf::BASE_PRIORITY;
 use super::systems::{self, System, N_NODES, WAIT};
@@ -187,7 +187,7 @@ fn restore_ours(cluster: &NetnsCluster, trial_type: TrialType, old: usize, resto
                 !status.stopping
                     && !status.leader
                     && status.members.len() == N_NODES
-                    && tests::netns::health_valid(&status)
+                    && ::tests::netns::health_valid(&status)
             })
         })?;
         std::thread::sleep(FAILBACK_WINDOW);
