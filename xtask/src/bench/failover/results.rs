@@ -4,7 +4,9 @@
 //! Keys, for each system S and trial type T run: `{S}_{T}_vip_up_ms_{p50,p99,max}`,
 //! `{S}_{T}_unavailable_ms_{p50,p99}`, `{S}_{T}_vip_on_two_nodes_samples`,
 //! `{S}_{T}_failback_failed_requests`, `{S}_{T}_vip_stayed_trials` (a crashed keepalived that
-//! took its VIP back before anyone else had it; those trials are left out of the percentiles);
+//! took its VIP back before anyone else had it; those trials are left out of the percentiles),
+//! `{S}_{T}_old_not_rejoined_trials` (ours: the old node not back as a follower within 10 s of
+//! its restore, restarted to go on);
 //! per system `{S}_vip_on_two_nodes_samples` (every trial type but crash, whose dead holder's
 //! leftover is `{S}_crash_vip_on_two_nodes_samples`), `{S}_failback_failed_requests`,
 //! `{S}_spurious_failovers` and the quiet watch's parts (`{S}_quiet_*`). Today's keys stay:
@@ -68,6 +70,10 @@ pub fn set_system_keys(report: &mut Report, run: &SystemRun) {
         report.set(
             &format!("{prefix}_vip_stayed_trials"),
             trials.iter().filter(|trial| !trial.vip_moved()).count() as f64,
+        );
+        report.set(
+            &format!("{prefix}_old_not_rejoined_trials"),
+            trials.iter().filter(|trial| !trial.old_rejoined).count() as f64,
         );
         let type_failback: usize = trials.iter().map(|trial| trial.failback_failed_requests).sum();
         report.set(&format!("{prefix}_failback_failed_requests"), type_failback as f64);

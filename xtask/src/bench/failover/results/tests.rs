@@ -7,7 +7,14 @@ use super::*;
 
 fn trial(vip_up_ms: f64, unavailable_ms: f64, failback: usize) -> Trial {
     let now = Instant::now();
-    Trial { started_at: now, ended_at: now, vip_up_ms, unavailable_ms, failback_failed_requests: failback }
+    Trial {
+        started_at: now,
+        ended_at: now,
+        vip_up_ms,
+        unavailable_ms,
+        failback_failed_requests: failback,
+        old_rejoined: true,
+    }
 }
 
 fn run(system: System) -> SystemRun {
@@ -57,6 +64,7 @@ fn a_trial_where_the_vip_stayed_is_counted_apart() {
     assert_eq!(report.results["keepalived_crash_vip_stayed_trials"], 1.0);
     assert_eq!(report.results["keepalived_crash_vip_up_ms_p50"], 15.0);
     assert_eq!(report.results["keepalived_link_cut_vip_stayed_trials"], 0.0);
+    assert_eq!(report.results["keepalived_link_cut_old_not_rejoined_trials"], 0.0);
 }
 
 #[test]
