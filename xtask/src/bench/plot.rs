@@ -104,10 +104,15 @@ pub fn times(value: f64) -> String {
     }
 }
 
+/// One series' values in a group: `(series label, values)`.
+pub type Column = (String, Vec<f64>);
+/// A group of columns: `(group label, columns)`.
+pub type Group = (String, Vec<Column>);
+
 /// Per-trial values on a log axis, in `groups` of `(group label, columns)`, each column
 /// `(series label, values)`; a series keeps its colour in every group and is named in the
 /// legend; each column's median is a short black bar. Values ≤ 0 or not finite are left out.
-pub fn grouped_scatter(title: &str, y_desc: &str, groups: &[(String, Vec<(String, Vec<f64>)>)]) -> Result<String> {
+pub fn grouped_scatter(title: &str, y_desc: &str, groups: &[Group]) -> Result<String> {
     let mut series: Vec<String> = Vec::new();
     for (_, columns) in groups {
         for (label, _) in columns {

@@ -149,9 +149,9 @@ pub fn set_legacy_and_ratio_keys(report: &mut Report, runs: &[SystemRun]) {
 /// Per-trial VIP-up times of every system, grouped by trial type, as an SVG (log time axis).
 /// A drawing error (none is expected on a string backend) gives an SVG saying so.
 pub fn svg_plot(runs: &[SystemRun]) -> String {
-    let mut groups: Vec<(String, Vec<(String, Vec<f64>)>)> = Vec::new();
+    let mut groups: Vec<crate::bench::plot::Group> = Vec::new();
     for trial_type in TrialType::ALL {
-        let columns: Vec<(String, Vec<f64>)> = runs
+        let columns: Vec<crate::bench::plot::Column> = runs
             .iter()
             .filter_map(|run| Some((run.system.key().to_string(), vip_up_values(run.trials.get(&trial_type)?))))
             .collect();
