@@ -722,6 +722,13 @@ impl NetnsCluster {
     }
 
     fn wait_until_formed(&self, timeout: Duration) -> Result<()> {
+        self.wait_formed_holding_vip(timeout, self.settings.vip)
+    }
+
+    /// [`NetnsCluster::wait_formed`] for daemons whose configs were rewritten
+    /// ([`NetnsCluster::rewrite_configs`]): `daemons_hold_vip` says whether the leader must hold
+    /// the VIP (the rewritten settings' `vip`), instead of the settings the cluster started with.
+    pub fn wait_formed_holding_vip(&self, timeout: Duration, daemons_hold_vip: bool) -> Result<()> {
         let n_nodes = self.nodes.len();
         self.wait_until(timeout, "every node serving, seeing every member healthy, one leader holding the VIP", || {
             let statuses = self.statuses();
@@ -738,11 +745,33 @@ impl NetnsCluster {
                 (0..n_nodes).filter(|&node| statuses[node].as_ref().is_some_and(|status| status.leader)).collect();
             formed
                 && leaders.len() == 1
-                && (!self.settings.vip || self.vip_holders().ok().as_deref() == Some(&leaders[..]))
-                && (!self.settings.holds_second_vip()
+                && (!daemons_hold_vip || self.vip_holders().ok().as_deref() == Some(&leaders[..]))
+                && (!daemons_hold_vip
+                    || !self.settings.holds_second_vip()
                     || self.address_holders(SECOND_VIP).ok().as_deref() == Some(&leaders[..]))
         })
         .with_context(|| format!("form a cluster of {n_nodes} (its dir is kept: {})", self.dir().display()))?;
+        Ok(())
+    }
+
+    /// Writes every node's `taskd.toml` anew from `settings` (which must have this cluster's
+    /// number of nodes): the running daemons read it at their next start, so a benchmark can run
+    /// several configurations in the same namespaces, stopping and restarting the daemons between
+    /// them. Only the config files change: the fixture's own view (its [`NetnsCluster::settings`],
+    /// the start-up wait) stays the one it started with.
+    pub fn rewrite_configs(&self, settings: &NetnsClusterBuilder) -> Result<()> {
+        ensure!(
+            settings.options.n_nodes == self.nodes.len(),
+            "the settings are for {} nodes, the cluster has {}",
+            settings.options.n_nodes,
+            self.nodes.len()
+        );
+        let token_path = self.dir().join("token");
+        for node in &self.nodes {
+            let spec = &node.spec;
+            let config = settings.node_config(spec, &token_path);
+            write_daemon_config(&spec.config_path, "the zbs-taskd-rs network-namespace cluster fixture", &config)?;
+        }
         Ok(())
     }
 
@@ -881,6 +910,27 @@ impl NetnsCluster {
         self.restore(node, Network::Management)
     }
 
+    /// Takes the node off both networks at once, as a power loss looks to its peers: both of its
+    /// switch-side veths are detached from their bridges by one `ip -batch` in the switch
+    /// namespace (back to back, no process start between them). The node's own interfaces stay
+    /// up and its processes keep running, cut off from everything: whatever it still holds (the
+    /// VIP) is what a host that is partitioned rather than dead would hold.
+    pub fn cut_host(&self, node: usize) -> Result<()> {
+        let spec = &self.nodes[node].spec;
+        let batch = format!("link set {} nomaster\nlink set {} nomaster\n", spec.management_port, spec.data_port);
+        ip_batch(self.switch_namespace(), &batch).with_context(|| format!("cut both links of {}", spec.node_id))
+    }
+
+    /// Puts both of the node's links back after [`NetnsCluster::cut_host`].
+    pub fn restore_host(&self, node: usize) -> Result<()> {
+        let spec = &self.nodes[node].spec;
+        let batch = format!(
+            "link set {} master {MANAGEMENT_BRIDGE}\nlink set {} master {DATA_BRIDGE}\n",
+            spec.management_port, spec.data_port
+        );
+        ip_batch(self.switch_namespace(), &batch).with_context(|| format!("restore both links of {}", spec.node_id))
+    }
+
     /// Starts keepalived in every node's namespace as the VIP's keeper (for a cluster built with
     /// `vip(false)`): VRRP on the management interface (`advert_int 1`, equal priorities, so no
     /// fail-back), `track_interface` on the data interface, and a `vrrp_script` that pings the
@@ -897,15 +947,27 @@ impl NetnsCluster {
         Ok(())
     }
 
-    /// Starts keepalived on one node (it must not run there).
+    /// Starts keepalived on one node (it must not run there) with the config
+    /// [`NetnsCluster::start_keepalived`] describes.
     pub fn start_keepalived_on(&self, node: usize) -> Result<u32> {
         let spec = &self.nodes[node].spec;
-        let mut slot = lock(&self.keepalived[node]);
-        if let Some(child) = slot.as_mut() {
-            if child.try_wait().ok().flatten().is_none() {
-                bail!("keepalived already runs on {}", spec.node_id);
-            }
-        }
+        let script = self.write_keepalived_check_script(node)?;
+        let config = format!(
+            "global_defs {{\n  router_id {node_id}\n}}\n\
+             vrrp_script data_peers {{\n  script \"{script}\"\n  interval 1\n  timeout 2\n  fall 2\n  rise 2\n}}\n\
+             vrrp_instance VI_1 {{\n  state BACKUP\n  interface {MANAGEMENT_INTERFACE}\n  virtual_router_id 51\n  priority 100\n  advert_int 1\n\
+             \x20 track_interface {{\n    {DATA_INTERFACE}\n  }}\n  track_script {{\n    data_peers\n  }}\n\
+             \x20 virtual_ipaddress {{\n    {VIP}/{VIP_PREFIX} dev {MANAGEMENT_INTERFACE} label {MANAGEMENT_INTERFACE}:vip\n  }}\n}}\n",
+            node_id = spec.node_id,
+            script = script.display(),
+        );
+        self.start_keepalived_with(node, &config, false)
+    }
+
+    /// Writes the node's `check-data-peers.sh` (exit 0 when any peer's data address answers a
+    /// ping within 1 s) and returns its path, for a keepalived `vrrp_script`.
+    pub fn write_keepalived_check_script(&self, node: usize) -> Result<PathBuf> {
+        let spec = &self.nodes[node].spec;
         // The peers are pinged in parallel, so that one unreachable peer does not make the script
         // take its ping's timeout before the next peer is asked: good when any peer answers.
         let mut text = String::from("#!/bin/sh\n");
@@ -923,20 +985,23 @@ impl NetnsCluster {
         fs::write(&script, text).with_context(|| format!("write {}", script.display()))?;
         fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
             .with_context(|| format!("make {} executable", script.display()))?;
-        let config = spec.dir.join("keepalived.conf");
-        fs::write(
-            &config,
-            format!(
-                "global_defs {{\n  router_id {node_id}\n}}\n\
-                 vrrp_script data_peers {{\n  script \"{script}\"\n  interval 1\n  timeout 2\n  fall 2\n  rise 2\n}}\n\
-                 vrrp_instance VI_1 {{\n  state BACKUP\n  interface {MANAGEMENT_INTERFACE}\n  virtual_router_id 51\n  priority 100\n  advert_int 1\n\
-                 \x20 track_interface {{\n    {DATA_INTERFACE}\n  }}\n  track_script {{\n    data_peers\n  }}\n\
-                 \x20 virtual_ipaddress {{\n    {VIP}/{VIP_PREFIX} dev {MANAGEMENT_INTERFACE} label {MANAGEMENT_INTERFACE}:vip\n  }}\n}}\n",
-                node_id = spec.node_id,
-                script = script.display(),
-            ),
-        )
-        .with_context(|| format!("write {}", config.display()))?;
+        Ok(script)
+    }
+
+    /// Starts keepalived on one node (it must not run there) with `config` as its
+    /// `keepalived.conf`, its VRRP subsystem and, when `bfd`, its BFD subsystem. The caller
+    /// chooses the config (a benchmark's tuned profiles); it must not make the daemons and
+    /// keepalived both hold the VIP. Its log is the node's `keepalived.log`, appended to.
+    pub fn start_keepalived_with(&self, node: usize, config: &str, bfd: bool) -> Result<u32> {
+        let spec = &self.nodes[node].spec;
+        let mut slot = lock(&self.keepalived[node]);
+        if let Some(child) = slot.as_mut() {
+            if child.try_wait().ok().flatten().is_none() {
+                bail!("keepalived already runs on {}", spec.node_id);
+            }
+        }
+        let config_path = spec.dir.join("keepalived.conf");
+        fs::write(&config_path, config).with_context(|| format!("write {}", config_path.display()))?;
         let log_path = spec.dir.join("keepalived.log");
         let log = OpenOptions::new()
             .create(true)
@@ -945,19 +1010,17 @@ impl NetnsCluster {
             .with_context(|| format!("open {}", log_path.display()))?;
         let log_for_stderr = log.try_clone().context("duplicate the log file handle")?;
         let mut command = Command::new("ip");
+        command.args(["netns", "exec", &spec.namespace, "keepalived", "--dont-fork", "--log-console", "--log-detail"]);
+        // `--vrrp` runs VRRP alone; without it keepalived starts each subsystem its config has
+        // (VRRP and BFD here: no virtual servers, so no checker).
+        if bfd {
+            command.arg("--bfd_pid").arg(spec.dir.join("keepalived-bfd.pid"));
+        } else {
+            command.arg("--vrrp");
+        }
         command
-            .args([
-                "netns",
-                "exec",
-                &spec.namespace,
-                "keepalived",
-                "--dont-fork",
-                "--log-console",
-                "--log-detail",
-                "--vrrp",
-            ])
             .arg("--use-file")
-            .arg(&config)
+            .arg(&config_path)
             .arg("--pid")
             .arg(spec.dir.join("keepalived.pid"))
             .arg("--vrrp_pid")
@@ -971,6 +1034,11 @@ impl NetnsCluster {
         let pid = child.id();
         *slot = Some(child);
         Ok(pid)
+    }
+
+    /// The node's keepalived log (every run, appended); empty when keepalived never ran there.
+    pub fn keepalived_log(&self, node: usize) -> String {
+        read_lossy(&self.nodes[node].spec.dir.join("keepalived.log"))
     }
 
     /// Sends `signal` to the node's keepalived, without waiting.
@@ -1000,6 +1068,13 @@ impl NetnsCluster {
         }
         let _ = child.kill();
         child.wait().with_context(|| format!("reap keepalived on {}", self.nodes[node].spec.node_id))?;
+        // The children, orphaned, are reaped by init whenever it gets to them; until then their
+        // pids exist and a restarted keepalived that finds them in its pid files says "daemon is
+        // already running" and exits. Every one of them was SIGKILLed: their pid files go.
+        let dir = &self.nodes[node].spec.dir;
+        for pid_file in ["keepalived.pid", "keepalived-vrrp.pid", "keepalived-bfd.pid"] {
+            let _ = fs::remove_file(dir.join(pid_file));
+        }
         Ok(())
     }
 
@@ -1256,6 +1331,30 @@ fn remove_leftover_namespaces() {
             }
         }
     }
+}
+
+/// Runs `ip -n <namespace> -batch -` with `commands` (one a line) on its stdin: several link
+/// changes from one process, back to back.
+pub fn ip_batch(namespace: &str, commands: &str) -> Result<()> {
+    use std::io::Write as _;
+    let mut child = Command::new("ip")
+        .args(["-n", namespace, "-batch", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("run ip -batch")?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(commands.as_bytes()).context("write ip -batch's commands")?;
+    }
+    let output = child.wait_with_output().context("wait for ip -batch")?;
+    ensure!(
+        output.status.success(),
+        "ip -n {namespace} -batch failed ({}): {}; commands: {commands:?}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr).trim()
+    );
+    Ok(())
 }
 
 /// Runs `ip` with `args`; its stdout, or an error with its stderr.

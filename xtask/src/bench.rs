@@ -21,9 +21,19 @@ pub struct BenchArgs {
     /// Which benchmark to run.
     #[arg(value_enum)]
     pub which: Which,
-    /// Trials per scenario (the failover benchmark).
+    /// Trials per system and trial type (the failover benchmark).
     #[arg(long, default_value_t = failover::DEFAULT_TRIALS)]
     pub trials: usize,
+    /// The failover benchmark's systems, comma-separated, run in this order (default: all).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub systems: Vec<failover::System>,
+    /// The failover benchmark's trial types, comma-separated (default: every one; host_down
+    /// alone for taskd_early_takeover).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub trial_types: Vec<failover::TrialType>,
+    /// The failover benchmark's quiet watch per system under CPU load, in minutes (0: none).
+    #[arg(long, default_value_t = failover::DEFAULT_QUIET_MINUTES)]
+    pub quiet_minutes: f64,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -40,7 +50,8 @@ pub enum Which {
     Copy,
     /// Task Center: submit throughput and latency, cache queries, copy throughput, dispatcher memory.
     Tasks,
-    /// VIP failover in a network-namespace cluster: data link down, silent cut, SIGTERM, crash (root).
+    /// VIP failover in a network-namespace cluster, ours and keepalived, defaults and tuned: data
+    /// link down, silent cut, SIGTERM, crash, host down, and a quiet watch under load (root).
     Failover,
     /// Every benchmark above, one after the other (failover only as root with keepalived
     /// installed), then `report`.
@@ -57,7 +68,12 @@ pub fn run(args: BenchArgs) -> Result<()> {
         Which::Stepdown => stepdown::run(),
         Which::Copy => copy::run(),
         Which::Tasks => tasks::run(),
-        Which::Failover => failover::run(args.trials),
+        Which::Failover => failover::run(&failover::Options {
+            systems: args.systems,
+            trial_types: args.trial_types,
+            trials: args.trials,
+            quiet_minutes: args.quiet_minutes,
+        }),
         Which::All => all(args.trials),
         Which::Report => write_report(&[]),
     }
@@ -91,7 +107,7 @@ fn all(trials: usize) -> Result<()> {
         }
         None => {
             println!("\n=== bench failover");
-            if let Err(error) = failover::run(trials) {
+            if let Err(error) = failover::run(&failover::Options::full(trials)) {
                 eprintln!("bench failover failed: {error:#}");
                 failed.push("failover");
             }
@@ -109,9 +125,9 @@ fn failover_unavailable() -> Option<String> {
     if unsafe { libc::geteuid() } != 0 {
         return Some("needs root for its network namespaces".to_string());
     }
-    // As root the benchmark installs keepalived and ping itself; it is skipped only when they
-    // cannot be installed.
-    let missing = failover::ensure_tools();
+    // As root the benchmark installs keepalived, ping and stress-ng itself; it is skipped only
+    // when keepalived or ping cannot be installed (stress-ng has a fallback).
+    let missing: Vec<&str> = failover::ensure_tools().into_iter().filter(|package| *package != "stress-ng").collect();
     if !missing.is_empty() {
         return Some(format!(
             "{} not installed and not installable now (`apt-get install {}`)",

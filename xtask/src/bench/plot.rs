@@ -3,10 +3,10 @@
 //! `margin_chart`: one horizontal bar per comparison, on a log axis centred on 1×: how many
 //! times better than its reference (or than its goal) a figure is, so that bars to the right
 //! are better and bars to the left worse, whatever the unit and whether lower or higher is
-//! better. `trial_scatter`: per-trial times of one or more measures, one column each.
+//! better. `grouped_scatter`: per-trial times on a log axis, in groups (a trial type) of columns (a
+//! system), each system one colour throughout, with a legend.
 
 use anyhow::{anyhow, Result};
-use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 
 /// What a margin bar compares: a side-by-side reference, or a goal.
@@ -104,29 +104,47 @@ pub fn times(value: f64) -> String {
     }
 }
 
-/// Per-trial values as a scatter: one column per `(label, values)`, with the column's median
-/// drawn as a short bar. `y_desc` names the unit.
-pub fn trial_scatter(title: &str, y_desc: &str, columns: &[(String, Vec<f64>)]) -> Result<String> {
-    let largest =
-        columns.iter().flat_map(|(_, values)| values.iter().copied()).filter(|v| v.is_finite()).fold(1.0, f64::max);
-    let n_columns = columns.len().max(1);
+/// One series' values in a group: `(series label, values)`.
+pub type Column = (String, Vec<f64>);
+/// A group of columns: `(group label, columns)`.
+pub type Group = (String, Vec<Column>);
+
+/// Per-trial values on a log axis, in `groups` of `(group label, columns)`, each column
+/// `(series label, values)`; a series keeps its colour in every group and is named in the
+/// legend; each column's median is a short black bar. Values ≤ 0 or not finite are left out.
+pub fn grouped_scatter(title: &str, y_desc: &str, groups: &[Group]) -> Result<String> {
+    let mut series: Vec<String> = Vec::new();
+    for (_, columns) in groups {
+        for (label, _) in columns {
+            if !series.contains(label) {
+                series.push(label.clone());
+            }
+        }
+    }
+    let values =
+        || groups.iter().flat_map(|(_, columns)| columns.iter().flat_map(|(_, values)| values.iter().copied()));
+    let shown = |value: &f64| value.is_finite() && *value > 0.0;
+    let smallest = values().filter(shown).fold(f64::INFINITY, f64::min);
+    let largest = values().filter(shown).fold(0.0, f64::max);
+    let (y_min, y_max) = if smallest.is_finite() { (smallest / 2.0, largest * 2.0) } else { (1.0, 10.0) };
+    let n_groups = groups.len().max(1);
+    let width = (WIDTH).max(60 * series.len() as u32 * n_groups as u32 / 2 + 120);
     let mut svg = String::new();
     {
-        let root = SVGBackend::with_string(&mut svg, (WIDTH, 440)).into_drawing_area();
+        let root = SVGBackend::with_string(&mut svg, (width, 520)).into_drawing_area();
         root.fill(&WHITE).map_err(draw_error)?;
-        let labels: Vec<String> = columns.iter().map(|(label, _)| label.clone()).collect();
-        let mut chart: ChartContext<'_, SVGBackend<'_>, Cartesian2d<RangedCoordf64, RangedCoordf64>> =
-            ChartBuilder::on(&root)
-                .caption(title, ("sans-serif", 16))
-                .margin(12)
-                .x_label_area_size(40)
-                .y_label_area_size(60)
-                .build_cartesian_2d(0.0..n_columns as f64, 0.0..largest * 1.1)
-                .map_err(draw_error)?;
+        let labels: Vec<String> = groups.iter().map(|(label, _)| label.clone()).collect();
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 16))
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(60)
+            .build_cartesian_2d(0.0..n_groups as f64, (y_min..y_max).log_scale())
+            .map_err(draw_error)?;
         chart
             .configure_mesh()
             .disable_x_mesh()
-            .x_labels(n_columns * 2 + 1)
+            .x_labels(n_groups * 2 + 1)
             .x_label_formatter(&|x| {
                 let index = x.floor() as usize;
                 if (x - index as f64 - 0.5).abs() < 0.01 {
@@ -138,27 +156,46 @@ pub fn trial_scatter(title: &str, y_desc: &str, columns: &[(String, Vec<f64>)]) 
             .y_desc(y_desc)
             .draw()
             .map_err(draw_error)?;
-        for (index, (_, values)) in columns.iter().enumerate() {
-            let color = Palette99::pick(index).to_rgba();
-            let centre = index as f64 + 0.5;
-            let n = values.len().max(1) as f64;
+        let n_series = series.len().max(1) as f64;
+        for (series_index, name) in series.iter().enumerate() {
+            let color = Palette99::pick(series_index).to_rgba();
+            let mut points = Vec::new();
+            let mut medians = Vec::new();
+            for (group_index, (_, columns)) in groups.iter().enumerate() {
+                let Some((_, column)) = columns.iter().find(|(label, _)| label == name) else { continue };
+                let slot = 0.9 / n_series;
+                let centre = group_index as f64 + 0.05 + slot * (series_index as f64 + 0.5);
+                let mut sorted: Vec<f64> = column.iter().copied().filter(shown).collect();
+                let n = sorted.len().max(1) as f64;
+                points.extend(
+                    sorted
+                        .iter()
+                        .enumerate()
+                        .map(|(trial, value)| (centre + (trial as f64 / n - 0.5) * slot * 0.6, *value)),
+                );
+                sorted.sort_by(f64::total_cmp);
+                if let Some(median) = sorted.get(sorted.len() / 2) {
+                    medians.push((centre - slot * 0.4, centre + slot * 0.4, *median));
+                }
+            }
             chart
-                .draw_series(values.iter().enumerate().map(|(trial, value)| {
-                    let jitter = (trial as f64 / n - 0.5) * 0.4;
-                    Circle::new((centre + jitter, *value), 3, color.mix(0.7).filled())
-                }))
-                .map_err(draw_error)?;
-            let mut sorted = values.clone();
-            sorted.sort_by(f64::total_cmp);
-            if let Some(median) = sorted.get(sorted.len() / 2) {
+                .draw_series(points.into_iter().map(|point| Circle::new(point, 3, color.mix(0.7).filled())))
+                .map_err(draw_error)?
+                .label(name.clone())
+                .legend(move |(x, y)| Circle::new((x + 5, y), 4, color.filled()));
+            for (left, right, median) in medians {
                 chart
-                    .draw_series(LineSeries::new(
-                        [(centre - 0.3, *median), (centre + 0.3, *median)],
-                        BLACK.stroke_width(2),
-                    ))
+                    .draw_series(LineSeries::new([(left, median), (right, median)], BLACK.stroke_width(2)))
                     .map_err(draw_error)?;
             }
         }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperLeft)
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()
+            .map_err(draw_error)?;
         root.present().map_err(draw_error)?;
     }
     Ok(svg)
@@ -184,9 +221,22 @@ mod tests {
     }
 
     #[test]
-    fn trial_scatter_draws_a_point_per_trial() {
-        let columns = vec![("a".to_string(), vec![1.0, 2.0, 3.0]), ("b".to_string(), vec![10.0, 12.0])];
-        let svg = trial_scatter("trials", "ms", &columns).expect("draw");
-        assert_eq!(svg.matches("<circle").count(), 5, "{svg}");
+    fn grouped_scatter_draws_every_positive_point_and_names_every_series() {
+        let groups = vec![
+            (
+                "link_cut".to_string(),
+                vec![("taskd".to_string(), vec![10.0, 12.0]), ("keepalived".to_string(), vec![600.0])],
+            ),
+            (
+                "crash".to_string(),
+                vec![("taskd".to_string(), vec![15.0, f64::NAN]), ("keepalived_tuned".to_string(), vec![170.0])],
+            ),
+        ];
+        let svg = grouped_scatter("failover", "ms", &groups).expect("draw");
+        // Five points, plus one legend mark per series.
+        assert_eq!(svg.matches("<circle").count(), 5 + 3, "{svg}");
+        for label in ["taskd", "keepalived_tuned", "link_cut", "crash"] {
+            assert!(svg.contains(label), "no {label:?} in\n{svg}");
+        }
     }
 }

@@ -110,6 +110,37 @@ fn specs() -> Vec<Spec> {
     );
     failover_rows
         .push(row("samples with the VIP on two nodes", "vip_on_two_nodes_samples", "", Lower).goal(AtMost(0.0)));
+    // Issue 14: ours tuned against keepalived tuned ("fastest stable"), a crash, a host down.
+    let keepalived_tuned = "keepalived tuned (VRRPv3 0.05 s, BFD 10 ms × 10)";
+    for (trial_type, label) in
+        [("link_cut", "data link down"), ("silent_cut", "silent data cut"), ("sigterm", "SIGTERM"), ("crash", "crash")]
+    {
+        failover_rows.push(
+            row(format!("tuned, {label}: VIP up, p50"), format!("taskd_tuned_{trial_type}_vip_up_ms_p50"), "ms", Lower)
+                .vs(keepalived_tuned, format!("keepalived_tuned_{trial_type}_vip_up_ms_p50"))
+                .goal(RatioAtMost(1.0)),
+        );
+    }
+    failover_rows.push(
+        row("crash (SIGKILL, restart after 100 ms): VIP up, p50", "taskd_crash_vip_up_ms_p50", "ms", Lower)
+            .vs("keepalived", "keepalived_crash_vip_up_ms_p50")
+            .goal(AtMost(150.0)),
+    );
+    failover_rows.push(
+        row("host down (both links): VIP up, p50", "taskd_host_down_vip_up_ms_p50", "ms", Lower)
+            .vs("keepalived", "keepalived_host_down_vip_up_ms_p50")
+            .goal(AtMost(4200.0)),
+    );
+    failover_rows.push(
+        row("host down, early takeover on: VIP up, p50", "taskd_early_takeover_host_down_vip_up_ms_p50", "ms", Lower)
+            .vs("keepalived", "keepalived_host_down_vip_up_ms_p50")
+            .goal(AtMost(1000.0)),
+    );
+    failover_rows.push(
+        row("tuned: spurious failovers in the quiet watch under load", "taskd_tuned_spurious_failovers", "", Lower)
+            .vs(keepalived_tuned, "keepalived_tuned_spurious_failovers")
+            .goal(AtMost(0.0)),
+    );
     vec![
         Spec {
             name: "runtime",
@@ -207,7 +238,7 @@ fn specs() -> Vec<Spec> {
         },
         Spec {
             name: "failover",
-            what: "the VIP in a network-namespace cluster, side by side with keepalived (issue 7; root)",
+            what: "the VIP in a network-namespace cluster, side by side with keepalived at defaults and tuned (issues 7 and 14; root)",
             rows: failover_rows,
         },
     ]
