@@ -285,8 +285,20 @@ impl Election {
         let own_node = match self.own_node.clone() {
             Some(own_node) => {
                 if self.needs_data_update {
-                    session.set_data(&own_node.path, &self.member_info.encode(), None)?;
-                    self.needs_data_update = false;
+                    match session.set_data(&own_node.path, &self.member_info.encode(), None) {
+                        Ok(_) => self.needs_data_update = false,
+                        // Deleted under a session that never noticed (another member took over a
+                        // host it could not reach, and the link came back within the session):
+                        // retrying the write would loop forever; a new node carries the data.
+                        Err(error) if error.is_no_node() => {
+                            tracing::warn!(path = %own_node.path, "the election node was deleted by another member; rejoining");
+                            self.step_down("the election node was deleted");
+                            self.own_node = None;
+                            self.needs_evaluation = true;
+                            return Ok(());
+                        }
+                        Err(error) => return Err(error),
+                    }
                 }
                 own_node
             }

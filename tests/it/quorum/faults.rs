@@ -6,6 +6,7 @@ use std::thread;
 use std::time::Duration;
 
 use anyhow::Result;
+use quorum::{ZkConfig, ZkSession};
 use tests::zk::ZooKeeper;
 
 use super::fixture::{
@@ -235,5 +236,39 @@ fn a_leader_frozen_past_its_session_rejoins_as_a_follower() -> Result<()> {
         member.stop()?;
     }
     eprintln!("events:\n{}", log.describe());
+    Ok(())
+}
+
+/// A member whose election node another member deleted (an early take-over of a host that was
+/// cut off, whose link came back within its session) rejoins with a new node when it next writes
+/// its data, instead of retrying the write to a node that is gone forever.
+#[test]
+fn a_member_whose_node_was_deleted_by_a_peer_rejoins_on_its_next_write() -> Result<()> {
+    let _serial = serialize();
+    let zookeeper = ZooKeeper::start()?;
+    let path = service_path("deleted_by_peer");
+    let log = EventLog::default();
+    let a = InProcessMember::start(&log, member_config(&zookeeper.connect_string(), &path, "a", 0))?;
+    assert_eq!(log.wait_for_single_leader(WAIT, &[])?, "a");
+    let b = InProcessMember::start(&log, member_config(&zookeeper.connect_string(), &path, "b", 0))?;
+    log.wait_for(WAIT, "b to see a and b", |record| {
+        record.member == "b" && matches!(&record.kind, Kind::Members(ids) if ids.len() == 2)
+    })?;
+    let old_sequence = b.handle().sequence().expect("b has joined");
+    let peer = ZkSession::connect(&ZkConfig::new(zookeeper.connect_string(), SESSION_TIMEOUT))?;
+    peer.delete(&format!("{path}/{}", quorum::takeover::member_node_name(old_sequence)), None)?;
+    b.handle().set_health(false);
+    let started = std::time::Instant::now();
+    while b.handle().sequence().is_none_or(|sequence| sequence == old_sequence) {
+        anyhow::ensure!(started.elapsed() < WAIT, "b never rejoined after its node was deleted:\n{}", log.describe());
+        thread::sleep(Duration::from_millis(20));
+    }
+    let members: Vec<String> = a.handle().read_members()?.into_iter().map(|member| member.info.id).collect();
+    assert_eq!(members, vec!["a".to_string(), "b".to_string()], "b is a member again, behind a");
+    assert!(a.handle().is_leader() && !b.handle().is_leader(), "a still leads");
+    peer.close(SESSION_TIMEOUT)?;
+    a.stop()?;
+    b.stop()?;
+    assert_never_two_leaders(&log, &[]);
     Ok(())
 }
