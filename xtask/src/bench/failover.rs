@@ -24,6 +24,9 @@
 //! [`tools`]. `cargo xtask bench failover --systems taskd,keepalived --trial-types crash
 //! --trials 3 --quiet-minutes 0` is a short run; the defaults are the full one.
 //!
+//! When `taskd` is among the systems, a cluster of its own then holds two VIPs of two services
+//! ([`two_vips`]) for `--trials` link cuts, timed until the last of them is up.
+//!
 //! Two-holder samples are counted per trial (between its start and its end) and reported per
 //! trial type; a crash's (the dead holder's leftover VIP until its restarted process removes
 //! it) are apart from the rest, and so are the quiet watch's.
@@ -34,6 +37,7 @@ mod results;
 mod systems;
 mod tools;
 mod trials;
+mod two_vips;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -129,12 +133,17 @@ pub fn run(options: &Options) -> Result<()> {
     let core_files = cluster.core_files().len();
     let crash_lines = cluster.crash_lines().len();
     drop(cluster);
+    // Issue 17's two VIPs of two services, in a cluster of their own after the others.
+    let two_vips = if systems.contains(&System::Taskd) { Some(two_vips::run(trials)?) } else { None };
 
     let mut report = Report::new("failover");
     for run in &runs {
         results::set_system_keys(&mut report, run);
     }
     results::set_legacy_and_ratio_keys(&mut report, &runs);
+    if let Some(two_vips) = &two_vips {
+        two_vips::set_keys(&mut report, two_vips);
+    }
     report.set("trials", trials as f64);
     report.set("quiet_minutes", options.quiet_minutes);
     report.set("vip_samples", vip_samples as f64);

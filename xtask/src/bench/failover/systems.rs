@@ -133,7 +133,19 @@ impl System {
             Some(profile) => format!("{}: keepalived, {}", self.key(), profile.describe()),
             None => {
                 let settings = self.daemon_settings();
-                format!("{}: zbs-taskd, {settings:?}", self.key())
+                let config = &settings.options().config;
+                let health = &config.health;
+                format!(
+                    "{}: zbs-taskd, probe every {} ms (timeout {} ms), fall {}, rise {}, realtime priority {}, session timeout {} ms, early takeover {}",
+                    self.key(),
+                    health.probe.interval_ms,
+                    health.probe.timeout_ms,
+                    health.fall,
+                    health.rise,
+                    health.realtime_priority,
+                    config.session_timeout_ms.unwrap_or_default(),
+                    config.early_takeover_ms.map_or("off".to_string(), |ms| format!("{ms} ms")),
+                )
             }
         }
     }
