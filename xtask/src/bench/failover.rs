@@ -6,8 +6,7 @@
 //! - `taskd`: ours at the bench's settings (probe every 100 ms, fall 2, rise 3, 4 s sessions);
 //! - `taskd_tuned`: ours with tuned keepalived's detection budget, `packaging/profiles/tuned.toml`
 //!   (probe every 10 ms, fall 5, rise 20, realtime probe threads);
-//! - `taskd_early_takeover`: ours at the bench's settings with `early_takeover_ms = 400` (only
-//!   `host_down` unless told);
+//! - `taskd_early_takeover`: ours at the bench's settings with `early_takeover_ms = 400`;
 //! - `keepalived`: keepalived at its defaults (VRRP `advert_int 1`, ping check);
 //! - `keepalived_tuned`: keepalived "fastest stable" (VRRPv3 `advert_int 0.05`, weighted BFD
 //!   10 ms × 10, realtime, no swap), the one compared with ours tuned;

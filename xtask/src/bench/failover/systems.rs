@@ -47,7 +47,7 @@ pub enum System {
     /// zbs-taskd tuned: probe every 10 ms, fall 5 (50 ms), rise 20, realtime probe threads.
     #[value(name = "taskd_tuned")]
     TaskdTuned,
-    /// zbs-taskd with early takeover on, 400 ms (host_down only by default).
+    /// zbs-taskd with early takeover on, 400 ms.
     #[value(name = "taskd_early_takeover")]
     TaskdEarlyTakeover,
     /// keepalived at its defaults (VRRP advert_int 1, ping check).
@@ -97,13 +97,11 @@ impl System {
         self.keepalived_profile().is_none()
     }
 
-    /// The trial types run when none are named: every one, but only host_down for early
-    /// takeover (the one it changes).
+    /// The trial types run when none are named: every one, for every system (early takeover's
+    /// too: whether it may become the default depends on its two-holder samples over the whole
+    /// fault matrix).
     pub fn default_trial_types(self) -> Vec<TrialType> {
-        match self {
-            System::TaskdEarlyTakeover => vec![TrialType::HostDown],
-            _ => TrialType::ALL.to_vec(),
-        }
+        TrialType::ALL.to_vec()
     }
 
     /// The daemons' settings: ours hold the VIP; under keepalived they hold none, answer at
