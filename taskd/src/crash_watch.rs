@@ -35,7 +35,6 @@ pub mod verdict;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use quorum::takeover::{take_over, TakeOver};
@@ -44,6 +43,7 @@ use quorum::{Member, QuorumHandle};
 use self::port_probe::look;
 use self::verdict::{judge, watch_target, Probe, Verdict};
 use crate::task_db;
+use crate::watch_thread::WatchThread;
 
 /// Refusals in a row that prove the watched process dead (two: one stray reset is not enough).
 pub const REFUSALS_NEEDED: usize = 2;
@@ -62,40 +62,23 @@ const MEMBERS_TTL: Duration = Duration::from_millis(250);
 /// The pause after a probe that had no answer (the host may be down: nothing to prove fast).
 pub(crate) const NO_ANSWER_PAUSE: Duration = Duration::from_millis(100);
 
-/// The crash detector's thread; stopped and joined by `stop` or on drop.
+/// The crash detector's thread; stopped and joined on drop.
 pub struct CrashWatch {
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    thread: WatchThread,
 }
 
 impl CrashWatch {
     /// Starts watching the leader whenever this member is next in line.
     pub fn start(quorum: QuorumHandle) -> std::io::Result<CrashWatch> {
-        let stop = Arc::new(AtomicBool::new(false));
-        let watcher = Watcher { quorum, stop: stop.clone(), members: Default::default() };
-        let thread = std::thread::Builder::new().name(THREAD_NAME.to_string()).spawn(move || watcher.run())?;
-        Ok(CrashWatch { stop, thread: Some(thread) })
+        let thread = WatchThread::spawn(THREAD_NAME, "the crash detector", move |stop| {
+            Watcher { quorum, stop, members: Default::default() }.run()
+        })?;
+        Ok(CrashWatch { thread })
     }
 
     /// Asks the watcher to stop, without waiting (from the server's loop too).
     pub fn request_stop(&self) {
-        self.stop.store(true, Ordering::Release);
-    }
-
-    /// Stops the watcher and joins its thread (at most one poll interval, or one connect).
-    pub fn stop(&mut self) {
-        self.stop.store(true, Ordering::Release);
-        if let Some(thread) = self.thread.take() {
-            if thread.join().is_err() {
-                tracing::error!("the crash detector's thread panicked");
-            }
-        }
-    }
-}
-
-impl Drop for CrashWatch {
-    fn drop(&mut self) {
-        self.stop();
+        self.thread.request_stop();
     }
 }
 

@@ -30,3 +30,4 @@ pub mod task;
 pub mod task_db;
 pub mod task_server;
 pub mod vip_keeper;
+pub mod watch_thread;

@@ -55,7 +55,6 @@ use std::io::ErrorKind;
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use quorum::takeover::{take_over, TakeOver};
@@ -65,6 +64,7 @@ use vip::health::PeerReach;
 use self::early_takeover::{decide, EarlyTakeover, EarlyTakeoverView};
 use self::report::{LostPeer, UnreachableReport, REPORT_VERSION, UNREACHABLE_PATH};
 use crate::clock::now_ms;
+use crate::watch_thread::WatchThread;
 
 /// The thread's name (at most 15 bytes).
 const THREAD_NAME: &str = "zbs-reach";
@@ -93,40 +93,22 @@ pub struct ReachSettings {
     pub wait: Duration,
 }
 
-/// The reach watcher's thread; stopped and joined by `stop` or on drop.
+/// The reach watcher's thread; stopped and joined on drop.
 pub struct ReachWatch {
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    thread: WatchThread,
 }
 
 impl ReachWatch {
     /// Starts publishing this member's reach and, when next in line, judging the leader.
     pub fn start(settings: ReachSettings) -> std::io::Result<ReachWatch> {
-        let stop = Arc::new(AtomicBool::new(false));
-        let watcher = Watcher::new(settings, stop.clone());
-        let thread = std::thread::Builder::new().name(THREAD_NAME.to_string()).spawn(move || watcher.run())?;
-        Ok(ReachWatch { stop, thread: Some(thread) })
+        let thread =
+            WatchThread::spawn(THREAD_NAME, "the reach watcher", move |stop| Watcher::new(settings, stop).run())?;
+        Ok(ReachWatch { thread })
     }
 
     /// Asks the watcher to stop, without waiting.
     pub fn request_stop(&self) {
-        self.stop.store(true, Ordering::Release);
-    }
-
-    /// Stops the watcher and joins its thread (at most one round).
-    pub fn stop(&mut self) {
-        self.stop.store(true, Ordering::Release);
-        if let Some(thread) = self.thread.take() {
-            if thread.join().is_err() {
-                tracing::error!("the reach watcher's thread panicked");
-            }
-        }
-    }
-}
-
-impl Drop for ReachWatch {
-    fn drop(&mut self) {
-        self.stop();
+        self.thread.request_stop();
     }
 }
 

@@ -62,6 +62,7 @@ use crate::state_lock::SoleIncarnation;
 
 mod health_poll;
 mod metrics_refresh;
+mod probe_peers;
 mod quorum_handler;
 mod role;
 mod routes;
@@ -127,6 +128,8 @@ struct Inner {
     vips: Vips,
     /// The members as ZooKeeper holds them, for the status and cluster answers.
     fresh_members: FreshMembers,
+    /// The members' probe addresses seen lately: the health probe's peers.
+    probe_peers: Mutex<probe_peers::PeerMemory>,
     vip_failure: Mutex<Option<VipFailure>>,
     /// The one client of the runner API (the dispatcher's calls and the forwarded operations).
     runner_client: RunnerClient,
@@ -225,6 +228,7 @@ impl TaskServer {
             ));
             Inner {
                 fresh_members: FreshMembers::new(quorum_server.handle()).with_metrics(metrics.clone()),
+                probe_peers: Mutex::new(probe_peers::PeerMemory::default()),
                 quorum: quorum_server.handle(),
                 loop_context: quorum_server.context(),
                 health: health_monitor.flag(),

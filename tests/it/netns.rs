@@ -15,6 +15,7 @@ mod bad_vip_config;
 mod cluster_status;
 mod early_takeover;
 mod listening;
+mod probe_peers;
 mod two_vips;
 mod vip_fence;
 mod vip_ipv6;

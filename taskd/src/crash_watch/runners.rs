@@ -28,7 +28,6 @@ use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use quorum::takeover::{take_over, TakeOver};
@@ -38,6 +37,7 @@ use super::port_probe::look;
 use super::verdict::{judge, runners_to_watch, Probe, RunnerTarget, Verdict};
 use super::{remove_dead_session, NO_ANSWER_PAUSE, REFUSALS_NEEDED};
 use crate::task_db;
+use crate::watch_thread::WatchThread;
 
 /// How often the registrations and members are read again.
 pub const REFRESH: Duration = Duration::from_millis(250);
@@ -47,21 +47,20 @@ const MANAGER_THREAD_NAME: &str = "zbs-runner-mgr";
 const WATCHER_THREAD_NAME: &str = "zbs-runner-wat";
 const REAPER_THREAD_NAME: &str = "zbs-runner-end";
 
-/// The leader's watch over its runners; stopped and joined by `stop` or on drop.
+/// The leader's watch over its runners; stopped and joined on drop, or left to end on its own
+/// ([`RunnerWatch::stop_without_waiting`]).
 pub struct RunnerWatch {
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    thread: WatchThread,
 }
 
 impl RunnerWatch {
     /// Starts watching every other runner (see the module documentation). `own_node_id` is
     /// this node's, whose runner is not watched.
     pub fn start(quorum: QuorumHandle, own_node_id: String) -> std::io::Result<RunnerWatch> {
-        let stop = Arc::new(AtomicBool::new(false));
-        let manager =
-            Manager { quorum, own_node_id, stop: stop.clone(), watchers: HashMap::new(), settled: HashSet::new() };
-        let thread = std::thread::Builder::new().name(MANAGER_THREAD_NAME.to_string()).spawn(move || manager.run())?;
-        Ok(RunnerWatch { stop, thread: Some(thread) })
+        let thread = WatchThread::spawn(MANAGER_THREAD_NAME, "the runner watch", move |stop| {
+            Manager { quorum, own_node_id, stop, watchers: HashMap::new(), settled: HashSet::new() }.run()
+        })?;
+        Ok(RunnerWatch { thread })
     }
 
     /// Asks the watch to stop and leaves its threads to end on their own, joined by a short-lived
@@ -70,60 +69,19 @@ impl RunnerWatch {
     /// ZooKeeper call; joining them before the election node is given up delayed every hand-over
     /// by up to that long (bench failover: SIGTERM 192 ms instead of 14). A stopped watch acts on
     /// nothing new, and a take-over already under way is safe whoever leads: it needs the proof.
-    pub fn stop_without_waiting(mut self) {
-        self.stop.store(true, Ordering::Release);
-        let Some(thread) = self.thread.take() else { return };
-        let reaper = std::thread::Builder::new().name(REAPER_THREAD_NAME.to_string()).spawn(move || {
-            if thread.join().is_err() {
-                tracing::error!("the runner watch's thread panicked");
-            }
-        });
-        if let Err(error) = reaper {
-            // Not joined: the threads still end on their own once they see the flag.
-            tracing::warn!(%error, "cannot start the thread that joins the runner watch");
-        }
-    }
-
-    /// Stops every watcher and joins the threads: at most one connect or one hold poll, unless
-    /// the manager waits on ZooKeeper (then until that call returns).
-    pub fn stop(&mut self) {
-        self.stop.store(true, Ordering::Release);
-        if let Some(thread) = self.thread.take() {
-            if thread.join().is_err() {
-                tracing::error!("the runner watch's thread panicked");
-            }
-        }
-    }
-}
-
-impl Drop for RunnerWatch {
-    fn drop(&mut self) {
-        self.stop();
+    pub fn stop_without_waiting(self) {
+        self.thread.stop_without_waiting(REAPER_THREAD_NAME);
     }
 }
 
 /// A runner registration by node id and session: a restarted runner is another one.
 type RunnerKey = (String, i64);
 
-struct Watcher {
-    stop: Arc<AtomicBool>,
-    thread: JoinHandle<()>,
-}
-
-impl Watcher {
-    fn stop_and_join(self) {
-        self.stop.store(true, Ordering::Release);
-        if self.thread.join().is_err() {
-            tracing::error!("a runner watcher's thread panicked");
-        }
-    }
-}
-
 struct Manager {
     quorum: QuorumHandle,
     own_node_id: String,
     stop: Arc<AtomicBool>,
-    watchers: HashMap<RunnerKey, Watcher>,
+    watchers: HashMap<RunnerKey, WatchThread>,
     /// Runners whose watcher ended (taken over, or found announced): never watched again.
     settled: HashSet<RunnerKey>,
 }
@@ -137,8 +95,8 @@ impl Manager {
             }
             std::thread::sleep(REFRESH.saturating_sub(started.elapsed()));
         }
-        for (_, watcher) in self.watchers.drain() {
-            watcher.stop_and_join();
+        for (_, mut watcher) in self.watchers.drain() {
+            watcher.stop();
         }
     }
 
@@ -170,19 +128,15 @@ impl Manager {
             targets.iter().map(|target| (target.node_id.clone(), target.session_id)).collect();
         let gone: Vec<RunnerKey> = self.watchers.keys().filter(|key| !wanted.contains(*key)).cloned().collect();
         for key in gone {
-            if let Some(watcher) = self.watchers.remove(&key) {
-                watcher.stop_and_join();
+            if let Some(mut watcher) = self.watchers.remove(&key) {
+                watcher.stop();
             }
         }
-        let finished: Vec<RunnerKey> = self
-            .watchers
-            .iter()
-            .filter(|(_, watcher)| watcher.thread.is_finished())
-            .map(|(key, _)| key.clone())
-            .collect();
+        let finished: Vec<RunnerKey> =
+            self.watchers.iter().filter(|(_, watcher)| watcher.is_finished()).map(|(key, _)| key.clone()).collect();
         for key in finished {
-            if let Some(watcher) = self.watchers.remove(&key) {
-                watcher.stop_and_join();
+            if let Some(mut watcher) = self.watchers.remove(&key) {
+                watcher.stop();
             }
             self.settled.insert(key);
         }
@@ -197,17 +151,11 @@ impl Manager {
                 self.settled.insert(key);
                 continue;
             };
-            let stop = Arc::new(AtomicBool::new(false));
-            let watch = WatchOne {
-                quorum: self.quorum.clone(),
-                target,
-                address,
-                stop: stop.clone(),
-                manager_stop: self.stop.clone(),
-            };
-            match std::thread::Builder::new().name(WATCHER_THREAD_NAME.to_string()).spawn(move || watch.run()) {
-                Ok(thread) => {
-                    self.watchers.insert(key, Watcher { stop, thread });
+            let (quorum, manager_stop) = (self.quorum.clone(), self.stop.clone());
+            let watch = move |stop| WatchOne { quorum, target, address, stop, manager_stop }.run();
+            match WatchThread::spawn(WATCHER_THREAD_NAME, "a runner watcher", watch) {
+                Ok(watcher) => {
+                    self.watchers.insert(key, watcher);
                 }
                 Err(error) => tracing::warn!(%error, "cannot start a runner watcher"),
             }

@@ -87,14 +87,17 @@ impl Inner {
         }
     }
 
+    /// Sets the probe's peers: the other members' data addresses, and those of members seen
+    /// within `probe_peers::PEER_MEMORY` (a member restarting is still probed).
     pub(super) fn update_peers(&self, members: &[Member]) {
         let port = self.config.health.probe.port;
-        let peers: Vec<SocketAddr> = members
+        let members: Vec<SocketAddr> = members
             .iter()
             .filter(|member| member.info.id != self.config.node_id)
             .filter_map(|member| member.info.data_address.as_deref()?.parse::<std::net::IpAddr>().ok())
             .map(|ip| SocketAddr::new(ip, port))
             .collect();
+        let peers = self.probe_peers.lock().peers(&members, std::time::Instant::now());
         self.health_monitor.set_peers(peers);
     }
 
