@@ -26,6 +26,13 @@
 //! When `taskd` is among the systems, a cluster of its own then holds two VIPs of two services
 //! ([`two_vips`]) for `--trials` link cuts, timed until the last of them is up.
 //!
+//! Each trial measures `*_vip_up_ms`, from the injection to the VIP present in another node's
+//! namespace (a netlink address dump every millisecond), and `*_unavailable_ms`, the client's
+//! view: from its last answer at the VIP before the first failed request to its first answer
+//! after it (requests every 10 ms, each bounded by 100 ms; 0 when none failed). After a cut the
+//! link is restored and the old node watched rejoining as a follower: requests failing then are
+//! `*_failback_failed_requests`.
+//!
 //! Two-holder samples are counted per trial (between its start and its end) and reported per
 //! trial type; a crash's (the dead holder's leftover VIP until its restarted process removes
 //! it) are apart from the rest, and so are the quiet watch's.
