@@ -489,10 +489,12 @@ fn a_killed_runners_task_is_rescheduled_and_finishes() {
         wait_claimed(cluster, stopped, &task_id)?;
         cluster.signal(stopped, Signal::SIGTERM)?;
         wait_state(cluster, leader, &task_id, "interrupted", WAIT)?;
-        ensure!(
-            cluster.log(stopped).contains("1 running tasks interrupted"),
-            "the stopped runner did not log its interruption"
-        );
+        // The record is written before the runner logs its drain's count: wait for the line.
+        cluster
+            .wait_until(WAIT, "the stopped runner logging its interruption", || {
+                cluster.log(stopped).contains("1 running tasks interrupted")
+            })
+            .context("the stopped runner did not log its interruption")?;
         let (status, answer) =
             request(cluster, leader, "POST", &format!("{PREFIX}/runners/{leader_id}/undrain"), Some("{}"))?;
         ensure!(status < 300, "undrain: {status} {answer}");

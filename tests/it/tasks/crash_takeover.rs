@@ -77,7 +77,10 @@ fn a_sigkilled_leader_is_replaced_and_its_tasks_rescheduled_before_its_session_e
             session_alive(cluster, dead_session)?,
             "the dead leader's session {dead_session:#x} expired before node {new} led: no early take-over"
         );
-        ensure!(cluster.log(new).contains(TAKEN_OVER), "the new leader did not take the dead one's node over");
+        // The take-over's deletion elects the taker before its thread logs the take-over.
+        cluster
+            .wait_until(WAIT, "the new leader logging its take-over", || cluster.log(new).contains(TAKEN_OVER))
+            .context("the new leader did not take the dead one's node over")?;
 
         // Its task is interrupted and runs again as soon as a runner may take it.
         cluster.wait_until(WAIT, "the new dispatcher answers", || {
