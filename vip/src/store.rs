@@ -171,7 +171,9 @@ impl VipStore {
     fn migrate_legacy(&self, session: &ZkSession) -> Result<Option<StoredVip>, VipStoreError> {
         let Some((data, stat)) = session.get_data(VIP_ZNODE)? else { return Ok(None) };
         if data.is_empty() {
-            return Ok(None);
+            // Nothing to migrate, or another node migrated it between our two reads: its
+            // multi-op created the service's znode before it emptied this one, so read that again.
+            return self.read_znode(session);
         }
         let legacy = StoredVip::from_bytes(&data)
             .map_err(|message| VipStoreError::Corrupt(format!("{VIP_ZNODE} (a VIP of an older version): {message}")))?;
